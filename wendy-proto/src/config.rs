@@ -1,0 +1,106 @@
+//! Node configuration.
+
+use core::time::Duration;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::credentials::Credentials;
+use crate::id::NodeId;
+use crate::info::NodeInfo;
+use crate::wire::DEFAULT_MAX_FRAME;
+
+/// Everything a [`Node`](crate::Node) needs to start. Build with [`Config::new`] and adjust fields.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// This node's id, address and region.
+    pub info: NodeInfo,
+    /// Seed of the node's random number generator (handshake nonces, tie choices).
+    pub seed: u64,
+    /// Leaf-set size L, half on each side (default 32, as the Go wendy).
+    pub leaf_set_size: usize,
+    /// Neighbourhood-set size M (default 32).
+    pub neighbourhood_size: usize,
+    /// Proximity multiplier for nodes of another region (default 5, as the Go wendy).
+    pub region_factor: u64,
+    /// Interval between heartbeats to leaf-set members; also the node's maintenance tick.
+    pub heartbeat_interval: Duration,
+    /// A leaf-set member silent this long is suspected and probed.
+    pub suspect_timeout: Duration,
+    /// A suspected member that does not answer its probe within this is declared gone.
+    pub probe_timeout: Duration,
+    /// How long a connection may take to be dialled and authenticated.
+    pub connect_timeout: Duration,
+    /// A connection idle in both directions this long is closed (leaf-set members never idle).
+    pub idle_timeout: Duration,
+    /// How long to wait for the join to progress before retrying through the bootstrap.
+    pub join_timeout: Duration,
+    /// Join attempts before the join is reported failed.
+    pub join_attempts: u32,
+    /// Interval of the leaf-set exchange with the nearest member on each side.
+    pub leaf_exchange_interval: Duration,
+    /// Largest frame body accepted or sent.
+    pub max_frame_size: usize,
+    /// Messages queued for one peer while its connection is being set up.
+    pub max_pending_per_peer: usize,
+    /// Messages queued in all (per-peer queues and messages held while joining).
+    pub max_pending_total: usize,
+    /// Most connections open at once; further inbound connections are refused.
+    pub max_connections: usize,
+    /// Hop limit for routed messages; a message that exceeds it is dropped and reported.
+    pub max_hops: u8,
+    /// Credentials proven in every handshake; `None` proves nothing and accepts everyone.
+    pub credentials: Option<Arc<dyn Credentials>>,
+}
+
+impl Config {
+    /// A configuration with the defaults, for node `id` reachable at `addr` (local and global).
+    pub fn new(id: NodeId, addr: SocketAddr) -> Self {
+        Config {
+            info: NodeInfo::new(id, addr),
+            seed: id.as_u128() as u64 ^ (id.as_u128() >> 64) as u64,
+            leaf_set_size: 32,
+            neighbourhood_size: 32,
+            region_factor: 5,
+            heartbeat_interval: Duration::from_secs(1),
+            suspect_timeout: Duration::from_secs(3),
+            probe_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(120),
+            join_timeout: Duration::from_secs(10),
+            join_attempts: 3,
+            leaf_exchange_interval: Duration::from_secs(30),
+            max_frame_size: DEFAULT_MAX_FRAME,
+            max_pending_per_peer: 1024,
+            max_pending_total: 16 * 1024,
+            max_connections: 4096,
+            max_hops: 64,
+            credentials: None,
+        }
+    }
+
+    /// Sets the region and the local and global addresses.
+    pub fn with_region(mut self, region: impl Into<String>, local: SocketAddr, global: SocketAddr) -> Self {
+        self.info.region = region.into();
+        self.info.local = local;
+        self.info.global = global;
+        self
+    }
+
+    /// Sets the credentials.
+    pub fn with_credentials(mut self, credentials: Arc<dyn Credentials>) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// Sets the RNG seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The time from a member's last word to its removal, at most (detection time).
+    pub fn detection_time(&self) -> Duration {
+        self.suspect_timeout + self.probe_timeout + 2 * self.heartbeat_interval
+    }
+}

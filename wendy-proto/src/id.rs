@@ -1,0 +1,221 @@
+//! 128-bit node ids and keys, and the ring arithmetic Pastry routes by.
+
+use core::cmp::Ordering;
+use core::fmt;
+use core::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Number of base-16 digits in an id: also the number of routing-table rows.
+pub const DIGITS: usize = 32;
+/// Number of values a digit can take: also the number of routing-table columns.
+pub const BASE: usize = 16;
+
+/// A 128-bit identifier of a node or a key, on a ring of size 2^128.
+///
+/// Messages are routed *towards* a key and delivered at the live node whose id is numerically
+/// closest to it (the shorter way round the ring).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct NodeId(u128);
+
+/// Why bytes or text could not become a [`NodeId`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdError {
+    /// Fewer than 16 bytes were given.
+    TooShort {
+        /// How many bytes were given.
+        len: usize,
+    },
+    /// The text is not exactly 32 hexadecimal digits.
+    BadHex,
+}
+
+impl fmt::Display for IdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdError::TooShort { len } => write!(f, "an id needs at least 16 bytes, got {len}"),
+            IdError::BadHex => f.write_str("an id is written as exactly 32 hexadecimal digits"),
+        }
+    }
+}
+
+impl std::error::Error for IdError {}
+
+impl NodeId {
+    /// The id 0.
+    pub const ZERO: NodeId = NodeId(0);
+    /// The largest id.
+    pub const MAX: NodeId = NodeId(u128::MAX);
+
+    /// The id with this numeric value.
+    pub const fn from_u128(v: u128) -> Self {
+        NodeId(v)
+    }
+
+    /// The numeric value of the id.
+    pub const fn as_u128(self) -> u128 {
+        self.0
+    }
+
+    /// The id made of the first 16 bytes of `bytes`, big-endian (as the Go wendy did).
+    ///
+    /// ```
+    /// # use wendy_proto::NodeId;
+    /// let id = NodeId::from_bytes(b"0123456789abcdefXYZ").unwrap();
+    /// assert_eq!(id.to_string(), "30313233343536373839616263646566");
+    /// assert!(NodeId::from_bytes(b"short").is_err());
+    /// ```
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, IdError> {
+        let first: [u8; 16] =
+            bytes.get(..16).and_then(|b| b.try_into().ok()).ok_or(IdError::TooShort { len: bytes.len() })?;
+        Ok(NodeId(u128::from_be_bytes(first)))
+    }
+
+    /// The id made by hashing arbitrary bytes (the first 16 bytes of their SHA-256).
+    pub fn hash(data: &[u8]) -> Self {
+        let digest = Sha256::digest(data);
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
+        NodeId(u128::from_be_bytes(first))
+    }
+
+    /// The 16 big-endian bytes of the id.
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_be_bytes()
+    }
+
+    /// Digit `i` in base 16, counted from the most significant (`i < 32`; larger `i` gives 0).
+    pub fn digit(self, i: usize) -> u8 {
+        if i >= DIGITS {
+            return 0;
+        }
+        ((self.0 >> (4 * (DIGITS - 1 - i))) & 0xf) as u8
+    }
+
+    /// The number of leading base-16 digits `self` and `other` share (32 when equal).
+    pub fn common_prefix_len(self, other: NodeId) -> usize {
+        ((self.0 ^ other.0).leading_zeros() / 4) as usize
+    }
+
+    /// Distance going clockwise (increasing, wrapping) from `self` to `other`.
+    pub fn cw_distance(self, other: NodeId) -> u128 {
+        other.0.wrapping_sub(self.0)
+    }
+
+    /// Distance the shorter way round the ring.
+    pub fn distance(self, other: NodeId) -> u128 {
+        let cw = self.cw_distance(other);
+        cw.min(cw.wrapping_neg())
+    }
+
+    /// Orders `a` and `b` by closeness to `self` (the key): `Less` means `a` is closer.
+    ///
+    /// Equal distances (the key exactly between the two) are broken in favour of the node
+    /// reached first going clockwise from the key, which every node computes the same way.
+    pub fn cmp_closeness(self, a: NodeId, b: NodeId) -> Ordering {
+        self.distance(a).cmp(&self.distance(b)).then_with(|| self.cw_distance(a).cmp(&self.cw_distance(b)))
+    }
+
+    /// True if `a` is strictly closer to `self` (the key) than `b` under [`NodeId::cmp_closeness`].
+    pub fn is_closer(self, a: NodeId, b: NodeId) -> bool {
+        self.cmp_closeness(a, b) == Ordering::Less
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({:032x})", self.0)
+    }
+}
+
+impl FromStr for NodeId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(IdError::BadHex);
+        }
+        u128::from_str_radix(s, 16).map(NodeId).map_err(|_| IdError::BadHex)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn id() -> impl Strategy<Value = NodeId> {
+        any::<u128>().prop_map(NodeId)
+    }
+
+    #[test]
+    fn digits_and_prefixes() {
+        let a: NodeId = "0123456789abcdef0123456789abcdef".parse().unwrap();
+        assert_eq!(a.digit(0), 0);
+        assert_eq!(a.digit(1), 1);
+        assert_eq!(a.digit(15), 0xf);
+        assert_eq!(a.digit(31), 0xf);
+        let b: NodeId = "0123f000000000000000000000000000".parse().unwrap();
+        assert_eq!(a.common_prefix_len(b), 4);
+        assert_eq!(a.common_prefix_len(a), 32);
+        assert_eq!(NodeId::from_bytes(&[1; 15]), Err(IdError::TooShort { len: 15 }));
+        assert_eq!("xyz".parse::<NodeId>(), Err(IdError::BadHex));
+        assert_eq!("+123456789abcdef0123456789abcdef".parse::<NodeId>(), Err(IdError::BadHex));
+    }
+
+    #[test]
+    fn distance_wraps() {
+        assert_eq!(NodeId::MAX.distance(NodeId::ZERO), 1);
+        assert_eq!(NodeId::ZERO.distance(NodeId::MAX), 1);
+        let half = NodeId(1u128 << 127);
+        assert_eq!(NodeId::ZERO.distance(half), 1u128 << 127);
+    }
+
+    #[test]
+    fn tie_break_is_clockwise() {
+        let key = NodeId(100);
+        let (lo, hi) = (NodeId(90), NodeId(110));
+        assert!(key.is_closer(hi, lo));
+        assert!(!key.is_closer(lo, hi));
+    }
+
+    proptest! {
+        #[test]
+        fn hex_round_trip(a in id()) {
+            prop_assert_eq!(a.to_string().parse::<NodeId>().unwrap(), a);
+            prop_assert_eq!(NodeId::from_bytes(&a.to_bytes()).unwrap(), a);
+        }
+
+        #[test]
+        fn distance_is_symmetric_and_bounded(a in id(), b in id()) {
+            prop_assert_eq!(a.distance(b), b.distance(a));
+            prop_assert!(a.distance(b) <= 1u128 << 127);
+            prop_assert_eq!(a.distance(b) == 0, a == b);
+            prop_assert_eq!(a.cw_distance(b).wrapping_add(b.cw_distance(a)), 0);
+        }
+
+        #[test]
+        fn prefix_matches_digits(a in id(), b in id()) {
+            let p = a.common_prefix_len(b);
+            for i in 0..p { prop_assert_eq!(a.digit(i), b.digit(i)); }
+            if p < DIGITS { prop_assert_ne!(a.digit(p), b.digit(p)); }
+        }
+
+        #[test]
+        fn closeness_is_a_strict_total_order(k in id(), a in id(), b in id(), c in id()) {
+            // antisymmetric, and equal only for the same node
+            prop_assert_eq!(k.cmp_closeness(a, b), k.cmp_closeness(b, a).reverse());
+            prop_assert_eq!(k.cmp_closeness(a, b) == Ordering::Equal, a == b);
+            // transitive
+            if k.is_closer(a, b) && k.is_closer(b, c) { prop_assert!(k.is_closer(a, c)); }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The leaf set: the numerically closest node ids on each side of our own.
+
+use crate::id::NodeId;
+
+/// The `half` closest ids clockwise (above) and the `half` closest counter-clockwise (below).
+///
+/// On a ring with fewer than `half` other nodes both sides hold every node, so a node can sit on
+/// both sides; [`LeafSet::members`] lists each once. Each side is kept sorted nearest first.
+#[derive(Clone, Debug)]
+pub struct LeafSet {
+    me: NodeId,
+    half: usize,
+    /// Nearest first by clockwise distance from `me`.
+    cw: Vec<NodeId>,
+    /// Nearest first by counter-clockwise distance from `me`.
+    ccw: Vec<NodeId>,
+}
+
+/// Which side of the leaf set an id sits on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Ids above ours (clockwise).
+    Cw,
+    /// Ids below ours (counter-clockwise).
+    Ccw,
+}
+
+impl LeafSet {
+    /// An empty leaf set of `size` members in all (`size / 2` each side, at least 1).
+    pub fn new(me: NodeId, size: usize) -> Self {
+        let half = (size / 2).max(1);
+        LeafSet { me, half, cw: Vec::with_capacity(half), ccw: Vec::with_capacity(half) }
+    }
+
+    /// Considers `id` for membership; true if the leaf set changed.
+    pub fn insert(&mut self, id: NodeId) -> bool {
+        if id == self.me {
+            return false;
+        }
+        let me = self.me;
+        let a = insert_side(&mut self.cw, self.half, id, |x| me.cw_distance(x));
+        let b = insert_side(&mut self.ccw, self.half, id, |x| x.cw_distance(me));
+        a || b
+    }
+
+    /// Removes `id`; returns the sides it was removed from (empty if it was not a member).
+    pub fn remove(&mut self, id: NodeId) -> Vec<Side> {
+        let mut sides = Vec::new();
+        if let Some(i) = self.cw.iter().position(|&x| x == id) {
+            self.cw.remove(i);
+            sides.push(Side::Cw);
+        }
+        if let Some(i) = self.ccw.iter().position(|&x| x == id) {
+            self.ccw.remove(i);
+            sides.push(Side::Ccw);
+        }
+        sides
+    }
+
+    /// True if `id` is a member.
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.cw.contains(&id) || self.ccw.contains(&id)
+    }
+
+    /// The members clockwise of us, nearest first.
+    pub fn cw(&self) -> &[NodeId] {
+        &self.cw
+    }
+
+    /// The members counter-clockwise of us, nearest first.
+    pub fn ccw(&self) -> &[NodeId] {
+        &self.ccw
+    }
+
+    /// Every member once, in ring order from the farthest below to the farthest above.
+    pub fn members(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self.ccw.iter().rev().copied().collect();
+        for &x in &self.cw {
+            if !v.contains(&x) {
+                v.push(x);
+            }
+        }
+        v
+    }
+
+    /// Number of distinct members.
+    pub fn len(&self) -> usize {
+        self.cw.len() + self.ccw.iter().filter(|x| !self.cw.contains(x)).count()
+    }
+
+    /// True if there are no members.
+    pub fn is_empty(&self) -> bool {
+        self.cw.is_empty() && self.ccw.is_empty()
+    }
+
+    /// Members per side.
+    pub fn half(&self) -> usize {
+        self.half
+    }
+
+    /// True if every known node fits in the leaf set: neither side is full, so between them
+    /// they cover the whole ring.
+    pub fn is_whole_ring(&self) -> bool {
+        self.cw.len() < self.half && self.ccw.len() < self.half
+    }
+
+    /// True if `key` lies within the range the leaf set spans (from its farthest member below to
+    /// its farthest member above), so the node closest to it is a member or ourselves.
+    pub fn covers(&self, key: NodeId) -> bool {
+        if self.is_whole_ring() {
+            return true;
+        }
+        let lo = self.ccw.last().copied().unwrap_or(self.me);
+        let hi = self.cw.last().copied().unwrap_or(self.me);
+        lo.cw_distance(key) <= lo.cw_distance(hi)
+    }
+
+    /// The member or ourselves closest to `key`.
+    pub fn closest(&self, key: NodeId) -> NodeId {
+        self.cw
+            .iter()
+            .chain(self.ccw.iter())
+            .copied()
+            .fold(self.me, |best, x| if key.is_closer(x, best) { x } else { best })
+    }
+
+    /// The side `id` would fall on if it were a member: the nearer way round.
+    pub fn side_of(&self, id: NodeId) -> Side {
+        if self.me.cw_distance(id) <= id.cw_distance(self.me) {
+            Side::Cw
+        } else {
+            Side::Ccw
+        }
+    }
+}
+
+fn insert_side(side: &mut Vec<NodeId>, half: usize, id: NodeId, dist: impl Fn(NodeId) -> u128) -> bool {
+    let d = dist(id);
+    match side.binary_search_by_key(&d, |&x| dist(x)) {
+        Ok(_) => false,
+        Err(pos) if pos < half => {
+            side.insert(pos, id);
+            side.truncate(half);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn expected(me: NodeId, all: &BTreeSet<NodeId>, half: usize) -> (Vec<NodeId>, Vec<NodeId>) {
+        let mut cw: Vec<NodeId> = all.iter().copied().filter(|&x| x != me).collect();
+        cw.sort_by_key(|&x| me.cw_distance(x));
+        let mut ccw = cw.clone();
+        ccw.sort_by_key(|&x| x.cw_distance(me));
+        cw.truncate(half);
+        ccw.truncate(half);
+        (cw, ccw)
+    }
+
+    #[test]
+    fn small_ring_overlaps() {
+        let me = NodeId::from_u128(10);
+        let mut ls = LeafSet::new(me, 8);
+        for v in [20, 5] {
+            ls.insert(NodeId::from_u128(v));
+        }
+        assert_eq!(ls.len(), 2);
+        assert_eq!(ls.cw(), &[NodeId::from_u128(20), NodeId::from_u128(5)]);
+        assert_eq!(ls.ccw(), &[NodeId::from_u128(5), NodeId::from_u128(20)]);
+        assert!(ls.is_whole_ring());
+        assert!(ls.covers(NodeId::MAX));
+        assert_eq!(ls.closest(NodeId::from_u128(16)), NodeId::from_u128(20));
+        assert_eq!(ls.closest(NodeId::from_u128(14)), me);
+    }
+
+    proptest! {
+        #[test]
+        fn matches_reference_model(me in any::<u128>(), ids in proptest::collection::vec(any::<u128>(), 0..80), size in 2usize..40) {
+            let me = NodeId::from_u128(me);
+            let mut ls = LeafSet::new(me, size);
+            let mut model = BTreeSet::new();
+            for v in ids {
+                let id = NodeId::from_u128(v);
+                ls.insert(id);
+                model.insert(id);
+                let (cw, ccw) = expected(me, &model, ls.half());
+                prop_assert_eq!(ls.cw(), &cw[..]);
+                prop_assert_eq!(ls.ccw(), &ccw[..]);
+            }
+            // covers() agrees with brute force: inside the span the closest member is the
+            // closest of all inserted nodes.
+            for probe in [0u128, 1 << 64, u128::MAX, me.as_u128().wrapping_add(1)] {
+                let key = NodeId::from_u128(probe);
+                if ls.covers(key) {
+                    let best = model.iter().copied().chain([me]).fold(me, |b, x| if key.is_closer(x, b) { x } else { b });
+                    prop_assert_eq!(ls.closest(key), best);
+                }
+            }
+        }
+
+        #[test]
+        fn invariants_under_inserts_and_removes(me in any::<u128>(), ops in proptest::collection::vec((any::<bool>(), 0u128..64), 0..200)) {
+            let me = NodeId::from_u128(me % 64);
+            let mut ls = LeafSet::new(me, 8);
+            let mut model = BTreeSet::new();
+            for (ins, v) in ops {
+                let id = NodeId::from_u128(v);
+                if ins { ls.insert(id); model.insert(id); } else { ls.remove(id); model.remove(&id); }
+                prop_assert!(ls.cw().len() <= 4 && ls.ccw().len() <= 4);
+                prop_assert!(!ls.contains(me));
+                prop_assert!(ls.cw().windows(2).all(|w| me.cw_distance(w[0]) < me.cw_distance(w[1])));
+                prop_assert!(ls.ccw().windows(2).all(|w| w[0].cw_distance(me) < w[1].cw_distance(me)));
+                let members = ls.members();
+                let unique: BTreeSet<_> = members.iter().copied().collect();
+                prop_assert_eq!(unique.len(), members.len());
+                prop_assert!(unique.iter().all(|x| model.contains(x)));
+            }
+        }
+    }
+}

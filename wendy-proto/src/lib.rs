@@ -1,0 +1,125 @@
+//! A sans-IO, deterministic implementation of a Pastry node (the Go wendy, re-created).
+//!
+//! This crate is the whole protocol and nothing else: it performs no I/O, reads no clock,
+//! starts no threads and draws no OS randomness. A [`Node`] is a state machine; a driver feeds
+//! it inputs and carries out the outputs it asks for. `wendy-tokio` and `wendy-smol` drive it
+//! over TCP; `wendy-sim` drives thousands of them through a simulated network. The same inputs
+//! always give the same outputs, byte for byte: time is an argument ([`Instant`]), randomness
+//! comes from a seeded generator whose algorithm is fixed in this crate ([`rng::Rng`]), and no
+//! hash-map order reaches an output.
+//!
+//! # Pastry in one paragraph
+//! Every node has a 128-bit [`NodeId`]. A message is sent *towards a key* and delivered at the
+//! live node whose id is numerically closest to it, in about log16(N) hops, using a
+//! [`LeafSet`](leaf_set::LeafSet) (the closest ids on each side), a
+//! [`RoutingTable`](routing_table::RoutingTable) (32 rows of 16 nodes sharing ever longer
+//! prefixes with us) and a [`Neighbourhood`](neighbourhood::Neighbourhood) (the nodes nearest by
+//! round-trip time).
+//!
+//! # The node's methods
+//! - **inputs** (`handle_*`): [`Node::handle_accepted`], [`Node::handle_connected`],
+//!   [`Node::handle_connect_failed`], [`Node::handle_data`], [`Node::handle_closed`],
+//!   [`Node::handle_timeout`];
+//! - **application commands**: [`Node::join`], [`Node::send`], [`Node::send_to`], [`Node::leave`];
+//! - **outputs**: [`Node::poll_output`] (connect, transmit, close, deliver, forwarded, events)
+//!   and [`Node::poll_timeout`];
+//! - **getters** on `&self`.
+//!
+//! Every mutating method takes `now` first. Time going backwards is treated as no time passing;
+//! `handle_timeout` called early is a no-op.
+//!
+//! # The driver's loop
+//! Feed one input, then drain **every** output with `poll_output` until it returns `None`,
+//! then sleep until `poll_timeout()` or the next input, whichever comes first. Connections are
+//! named by the node ([`ConnId`]): it asks for outbound ones with [`Output::Connect`], and the
+//! driver names inbound ones with [`Node::handle_accepted`].
+//!
+//! Two nodes joined through an in-memory "network" (a real driver moves the same bytes
+//! over sockets):
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use std::net::SocketAddr;
+//! use bytes::Bytes;
+//! use wendy_proto::{Config, ConnId, Instant, Node, NodeId, Output};
+//!
+//! let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+//! let mut nodes = vec![
+//!     Node::new(Config::new(NodeId::hash(b"a"), addr(1)), Instant::ZERO),
+//!     Node::new(Config::new(NodeId::hash(b"b"), addr(2)), Instant::ZERO),
+//! ];
+//! let mut now = Instant::ZERO;
+//! nodes[1].join(now, addr(1)).unwrap();
+//! // (node, conn) -> (other node, its conn)
+//! let mut links: BTreeMap<(usize, ConnId), (usize, ConnId)> = BTreeMap::new();
+//! let mut delivered = Vec::new();
+//! for _ in 0..50 {
+//!     for i in 0..nodes.len() {
+//!         while let Some(out) = nodes[i].poll_output() {
+//!             match out {
+//!                 Output::Connect { conn, addr } => {
+//!                     let j = usize::from(addr.port() - 1);
+//!                     let theirs = nodes[j].handle_accepted(now, addr);
+//!                     links.insert((i, conn), (j, theirs));
+//!                     links.insert((j, theirs), (i, conn));
+//!                     nodes[i].handle_connected(now, conn);
+//!                 }
+//!                 Output::Transmit { conn, data } => {
+//!                     if let Some(&(j, theirs)) = links.get(&(i, conn)) {
+//!                         nodes[j].handle_data(now, theirs, &data);
+//!                     }
+//!                 }
+//!                 Output::Deliver(d) => delivered.push((i, d.payload)),
+//!                 _ => {}
+//!             }
+//!         }
+//!     }
+//!     now += std::time::Duration::from_millis(100);
+//!     for n in &mut nodes {
+//!         if n.poll_timeout().is_some_and(|t| t <= now) {
+//!             n.handle_timeout(now);
+//!         }
+//!     }
+//!     if nodes[1].is_ready() && delivered.is_empty() {
+//!         // Route towards node a's id from node b: delivered at node a.
+//!         let key = nodes[0].id();
+//!         nodes[1].send(now, key, 16, Bytes::from_static(b"hi")).unwrap();
+//!     }
+//! }
+//! assert_eq!(delivered, vec![(0, Bytes::from_static(b"hi"))]);
+//! ```
+//!
+//! # Panic policy
+//! A panic is a bug. No input from the network or the application panics: bad bytes are a
+//! [`WireError`](wire::WireError), counted in [`Stats`] and reported as an [`Event::Error`], and
+//! the connection they came on is closed; misuse of a command is a [`CommandError`].
+//!
+//! # Feature flags
+//! - `arbitrary`: derives `arbitrary::Arbitrary` for wire messages (for the fuzz targets).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod credentials;
+pub mod harness;
+pub mod id;
+pub mod info;
+pub mod leaf_set;
+pub mod neighbourhood;
+mod node;
+pub mod output;
+pub mod rng;
+pub mod routing_table;
+pub mod time;
+pub mod wire;
+
+pub use config::Config;
+pub use credentials::{Credentials, SharedSecret};
+pub use id::{IdError, NodeId};
+pub use info::NodeInfo;
+pub use node::Node;
+pub use output::{
+    CommandError, ConnId, Delivery, Event, ForwardHook, Forwarding, NodeError, Output, RejectReason, Stats, Target,
+};
+pub use time::Instant;

@@ -1,0 +1,292 @@
+//! What the node asks of its driver and tells its application.
+
+use core::fmt;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use crate::id::NodeId;
+use crate::info::NodeInfo;
+use crate::wire::WireError;
+
+/// A connection, named by the node. The driver maps it to a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn#{}", self.0)
+    }
+}
+
+/// One thing the node wants done or reported. Drain with [`Node::poll_output`](crate::Node::poll_output).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Open a stream connection to `addr`; report [`handle_connected`](crate::Node::handle_connected)
+    /// or [`handle_connect_failed`](crate::Node::handle_connect_failed) for `conn`.
+    Connect {
+        /// The connection's name.
+        conn: ConnId,
+        /// Where to connect.
+        addr: SocketAddr,
+    },
+    /// Write `data` (one whole frame) on `conn`, in order after earlier transmits on it.
+    Transmit {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// Close `conn` after writing what was transmitted on it; do not report it closed.
+    Close {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A message reached its destination: this node.
+    Deliver(Delivery),
+    /// A routed message was passed on to `next`.
+    Forwarded {
+        /// The message's key.
+        key: NodeId,
+        /// The message's purpose.
+        purpose: u8,
+        /// The node that first sent it.
+        origin: NodeId,
+        /// The next hop.
+        next: NodeId,
+        /// Hops taken, including this one.
+        hops: u8,
+    },
+    /// Something happened the application may want to know.
+    Event(Event),
+}
+
+/// A delivered application message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The key it was routed towards (our own id for a direct message).
+    pub key: NodeId,
+    /// The application's purpose byte, 16..=255.
+    pub purpose: u8,
+    /// The node that sent it.
+    pub origin: NodeId,
+    /// Hops it took (0 if sent by ourselves to ourselves).
+    pub hops: u8,
+    /// True if it was sent straight to us rather than routed by key.
+    pub direct: bool,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+/// An event for the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The join completed: the node now takes part in routing and is root for its keys.
+    Joined,
+    /// A node entered our state tables.
+    NodeJoined(NodeInfo),
+    /// A node left our state tables: it left gracefully or stopped answering.
+    NodeLeft(NodeInfo),
+    /// The leaf set changed; its members now, in ring order.
+    LeafSetChanged(Vec<NodeInfo>),
+    /// A heartbeat arrived from a node.
+    Heartbeat(NodeId),
+    /// A peer failed the credentials handshake; it was not added to any table.
+    PeerRejected {
+        /// Where it connected from or was dialled at.
+        addr: SocketAddr,
+        /// The id it claimed.
+        claimed: Option<NodeId>,
+        /// Why it was rejected.
+        reason: RejectReason,
+    },
+    /// An error the node recovered from.
+    Error(NodeError),
+}
+
+/// Why a peer was rejected during the handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// Its credential proof did not verify.
+    BadCredentials,
+    /// It claimed our own id.
+    SelfId,
+    /// It answered with another id than the node we dialled.
+    WrongId,
+}
+
+/// Errors the node reports as events; none of them stops the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// Bytes on a connection could not be decoded; the connection was closed.
+    Decode {
+        /// The connection.
+        conn: ConnId,
+        /// What was wrong.
+        error: WireError,
+    },
+    /// A peer sent a message that is not allowed at this point; the connection was closed.
+    Protocol {
+        /// The connection.
+        conn: ConnId,
+        /// What was wrong.
+        what: &'static str,
+    },
+    /// A connection could not be set up in time or was refused.
+    ConnectFailed {
+        /// The address dialled.
+        addr: SocketAddr,
+    },
+    /// The join did not complete after the configured attempts.
+    JoinFailed {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// A message was dropped because a queue was full.
+    QueueFull {
+        /// The peer it was queued for, if any.
+        peer: Option<NodeId>,
+    },
+    /// A routed message exceeded the hop limit and was dropped.
+    HopLimit {
+        /// Its key.
+        key: NodeId,
+    },
+    /// A message could not be forwarded: its next hop failed and no other route was left.
+    Undeliverable {
+        /// Its key.
+        key: NodeId,
+    },
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeError::Decode { conn, error } => write!(f, "{conn}: {error}"),
+            NodeError::Protocol { conn, what } => write!(f, "{conn}: protocol violation: {what}"),
+            NodeError::ConnectFailed { addr } => write!(f, "could not connect to {addr}"),
+            NodeError::JoinFailed { attempts } => write!(f, "join failed after {attempts} attempts"),
+            NodeError::QueueFull { peer: Some(p) } => write!(f, "queue for {p} full: message dropped"),
+            NodeError::QueueFull { peer: None } => f.write_str("queue full: message dropped"),
+            NodeError::HopLimit { key } => write!(f, "message towards {key} exceeded the hop limit"),
+            NodeError::Undeliverable { key } => write!(f, "message towards {key} could not be routed"),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+/// Why an application command was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// Purposes below 16 are reserved for wendy's own messages.
+    ReservedPurpose(u8),
+    /// The payload does not fit in a frame.
+    PayloadTooLarge {
+        /// Payload length.
+        len: usize,
+        /// Largest payload that fits.
+        max: usize,
+    },
+    /// The queue towards the next hop is full; try again later.
+    Backpressure,
+    /// No node with this id is known.
+    UnknownNode(NodeId),
+    /// The node has left the ring.
+    Left,
+    /// The node is already joining or joined.
+    AlreadyJoined,
+    /// The bootstrap address is our own.
+    SelfBootstrap,
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandError::ReservedPurpose(p) => write!(f, "purpose {p} is reserved (use 16..=255)"),
+            CommandError::PayloadTooLarge { len, max } => write!(f, "payload of {len} bytes exceeds {max}"),
+            CommandError::Backpressure => f.write_str("queue towards the next hop is full"),
+            CommandError::UnknownNode(id) => write!(f, "node {id} is not known"),
+            CommandError::Left => f.write_str("the node has left the ring"),
+            CommandError::AlreadyJoined => f.write_str("the node is already joining or joined"),
+            CommandError::SelfBootstrap => f.write_str("cannot join through our own address"),
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+/// Where a direct message goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A node we know by id.
+    Node(NodeId),
+    /// Whatever node listens at this address (the Go wendy's SendToIP).
+    Addr(SocketAddr),
+}
+
+/// A routed message about to be forwarded, as shown to a [`ForwardHook`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forwarding {
+    /// The key (fixed: the next hop was chosen by it).
+    pub key: NodeId,
+    /// The purpose; the hook may change it (a value below 16 counts as a veto).
+    pub purpose: u8,
+    /// The node that sent it.
+    pub origin: NodeId,
+    /// Hops so far.
+    pub hops: u8,
+    /// The payload; the hook may replace it.
+    pub payload: Bytes,
+}
+
+/// Decides synchronously whether a message may be forwarded (the Go wendy's `OnForward`).
+///
+/// It runs inside the state machine, so it must not block or do I/O: look at the message,
+/// perhaps rewrite its purpose or payload, and answer.
+pub trait ForwardHook: Send {
+    /// Return false to drop the message instead of forwarding it to `next`.
+    fn on_forward(&mut self, msg: &mut Forwarding, next: &NodeInfo) -> bool;
+}
+
+impl<F: FnMut(&mut Forwarding, &NodeInfo) -> bool + Send> ForwardHook for F {
+    fn on_forward(&mut self, msg: &mut Forwarding, next: &NodeInfo) -> bool {
+        self(msg, next)
+    }
+}
+
+/// Counters kept by the node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Frames received and decoded.
+    pub frames_in: u64,
+    /// Frames transmitted.
+    pub frames_out: u64,
+    /// Bytes transmitted.
+    pub bytes_out: u64,
+    /// Frames transmitted that were not application messages.
+    pub control_frames_out: u64,
+    /// Bytes of control frames transmitted.
+    pub control_bytes_out: u64,
+    /// Connections closed for undecodable bytes.
+    pub decode_errors: u64,
+    /// Connections closed for protocol violations.
+    pub protocol_errors: u64,
+    /// Handshakes failed (bad credentials, wrong or own id).
+    pub rejected_peers: u64,
+    /// Connections that could not be set up.
+    pub connect_failures: u64,
+    /// Messages dropped (full queues, hop limit, vetoed, no route).
+    pub dropped: u64,
+    /// Application messages delivered here.
+    pub delivered: u64,
+    /// Application messages forwarded.
+    pub forwarded: u64,
+    /// Control messages this node sent while joining (join, state, announce).
+    pub join_messages: u64,
+}

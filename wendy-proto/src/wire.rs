@@ -1,0 +1,423 @@
+//! The wire format: length-prefixed frames carrying a versioned, postcard-encoded message.
+//!
+//! ```text
+//! frame   = length:u32be  body
+//! body    = version:u8  message:postcard  payload:bytes*
+//! ```
+//! `length` counts the body. The application payload of [`Route`] and [`Direct`] messages is not
+//! inside the postcard value: it is the rest of the body after it, so decoding hands it out as a
+//! [`Bytes`] slice of the received frame without copying. The maximum frame size is checked on
+//! the length prefix, before anything is buffered for the body.
+
+use core::fmt;
+
+use bytes::{Buf, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::id::NodeId;
+use crate::info::NodeInfo;
+
+/// The protocol version this crate speaks; a frame with another version is rejected.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Bytes before the body: the `u32` length prefix.
+pub const LENGTH_PREFIX: usize = 4;
+/// Default largest body accepted: 1 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
+/// Largest number of node entries one state message may carry.
+pub const MAX_ENTRIES: usize = 1024;
+/// Largest credential proof accepted, in bytes.
+pub const MAX_PROOF: usize = 1024;
+/// Size of a handshake nonce.
+pub const NONCE_LEN: usize = 16;
+
+/// Every message wendy nodes exchange.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[non_exhaustive]
+pub enum Message {
+    /// Handshake, dialler to acceptor: who I am and a fresh nonce.
+    Hello {
+        /// The dialler.
+        info: NodeInfo,
+        /// Fresh nonce chosen by the dialler.
+        nonce: [u8; NONCE_LEN],
+    },
+    /// Handshake, acceptor to dialler: who I am, a fresh nonce, and my proof over both nonces.
+    HelloAck {
+        /// The acceptor.
+        info: NodeInfo,
+        /// Fresh nonce chosen by the acceptor.
+        nonce: [u8; NONCE_LEN],
+        /// The acceptor's credential proof.
+        proof: Vec<u8>,
+    },
+    /// Handshake, dialler to acceptor: my proof over both nonces.
+    Auth {
+        /// The dialler's credential proof.
+        proof: Vec<u8>,
+    },
+    /// An application message routed towards a key.
+    Route(Route),
+    /// An application message sent straight to one node.
+    Direct(Direct),
+    /// A node asks to join; routed towards the joiner's id.
+    JoinRequest {
+        /// The joining node.
+        joiner: NodeInfo,
+        /// Hops taken so far.
+        hops: u8,
+    },
+    /// State sent to a joiner by each node on its join route.
+    JoinState {
+        /// Routing-table entries useful to the joiner.
+        rows: Vec<NodeInfo>,
+        /// The sender's neighbourhood set (from the first hop only).
+        hood: Vec<NodeInfo>,
+        /// The root's leaf set; present only when the sender is the joiner's root.
+        leaves: Option<Vec<NodeInfo>>,
+    },
+    /// The sender is ready and wants to be known; the receiver answers [`Message::Welcome`].
+    Announce {
+        /// Echoed in the answer, to measure the round trip.
+        seq: u32,
+    },
+    /// Answer to [`Message::Announce`].
+    Welcome {
+        /// The announce's sequence number.
+        seq: u32,
+        /// Whether the sender is a ready member of the ring.
+        ready: bool,
+        /// The sender's leaf set, when the announcer falls in its range.
+        leaves: Vec<NodeInfo>,
+    },
+    /// Asks for the receiver's leaf set (repair and periodic exchange).
+    LeafSetRequest,
+    /// A leaf set.
+    LeafSet {
+        /// The sender's leaf-set members.
+        leaves: Vec<NodeInfo>,
+    },
+    /// Asks for one row of the receiver's routing table (repair).
+    RowRequest {
+        /// The row wanted.
+        row: u8,
+    },
+    /// One row of a routing table.
+    Row {
+        /// Which row.
+        row: u8,
+        /// Its entries.
+        entries: Vec<NodeInfo>,
+    },
+    /// Heartbeat or liveness probe; answered by [`Message::Pong`].
+    Ping {
+        /// Echoed in the answer.
+        seq: u32,
+    },
+    /// Answer to [`Message::Ping`].
+    Pong {
+        /// The ping's sequence number.
+        seq: u32,
+        /// Whether the sender is a ready member of the ring.
+        ready: bool,
+    },
+    /// The sender is leaving the ring gracefully.
+    Leaving,
+}
+
+/// An application message on its way towards `key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Route {
+    /// The key it is routed towards.
+    pub key: NodeId,
+    /// Application-defined purpose, 16..=255.
+    pub purpose: u8,
+    /// The node that sent it.
+    pub origin: NodeId,
+    /// Hops taken so far.
+    pub hops: u8,
+    /// The application payload (carried after the postcard value).
+    #[serde(skip)]
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_bytes))]
+    pub payload: Bytes,
+}
+
+/// An application message sent straight to one node (the Go wendy's SendToIP).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Direct {
+    /// Application-defined purpose, 16..=255.
+    pub purpose: u8,
+    /// The node that sent it.
+    pub origin: NodeId,
+    /// The application payload (carried after the postcard value).
+    #[serde(skip)]
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_bytes))]
+    pub payload: Bytes,
+}
+
+#[cfg(feature = "arbitrary")]
+fn arbitrary_bytes(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<Bytes> {
+    let v: Vec<u8> = u.arbitrary()?;
+    Ok(Bytes::from(v))
+}
+
+impl Message {
+    /// True for the application messages ([`Message::Route`], [`Message::Direct`]).
+    pub fn is_application(&self) -> bool {
+        matches!(self, Message::Route(_) | Message::Direct(_))
+    }
+
+    /// True for the three handshake messages.
+    pub fn is_handshake(&self) -> bool {
+        matches!(self, Message::Hello { .. } | Message::HelloAck { .. } | Message::Auth { .. })
+    }
+
+    fn payload(&self) -> &[u8] {
+        match self {
+            Message::Route(r) => &r.payload,
+            Message::Direct(d) => &d.payload,
+            _ => &[],
+        }
+    }
+
+    fn set_payload(&mut self, p: Bytes) -> Result<(), WireError> {
+        match self {
+            Message::Route(r) => r.payload = p,
+            Message::Direct(d) => d.payload = p,
+            _ if p.is_empty() => {}
+            _ => return Err(WireError::TrailingBytes),
+        }
+        Ok(())
+    }
+
+    /// Checks the bounds a decoded message must respect (entry counts, proof and name sizes).
+    pub fn validate(&self) -> Result<(), WireError> {
+        let infos_ok = |v: &[NodeInfo]| v.len() <= MAX_ENTRIES && v.iter().all(NodeInfo::is_valid);
+        let ok = match self {
+            Message::Hello { info, .. } => info.is_valid(),
+            Message::HelloAck { info, proof, .. } => info.is_valid() && proof.len() <= MAX_PROOF,
+            Message::Auth { proof } => proof.len() <= MAX_PROOF,
+            Message::JoinRequest { joiner, .. } => joiner.is_valid(),
+            Message::JoinState { rows, hood, leaves } => {
+                infos_ok(rows) && infos_ok(hood) && leaves.as_deref().is_none_or(infos_ok)
+            }
+            Message::Welcome { leaves, .. } | Message::LeafSet { leaves } => infos_ok(leaves),
+            Message::Row { entries, .. } => infos_ok(entries),
+            _ => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(WireError::OutOfBounds)
+        }
+    }
+}
+
+/// Why bytes from a peer could not be decoded. The connection they came on is closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The length prefix announces a body larger than the maximum frame size.
+    FrameTooLarge {
+        /// The announced body length.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The body is empty (no version byte).
+    Empty,
+    /// The frame is of a protocol version this node does not speak.
+    Version(u8),
+    /// The body is not a valid postcard-encoded message.
+    Malformed,
+    /// A message without a payload is followed by extra bytes.
+    TrailingBytes,
+    /// A message exceeds a bound (entries, proof size, region name).
+    OutOfBounds,
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::FrameTooLarge { len, max } => {
+                write!(f, "frame of {len} bytes exceeds the maximum of {max}")
+            }
+            WireError::Empty => f.write_str("empty frame"),
+            WireError::Version(v) => {
+                write!(f, "protocol version {v} is not supported (this node speaks {PROTOCOL_VERSION})")
+            }
+            WireError::Malformed => f.write_str("malformed message"),
+            WireError::TrailingBytes => f.write_str("unexpected bytes after the message"),
+            WireError::OutOfBounds => f.write_str("message exceeds a protocol bound"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// Appends the frame of `msg` to `out`.
+pub fn encode_into(msg: &Message, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0, 0, 0, 0, PROTOCOL_VERSION]);
+    // Serialising into a Vec cannot fail for these types: every field is a plain value.
+    let mut buf = core::mem::take(out);
+    buf = postcard::to_extend(msg, buf).unwrap_or_else(|_| unreachable!("postcard into a Vec is infallible"));
+    *out = buf;
+    out.extend_from_slice(msg.payload());
+    let body = out.len() - start - LENGTH_PREFIX;
+    let len = u32::try_from(body).unwrap_or(u32::MAX);
+    out[start..start + LENGTH_PREFIX].copy_from_slice(&len.to_be_bytes());
+}
+
+/// The frame of `msg`, ready to transmit.
+pub fn encode(msg: &Message) -> Bytes {
+    let mut out = Vec::with_capacity(64 + msg.payload().len());
+    encode_into(msg, &mut out);
+    Bytes::from(out)
+}
+
+/// Decodes one frame body (the bytes after the length prefix). The payload, if any, is a
+/// zero-copy slice of `body`.
+pub fn decode_body(body: Bytes) -> Result<Message, WireError> {
+    let (&version, rest) = body.split_first().ok_or(WireError::Empty)?;
+    if version != PROTOCOL_VERSION {
+        return Err(WireError::Version(version));
+    }
+    let (mut msg, tail) = postcard::take_from_bytes::<Message>(rest).map_err(|_| WireError::Malformed)?;
+    let payload_start = body.len() - tail.len();
+    msg.set_payload(body.slice(payload_start..))?;
+    msg.validate()?;
+    Ok(msg)
+}
+
+/// Decodes one whole frame (length prefix included), as produced by [`encode`].
+pub fn decode_frame(frame: Bytes, max_frame: usize) -> Result<Message, WireError> {
+    let mut d = FrameDecoder::new(max_frame);
+    d.push(&frame);
+    match d.next_frame()? {
+        Some(body) if d.buffered() == 0 => decode_body(body),
+        Some(_) => Err(WireError::TrailingBytes),
+        None => Err(WireError::Malformed),
+    }
+}
+
+/// Splits a byte stream into frame bodies, whatever the chunking of the stream.
+///
+/// It buffers at most one incomplete frame plus what was pushed in one call; a length prefix
+/// above the maximum is an error before any of its body is kept.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: BytesMut,
+    max_frame: usize,
+}
+
+impl FrameDecoder {
+    /// A decoder accepting bodies of at most `max_frame` bytes.
+    pub fn new(max_frame: usize) -> Self {
+        FrameDecoder { buf: BytesMut::new(), max_frame }
+    }
+
+    /// Appends bytes received from the stream.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes held that do not yet form a frame.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete frame body, `None` if more bytes are needed.
+    pub fn next_frame(&mut self) -> Result<Option<Bytes>, WireError> {
+        let Some(prefix) = self.buf.get(..LENGTH_PREFIX) else {
+            return Ok(None);
+        };
+        let mut len_bytes = [0u8; LENGTH_PREFIX];
+        len_bytes.copy_from_slice(prefix);
+        let len = u32::from_be_bytes(len_bytes) as usize;
+        if len > self.max_frame {
+            self.buf.clear();
+            return Err(WireError::FrameTooLarge { len, max: self.max_frame });
+        }
+        if self.buf.len() < LENGTH_PREFIX + len {
+            return Ok(None);
+        }
+        self.buf.advance(LENGTH_PREFIX);
+        Ok(Some(self.buf.split_to(len).freeze()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn info(n: u128) -> NodeInfo {
+        NodeInfo::new(NodeId::from_u128(n), SocketAddr::from(([127, 0, 0, 1], 4000)))
+    }
+
+    fn samples() -> Vec<Message> {
+        vec![
+            Message::Hello { info: info(1), nonce: [7; 16] },
+            Message::Route(Route {
+                key: NodeId::from_u128(99),
+                purpose: 16,
+                origin: NodeId::from_u128(3),
+                hops: 2,
+                payload: Bytes::from_static(b"hello world"),
+            }),
+            Message::Direct(Direct { purpose: 200, origin: NodeId::from_u128(5), payload: Bytes::new() }),
+            Message::JoinState { rows: vec![info(1), info(2)], hood: vec![], leaves: Some(vec![info(3)]) },
+            Message::Leaving,
+        ]
+    }
+
+    #[test]
+    fn round_trip_in_any_chunking() {
+        let mut stream = Vec::new();
+        for m in samples() {
+            encode_into(&m, &mut stream);
+        }
+        for chunk in [1, 2, 3, 7, 64, stream.len()] {
+            let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME);
+            let mut got = Vec::new();
+            for c in stream.chunks(chunk) {
+                d.push(c);
+                while let Some(body) = d.next_frame().unwrap() {
+                    got.push(decode_body(body).unwrap());
+                }
+            }
+            assert_eq!(got, samples());
+            assert_eq!(d.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn payload_is_not_copied() {
+        let m = &samples()[1];
+        let frame = encode(m);
+        let body = frame.slice(LENGTH_PREFIX..);
+        let range = body.as_ptr_range();
+        let Message::Route(r) = decode_body(body.clone()).unwrap() else { panic!("not a route") };
+        assert!(range.contains(&r.payload.as_ptr()), "payload must point into the frame");
+    }
+
+    #[test]
+    fn hostile_frames_are_typed_errors() {
+        let mut d = FrameDecoder::new(1024);
+        d.push(&u32::MAX.to_be_bytes());
+        assert_eq!(d.next_frame(), Err(WireError::FrameTooLarge { len: u32::MAX as usize, max: 1024 }));
+        assert_eq!(d.buffered(), 0);
+        assert_eq!(decode_body(Bytes::new()), Err(WireError::Empty));
+        assert_eq!(decode_body(Bytes::from_static(&[9, 0])), Err(WireError::Version(9)));
+        assert_eq!(decode_body(Bytes::from_static(&[PROTOCOL_VERSION, 0xff, 0xff])), Err(WireError::Malformed));
+        let mut leaving = encode(&Message::Leaving).to_vec();
+        leaving.push(1);
+        leaving[3] += 1;
+        assert_eq!(decode_frame(Bytes::from(leaving), 1024), Err(WireError::TrailingBytes));
+        let too_many = Message::LeafSet { leaves: vec![info(1); MAX_ENTRIES + 1] };
+        assert_eq!(decode_frame(encode(&too_many), DEFAULT_MAX_FRAME), Err(WireError::OutOfBounds));
+    }
+}

@@ -1,0 +1,1 @@
+//! placeholder crate; filled by its own issue.
