@@ -1,1 +1,374 @@
-//! Test harness (in progress).
+//! An in-memory network of nodes on a virtual clock, for protocol tests.
+//!
+//! The harness moves real encoded frames between [`Node`]s over modelled stream connections,
+//! with a fixed per-pair latency, in a single event queue ordered by (time, sequence). It is
+//! deterministic: the same calls give the same run. Tests read like a script:
+//!
+//! ```
+//! use wendy_proto::harness::Harness;
+//! use wendy_proto::NodeId;
+//! use core::time::Duration;
+//!
+//! let mut h = Harness::new(7);
+//! let a = h.add_node(NodeId::hash(b"a"));
+//! let b = h.add_node(NodeId::hash(b"b"));
+//! h.join(b, a);
+//! h.run_for(Duration::from_secs(2));
+//! assert!(h.node(b).is_ready());
+//! let key = NodeId::hash(b"some key");
+//! h.send(a, key, b"payload");
+//! h.run_for(Duration::from_secs(1));
+//! assert_eq!(h.deliveries().len(), 1);
+//! assert_eq!(h.deliveries()[0].node, h.closest_ready(key).unwrap());
+//! ```
+
+use core::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::id::NodeId;
+use crate::output::{ConnId, Delivery, Event, Output};
+use crate::rng::splitmix64;
+use crate::time::Instant;
+use crate::Node;
+
+/// A delivery observed by the harness.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    /// Index of the node it was delivered at.
+    pub node: usize,
+    /// When.
+    pub at: Instant,
+    /// What.
+    pub delivery: Delivery,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Accept { from: usize, conn: ConnId, to: usize },
+    Connected { node: usize, conn: ConnId },
+    ConnectFailed { node: usize, conn: ConnId },
+    Data { node: usize, conn: ConnId, data: Bytes },
+    Closed { node: usize, conn: ConnId },
+    Timer { node: usize },
+}
+
+/// N nodes, a virtual clock and the frames in flight between them.
+pub struct Harness {
+    seed: u64,
+    now: Instant,
+    nodes: Vec<Node>,
+    alive: Vec<bool>,
+    addrs: BTreeMap<SocketAddr, usize>,
+    links: BTreeMap<(usize, ConnId), (usize, ConnId)>,
+    queue: BTreeMap<(Instant, u64), Ev>,
+    armed: Vec<Option<Instant>>,
+    seq: u64,
+    deliveries: Vec<Observed>,
+    events: Vec<(usize, Instant, Event)>,
+    trace: u64,
+    frames: u64,
+    /// Builds each node's config from its id and address; change it before adding nodes.
+    pub configure: Box<dyn FnMut(NodeId, SocketAddr) -> Config>,
+}
+
+impl Harness {
+    /// An empty network; `seed` decides per-node seeds and link latencies.
+    pub fn new(seed: u64) -> Self {
+        Harness {
+            seed,
+            now: Instant::ZERO,
+            nodes: Vec::new(),
+            alive: Vec::new(),
+            addrs: BTreeMap::new(),
+            links: BTreeMap::new(),
+            queue: BTreeMap::new(),
+            armed: Vec::new(),
+            seq: 0,
+            deliveries: Vec::new(),
+            events: Vec::new(),
+            trace: 0xcbf2_9ce4_8422_2325,
+            frames: 0,
+            configure: Box::new(Config::new),
+        }
+    }
+
+    /// Adds a node (a ring of one until it joins); returns its index.
+    pub fn add_node(&mut self, id: NodeId) -> usize {
+        let i = self.nodes.len();
+        let addr = Self::addr_of(i);
+        let mut s = self.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let cfg = (self.configure)(id, addr).with_seed(splitmix64(&mut s));
+        self.nodes.push(Node::new(cfg, self.now));
+        self.alive.push(true);
+        self.armed.push(None);
+        self.addrs.insert(addr, i);
+        self.drain(i);
+        i
+    }
+
+    /// The address node `i` listens on.
+    pub fn addr_of(i: usize) -> SocketAddr {
+        let i = i as u32;
+        SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + i), 7000))
+    }
+
+    /// Node `i` joins through node `via`.
+    pub fn join(&mut self, i: usize, via: usize) {
+        let now = self.now;
+        let addr = Self::addr_of(via);
+        // A refused join is a test bug: surface it.
+        self.nodes[i].join(now, addr).unwrap_or_else(|e| panic!("join of node {i} refused: {e}"));
+        self.drain(i);
+    }
+
+    /// Node `i` routes `payload` towards `key` (purpose 16).
+    pub fn send(&mut self, i: usize, key: NodeId, payload: &[u8]) {
+        let now = self.now;
+        let r = self.nodes[i].send(now, key, 16, Bytes::copy_from_slice(payload));
+        r.unwrap_or_else(|e| panic!("send from node {i} refused: {e}"));
+        self.drain(i);
+    }
+
+    /// Node `i` leaves gracefully (its frames still go out), then goes silent.
+    pub fn leave(&mut self, i: usize) {
+        let now = self.now;
+        self.nodes[i].leave(now);
+        self.drain(i);
+    }
+
+    /// Node `i` stops at once: no goodbye, frames to it vanish, connecting to it fails.
+    pub fn crash(&mut self, i: usize) {
+        self.alive[i] = false;
+        self.links.retain(|&(a, _), &mut (b, _)| a != i && b != i);
+    }
+
+    /// Mutable access to a node (drain afterwards with [`Harness::drain`] if you feed it input).
+    pub fn node_mut(&mut self, i: usize) -> &mut Node {
+        &mut self.nodes[i]
+    }
+
+    /// A node.
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i]
+    }
+
+    /// Number of nodes ever added.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// True if no node was added.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// True if node `i` has not crashed.
+    pub fn is_alive(&self, i: usize) -> bool {
+        self.alive[i]
+    }
+
+    /// The current virtual time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Deliveries so far.
+    pub fn deliveries(&self) -> &[Observed] {
+        &self.deliveries
+    }
+
+    /// Forgets recorded deliveries and events.
+    pub fn clear_observations(&mut self) {
+        self.deliveries.clear();
+        self.events.clear();
+    }
+
+    /// Events so far: (node, time, event).
+    pub fn events(&self) -> &[(usize, Instant, Event)] {
+        &self.events
+    }
+
+    /// A hash of every frame transmitted and every delivery, in order.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace
+    }
+
+    /// Frames transmitted so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// The live, ready node whose id is closest to `key`, the correct root.
+    pub fn closest_ready(&self, key: NodeId) -> Option<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.alive[i] && self.nodes[i].is_ready() && !self.nodes[i].has_left())
+            .min_by(|&a, &b| key.cmp_closeness(self.nodes[a].id(), self.nodes[b].id()))
+    }
+
+    /// The one-way latency between two nodes: 1 to 20 ms, fixed per pair.
+    pub fn latency(&self, a: usize, b: usize) -> Duration {
+        let (lo, hi) = (a.min(b) as u64, a.max(b) as u64);
+        let mut s = self.seed ^ lo.wrapping_mul(0x1000_0000_01b3) ^ hi.rotate_left(32);
+        Duration::from_micros(1_000 + splitmix64(&mut s) % 19_000)
+    }
+
+    /// Processes events until none is left before `now + d`, then sets the clock there.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until);
+    }
+
+    /// Processes events up to `until`, then sets the clock there.
+    pub fn run_until(&mut self, until: Instant) {
+        while let Some(entry) = self.queue.first_entry() {
+            if entry.key().0 > until {
+                break;
+            }
+            let ((t, _), ev) = entry.remove_entry();
+            self.now = t;
+            self.dispatch(ev);
+        }
+        self.now = until;
+    }
+
+    /// Runs until every live node that was asked to join is ready, or `limit` passes; true if all are.
+    pub fn run_until_ready(&mut self, limit: Duration) -> bool {
+        let deadline = self.now + limit;
+        while self.now < deadline {
+            self.run_for(Duration::from_millis(100));
+            if (0..self.nodes.len()).all(|i| !self.alive[i] || self.nodes[i].has_left() || self.nodes[i].is_ready()) {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn push(&mut self, at: Instant, ev: Ev) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), ev);
+    }
+
+    fn dispatch(&mut self, ev: Ev) {
+        let now = self.now;
+        match ev {
+            Ev::Accept { from, conn, to } => {
+                if !self.alive[to] || !self.alive[from] || self.nodes[to].has_left() {
+                    let at = now + self.latency(from, to);
+                    self.push(at, Ev::ConnectFailed { node: from, conn });
+                    return;
+                }
+                let theirs = self.nodes[to].handle_accepted(now, Self::addr_of(from));
+                self.links.insert((from, conn), (to, theirs));
+                self.links.insert((to, theirs), (from, conn));
+                let at = now + self.latency(from, to);
+                self.push(at, Ev::Connected { node: from, conn });
+                self.drain(to);
+            }
+            Ev::Connected { node, conn } => {
+                if self.alive[node] {
+                    self.nodes[node].handle_connected(now, conn);
+                    self.drain(node);
+                }
+            }
+            Ev::ConnectFailed { node, conn } => {
+                if self.alive[node] {
+                    self.nodes[node].handle_connect_failed(now, conn);
+                    self.drain(node);
+                }
+            }
+            Ev::Data { node, conn, data } => {
+                if self.alive[node] && self.links.contains_key(&(node, conn)) {
+                    self.nodes[node].handle_data(now, conn, &data);
+                    self.drain(node);
+                }
+            }
+            Ev::Closed { node, conn } => {
+                if self.alive[node] {
+                    self.nodes[node].handle_closed(now, conn);
+                    self.drain(node);
+                }
+            }
+            Ev::Timer { node } => {
+                if self.alive[node] && self.armed[node] == Some(now) {
+                    self.armed[node] = None;
+                    self.nodes[node].handle_timeout(now);
+                    self.drain(node);
+                }
+            }
+        }
+    }
+
+    /// Carries out every output of node `i` and re-arms its timer.
+    pub fn drain(&mut self, i: usize) {
+        let now = self.now;
+        while let Some(out) = self.nodes[i].poll_output() {
+            if !self.alive[i] {
+                continue;
+            }
+            match out {
+                Output::Connect { conn, addr } => match self.addrs.get(&addr).copied() {
+                    Some(to) => {
+                        let at = now + self.latency(i, to);
+                        self.push(at, Ev::Accept { from: i, conn, to });
+                    }
+                    None => {
+                        let at = now + Duration::from_millis(1);
+                        self.push(at, Ev::ConnectFailed { node: i, conn });
+                    }
+                },
+                Output::Transmit { conn, data } => {
+                    self.frames += 1;
+                    self.mix(i as u64);
+                    self.mix_bytes(&data);
+                    if let Some(&(to, theirs)) = self.links.get(&(i, conn)) {
+                        let at = now + self.latency(i, to);
+                        self.push(at, Ev::Data { node: to, conn: theirs, data });
+                    }
+                }
+                Output::Close { conn } => {
+                    if let Some((to, theirs)) = self.links.remove(&(i, conn)) {
+                        self.links.remove(&(to, theirs));
+                        let at = now + self.latency(i, to);
+                        self.push(at, Ev::Closed { node: to, conn: theirs });
+                    }
+                }
+                Output::Deliver(d) => {
+                    self.mix(0xde11_0000 + i as u64);
+                    self.mix_bytes(&d.payload);
+                    self.deliveries.push(Observed { node: i, at: now, delivery: d });
+                }
+                Output::Forwarded { .. } => {}
+                Output::Event(e) => self.events.push((i, now, e)),
+            }
+        }
+        if let Some(t) = self.nodes[i].poll_timeout() {
+            let t = t.max(now);
+            if self.armed[i] != Some(t) {
+                self.armed[i] = Some(t);
+                self.push(t, Ev::Timer { node: i });
+            }
+        }
+    }
+
+    fn mix(&mut self, v: u64) {
+        self.trace = (self.trace ^ v).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+
+    fn mix_bytes(&mut self, b: &[u8]) {
+        for &x in b {
+            self.mix(u64::from(x));
+        }
+    }
+
+    /// Ids of every live, ready node, sorted.
+    pub fn ready_ids(&self) -> BTreeSet<NodeId> {
+        (0..self.nodes.len())
+            .filter(|&i| self.alive[i] && self.nodes[i].is_ready() && !self.nodes[i].has_left())
+            .map(|i| self.nodes[i].id())
+            .collect()
+    }
+}

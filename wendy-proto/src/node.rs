@@ -205,8 +205,7 @@ impl Node {
         }
         c.decoder.push(data);
         c.last_active = now;
-        loop {
-            let Some(c) = self.conns.get_mut(&conn) else { break };
+        while let Some(c) = self.conns.get_mut(&conn) {
             match c.decoder.next_frame() {
                 Ok(None) => break,
                 Ok(Some(body)) => match wire::decode_body(body) {
@@ -1077,9 +1076,13 @@ impl Node {
         }
     }
 
+    /// Heartbeats to leaf-set members every tick; every other table member is pinged when it
+    /// has been silent for `suspect_timeout`. A member silent that long is suspected and probed;
+    /// one that does not answer within `probe_timeout` is removed.
     fn heartbeats(&mut self, now: Instant) {
         let mut dead = Vec::new();
-        for id in self.leaf.members() {
+        for id in self.table_members() {
+            let is_leaf = self.leaf.contains(id);
             let Some(p) = self.peers.get_mut(&id) else { continue };
             let since = now - p.last_heard.unwrap_or(p.added);
             match p.suspected {
@@ -1089,6 +1092,7 @@ impl Node {
                     p.suspected = Some(now);
                     self.probe(now, id, false);
                 }
+                None if !is_leaf => {}
                 // Silence shorter than one interval needs no heartbeat: we just heard from it.
                 None if since < self.cfg.heartbeat_interval && p.last_heard.is_some() => {}
                 None => self.probe(now, id, false),

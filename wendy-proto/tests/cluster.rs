@@ -1,0 +1,232 @@
+//! Whole-cluster scenarios on the in-memory harness: join, route, leave, crash, determinism.
+
+use core::time::Duration;
+
+use wendy_proto::harness::Harness;
+use wendy_proto::rng::Rng;
+use wendy_proto::{Event, NodeId};
+
+/// Builds a cluster of `n` nodes with ids from `seed`; joined one by one (each waiting until
+/// the previous is ready) or all at once through random earlier nodes.
+fn cluster(n: usize, seed: u64, concurrent: bool) -> Harness {
+    let mut h = Harness::new(seed);
+    let mut rng = Rng::new(seed);
+    for _ in 0..n {
+        h.add_node(NodeId::from_u128(rng.next_u128()));
+    }
+    for i in 1..n {
+        let via = rng.below(i as u64) as usize;
+        h.join(i, via);
+        if concurrent {
+            h.run_for(Duration::from_millis(rng.below(20)));
+        } else {
+            assert!(h.run_until_ready(Duration::from_secs(30)), "seed {seed}: node {i} did not join");
+        }
+    }
+    assert!(h.run_until_ready(Duration::from_secs(60)), "seed {seed}: cluster of {n} did not converge");
+    // Let announcements and leaf-set exchanges settle.
+    h.run_for(Duration::from_secs(5));
+    h
+}
+
+struct Outcome {
+    delivered: usize,
+    wrong: usize,
+    duplicates: usize,
+    mean_hops: f64,
+    max_hops: u8,
+}
+
+/// Sends `m` keys from random live nodes and checks where they land.
+fn lookups(h: &mut Harness, m: usize, seed: u64) -> Outcome {
+    let mut rng = Rng::new(seed ^ 0x5eed);
+    h.clear_observations();
+    let live: Vec<usize> = (0..h.len()).filter(|&i| h.is_alive(i) && h.node(i).is_ready()).collect();
+    let mut keys = Vec::new();
+    for k in 0..m {
+        let from = live[rng.below(live.len() as u64) as usize];
+        let key = NodeId::from_u128(rng.next_u128());
+        keys.push(key);
+        h.send(from, key, &(k as u32).to_be_bytes());
+        h.run_for(Duration::from_millis(1));
+    }
+    h.run_for(Duration::from_secs(3));
+    let mut seen = vec![0usize; m];
+    let mut wrong = 0;
+    let mut hops = Vec::new();
+    for o in h.deliveries() {
+        let k = u32::from_be_bytes(o.delivery.payload[..4].try_into().unwrap()) as usize;
+        seen[k] += 1;
+        hops.push(o.delivery.hops);
+        if Some(o.node) != h.closest_ready(keys[k]) {
+            wrong += 1;
+        }
+    }
+    Outcome {
+        delivered: seen.iter().filter(|&&c| c >= 1).count(),
+        wrong,
+        duplicates: seen.iter().filter(|&&c| c > 1).count(),
+        mean_hops: hops.iter().map(|&x| f64::from(x)).sum::<f64>() / hops.len().max(1) as f64,
+        max_hops: hops.iter().copied().max().unwrap_or(0),
+    }
+}
+
+fn check_routing(n: usize, seed: u64, concurrent: bool) {
+    let mut h = cluster(n, seed, concurrent);
+    let m = 300;
+    let o = lookups(&mut h, m, seed);
+    let log16 = (n as f64).ln() / 16f64.ln();
+    eprintln!(
+        "n={n} concurrent={concurrent} seed={seed}: delivered {}/{m}, wrong {}, mean hops {:.2}, max {}, frames/node {:.0}",
+        o.delivered,
+        o.wrong,
+        o.mean_hops,
+        o.max_hops,
+        h.frames() as f64 / n as f64
+    );
+    assert_eq!(o.delivered, m, "seed {seed}: every key delivered");
+    assert_eq!(o.duplicates, 0, "seed {seed}: each exactly once");
+    assert_eq!(o.wrong, 0, "seed {seed}: each at the numerically closest node");
+    assert!(o.mean_hops < log16 + 1.0, "seed {seed}: mean hops {} vs log16(N)+1 = {}", o.mean_hops, log16 + 1.0);
+    assert!(f64::from(o.max_hops) <= log16.ceil() + 2.0, "seed {seed}: max hops {}", o.max_hops);
+    for i in 0..n {
+        h.node(i).check_invariants().unwrap_or_else(|e| panic!("seed {seed}: node {i}: {e}"));
+    }
+}
+
+#[test]
+fn two_nodes() {
+    check_routing(2, 1, false);
+}
+
+#[test]
+fn three_nodes() {
+    check_routing(3, 2, false);
+    check_routing(3, 3, true);
+}
+
+#[test]
+fn sixteen_nodes() {
+    check_routing(16, 4, false);
+    check_routing(16, 5, true);
+}
+
+#[test]
+fn hundred_nodes() {
+    check_routing(100, 6, false);
+    check_routing(100, 7, true);
+}
+
+#[test]
+fn thousand_nodes() {
+    check_routing(1000, 8, false);
+    check_routing(1000, 9, true);
+}
+
+/// Every live node's tables, as one list, for "has it disappeared" checks.
+fn holders_of(h: &Harness, id: NodeId) -> Vec<usize> {
+    (0..h.len())
+        .filter(|&i| h.is_alive(i) && !h.node(i).has_left())
+        .filter(|&i| {
+            let n = h.node(i);
+            n.leaf_set().contains(id) || n.routing_table().contains(id) || n.neighbourhood().contains(id)
+        })
+        .collect()
+}
+
+#[test]
+fn graceful_leave_and_crash_are_repaired() {
+    let seed = 11;
+    let mut h = cluster(100, seed, true);
+    let detection = h.node(0).config().detection_time();
+    let leaver = 10;
+    let crasher = 20;
+    let (leaver_id, crasher_id) = (h.node(leaver).id(), h.node(crasher).id());
+    assert!(!holders_of(&h, leaver_id).is_empty());
+    h.leave(leaver);
+    h.crash(crasher);
+    // A graceful leave is known at once (a few round trips).
+    h.run_for(Duration::from_millis(500));
+    let left_events =
+        h.events().iter().filter(|(_, _, e)| matches!(e, Event::NodeLeft(i) if i.id == leaver_id)).count();
+    assert!(left_events > 0, "seed {seed}: NodeLeft fired for the leaver");
+    h.crash(leaver);
+    // A crash within the detection time.
+    h.run_for(detection);
+    assert_eq!(holders_of(&h, leaver_id), Vec::<usize>::new(), "seed {seed}: leaver still in tables");
+    assert_eq!(holders_of(&h, crasher_id), Vec::<usize>::new(), "seed {seed}: crashed node still in tables");
+    let o = lookups(&mut h, 300, seed);
+    assert_eq!((o.delivered, o.wrong), (300, 0), "seed {seed}: routing after leave and crash");
+}
+
+#[test]
+fn leaf_side_crash_of_all_but_one_is_repaired() {
+    let seed = 12;
+    let mut h = cluster(120, seed, true);
+    let v = 0;
+    let cw: Vec<NodeId> = h.node(v).leaf_set().cw().to_vec();
+    let half = h.node(v).leaf_set().half();
+    assert_eq!(cw.len(), half);
+    // Crash every clockwise member but the farthest.
+    for id in &cw[..half - 1] {
+        let i = (0..h.len()).find(|&i| h.node(i).id() == *id).unwrap();
+        h.crash(i);
+    }
+    let detection = h.node(v).config().detection_time();
+    h.run_for(detection + Duration::from_secs(2));
+    let me = h.node(v).id();
+    let mut expected: Vec<NodeId> = h.ready_ids().into_iter().filter(|&x| x != me).collect();
+    expected.sort_by_key(|&x| me.cw_distance(x));
+    expected.truncate(half);
+    assert_eq!(h.node(v).leaf_set().cw(), &expected[..], "seed {seed}: clockwise side repaired");
+    let o = lookups(&mut h, 200, seed);
+    assert_eq!((o.delivered, o.wrong), (200, 0), "seed {seed}: routing after the repair");
+}
+
+#[test]
+fn same_seed_same_bytes() {
+    let run = |seed| {
+        let mut h = cluster(100, seed, true);
+        lookups(&mut h, 100, seed);
+        h.trace_hash()
+    };
+    assert_eq!(run(21), run(21));
+    assert_ne!(run(21), run(22));
+}
+
+#[test]
+fn join_messages_are_bounded() {
+    // Without heartbeats in the way, count the frames one join costs the whole network.
+    let seed = 31;
+    let mut h = Harness::new(seed);
+    h.configure = Box::new(|id, addr| {
+        let mut c = wendy_proto::Config::new(id, addr);
+        c.heartbeat_interval = Duration::from_secs(3600);
+        c.suspect_timeout = Duration::from_secs(36000);
+        c.leaf_exchange_interval = Duration::from_secs(36000);
+        c
+    });
+    let mut rng = Rng::new(seed);
+    let n = 1000;
+    for _ in 0..=n {
+        h.add_node(NodeId::from_u128(rng.next_u128()));
+    }
+    for i in 1..n {
+        h.join(i, rng.below(i as u64) as usize);
+        h.run_for(Duration::from_millis(2));
+    }
+    assert!(h.run_until_ready(Duration::from_secs(60)));
+    h.run_for(Duration::from_secs(10));
+    let before = h.frames();
+    h.join(n, 0);
+    assert!(h.run_until_ready(Duration::from_secs(30)));
+    h.run_for(Duration::from_secs(10));
+    let cost = h.frames() - before;
+    let log16 = (n as f64).ln() / 16f64.ln();
+    let l = 32.0;
+    // Each table member costs an announce and its answer (and a 3-frame handshake on a new
+    // connection): bounded by a constant times (15 log16 N + L + M).
+    let bound = 5.0 * (16.0 * log16.ceil() + l + 32.0);
+    eprintln!("one join into {n} nodes cost {cost} frames (bound {bound:.0})");
+    assert!((cost as f64) < bound, "seed {seed}: join cost {cost} frames");
+}
