@@ -1,0 +1,228 @@
+//! Misuse and hostile input: typed errors or events, and the node keeps serving.
+
+use core::time::Duration;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use wendy_proto::harness::Harness;
+use wendy_proto::wire::{self, Message, Route};
+use wendy_proto::{
+    CommandError, Config, ConnId, Event, Instant, Node, NodeError, NodeId, NodeInfo, Output, RejectReason,
+    SharedSecret, Target,
+};
+
+fn addr(p: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], p))
+}
+
+fn node(n: u128, port: u16, secret: Option<&str>) -> Node {
+    let mut c = Config::new(NodeId::from_u128(n << 100), addr(port));
+    if let Some(s) = secret {
+        c = c.with_credentials(Arc::new(SharedSecret::new(s)));
+    }
+    Node::new(c, Instant::ZERO)
+}
+
+fn drain(n: &mut Node) -> Vec<Output> {
+    std::iter::from_fn(|| n.poll_output()).collect()
+}
+
+fn transmits(outs: &[Output], conn: ConnId) -> Vec<Bytes> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Transmit { conn: c, data } if *c == conn => Some(data.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn closed(outs: &[Output], conn: ConnId) -> bool {
+    outs.iter().any(|o| matches!(o, Output::Close { conn: c } if *c == conn))
+}
+
+fn errors(outs: &[Output]) -> Vec<NodeError> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Event(Event::Error(e)) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Dials `b` from `a` (which must have just produced a Connect) and runs the handshake;
+/// returns (a's conn, b's conn, every frame a sent, b's outputs).
+fn handshake(a: &mut Node, b: &mut Node, now: Instant) -> (ConnId, ConnId, Vec<Bytes>, Vec<Output>) {
+    let outs = drain(a);
+    let conn_a = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::Connect { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .expect("a dials");
+    let conn_b = b.handle_accepted(now, a.info().local);
+    a.handle_connected(now, conn_a);
+    let mut a_frames = transmits(&drain(a), conn_a);
+    let mut b_outs = Vec::new();
+    for f in &a_frames {
+        b.handle_data(now, conn_b, f);
+    }
+    b_outs.extend(drain(b));
+    for f in transmits(&b_outs, conn_b) {
+        a.handle_data(now, conn_a, &f);
+    }
+    let more = transmits(&drain(a), conn_a);
+    for f in &more {
+        b.handle_data(now, conn_b, f);
+    }
+    b_outs.extend(drain(b));
+    a_frames.extend(more);
+    (conn_a, conn_b, a_frames, b_outs)
+}
+
+#[test]
+fn reserved_purposes_are_refused() {
+    let mut a = node(1, 1, None);
+    let now = Instant::ZERO;
+    let key = NodeId::from_u128(5);
+    assert_eq!(a.send(now, key, 15, Bytes::new()), Err(CommandError::ReservedPurpose(15)));
+    assert_eq!(a.send(now, key, 0, Bytes::new()), Err(CommandError::ReservedPurpose(0)));
+    assert_eq!(a.send_to(now, Target::Addr(addr(9)), 3, Bytes::new()), Err(CommandError::ReservedPurpose(3)));
+    assert!(a.send(now, key, 16, Bytes::new()).is_ok());
+    let big = Bytes::from(vec![0u8; 2 << 20]);
+    assert!(matches!(a.send(now, key, 16, big), Err(CommandError::PayloadTooLarge { .. })));
+    assert_eq!(a.join(now, addr(1)), Err(CommandError::SelfBootstrap));
+}
+
+#[test]
+fn a_reserved_purpose_from_the_network_closes_the_connection() {
+    let now = Instant::ZERO;
+    let mut a = node(1, 1, None);
+    let mut b = node(2, 2, None);
+    a.join(now, addr(2)).unwrap();
+    let (_, conn_b, _, _) = handshake(&mut a, &mut b, now);
+    let bad =
+        Message::Route(Route { key: NodeId::from_u128(1), purpose: 3, origin: a.id(), hops: 0, payload: Bytes::new() });
+    b.handle_data(now, conn_b, &wire::encode(&bad));
+    let outs = drain(&mut b);
+    assert!(closed(&outs, conn_b));
+    assert!(matches!(errors(&outs)[..], [NodeError::Protocol { .. }]));
+    assert!(!outs.iter().any(|o| matches!(o, Output::Deliver(_))));
+}
+
+#[test]
+fn bad_credentials_are_rejected_and_never_reach_the_tables() {
+    let mut h = Harness::new(3);
+    h.configure = Box::new(|id, a| {
+        let secret = if a == Harness::addr_of(2) { "intruder" } else { "cluster" };
+        let mut c = Config::new(id, a).with_credentials(Arc::new(SharedSecret::new(secret)));
+        c.join_attempts = 2;
+        c.join_timeout = Duration::from_secs(2);
+        c
+    });
+    for i in 0..3u128 {
+        h.add_node(NodeId::from_u128((i + 1) << 120));
+    }
+    h.join(1, 0);
+    assert!(h.run_until_ready(Duration::from_secs(10)));
+    h.join(2, 0);
+    h.run_for(Duration::from_secs(10));
+    let intruder = h.node(2).id();
+    for i in 0..2 {
+        let n = h.node(i);
+        assert!(!n.leaf_set().contains(intruder) && !n.routing_table().contains(intruder));
+        assert!(n.peer(intruder).is_none());
+    }
+    assert!(h.node(2).leaf_set().is_empty(), "the intruder learned nothing");
+    // The intruder dialled: it checks the member's proof first and gives up.
+    let rejected_by = |h: &Harness, who: usize| {
+        h.events()
+            .iter()
+            .filter(|(i, _, e)| {
+                *i == who && matches!(e, Event::PeerRejected { reason: RejectReason::BadCredentials, .. })
+            })
+            .count()
+    };
+    assert!(rejected_by(&h, 2) >= 1);
+    assert!(h.events().iter().any(|(i, _, e)| *i == 2 && matches!(e, Event::Error(NodeError::JoinFailed { .. }))));
+    // A member dialling the intruder rejects it, and sends it nothing.
+    let now = h.now();
+    h.node_mut(0).send_to(now, Target::Addr(Harness::addr_of(2)), 16, Bytes::from_static(b"secret")).unwrap();
+    h.drain(0);
+    h.run_for(Duration::from_secs(1));
+    assert!(rejected_by(&h, 0) >= 1);
+    assert!(h.deliveries().is_empty(), "the intruder received nothing");
+    // The members still work together.
+    assert!(h.node(0).leaf_set().contains(h.node(1).id()));
+}
+
+#[test]
+fn a_replayed_handshake_is_rejected() {
+    let now = Instant::ZERO;
+    let mut a = node(1, 1, Some("s3cret"));
+    let mut b = node(2, 2, Some("s3cret"));
+    a.join(now, addr(2)).unwrap();
+    let (_, _, a_frames, b_outs) = handshake(&mut a, &mut b, now);
+    assert!(!b_outs.iter().any(|o| matches!(o, Output::Event(Event::PeerRejected { .. }))), "{b_outs:?}");
+    assert_eq!(b.stats().rejected_peers, 0);
+    // An eavesdropper replays a's Hello and Auth on a new connection.
+    let evil = b.handle_accepted(now, addr(66));
+    b.handle_data(now, evil, &a_frames[0]);
+    b.handle_data(now, evil, &a_frames[1]);
+    let outs = drain(&mut b);
+    assert!(outs
+        .iter()
+        .any(|o| matches!(o, Output::Event(Event::PeerRejected { reason: RejectReason::BadCredentials, .. }))));
+    assert!(closed(&outs, evil));
+    assert_eq!(b.stats().rejected_peers, 1);
+}
+
+#[test]
+fn garbage_truncated_and_oversized_frames_close_only_their_connection() {
+    let now = Instant::ZERO;
+    let mut b = node(2, 2, None);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+        ("bad version", vec![0, 0, 0, 2, 99, 0]),
+        ("oversized", vec![0xff, 0xff, 0xff, 0xff, 1]),
+        ("bad body", vec![0, 0, 0, 3, wire::PROTOCOL_VERSION, 0xff, 0xff]),
+    ];
+    for (what, bytes) in cases {
+        let c = b.handle_accepted(now, addr(50));
+        b.handle_data(now, c, &bytes);
+        let outs = drain(&mut b);
+        assert!(closed(&outs, c), "{what}: connection closed");
+        assert!(matches!(errors(&outs)[..], [NodeError::Decode { .. }]), "{what}: {outs:?}");
+    }
+    assert_eq!(b.stats().decode_errors, 4);
+    // A truncated frame followed by the peer closing is just a closed connection.
+    let c = b.handle_accepted(now, addr(51));
+    let hello = wire::encode(&Message::Hello { info: NodeInfo::new(NodeId::from_u128(9), addr(51)), nonce: [0; 16] });
+    b.handle_data(now, c, &hello[..hello.len() - 2]);
+    b.handle_closed(now, c);
+    assert!(errors(&drain(&mut b)).iter().all(|e| matches!(e, NodeError::ConnectFailed { .. })));
+    // A message before the handshake is a protocol error and reaches no table.
+    let c = b.handle_accepted(now, addr(52));
+    b.handle_data(now, c, &wire::encode(&Message::Announce { seq: 1 }));
+    let outs = drain(&mut b);
+    assert!(closed(&outs, c) && matches!(errors(&outs)[..], [NodeError::Protocol { .. }]));
+    // A second Hello on one connection is refused.
+    let c = b.handle_accepted(now, addr(53));
+    b.handle_data(now, c, &hello);
+    b.handle_data(now, c, &hello);
+    let outs = drain(&mut b);
+    assert!(closed(&outs, c));
+    assert!(b.leaf_set().is_empty() && b.routing_table().is_empty());
+    // The node still serves a legitimate joiner.
+    let mut a = node(1, 1, None);
+    a.join(now, addr(2)).unwrap();
+    let (_, _, _, b_outs) = handshake(&mut a, &mut b, now);
+    let answered_join = b_outs.iter().any(|o| match o {
+        Output::Transmit { data, .. } => {
+            matches!(wire::decode_frame(data.clone(), 1 << 20), Ok(Message::JoinState { .. }))
+        }
+        _ => false,
+    });
+    assert!(answered_join, "the node still answers a legitimate join");
+}
