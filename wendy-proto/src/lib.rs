@@ -53,6 +53,7 @@
 //! // (node, conn) -> (other node, its conn)
 //! let mut links: BTreeMap<(usize, ConnId), (usize, ConnId)> = BTreeMap::new();
 //! let mut delivered = Vec::new();
+//! let mut sent = false;
 //! for _ in 0..50 {
 //!     for i in 0..nodes.len() {
 //!         while let Some(out) = nodes[i].poll_output() {
@@ -80,10 +81,11 @@
 //!             n.handle_timeout(now);
 //!         }
 //!     }
-//!     if nodes[1].is_ready() && delivered.is_empty() {
+//!     if nodes[1].is_ready() && !sent {
 //!         // Route towards node a's id from node b: delivered at node a.
 //!         let key = nodes[0].id();
 //!         nodes[1].send(now, key, 16, Bytes::from_static(b"hi")).unwrap();
+//!         sent = true;
 //!     }
 //! }
 //! assert_eq!(delivered, vec![(0, Bytes::from_static(b"hi"))]);
@@ -102,6 +104,8 @@
 
 pub mod config;
 pub mod credentials;
+#[cfg(feature = "arbitrary")]
+pub mod fuzzing;
 pub mod harness;
 pub mod id;
 pub mod info;

@@ -870,6 +870,7 @@ impl Node {
             return;
         }
         let was_member = self.in_tables(id);
+        let was_known = self.peers.contains_key(&id);
         let peer = self.peers.entry(id).or_insert_with(|| Peer::new(info, now));
         if direct {
             peer.last_heard = Some(now);
@@ -885,7 +886,15 @@ impl Node {
         if leaf_changed {
             self.leaf_dirty = true;
         }
-        if !was_member && self.in_tables(id) {
+        if !self.in_tables(id) {
+            // Hearsay that found no place in any table is not kept: a peer cannot make us
+            // remember more nodes than our tables hold.
+            if !was_known {
+                self.peers.remove(&id);
+            }
+            return;
+        }
+        if !was_member {
             let info = self.peers[&id].info.clone();
             self.out.push_back(Output::Event(Event::NodeJoined(info)));
         }
