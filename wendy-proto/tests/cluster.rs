@@ -230,3 +230,88 @@ fn join_messages_are_bounded() {
     eprintln!("one join into {n} nodes cost {cost} frames (bound {bound:.0})");
     assert!((cost as f64) < bound, "seed {seed}: join cost {cost} frames");
 }
+
+#[test]
+fn no_node_is_root_before_its_join_completes() {
+    // Keys aimed at the joiners' own ids while they join: each must land at a node that was
+    // ready at that moment and was the closest ready node then.
+    let seed = 41;
+    let mut h = cluster(40, seed, true);
+    let mut rng = Rng::new(seed);
+    let first_new = h.len();
+    for _ in 0..20 {
+        h.add_node(NodeId::from_u128(rng.next_u128()));
+    }
+    h.clear_observations();
+    let mut sent = 0usize;
+    for i in first_new..h.len() {
+        h.join(i, rng.below(first_new as u64) as usize);
+    }
+    // Lookups towards each joiner's id (and just past it) while joins are in flight.
+    let mut expected = Vec::new();
+    let mut judged = 0;
+    for round in 0..60 {
+        for i in first_new..h.len() {
+            let key = NodeId::from_u128(h.node(i).id().as_u128().wrapping_add(round));
+            let from = rng.below(first_new as u64) as usize;
+            h.send(from, key, &(sent as u32).to_be_bytes());
+            expected.push(key);
+            sent += 1;
+        }
+        h.run_for(Duration::from_millis(20));
+        // Judge deliveries as they happen: the oracle at delivery time.
+        for o in h.deliveries() {
+            let k = u32::from_be_bytes(o.delivery.payload[..4].try_into().unwrap()) as usize;
+            assert!(h.node(o.node).is_ready(), "seed {seed}: node {} delivered before its join completed", o.node);
+            let best = h.closest_ready(expected[k]).unwrap();
+            assert_eq!(o.node, best, "seed {seed}: key {k} delivered at {} instead of {best}", o.node);
+            judged += 1;
+        }
+        h.clear_observations();
+    }
+    assert!(h.run_until_ready(Duration::from_secs(30)));
+    h.run_for(Duration::from_secs(1));
+    judged += h.deliveries().len();
+    assert_eq!(judged, sent, "seed {seed}: every lookup delivered");
+}
+
+#[test]
+fn forward_hook_vetoes_and_rewrites() {
+    let seed = 51;
+    let mut h = cluster(30, seed, true);
+    for i in 0..h.len() {
+        h.node_mut(i).set_forward_hook(Box::new(|m: &mut wendy_proto::Forwarding, _: &wendy_proto::NodeInfo| match m
+            .purpose
+        {
+            17 => false,
+            18 => {
+                m.payload = bytes::Bytes::from_static(b"rewritten");
+                true
+            }
+            _ => true,
+        }));
+    }
+    let now = h.now();
+    let mut rng = Rng::new(seed);
+    let (mut remote17, mut remote18) = (0, 0);
+    for _ in 0..50 {
+        let key = NodeId::from_u128(rng.next_u128());
+        let from = rng.below(h.len() as u64) as usize;
+        let local = h.closest_ready(key) == Some(from);
+        for purpose in [17u8, 18] {
+            h.node_mut(from).send(now, key, purpose, bytes::Bytes::from_static(b"original")).unwrap();
+            h.drain(from);
+        }
+        if !local {
+            remote17 += 1;
+            remote18 += 1;
+        }
+    }
+    h.run_for(Duration::from_secs(2));
+    let d17 = h.deliveries().iter().filter(|o| o.delivery.purpose == 17).count();
+    let rewritten =
+        h.deliveries().iter().filter(|o| o.delivery.purpose == 18 && &o.delivery.payload[..] == b"rewritten");
+    assert_eq!(d17, 50 - remote17, "vetoed messages that had to travel are not delivered");
+    assert_eq!(rewritten.count(), remote18, "every forwarded message was rewritten");
+    assert!(h.events().iter().any(|(_, _, e)| matches!(e, Event::Heartbeat(_))));
+}
