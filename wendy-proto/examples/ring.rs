@@ -31,7 +31,14 @@ fn main() {
     }
     let ready = h.run_until_ready(Duration::from_secs(120));
     h.run_for(Duration::from_secs(5));
-    println!("{n} nodes joined (all ready: {ready}) at t={}", h.now());
+    let conns: usize = (0..n).map(|i| h.node(i).connection_count()).sum();
+    let tables: usize = (0..n).map(|i| h.node(i).routing_table().len() + h.node(i).leaf_set().len()).sum();
+    println!(
+        "{n} nodes joined (all ready: {ready}) at t={}; per node: {:.0} connections, {:.0} table entries",
+        h.now(),
+        conns as f64 / n as f64,
+        tables as f64 / n as f64
+    );
     h.clear_observations();
     let mut expected = Vec::with_capacity(m);
     for k in 0..m {

@@ -71,6 +71,7 @@ pub struct Harness {
     events: Vec<(usize, Instant, Event)>,
     trace: u64,
     frames: u64,
+    heartbeats: u64,
     /// Builds each node's config from its id and address; change it before adding nodes.
     pub configure: Box<dyn FnMut(NodeId, SocketAddr) -> Config>,
 }
@@ -92,6 +93,7 @@ impl Harness {
             events: Vec::new(),
             trace: 0xcbf2_9ce4_8422_2325,
             frames: 0,
+            heartbeats: 0,
             configure: Box::new(Config::new),
         }
     }
@@ -187,9 +189,15 @@ impl Harness {
         self.events.clear();
     }
 
-    /// Events so far: (node, time, event).
+    /// Events so far: (node, time, event), except `LeafSetChanged` (read the tables instead)
+    /// and `Heartbeat` (counted by [`Harness::heartbeats`]).
     pub fn events(&self) -> &[(usize, Instant, Event)] {
         &self.events
+    }
+
+    /// Heartbeat events seen so far.
+    pub fn heartbeats(&self) -> u64 {
+        self.heartbeats
     }
 
     /// A hash of every frame transmitted and every delivery, in order.
@@ -342,6 +350,9 @@ impl Harness {
                     self.deliveries.push(Observed { node: i, at: now, delivery: d });
                 }
                 Output::Forwarded { .. } => {}
+                // Leaf-set snapshots are large and many; tests read the tables instead.
+                Output::Event(Event::LeafSetChanged(_)) => {}
+                Output::Event(Event::Heartbeat(_)) => self.heartbeats += 1,
                 Output::Event(e) => self.events.push((i, now, e)),
             }
         }

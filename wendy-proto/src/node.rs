@@ -92,7 +92,7 @@ enum Phase {
     Dialing { nonce: [u8; NONCE_LEN] },
     AwaitHelloAck { nonce: [u8; NONCE_LEN] },
     AwaitHello,
-    AwaitAuth { dialer_nonce: [u8; NONCE_LEN], my_nonce: [u8; NONCE_LEN], info: NodeInfo },
+    AwaitAuth { dialer_nonce: [u8; NONCE_LEN], my_nonce: [u8; NONCE_LEN], info: Box<NodeInfo> },
     Open,
 }
 
@@ -328,7 +328,12 @@ impl Node {
 
     /// The next output, in the order the node produced them. Drain until `None` after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        let out = self.out.pop_front();
+        if out.is_none() && self.out.capacity() > 64 {
+            // A burst (a join, a repair) must not pin its peak queue for the node's lifetime.
+            self.out = VecDeque::new();
+        }
+        out
     }
 
     /// When [`handle_timeout`](Node::handle_timeout) should next be called; `None` once left.
@@ -604,7 +609,7 @@ impl Node {
                 let proof = self.prove(&transcript(ROLE_ACCEPTOR, &nonce, &my_nonce, me, info.id));
                 let ack = Message::HelloAck { info: self.cfg.info.clone(), nonce: my_nonce, proof };
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.phase = Phase::AwaitAuth { dialer_nonce: nonce, my_nonce, info };
+                    c.phase = Phase::AwaitAuth { dialer_nonce: nonce, my_nonce, info: Box::new(info) };
                 }
                 self.transmit(conn, &ack);
             }
@@ -629,7 +634,7 @@ impl Node {
             }
             (Phase::AwaitAuth { dialer_nonce, my_nonce, info }, Message::Auth { proof }) => {
                 if self.verify(&transcript(ROLE_DIALER, &dialer_nonce, &my_nonce, info.id, me), &proof) {
-                    self.open(now, conn, info);
+                    self.open(now, conn, *info);
                 } else {
                     self.reject(now, conn, Some(info.id), RejectReason::BadCredentials);
                 }

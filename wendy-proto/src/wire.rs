@@ -345,7 +345,13 @@ impl FrameDecoder {
             return Ok(None);
         }
         self.buf.advance(LENGTH_PREFIX);
-        Ok(Some(self.buf.split_to(len).freeze()))
+        let body = self.buf.split_to(len).freeze();
+        if self.buf.is_empty() {
+            // Let go of the allocation: the frames handed out keep what they need, and an idle
+            // connection then holds no buffer at all.
+            self.buf = BytesMut::new();
+        }
+        Ok(Some(body))
     }
 }
 

@@ -313,5 +313,5 @@ fn forward_hook_vetoes_and_rewrites() {
         h.deliveries().iter().filter(|o| o.delivery.purpose == 18 && &o.delivery.payload[..] == b"rewritten");
     assert_eq!(d17, 50 - remote17, "vetoed messages that had to travel are not delivered");
     assert_eq!(rewritten.count(), remote18, "every forwarded message was rewritten");
-    assert!(h.events().iter().any(|(_, _, e)| matches!(e, Event::Heartbeat(_))));
+    assert!(h.heartbeats() > 0);
 }
