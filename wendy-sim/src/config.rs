@@ -1,0 +1,277 @@
+//! Everything a simulation run is parameterised by.
+
+use core::time::Duration;
+
+use wendy_proto::Config;
+
+/// Where nodes sit, which decides the one-way latency between two of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// Uniform points in a disc whose diameter is [`NetConfig::diameter`] of latency.
+    Plane,
+    /// Uniform points on a sphere; antipodal points are [`NetConfig::diameter`] apart
+    /// (straight-line chord distance, so the arithmetic is exact IEEE and replays everywhere).
+    Sphere,
+}
+
+/// What a lost frame costs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossMode {
+    /// TCP: the frame is retransmitted; each loss adds [`NetConfig::rto`] of delay. Order on
+    /// the connection is kept (later frames wait behind it, as in a real byte stream).
+    Tcp,
+    /// Datagram-style: the frame silently disappears (a whole frame, so framing survives).
+    Drop,
+}
+
+/// The modelled network.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// Coordinate model, used when `regions` is 0.
+    pub topology: Topology,
+    /// One-way latency across the whole plane or sphere.
+    pub diameter: Duration,
+    /// Smallest one-way latency between two distinct nodes (added to every distance).
+    pub base: Duration,
+    /// Number of regions; 0 means latency from coordinates. With regions, every node gets a
+    /// region name and distinct local (10/8) and global (11/8) addresses.
+    pub regions: u16,
+    /// One-way latency inside a region.
+    pub intra_region: Duration,
+    /// One-way latency between two regions.
+    pub inter_region: Duration,
+    /// Each frame's delay is the link latency times `1 + jitter * u`, u uniform in [0, 1);
+    /// never reordering frames on one connection.
+    pub jitter: f64,
+    /// Probability that one transmission of a frame is lost.
+    pub loss: f64,
+    /// How a loss is modelled.
+    pub loss_mode: LossMode,
+    /// Retransmission delay added per loss in [`LossMode::Tcp`].
+    pub rto: Duration,
+    /// True: a connection attempt to a crashed node is refused after one round trip (host up,
+    /// process gone). False: it is never answered (host gone) and the dialler's OS gives up
+    /// after [`NetConfig::syn_timeout`]; the node usually gives up first at its connect timeout.
+    pub refuse_dead: bool,
+    /// When an unanswered connection attempt is reported failed by the (modelled) OS.
+    pub syn_timeout: Duration,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            topology: Topology::Plane,
+            diameter: Duration::from_millis(100),
+            base: Duration::from_millis(1),
+            regions: 0,
+            intra_region: Duration::from_millis(2),
+            inter_region: Duration::from_millis(60),
+            jitter: 0.1,
+            loss: 0.0,
+            loss_mode: LossMode::Tcp,
+            rto: Duration::from_millis(200),
+            refuse_dead: false,
+            syn_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The protocol parameters given to every simulated node (see [`wendy_proto::Config`]).
+#[derive(Clone, Debug)]
+pub struct NodeParams {
+    /// Heartbeat interval, also the node's maintenance tick.
+    pub heartbeat: Duration,
+    /// Silence before a leaf is suspected (default 3 heartbeats).
+    pub suspect: Option<Duration>,
+    /// Probe timeout (default 1 heartbeat).
+    pub probe: Option<Duration>,
+    /// Leaf-set exchange interval.
+    pub leaf_exchange: Duration,
+    /// Idle timeout of connections to nodes outside the leaf set.
+    pub idle_timeout: Duration,
+    /// Connection set-up timeout.
+    pub connect_timeout: Duration,
+    /// Join progress timeout.
+    pub join_timeout: Duration,
+    /// Leaf-set size L.
+    pub leaf_set_size: usize,
+}
+
+impl Default for NodeParams {
+    fn default() -> Self {
+        NodeParams {
+            heartbeat: Duration::from_secs(1),
+            suspect: None,
+            probe: None,
+            leaf_exchange: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(5),
+            join_timeout: Duration::from_secs(10),
+            leaf_set_size: 32,
+        }
+    }
+}
+
+impl NodeParams {
+    /// Writes these parameters into a node configuration.
+    pub fn apply(&self, c: &mut Config) {
+        c.heartbeat_interval = self.heartbeat;
+        c.suspect_timeout = self.suspect.unwrap_or(self.heartbeat * 3);
+        c.probe_timeout = self.probe.unwrap_or(self.heartbeat);
+        c.leaf_exchange_interval = self.leaf_exchange;
+        c.idle_timeout = self.idle_timeout;
+        c.connect_timeout = self.connect_timeout;
+        c.join_timeout = self.join_timeout;
+        c.leaf_set_size = self.leaf_set_size;
+    }
+}
+
+/// Distribution of churn session times.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SessionDist {
+    /// Exponential with the given median.
+    Exponential,
+    /// Pareto with this shape (> 1) and the given median.
+    Pareto {
+        /// Shape parameter alpha.
+        shape: f64,
+    },
+}
+
+/// Generated churn: Poisson arrivals, sessions from a distribution. The arrival rate is
+/// population / mean session, so the population stays about constant.
+#[derive(Clone, Debug)]
+pub struct ChurnConfig {
+    /// Median session time.
+    pub median_session: Duration,
+    /// Session distribution.
+    pub dist: SessionDist,
+    /// Fraction of departures that are graceful `leave`s; the rest are crashes.
+    pub graceful: f64,
+}
+
+/// One line of a churn trace: at `time`, node label `node` comes up or goes down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceRecord {
+    /// Time from the start of the measurement phase.
+    pub time: Duration,
+    /// Node label: labels below the initial population name those nodes; others name new ones.
+    pub node: u32,
+    /// True for `up`.
+    pub up: bool,
+}
+
+/// How a split of the network behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitMode {
+    /// Partition: frames and connection attempts across the split are dropped until repair.
+    Partition,
+    /// Hold: frames across the split are held and delivered, in order, at release.
+    Hold,
+}
+
+/// A scheduled split of the network into two sides.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SplitPlan {
+    /// Partition or hold.
+    pub mode: SplitMode,
+    /// Fraction of live nodes put on the minority side.
+    pub fraction: f64,
+    /// When it starts, from the start of the measurement phase.
+    pub at: Duration,
+    /// How long it lasts.
+    pub length: Duration,
+}
+
+/// A whole simulation run: population, network, workload and faults.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Initial population.
+    pub nodes: usize,
+    /// Lookups issued in the measurement phase.
+    pub lookups: u64,
+    /// Master seed.
+    pub seed: u64,
+    /// Network model.
+    pub net: NetConfig,
+    /// Protocol parameters of every node.
+    pub node: NodeParams,
+    /// Joins started per second of simulated time while the population is built.
+    pub join_rate: f64,
+    /// Quiet time between the last join and the measurement phase.
+    pub settle: Duration,
+    /// Lookups per second (ignored when `duration` is set: then lookups / duration).
+    pub lookup_rate: f64,
+    /// Length of the measurement phase; `None`: as long as the lookups take.
+    pub duration: Option<Duration>,
+    /// A lookup not delivered within this is lost.
+    pub lookup_timeout: Duration,
+    /// Application payload size of a lookup (at least 8 bytes: the lookup number).
+    pub payload_bytes: usize,
+    /// Crash this fraction of nodes at once during the measurement phase (0: none).
+    pub crash_fraction: f64,
+    /// When to crash, from the start of the measurement phase (default: a quarter of it).
+    pub crash_at: Option<Duration>,
+    /// Bounce (restart after this downtime) the crashed nodes instead of leaving them dead.
+    pub bounce_after: Option<Duration>,
+    /// How often to check the ring after a crash; also the repair-time resolution.
+    pub check_interval: Duration,
+    /// Give up measuring repair after this long.
+    pub repair_timeout: Duration,
+    /// Generated churn during the measurement phase.
+    pub churn: Option<ChurnConfig>,
+    /// Churn trace replayed during the measurement phase.
+    pub churn_trace: Vec<TraceRecord>,
+    /// A split of the network during the measurement phase.
+    pub split: Option<SplitPlan>,
+    /// Width of the time-series buckets (`None`: chosen from the planned length).
+    pub bucket: Option<Duration>,
+    /// Draw a progress bar on stderr (only if stderr is a terminal).
+    pub progress: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            nodes: 1000,
+            lookups: 10_000,
+            seed: 1,
+            net: NetConfig::default(),
+            node: NodeParams::default(),
+            join_rate: 100.0,
+            settle: Duration::from_secs(10),
+            lookup_rate: 1000.0,
+            duration: None,
+            lookup_timeout: Duration::from_secs(30),
+            payload_bytes: 16,
+            crash_fraction: 0.0,
+            crash_at: None,
+            bounce_after: None,
+            check_interval: Duration::from_millis(500),
+            repair_timeout: Duration::from_secs(600),
+            churn: None,
+            churn_trace: Vec::new(),
+            split: None,
+            bucket: None,
+            progress: false,
+        }
+    }
+}
+
+impl SimConfig {
+    /// Lookups per second in the measurement phase.
+    pub fn effective_lookup_rate(&self) -> f64 {
+        match self.duration {
+            Some(d) if d > Duration::ZERO => self.lookups as f64 / d.as_secs_f64(),
+            _ => self.lookup_rate,
+        }
+    }
+
+    /// Planned length of the measurement phase.
+    pub fn measure_length(&self) -> Duration {
+        self.duration.unwrap_or_else(|| {
+            let rate = self.effective_lookup_rate().max(1e-9);
+            Duration::from_secs_f64(self.lookups as f64 / rate)
+        })
+    }
+}

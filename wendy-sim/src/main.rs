@@ -1,0 +1,308 @@
+//! The `wendy-sim` command: run a scenario, print a summary, write JSON and SVG plots.
+
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use wendy_sim::{
+    parse_churn_trace, ChurnConfig, LossMode, NetConfig, NodeParams, SessionDist, Sim, SimConfig, SplitMode, SplitPlan,
+    Topology,
+};
+
+/// Deterministic discrete-event simulation of a wendy (Pastry) network running the real protocol.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Initial population, joined one after another through the real join protocol.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// Lookups towards uniformly random keys, from random joined nodes.
+    #[arg(long, default_value_t = 10_000)]
+    lookups: u64,
+    /// Master seed: everything random derives from it.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the report as a JSON object to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write SVG plots (hops.svg, delivery.svg, correctness.svg, control.svg, nodes.svg) here.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// Regions (0: latency from coordinates). Nodes get local and global addresses.
+    #[arg(long, default_value_t = 0)]
+    regions: u16,
+    /// Probability that one transmission of a frame is lost.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// How a loss is modelled: tcp (retransmitted after --rto-ms, order kept) or drop.
+    #[arg(long, value_enum, default_value_t = LossArg::Tcp)]
+    loss_mode: LossArg,
+    /// Once the network is stable, crash this fraction of nodes at once.
+    #[arg(long, default_value_t = 0.0)]
+    crash_fraction: f64,
+    /// When to crash, seconds into the measurement phase (default: a quarter of it).
+    #[arg(long)]
+    crash_at: Option<f64>,
+    /// Restart the crashed nodes (same id and address) after this many seconds: bounce.
+    #[arg(long)]
+    bounce_after: Option<f64>,
+    /// Churn: Poisson arrivals and sessions with this median, in seconds.
+    #[arg(long)]
+    churn_median_session: Option<f64>,
+    /// Session-time distribution for churn.
+    #[arg(long, value_enum, default_value_t = DistArg::Exp)]
+    session_dist: DistArg,
+    /// Shape of the Pareto session distribution (> 1).
+    #[arg(long, default_value_t = 1.5)]
+    pareto_shape: f64,
+    /// Fraction of churn departures that leave gracefully (the rest crash).
+    #[arg(long, default_value_t = 0.0)]
+    graceful: f64,
+    /// Replay a churn trace (CSV: time_s,node,up|down) during the measurement phase.
+    #[arg(long)]
+    churn_trace: Option<PathBuf>,
+    /// Length of the measurement phase in seconds (lookups spread over it). Default with churn: 3600.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Lookups per second when --duration is not given.
+    #[arg(long, default_value_t = 1000.0)]
+    lookup_rate: f64,
+    /// A lookup not delivered within this many seconds is lost.
+    #[arg(long, default_value_t = 30.0)]
+    lookup_timeout: f64,
+    /// Lookup payload bytes (at least 8).
+    #[arg(long, default_value_t = 16)]
+    payload_bytes: usize,
+    /// Joins started per simulated second while building the population.
+    #[arg(long, default_value_t = 100.0)]
+    join_rate: f64,
+    /// Seconds of quiet between the last join and the lookups.
+    #[arg(long, default_value_t = 10.0)]
+    settle: f64,
+    /// Node placement when --regions is 0.
+    #[arg(long, value_enum, default_value_t = TopoArg::Plane)]
+    topology: TopoArg,
+    /// One-way latency across the plane or sphere, ms.
+    #[arg(long, default_value_t = 100.0)]
+    diameter_ms: f64,
+    /// Smallest one-way latency, ms.
+    #[arg(long, default_value_t = 1.0)]
+    base_ms: f64,
+    /// One-way latency inside a region, ms.
+    #[arg(long, default_value_t = 2.0)]
+    intra_ms: f64,
+    /// One-way latency between regions, ms.
+    #[arg(long, default_value_t = 60.0)]
+    inter_ms: f64,
+    /// Jitter: each frame's delay is latency * (1 + jitter * uniform[0,1)).
+    #[arg(long, default_value_t = 0.1)]
+    jitter: f64,
+    /// Retransmission delay per loss in tcp loss mode, ms.
+    #[arg(long, default_value_t = 200.0)]
+    rto_ms: f64,
+    /// Connection attempts to crashed nodes are refused (RST) instead of going unanswered.
+    #[arg(long)]
+    refuse_dead: bool,
+    /// Node heartbeat interval (also its maintenance tick), ms.
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_ms: u64,
+    /// Silence before a leaf is suspected, ms (default 3 heartbeats).
+    #[arg(long)]
+    suspect_ms: Option<u64>,
+    /// Probe timeout, ms (default 1 heartbeat).
+    #[arg(long)]
+    probe_ms: Option<u64>,
+    /// Leaf-set exchange interval, s.
+    #[arg(long, default_value_t = 30)]
+    leaf_exchange_s: u64,
+    /// Idle timeout of connections outside the leaf set, s.
+    #[arg(long, default_value_t = 120)]
+    idle_timeout_s: u64,
+    /// Connection set-up timeout, s.
+    #[arg(long, default_value_t = 5)]
+    connect_timeout_s: u64,
+    /// Leaf-set size L.
+    #[arg(long, default_value_t = 32)]
+    leaf_set_size: usize,
+    /// Split the network: put this fraction of nodes on one side (see --split-mode).
+    #[arg(long)]
+    split_fraction: Option<f64>,
+    /// partition (drop across the split, then repair) or hold (hold, then release).
+    #[arg(long, value_enum, default_value_t = SplitArg::Partition)]
+    split_mode: SplitArg,
+    /// When the split starts, seconds into the measurement phase.
+    #[arg(long, default_value_t = 10.0)]
+    split_at: f64,
+    /// How long the split lasts, seconds.
+    #[arg(long, default_value_t = 30.0)]
+    split_secs: f64,
+    /// Width of the time-series buckets, seconds (default: about 400 buckets).
+    #[arg(long)]
+    bucket_s: Option<f64>,
+    /// Do not print the summary.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LossArg {
+    Tcp,
+    Drop,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DistArg {
+    Exp,
+    Pareto,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TopoArg {
+    Plane,
+    Sphere,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SplitArg {
+    Partition,
+    Hold,
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+fn ms(m: f64) -> Duration {
+    Duration::from_secs_f64(m.max(0.0) / 1000.0)
+}
+
+fn config(cli: &Cli) -> Result<SimConfig, String> {
+    let churn_trace = match &cli.churn_trace {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            parse_churn_trace(&text).map_err(|e| format!("{}: {e}", p.display()))?
+        }
+        None => Vec::new(),
+    };
+    let churn = cli.churn_median_session.map(|m| ChurnConfig {
+        median_session: secs(m),
+        dist: match cli.session_dist {
+            DistArg::Exp => SessionDist::Exponential,
+            DistArg::Pareto => SessionDist::Pareto { shape: cli.pareto_shape },
+        },
+        graceful: cli.graceful.clamp(0.0, 1.0),
+    });
+    let duration = cli.duration.map(secs).or_else(|| churn.as_ref().map(|_| Duration::from_secs(3600)));
+    if cli.nodes == 0 {
+        return Err("--nodes must be at least 1".into());
+    }
+    Ok(SimConfig {
+        nodes: cli.nodes,
+        lookups: cli.lookups,
+        seed: cli.seed,
+        net: NetConfig {
+            topology: match cli.topology {
+                TopoArg::Plane => Topology::Plane,
+                TopoArg::Sphere => Topology::Sphere,
+            },
+            diameter: ms(cli.diameter_ms),
+            base: ms(cli.base_ms),
+            regions: cli.regions,
+            intra_region: ms(cli.intra_ms),
+            inter_region: ms(cli.inter_ms),
+            jitter: cli.jitter.max(0.0),
+            loss: cli.loss.clamp(0.0, 1.0),
+            loss_mode: match cli.loss_mode {
+                LossArg::Tcp => LossMode::Tcp,
+                LossArg::Drop => LossMode::Drop,
+            },
+            rto: ms(cli.rto_ms),
+            refuse_dead: cli.refuse_dead,
+            ..NetConfig::default()
+        },
+        node: NodeParams {
+            heartbeat: Duration::from_millis(cli.heartbeat_ms.max(1)),
+            suspect: cli.suspect_ms.map(Duration::from_millis),
+            probe: cli.probe_ms.map(Duration::from_millis),
+            leaf_exchange: Duration::from_secs(cli.leaf_exchange_s),
+            idle_timeout: Duration::from_secs(cli.idle_timeout_s),
+            connect_timeout: Duration::from_secs(cli.connect_timeout_s),
+            leaf_set_size: cli.leaf_set_size,
+            ..NodeParams::default()
+        },
+        join_rate: cli.join_rate,
+        settle: secs(cli.settle),
+        lookup_rate: cli.lookup_rate,
+        duration,
+        lookup_timeout: secs(cli.lookup_timeout),
+        payload_bytes: cli.payload_bytes,
+        crash_fraction: cli.crash_fraction.clamp(0.0, 1.0),
+        crash_at: cli.crash_at.map(secs),
+        bounce_after: cli.bounce_after.map(secs),
+        churn,
+        churn_trace,
+        split: cli.split_fraction.map(|f| SplitPlan {
+            mode: match cli.split_mode {
+                SplitArg::Partition => SplitMode::Partition,
+                SplitArg::Hold => SplitMode::Hold,
+            },
+            fraction: f.clamp(0.0, 1.0),
+            at: secs(cli.split_at),
+            length: secs(cli.split_secs),
+        }),
+        bucket: cli.bucket_s.map(secs),
+        progress: std::io::stderr().is_terminal(),
+        ..SimConfig::default()
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wendy-sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let bar = cfg.progress.then(|| {
+        let pb = ProgressBar::new(1000);
+        pb.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {percent}% {msg}")
+                .expect("the template is valid")
+                .progress_chars("=> "),
+        );
+        pb
+    });
+    let sim = Sim::new(cfg);
+    let report = sim.run(|s, frac| {
+        if let Some(pb) = &bar {
+            pb.set_position((frac.clamp(0.0, 1.0) * 1000.0) as u64);
+            pb.set_message(format!("t={} joined={} events={}", s.now(), s.joined_count(), s.events()));
+        }
+    });
+    if let Some(pb) = &bar {
+        pb.finish_and_clear();
+    }
+    if !cli.quiet {
+        println!("{report}");
+    }
+    if let Some(path) = &cli.json {
+        if let Err(e) = std::fs::write(path, report.to_json()) {
+            eprintln!("wendy-sim: {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(dir) = &cli.svg {
+        if let Err(e) = wendy_sim::plot::write_svgs(&report, dir) {
+            eprintln!("wendy-sim: plots in {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
