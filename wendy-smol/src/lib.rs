@@ -1,1 +1,395 @@
-//! placeholder crate; filled by its own issue.
+//! Runs a [`wendy_proto`] Pastry node over smol (async-io) TCP sockets and timers.
+//!
+//! This crate is a thin driver: the protocol (routing, joins, failure detection, retries and
+//! every timer policy) lives in `wendy-proto`. The driver only moves bytes between sockets and
+//! the state machine, runs its timer, and maps the node's [`ConnId`]s to sockets.
+//!
+//! - one task owns the [`Node`] (no locks on it); it selects over application commands, bytes
+//!   from per-connection reader tasks, accepted sockets, connect results and the timer;
+//! - one persistent TCP connection per peer, reused for every message;
+//! - frames produced while handling a batch of inputs are written together, many per syscall,
+//!   by a writer task per connection;
+//! - queues are bounded: the application's `send` waits while the node has more than
+//!   [`Options::max_queued_bytes`] unwritten, and a peer that lets more than
+//!   [`Options::max_conn_queue_bytes`] pile up is disconnected.
+//!
+//! `wendy-tokio` has the same API over Tokio; no Tokio crate is in this crate's dependency tree.
+//! Tasks run on smol's global executor (`SMOL_THREADS` sets its thread count).
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use wendy_proto::{Config, NodeId};
+//! use wendy_smol::{NodeEvent, NodeHandle};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let addr: SocketAddr = "127.0.0.1:0".parse()?; // port 0: the OS picks
+//! let mut a = NodeHandle::start(Config::new(NodeId::hash(b"a"), addr)).await?;
+//! let b = NodeHandle::start(Config::new(NodeId::hash(b"b"), addr)).await?;
+//! b.join(a.local_addr()).await?; // resolves when b has joined a's ring
+//! b.send(a.id(), 16, &b"hello"[..]).await?;
+//! while let Some(ev) = a.next_event().await {
+//!     if let NodeEvent::Deliver(d) = ev {
+//!         assert_eq!(&d.payload[..], b"hello");
+//!         break;
+//!     }
+//! }
+//! b.leave().await; // announced to the ring, then stopped
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod driver;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use std::sync::Mutex;
+
+use smol::channel;
+use smol::net::TcpListener;
+use smol::Task;
+use tracing::Instrument;
+
+pub use wendy_proto;
+pub use wendy_proto::{
+    CommandError, Config, Delivery, Event, ForwardHook, Forwarding, Node, NodeError, NodeId, NodeInfo, Stats, Target,
+};
+
+/// Driver settings, beyond the protocol's [`Config`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Options {
+    /// While more bytes than this wait to be written (all connections together), application
+    /// commands wait: `send` applies back-pressure instead of growing queues.
+    pub max_queued_bytes: usize,
+    /// A peer that lets more unwritten bytes than this pile up for it is disconnected, so a
+    /// slow peer cannot make the node use unbounded memory.
+    pub max_conn_queue_bytes: usize,
+    /// Size of each read from a socket.
+    pub read_buffer: usize,
+    /// Capacity of the event channel; events that do not fit are dropped and counted.
+    pub event_capacity: usize,
+    /// Capacity of the command channel.
+    pub command_capacity: usize,
+    /// Report [`NodeEvent::Forwarded`] for every message passed on.
+    pub report_forwarded: bool,
+    /// Report [`Event::Heartbeat`]s.
+    pub report_heartbeats: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_queued_bytes: 8 << 20,
+            max_conn_queue_bytes: 64 << 20,
+            read_buffer: 64 << 10,
+            event_capacity: 1 << 16,
+            command_capacity: 1024,
+            report_forwarded: true,
+            report_heartbeats: true,
+        }
+    }
+}
+
+/// What the node tells the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// A message arrived at its destination: this node.
+    Deliver(Delivery),
+    /// A routed message was passed on.
+    Forwarded(Forwarded),
+    /// A protocol event: joined, node joined or left, leaf set changed, heartbeat, peer
+    /// rejected, or an error the node recovered from.
+    Event(Event),
+    /// A `send` or `send_to` accepted by the handle was refused by the node.
+    SendFailed(CommandError),
+}
+
+/// A routed message passed on to its next hop (the Go wendy's `OnForward`, after the fact).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forwarded {
+    /// The message's key.
+    pub key: NodeId,
+    /// Its purpose.
+    pub purpose: u8,
+    /// The node that sent it first.
+    pub origin: NodeId,
+    /// The next hop.
+    pub next: NodeId,
+    /// Hops taken, this one included.
+    pub hops: u8,
+}
+
+/// Why a command failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The node refused the command.
+    Command(CommandError),
+    /// The join did not complete.
+    JoinFailed(NodeError),
+    /// The node has stopped.
+    Stopped,
+    /// A socket operation failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Command(e) => write!(f, "command refused: {e}"),
+            Error::JoinFailed(e) => write!(f, "join failed: {e}"),
+            Error::Stopped => f.write_str("the node has stopped"),
+            Error::Io(e) => write!(f, "i/o error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Command(e) => Some(e),
+            Error::JoinFailed(e) => Some(e),
+            Error::Io(e) => Some(e),
+            Error::Stopped => None,
+        }
+    }
+}
+
+impl From<CommandError> for Error {
+    fn from(e: CommandError) -> Self {
+        Error::Command(e)
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+type Inspector = Box<dyn FnOnce(&Node) + Send>;
+
+/// The sending half of a one-shot answer.
+pub(crate) type Reply<T> = channel::Sender<T>;
+
+fn reply<T>() -> (channel::Sender<T>, channel::Receiver<T>) {
+    channel::bounded(1)
+}
+
+pub(crate) enum Command {
+    Join(SocketAddr, Reply<Result<(), Error>>),
+    Send { key: NodeId, purpose: u8, payload: Bytes },
+    SendTo { target: Target, purpose: u8, payload: Bytes },
+    Hook(Box<dyn ForwardHook>),
+    Inspect(Inspector),
+    Leave(Reply<()>),
+    Stop(Reply<()>),
+}
+
+/// A running node. Dropping it stops the node (abruptly: nothing is announced).
+///
+/// Create one with [`NodeHandle::start`]; its tasks run on smol's global executor.
+pub struct NodeHandle {
+    sender: Sender,
+    info: NodeInfo,
+    events: Option<channel::Receiver<NodeEvent>>,
+    task: Mutex<Option<Task<()>>>,
+}
+
+/// A cheap, cloneable handle for sending messages from many tasks. It does not keep the node
+/// alive: once the [`NodeHandle`] is dropped, sends fail with [`Error::Stopped`].
+#[derive(Clone)]
+pub struct Sender {
+    tx: channel::Sender<Command>,
+    max_payload: usize,
+}
+
+impl NodeHandle {
+    /// Starts a node with default [`Options`]. See [`NodeHandle::start_with`].
+    pub async fn start(config: Config) -> io::Result<NodeHandle> {
+        Self::start_with(config, Options::default()).await
+    }
+
+    /// Binds `config.info.local` and starts the node task.
+    ///
+    /// Port 0 means the OS picks a port: the node's local address (and its global address, if
+    /// it was the same or has port 0) is set to the bound one, reported by
+    /// [`local_addr`](Self::local_addr).
+    pub async fn start_with(mut config: Config, options: Options) -> io::Result<NodeHandle> {
+        let listener = TcpListener::bind(config.info.local).await?;
+        let bound = listener.local_addr()?;
+        fix_port(&mut config, bound);
+        let info = config.info.clone();
+        let max_payload = config.max_frame_size.saturating_sub(64);
+        let (tx, rx) = channel::bounded(options.command_capacity.max(1));
+        let (ev_tx, ev_rx) = channel::bounded(options.event_capacity.max(1));
+        let span = tracing::info_span!("wendy", node = %info.id, addr = %bound);
+        let task = Mutex::new(Some(smol::spawn(driver::run(config, options, listener, rx, ev_tx).instrument(span))));
+        tracing::debug!(node = %info.id, addr = %bound, "node started");
+        Ok(NodeHandle { sender: Sender { tx, max_payload }, info, events: Some(ev_rx), task })
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.info.id
+    }
+
+    /// The node's id, addresses and region (with the port actually bound).
+    pub fn info(&self) -> &NodeInfo {
+        &self.info
+    }
+
+    /// The address the node listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.info.local
+    }
+
+    /// A cloneable sender for `send` and `send_to` from other tasks.
+    pub fn sender(&self) -> Sender {
+        self.sender.clone()
+    }
+
+    /// Joins the ring of the node at `bootstrap`; resolves once the join completed.
+    pub async fn join(&self, bootstrap: SocketAddr) -> Result<(), Error> {
+        let (tx, rx) = reply();
+        self.sender.command(Command::Join(bootstrap, tx)).await?;
+        rx.recv().await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Routes `payload` towards `key`; delivered at the live node numerically closest to it.
+    ///
+    /// Waits while the node's write queues are full. Refusals found by the node itself (a
+    /// full queue towards a peer) are reported as [`NodeEvent::SendFailed`].
+    pub async fn send(&self, key: NodeId, purpose: u8, payload: impl Into<Bytes>) -> Result<(), Error> {
+        self.sender.send(key, purpose, payload).await
+    }
+
+    /// Sends `payload` straight to a node, by id or address.
+    pub async fn send_to(&self, target: Target, purpose: u8, payload: impl Into<Bytes>) -> Result<(), Error> {
+        self.sender.send_to(target, purpose, payload).await
+    }
+
+    /// Installs the hook consulted before each routed message is forwarded (it may veto it).
+    pub async fn set_forward_hook(&self, hook: impl ForwardHook + 'static) -> Result<(), Error> {
+        self.sender.command(Command::Hook(Box::new(hook))).await
+    }
+
+    /// Runs `f` on the node inside its task and returns the result (state, stats, ...).
+    pub async fn inspect<T: Send + 'static>(&self, f: impl FnOnce(&Node) -> T + Send + 'static) -> Result<T, Error> {
+        let (tx, rx) = reply();
+        let f: Inspector = Box::new(move |n| {
+            let _ = tx.try_send(f(n));
+        });
+        self.sender.command(Command::Inspect(f)).await?;
+        rx.recv().await.map_err(|_| Error::Stopped)
+    }
+
+    /// The node's counters.
+    pub async fn stats(&self) -> Result<Stats, Error> {
+        self.inspect(|n| n.stats()).await
+    }
+
+    /// The next event; `None` once the node has stopped and its events were read, or if the
+    /// receiver was taken with [`take_events`](Self::take_events).
+    pub async fn next_event(&mut self) -> Option<NodeEvent> {
+        self.events.as_ref()?.recv().await.ok()
+    }
+
+    /// Takes the event receiver, to read events from another task.
+    pub fn take_events(&mut self) -> Option<channel::Receiver<NodeEvent>> {
+        self.events.take()
+    }
+
+    /// Leaves the ring gracefully: tells the nodes it knows, writes what is queued, and stops.
+    pub async fn leave(&self) {
+        let (tx, rx) = reply();
+        if self.sender.tx.send(Command::Leave(tx)).await.is_ok() {
+            let _ = rx.recv().await;
+        }
+    }
+
+    /// Stops the node without announcing it: writes what is queued and closes every socket.
+    pub async fn stop(&self) {
+        let (tx, rx) = reply();
+        if self.sender.tx.send(Command::Stop(tx)).await.is_ok() {
+            let _ = rx.recv().await;
+        }
+    }
+
+    /// Kills the node at once, as a crash would: its task and sockets are dropped mid-flight.
+    pub fn abort(&self) {
+        // Dropping a smol task cancels it, and with it every connection task it owns.
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(task);
+    }
+
+    /// True once the node task has ended.
+    pub fn is_stopped(&self) -> bool {
+        self.task.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+impl fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeHandle").field("id", &self.info.id).field("addr", &self.info.local).finish()
+    }
+}
+
+impl Sender {
+    /// See [`NodeHandle::send`].
+    pub async fn send(&self, key: NodeId, purpose: u8, payload: impl Into<Bytes>) -> Result<(), Error> {
+        let payload = payload.into();
+        self.check(purpose, payload.len())?;
+        self.command(Command::Send { key, purpose, payload }).await
+    }
+
+    /// See [`NodeHandle::send_to`].
+    pub async fn send_to(&self, target: Target, purpose: u8, payload: impl Into<Bytes>) -> Result<(), Error> {
+        let payload = payload.into();
+        self.check(purpose, payload.len())?;
+        self.command(Command::SendTo { target, purpose, payload }).await
+    }
+
+    fn check(&self, purpose: u8, len: usize) -> Result<(), Error> {
+        if purpose < 16 {
+            return Err(Error::Command(CommandError::ReservedPurpose(purpose)));
+        }
+        if len > self.max_payload {
+            return Err(Error::Command(CommandError::PayloadTooLarge { len, max: self.max_payload }));
+        }
+        Ok(())
+    }
+
+    async fn command(&self, c: Command) -> Result<(), Error> {
+        self.tx.send(c).await.map_err(|_| Error::Stopped)
+    }
+}
+
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender").finish_non_exhaustive()
+    }
+}
+
+/// Puts the bound port into the node's addresses when port 0 was asked for.
+fn fix_port(config: &mut Config, bound: SocketAddr) {
+    let asked = config.info.local;
+    if config.info.global == asked {
+        config.info.global = bound;
+    } else if config.info.global.port() == 0 {
+        config.info.global.set_port(bound.port());
+    }
+    config.info.local = bound;
+}

@@ -1,0 +1,95 @@
+//! A blocking facade over a driver, so that one body of scenarios runs against every driver.
+
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wendy_proto::{CommandError, Config, Delivery, Event, ForwardHook, Node, NodeId, Stats, Target};
+
+/// An application event, whichever driver reported it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ev {
+    /// A message was delivered here.
+    Deliver(Delivery),
+    /// A message was forwarded to `next`.
+    Forwarded {
+        /// Its key.
+        key: NodeId,
+        /// The next hop.
+        next: NodeId,
+    },
+    /// A protocol event.
+    Event(Event),
+    /// A send was refused by the node.
+    SendFailed(CommandError),
+}
+
+/// A node started by a driver, driven from a plain thread.
+pub trait TestNode: Send {
+    /// Its id.
+    fn id(&self) -> NodeId;
+    /// The address it listens on.
+    fn addr(&self) -> SocketAddr;
+    /// Joins through `bootstrap` and waits for the outcome (at most `timeout`).
+    fn join(&self, bootstrap: SocketAddr, timeout: Duration) -> Result<(), String>;
+    /// Routes a message towards `key`.
+    fn send(&self, key: NodeId, purpose: u8, payload: Bytes) -> Result<(), String>;
+    /// Sends a message straight to a node.
+    fn send_to(&self, target: Target, purpose: u8, payload: Bytes) -> Result<(), String>;
+    /// Installs a forward hook.
+    fn set_forward_hook(&self, hook: Box<dyn ForwardHook>);
+    /// Runs `f` on the node inside its task; false if the node has stopped.
+    fn inspect(&self, f: Box<dyn FnOnce(&Node) + Send>) -> bool;
+    /// Leaves gracefully and stops.
+    fn leave(&self);
+    /// Kills the node's task and sockets at once, as a crash would.
+    fn crash(&self);
+    /// The events reported so far (and not yet taken).
+    fn events(&self) -> &mpsc::Receiver<Ev>;
+}
+
+/// A driver: starts nodes.
+pub trait Driver: Sync {
+    /// Name shown in failures.
+    const NAME: &'static str;
+    /// Binds and starts a node.
+    fn start(&self, config: Config) -> std::io::Result<Box<dyn TestNode>>;
+}
+
+impl dyn TestNode {
+    /// Runs `f` on the node and returns its answer, `None` if the node has stopped.
+    pub fn query<T: Send + 'static>(&self, f: impl FnOnce(&Node) -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = mpsc::channel();
+        if !self.inspect(Box::new(move |n| {
+            let _ = tx.send(f(n));
+        })) {
+            return None;
+        }
+        rx.recv_timeout(Duration::from_secs(10)).ok()
+    }
+
+    /// The node's counters.
+    pub fn stats(&self) -> Option<Stats> {
+        self.query(|n| n.stats())
+    }
+
+    /// Waits up to `timeout` for an event matching `pred`; other events are passed to `other`.
+    pub fn wait_for(&self, timeout: Duration, mut pred: impl FnMut(&Ev) -> bool) -> Option<Ev> {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.checked_duration_since(Instant::now())?;
+            match self.events().recv_timeout(left) {
+                Ok(ev) if pred(&ev) => return Some(ev),
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => return None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Every event already reported, without waiting.
+    pub fn drain_events(&self) -> Vec<Ev> {
+        self.events().try_iter().collect()
+    }
+}

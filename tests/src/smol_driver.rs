@@ -1,0 +1,102 @@
+//! The facade for `wendy-smol`: smol's global executor, blocking calls.
+
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use wendy_proto::{Config, ForwardHook, Forwarding, Node, NodeId, NodeInfo, Target};
+use wendy_smol::{NodeEvent, NodeHandle};
+
+use crate::facade::{Driver, Ev, TestNode};
+
+/// Runs nodes under smol.
+#[derive(Debug, Default)]
+pub struct SmolDriver;
+
+struct SmolNode {
+    handle: NodeHandle,
+    events: mpsc::Receiver<Ev>,
+}
+
+/// Converts a driver event to the facade's.
+pub fn convert(ev: NodeEvent) -> Option<Ev> {
+    Some(match ev {
+        NodeEvent::Deliver(d) => Ev::Deliver(d),
+        NodeEvent::Forwarded(f) => Ev::Forwarded { key: f.key, next: f.next },
+        NodeEvent::Event(e) => Ev::Event(e),
+        NodeEvent::SendFailed(e) => Ev::SendFailed(e),
+        _ => return None,
+    })
+}
+
+impl Driver for SmolDriver {
+    const NAME: &'static str = "smol";
+
+    fn start(&self, config: Config) -> std::io::Result<Box<dyn TestNode>> {
+        let mut handle = smol::block_on(NodeHandle::start(config))?;
+        let rx = handle.take_events().expect("events not taken yet");
+        let (tx, events) = mpsc::channel();
+        smol::spawn(async move {
+            while let Ok(ev) = rx.recv().await {
+                if let Some(ev) = convert(ev) {
+                    if tx.send(ev).is_err() {
+                        break;
+                    }
+                }
+            }
+        })
+        .detach();
+        Ok(Box::new(SmolNode { handle, events }))
+    }
+}
+
+impl TestNode for SmolNode {
+    fn id(&self) -> NodeId {
+        self.handle.id()
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
+
+    fn join(&self, bootstrap: SocketAddr, timeout: Duration) -> Result<(), String> {
+        use smol::future::FutureExt;
+        smol::block_on((async { self.handle.join(bootstrap).await.map_err(|e| e.to_string()) }).or(async {
+            smol::Timer::after(timeout).await;
+            Err("join timed out".into())
+        }))
+    }
+
+    fn send(&self, key: NodeId, purpose: u8, payload: Bytes) -> Result<(), String> {
+        smol::block_on(self.handle.send(key, purpose, payload)).map_err(|e| e.to_string())
+    }
+
+    fn send_to(&self, target: Target, purpose: u8, payload: Bytes) -> Result<(), String> {
+        smol::block_on(self.handle.send_to(target, purpose, payload)).map_err(|e| e.to_string())
+    }
+
+    fn set_forward_hook(&self, mut hook: Box<dyn ForwardHook>) {
+        let hook = move |f: &mut Forwarding, n: &NodeInfo| hook.on_forward(f, n);
+        let _ = smol::block_on(self.handle.set_forward_hook(hook));
+    }
+
+    fn inspect(&self, f: Box<dyn FnOnce(&Node) + Send>) -> bool {
+        smol::block_on(self.handle.inspect(f)).is_ok()
+    }
+
+    fn leave(&self) {
+        use smol::future::FutureExt;
+        smol::block_on(self.handle.leave().or(async {
+            smol::Timer::after(Duration::from_secs(5)).await;
+        }));
+    }
+
+    fn crash(&self) {
+        self.handle.abort();
+    }
+
+    fn events(&self) -> &mpsc::Receiver<Ev> {
+        &self.events
+    }
+}

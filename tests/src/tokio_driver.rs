@@ -1,0 +1,113 @@
+//! The facade for `wendy-tokio`: one shared multi-threaded runtime, blocking calls.
+
+use std::net::SocketAddr;
+use std::sync::{mpsc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use wendy_proto::{Config, ForwardHook, Forwarding, Node, NodeId, NodeInfo, Target};
+use wendy_tokio::{NodeEvent, NodeHandle};
+
+use crate::facade::{Driver, Ev, TestNode};
+
+/// Runs nodes under Tokio.
+#[derive(Debug, Default)]
+pub struct TokioDriver;
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a Tokio runtime can be built")
+    })
+}
+
+struct TokioNode {
+    handle: NodeHandle,
+    events: mpsc::Receiver<Ev>,
+}
+
+/// Converts a driver event to the facade's.
+pub fn convert(ev: NodeEvent) -> Option<Ev> {
+    Some(match ev {
+        NodeEvent::Deliver(d) => Ev::Deliver(d),
+        NodeEvent::Forwarded(f) => Ev::Forwarded { key: f.key, next: f.next },
+        NodeEvent::Event(e) => Ev::Event(e),
+        NodeEvent::SendFailed(e) => Ev::SendFailed(e),
+        _ => return None,
+    })
+}
+
+impl Driver for TokioDriver {
+    const NAME: &'static str = "tokio";
+
+    fn start(&self, config: Config) -> std::io::Result<Box<dyn TestNode>> {
+        let rt = runtime();
+        let mut handle = rt.block_on(NodeHandle::start(config))?;
+        let mut rx = handle.take_events().expect("events not taken yet");
+        let (tx, events) = mpsc::channel();
+        rt.spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                if let Some(ev) = convert(ev) {
+                    if tx.send(ev).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Box::new(TokioNode { handle, events }))
+    }
+}
+
+impl TestNode for TokioNode {
+    fn id(&self) -> NodeId {
+        self.handle.id()
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
+
+    fn join(&self, bootstrap: SocketAddr, timeout: Duration) -> Result<(), String> {
+        runtime().block_on(async {
+            match tokio::time::timeout(timeout, self.handle.join(bootstrap)).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err("join timed out".into()),
+            }
+        })
+    }
+
+    fn send(&self, key: NodeId, purpose: u8, payload: Bytes) -> Result<(), String> {
+        runtime().block_on(self.handle.send(key, purpose, payload)).map_err(|e| e.to_string())
+    }
+
+    fn send_to(&self, target: Target, purpose: u8, payload: Bytes) -> Result<(), String> {
+        runtime().block_on(self.handle.send_to(target, purpose, payload)).map_err(|e| e.to_string())
+    }
+
+    fn set_forward_hook(&self, mut hook: Box<dyn ForwardHook>) {
+        let hook = move |f: &mut Forwarding, n: &NodeInfo| hook.on_forward(f, n);
+        let _ = runtime().block_on(self.handle.set_forward_hook(hook));
+    }
+
+    fn inspect(&self, f: Box<dyn FnOnce(&Node) + Send>) -> bool {
+        runtime().block_on(self.handle.inspect(f)).is_ok()
+    }
+
+    fn leave(&self) {
+        runtime().block_on(async {
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.handle.leave()).await;
+        });
+    }
+
+    fn crash(&self) {
+        self.handle.abort();
+    }
+
+    fn events(&self) -> &mpsc::Receiver<Ev> {
+        &self.events
+    }
+}

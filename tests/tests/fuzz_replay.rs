@@ -1,0 +1,95 @@
+//! Stable replay of the fuzz targets (CI has no nightly toolchain).
+//!
+//! Runs the committed corpus of each cargo-fuzz target in `fuzz/corpus/<target>/` through the
+//! very functions the targets call (`wendy_proto::fuzzing`), then a few thousand
+//! proptest-generated inputs per target. To look at one input (a fuzzer finding, say):
+//!
+//! ```text
+//! WENDY_FUZZ_INPUT=fuzz/artifacts/node/crash-... cargo test -p wendy-tests --test fuzz_replay -- replay_one --nocapture
+//! ```
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use wendy_proto::fuzzing;
+
+/// Inputs per target and proptest run: a few thousand in release (CI), fewer in debug builds.
+const CASES: u32 = if cfg!(debug_assertions) { 300 } else { 3000 };
+
+fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "the corpus of {target} is empty");
+    files.into_iter().map(|p| (p.clone(), fs::read(&p).expect("readable corpus file"))).collect()
+}
+
+fn replay(target: &str, f: fn(&[u8])) {
+    for (path, data) in corpus(target) {
+        // Name the input on failure, so that it can be replayed alone.
+        let r = std::panic::catch_unwind(|| f(&data));
+        if let Err(e) = r {
+            eprintln!("{target}: failing input {}", path.display());
+            std::panic::resume_unwind(e);
+        }
+    }
+}
+
+#[test]
+fn replay_decoder_corpus() {
+    replay("decoder", fuzzing::decoder);
+}
+
+#[test]
+fn replay_round_trip_corpus() {
+    replay("round_trip", fuzzing::round_trip);
+}
+
+#[test]
+fn replay_node_corpus() {
+    replay("node", fuzzing::node);
+}
+
+/// Runs one input named by `WENDY_FUZZ_INPUT` through every target, printing the node
+/// target's decoded configuration and operations first.
+#[test]
+fn replay_one() {
+    let Some(path) = std::env::var_os("WENDY_FUZZ_INPUT") else { return };
+    let data = fs::read(&path).expect("WENDY_FUZZ_INPUT names a readable file");
+    if let Some((cfg, ops)) = fuzzing::node_input(&data) {
+        println!("{cfg:#?}");
+        for (i, op) in ops.iter().enumerate() {
+            println!("{i:4}: {op:?}");
+        }
+    }
+    let target = std::env::var("WENDY_FUZZ_TARGET").unwrap_or_else(|_| "node".into());
+    match target.as_str() {
+        "decoder" => fuzzing::decoder(&data),
+        "round_trip" => fuzzing::round_trip(&data),
+        _ => fuzzing::node(&data),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: CASES, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn decoder_on_random_bytes(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        fuzzing::decoder(&data);
+    }
+
+    #[test]
+    fn round_trip_on_random_bytes(data in proptest::collection::vec(any::<u8>(), 0..1024)) {
+        fuzzing::round_trip(&data);
+    }
+
+    #[test]
+    fn node_on_random_bytes(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        fuzzing::node(&data);
+    }
+}

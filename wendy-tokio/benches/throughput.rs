@@ -1,0 +1,3 @@
+//! Throughput benchmark (filled in below).
+
+fn main() {}
