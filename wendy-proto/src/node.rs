@@ -99,7 +99,7 @@ enum Phase {
 #[derive(Debug)]
 enum Held {
     Route(Route),
-    Join { joiner: NodeInfo, hops: u8 },
+    Join { joiner: NodeInfo, hops: u8, via: Option<ConnId> },
 }
 
 enum Hop {
@@ -286,7 +286,7 @@ impl Node {
             }
             Target::Addr(addr) => {
                 let conn = self.conn_to_addr(now, addr);
-                if self.enqueue(conn, msg) {
+                if conn.is_some_and(|c| self.enqueue(c, msg)) {
                     Ok(())
                 } else {
                     Err(CommandError::Backpressure)
@@ -461,7 +461,7 @@ impl Node {
         if self.conns.values().any(|c| c.pending.len() > self.cfg.max_pending_per_peer) {
             return Err("a per-peer queue is over its bound".into());
         }
-        if self.conns.len() > self.cfg.max_connections.max(1) * 2 {
+        if self.conns.len() > self.cfg.max_connections {
             return Err("too many connections".into());
         }
         if let Some(t) = self.poll_timeout() {
@@ -508,7 +508,7 @@ impl Node {
                 }
                 self.deliver_direct(Message::Direct(d));
             }
-            Message::JoinRequest { joiner, hops } => self.route_join(now, joiner, hops),
+            Message::JoinRequest { joiner, hops } => self.route_join(now, joiner, hops, Some(conn)),
             Message::JoinState { rows, hood, leaves } => {
                 if let Some(info) = self.peer_info(from) {
                     self.learn(now, info, true);
@@ -787,7 +787,9 @@ impl Node {
         Ok(())
     }
 
-    fn route_join(&mut self, now: Instant, joiner: NodeInfo, hops: u8) {
+    /// Handles a join request; `via` is the connection it came on, used to answer the joiner
+    /// directly when the joiner itself sent it (no new connection, no dial on a peer's say-so).
+    fn route_join(&mut self, now: Instant, joiner: NodeInfo, hops: u8, via: Option<ConnId>) {
         let me = self.id();
         if joiner.id == me || hops >= self.cfg.max_hops {
             return;
@@ -796,7 +798,7 @@ impl Node {
         if let Hop::Hold = hop {
             if self.pending_total < self.cfg.max_pending_total {
                 self.pending_total += 1;
-                self.held.push_back(Held::Join { joiner, hops });
+                self.held.push_back(Held::Join { joiner, hops, via });
             }
             return;
         }
@@ -811,8 +813,17 @@ impl Node {
             let hood = if hops == 0 { self.infos(self.hood.iter().map(|e| e.1)) } else { Vec::new() };
             let leaves = matches!(hop, Hop::Here)
                 .then(|| self.infos(self.leaf.members().into_iter().filter(|&x| x != joiner.id)));
-            self.peers.entry(joiner.id).or_insert_with(|| Peer::new(joiner.clone(), now));
-            let _ = self.send_msg(now, joiner.id, Message::JoinState { rows, hood, leaves });
+            let state = Message::JoinState { rows, hood, leaves };
+            let direct = via.filter(|c| self.conns.get(c).is_some_and(|c| c.peer == Some(joiner.id)));
+            match direct {
+                Some(conn) => {
+                    self.enqueue(conn, state);
+                }
+                None => {
+                    self.peers.entry(joiner.id).or_insert_with(|| Peer::new(joiner.clone(), now));
+                    let _ = self.send_msg(now, joiner.id, state);
+                }
+            }
             self.stats.join_messages += 1;
         }
         if let Hop::Next(next) = hop {
@@ -823,10 +834,12 @@ impl Node {
     }
 
     fn send_join_request(&mut self, now: Instant, bootstrap: SocketAddr) {
-        let conn = self.conn_to_addr(now, bootstrap);
         let msg = Message::JoinRequest { joiner: self.cfg.info.clone(), hops: 0 };
-        self.enqueue(conn, msg);
-        self.stats.join_messages += 1;
+        // If no connection can be had now, the join deadline retries.
+        if let Some(conn) = self.conn_to_addr(now, bootstrap) {
+            self.enqueue(conn, msg);
+            self.stats.join_messages += 1;
+        }
     }
 
     fn announce(&mut self, now: Instant) {
@@ -853,7 +866,7 @@ impl Node {
                 Held::Route(r) => {
                     let _ = self.route_app(now, r, false);
                 }
-                Held::Join { joiner, hops } => self.route_join(now, joiner, hops),
+                Held::Join { joiner, hops, via } => self.route_join(now, joiner, hops, via),
             }
         }
     }
@@ -1147,23 +1160,43 @@ impl Node {
         ConnId(self.next_conn)
     }
 
-    fn dial(&mut self, now: Instant, addr: SocketAddr, expected: Option<NodeId>) -> ConnId {
+    /// Starts a connection to `addr`; `None` if `max_connections` are open and none can be
+    /// given up (connections count against the limit in both directions).
+    fn dial(&mut self, now: Instant, addr: SocketAddr, expected: Option<NodeId>) -> Option<ConnId> {
+        if self.conns.len() >= self.cfg.max_connections && !self.make_room(now) {
+            return None;
+        }
         let id = self.alloc_conn();
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill_bytes(&mut nonce);
         self.conns.insert(id, Conn::new(addr, Phase::Dialing { nonce }, now, expected, self.cfg.max_frame_size));
         self.out.push_back(Output::Connect { conn: id, addr });
-        id
+        Some(id)
+    }
+
+    /// Closes the least recently used open connection that no leaf-set member depends on.
+    fn make_room(&mut self, now: Instant) -> bool {
+        let victim = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, Phase::Open) && c.pending.is_empty())
+            .filter(|(_, c)| !c.peer.is_some_and(|p| self.leaf.contains(p)))
+            .min_by_key(|(&k, c)| (c.last_active, k))
+            .map(|(&k, _)| k);
+        let Some(victim) = victim else { return false };
+        self.out.push_back(Output::Close { conn: victim });
+        self.drop_conn(now, victim);
+        true
     }
 
     /// A connection to `addr` we dialled (open or opening), or a new one.
-    fn conn_to_addr(&mut self, now: Instant, addr: SocketAddr) -> ConnId {
+    fn conn_to_addr(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
         let existing = self
             .conns
             .iter()
             .find(|(_, c)| c.addr == addr && !matches!(c.phase, Phase::AwaitHello | Phase::AwaitAuth { .. }))
             .map(|(&k, _)| k);
-        existing.unwrap_or_else(|| self.dial(now, addr, None))
+        existing.or_else(|| self.dial(now, addr, None))
     }
 
     /// Sends `msg` to a known node, dialling it if needed.
@@ -1173,7 +1206,10 @@ impl Node {
             Some(c) => c,
             None => {
                 let addr = peer.info.addr_from(&self.cfg.info.region);
-                let c = self.dial(now, addr, Some(to));
+                let Some(c) = self.dial(now, addr, Some(to)) else {
+                    self.stats.dropped += 1;
+                    return Err(SendFail::Full);
+                };
                 if let Some(p) = self.peers.get_mut(&to) {
                     p.conn = Some(c);
                 }
@@ -1241,7 +1277,7 @@ impl Node {
             Message::Route(r) => {
                 let _ = self.route_app(now, r, false);
             }
-            Message::JoinRequest { joiner, hops } if joiner.id != self.id() => self.route_join(now, joiner, hops),
+            Message::JoinRequest { joiner, hops } if joiner.id != self.id() => self.route_join(now, joiner, hops, None),
             Message::Direct(_) => {
                 self.stats.dropped += 1;
             }

@@ -1,0 +1,131 @@
+//! Regression tests for fuzzer findings (see `fuzz/` and /tmp/wendy-notes/fuzz.md).
+//!
+//! Each test scripts the finding with the public API only: a fake peer dials the node,
+//! completes the handshake (no credentials configured, so any proof is accepted) and sends
+//! well-formed but hostile messages.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use wendy_proto::wire::{self, Message, NONCE_LEN};
+use wendy_proto::{Config, ConnId, Instant, Node, NodeId, NodeInfo, Output};
+
+fn addr(a: u8, b: u8, port: u16) -> SocketAddr {
+    SocketAddr::from(([10, 0, a, b], port))
+}
+
+fn info(id: u128, a: u8, b: u8) -> NodeInfo {
+    NodeInfo::new(NodeId::from_u128(id), addr(a, b, 7000))
+}
+
+/// Drains every output, checking the invariants; returns the outputs.
+fn drain(node: &mut Node) -> Vec<Output> {
+    let mut out = Vec::new();
+    while let Some(o) = node.poll_output() {
+        out.push(o);
+    }
+    out
+}
+
+/// A peer dials `node` and authenticates as `who`; returns the connection.
+fn authed(node: &mut Node, now: Instant, who: &NodeInfo) -> ConnId {
+    let conn = node.handle_accepted(now, who.global);
+    node.handle_data(now, conn, &wire::encode(&Message::Hello { info: who.clone(), nonce: [1; NONCE_LEN] }));
+    node.handle_data(now, conn, &wire::encode(&Message::Auth { proof: Vec::new() }));
+    drain(node);
+    conn
+}
+
+fn node_with(cfg: impl FnOnce(&mut Config)) -> Node {
+    let mut c = Config::new(NodeId::from_u128(1 << 127), addr(255, 1, 7000));
+    cfg(&mut c);
+    Node::new(c, Instant::from_secs(1))
+}
+
+/// Finding 1: an authenticated peer floods JoinRequests for made-up joiners. The node answers
+/// each joiner with its state over a *new outbound connection*; outbound connections are not
+/// limited by `max_connections`, so the count grows with the number of requests (and the node
+/// dials any address a peer names, in bulk).
+#[test]
+fn join_request_flood_does_not_open_unbounded_connections() {
+    let mut node = node_with(|c| c.max_connections = 64);
+    let now = Instant::from_secs(1);
+    let peer = info(5 << 120, 1, 1);
+    let conn = authed(&mut node, now, &peer);
+    for i in 0..1000u32 {
+        let joiner = info(u128::from(i) << 64 | 77, 2 + (i >> 8) as u8, i as u8);
+        node.handle_data(now, conn, &wire::encode(&Message::JoinRequest { joiner, hops: 0 }));
+        drain(&mut node);
+    }
+    assert!(node.connection_count() <= 64, "{} connections open with max_connections = 64", node.connection_count());
+    node.check_invariants().unwrap();
+}
+
+/// Finding 1, as the fuzzer first met it: with `max_connections = 1`, one JoinState from the
+/// one authenticated peer makes the node dial every node it lists, and `check_invariants`
+/// reports "too many connections" (its bound is twice `max_connections`).
+#[test]
+fn state_message_respects_max_connections() {
+    let mut node = node_with(|c| c.max_connections = 1);
+    let now = Instant::from_secs(1);
+    let me = node.id().as_u128();
+    let peer = info(me + (1 << 90), 1, 1);
+    let conn = authed(&mut node, now, &peer);
+    let rows = (2..5u8).map(|i| info(me + (u128::from(i) << 90), 1, i)).collect();
+    node.handle_data(now, conn, &wire::encode(&Message::JoinState { rows, hood: Vec::new(), leaves: None }));
+    drain(&mut node);
+    node.check_invariants().unwrap();
+}
+
+/// Finding 2: a connection whose handshake does not complete within `connect_timeout` is
+/// dropped from the node's table by `conn_failed`, but no `Output::Close` is emitted, so the
+/// driver never closes the socket (a peer that connects and stays silent leaks a socket per
+/// connection; later data on it is silently ignored). The same holds for an outbound dial
+/// that times out while `Dialing`.
+#[test]
+#[ignore = "see fuzz.md"]
+fn stalled_handshake_is_closed() {
+    let mut node = node_with(|_| {});
+    let now = Instant::from_secs(1);
+    let peer = info(5 << 120, 1, 1);
+    // Inbound: Hello, then silence.
+    let inbound = node.handle_accepted(now, peer.global);
+    node.handle_data(now, inbound, &wire::encode(&Message::Hello { info: peer.clone(), nonce: [1; NONCE_LEN] }));
+    drain(&mut node);
+    // Outbound: a dial the driver never completes.
+    node.send_to(now, wendy_proto::Target::Addr(addr(9, 9, 7000)), 16, Bytes::new()).unwrap();
+    let outbound = drain(&mut node)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Connect { conn, .. } => Some(conn),
+            _ => None,
+        })
+        .expect("a dial");
+    let mut t = now;
+    let mut closed = Vec::new();
+    for _ in 0..10 {
+        t += Duration::from_secs(1);
+        node.handle_timeout(t);
+        closed.extend(drain(&mut node).into_iter().filter_map(|o| match o {
+            Output::Close { conn } => Some(conn),
+            _ => None,
+        }));
+    }
+    assert_eq!(node.connection_count(), 0, "both are forgotten by the node");
+    assert!(closed.contains(&inbound), "the stalled inbound handshake is forgotten without Output::Close");
+    assert!(closed.contains(&outbound), "the stalled dial is forgotten without Output::Close");
+}
+
+// Keep the helpers used when every finding above is fixed and un-ignored.
+#[allow(dead_code)]
+fn advance(node: &mut Node, now: &mut Instant, d: Duration) {
+    *now += d;
+    node.handle_timeout(*now);
+    drain(node);
+}
+
+#[allow(dead_code)]
+fn payload(n: usize) -> Bytes {
+    Bytes::from(vec![0x42; n])
+}
