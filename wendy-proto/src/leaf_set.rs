@@ -98,10 +98,10 @@ impl LeafSet {
         self.half
     }
 
-    /// True if every known node fits in the leaf set: neither side is full, so between them
-    /// they cover the whole ring.
+    /// True if the leaf set spans the whole ring: a side is not full (so it holds every node
+    /// known), or the two sides meet (a ring of at most L other nodes, seen from both sides).
     pub fn is_whole_ring(&self) -> bool {
-        self.cw.len() < self.half && self.ccw.len() < self.half
+        self.cw.len() < self.half || self.ccw.len() < self.half || self.cw.iter().any(|x| self.ccw.contains(x))
     }
 
     /// True if `key` lies within the range the leaf set spans (from its farthest member below to
@@ -164,6 +164,19 @@ mod tests {
     }
 
     #[test]
+    fn full_overlapping_sides_cover_the_whole_ring() {
+        // A ring of 20: both sides of 16 are full and share members.
+        let me = NodeId::from_u128(0);
+        let mut ls = LeafSet::new(me, 32);
+        for i in 1..=19u128 {
+            ls.insert(NodeId::from_u128(i << 120));
+        }
+        assert!(ls.is_whole_ring());
+        assert!(ls.covers(NodeId::from_u128(1)));
+        assert_eq!(ls.closest(NodeId::from_u128(1)), me);
+    }
+
+    #[test]
     fn small_ring_overlaps() {
         let me = NodeId::from_u128(10);
         let mut ls = LeafSet::new(me, 8);
@@ -192,6 +205,12 @@ mod tests {
                 let (cw, ccw) = expected(me, &model, ls.half());
                 prop_assert_eq!(ls.cw(), &cw[..]);
                 prop_assert_eq!(ls.ccw(), &ccw[..]);
+            }
+            // With every node in the leaf set, every key is covered.
+            if model.iter().filter(|&&x| x != me).count() < 2 * ls.half() {
+                for probe in [0u128, 1 << 64, u128::MAX, me.as_u128().wrapping_add(1), me.as_u128().wrapping_sub(1)] {
+                    prop_assert!(ls.covers(NodeId::from_u128(probe)));
+                }
             }
             // covers() agrees with brute force: inside the span the closest member is the
             // closest of all inserted nodes.

@@ -112,6 +112,13 @@ fn sixteen_nodes() {
 }
 
 #[test]
+fn rings_whose_leaf_set_sides_overlap() {
+    // Between L/2 + 1 and L + 1 nodes both sides of every leaf set are full and share members.
+    check_routing(20, 13, true);
+    check_routing(33, 14, false);
+}
+
+#[test]
 fn hundred_nodes() {
     check_routing(100, 6, false);
     check_routing(100, 7, true);
