@@ -72,6 +72,7 @@ pub struct Harness {
     trace: u64,
     frames: u64,
     heartbeats: u64,
+    dials: Vec<(usize, SocketAddr)>,
     /// Builds each node's config from its id and address; change it before adding nodes.
     pub configure: Box<dyn FnMut(NodeId, SocketAddr) -> Config>,
 }
@@ -94,6 +95,7 @@ impl Harness {
             trace: 0xcbf2_9ce4_8422_2325,
             frames: 0,
             heartbeats: 0,
+            dials: Vec::new(),
             configure: Box::new(Config::new),
         }
     }
@@ -104,6 +106,9 @@ impl Harness {
         let addr = Self::addr_of(i);
         let mut s = self.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let cfg = (self.configure)(id, addr).with_seed(splitmix64(&mut s));
+        // A node is reachable at its local and its global address.
+        self.addrs.insert(cfg.info.local, i);
+        self.addrs.insert(cfg.info.global, i);
         self.nodes.push(Node::new(cfg, self.now));
         self.alive.push(true);
         self.armed.push(None);
@@ -183,10 +188,16 @@ impl Harness {
         &self.deliveries
     }
 
-    /// Forgets recorded deliveries and events.
+    /// Forgets recorded deliveries, events and dials.
     pub fn clear_observations(&mut self) {
         self.deliveries.clear();
         self.events.clear();
+        self.dials.clear();
+    }
+
+    /// Connections dialled so far: (dialling node, address dialled).
+    pub fn dials(&self) -> &[(usize, SocketAddr)] {
+        &self.dials
     }
 
     /// Events so far: (node, time, event), except `LeafSetChanged` (read the tables instead)
@@ -320,6 +331,7 @@ impl Harness {
             match out {
                 Output::Connect { conn, addr } => match self.addrs.get(&addr).copied() {
                     Some(to) => {
+                        self.dials.push((i, addr));
                         let at = now + self.latency(i, to);
                         self.push(at, Ev::Accept { from: i, conn, to });
                     }

@@ -322,3 +322,56 @@ fn forward_hook_vetoes_and_rewrites() {
     assert_eq!(rewritten.count(), remote18, "every forwarded message was rewritten");
     assert!(h.heartbeats() > 0);
 }
+
+#[test]
+fn regions_use_local_addresses_and_weigh_proximity() {
+    // Even nodes in region "east", odd in "west"; local addresses on port 7000, global on 9000.
+    let seed = 61;
+    let mut h = Harness::new(seed);
+    h.configure = Box::new(|id, local| {
+        let index = u32::from(match local.ip() {
+            std::net::IpAddr::V4(v4) => v4,
+            std::net::IpAddr::V6(_) => unreachable!("the harness uses IPv4"),
+        }) & 0xffff;
+        let region = if index % 2 == 0 { "east" } else { "west" };
+        let global = std::net::SocketAddr::new(local.ip(), 9000);
+        wendy_proto::Config::new(id, local).with_region(region, local, global)
+    });
+    let mut rng = Rng::new(seed);
+    for _ in 0..24 {
+        h.add_node(NodeId::from_u128(rng.next_u128()));
+    }
+    for i in 1..24 {
+        h.join(i, rng.below(i as u64) as usize);
+        h.run_for(Duration::from_millis(10));
+    }
+    assert!(h.run_until_ready(Duration::from_secs(30)));
+    h.run_for(Duration::from_secs(3));
+    // Every dial after the bootstrap joins picks the address by region.
+    let mut checked = 0;
+    for &(from, addr) in h.dials() {
+        let to = (0..h.len()).find(|&j| h.node(j).info().local == addr || h.node(j).info().global == addr).unwrap();
+        let same = h.node(from).info().region == h.node(to).info().region;
+        if addr != Harness::addr_of(to) || same {
+            assert_eq!(addr.port() == 7000, same, "node {from} dialled {to} at {addr}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "{checked} dials checked");
+    // Proximity is the measured round trip, times 5 across regions.
+    let n0 = h.node(0);
+    let mut seen = (false, false);
+    for j in 1..h.len() {
+        if let Some(p) = n0.proximity(h.node(j).id()) {
+            let rtt = 2 * h.latency(0, j).as_micros() as u64;
+            let factor = if j % 2 == 0 { 1 } else { 5 };
+            assert!(p >= rtt * factor && p <= (rtt + 2_000) * factor, "node {j}: proximity {p} for rtt {rtt}");
+            if j % 2 == 0 {
+                seen.0 = true
+            } else {
+                seen.1 = true
+            }
+        }
+    }
+    assert_eq!(seen, (true, true));
+}
