@@ -358,7 +358,6 @@ macro_rules! conformance_tests {
             $crate::conformance::cluster_routes(&$driver, 3, 100, 3);
         }
         #[test]
-        #[ignore = "wendy-proto LeafSet::covers is wrong for rings of L/2+1..=L nodes (see /tmp/wendy-notes/drivers.md)"]
         fn cluster_of_20() {
             $crate::conformance::cluster_routes(&$driver, 20, 500, 20);
         }
