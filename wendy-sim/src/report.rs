@@ -65,9 +65,14 @@ pub struct CrashReport {
     pub crashed: u64,
     /// When, simulated seconds from the start.
     pub at_s: f64,
-    /// Time from the crash until every live node's nearest leaf on both sides was its true
-    /// ring neighbour (`None`: not within the repair timeout).
+    /// Repair time: from the crash until both `ring_s` and `tables_clean_s` held at one check
+    /// (`None`: not within the repair timeout). The windows below are cut at this instant.
     pub repair_s: Option<f64>,
+    /// Time from the crash until every live node's nearest leaf on both sides was its true
+    /// ring neighbour.
+    pub ring_s: Option<f64>,
+    /// Time from the crash until no live node's leaf set or routing table named a crashed node.
+    pub tables_clean_s: Option<f64>,
     /// Time from the crash until every live node's whole leaf set was exactly right.
     pub leaf_sets_exact_s: Option<f64>,
     /// Lookups issued before the crash.
@@ -257,10 +262,12 @@ impl fmt::Display for Report {
             let s = |o: Option<f64>| o.map_or("not within the timeout".to_string(), |v| format!("{v:.1}s"));
             writeln!(
                 f,
-                "  crash        {} nodes at {:.1}s; ring repaired after {}, leaf sets exact after {}",
+                "  crash        {} nodes at {:.1}s; repaired after {} (ring {}, tables clean {}), leaf sets exact after {}",
                 c.crashed,
                 c.at_s,
                 s(c.repair_s),
+                s(c.ring_s),
+                s(c.tables_clean_s),
                 s(c.leaf_sets_exact_s)
             )?;
             for (name, w) in [("before", c.before), ("during", c.during), ("after", c.after)] {

@@ -176,6 +176,8 @@ pub struct Sim {
     last_issue: u64,
     crash_at: Option<u64>,
     crashed: u64,
+    ring_at: Option<u64>,
+    clean_at: Option<u64>,
     repair_at: Option<u64>,
     exact_at: Option<u64>,
     labels: BTreeMap<u32, u32>,
@@ -224,6 +226,8 @@ impl Sim {
             last_issue: 0,
             crash_at: None,
             crashed: 0,
+            ring_at: None,
+            clean_at: None,
             repair_at: None,
             exact_at: None,
             labels: BTreeMap::new(),
@@ -946,39 +950,38 @@ impl Sim {
         }
     }
 
-    /// Ring check for the oracle's nodes: (every nearest leaf is the true neighbour, every leaf
-    /// set is exactly the true one).
-    fn ring_check(&self, exact: bool) -> (bool, bool) {
+    /// Checks the oracle's nodes after a crash: (every nearest leaf is the true ring
+    /// neighbour, no leaf set or routing table names a node that is down, every leaf set is
+    /// exactly the true one). Only the checks asked for are computed.
+    fn ring_check(&self, want_clean: bool, want_exact: bool) -> (bool, bool, bool) {
         let ring: Vec<(NodeId, u32)> = self.joined.iter().map(|(&k, &v)| (k, v)).collect();
         let n = ring.len();
-        if n <= 1 {
-            return (true, true);
-        }
-        let (mut near_ok, mut exact_ok) = (true, exact);
+        let (mut near_ok, mut clean_ok, mut exact_ok) = (true, want_clean, want_exact);
+        let is_up = |id: &NodeId| self.ids.get(id).is_some_and(|&h| self.hosts[h as usize].up);
         for (i, &(_, h)) in ring.iter().enumerate() {
             let Some(node) = self.hosts[h as usize].node.as_deref() else { continue };
             let leaf = node.leaf_set();
-            let succ = ring[(i + 1) % n].0;
-            let pred = ring[(i + n - 1) % n].0;
-            if leaf.cw().first() != Some(&succ) || leaf.ccw().first() != Some(&pred) {
-                near_ok = false;
-                if !exact_ok {
-                    break;
-                }
+            if n > 1 {
+                let succ = ring[(i + 1) % n].0;
+                let pred = ring[(i + n - 1) % n].0;
+                near_ok &= leaf.cw().first() == Some(&succ) && leaf.ccw().first() == Some(&pred);
             }
-            if exact_ok {
+            if clean_ok {
+                clean_ok =
+                    leaf.cw().iter().chain(leaf.ccw()).all(is_up) && node.routing_table().iter().all(|c| is_up(&c.id));
+            }
+            if exact_ok && n > 1 {
                 let k = leaf.half().min(n - 1);
-                let cw_ok = leaf.cw().len() == k && (0..k).all(|j| leaf.cw()[j] == ring[(i + 1 + j) % n].0);
-                let ccw_ok = leaf.ccw().len() == k && (0..k).all(|j| leaf.ccw()[j] == ring[(i + n - 1 - j) % n].0);
-                if !(cw_ok && ccw_ok) {
-                    exact_ok = false;
-                    if !near_ok {
-                        break;
-                    }
-                }
+                exact_ok = leaf.cw().len() == k
+                    && leaf.ccw().len() == k
+                    && (0..k).all(|j| leaf.cw()[j] == ring[(i + 1 + j) % n].0)
+                    && (0..k).all(|j| leaf.ccw()[j] == ring[(i + n - 1 - j) % n].0);
+            }
+            if !near_ok && !clean_ok && !exact_ok {
+                break;
             }
         }
-        (near_ok, exact_ok)
+        (near_ok, clean_ok, exact_ok)
     }
 
     // ----- scenario -----------------------------------------------------------------------
@@ -1040,12 +1043,18 @@ impl Sim {
                 self.queue.push(self.now + self.cfg.check_interval.as_micros() as u64, Ev::Ctl(Ctl::Check));
             }
             Ctl::Check => {
-                let (near, exact) = self.ring_check(self.exact_at.is_none());
-                if near && self.repair_at.is_none() {
-                    self.repair_at = Some(self.now);
+                let (near, clean, exact) = self.ring_check(self.clean_at.is_none(), self.exact_at.is_none());
+                if near && self.ring_at.is_none() {
+                    self.ring_at = Some(self.now);
+                }
+                if clean && self.clean_at.is_none() {
+                    self.clean_at = Some(self.now);
                 }
                 if exact && self.exact_at.is_none() {
                     self.exact_at = Some(self.now);
+                }
+                if near && self.clean_at.is_some() && self.repair_at.is_none() {
+                    self.repair_at = Some(self.now);
                 }
                 let give_up = self.crash_at.unwrap_or(0) + self.cfg.repair_timeout.as_micros() as u64;
                 if (self.repair_at.is_none() || self.exact_at.is_none()) && self.now < give_up {
@@ -1295,6 +1304,8 @@ impl Sim {
                 crashed: self.crashed,
                 at_s: c as f64 / 1e6,
                 repair_s: repair.map(|t| (t - c) as f64 / 1e6),
+                ring_s: self.ring_at.map(|t| (t - c) as f64 / 1e6),
+                tables_clean_s: self.clean_at.map(|t| (t - c) as f64 / 1e6),
                 leaf_sets_exact_s: self.exact_at.map(|t| (t - c) as f64 / 1e6),
                 ..CrashReport::default()
             };
