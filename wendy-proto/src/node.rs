@@ -1073,6 +1073,9 @@ impl Node {
             }
         }
         for id in slow {
+            // The driver still holds this socket (connecting, or a peer that stalls its
+            // handshake): tell it to close before forgetting the connection.
+            self.out.push_back(Output::Close { conn: id });
             self.conn_failed(now, id, true);
         }
         for id in idle {

@@ -84,7 +84,6 @@ fn state_message_respects_max_connections() {
 /// connection; later data on it is silently ignored). The same holds for an outbound dial
 /// that times out while `Dialing`.
 #[test]
-#[ignore = "see fuzz.md"]
 fn stalled_handshake_is_closed() {
     let mut node = node_with(|_| {});
     let now = Instant::from_secs(1);
