@@ -1,8 +1,10 @@
 //! The node task: owns the [`Node`], feeds it inputs and carries out its outputs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +62,9 @@ struct Driver {
     dirty: Vec<ConnId>,
     net_tx: channel::Sender<Net>,
     events: channel::Sender<NodeEvent>,
+    /// Events waiting for room in the event channel. While it is not empty the node reads no
+    /// network input: a slow application slows its peers down instead of losing deliveries.
+    outbox: VecDeque<NodeEvent>,
     events_dropped: u64,
     /// Tasks that are not a connection's reader (accept loop, dials, writers); dropped with the
     /// driver, which cancels them.
@@ -92,6 +97,7 @@ pub(crate) async fn run(
         dirty: Vec::new(),
         net_tx,
         events,
+        outbox: VecDeque::new(),
         events_dropped: 0,
         tasks: Vec::new(),
         shared: Arc::new(Shared { queued: AtomicUsize::new(0), drained_tx, drained_rx }),
@@ -101,7 +107,18 @@ pub(crate) async fn run(
     d.spawn(accept_loop(listener, d.net_tx.clone()).in_current_span());
     let mut timer = Timer::never();
     let mut armed: Option<std::time::Instant> = None;
+    // The event being sent while the channel is full (kept across iterations: never lost).
+    let mut sending: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
     loop {
+        if sending.is_none() {
+            if let Some(ev) = d.outbox.pop_front() {
+                let tx = d.events.clone();
+                sending = Some(Box::pin(async move {
+                    let _ = tx.send(ev).await;
+                }));
+            }
+        }
+        let blocked = sending.is_some();
         let deadline = d.node.poll_timeout().map(|t| origin + Duration::from_micros(t.as_micros()));
         if deadline != armed {
             match deadline {
@@ -117,7 +134,22 @@ pub(crate) async fn run(
             (&mut timer).await;
             Wake::Timer
         }
-        .or(async { net_rx.recv().await.map_or(Wake::Closed, Wake::Net) })
+        .or(async {
+            match sending.as_mut() {
+                Some(f) => {
+                    f.await;
+                    Wake::Sent
+                }
+                None => std::future::pending().await,
+            }
+        })
+        .or(async {
+            if blocked {
+                std::future::pending().await
+            } else {
+                net_rx.recv().await.map_or(Wake::Closed, Wake::Net)
+            }
+        })
         .or(async {
             if congested {
                 let _ = shared.drained_rx.recv().await;
@@ -162,6 +194,10 @@ pub(crate) async fn run(
                 }
             }
             Wake::Drained => {}
+            Wake::Sent => {
+                sending = None;
+                d.push_events();
+            }
             // Every handle is gone.
             Wake::Closed => break,
         }
@@ -176,6 +212,7 @@ enum Wake {
     Net(Net),
     Command(Command),
     Drained,
+    Sent,
     Closed,
 }
 
@@ -333,11 +370,43 @@ impl Driver {
         self.emit(NodeEvent::Event(ev));
     }
 
+    /// Queues an event for the application. Deliveries are never dropped (the node stops
+    /// reading the network until the application catches up); other events are dropped, and
+    /// counted, when the application lags by more than the event channel's capacity again.
     fn emit(&mut self, ev: NodeEvent) {
-        if self.events.try_send(ev).is_err() {
+        if self.outbox.is_empty() {
+            match self.events.try_send(ev) {
+                Ok(()) => return,
+                Err(channel::TrySendError::Closed(_)) => return,
+                Err(channel::TrySendError::Full(ev)) => {
+                    self.outbox.push_back(ev);
+                    return;
+                }
+            }
+        }
+        if matches!(ev, NodeEvent::Deliver(_)) || self.outbox.len() < self.opts.event_capacity {
+            self.outbox.push_back(ev);
+        } else {
             self.events_dropped += 1;
             if self.events_dropped.is_power_of_two() {
-                tracing::warn!(dropped = self.events_dropped, "event channel full or closed: events dropped");
+                tracing::warn!(dropped = self.events_dropped, "application lags: events dropped");
+            }
+        }
+    }
+
+    /// Moves queued events into the channel while it has room.
+    fn push_events(&mut self) {
+        while let Some(ev) = self.outbox.pop_front() {
+            match self.events.try_send(ev) {
+                Ok(()) => {}
+                Err(channel::TrySendError::Full(ev)) => {
+                    self.outbox.push_front(ev);
+                    return;
+                }
+                Err(channel::TrySendError::Closed(_)) => {
+                    self.outbox.clear();
+                    return;
+                }
             }
         }
     }

@@ -1,6 +1,6 @@
 //! The node task: owns the [`Node`], feeds it inputs and carries out its outputs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -52,6 +52,9 @@ struct Driver {
     dirty: Vec<ConnId>,
     net_tx: mpsc::Sender<Net>,
     events: mpsc::Sender<NodeEvent>,
+    /// Events waiting for room in the event channel. While it is not empty the node reads no
+    /// network input: a slow application slows its peers down instead of losing deliveries.
+    outbox: VecDeque<NodeEvent>,
     events_dropped: u64,
     tasks: JoinSet<()>,
     shared: Arc<Shared>,
@@ -81,6 +84,7 @@ pub(crate) async fn run(
         dirty: Vec::new(),
         net_tx,
         events,
+        outbox: VecDeque::new(),
         events_dropped: 0,
         tasks: JoinSet::new(),
         shared: Arc::new(Shared { queued: AtomicUsize::new(0), drained: Notify::new() }),
@@ -90,6 +94,7 @@ pub(crate) async fn run(
     d.tasks.spawn(accept_loop(listener, d.net_tx.clone()).in_current_span());
     let sleep = tokio::time::sleep_until(origin);
     tokio::pin!(sleep);
+    let ev_tx = d.events.clone();
     loop {
         let deadline = d.node.poll_timeout().map(|t| origin + Duration::from_micros(t.as_micros()));
         if let Some(t) = deadline {
@@ -105,7 +110,19 @@ pub(crate) async fn run(
                 d.node.handle_timeout(now);
                 d.drain();
             }
-            Some(ev) = net_rx.recv() => {
+            permit = ev_tx.reserve(), if !d.outbox.is_empty() => {
+                match permit {
+                    Ok(permit) => {
+                        if let Some(ev) = d.outbox.pop_front() {
+                            permit.send(ev);
+                        }
+                        d.push_events();
+                    }
+                    // Nobody reads events any more.
+                    Err(_) => d.outbox.clear(),
+                }
+            }
+            Some(ev) = net_rx.recv(), if d.outbox.is_empty() => {
                 d.on_net(ev);
                 for _ in 0..BATCH {
                     match net_rx.try_recv() {
@@ -296,11 +313,43 @@ impl Driver {
         self.emit(NodeEvent::Event(ev));
     }
 
+    /// Queues an event for the application. Deliveries are never dropped (the node stops
+    /// reading the network until the application catches up); other events are dropped, and
+    /// counted, when the application lags by more than the event channel's capacity again.
     fn emit(&mut self, ev: NodeEvent) {
-        if self.events.try_send(ev).is_err() {
+        if self.outbox.is_empty() {
+            match self.events.try_send(ev) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Full(ev)) => {
+                    self.outbox.push_back(ev);
+                    return;
+                }
+            }
+        }
+        if matches!(ev, NodeEvent::Deliver(_)) || self.outbox.len() < self.opts.event_capacity {
+            self.outbox.push_back(ev);
+        } else {
             self.events_dropped += 1;
             if self.events_dropped.is_power_of_two() {
-                tracing::warn!(dropped = self.events_dropped, "event channel full or closed: events dropped");
+                tracing::warn!(dropped = self.events_dropped, "application lags: events dropped");
+            }
+        }
+    }
+
+    /// Moves queued events into the channel while it has room.
+    fn push_events(&mut self) {
+        while let Some(ev) = self.outbox.pop_front() {
+            match self.events.try_send(ev) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(ev)) => {
+                    self.outbox.push_front(ev);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.outbox.clear();
+                    return;
+                }
             }
         }
     }
