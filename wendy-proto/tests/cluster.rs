@@ -375,3 +375,63 @@ fn regions_use_local_addresses_and_weigh_proximity() {
     }
     assert_eq!(seen, (true, true));
 }
+
+#[test]
+fn routing_table_holes_are_refilled_from_the_same_row() {
+    let seed = 71;
+    let mut h = cluster(300, seed, true);
+    let victim = 7;
+    let vid = h.node(victim).id();
+    // Who holds the victim in its routing table, and in which cell.
+    let holes: Vec<(usize, usize, usize)> = (0..h.len())
+        .filter(|&i| i != victim && h.node(i).routing_table().contains(vid))
+        .map(|i| {
+            let me = h.node(i).id();
+            let row = me.common_prefix_len(vid);
+            (i, row, usize::from(vid.digit(row)))
+        })
+        .collect();
+    assert!(!holes.is_empty());
+    h.crash(victim);
+    let detection = h.node(0).config().detection_time();
+    h.run_for(detection + Duration::from_secs(2));
+    // A hole can be refilled only if some live node fits the cell.
+    let ready = h.ready_ids();
+    let (mut fillable, mut filled) = (0, 0);
+    for &(i, row, col) in &holes {
+        let me = h.node(i).id();
+        let fits = ready.iter().any(|&x| x != me && me.common_prefix_len(x) == row && usize::from(x.digit(row)) == col);
+        if fits {
+            fillable += 1;
+            filled += usize::from(h.node(i).routing_table().get(row, col).is_some());
+        }
+    }
+    eprintln!("{} holders, {fillable} holes fillable, {filled} refilled", holes.len());
+    assert!(fillable > 0, "seed {seed}: the scenario has fillable holes");
+    assert!(filled * 2 >= fillable, "seed {seed}: only {filled} of {fillable} holes refilled");
+}
+
+#[test]
+fn direct_messages_reach_a_node_by_id_or_address() {
+    let mut h = cluster(10, 81, true);
+    let now = h.now();
+    let (a, b) = (2, 5);
+    let bid = h.node(b).id();
+    h.node_mut(a).send_to(now, wendy_proto::Target::Node(bid), 20, bytes::Bytes::from_static(b"by id")).unwrap();
+    h.node_mut(a)
+        .send_to(now, wendy_proto::Target::Addr(Harness::addr_of(b)), 21, bytes::Bytes::from_static(b"by addr"))
+        .unwrap();
+    h.drain(a);
+    let unknown = NodeId::from_u128(12345);
+    assert_eq!(
+        h.node_mut(a).send_to(now, wendy_proto::Target::Node(unknown), 20, bytes::Bytes::new()),
+        Err(wendy_proto::CommandError::UnknownNode(unknown))
+    );
+    h.run_for(Duration::from_secs(1));
+    let got: Vec<(usize, u8, bool, &[u8])> = h
+        .deliveries()
+        .iter()
+        .map(|o| (o.node, o.delivery.purpose, o.delivery.direct, &o.delivery.payload[..]))
+        .collect();
+    assert_eq!(got, vec![(b, 20, true, &b"by id"[..]), (b, 21, true, &b"by addr"[..])]);
+}
