@@ -42,6 +42,11 @@ const DECODER_MAX_FRAMES: [usize; 8] = [0, 1, 5, 16, 64, 512, 4096, DEFAULT_MAX_
 /// Most operations one node input runs (bounds the work per fuzz input).
 const MAX_OPS: usize = 2048;
 
+/// Whether [`NodeHarness::check`] also requires that the node never forgets a connection
+/// without an `Output::Close` (fuzz finding 2, regression test
+/// `wendy-proto/tests/fuzz_regressions.rs::stalled_handshake_is_closed`).
+const CHECK_FORGOTTEN_CONNS: bool = true;
+
 /// Number of fake peers whose ids are placed around the node's id.
 const POOL: usize = 24;
 
@@ -200,15 +205,31 @@ pub fn round_trip(data: &[u8]) {
 /// # Panics
 /// When the node panics, or when a check of [`NodeHarness::check`] fails after any step.
 pub fn node(data: &[u8]) {
+    let Some((cfg, ops)) = node_input(data) else { return };
+    run_node(&cfg, ops);
+}
+
+/// The configuration and operations a node-target input stands for (`None` if it is too short
+/// for a configuration). Useful to print a fuzzer finding.
+pub fn node_input(data: &[u8]) -> Option<(FuzzConfig, Vec<Op>)> {
     let mut u = Unstructured::new(data);
-    let Ok(cfg) = FuzzConfig::arbitrary(&mut u) else { return };
-    let mut h = NodeHarness::new(&cfg);
-    h.check("start");
-    for _ in 0..MAX_OPS {
-        if u.is_empty() {
-            break;
-        }
+    let cfg = FuzzConfig::arbitrary(&mut u).ok()?;
+    let mut ops = Vec::new();
+    while ops.len() < MAX_OPS && !u.is_empty() {
         let Ok(op) = Op::arbitrary(&mut u) else { break };
+        ops.push(op);
+    }
+    Some((cfg, ops))
+}
+
+/// Runs `ops` against a node configured by `cfg`, checking after every step.
+///
+/// # Panics
+/// As [`node`].
+pub fn run_node(cfg: &FuzzConfig, ops: impl IntoIterator<Item = Op>) {
+    let mut h = NodeHarness::new(cfg);
+    h.check("start");
+    for op in ops {
         h.apply(op);
     }
 }
@@ -227,7 +248,7 @@ pub struct FuzzConfig {
     pub max_pending_per_peer: u8,
     /// Per-node queue bound, 1..=32 after mapping.
     pub max_pending_total: u8,
-    /// Connection bound, 1..=16 after mapping.
+    /// Connection bound, 16..=63 after mapping.
     pub max_connections: u8,
     /// Hop limit, 1..=64 after mapping.
     pub max_hops: u8,
@@ -251,7 +272,7 @@ impl FuzzConfig {
         c.leaf_set_size = 2 + usize::from(self.leaf_set_size % 31);
         c.max_pending_per_peer = 1 + usize::from(self.max_pending_per_peer % 8);
         c.max_pending_total = 1 + usize::from(self.max_pending_total % 32);
-        c.max_connections = 1 + usize::from(self.max_connections % 16);
+        c.max_connections = 16 + usize::from(self.max_connections % 48);
         c.max_hops = 1 + self.max_hops % 64;
         c.max_frame_size = if self.small_frames { 64 * 1024 } else { DEFAULT_MAX_FRAME };
         c
@@ -769,7 +790,10 @@ impl NodeHarness {
             .chain(node.routing_table().iter().map(|c| c.id))
             .chain(node.neighbourhood().iter().map(|e| e.1));
         for id in members {
-            assert!(self.allowed.contains(&id), "after {step}: {id} is in a table but never came over an authenticated connection");
+            assert!(
+                self.allowed.contains(&id),
+                "after {step}: {id} is in a table but never came over an authenticated connection"
+            );
         }
         assert!(
             node.pending_messages() <= self.cfg.max_pending_total,
@@ -777,7 +801,20 @@ impl NodeHarness {
             node.pending_messages(),
             self.cfg.max_pending_total
         );
-        let bound = self.cfg.max_connections.max(1) * 2;
+        let driver_open = self.conns.iter().filter(|c| !c.closed).count();
+        assert!(
+            node.connection_count() <= driver_open,
+            "after {step}: the node counts {} connections, the driver knows of {driver_open}",
+            node.connection_count()
+        );
+        if CHECK_FORGOTTEN_CONNS {
+            assert_eq!(
+                node.connection_count(),
+                driver_open,
+                "after {step}: the node forgot a connection without closing it"
+            );
+        }
+        let bound = self.cfg.max_connections;
         assert!(
             node.connection_count() <= bound,
             "after {step}: {} connections open, bound {bound}",
@@ -931,16 +968,23 @@ impl NodeHarness {
     /// Fires due timers at their deadlines (at most a few; after that the driver wakes late,
     /// once, at `now`).
     fn fire_timers(&mut self, step: &str) {
+        let target = self.now;
         for _ in 0..16 {
             match self.node.poll_timeout() {
-                Some(t) if t <= self.now => {
+                Some(t) if t <= target => {
+                    // The driver's clock reads the deadline when it wakes for it.
+                    self.now = t;
                     self.node.handle_timeout(t);
                     self.drain(step);
                 }
-                _ => return,
+                _ => {
+                    self.now = target;
+                    return;
+                }
             }
         }
-        self.node.handle_timeout(self.now);
+        self.now = target;
+        self.node.handle_timeout(target);
         self.drain(step);
     }
 
