@@ -29,9 +29,12 @@ pub struct Config {
     pub suspect_timeout: Duration,
     /// A suspected member that does not answer its probe within this is declared gone.
     pub probe_timeout: Duration,
+    /// Routing-table and neighbourhood members silent this long are probed (leaf-set members
+    /// are covered by heartbeats). Probes open a connection if needed, which then idles out.
+    pub table_probe_interval: Duration,
     /// How long a connection may take to be dialled and authenticated.
     pub connect_timeout: Duration,
-    /// A connection idle in both directions this long is closed (leaf-set members never idle).
+    /// A connection idle in both directions this long is closed (except to leaf-set members).
     pub idle_timeout: Duration,
     /// How long to wait for the join to progress before retrying through the bootstrap.
     pub join_timeout: Duration,
@@ -65,8 +68,9 @@ impl Config {
             heartbeat_interval: Duration::from_secs(1),
             suspect_timeout: Duration::from_secs(3),
             probe_timeout: Duration::from_secs(1),
+            table_probe_interval: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(20),
             join_timeout: Duration::from_secs(10),
             join_attempts: 3,
             leaf_exchange_interval: Duration::from_secs(30),
@@ -99,8 +103,15 @@ impl Config {
         self
     }
 
-    /// The time from a member's last word to its removal, at most (detection time).
+    /// The longest a departed node can stay in any table (leaf set, routing table,
+    /// neighbourhood) after its last word: silence until suspicion, the probe, and up to two
+    /// maintenance ticks of slack.
     pub fn detection_time(&self) -> Duration {
+        self.suspect_timeout.max(self.table_probe_interval) + self.probe_timeout + 2 * self.heartbeat_interval
+    }
+
+    /// The longest a departed leaf-set member stays in the leaf set after its last word.
+    pub fn leaf_detection_time(&self) -> Duration {
         self.suspect_timeout + self.probe_timeout + 2 * self.heartbeat_interval
     }
 }

@@ -83,6 +83,8 @@ struct Conn {
     pending: VecDeque<Message>,
     opened: Instant,
     last_active: Instant,
+    /// When we sent our first handshake message: its answer gives a free round-trip sample.
+    handshake_sent: Option<Instant>,
     expected: Option<NodeId>,
     peer: Option<NodeId>,
 }
@@ -168,6 +170,7 @@ impl Node {
         let Phase::Dialing { nonce } = c.phase else { return };
         c.phase = Phase::AwaitHelloAck { nonce };
         c.last_active = now;
+        c.handshake_sent = Some(now);
         let hello = Message::Hello { info: self.cfg.info.clone(), nonce };
         self.transmit(conn, &hello);
         self.finish();
@@ -610,6 +613,7 @@ impl Node {
                 let ack = Message::HelloAck { info: self.cfg.info.clone(), nonce: my_nonce, proof };
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.phase = Phase::AwaitAuth { dialer_nonce: nonce, my_nonce, info: Box::new(info) };
+                    c.handshake_sent = Some(now);
                 }
                 self.transmit(conn, &ack);
             }
@@ -654,10 +658,14 @@ impl Node {
         c.phase = Phase::Open;
         c.peer = Some(id);
         c.last_active = now;
-        let pending: Vec<Message> = c.pending.drain(..).collect();
+        let rtt = c.handshake_sent.map(|t| now - t);
+        let pending = std::mem::take(&mut c.pending);
         self.pending_total -= pending.len();
         let peer = self.peers.entry(id).or_insert_with(|| Peer::new(info.clone(), now));
         peer.info = info;
+        if let Some(rtt) = rtt {
+            peer.proximity = proximity(rtt, &peer.info.region, &self.cfg.info.region, self.cfg.region_factor);
+        }
         let current_open = peer
             .conn
             .is_some_and(|pc| pc != conn && self.conns.get(&pc).is_some_and(|x| matches!(x.phase, Phase::Open)));
@@ -942,8 +950,7 @@ impl Node {
             return;
         }
         p.ping = None;
-        let rtt = duration_micros(now - sent).max(1);
-        let prox = if &p.info.region == region { rtt } else { rtt.saturating_mul(factor) };
+        let prox = proximity(now - sent, &p.info.region, region, factor);
         p.proximity = prox;
         self.table.update_proximity(from, prox);
         self.table.insert(from, prox);
@@ -1107,7 +1114,7 @@ impl Node {
     }
 
     /// Heartbeats to leaf-set members every tick; every other table member is pinged when it
-    /// has been silent for `suspect_timeout`. A member silent that long is suspected and probed;
+    /// has been silent for `table_probe_interval`. A member silent that long is suspected and probed;
     /// one that does not answer within `probe_timeout` is removed.
     fn heartbeats(&mut self, now: Instant) {
         let mut dead = Vec::new();
@@ -1115,10 +1122,11 @@ impl Node {
             let is_leaf = self.leaf.contains(id);
             let Some(p) = self.peers.get_mut(&id) else { continue };
             let since = now - p.last_heard.unwrap_or(p.added);
+            let silence_limit = if is_leaf { self.cfg.suspect_timeout } else { self.cfg.table_probe_interval };
             match p.suspected {
                 Some(t) if now - t >= self.cfg.probe_timeout => dead.push(id),
                 Some(_) => {}
-                None if since >= self.cfg.suspect_timeout => {
+                None if since >= silence_limit => {
                     p.suspected = Some(now);
                     self.probe(now, id, false);
                 }
@@ -1438,9 +1446,20 @@ impl Conn {
             pending: VecDeque::new(),
             opened: now,
             last_active: now,
+            handshake_sent: None,
             expected,
             peer: None,
         }
+    }
+}
+
+/// Proximity of a node: the round trip in microseconds, times `factor` across regions.
+fn proximity(rtt: core::time::Duration, their_region: &str, our_region: &str, factor: u64) -> u64 {
+    let rtt = duration_micros(rtt).max(1);
+    if their_region == our_region {
+        rtt
+    } else {
+        rtt.saturating_mul(factor)
     }
 }
 

@@ -210,6 +210,7 @@ fn join_messages_are_bounded() {
         let mut c = wendy_proto::Config::new(id, addr);
         c.heartbeat_interval = Duration::from_secs(3600);
         c.suspect_timeout = Duration::from_secs(36000);
+        c.table_probe_interval = Duration::from_secs(36000);
         c.leaf_exchange_interval = Duration::from_secs(36000);
         c
     });
