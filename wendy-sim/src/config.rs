@@ -49,9 +49,12 @@ pub struct NetConfig {
     pub loss_mode: LossMode,
     /// Retransmission delay added per loss in [`LossMode::Tcp`].
     pub rto: Duration,
-    /// True: a connection attempt to a crashed node is refused after one round trip (host up,
-    /// process gone). False: it is never answered (host gone) and the dialler's OS gives up
-    /// after [`NetConfig::syn_timeout`]; the node usually gives up first at its connect timeout.
+    /// True: a crashed node's host stays up without the process, so connection attempts to it
+    /// are refused after one round trip and frames on its old connections are answered with a
+    /// reset. False (the default): the node vanishes silently; attempts go unanswered (the
+    /// dialler's OS gives up after [`NetConfig::syn_timeout`]; the node usually gives up first at
+    /// its connect timeout) and frames vanish. A bounced (restarted) host always resets the
+    /// connections of its earlier life.
     pub refuse_dead: bool,
     /// When an unanswered connection attempt is reported failed by the (modelled) OS.
     pub syn_timeout: Duration,
@@ -95,6 +98,8 @@ pub struct NodeParams {
     pub join_timeout: Duration,
     /// Leaf-set size L.
     pub leaf_set_size: usize,
+    /// Most connections a node keeps open.
+    pub max_connections: usize,
 }
 
 impl Default for NodeParams {
@@ -108,6 +113,7 @@ impl Default for NodeParams {
             connect_timeout: Duration::from_secs(5),
             join_timeout: Duration::from_secs(10),
             leaf_set_size: 32,
+            max_connections: 4096,
         }
     }
 }
@@ -123,6 +129,7 @@ impl NodeParams {
         c.connect_timeout = self.connect_timeout;
         c.join_timeout = self.join_timeout;
         c.leaf_set_size = self.leaf_set_size;
+        c.max_connections = self.max_connections;
     }
 }
 

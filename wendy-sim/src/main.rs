@@ -129,6 +129,9 @@ struct Cli {
     /// Leaf-set size L.
     #[arg(long, default_value_t = 32)]
     leaf_set_size: usize,
+    /// Most connections a node keeps open (wendy-proto's max_connections).
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
     /// Split the network: put this fraction of nodes on one side (see --split-mode).
     #[arg(long)]
     split_fraction: Option<f64>,
@@ -233,6 +236,7 @@ fn config(cli: &Cli) -> Result<SimConfig, String> {
             idle_timeout: Duration::from_secs(cli.idle_timeout_s),
             connect_timeout: Duration::from_secs(cli.connect_timeout_s),
             leaf_set_size: cli.leaf_set_size,
+            max_connections: cli.max_connections.max(1),
             ..NodeParams::default()
         },
         join_rate: cli.join_rate,
@@ -305,4 +309,75 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "wendy-sim",
+            "--nodes",
+            "10",
+            "--lookups",
+            "5",
+            "--seed",
+            "3",
+            "--json",
+            "x.json",
+            "--svg",
+            "plots",
+            "--regions",
+            "3",
+            "--loss",
+            "0.01",
+            "--crash-fraction",
+            "0.1",
+            "--churn-median-session",
+            "1800",
+            "--duration",
+            "60",
+        ])
+        .expect("the flags scripts depend on");
+        let cfg = config(&cli).unwrap();
+        assert_eq!((cfg.nodes, cfg.lookups, cfg.seed, cfg.net.regions), (10, 5, 3, 3));
+        assert_eq!(cfg.duration, Some(Duration::from_secs(60)));
+        assert!(cfg.churn.is_some());
+    }
+
+    #[test]
+    fn the_json_has_the_required_keys() {
+        let cli = Cli::try_parse_from(["wendy-sim", "--nodes", "20", "--lookups", "50"]).unwrap();
+        let report = wendy_sim::run(config(&cli).unwrap());
+        let v: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        for key in [
+            "nodes",
+            "lookups",
+            "seed",
+            "delivered",
+            "correct",
+            "incorrect",
+            "lost",
+            "hops_mean",
+            "hops_p99",
+            "hops_max",
+            "stretch_mean",
+            "control_msgs_per_node_per_s",
+            "events",
+            "events_per_s",
+            "wall_s",
+            "peak_rss_bytes",
+            "trace_hash",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        let dir = std::env::temp_dir().join(format!("wendy-sim-svg-{}", std::process::id()));
+        wendy_sim::plot::write_svgs(&report, &dir).unwrap();
+        for f in ["hops.svg", "delivery.svg", "correctness.svg", "control.svg"] {
+            assert!(std::fs::metadata(dir.join(f)).unwrap().len() > 100, "{f}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -181,6 +181,8 @@ pub struct Sim {
     repair_at: Option<u64>,
     exact_at: Option<u64>,
     labels: BTreeMap<u32, u32>,
+    /// Print every node error to stderr (environment variable `WENDY_SIM_DEBUG`).
+    debug: bool,
 }
 
 impl Sim {
@@ -231,6 +233,7 @@ impl Sim {
             repair_at: None,
             exact_at: None,
             labels: BTreeMap::new(),
+            debug: std::env::var_os("WENDY_SIM_DEBUG").is_some(),
         }
     }
 
@@ -682,8 +685,17 @@ impl Sim {
             return;
         }
         let Some(item) = link.fifo[s].pop_front() else { return };
-        let (h, conn) = (link.host[s], link.conn[s]);
+        let (h, conn, inc, open) = (link.host[s], link.conn[s], link.inc[s], link.open[s]);
         if !self.end_live(l, side) {
+            // A host that is up again (bounced), or up without the process (refuse_dead),
+            // answers with a reset: the sender learns the connection is gone.
+            let host = &self.hosts[h as usize];
+            if open && (host.up || self.net.cfg().refuse_dead) && host.inc != inc {
+                self.links[l as usize].open[s] = false;
+                if self.end_live(l, 1 - side) {
+                    self.send_on(l, 1 - side, None);
+                }
+            }
             self.maybe_free(l);
             return;
         }
@@ -754,6 +766,9 @@ impl Sim {
             }
             Event::Error(err) => {
                 let k = error_kind(&err);
+                if self.debug {
+                    eprintln!("t={} host={h} joined={} {err}", self.now, self.hosts[h as usize].joined_pos != NONE);
+                }
                 self.m.errors[k] += 1;
                 if let NodeError::JoinFailed { .. } = err {
                     self.m.join_failures += 1;
