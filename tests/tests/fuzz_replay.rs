@@ -55,23 +55,26 @@ fn replay_node_corpus() {
     replay("node", fuzzing::node);
 }
 
-/// Runs one input named by `WENDY_FUZZ_INPUT` through every target, printing the node
-/// target's decoded configuration and operations first.
+/// Runs one input named by `WENDY_FUZZ_INPUT` through the target named by `WENDY_FUZZ_TARGET`
+/// (default `node`). For the node target it prints the configuration, then each operation
+/// before running it, so the last one printed is the one that failed.
 #[test]
 fn replay_one() {
     let Some(path) = std::env::var_os("WENDY_FUZZ_INPUT") else { return };
     let data = fs::read(&path).expect("WENDY_FUZZ_INPUT names a readable file");
-    if let Some((cfg, ops)) = fuzzing::node_input(&data) {
-        println!("{cfg:#?}");
-        for (i, op) in ops.iter().enumerate() {
-            println!("{i:4}: {op:?}");
-        }
-    }
     let target = std::env::var("WENDY_FUZZ_TARGET").unwrap_or_else(|_| "node".into());
     match target.as_str() {
         "decoder" => fuzzing::decoder(&data),
         "round_trip" => fuzzing::round_trip(&data),
-        _ => fuzzing::node(&data),
+        _ => {
+            let Some((cfg, ops)) = fuzzing::node_input(&data) else { return };
+            println!("{cfg:#?}");
+            let mut h = fuzzing::NodeHarness::new(&cfg);
+            for (i, op) in ops.into_iter().enumerate() {
+                println!("{i:4} @{}: {op:?}", h.now());
+                h.apply(op);
+            }
+        }
     }
 }
 

@@ -747,9 +747,10 @@ impl NodeHarness {
                 self.drain("join");
             }
             Op::Leave => {
+                // Leaving may dial table members to tell them; nothing after it may.
                 self.node.leave(self.now);
-                self.left = true;
                 self.drain("leave");
+                self.left = true;
             }
         }
     }
