@@ -3,48 +3,57 @@
 //!
 //! Run with `cargo bench -p wendy-proto --bench proto`.
 //!
-//! The node under test holds the tables it would have in a 1,000-node network: an
-//! authenticated peer sends it one `LeafSet` listing the other 999 nodes (ids are hashes of
-//! `node-<i>`), from which it fills its leaf set and routing table exactly as from gossip.
+//! The node under test is node 0 of a 1,000-node network joined through the in-crate
+//! [`Harness`] (ids are hashes of `node-<i>`, 1 to 20 ms links), so its leaf set, routing table
+//! (cells chosen by measured proximity) and neighbourhood are those a real run builds. Setting
+//! the network up takes a few seconds, once.
 
 #![forbid(unsafe_code)]
 #![allow(missing_docs)]
 
 use std::hint::black_box;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use wendy_proto::harness::Harness;
 use wendy_proto::wire::{self, Message, Route, LENGTH_PREFIX, NONCE_LEN};
-use wendy_proto::{Config, ConnId, Instant, Node, NodeId, NodeInfo, Output};
+use wendy_proto::{Node, NodeId, NodeInfo, Output};
 
+/// Nodes in the network the node under test belongs to.
 const NETWORK: usize = 1_000;
-
-fn info(i: usize) -> NodeInfo {
-    let id = NodeId::hash(format!("node-{i}").as_bytes());
-    let ip = u32::try_from(i).expect("small index") + (10 << 24);
-    NodeInfo::new(id, SocketAddr::from((ip.to_be_bytes(), 7000)))
-}
 
 fn drain(node: &mut Node) -> Vec<Output> {
     std::iter::from_fn(|| node.poll_output()).collect()
 }
 
-/// Node 0 of a 1,000-node network with its tables filled, and the connection (authenticated,
-/// from node 1) the state came in on.
-fn network_node() -> (Node, ConnId) {
-    let now = Instant::from_secs(1);
-    let me = info(0);
-    let mut node = Node::new(Config::new(me.id, me.global), now);
-    let peer = info(1);
-    let conn = node.handle_accepted(now, peer.global);
-    node.handle_data(now, conn, &wire::encode(&Message::Hello { info: peer, nonce: [1; NONCE_LEN] }));
-    node.handle_data(now, conn, &wire::encode(&Message::Auth { proof: Vec::new() }));
-    let leaves: Vec<NodeInfo> = (1..NETWORK).map(info).collect();
-    node.handle_data(now, conn, &wire::encode(&Message::LeafSet { leaves }));
-    drain(&mut node);
+/// A 1,000-node network, every node joined; the node under test is node 0.
+fn network() -> Harness {
+    let started = std::time::Instant::now();
+    let mut h = Harness::new(1);
+    for i in 0..NETWORK {
+        h.add_node(NodeId::hash(format!("node-{i}").as_bytes()));
+    }
+    for i in 1..NETWORK {
+        h.join(i, (i * 7919) % i);
+        if i % 50 == 0 {
+            h.run_for(Duration::from_millis(200));
+        }
+    }
+    assert!(h.run_until_ready(Duration::from_secs(120)), "the network joins");
+    h.run_for(Duration::from_secs(5));
+    let node = h.node(0);
     node.check_invariants().expect("a consistent node");
-    (node, conn)
+    eprintln!(
+        "network of {NETWORK} joined in {:.1?}: node 0 has {} leaves, {} routing-table entries in {} rows, {} neighbours",
+        started.elapsed(),
+        node.leaf_set().len(),
+        node.routing_table().len(),
+        node.routing_table().row_count(),
+        node.neighbourhood().len()
+    );
+    h
 }
 
 fn keys(n: usize) -> Vec<NodeId> {
@@ -52,19 +61,14 @@ fn keys(n: usize) -> Vec<NodeId> {
 }
 
 fn route_msg(key: NodeId, payload: Bytes) -> Message {
-    Message::Route(Route { key, purpose: 16, origin: info(1).id, hops: 1, payload })
+    Message::Route(Route { key, purpose: 16, origin: NodeId::hash(b"bench-client"), hops: 1, payload })
 }
 
-fn next_hop(c: &mut Criterion) {
-    let (node, _) = network_node();
+fn next_hop(c: &mut Criterion, h: &Harness) {
+    let node = h.node(0);
     let keys = keys(1024);
     let routed = keys.iter().filter(|&&k| node.next_hop(k).is_some()).count();
-    eprintln!(
-        "next_hop: node with {} leaves, {} routing-table entries in {} rows; {routed}/1024 keys go elsewhere",
-        node.leaf_set().len(),
-        node.routing_table().len(),
-        node.routing_table().row_count()
-    );
+    eprintln!("next_hop: {routed}/1024 keys are forwarded, the rest delivered at node 0");
     let mut i = 0;
     c.bench_function("next_hop/1000-node tables", |b| {
         b.iter(|| {
@@ -99,28 +103,44 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
-fn forward(c: &mut Criterion) {
-    let (mut node, inbound) = network_node();
-    let now = Instant::from_secs(1);
-    // A key this node forwards; open the connection to its next hop once.
+fn forward(c: &mut Criterion, h: &mut Harness) {
+    let now = h.now();
+    let node = h.node_mut(0);
+    drain(node);
+    // A client dials node 0 and authenticates.
+    let client = NodeInfo::new(NodeId::hash(b"bench-client"), SocketAddr::from(([192, 168, 1, 1], 7000)));
+    let inbound = node.handle_accepted(now, client.global);
+    node.handle_data(now, inbound, &wire::encode(&Message::Hello { info: client, nonce: [1; NONCE_LEN] }));
+    node.handle_data(now, inbound, &wire::encode(&Message::Auth { proof: Vec::new() }));
+    drain(node);
+    // A key node 0 forwards; its next hop usually has an open connection from the joins.
     let key = keys(1024).into_iter().find(|&k| node.next_hop(k).is_some()).expect("a key to forward");
     let next = node.next_hop(key).expect("forwarded");
     let frame = wire::encode(&route_msg(key, Bytes::from(vec![0x42; 100])));
     node.handle_data(now, inbound, &frame);
-    let out = drain(&mut node);
-    let (conn, _) = out
-        .iter()
-        .find_map(|o| match o {
-            Output::Connect { conn, addr } => Some((*conn, *addr)),
-            _ => None,
-        })
-        .expect("the node dials the next hop");
-    node.handle_connected(now, conn);
-    drain(&mut node);
-    let next_info = node.peer(next).expect("known next hop").clone();
-    let ack = Message::HelloAck { info: next_info, nonce: [2; NONCE_LEN], proof: Vec::new() };
-    node.handle_data(now, conn, &wire::encode(&ack));
-    drain(&mut node);
+    let out = drain(node);
+    let conn = match out.iter().find_map(|o| match o {
+        Output::Connect { conn, .. } => Some(*conn),
+        _ => None,
+    }) {
+        // No connection yet: complete one as the next hop would.
+        Some(conn) => {
+            node.handle_connected(now, conn);
+            drain(node);
+            let next_info = node.peer(next).expect("known next hop").clone();
+            let ack = Message::HelloAck { info: next_info, nonce: [2; NONCE_LEN], proof: Vec::new() };
+            node.handle_data(now, conn, &wire::encode(&ack));
+            drain(node);
+            conn
+        }
+        None => out
+            .iter()
+            .find_map(|o| match o {
+                Output::Transmit { conn, .. } => Some(*conn),
+                _ => None,
+            })
+            .expect("forwarded on an open connection"),
+    };
     // Steady state: one Route frame in, its Transmit towards `next` out.
     let mut once = || {
         node.handle_data(now, inbound, &frame);
@@ -144,17 +164,20 @@ fn forward(c: &mut Criterion) {
     let mut g = c.benchmark_group("forward/batch of 64");
     g.throughput(Throughput::Elements(64));
     g.bench_function("handle_data -> 64 Transmits", |b| {
-        b.iter_batched(
-            || (),
-            |()| {
-                node.handle_data(now, inbound, &batch);
-                std::iter::from_fn(|| node.poll_output()).count()
-            },
-            BatchSize::SmallInput,
-        )
+        b.iter(|| {
+            node.handle_data(now, inbound, &batch);
+            std::iter::from_fn(|| node.poll_output()).count()
+        })
     });
     g.finish();
 }
 
-criterion_group!(benches, next_hop, codec, forward);
-criterion_main!(benches);
+fn benches(c: &mut Criterion) {
+    let mut h = network();
+    next_hop(c, &h);
+    codec(c);
+    forward(c, &mut h);
+}
+
+criterion_group!(proto, benches);
+criterion_main!(proto);
