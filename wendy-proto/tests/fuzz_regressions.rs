@@ -140,7 +140,6 @@ fn ipv6_flowinfo_and_scope_id_do_not_travel() {
 /// `peer_failed` still repairs the tables: it sends `LeafSetRequest`/`RowRequest`, dialling
 /// peers if needed.
 #[test]
-#[ignore = "see fuzz.md"]
 fn a_node_that_left_does_not_repair_or_dial() {
     let mut node = node_with(|_| {});
     let now = Instant::from_secs(1);
@@ -171,6 +170,25 @@ fn a_node_that_left_does_not_repair_or_dial() {
             );
         }
     }
+}
+
+/// Finding 5 (hardening, found reading the node target's coverage): before a connection is
+/// authenticated it may buffer a whole `max_frame_size` frame, although the only messages
+/// allowed there (Hello, HelloAck, Auth) are a few hundred bytes at most (proofs are at most
+/// `MAX_PROOF`). With the defaults, `max_connections` (4096) unauthenticated connections can
+/// make the node hold 4096 x 1 MiB = 4 GiB of partial frames.
+#[test]
+#[ignore = "see fuzz.md"]
+fn unauthenticated_connections_buffer_little() {
+    let mut node = node_with(|_| {});
+    let now = Instant::from_secs(1);
+    let conn = node.handle_accepted(now, addr(1, 1, 7000));
+    // A length prefix just under the maximum, then 512 KiB of its body, before any Hello.
+    let mut bytes = (wire::DEFAULT_MAX_FRAME as u32 - 1).to_be_bytes().to_vec();
+    bytes.resize(4 + 512 * 1024, 0);
+    node.handle_data(now, conn, &bytes);
+    let closed = drain(&mut node).iter().any(|o| matches!(o, Output::Close { conn: c } if *c == conn));
+    assert!(closed, "an unauthenticated connection buffers 512 KiB of an announced 1 MiB frame");
 }
 
 // Keep the helpers used when every finding above is fixed and un-ignored.
