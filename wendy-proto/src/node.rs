@@ -300,7 +300,8 @@ impl Node {
         r
     }
 
-    /// Leaves the ring gracefully: tells every node in our tables, then goes inert.
+    /// Leaves the ring gracefully: tells every node in our tables that we have a connection
+    /// to (leaf-set members always: heartbeats keep theirs open), then goes inert.
     ///
     /// Drain [`poll_output`](Node::poll_output) and write the transmits before closing sockets.
     pub fn leave(&mut self, now: Instant) {
@@ -984,6 +985,11 @@ impl Node {
         }
         if !sides.is_empty() {
             self.leaf_dirty = true;
+        }
+        if self.state == State::Left {
+            return;
+        }
+        if !sides.is_empty() {
             self.repair_leaf(now, &sides);
         }
         if let Some((row, col)) = slot {
@@ -1215,6 +1221,8 @@ impl Node {
         let Some(peer) = self.peers.get(&to) else { return Err(SendFail::Unknown) };
         let conn = match peer.conn.filter(|c| self.conns.contains_key(c)) {
             Some(c) => c,
+            // A node that has left only says goodbye on the connections it has.
+            None if self.state == State::Left => return Err(SendFail::Unknown),
             None => {
                 let addr = peer.info.addr_from(&self.cfg.info.region);
                 let Some(c) = self.dial(now, addr, Some(to)) else {
