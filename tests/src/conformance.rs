@@ -48,11 +48,21 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` nodes and joins each through a random node already in the ring.
     pub fn start<D: Driver>(driver: &D, n: usize, seed: u64, cfg: impl Fn(Config) -> Config) -> Cluster {
+        Self::start_by(driver, n, seed, |d, id| d.start(cfg(test_config(id))))
+    }
+
+    /// Like [`start`](Self::start), each node started by `start`.
+    pub fn start_by<D: Driver>(
+        driver: &D,
+        n: usize,
+        seed: u64,
+        start: impl Fn(&D, NodeId) -> std::io::Result<Box<dyn TestNode>>,
+    ) -> Cluster {
         let mut rng = Rng::new(seed);
         let mut nodes: Vec<Box<dyn TestNode>> = Vec::with_capacity(n);
         for i in 0..n {
             let id = NodeId::from_u128(rng.next_u128());
-            let node = driver.start(cfg(test_config(id))).expect("node starts");
+            let node = start(driver, id).expect("node starts");
             if i > 0 {
                 let via = nodes[rng.below(i as u64) as usize].addr();
                 if let Err(e) = node.join(via, JOIN_TIMEOUT) {
@@ -133,14 +143,38 @@ impl Cluster {
 
     /// Like [`route_and_check`](Self::route_and_check), towards the given keys.
     pub fn route_keys_and_check(&mut self, keys: &[NodeId], timeout: Duration) {
+        self.route_keys_and_check_with(keys, timeout, None);
+    }
+
+    /// Like [`route_and_check`](Self::route_and_check), sending with `send_batch` in batches
+    /// of up to `batch` messages per node.
+    pub fn route_batches_and_check(&mut self, m: usize, batch: usize, timeout: Duration) {
+        let keys: Vec<NodeId> = (0..m).map(|_| NodeId::from_u128(self.rng.next_u128())).collect();
+        self.route_keys_and_check_with(&keys, timeout, Some(batch));
+    }
+
+    fn route_keys_and_check_with(&mut self, keys: &[NodeId], timeout: Duration, batch: Option<usize>) {
         for n in &self.nodes {
             n.drain_events();
         }
         let live: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.alive[i]).collect();
+        let mut batches: BTreeMap<usize, Vec<(NodeId, u8, Bytes)>> = BTreeMap::new();
         for (k, &key) in keys.iter().enumerate() {
             let from = live[self.rng.below(live.len() as u64) as usize];
             let payload = Bytes::copy_from_slice(&(k as u64).to_be_bytes());
-            self.nodes[from].send(key, PURPOSE, payload).expect("send accepted");
+            match batch {
+                None => self.nodes[from].send(key, PURPOSE, payload).expect("send accepted"),
+                Some(size) => {
+                    let b = batches.entry(from).or_default();
+                    b.push((key, PURPOSE, payload));
+                    if b.len() >= size {
+                        self.nodes[from].send_batch(std::mem::take(b)).expect("batch accepted");
+                    }
+                }
+            }
+        }
+        for (from, b) in batches {
+            self.nodes[from].send_batch(b).expect("batch accepted");
         }
         let mut got: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         let mut failures = Vec::new();
@@ -345,6 +379,22 @@ pub fn direct_and_hook<D: Driver>(driver: &D, seed: u64) {
     assert!(!seen.contains(&77), "[{}] vetoed message was delivered", D::NAME);
 }
 
+/// Sending in batches, to nodes whose application reads events slowly through a tiny event
+/// capacity: every message is still delivered exactly once at its root (deliveries wait for
+/// the application, they are never dropped), and `send_batch` refuses a batch holding a
+/// reserved purpose without sending any of it.
+pub fn batches_and_slow_app<D: Driver>(driver: &D, seed: u64) {
+    let mut c =
+        Cluster::start_by(driver, 5, seed, |d, id| d.start_slow_app(test_config(id), 4, Duration::from_millis(1)));
+    c.wait_converged(Duration::from_secs(20));
+    c.route_batches_and_check(3000, 250, Duration::from_secs(30));
+    let key = c.nodes[1].id();
+    let bad = vec![(key, PURPOSE, Bytes::from_static(b"ok")), (key, 3, Bytes::from_static(b"reserved"))];
+    assert!(c.nodes[0].send_batch(bad).is_err(), "[{}] a batch with a reserved purpose was accepted", D::NAME);
+    let seen = c.nodes[1].wait_for(Duration::from_millis(300), |e| matches!(e, Ev::Deliver(_)));
+    assert!(seen.is_none(), "[{}] part of a refused batch was delivered: {seen:?}", D::NAME);
+}
+
 /// Instantiates every conformance scenario as a `#[test]` for a driver.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -380,6 +430,10 @@ macro_rules! conformance_tests {
         #[test]
         fn port_zero() {
             $crate::conformance::port_zero(&$driver, 17);
+        }
+        #[test]
+        fn batches_and_slow_app() {
+            $crate::conformance::batches_and_slow_app(&$driver, 23);
         }
         #[test]
         fn direct_and_hook() {

@@ -35,6 +35,8 @@ pub trait TestNode: Send {
     fn join(&self, bootstrap: SocketAddr, timeout: Duration) -> Result<(), String>;
     /// Routes a message towards `key`.
     fn send(&self, key: NodeId, purpose: u8, payload: Bytes) -> Result<(), String>;
+    /// Routes many messages, `(key, purpose, payload)`, in one command.
+    fn send_batch(&self, batch: Vec<(NodeId, u8, Bytes)>) -> Result<(), String>;
     /// Sends a message straight to a node.
     fn send_to(&self, target: Target, purpose: u8, payload: Bytes) -> Result<(), String>;
     /// Installs a forward hook.
@@ -55,6 +57,14 @@ pub trait Driver: Sync {
     const NAME: &'static str;
     /// Binds and starts a node.
     fn start(&self, config: Config) -> std::io::Result<Box<dyn TestNode>>;
+    /// Starts a node whose application is slow: at most `event_capacity` events in flight,
+    /// read in batches with a pause of `pause` after each.
+    fn start_slow_app(
+        &self,
+        config: Config,
+        event_capacity: usize,
+        pause: Duration,
+    ) -> std::io::Result<Box<dyn TestNode>>;
 }
 
 impl dyn TestNode {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use wendy_proto::{Config, ForwardHook, Forwarding, Node, NodeId, NodeInfo, Target};
-use wendy_smol::{NodeEvent, NodeHandle};
+use wendy_smol::{NodeEvent, NodeHandle, Options};
 
 use crate::facade::{Driver, Ev, TestNode};
 
@@ -35,15 +35,43 @@ impl Driver for SmolDriver {
 
     fn start(&self, config: Config) -> std::io::Result<Box<dyn TestNode>> {
         let mut handle = smol::block_on(NodeHandle::start(config))?;
-        let rx = handle.take_events().expect("events not taken yet");
+        let mut rx = handle.take_events().expect("events not taken yet");
         let (tx, events) = mpsc::channel();
         smol::spawn(async move {
-            while let Ok(ev) = rx.recv().await {
+            while let Some(ev) = rx.recv().await {
                 if let Some(ev) = convert(ev) {
                     if tx.send(ev).is_err() {
                         break;
                     }
                 }
+            }
+        })
+        .detach();
+        Ok(Box::new(SmolNode { handle, events }))
+    }
+
+    fn start_slow_app(
+        &self,
+        config: Config,
+        event_capacity: usize,
+        pause: Duration,
+    ) -> std::io::Result<Box<dyn TestNode>> {
+        let mut opts = Options::default();
+        opts.event_capacity = event_capacity;
+        let mut handle = smol::block_on(NodeHandle::start_with(config, opts))?;
+        let mut rx = handle.take_events().expect("events not taken yet");
+        let (tx, events) = mpsc::channel();
+        smol::spawn(async move {
+            let mut batch = Vec::new();
+            while rx.recv_batch(&mut batch).await > 0 {
+                for ev in batch.drain(..) {
+                    if let Some(ev) = convert(ev) {
+                        if tx.send(ev).is_err() {
+                            return;
+                        }
+                    }
+                }
+                smol::Timer::after(pause).await;
             }
         })
         .detach();
@@ -70,6 +98,10 @@ impl TestNode for SmolNode {
 
     fn send(&self, key: NodeId, purpose: u8, payload: Bytes) -> Result<(), String> {
         smol::block_on(self.handle.send(key, purpose, payload)).map_err(|e| e.to_string())
+    }
+
+    fn send_batch(&self, batch: Vec<(NodeId, u8, Bytes)>) -> Result<(), String> {
+        smol::block_on(self.handle.send_batch(batch)).map_err(|e| e.to_string())
     }
 
     fn send_to(&self, target: Target, purpose: u8, payload: Bytes) -> Result<(), String> {

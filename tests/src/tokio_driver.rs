@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use wendy_proto::{Config, ForwardHook, Forwarding, Node, NodeId, NodeInfo, Target};
-use wendy_tokio::{NodeEvent, NodeHandle};
+use wendy_tokio::{NodeEvent, NodeHandle, Options};
 
 use crate::facade::{Driver, Ev, TestNode};
 
@@ -60,6 +60,34 @@ impl Driver for TokioDriver {
         });
         Ok(Box::new(TokioNode { handle, events }))
     }
+
+    fn start_slow_app(
+        &self,
+        config: Config,
+        event_capacity: usize,
+        pause: Duration,
+    ) -> std::io::Result<Box<dyn TestNode>> {
+        let rt = runtime();
+        let mut opts = Options::default();
+        opts.event_capacity = event_capacity;
+        let mut handle = rt.block_on(NodeHandle::start_with(config, opts))?;
+        let mut rx = handle.take_events().expect("events not taken yet");
+        let (tx, events) = mpsc::channel();
+        rt.spawn(async move {
+            let mut batch = Vec::new();
+            while rx.recv_batch(&mut batch).await > 0 {
+                for ev in batch.drain(..) {
+                    if let Some(ev) = convert(ev) {
+                        if tx.send(ev).is_err() {
+                            return;
+                        }
+                    }
+                }
+                tokio::time::sleep(pause).await;
+            }
+        });
+        Ok(Box::new(TokioNode { handle, events }))
+    }
 }
 
 impl TestNode for TokioNode {
@@ -82,6 +110,10 @@ impl TestNode for TokioNode {
 
     fn send(&self, key: NodeId, purpose: u8, payload: Bytes) -> Result<(), String> {
         runtime().block_on(self.handle.send(key, purpose, payload)).map_err(|e| e.to_string())
+    }
+
+    fn send_batch(&self, batch: Vec<(NodeId, u8, Bytes)>) -> Result<(), String> {
+        runtime().block_on(self.handle.send_batch(batch)).map_err(|e| e.to_string())
     }
 
     fn send_to(&self, target: Target, purpose: u8, payload: Bytes) -> Result<(), String> {

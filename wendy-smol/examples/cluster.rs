@@ -89,10 +89,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Collect deliveries from every node.
     let (tx, rx) = channel::unbounded::<Got>();
     for (i, node) in nodes.iter_mut().enumerate() {
-        let events = node.take_events().expect("events not taken");
+        let mut events = node.take_events().expect("events not taken");
         let tx = tx.clone();
         smol::spawn(async move {
-            while let Ok(ev) = events.recv().await {
+            while let Some(ev) = events.recv().await {
                 if let NodeEvent::Deliver(d) = ev {
                     if d.purpose == PURPOSE && d.payload.len() >= 16 {
                         let msg = u64::from_be_bytes(d.payload[..8].try_into().expect("8 bytes")) as usize;

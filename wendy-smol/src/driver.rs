@@ -1,10 +1,8 @@
 //! The node task: owns the [`Node`], feeds it inputs and carries out its outputs.
 
-use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::io;
+use std::collections::HashMap;
+use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +12,11 @@ use smol::channel;
 use smol::future::FutureExt;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
-use smol::{Task, Timer};
+use smol::{Async, Task, Timer};
 use tracing::Instrument;
 use wendy_proto::{ConnId, Event, Instant, Node, NodeError, Output};
 
+use crate::events::EventSender;
 use crate::{Command, Config, Error, Forwarded, NodeEvent, Options, Reply};
 
 /// Inputs from the network side, in one channel so that a connection's data never overtakes
@@ -31,6 +30,8 @@ enum Net {
 
 /// Frames for one connection not yet handed to its writer.
 struct Conn {
+    /// The socket, for writing to it directly while the writer task has nothing queued.
+    socket: Option<Arc<Async<std::net::TcpStream>>>,
     writer: Option<channel::Sender<Bytes>>,
     /// Dropping it cancels the reader.
     reader: Option<Task<()>>,
@@ -61,10 +62,17 @@ struct Driver {
     conns: HashMap<ConnId, Conn>,
     dirty: Vec<ConnId>,
     net_tx: channel::Sender<Net>,
-    events: channel::Sender<NodeEvent>,
-    /// Events waiting for room in the event channel. While it is not empty the node reads no
-    /// network input: a slow application slows its peers down instead of losing deliveries.
-    outbox: VecDeque<NodeEvent>,
+    events: EventSender,
+    /// Events of the current round, and events waiting for the application to make room.
+    /// While the application lags the node reads no network input: a slow application slows
+    /// its peers down instead of losing deliveries.
+    outbox: Vec<NodeEvent>,
+    /// True while the application has no room for `outbox`.
+    lagging: bool,
+    /// The time of the current round of inputs (reading the clock per message costs).
+    clock: Instant,
+    /// Bytes in the current batches of every connection.
+    batched: usize,
     events_dropped: u64,
     /// Tasks that are not a connection's reader (accept loop, dials, writers); dropped with the
     /// driver, which cancels them.
@@ -82,7 +90,7 @@ pub(crate) async fn run(
     opts: Options,
     listener: TcpListener,
     commands: channel::Receiver<Command>,
-    events: channel::Sender<NodeEvent>,
+    events: EventSender,
 ) {
     let origin = std::time::Instant::now();
     let connect_timeout = config.connect_timeout;
@@ -97,7 +105,10 @@ pub(crate) async fn run(
         dirty: Vec::new(),
         net_tx,
         events,
-        outbox: VecDeque::new(),
+        outbox: Vec::new(),
+        lagging: false,
+        clock: Instant::ZERO,
+        batched: 0,
         events_dropped: 0,
         tasks: Vec::new(),
         shared: Arc::new(Shared { queued: AtomicUsize::new(0), drained_tx, drained_rx }),
@@ -107,18 +118,8 @@ pub(crate) async fn run(
     d.spawn(accept_loop(listener, d.net_tx.clone()).in_current_span());
     let mut timer = Timer::never();
     let mut armed: Option<std::time::Instant> = None;
-    // The event being sent while the channel is full (kept across iterations: never lost).
-    let mut sending: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
     loop {
-        if sending.is_none() {
-            if let Some(ev) = d.outbox.pop_front() {
-                let tx = d.events.clone();
-                sending = Some(Box::pin(async move {
-                    let _ = tx.send(ev).await;
-                }));
-            }
-        }
-        let blocked = sending.is_some();
+        let blocked = d.lagging;
         let deadline = d.node.poll_timeout().map(|t| origin + Duration::from_micros(t.as_micros()));
         if deadline != armed {
             match deadline {
@@ -135,12 +136,11 @@ pub(crate) async fn run(
             Wake::Timer
         }
         .or(async {
-            match sending.as_mut() {
-                Some(f) => {
-                    f.await;
-                    Wake::Sent
-                }
-                None => std::future::pending().await,
+            if blocked {
+                d.events.room().await;
+                Wake::Room
+            } else {
+                std::future::pending().await
             }
         })
         .or(async {
@@ -162,6 +162,7 @@ pub(crate) async fn run(
         match wake {
             Wake::Timer => {
                 armed = None;
+                d.tick();
                 let now = d.now();
                 d.node.handle_timeout(now);
                 d.drain();
@@ -176,14 +177,20 @@ pub(crate) async fn run(
                 }
             }
             Wake::Command(cmd) => {
+                d.tick();
                 let mut stop = d.on_command(cmd);
+                let mut n = 0u32;
                 while stop.is_none() && d.shared.queued.load(Ordering::Relaxed) <= d.opts.max_queued_bytes {
                     match commands.try_recv() {
                         Ok(cmd) => stop = d.on_command(cmd),
                         Err(_) => break,
                     }
-                    if d.dirty_bytes() > 256 << 10 {
+                    if d.batched > 256 << 10 {
                         break;
+                    }
+                    n += 1;
+                    if n % 64 == 0 {
+                        d.tick();
                     }
                 }
                 if let Some(stop) = stop {
@@ -194,10 +201,7 @@ pub(crate) async fn run(
                 }
             }
             Wake::Drained => {}
-            Wake::Sent => {
-                sending = None;
-                d.push_events();
-            }
+            Wake::Room => {}
             // Every handle is gone.
             Wake::Closed => break,
         }
@@ -212,7 +216,7 @@ enum Wake {
     Net(Net),
     Command(Command),
     Drained,
-    Sent,
+    Room,
     Closed,
 }
 
@@ -234,11 +238,18 @@ async fn accept_loop(listener: TcpListener, tx: channel::Sender<Net>) {
 }
 
 impl Driver {
+    /// The time of the current round of inputs.
     fn now(&self) -> Instant {
-        Instant::from_micros(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX))
+        self.clock
+    }
+
+    /// Reads the clock.
+    fn tick(&mut self) {
+        self.clock = Instant::from_micros(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX));
     }
 
     fn on_net(&mut self, ev: Net) {
+        self.tick();
         let now = self.now();
         match ev {
             Net::Accepted(stream, addr) => {
@@ -298,6 +309,15 @@ impl Driver {
                     self.emit(NodeEvent::SendFailed(e));
                 }
             }
+            Command::SendBatch(batch) => {
+                for (key, purpose, payload) in batch {
+                    if let Err(e) = self.node.send(now, key, purpose, payload) {
+                        self.emit(NodeEvent::SendFailed(e));
+                    }
+                    // Drain as we go: the node's output queue stays small.
+                    self.drain();
+                }
+            }
             Command::Hook(h) => self.node.set_forward_hook(h),
             Command::Inspect(f) => f(&self.node),
             Command::Leave(reply) => {
@@ -322,6 +342,7 @@ impl Driver {
                             self.dirty.push(conn);
                         }
                         c.batch.extend_from_slice(&data);
+                        self.batched += data.len();
                     }
                 }
                 Output::Connect { conn, addr } => self.connect(conn, addr),
@@ -370,51 +391,43 @@ impl Driver {
         self.emit(NodeEvent::Event(ev));
     }
 
-    /// Queues an event for the application. Deliveries are never dropped (the node stops
-    /// reading the network until the application catches up); other events are dropped, and
-    /// counted, when the application lags by more than the event channel's capacity again.
+    /// Queues an event for the application; the round's events are handed over together by
+    /// [`publish`](Self::publish). Deliveries are never dropped (the node stops reading the
+    /// network until the application catches up); other events are dropped, and counted, when
+    /// the application lags by more than the event capacity again.
     fn emit(&mut self, ev: NodeEvent) {
-        if self.outbox.is_empty() {
-            match self.events.try_send(ev) {
-                Ok(()) => return,
-                Err(channel::TrySendError::Closed(_)) => return,
-                Err(channel::TrySendError::Full(ev)) => {
-                    self.outbox.push_back(ev);
-                    return;
-                }
-            }
-        }
-        if matches!(ev, NodeEvent::Deliver(_)) || self.outbox.len() < self.opts.event_capacity {
-            self.outbox.push_back(ev);
-        } else {
+        if self.lagging && !matches!(ev, NodeEvent::Deliver(_)) && self.outbox.len() >= self.opts.event_capacity {
             self.events_dropped += 1;
             if self.events_dropped.is_power_of_two() {
                 tracing::warn!(dropped = self.events_dropped, "application lags: events dropped");
             }
+            return;
         }
+        self.outbox.push(ev);
     }
 
-    /// Moves queued events into the channel while it has room.
-    fn push_events(&mut self) {
-        while let Some(ev) = self.outbox.pop_front() {
-            match self.events.try_send(ev) {
-                Ok(()) => {}
-                Err(channel::TrySendError::Full(ev)) => {
-                    self.outbox.push_front(ev);
-                    return;
-                }
-                Err(channel::TrySendError::Closed(_)) => {
-                    self.outbox.clear();
-                    return;
-                }
-            }
+    /// Hands the queued events to the application, if it has room for them.
+    fn publish(&mut self) {
+        if self.outbox.is_empty() {
+            self.lagging = false;
+            return;
+        }
+        if self.events.is_closed() {
+            // Nobody reads events any more.
+            self.outbox.clear();
+            self.lagging = false;
+            return;
+        }
+        self.lagging = !self.events.has_room();
+        if !self.lagging && self.events.send(std::mem::take(&mut self.outbox)).is_err() {
+            self.outbox.clear();
         }
     }
 
     fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
         self.conns.insert(
             conn,
-            Conn { writer: None, reader: None, batch: Vec::new(), queued: Arc::new(AtomicUsize::new(0)) },
+            Conn { socket: None, writer: None, reader: None, batch: Vec::new(), queued: Arc::new(AtomicUsize::new(0)) },
         );
         let tx = self.net_tx.clone();
         let limit = self.connect_timeout;
@@ -436,7 +449,8 @@ impl Driver {
     /// Starts the reader and writer of a socket for `conn`.
     fn attach(&mut self, conn: ConnId, stream: TcpStream, addr: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let (rd, wr) = (stream.clone(), stream);
+        let (rd, wr) = (stream.clone(), stream.clone());
+        let socket = Arc::<Async<std::net::TcpStream>>::from(stream);
         let queued = Arc::new(AtomicUsize::new(0));
         let (wtx, wrx) = channel::unbounded();
         let span = tracing::debug_span!("conn", %conn, %addr);
@@ -446,23 +460,21 @@ impl Driver {
             write_loop(conn, wr, wrx, queued.clone(), self.shared.clone(), self.net_tx.clone()).instrument(span),
         );
         let c = self.conns.entry(conn).or_insert_with(|| Conn {
+            socket: None,
             writer: None,
             reader: None,
             batch: Vec::new(),
             queued: queued.clone(),
         });
+        c.socket = Some(socket);
         c.writer = Some(wtx);
         c.reader = Some(reader);
         c.queued = queued;
     }
 
-    /// Unwritten bytes in the current batches.
-    fn dirty_bytes(&self) -> usize {
-        self.dirty.iter().filter_map(|c| self.conns.get(c)).map(|c| c.batch.len()).sum()
-    }
-
     /// Hands every connection's batch to its writer; disconnects peers that fell too far behind.
     fn flush(&mut self) {
+        self.batched = 0;
         let mut slow = Vec::new();
         for conn in std::mem::take(&mut self.dirty) {
             let Some(c) = self.conns.get_mut(&conn) else { continue };
@@ -476,6 +488,7 @@ impl Driver {
             if let Some(c) = self.conns.remove(&conn) {
                 tracing::warn!(%conn, queued = c.queued.load(Ordering::Relaxed), "peer too slow: disconnected");
                 self.release(c);
+                self.tick();
                 let now = self.now();
                 self.node.handle_closed(now, conn);
                 self.drain();
@@ -489,6 +502,8 @@ impl Driver {
                 }
             }
         }
+        self.batched = 0;
+        self.publish();
     }
 
     fn hand_over(&mut self, c: &mut Conn) {
@@ -499,8 +514,34 @@ impl Driver {
         if c.batch.is_empty() {
             return;
         }
-        let data = Bytes::from(std::mem::take(&mut c.batch));
-        let Some(w) = &c.writer else { return };
+        let Some(w) = &c.writer else {
+            c.batch.clear();
+            return;
+        };
+        let mut written = 0;
+        if let Some(socket) = &c.socket {
+            if c.queued.load(Ordering::Acquire) == 0 {
+                // The writer is idle: write straight away (the socket is non-blocking), saving
+                // it a wake-up. What the socket does not take (or an error) goes to the writer.
+                while written < c.batch.len() {
+                    match socket.get_ref().write(&c.batch[written..]) {
+                        Ok(n) if n > 0 => written += n,
+                        _ => break,
+                    }
+                }
+                if written == c.batch.len() {
+                    c.batch.clear();
+                    return;
+                }
+            }
+        }
+        let data = if written == 0 {
+            Bytes::from(std::mem::take(&mut c.batch))
+        } else {
+            let rest = Bytes::copy_from_slice(&c.batch[written..]);
+            c.batch.clear();
+            rest
+        };
         let n = data.len();
         c.queued.fetch_add(n, Ordering::Relaxed);
         shared.queued.fetch_add(n, Ordering::Relaxed);
@@ -513,6 +554,7 @@ impl Driver {
     /// Stops reading a connection; its writer finishes what it has, then closes the socket.
     fn release(&mut self, c: Conn) {
         drop(c.reader);
+        drop(c.socket);
         drop(c.writer);
         self.tasks.retain(|t| !t.is_finished());
     }
@@ -593,7 +635,7 @@ async fn write_loop(
                 wr.write_all(&joined).await
             }
         };
-        queued.fetch_sub(n, Ordering::Relaxed);
+        queued.fetch_sub(n, Ordering::AcqRel);
         shared.queued.fetch_sub(n, Ordering::Relaxed);
         shared.notify();
         if let Err(e) = r {

@@ -7,8 +7,12 @@
 //! - one task owns the [`Node`] (no locks on it); it selects over application commands, bytes
 //!   from per-connection reader tasks, accepted sockets, connect results and the timer;
 //! - one persistent TCP connection per peer, reused for every message;
-//! - frames produced while handling a batch of inputs are written together, many per syscall,
-//!   by a writer task per connection;
+//! - frames produced while handling a batch of inputs are written together, many per syscall:
+//!   straight from the node task when the socket takes them, else by a writer task per
+//!   connection;
+//! - batches all the way: [`Sender::send_batch`] hands the node many messages in one command,
+//!   and [`Events::recv_batch`] takes every event of a round of inputs at once, so that a busy
+//!   node costs one task wake-up per batch rather than per message;
 //! - queues are bounded: the application's `send` waits while the node has more than
 //!   [`Options::max_queued_bytes`] unwritten, and a peer that lets more than
 //!   [`Options::max_conn_queue_bytes`] pile up is disconnected.
@@ -41,6 +45,7 @@
 #![deny(missing_docs)]
 
 mod driver;
+mod events;
 
 use std::fmt;
 use std::io;
@@ -52,6 +57,8 @@ use std::sync::Mutex;
 use smol::channel;
 use smol::net::TcpListener;
 use smol::Task;
+
+pub use events::Events;
 use tracing::Instrument;
 
 pub use wendy_proto;
@@ -71,7 +78,9 @@ pub struct Options {
     pub max_conn_queue_bytes: usize,
     /// Size of each read from a socket.
     pub read_buffer: usize,
-    /// Capacity of the event channel; events that do not fit are dropped and counted.
+    /// Events handed to the application and not yet read, at most. Past it the node keeps
+    /// deliveries (and stops reading the network until the application catches up); other
+    /// events beyond twice this are dropped and counted.
     pub event_capacity: usize,
     /// Capacity of the command channel.
     pub command_capacity: usize,
@@ -186,6 +195,7 @@ pub(crate) enum Command {
     Join(SocketAddr, Reply<Result<(), Error>>),
     Send { key: NodeId, purpose: u8, payload: Bytes },
     SendTo { target: Target, purpose: u8, payload: Bytes },
+    SendBatch(Vec<(NodeId, u8, Bytes)>),
     Hook(Box<dyn ForwardHook>),
     Inspect(Inspector),
     Leave(Reply<()>),
@@ -198,7 +208,7 @@ pub(crate) enum Command {
 pub struct NodeHandle {
     sender: Sender,
     info: NodeInfo,
-    events: Option<channel::Receiver<NodeEvent>>,
+    events: Option<Events>,
     task: Mutex<Option<Task<()>>>,
 }
 
@@ -228,7 +238,7 @@ impl NodeHandle {
         let info = config.info.clone();
         let max_payload = config.max_frame_size.saturating_sub(64);
         let (tx, rx) = channel::bounded(options.command_capacity.max(1));
-        let (ev_tx, ev_rx) = channel::bounded(options.event_capacity.max(1));
+        let (ev_tx, ev_rx) = events::channel(options.event_capacity);
         let span = tracing::info_span!("wendy", node = %info.id, addr = %bound);
         let task = Mutex::new(Some(smol::spawn(driver::run(config, options, listener, rx, ev_tx).instrument(span))));
         tracing::debug!(node = %info.id, addr = %bound, "node started");
@@ -270,6 +280,12 @@ impl NodeHandle {
         self.sender.send(key, purpose, payload).await
     }
 
+    /// Routes many messages, `(key, purpose, payload)`, in one command: the cheap way to send a
+    /// lot. See [`Sender::send_batch`].
+    pub async fn send_batch(&self, batch: Vec<(NodeId, u8, Bytes)>) -> Result<(), Error> {
+        self.sender.send_batch(batch).await
+    }
+
     /// Sends `payload` straight to a node, by id or address.
     pub async fn send_to(&self, target: Target, purpose: u8, payload: impl Into<Bytes>) -> Result<(), Error> {
         self.sender.send_to(target, purpose, payload).await
@@ -298,11 +314,20 @@ impl NodeHandle {
     /// The next event; `None` once the node has stopped and its events were read, or if the
     /// receiver was taken with [`take_events`](Self::take_events).
     pub async fn next_event(&mut self) -> Option<NodeEvent> {
-        self.events.as_ref()?.recv().await.ok()
+        self.events.as_mut()?.recv().await
+    }
+
+    /// Waits for an event, then appends every event already available to `out`; returns how
+    /// many (0 once stopped, or if the receiver was taken). See [`Events::recv_batch`].
+    pub async fn next_events(&mut self, out: &mut Vec<NodeEvent>) -> usize {
+        match self.events.as_mut() {
+            Some(e) => e.recv_batch(out).await,
+            None => 0,
+        }
     }
 
     /// Takes the event receiver, to read events from another task.
-    pub fn take_events(&mut self) -> Option<channel::Receiver<NodeEvent>> {
+    pub fn take_events(&mut self) -> Option<Events> {
         self.events.take()
     }
 
@@ -353,6 +378,22 @@ impl Sender {
         let payload = payload.into();
         self.check(purpose, payload.len())?;
         self.command(Command::Send { key, purpose, payload }).await
+    }
+
+    /// Routes every `(key, purpose, payload)` of `batch`, in order, as one command: one channel
+    /// operation and one wake-up of the node task for the whole batch.
+    ///
+    /// The batch is checked first (reserved purposes, payload sizes): if any message is
+    /// refused, none is sent. Back-pressure applies between batches, so keep them moderate
+    /// (hundreds of messages, not millions).
+    pub async fn send_batch(&self, batch: Vec<(NodeId, u8, Bytes)>) -> Result<(), Error> {
+        for (_, purpose, payload) in &batch {
+            self.check(*purpose, payload.len())?;
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.command(Command::SendBatch(batch)).await
     }
 
     /// See [`NodeHandle::send_to`].

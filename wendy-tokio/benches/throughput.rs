@@ -8,11 +8,18 @@
 //! 1. raw: frames/s of the size of a routed 32-byte message, written in batches by one task and
 //!    counted by another over one loopback connection; and the raw round trip of one frame;
 //! 2. a 3-node chain A -> B -> C: A routes each message towards B's id, B's application routes
-//!    it on towards C's id (two routed hops, three nodes); msgs/s counted at C;
-//! 3. a 20-node cluster: every node routes towards random keys; msgs/s delivered in all;
-//! 4. latency: A and C bounce one message back and forth (one routed hop each way);
+//!    it on towards C's id (two routed hops, three nodes); msgs/s counted at C. Twice: with the
+//!    batched API (`send_batch` of 256, `Events::recv_batch`) and with one `send`/`recv` per
+//!    message;
+//! 3. a 20-node cluster: every node routes towards random keys (batched API); msgs/s delivered
+//!    in all;
+//! 4. the ceiling set by the protocol's own work: the same 3-node chain with wendy-proto nodes
+//!    wired together in memory, on one thread, no sockets, no tasks (frames still encoded,
+//!    batched per round and decoded);
+//! 5. latency: A and C bounce one message back and forth (one routed hop each way);
 //!    per-hop latency = round trip / 2, against the raw round trip.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,11 +30,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wendy_proto::rng::Rng;
 use wendy_proto::wire::{self, Message, Route};
+use wendy_proto::{ConnId, Node, Output};
 use wendy_tokio::{Config, NodeEvent, NodeHandle, NodeId, Options};
 
 const PAYLOAD: usize = 32;
 const PURPOSE: u8 = 16;
 const RELAY: u8 = 17;
+/// Messages per `send_batch`.
+const BATCH: usize = 256;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
@@ -49,20 +59,48 @@ fn route_frame() -> Bytes {
 }
 
 async fn run() {
+    // For profiling one part: WENDY_BENCH_ONLY=chain (or cluster).
+    match std::env::var("WENDY_BENCH_ONLY").as_deref() {
+        Ok("chain") => {
+            println!("3-node chain: {:.0} msgs/s", chain3(1_000_000, true).await);
+            return;
+        }
+        Ok("chain1") => {
+            println!("3-node chain, one per call: {:.0} msgs/s", chain3(300_000, false).await);
+            return;
+        }
+        Ok("proto") => {
+            println!("wendy-proto alone: {:.0} msgs/s", proto_chain3(1_000_000));
+            return;
+        }
+        Ok("cluster") => {
+            println!("20-node cluster: {:.0} msgs/s", cluster20(1_000_000).await.0);
+            return;
+        }
+        _ => {}
+    }
     let frame = route_frame();
     println!("wendy-tokio throughput (payload {PAYLOAD} B, frame {} B on the wire)", frame.len());
     let raw = raw_frames(&frame, Duration::from_secs(2)).await;
     println!("raw batched TCP:        {:>12.0} frames/s", raw);
     let raw_rtt = raw_round_trip(&frame, 20_000).await;
     println!("raw TCP round trip:     {:>12.1} us (median)", raw_rtt);
-    let chain = chain3(300_000).await;
-    println!("3-node chain (2 hops):  {:>12.0} msgs/s  ({:.1}% of raw)", chain, 100.0 * chain / raw);
-    let (cluster, hops) = cluster20(400_000).await;
+    let chain = chain3(1_000_000, true).await;
+    println!("3-node chain (2 hops):  {:>12.0} msgs/s  ({:.1}% of raw; batched API)", chain, 100.0 * chain / raw);
+    let chain1 = chain3(300_000, false).await;
+    println!("  same, one per call:   {:>12.0} msgs/s  ({:.1}% of raw)", chain1, 100.0 * chain1 / raw);
+    let (cluster, hops) = cluster20(1_000_000).await;
     println!(
-        "20-node cluster:        {:>12.0} msgs/s  ({:.1}% of raw, {hops:.2} hops mean, {:.0} hops/s)",
+        "20-node cluster:        {:>12.0} msgs/s  ({:.1}% of raw, {hops:.2} hops mean, {:.0} hops/s; batched API)",
         cluster,
         100.0 * cluster / raw,
         cluster * hops
+    );
+    let ceiling = proto_chain3(1_000_000);
+    println!(
+        "wendy-proto alone:      {:>12.0} msgs/s  ({:.1}% of raw; the 3-node chain in memory, 1 thread, no I/O)",
+        ceiling,
+        100.0 * ceiling / raw
     );
     let hop = per_hop_latency(20_000).await;
     println!("routed per-hop latency: {:>12.1} us (median; {:.2}x the raw round trip)", hop, hop / raw_rtt);
@@ -74,6 +112,9 @@ async fn run() {
             "raw_rtt_us_p50": raw_rtt,
             "chain3_msgs_per_s": chain,
             "chain3_ratio": chain / raw,
+            "chain3_one_per_call_msgs_per_s": chain1,
+            "proto_chain3_in_memory_msgs_per_s": ceiling,
+            "proto_chain3_in_memory_ratio": ceiling / raw,
             "cluster20_msgs_per_s": cluster,
             "cluster20_ratio": cluster / raw,
             "cluster20_hops_mean": hops,
@@ -174,31 +215,62 @@ async fn ring(ids: &[NodeId]) -> Vec<NodeHandle> {
     nodes
 }
 
-/// A -> B -> C: msgs/s arriving at C.
-async fn chain3(n: u64) -> f64 {
+/// A -> B -> C: msgs/s arriving at C; `batched` uses `send_batch` and `recv_batch`.
+async fn chain3(n: u64, batched: bool) -> f64 {
     let ids: Vec<NodeId> = [1u128, 2, 3].iter().map(|i| NodeId::from_u128(i * (u128::MAX / 4))).collect();
     let mut nodes = ring(&ids).await;
     let (a, b, c) = (nodes[0].sender(), nodes[1].sender(), nodes[2].id());
-    let _ = a.clone();
     // B relays what it receives towards C.
     let mut b_events = nodes[1].take_events().expect("events");
     let relay = tokio::spawn(async move {
-        while let Some(ev) = b_events.recv().await {
-            if let NodeEvent::Deliver(d) = ev {
-                if d.purpose == RELAY && b.send(c, PURPOSE, d.payload).await.is_err() {
-                    break;
+        let mut evs = Vec::new();
+        loop {
+            evs.clear();
+            if b_events.recv_batch(&mut evs).await == 0 {
+                break;
+            }
+            let out: Vec<(NodeId, u8, Bytes)> = evs
+                .drain(..)
+                .filter_map(|ev| match ev {
+                    NodeEvent::Deliver(d) if d.purpose == RELAY => Some((c, PURPOSE, d.payload)),
+                    _ => None,
+                })
+                .collect();
+            let r = if batched {
+                b.send_batch(out).await
+            } else {
+                let mut r = Ok(());
+                for (key, purpose, payload) in out {
+                    r = b.send(key, purpose, payload).await;
                 }
+                r
+            };
+            if r.is_err() {
+                break;
             }
         }
     });
     let mut c_events = nodes[2].take_events().expect("events");
     let counter = tokio::spawn(async move {
         let mut got = 0u64;
+        let mut evs = Vec::new();
         while got < n {
-            match tokio::time::timeout(Duration::from_secs(10), c_events.recv()).await {
-                Ok(Some(NodeEvent::Deliver(d))) if d.purpose == PURPOSE => got += 1,
-                Ok(Some(_)) => {}
-                _ => break,
+            if batched {
+                evs.clear();
+                match tokio::time::timeout(Duration::from_secs(10), c_events.recv_batch(&mut evs)).await {
+                    Ok(k) if k > 0 => {
+                        got +=
+                            evs.iter().filter(|ev| matches!(ev, NodeEvent::Deliver(d) if d.purpose == PURPOSE)).count()
+                                as u64;
+                    }
+                    _ => break,
+                }
+            } else {
+                match tokio::time::timeout(Duration::from_secs(10), c_events.recv()).await {
+                    Ok(Some(NodeEvent::Deliver(d))) if d.purpose == PURPOSE => got += 1,
+                    Ok(Some(_)) => {}
+                    _ => break,
+                }
             }
         }
         (got, Instant::now())
@@ -206,8 +278,17 @@ async fn chain3(n: u64) -> f64 {
     let bid = nodes[1].id();
     let payload = Bytes::from(vec![0xab; PAYLOAD]);
     let start = Instant::now();
-    for _ in 0..n {
-        a.send(bid, RELAY, payload.clone()).await.expect("send");
+    if batched {
+        let mut left = n as usize;
+        while left > 0 {
+            let k = left.min(BATCH);
+            a.send_batch(vec![(bid, RELAY, payload.clone()); k]).await.expect("send");
+            left -= k;
+        }
+    } else {
+        for _ in 0..n {
+            a.send(bid, RELAY, payload.clone()).await.expect("send");
+        }
     }
     let (got, end) = counter.await.expect("counter");
     relay.abort();
@@ -218,6 +299,86 @@ async fn chain3(n: u64) -> f64 {
         node.stop().await;
     }
     got as f64 / end.duration_since(start).as_secs_f64()
+}
+
+/// The 3-node chain with the nodes wired together in memory: what the protocol alone costs.
+/// Each round A routes a batch towards B; every node's transmits of the round are concatenated
+/// per connection and fed to the peer in one `handle_data`, as one socket read would.
+fn proto_chain3(n: u64) -> f64 {
+    let t0 = Instant::now();
+    let now = || wendy_proto::Instant::from_micros(t0.elapsed().as_micros() as u64);
+    let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16));
+    let ids: Vec<NodeId> = [1u128, 2, 3].iter().map(|i| NodeId::from_u128(i * (u128::MAX / 4))).collect();
+    let mut nodes: Vec<Node> =
+        ids.iter().enumerate().map(|(i, &id)| Node::new(Config::new(id, addr(i)), now())).collect();
+    let mut links: BTreeMap<(usize, ConnId), (usize, ConnId)> = BTreeMap::new();
+    let (bid, cid) = (ids[1], ids[2]);
+    let payload = Bytes::from(vec![0xab; PAYLOAD]);
+    let mut got = 0u64;
+    let mut sent = 0u64;
+    let mut wire: BTreeMap<(usize, ConnId), Vec<u8>> = BTreeMap::new();
+    let mut relays: Vec<Bytes> = Vec::new();
+    // One round: drain every node, then deliver the round's bytes.
+    let mut round = |nodes: &mut Vec<Node>, got: &mut u64| {
+        // One clock reading per round, as the driver does.
+        let t = now();
+        for i in 0..nodes.len() {
+            while let Some(out) = nodes[i].poll_output() {
+                match out {
+                    Output::Connect { conn, addr } => {
+                        let j = usize::from(addr.port() - 7000);
+                        let theirs = nodes[j].handle_accepted(t, addr);
+                        links.insert((i, conn), (j, theirs));
+                        links.insert((j, theirs), (i, conn));
+                        nodes[i].handle_connected(t, conn);
+                    }
+                    Output::Transmit { conn, data } => {
+                        if let Some(&to) = links.get(&(i, conn)) {
+                            wire.entry(to).or_default().extend_from_slice(&data);
+                        }
+                    }
+                    Output::Deliver(d) if d.purpose == RELAY => relays.push(d.payload),
+                    Output::Deliver(d) if d.purpose == PURPOSE => *got += 1,
+                    _ => {}
+                }
+            }
+            for p in relays.drain(..) {
+                nodes[i].send(t, cid, PURPOSE, p).expect("relay");
+            }
+        }
+        for ((j, conn), buf) in wire.iter_mut() {
+            if !buf.is_empty() {
+                nodes[*j].handle_data(t, *conn, buf);
+                buf.clear();
+            }
+        }
+        for node in nodes.iter_mut() {
+            if node.poll_timeout().is_some_and(|d| d <= t) {
+                node.handle_timeout(t);
+            }
+        }
+    };
+    // Join: B and C through A, then let the announcements settle.
+    nodes[1].join(now(), addr(0)).expect("join");
+    nodes[2].join(now(), addr(0)).expect("join");
+    for _ in 0..200 {
+        round(&mut nodes, &mut got);
+    }
+    assert!(nodes.iter().all(|x| x.is_ready()), "in-memory ring did not form");
+    assert_eq!(nodes[0].next_hop(bid), Some(bid));
+    got = 0;
+    let start = Instant::now();
+    while got < n {
+        if sent < n {
+            let t = now();
+            for _ in 0..BATCH {
+                nodes[0].send(t, bid, RELAY, payload.clone()).expect("send");
+            }
+            sent += BATCH as u64;
+        }
+        round(&mut nodes, &mut got);
+    }
+    got as f64 / start.elapsed().as_secs_f64()
 }
 
 /// Every node of 20 routes towards random keys: total msgs/s delivered, and mean hops.
@@ -232,11 +393,21 @@ async fn cluster20(n: u64) -> (f64, f64) {
         let mut ev = node.take_events().expect("events");
         let (delivered, hops) = (delivered.clone(), hops.clone());
         counters.push(tokio::spawn(async move {
-            while let Some(e) = ev.recv().await {
-                if let NodeEvent::Deliver(d) = e {
-                    hops.fetch_add(u64::from(d.hops), Ordering::Relaxed);
-                    delivered.fetch_add(1, Ordering::Relaxed);
+            let mut evs = Vec::new();
+            loop {
+                evs.clear();
+                if ev.recv_batch(&mut evs).await == 0 {
+                    break;
                 }
+                let (mut k, mut h) = (0, 0);
+                for e in &evs {
+                    if let NodeEvent::Deliver(d) = e {
+                        h += u64::from(d.hops);
+                        k += 1;
+                    }
+                }
+                hops.fetch_add(h, Ordering::Relaxed);
+                delivered.fetch_add(k, Ordering::Relaxed);
             }
         }));
     }
@@ -249,9 +420,12 @@ async fn cluster20(n: u64) -> (f64, f64) {
         let mut rng = Rng::new(i as u64);
         senders.push(tokio::spawn(async move {
             let payload = Bytes::from(vec![0xab; PAYLOAD]);
-            for _ in 0..per {
-                let key = NodeId::from_u128(rng.next_u128());
-                s.send(key, PURPOSE, payload.clone()).await.expect("send");
+            let mut left = per as usize;
+            while left > 0 {
+                let k = left.min(BATCH);
+                let batch = (0..k).map(|_| (NodeId::from_u128(rng.next_u128()), PURPOSE, payload.clone())).collect();
+                s.send_batch(batch).await.expect("send");
+                left -= k;
             }
         }));
     }

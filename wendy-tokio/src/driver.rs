@@ -1,6 +1,6 @@
 //! The node task: owns the [`Node`], feeds it inputs and carries out its outputs.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -16,6 +16,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tracing::Instrument;
 use wendy_proto::{ConnId, Event, Instant, Node, NodeError, Output};
 
+use crate::events::EventSender;
 use crate::{Command, Config, Error, Forwarded, NodeEvent, Options};
 
 /// Inputs from the network side, in one channel so that a connection's data never overtakes
@@ -29,6 +30,9 @@ enum Net {
 
 /// Frames for one connection not yet handed to its writer.
 struct Conn {
+    /// The socket's write half, shared with the writer task: the node task writes to it
+    /// directly while the writer has nothing queued.
+    socket: Option<Arc<OwnedWriteHalf>>,
     writer: Option<mpsc::UnboundedSender<Bytes>>,
     reader: Option<AbortHandle>,
     /// Frames of the current batch.
@@ -51,10 +55,17 @@ struct Driver {
     conns: HashMap<ConnId, Conn>,
     dirty: Vec<ConnId>,
     net_tx: mpsc::Sender<Net>,
-    events: mpsc::Sender<NodeEvent>,
-    /// Events waiting for room in the event channel. While it is not empty the node reads no
-    /// network input: a slow application slows its peers down instead of losing deliveries.
-    outbox: VecDeque<NodeEvent>,
+    events: EventSender,
+    /// Events of the current round, and events waiting for the application to make room.
+    /// While the application lags the node reads no network input: a slow application slows
+    /// its peers down instead of losing deliveries.
+    outbox: Vec<NodeEvent>,
+    /// True while the application has no room for `outbox`.
+    lagging: bool,
+    /// The time of the current round of inputs (reading the clock per message costs).
+    clock: Instant,
+    /// Bytes in the current batches of every connection.
+    batched: usize,
     events_dropped: u64,
     tasks: JoinSet<()>,
     shared: Arc<Shared>,
@@ -70,7 +81,7 @@ pub(crate) async fn run(
     opts: Options,
     listener: TcpListener,
     mut commands: mpsc::Receiver<Command>,
-    events: mpsc::Sender<NodeEvent>,
+    events: EventSender,
 ) {
     let origin = tokio::time::Instant::now();
     let connect_timeout = config.connect_timeout;
@@ -84,7 +95,10 @@ pub(crate) async fn run(
         dirty: Vec::new(),
         net_tx,
         events,
-        outbox: VecDeque::new(),
+        outbox: Vec::new(),
+        lagging: false,
+        clock: Instant::ZERO,
+        batched: 0,
         events_dropped: 0,
         tasks: JoinSet::new(),
         shared: Arc::new(Shared { queued: AtomicUsize::new(0), drained: Notify::new() }),
@@ -94,7 +108,6 @@ pub(crate) async fn run(
     d.tasks.spawn(accept_loop(listener, d.net_tx.clone()).in_current_span());
     let sleep = tokio::time::sleep_until(origin);
     tokio::pin!(sleep);
-    let ev_tx = d.events.clone();
     loop {
         let deadline = d.node.poll_timeout().map(|t| origin + Duration::from_micros(t.as_micros()));
         if let Some(t) = deadline {
@@ -106,23 +119,13 @@ pub(crate) async fn run(
         tokio::select! {
             biased;
             () = &mut sleep, if deadline.is_some() => {
+                d.tick();
                 let now = d.now();
                 d.node.handle_timeout(now);
                 d.drain();
             }
-            permit = ev_tx.reserve(), if !d.outbox.is_empty() => {
-                match permit {
-                    Ok(permit) => {
-                        if let Some(ev) = d.outbox.pop_front() {
-                            permit.send(ev);
-                        }
-                        d.push_events();
-                    }
-                    // Nobody reads events any more.
-                    Err(_) => d.outbox.clear(),
-                }
-            }
-            Some(ev) = net_rx.recv(), if d.outbox.is_empty() => {
+            () = d.events.room(), if d.lagging => {}
+            Some(ev) = net_rx.recv(), if !d.lagging => {
                 d.on_net(ev);
                 for _ in 0..BATCH {
                     match net_rx.try_recv() {
@@ -134,14 +137,20 @@ pub(crate) async fn run(
             cmd = commands.recv(), if !congested => {
                 // None: every handle is gone.
                 let Some(cmd) = cmd else { break };
+                d.tick();
                 let mut stop = d.on_command(cmd);
+                let mut n = 0u32;
                 while stop.is_none() && d.shared.queued.load(Ordering::Relaxed) <= d.opts.max_queued_bytes {
                     match commands.try_recv() {
                         Ok(cmd) => stop = d.on_command(cmd),
                         Err(_) => break,
                     }
-                    if d.dirty_bytes() > 256 << 10 {
+                    if d.batched > 256 << 10 {
                         break;
+                    }
+                    n += 1;
+                    if n % 64 == 0 {
+                        d.tick();
                     }
                 }
                 if let Some(stop) = stop {
@@ -177,11 +186,18 @@ async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<Net>) {
 }
 
 impl Driver {
+    /// The time of the current round of inputs.
     fn now(&self) -> Instant {
-        Instant::from_micros(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX))
+        self.clock
+    }
+
+    /// Reads the clock.
+    fn tick(&mut self) {
+        self.clock = Instant::from_micros(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX));
     }
 
     fn on_net(&mut self, ev: Net) {
+        self.tick();
         let now = self.now();
         match ev {
             Net::Accepted(stream, addr) => {
@@ -241,6 +257,15 @@ impl Driver {
                     self.emit(NodeEvent::SendFailed(e));
                 }
             }
+            Command::SendBatch(batch) => {
+                for (key, purpose, payload) in batch {
+                    if let Err(e) = self.node.send(now, key, purpose, payload) {
+                        self.emit(NodeEvent::SendFailed(e));
+                    }
+                    // Drain as we go: the node's output queue stays small.
+                    self.drain();
+                }
+            }
             Command::Hook(h) => self.node.set_forward_hook(h),
             Command::Inspect(f) => f(&self.node),
             Command::Leave(reply) => {
@@ -265,6 +290,7 @@ impl Driver {
                             self.dirty.push(conn);
                         }
                         c.batch.extend_from_slice(&data);
+                        self.batched += data.len();
                     }
                 }
                 Output::Connect { conn, addr } => self.connect(conn, addr),
@@ -313,51 +339,43 @@ impl Driver {
         self.emit(NodeEvent::Event(ev));
     }
 
-    /// Queues an event for the application. Deliveries are never dropped (the node stops
-    /// reading the network until the application catches up); other events are dropped, and
-    /// counted, when the application lags by more than the event channel's capacity again.
+    /// Queues an event for the application; the round's events are handed over together by
+    /// [`publish`](Self::publish). Deliveries are never dropped (the node stops reading the
+    /// network until the application catches up); other events are dropped, and counted, when
+    /// the application lags by more than the event capacity again.
     fn emit(&mut self, ev: NodeEvent) {
-        if self.outbox.is_empty() {
-            match self.events.try_send(ev) {
-                Ok(()) => return,
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
-                Err(mpsc::error::TrySendError::Full(ev)) => {
-                    self.outbox.push_back(ev);
-                    return;
-                }
-            }
-        }
-        if matches!(ev, NodeEvent::Deliver(_)) || self.outbox.len() < self.opts.event_capacity {
-            self.outbox.push_back(ev);
-        } else {
+        if self.lagging && !matches!(ev, NodeEvent::Deliver(_)) && self.outbox.len() >= self.opts.event_capacity {
             self.events_dropped += 1;
             if self.events_dropped.is_power_of_two() {
                 tracing::warn!(dropped = self.events_dropped, "application lags: events dropped");
             }
+            return;
         }
+        self.outbox.push(ev);
     }
 
-    /// Moves queued events into the channel while it has room.
-    fn push_events(&mut self) {
-        while let Some(ev) = self.outbox.pop_front() {
-            match self.events.try_send(ev) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(ev)) => {
-                    self.outbox.push_front(ev);
-                    return;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.outbox.clear();
-                    return;
-                }
-            }
+    /// Hands the queued events to the application, if it has room for them.
+    fn publish(&mut self) {
+        if self.outbox.is_empty() {
+            self.lagging = false;
+            return;
+        }
+        if self.events.is_closed() {
+            // Nobody reads events any more.
+            self.outbox.clear();
+            self.lagging = false;
+            return;
+        }
+        self.lagging = !self.events.has_room();
+        if !self.lagging && self.events.send(std::mem::take(&mut self.outbox)).is_err() {
+            self.outbox.clear();
         }
     }
 
     fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
         self.conns.insert(
             conn,
-            Conn { writer: None, reader: None, batch: Vec::new(), queued: Arc::new(AtomicUsize::new(0)) },
+            Conn { socket: None, writer: None, reader: None, batch: Vec::new(), queued: Arc::new(AtomicUsize::new(0)) },
         );
         let tx = self.net_tx.clone();
         let limit = self.connect_timeout;
@@ -378,32 +396,32 @@ impl Driver {
     fn attach(&mut self, conn: ConnId, stream: TcpStream, addr: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let (rd, wr) = stream.into_split();
+        let wr = Arc::new(wr);
         let queued = Arc::new(AtomicUsize::new(0));
         let (wtx, wrx) = mpsc::unbounded_channel();
         let span = tracing::debug_span!("conn", %conn, %addr);
         let reader =
             self.tasks.spawn(read_loop(conn, rd, self.net_tx.clone(), self.opts.read_buffer).instrument(span.clone()));
         self.tasks.spawn(
-            write_loop(conn, wr, wrx, queued.clone(), self.shared.clone(), self.net_tx.clone()).instrument(span),
+            write_loop(conn, wr.clone(), wrx, queued.clone(), self.shared.clone(), self.net_tx.clone())
+                .instrument(span),
         );
         let c = self.conns.entry(conn).or_insert_with(|| Conn {
+            socket: None,
             writer: None,
             reader: None,
             batch: Vec::new(),
             queued: queued.clone(),
         });
+        c.socket = Some(wr);
         c.writer = Some(wtx);
         c.reader = Some(reader);
         c.queued = queued;
     }
 
-    /// Unwritten bytes in the current batches.
-    fn dirty_bytes(&self) -> usize {
-        self.dirty.iter().filter_map(|c| self.conns.get(c)).map(|c| c.batch.len()).sum()
-    }
-
     /// Hands every connection's batch to its writer; disconnects peers that fell too far behind.
     fn flush(&mut self) {
+        self.batched = 0;
         let mut slow = Vec::new();
         for conn in std::mem::take(&mut self.dirty) {
             let Some(c) = self.conns.get_mut(&conn) else { continue };
@@ -417,6 +435,7 @@ impl Driver {
             if let Some(c) = self.conns.remove(&conn) {
                 tracing::warn!(%conn, queued = c.queued.load(Ordering::Relaxed), "peer too slow: disconnected");
                 self.release(c);
+                self.tick();
                 let now = self.now();
                 self.node.handle_closed(now, conn);
                 self.drain();
@@ -430,6 +449,8 @@ impl Driver {
                 }
             }
         }
+        self.batched = 0;
+        self.publish();
     }
 
     fn hand_over(&mut self, c: &mut Conn) {
@@ -440,8 +461,34 @@ impl Driver {
         if c.batch.is_empty() {
             return;
         }
-        let data = Bytes::from(std::mem::take(&mut c.batch));
-        let Some(w) = &c.writer else { return };
+        let Some(w) = &c.writer else {
+            c.batch.clear();
+            return;
+        };
+        let mut written = 0;
+        if let Some(socket) = &c.socket {
+            if c.queued.load(Ordering::Acquire) == 0 {
+                // The writer is idle: write straight away, saving it a wake-up. What the
+                // socket does not take (or an error) goes to the writer.
+                while written < c.batch.len() {
+                    match socket.try_write(&c.batch[written..]) {
+                        Ok(n) if n > 0 => written += n,
+                        _ => break,
+                    }
+                }
+                if written == c.batch.len() {
+                    c.batch.clear();
+                    return;
+                }
+            }
+        }
+        let data = if written == 0 {
+            Bytes::from(std::mem::take(&mut c.batch))
+        } else {
+            let rest = Bytes::copy_from_slice(&c.batch[written..]);
+            c.batch.clear();
+            rest
+        };
         let n = data.len();
         c.queued.fetch_add(n, Ordering::Relaxed);
         shared.queued.fetch_add(n, Ordering::Relaxed);
@@ -456,6 +503,9 @@ impl Driver {
         if let Some(r) = c.reader {
             r.abort();
         }
+        // The writer finishes what it has; the last of the two to let go of the write half
+        // shuts the socket down.
+        drop(c.socket);
         drop(c.writer);
     }
 
@@ -499,7 +549,7 @@ async fn read_loop(conn: ConnId, mut rd: OwnedReadHalf, tx: mpsc::Sender<Net>, s
 
 async fn write_loop(
     conn: ConnId,
-    mut wr: OwnedWriteHalf,
+    wr: Arc<OwnedWriteHalf>,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     queued: Arc<AtomicUsize>,
     shared: Arc<Shared>,
@@ -510,7 +560,7 @@ async fn write_loop(
         let mut n = first.len();
         // Coalesce whatever else is already queued into one write.
         let r = match rx.try_recv() {
-            Err(_) => wr.write_all(&first).await,
+            Err(_) => write_all(&wr, &first).await,
             Ok(second) => {
                 joined.clear();
                 joined.extend_from_slice(&first);
@@ -525,10 +575,10 @@ async fn write_loop(
                         Err(_) => break,
                     }
                 }
-                wr.write_all(&joined).await
+                write_all(&wr, &joined).await
             }
         };
-        queued.fetch_sub(n, Ordering::Relaxed);
+        queued.fetch_sub(n, Ordering::AcqRel);
         shared.queued.fetch_sub(n, Ordering::Relaxed);
         shared.drained.notify_one();
         if let Err(e) = r {
@@ -544,5 +594,20 @@ async fn write_loop(
             return;
         }
     }
-    let _ = wr.shutdown().await;
+    // Dropping the last handle on the write half shuts the socket's sending side down.
+}
+
+/// Writes all of `buf` on a write half that the node task may also write to (never at the
+/// same time: it only writes while this task has nothing queued).
+async fn write_all(wr: &OwnedWriteHalf, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        wr.writable().await?;
+        match wr.try_write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
