@@ -12,10 +12,25 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 use wendy_proto::fuzzing;
 
 /// Inputs per target and proptest run: a few thousand in release (CI), fewer in debug builds.
 const CASES: u32 = if cfg!(debug_assertions) { 300 } else { 3000 };
+
+/// The proptest seed: fixed, so that CI runs the same inputs every time (override with
+/// `PROPTEST_RNG_SEED=<u64>` to explore others).
+const SEED: u64 = 0x5eed_f022;
+
+fn proptest_config() -> ProptestConfig {
+    let seed = std::env::var("PROPTEST_RNG_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(SEED);
+    ProptestConfig {
+        cases: CASES,
+        failure_persistence: None,
+        rng_seed: RngSeed::Fixed(seed),
+        ..ProptestConfig::default()
+    }
+}
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
@@ -79,7 +94,7 @@ fn replay_one() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: CASES, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(proptest_config())]
 
     #[test]
     fn decoder_on_random_bytes(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
