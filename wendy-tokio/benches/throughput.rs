@@ -59,7 +59,7 @@ fn route_frame() -> Bytes {
 }
 
 async fn run() {
-    // For profiling one part: WENDY_BENCH_ONLY=chain (or cluster).
+    // For profiling one part: WENDY_BENCH_ONLY=chain (or chain1, cluster, proto, latency).
     match std::env::var("WENDY_BENCH_ONLY").as_deref() {
         Ok("chain") => {
             println!("3-node chain: {:.0} msgs/s", chain3(1_000_000, true).await);
@@ -67,6 +67,10 @@ async fn run() {
         }
         Ok("chain1") => {
             println!("3-node chain, one per call: {:.0} msgs/s", chain3(300_000, false).await);
+            return;
+        }
+        Ok("latency") => {
+            println!("routed per-hop latency: {:.1} us", per_hop_latency(20_000).await);
             return;
         }
         Ok("proto") => {
