@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use wendy_proto::rng::{splitmix64, Rng};
 use wendy_proto::{Config, ConnId, Delivery, Event, Instant, Node, NodeError, NodeId, Output};
 
@@ -85,6 +85,9 @@ struct Link {
     last: [u64; 2],
     /// Frames in flight towards each side, in order; `None` is the close.
     fifo: [VecDeque<Option<Bytes>>; 2],
+    /// The event during which the last segment towards each side was queued: frames written
+    /// on one connection while handling one input travel together, as one write.
+    batch: [u64; 2],
 }
 
 #[derive(Debug)]
@@ -669,11 +672,22 @@ impl Sim {
             }
             None => {}
         }
+        let link = &mut self.links[l as usize];
+        if let (Some(data), true) = (&item, link.batch[t] == self.events) {
+            if let Some(Some(last)) = link.fifo[t].back_mut() {
+                let mut seg = BytesMut::with_capacity(last.len() + data.len());
+                seg.extend_from_slice(last);
+                seg.extend_from_slice(data);
+                *last = seg.freeze();
+                return;
+            }
+        }
         let delay = if item.is_some() { self.net.frame_delay(&mut self.rng_net, lat) } else { Some(lat) };
         let Some(delay) = delay else { return };
         let link = &mut self.links[l as usize];
         let at = (self.now + delay).max(link.last[t]);
         link.last[t] = at;
+        link.batch[t] = self.events;
         link.fifo[t].push_back(item);
         self.queue.push(at, Ev::Arrive { link: l, gen, side: to });
     }

@@ -54,11 +54,11 @@ fn static_network_of_2000_nodes_routes_every_lookup_correctly() {
 fn crash(fraction: f64, seed: u64) {
     let cfg = SimConfig {
         nodes: 500,
-        lookups: 8000,
+        lookups: 12_000,
         seed,
         join_rate: 100.0,
         settle: Duration::from_secs(10),
-        duration: Some(Duration::from_secs(80)),
+        duration: Some(Duration::from_secs(120)),
         crash_fraction: fraction,
         crash_at: Some(Duration::from_secs(15)),
         ..SimConfig::default()
@@ -69,7 +69,7 @@ fn crash(fraction: f64, seed: u64) {
     assert_eq!(c.crashed, (500.0 * fraction) as u64);
     let repair = c.repair_s.expect("the ring repairs itself");
     eprintln!("crash {:.0}%: repair took {repair:.1}s of simulated time", fraction * 100.0);
-    assert!(c.after.issued > 1000, "lookups after the repair: {}", c.after.issued);
+    assert!(c.after.issued >= 500, "too few lookups after the repair ({}) to judge it", c.after.issued);
     assert_eq!(c.after.correct, c.after.issued, "after repair, 100% correct again: {:?}", c.after);
 }
 
