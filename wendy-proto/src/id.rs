@@ -4,7 +4,8 @@ use core::cmp::Ordering;
 use core::fmt;
 use core::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 /// Number of base-16 digits in an id: also the number of routing-table rows.
@@ -16,7 +17,7 @@ pub const BASE: usize = 16;
 ///
 /// Messages are routed *towards* a key and delivered at the live node whose id is numerically
 /// closest to it (the shorter way round the ring).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct NodeId(u128);
 
@@ -147,6 +148,43 @@ impl FromStr for NodeId {
     }
 }
 
+/// On the wire an id is its 16 big-endian bytes (a fixed-size byte string), not a varint:
+/// ids are uniformly random, so a varint would take 19 bytes and a loop to write.
+impl Serialize for NodeId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.to_bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_bytes(IdVisitor)
+    }
+}
+
+struct IdVisitor;
+
+impl<'de> Visitor<'de> for IdVisitor {
+    type Value = NodeId;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("16 bytes")
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<NodeId, E> {
+        let bytes: [u8; 16] = v.try_into().map_err(|_| E::invalid_length(v.len(), &self))?;
+        Ok(NodeId(u128::from_be_bytes(bytes)))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<NodeId, A::Error> {
+        let mut bytes = [0u8; 16];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(i, &self))?;
+        }
+        Ok(NodeId(u128::from_be_bytes(bytes)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,8 +227,11 @@ mod tests {
 
     proptest! {
         #[test]
-        fn hex_round_trip(a in id()) {
+        fn hex_and_wire_round_trip(a in id()) {
             prop_assert_eq!(a.to_string().parse::<NodeId>().unwrap(), a);
+            let wire = postcard::to_allocvec(&a).unwrap();
+            prop_assert_eq!(wire.len(), 17);
+            prop_assert_eq!(postcard::from_bytes::<NodeId>(&wire).unwrap(), a);
             prop_assert_eq!(NodeId::from_bytes(&a.to_bytes()).unwrap(), a);
         }
 

@@ -116,12 +116,37 @@ impl LeafSet {
     }
 
     /// The member or ourselves closest to `key`.
+    ///
+    /// The closest node is the key's nearest neighbour on one side or the other in ring
+    /// order, so two binary searches (one per side, each sorted by distance from us) find it.
     pub fn closest(&self, key: NodeId) -> NodeId {
-        self.cw
-            .iter()
-            .chain(self.ccw.iter())
-            .copied()
-            .fold(self.me, |best, x| if key.is_closer(x, best) { x } else { best })
+        let me = self.me;
+        let d = me.cw_distance(key);
+        let i = self.cw.partition_point(|&x| me.cw_distance(x) <= d);
+        let e = key.cw_distance(me);
+        let j = self.ccw.partition_point(|&x| x.cw_distance(me) <= e);
+        let around = [
+            i.checked_sub(1).map(|k| self.cw[k]),
+            self.cw.get(i).copied(),
+            j.checked_sub(1).map(|k| self.ccw[k]),
+            self.ccw.get(j).copied(),
+        ];
+        around.into_iter().flatten().fold(me, |best, x| if key.is_closer(x, best) { x } else { best })
+    }
+
+    /// The member or ourselves closest to `key`, never `exclude`.
+    pub fn closest_excluding(&self, key: NodeId, exclude: NodeId) -> NodeId {
+        let best = self.closest(key);
+        if best != exclude {
+            return best;
+        }
+        self.cw.iter().chain(self.ccw.iter()).copied().filter(|&x| x != exclude).fold(self.me, |best, x| {
+            if key.is_closer(x, best) {
+                x
+            } else {
+                best
+            }
+        })
     }
 
     /// The side `id` would fall on if it were a member: the nearer way round.
@@ -210,6 +235,17 @@ mod tests {
             if model.iter().filter(|&&x| x != me).count() < 2 * ls.half() {
                 for probe in [0u128, 1 << 64, u128::MAX, me.as_u128().wrapping_add(1), me.as_u128().wrapping_sub(1)] {
                     prop_assert!(ls.covers(NodeId::from_u128(probe)));
+                }
+            }
+            // closest() agrees with brute force over the members, covered or not.
+            for probe in [0u128, 1 << 64, 1 << 127, u128::MAX, me.as_u128().wrapping_add(1), me.as_u128() ^ (1 << 100)] {
+                let key = NodeId::from_u128(probe);
+                let members = ls.members();
+                let best = members.iter().copied().fold(me, |b, x| if key.is_closer(x, b) { x } else { b });
+                prop_assert_eq!(ls.closest(key), best);
+                if let Some(&ex) = members.first() {
+                    let best = members.iter().copied().filter(|&x| x != ex).fold(me, |b, x| if key.is_closer(x, b) { x } else { b });
+                    prop_assert_eq!(ls.closest_excluding(key, ex), best);
                 }
             }
             // covers() agrees with brute force: inside the span the closest member is the

@@ -18,7 +18,8 @@
 //!
 //! # The node's methods
 //! - **inputs** (`handle_*`): [`Node::handle_accepted`], [`Node::handle_connected`],
-//!   [`Node::handle_connect_failed`], [`Node::handle_data`], [`Node::handle_closed`],
+//!   [`Node::handle_connect_failed`], [`Node::handle_data`] (or [`Node::handle_bytes`]),
+//!   [`Node::handle_closed`],
 //!   [`Node::handle_timeout`];
 //! - **application commands**: [`Node::join`], [`Node::send`], [`Node::send_to`], [`Node::leave`];
 //! - **outputs**: [`Node::poll_output`] (connect, transmit, close, deliver, forwarded, events)

@@ -197,8 +197,15 @@ impl Node {
         self.finish();
     }
 
-    /// Bytes arrived on `conn`, in any chunking of the stream.
+    /// Bytes arrived on `conn`, in any chunking of the stream. They are copied once; a driver
+    /// that owns its read buffer as [`Bytes`] should call [`Node::handle_bytes`] instead.
     pub fn handle_data(&mut self, now: Instant, conn: ConnId, data: &[u8]) {
+        self.handle_bytes(now, conn, Bytes::copy_from_slice(data));
+    }
+
+    /// Bytes arrived on `conn`, in any chunking of the stream; frames that lie whole in `data`
+    /// are decoded without copying (their payloads are slices of it).
+    pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, data: Bytes) {
         self.tick_now(now);
         let Some(c) = self.conns.get_mut(&conn) else { return };
         if matches!(c.phase, Phase::Dialing { .. }) {
@@ -206,7 +213,7 @@ impl Node {
             self.finish();
             return;
         }
-        c.decoder.push(data);
+        c.decoder.push_bytes(data);
         c.last_active = now;
         while let Some(c) = self.conns.get_mut(&conn) {
             match c.decoder.next_frame() {
@@ -333,7 +340,7 @@ impl Node {
     /// The next output, in the order the node produced them. Drain until `None` after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
         let out = self.out.pop_front();
-        if out.is_none() && self.out.capacity() > 64 {
+        if out.is_none() && self.out.capacity() > 4096 {
             // A burst (a join, a repair) must not pin its peak queue for the node's lifetime.
             self.out = VecDeque::new();
         }
@@ -658,6 +665,7 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         c.phase = Phase::Open;
         c.peer = Some(id);
+        c.decoder.set_max_frame(self.cfg.max_frame_size);
         c.last_active = now;
         let rtt = c.handshake_sent.map(|t| now - t);
         let pending = std::mem::take(&mut c.pending);
@@ -694,13 +702,10 @@ impl Node {
             };
         }
         if self.leaf.covers(key) {
-            let best = self.leaf.cw().iter().chain(self.leaf.ccw()).copied().filter(|&x| ok(x)).fold(me, |b, x| {
-                if key.is_closer(x, b) {
-                    x
-                } else {
-                    b
-                }
-            });
+            let best = match exclude {
+                Some(x) => self.leaf.closest_excluding(key, x),
+                None => self.leaf.closest(key),
+            };
             return if best == me { Hop::Here } else { Hop::Next(best) };
         }
         let row = me.common_prefix_len(key);
@@ -1450,7 +1455,7 @@ impl Conn {
         Conn {
             addr,
             phase,
-            decoder: FrameDecoder::new(max_frame),
+            decoder: FrameDecoder::new(max_frame.min(wire::MAX_HANDSHAKE_FRAME)),
             pending: VecDeque::new(),
             opened: now,
             last_active: now,

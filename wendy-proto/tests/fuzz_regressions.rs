@@ -178,7 +178,6 @@ fn a_node_that_left_does_not_repair_or_dial() {
 /// `MAX_PROOF`). With the defaults, `max_connections` (4096) unauthenticated connections can
 /// make the node hold 4096 x 1 MiB = 4 GiB of partial frames.
 #[test]
-#[ignore = "see fuzz.md"]
 fn unauthenticated_connections_buffer_little() {
     let mut node = node_with(|_| {});
     let now = Instant::from_secs(1);
