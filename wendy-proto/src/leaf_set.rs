@@ -101,7 +101,15 @@ impl LeafSet {
     /// True if the leaf set spans the whole ring: a side is not full (so it holds every node
     /// known), or the two sides meet (a ring of at most L other nodes, seen from both sides).
     pub fn is_whole_ring(&self) -> bool {
-        self.cw.len() < self.half || self.ccw.len() < self.half || self.cw.iter().any(|x| self.ccw.contains(x))
+        if self.cw.len() < self.half || self.ccw.len() < self.half {
+            return true;
+        }
+        // The sides meet when the clockwise arc to the farthest member above and the
+        // counter-clockwise arc to the farthest member below add up to the whole ring.
+        match (self.cw.last(), self.ccw.last()) {
+            (Some(&hi), Some(&lo)) => self.me.cw_distance(hi).checked_add(lo.cw_distance(self.me)).is_none(),
+            _ => true,
+        }
     }
 
     /// True if `key` lies within the range the leaf set spans (from its farthest member below to
