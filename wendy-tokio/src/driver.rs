@@ -223,7 +223,7 @@ impl Driver {
             }
             Net::Data(conn, data) => {
                 if self.conns.contains_key(&conn) {
-                    self.node.handle_data(now, conn, &data);
+                    self.node.handle_bytes(now, conn, data);
                 }
             }
             Net::Closed(conn) => {
