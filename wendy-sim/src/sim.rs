@@ -60,7 +60,7 @@ struct Host {
     timer_gen: u32,
     timer_at: u64,
     /// The node's connections: ConnId -> link << 1 | side.
-    conns: BTreeMap<u64, u32>,
+    conns: ConnMap,
     /// Position in `Sim::joined_list`, `NONE` if not joined.
     joined_pos: u32,
     join_started: u64,
@@ -68,6 +68,33 @@ struct Host {
     ctl_seen: (u64, u64),
     /// Split side (0 or 1).
     side: u8,
+}
+
+/// A host's connections, ConnId -> link << 1 | side, as a sorted vector: a node names its
+/// connections with increasing numbers, so inserts append, and look-ups touch one array.
+#[derive(Debug, Default)]
+struct ConnMap(Vec<(u64, u32)>);
+
+impl ConnMap {
+    fn insert(&mut self, conn: u64, code: u32) {
+        match self.0.binary_search_by_key(&conn, |e| e.0) {
+            Ok(i) => self.0[i].1 = code,
+            Err(i) => self.0.insert(i, (conn, code)),
+        }
+    }
+
+    fn get(&self, conn: u64) -> Option<u32> {
+        self.0.binary_search_by_key(&conn, |e| e.0).ok().map(|i| self.0[i].1)
+    }
+
+    fn remove(&mut self, conn: u64) -> Option<u32> {
+        let i = self.0.binary_search_by_key(&conn, |e| e.0).ok()?;
+        let code = self.0.remove(i).1;
+        if self.0.capacity() > 64 && self.0.len() < self.0.capacity() / 4 {
+            self.0.shrink_to(self.0.len() * 2);
+        }
+        Some(code)
+    }
 }
 
 /// A stream connection between two hosts. Side 0 dialled, side 1 accepted.
@@ -264,7 +291,7 @@ impl Sim {
             inc: 0,
             timer_gen: 0,
             timer_at: NEVER,
-            conns: BTreeMap::new(),
+            conns: ConnMap::default(),
             joined_pos: NONE,
             join_started: NEVER,
             ctl_seen: (0, 0),
@@ -341,7 +368,7 @@ impl Sim {
         host.timer_gen += 1;
         host.timer_at = NEVER;
         host.join_started = NEVER;
-        let links: Vec<u32> = std::mem::take(&mut host.conns).into_values().map(|c| c >> 1).collect();
+        let links: Vec<u32> = std::mem::take(&mut host.conns).0.into_iter().map(|(_, c)| c >> 1).collect();
         self.remove_joined(h);
         self.count_alive(-1);
         for l in links {
@@ -626,7 +653,7 @@ impl Sim {
         let (d, conn) = (link.host[0], link.conn[0]);
         if self.end_live(l, 0) {
             self.links[l as usize].open[0] = false;
-            self.hosts[d as usize].conns.remove(&conn);
+            self.hosts[d as usize].conns.remove(conn);
             if let Some(mut node) = self.take(d) {
                 node.handle_connect_failed(Instant::from_micros(self.now), ConnId(conn));
                 self.finish(d, node);
@@ -639,7 +666,7 @@ impl Sim {
         self.trace.frame(self.now, h, conn.0, &data);
         self.m.frames += 1;
         self.m.bytes += data.len() as u64;
-        let Some(&code) = self.hosts[h as usize].conns.get(&conn.0) else { return };
+        let Some(code) = self.hosts[h as usize].conns.get(conn.0) else { return };
         let (l, side) = (code >> 1, (code & 1) as u8);
         let other = 1 - side;
         if self.end_live(l, other) {
@@ -648,7 +675,7 @@ impl Sim {
     }
 
     fn on_close(&mut self, h: u32, conn: ConnId) {
-        let Some(code) = self.hosts[h as usize].conns.remove(&conn.0) else { return };
+        let Some(code) = self.hosts[h as usize].conns.remove(conn.0) else { return };
         let (l, side) = (code >> 1, (code & 1) as u8);
         let other = 1 - side;
         self.links[l as usize].open[side as usize] = false;
@@ -719,7 +746,7 @@ impl Sim {
             Some(data) => node.handle_data(now, ConnId(conn), &data),
             None => {
                 self.links[l as usize].open[s] = false;
-                self.hosts[h as usize].conns.remove(&conn);
+                self.hosts[h as usize].conns.remove(conn);
                 node.handle_closed(now, ConnId(conn));
             }
         }
