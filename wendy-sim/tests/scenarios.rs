@@ -61,6 +61,8 @@ fn crash(fraction: f64, seed: u64) {
         duration: Some(Duration::from_secs(120)),
         crash_fraction: fraction,
         crash_at: Some(Duration::from_secs(15)),
+        // Bounds the test's time if the protocol stops repairing (it then fails below).
+        repair_timeout: Duration::from_secs(150),
         ..SimConfig::default()
     };
     let r = run(cfg.clone());
