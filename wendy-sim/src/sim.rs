@@ -1,7 +1,8 @@
 //! The engine: hosts running real `wendy_proto` nodes, connections carrying their encoded
 //! frames, one event queue, the oracle, and the scenario that drives a whole run.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
@@ -69,6 +70,31 @@ struct Host {
     /// Split side (0 or 1).
     side: u8,
 }
+
+/// Hashes a `NodeId` by folding its (already uniformly random) bits: ids and lookup keys are
+/// drawn at random, so this is as good as any hash and much cheaper than SipHash. Maps keyed by
+/// it are only ever looked up, never iterated, so their order cannot reach any output.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 ^= (v as u64) ^ ((v >> 64) as u64).rotate_left(29);
+    }
+}
+
+/// A map from ids (or keys) that is looked up only, never iterated.
+type IdMap<V> = HashMap<NodeId, V, BuildHasherDefault<IdHasher>>;
 
 /// A host's connections, ConnId -> link << 1 | side, as a sorted vector: a node names its
 /// connections with increasing numbers, so inserts append, and look-ups touch one array.
@@ -174,7 +200,7 @@ pub struct Sim {
     links: Vec<Link>,
     free_links: Vec<u32>,
     /// Every host's id (ids are never reused by another host).
-    ids: BTreeMap<NodeId, u32>,
+    ids: IdMap<u32>,
     /// The oracle: live, joined nodes.
     joined: BTreeMap<NodeId, u32>,
     joined_list: Vec<u32>,
@@ -185,7 +211,7 @@ pub struct Sim {
     trace: TraceHash,
     recs: VecDeque<LookupRec>,
     recs_base: u64,
-    by_key: BTreeMap<NodeId, u64>,
+    by_key: IdMap<u64>,
     m: Metrics,
     events: u64,
     alive: u64,
@@ -229,7 +255,7 @@ impl Sim {
             hosts: Vec::new(),
             links: Vec::new(),
             free_links: Vec::new(),
-            ids: BTreeMap::new(),
+            ids: IdMap::default(),
             joined: BTreeMap::new(),
             joined_list: Vec::new(),
             rng_net,
@@ -239,7 +265,7 @@ impl Sim {
             trace: TraceHash::default(),
             recs: VecDeque::new(),
             recs_base: 0,
-            by_key: BTreeMap::new(),
+            by_key: IdMap::default(),
             m: Metrics { hops: vec![0; 65], ..Metrics::default() },
             events: 0,
             alive: 0,
