@@ -68,7 +68,7 @@ impl Config {
             heartbeat_interval: Duration::from_secs(1),
             suspect_timeout: Duration::from_secs(3),
             probe_timeout: Duration::from_secs(1),
-            table_probe_interval: Duration::from_secs(30),
+            table_probe_interval: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(20),
             join_timeout: Duration::from_secs(10),

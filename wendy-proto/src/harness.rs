@@ -62,6 +62,7 @@ pub struct Harness {
     now: Instant,
     nodes: Vec<Node>,
     alive: Vec<bool>,
+    group: Vec<u8>,
     addrs: BTreeMap<SocketAddr, usize>,
     links: BTreeMap<(usize, ConnId), (usize, ConnId)>,
     queue: BTreeMap<(Instant, u64), Ev>,
@@ -85,6 +86,7 @@ impl Harness {
             now: Instant::ZERO,
             nodes: Vec::new(),
             alive: Vec::new(),
+            group: Vec::new(),
             addrs: BTreeMap::new(),
             links: BTreeMap::new(),
             queue: BTreeMap::new(),
@@ -111,6 +113,7 @@ impl Harness {
         self.addrs.insert(cfg.info.global, i);
         self.nodes.push(Node::new(cfg, self.now));
         self.alive.push(true);
+        self.group.push(0);
         self.armed.push(None);
         self.addrs.insert(addr, i);
         self.drain(i);
@@ -145,6 +148,28 @@ impl Harness {
         let now = self.now;
         self.nodes[i].leave(now);
         self.drain(i);
+    }
+
+    /// Splits the network: nodes in `side` and the others can no longer reach each other.
+    /// Connections across the cut go silent (frames vanish, nobody is told); dials across it
+    /// are never answered.
+    pub fn partition(&mut self, side: &[usize]) {
+        for g in &mut self.group {
+            *g = 0;
+        }
+        for &i in side {
+            self.group[i] = 1;
+        }
+        let group = &self.group;
+        self.links.retain(|&(a, _), &mut (b, _)| group[a] == group[b]);
+    }
+
+    /// Heals a partition: every node can reach every other again (severed connections stay
+    /// dead; the nodes must notice and dial anew).
+    pub fn repair(&mut self) {
+        for g in &mut self.group {
+            *g = 0;
+        }
     }
 
     /// Node `i` stops at once: no goodbye, frames to it vanish, connecting to it fails.
@@ -275,6 +300,10 @@ impl Harness {
         let now = self.now;
         match ev {
             Ev::Accept { from, conn, to } => {
+                if self.group[from] != self.group[to] {
+                    // Across a partition the dial is never answered; the dialler times out.
+                    return;
+                }
                 if !self.alive[to] || !self.alive[from] || self.nodes[to].has_left() {
                     let at = now + self.latency(from, to);
                     self.push(at, Ev::ConnectFailed { node: from, conn });

@@ -39,6 +39,9 @@ pub struct Node {
     next_conn: u64,
     held: VecDeque<Held>,
     failed: BTreeMap<NodeId, Instant>,
+    /// Leaf-set members declared gone, re-probed at every leaf-set exchange for a while, so
+    /// that two halves of a partitioned ring find each other again once it heals.
+    lost_leaves: BTreeMap<NodeId, (NodeInfo, Instant)>,
     out: VecDeque<Output>,
     pending_total: usize,
     next_tick: Instant,
@@ -85,6 +88,8 @@ struct Conn {
     last_active: Instant,
     /// When we sent our first handshake message: its answer gives a free round-trip sample.
     handshake_sent: Option<Instant>,
+    /// When we sent `Closing` on it: it carries nothing more from us and closes on the answer.
+    closing: Option<Instant>,
     expected: Option<NodeId>,
     peer: Option<NodeId>,
 }
@@ -131,6 +136,7 @@ impl Node {
             next_conn: 0,
             held: VecDeque::new(),
             failed: BTreeMap::new(),
+            lost_leaves: BTreeMap::new(),
             out: VecDeque::new(),
             pending_total: 0,
             next_tick: now + config.heartbeat_interval,
@@ -601,6 +607,16 @@ impl Node {
             Message::Leaving => {
                 self.peer_failed(now, from);
             }
+            Message::Closing => {
+                let we_asked = self.conns.get(&conn).is_some_and(|c| c.closing.is_some());
+                if !we_asked {
+                    // Answer, and send nothing more here: the answer is the last frame.
+                    self.detach(from, conn);
+                    self.transmit(conn, &Message::Closing);
+                }
+                self.out.push_back(Output::Close { conn });
+                self.drop_conn(now, conn);
+            }
             Message::Hello { .. } | Message::HelloAck { .. } | Message::Auth { .. } => {}
         }
     }
@@ -828,7 +844,8 @@ impl Node {
             let leaves = matches!(hop, Hop::Here)
                 .then(|| self.infos(self.leaf.members().into_iter().filter(|&x| x != joiner.id)));
             let state = Message::JoinState { rows, hood, leaves };
-            let direct = via.filter(|c| self.conns.get(c).is_some_and(|c| c.peer == Some(joiner.id)));
+            let direct =
+                via.filter(|c| self.conns.get(c).is_some_and(|c| c.peer == Some(joiner.id) && c.closing.is_none()));
             match direct {
                 Some(conn) => {
                     self.enqueue(conn, state);
@@ -895,6 +912,7 @@ impl Node {
         }
         if direct {
             self.failed.remove(&id);
+            self.lost_leaves.remove(&id);
             if self.state == State::Alone {
                 self.state = State::Ready;
             }
@@ -981,6 +999,9 @@ impl Node {
         let conns: Vec<ConnId> =
             self.conns.iter().filter(|(_, c)| c.peer == Some(id) || c.expected == Some(id)).map(|(&k, _)| k).collect();
         let info = self.peers.remove(&id).map(|p| p.info);
+        if let (false, Some(info)) = (sides.is_empty(), &info) {
+            self.remember_lost_leaf(now, info.clone());
+        }
         for conn in conns {
             self.out.push_back(Output::Close { conn });
             self.drop_conn(now, conn);
@@ -1081,14 +1102,23 @@ impl Node {
         // Connections that took too long to set up, or sat idle.
         let mut slow = Vec::new();
         let mut idle = Vec::new();
+        let mut unanswered = Vec::new();
         for (&id, c) in &self.conns {
             if !matches!(c.phase, Phase::Open) {
                 if now - c.opened >= self.cfg.connect_timeout {
                     slow.push(id);
                 }
+            } else if let Some(t) = c.closing {
+                if now - t >= self.cfg.connect_timeout {
+                    unanswered.push(id);
+                }
             } else if now - c.last_active >= self.cfg.idle_timeout && !c.peer.is_some_and(|p| self.leaf.contains(p)) {
                 idle.push(id);
             }
+        }
+        for id in unanswered {
+            self.out.push_back(Output::Close { conn: id });
+            self.drop_conn(now, id);
         }
         for id in slow {
             // The driver still holds this socket (connecting, or a peer that stalls its
@@ -1097,8 +1127,7 @@ impl Node {
             self.conn_failed(now, id, true);
         }
         for id in idle {
-            self.out.push_back(Output::Close { conn: id });
-            self.drop_conn(now, id);
+            self.start_closing(now, id);
         }
         self.failed.retain(|_, until| *until > now);
         // Forget peers that are in no table and have no connection.
@@ -1121,6 +1150,36 @@ impl Node {
                     let _ = self.send_msg(now, id, Message::LeafSetRequest);
                 }
             }
+            self.reprobe_lost_leaves(now);
+        }
+    }
+
+    /// Keeps a departed leaf-set member's address for `LOST_LEAF_MEMORY`, at most L of them.
+    fn remember_lost_leaf(&mut self, now: Instant, info: NodeInfo) {
+        if self.lost_leaves.contains_key(&info.id) {
+            return;
+        }
+        self.lost_leaves.insert(info.id, (info, now + LOST_LEAF_MEMORY));
+        while self.lost_leaves.len() > self.cfg.leaf_set_size.max(1) {
+            let oldest = self.lost_leaves.iter().min_by_key(|(&id, (_, until))| (*until, id)).map(|(&id, _)| id);
+            if let Some(id) = oldest {
+                self.lost_leaves.remove(&id);
+            }
+        }
+    }
+
+    /// Pings the departed leaf-set members we still remember: one that answers is alive (a
+    /// healed partition, a false suspicion) and is learned again.
+    fn reprobe_lost_leaves(&mut self, now: Instant) {
+        self.lost_leaves.retain(|_, (_, until)| *until > now);
+        let lost: Vec<NodeInfo> = self.lost_leaves.values().map(|(info, _)| info.clone()).collect();
+        for info in lost {
+            let id = info.id;
+            if self.peers.contains_key(&id) {
+                continue;
+            }
+            self.peers.insert(id, Peer::new(info, now));
+            self.probe(now, id, false);
         }
     }
 
@@ -1196,19 +1255,50 @@ impl Node {
         Some(id)
     }
 
-    /// Closes the least recently used open connection that no leaf-set member depends on.
+    /// Frees a connection slot at once: a connection already closing gracefully, else the least
+    /// recently used open one that no leaf-set member depends on. This is the hard limit, so
+    /// the close is abrupt (idle connections normally close gracefully long before).
     fn make_room(&mut self, now: Instant) -> bool {
-        let victim = self
-            .conns
-            .iter()
-            .filter(|(_, c)| matches!(c.phase, Phase::Open) && c.pending.is_empty())
-            .filter(|(_, c)| !c.peer.is_some_and(|p| self.leaf.contains(p)))
-            .min_by_key(|(&k, c)| (c.last_active, k))
-            .map(|(&k, _)| k);
+        let closing = self.conns.iter().filter(|(_, c)| c.closing.is_some()).min_by_key(|(&k, c)| (c.closing, k));
+        let victim = closing.map(|(&k, _)| k).or_else(|| {
+            self.conns
+                .iter()
+                .filter(|(_, c)| matches!(c.phase, Phase::Open))
+                .filter(|(_, c)| !c.peer.is_some_and(|p| self.leaf.contains(p)))
+                .min_by_key(|(&k, c)| (c.last_active, k))
+                .map(|(&k, _)| k)
+        });
         let Some(victim) = victim else { return false };
         self.out.push_back(Output::Close { conn: victim });
         self.drop_conn(now, victim);
         true
+    }
+
+    /// Begins the graceful close of an open connection: `Closing` goes out, nothing more is
+    /// sent on it, and it closes when the peer answers (or after `connect_timeout`).
+    fn start_closing(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        c.closing = Some(now);
+        let peer = c.peer;
+        self.transmit(conn, &Message::Closing);
+        if let Some(pid) = peer {
+            self.detach(pid, conn);
+        }
+    }
+
+    /// Stops sending to `peer` over `conn`: its next message uses another open connection or a
+    /// new one.
+    fn detach(&mut self, peer: NodeId, conn: ConnId) {
+        let other = self
+            .conns
+            .iter()
+            .find(|(&k, x)| k != conn && x.peer == Some(peer) && matches!(x.phase, Phase::Open) && x.closing.is_none())
+            .map(|(&k, _)| k);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if p.conn == Some(conn) {
+                p.conn = other;
+            }
+        }
     }
 
     /// A connection to `addr` we dialled (open or opening), or a new one.
@@ -1216,7 +1306,9 @@ impl Node {
         let existing = self
             .conns
             .iter()
-            .find(|(_, c)| c.addr == addr && !matches!(c.phase, Phase::AwaitHello | Phase::AwaitAuth { .. }))
+            .find(|(_, c)| {
+                c.addr == addr && c.closing.is_none() && !matches!(c.phase, Phase::AwaitHello | Phase::AwaitAuth { .. })
+            })
             .map(|(&k, _)| k);
         existing.or_else(|| self.dial(now, addr, None))
     }
@@ -1250,6 +1342,9 @@ impl Node {
     /// Transmits on an open connection, or queues until it opens. False if the queue is full.
     fn enqueue(&mut self, conn: ConnId, msg: Message) -> bool {
         let Some(c) = self.conns.get_mut(&conn) else { return false };
+        if c.closing.is_some() {
+            return false;
+        }
         if matches!(c.phase, Phase::Open) {
             c.last_active = self.last_now;
             self.transmit(conn, &msg);
@@ -1279,13 +1374,7 @@ impl Node {
         let Some(c) = self.conns.remove(&conn) else { return };
         self.pending_total -= c.pending.len();
         if let Some(pid) = c.peer.or(c.expected) {
-            let other =
-                self.conns.iter().find(|(_, x)| x.peer == Some(pid) && matches!(x.phase, Phase::Open)).map(|(&k, _)| k);
-            if let Some(p) = self.peers.get_mut(&pid) {
-                if p.conn == Some(conn) {
-                    p.conn = other;
-                }
-            }
+            self.detach(pid, conn);
         }
         for m in c.pending {
             self.requeue(now, m);
@@ -1460,11 +1549,15 @@ impl Conn {
             opened: now,
             last_active: now,
             handshake_sent: None,
+            closing: None,
             expected,
             peer: None,
         }
     }
 }
+
+/// How long a departed leaf-set member is re-probed before it is forgotten.
+const LOST_LEAF_MEMORY: core::time::Duration = core::time::Duration::from_secs(600);
 
 /// Proximity of a node: the round trip in microseconds, times `factor` across regions.
 fn proximity(rtt: core::time::Duration, their_region: &str, our_region: &str, factor: u64) -> u64 {

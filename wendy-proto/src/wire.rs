@@ -126,6 +126,9 @@ pub enum Message {
     },
     /// The sender is leaving the ring gracefully.
     Leaving,
+    /// The sender wants to close this idle connection and will send nothing more on it. The
+    /// receiver stops using it, answers `Closing`, and closes; so no frame is lost in a close race.
+    Closing,
 }
 
 /// An application message on its way towards `key`.

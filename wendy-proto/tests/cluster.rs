@@ -436,3 +436,69 @@ fn direct_messages_reach_a_node_by_id_or_address() {
         .collect();
     assert_eq!(got, vec![(b, 20, true, &b"by id"[..]), (b, 21, true, &b"by addr"[..])]);
 }
+
+#[test]
+fn idle_connections_close_without_losing_messages() {
+    // Connections idle out every fraction of a second while lookups flow: the graceful close
+    // (Closing, answered, then close) must not lose a frame written while the close was in flight.
+    let seed = 91;
+    let mut h = Harness::new(seed);
+    h.configure = Box::new(|id, addr| {
+        let mut c = wendy_proto::Config::new(id, addr);
+        c.idle_timeout = Duration::from_millis(150);
+        c.heartbeat_interval = Duration::from_millis(100);
+        c.suspect_timeout = Duration::from_millis(600);
+        c.probe_timeout = Duration::from_millis(300);
+        c.leaf_set_size = 8;
+        c
+    });
+    let mut rng = Rng::new(seed);
+    let n = 150;
+    for _ in 0..n {
+        h.add_node(NodeId::from_u128(rng.next_u128()));
+    }
+    for i in 1..n {
+        h.join(i, rng.below(i as u64) as usize);
+        h.run_for(Duration::from_millis(10));
+    }
+    assert!(h.run_until_ready(Duration::from_secs(30)));
+    h.run_for(Duration::from_secs(2));
+    let m = 3000;
+    let o = lookups(&mut h, m, seed);
+    let closes = (0..n).map(|i| h.node(i).stats().frames_out).sum::<u64>();
+    eprintln!("delivered {}/{m}, wrong {}, frames {closes}", o.delivered, o.wrong);
+    assert_eq!((o.delivered, o.wrong, o.duplicates), (m, 0, 0), "seed {seed}");
+}
+
+#[test]
+fn a_healed_partition_merges_into_one_ring() {
+    let seed = 101;
+    let mut h = Harness::new(seed);
+    h.configure = Box::new(|id, addr| {
+        let mut c = wendy_proto::Config::new(id, addr);
+        c.leaf_exchange_interval = Duration::from_secs(5);
+        c
+    });
+    let mut rng = Rng::new(seed);
+    let n = 60;
+    for _ in 0..n {
+        h.add_node(NodeId::from_u128(rng.next_u128()));
+    }
+    for i in 1..n {
+        h.join(i, rng.below(i as u64) as usize);
+        h.run_for(Duration::from_millis(10));
+    }
+    assert!(h.run_until_ready(Duration::from_secs(30)));
+    h.run_for(Duration::from_secs(5));
+    // Split into two halves, long enough that each declares the other gone and repairs alone.
+    let side: Vec<usize> = (0..n).filter(|i| i % 2 == 0).collect();
+    h.partition(&side);
+    let detection = h.node(0).config().detection_time();
+    h.run_for(detection + Duration::from_secs(5));
+    let other = h.node(1).id();
+    assert!(!h.node(0).leaf_set().contains(other) && !h.node(0).routing_table().contains(other));
+    h.repair();
+    h.run_for(Duration::from_secs(40));
+    let o = lookups(&mut h, 500, seed);
+    assert_eq!((o.delivered, o.wrong), (500, 0), "seed {seed}: one ring again after the partition healed");
+}
