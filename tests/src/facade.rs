@@ -5,6 +5,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use wendy_driver::NodeEvent;
 use wendy_proto::{CommandError, Config, Delivery, Event, ForwardHook, Node, NodeId, Stats, Target};
 
 /// An application event, whichever driver reported it.
@@ -23,6 +24,17 @@ pub enum Ev {
     Event(Event),
     /// A send was refused by the node.
     SendFailed(CommandError),
+}
+
+/// Converts a driver event (both drivers share the type) to the facade's.
+pub fn convert(ev: NodeEvent) -> Option<Ev> {
+    Some(match ev {
+        NodeEvent::Deliver(d) => Ev::Deliver(d),
+        NodeEvent::Forwarded(f) => Ev::Forwarded { key: f.key, next: f.next },
+        NodeEvent::Event(e) => Ev::Event(e),
+        NodeEvent::SendFailed(e) => Ev::SendFailed(e),
+        _ => return None,
+    })
 }
 
 /// A node started by a driver, driven from a plain thread.

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use wendy_proto::{Config, ForwardHook, Forwarding, Node, NodeId, NodeInfo, Target};
-use wendy_smol::{NodeEvent, NodeHandle, Options};
+use wendy_smol::{NodeHandle, Options};
 
-use crate::facade::{Driver, Ev, TestNode};
+use crate::facade::{convert, Driver, Ev, TestNode};
 
 /// Runs nodes under smol.
 #[derive(Debug, Default)]
@@ -17,17 +17,6 @@ pub struct SmolDriver;
 struct SmolNode {
     handle: NodeHandle,
     events: mpsc::Receiver<Ev>,
-}
-
-/// Converts a driver event to the facade's.
-pub fn convert(ev: NodeEvent) -> Option<Ev> {
-    Some(match ev {
-        NodeEvent::Deliver(d) => Ev::Deliver(d),
-        NodeEvent::Forwarded(f) => Ev::Forwarded { key: f.key, next: f.next },
-        NodeEvent::Event(e) => Ev::Event(e),
-        NodeEvent::SendFailed(e) => Ev::SendFailed(e),
-        _ => return None,
-    })
 }
 
 impl Driver for SmolDriver {

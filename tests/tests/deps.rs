@@ -1,5 +1,6 @@
-//! The drivers' dependency trees stay apart: no Tokio crate under wendy-smol, and no smol
-//! (or async-io) crate under wendy-tokio. Checked with `cargo tree`, so CI runs it as a test.
+//! The drivers' dependency trees stay apart: no Tokio crate under wendy-smol, no smol (or
+//! async-io) crate under wendy-tokio, and neither under wendy-driver, the runtime-independent
+//! code both share. Checked with `cargo tree`, so CI runs it as a test.
 
 use std::process::Command;
 
@@ -17,6 +18,11 @@ fn tree(package: &str) -> Vec<String> {
     names
 }
 
+/// True for the crates of the smol runtime.
+fn is_smol(name: &str) -> bool {
+    matches!(name, "smol" | "async-io" | "async-executor" | "async-net" | "async-global-executor")
+}
+
 #[test]
 fn smol_driver_has_no_tokio() {
     let names = tree("wendy-smol");
@@ -28,12 +34,15 @@ fn smol_driver_has_no_tokio() {
 #[test]
 fn tokio_driver_has_no_smol() {
     let names = tree("wendy-tokio");
-    let bad: Vec<&String> = names
-        .iter()
-        .filter(|n| {
-            matches!(n.as_str(), "smol" | "async-io" | "async-executor" | "async-net" | "async-global-executor")
-        })
-        .collect();
+    let bad: Vec<&String> = names.iter().filter(|n| is_smol(n)).collect();
     assert!(bad.is_empty(), "wendy-tokio depends on {bad:?}");
     assert!(names.iter().any(|n| n == "tokio"));
+}
+
+#[test]
+fn shared_driver_code_has_no_runtime() {
+    let names = tree("wendy-driver");
+    let bad: Vec<&String> = names.iter().filter(|n| n.starts_with("tokio") || is_smol(n)).collect();
+    assert!(bad.is_empty(), "wendy-driver depends on {bad:?}");
+    assert!(names.iter().any(|n| n == "wendy-driver"));
 }

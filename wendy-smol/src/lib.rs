@@ -2,7 +2,7 @@
 //!
 //! This crate is a thin driver: the protocol (routing, joins, failure detection, retries and
 //! every timer policy) lives in `wendy-proto`. The driver only moves bytes between sockets and
-//! the state machine, runs its timer, and maps the node's [`ConnId`]s to sockets.
+//! the state machine, runs its timer, and maps the node's [`ConnId`](wendy_proto::ConnId)s to sockets.
 //!
 //! - one task owns the [`Node`] (no locks on it); it selects over application commands, bytes
 //!   from per-connection reader tasks, accepted sockets, connect results and the timer;
@@ -45,161 +45,34 @@
 #![deny(missing_docs)]
 
 mod driver;
-mod events;
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-
-use bytes::Bytes;
 use std::sync::Mutex;
 
+use bytes::Bytes;
 use smol::channel;
 use smol::net::TcpListener;
 use smol::Task;
-
-pub use events::Events;
 use tracing::Instrument;
+use wendy_driver::{Command, Inspector, Responder};
 
+pub use wendy_driver::{Error, Events, Forwarded, NodeEvent, Options};
 pub use wendy_proto;
 pub use wendy_proto::{
     CommandError, Config, Delivery, Event, ForwardHook, Forwarding, Node, NodeError, NodeId, NodeInfo, Stats, Target,
 };
 
-/// Driver settings, beyond the protocol's [`Config`].
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct Options {
-    /// While more bytes than this wait to be written (all connections together), application
-    /// commands wait: `send` applies back-pressure instead of growing queues.
-    pub max_queued_bytes: usize,
-    /// A peer that lets more unwritten bytes than this pile up for it is disconnected, so a
-    /// slow peer cannot make the node use unbounded memory.
-    pub max_conn_queue_bytes: usize,
-    /// Size of each read from a socket.
-    pub read_buffer: usize,
-    /// Events handed to the application and not yet read, at most. Past it the node keeps
-    /// deliveries (and stops reading the network until the application catches up); other
-    /// events beyond twice this are dropped and counted.
-    pub event_capacity: usize,
-    /// Capacity of the command channel.
-    pub command_capacity: usize,
-    /// Report [`NodeEvent::Forwarded`] for every message passed on.
-    pub report_forwarded: bool,
-    /// Report [`Event::Heartbeat`]s.
-    pub report_heartbeats: bool,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            max_queued_bytes: 8 << 20,
-            max_conn_queue_bytes: 64 << 20,
-            read_buffer: 64 << 10,
-            event_capacity: 1 << 16,
-            command_capacity: 1024,
-            report_forwarded: true,
-            report_heartbeats: true,
-        }
-    }
-}
-
-/// What the node tells the application.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum NodeEvent {
-    /// A message arrived at its destination: this node.
-    Deliver(Delivery),
-    /// A routed message was passed on.
-    Forwarded(Forwarded),
-    /// A protocol event: joined, node joined or left, leaf set changed, heartbeat, peer
-    /// rejected, or an error the node recovered from.
-    Event(Event),
-    /// A `send` or `send_to` accepted by the handle was refused by the node.
-    SendFailed(CommandError),
-}
-
-/// A routed message passed on to its next hop (the Go wendy's `OnForward`, after the fact).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Forwarded {
-    /// The message's key.
-    pub key: NodeId,
-    /// Its purpose.
-    pub purpose: u8,
-    /// The node that sent it first.
-    pub origin: NodeId,
-    /// The next hop.
-    pub next: NodeId,
-    /// Hops taken, this one included.
-    pub hops: u8,
-}
-
-/// Why a command failed.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Error {
-    /// The node refused the command.
-    Command(CommandError),
-    /// The join did not complete.
-    JoinFailed(NodeError),
-    /// The node has stopped.
-    Stopped,
-    /// A socket operation failed.
-    Io(io::Error),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Command(e) => write!(f, "command refused: {e}"),
-            Error::JoinFailed(e) => write!(f, "join failed: {e}"),
-            Error::Stopped => f.write_str("the node has stopped"),
-            Error::Io(e) => write!(f, "i/o error: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Command(e) => Some(e),
-            Error::JoinFailed(e) => Some(e),
-            Error::Io(e) => Some(e),
-            Error::Stopped => None,
-        }
-    }
-}
-
-impl From<CommandError> for Error {
-    fn from(e: CommandError) -> Self {
-        Error::Command(e)
-    }
-}
-
-impl From<io::Error> for Error {
-    fn from(e: io::Error) -> Self {
-        Error::Io(e)
-    }
-}
-
-type Inspector = Box<dyn FnOnce(&Node) + Send>;
-
-/// The sending half of a one-shot answer.
-pub(crate) type Reply<T> = channel::Sender<T>;
-
-fn reply<T>() -> (channel::Sender<T>, channel::Receiver<T>) {
-    channel::bounded(1)
-}
-
-pub(crate) enum Command {
-    Join(SocketAddr, Reply<Result<(), Error>>),
-    Send { key: NodeId, purpose: u8, payload: Bytes },
-    SendTo { target: Target, purpose: u8, payload: Bytes },
-    SendBatch(Vec<(NodeId, u8, Bytes)>),
-    Hook(Box<dyn ForwardHook>),
-    Inspect(Inspector),
-    Leave(Reply<()>),
-    Stop(Reply<()>),
+/// A one-shot answer from the node task, and where to wait for it.
+fn reply<T: Send + 'static>() -> (Responder<T>, channel::Receiver<T>) {
+    let (tx, rx) = channel::bounded(1);
+    (
+        Box::new(move |v| {
+            let _ = tx.try_send(v);
+        }),
+        rx,
+    )
 }
 
 /// A running node. Dropping it stops the node (abruptly: nothing is announced).
@@ -234,11 +107,11 @@ impl NodeHandle {
     pub async fn start_with(mut config: Config, options: Options) -> io::Result<NodeHandle> {
         let listener = TcpListener::bind(config.info.local).await?;
         let bound = listener.local_addr()?;
-        fix_port(&mut config, bound);
+        wendy_driver::fix_port(&mut config, bound);
         let info = config.info.clone();
-        let max_payload = config.max_frame_size.saturating_sub(64);
+        let max_payload = wendy_driver::max_payload(&config);
         let (tx, rx) = channel::bounded(options.command_capacity.max(1));
-        let (ev_tx, ev_rx) = events::channel(options.event_capacity);
+        let (ev_tx, ev_rx) = wendy_driver::channel(options.event_capacity);
         let span = tracing::info_span!("wendy", node = %info.id, addr = %bound);
         let task = Mutex::new(Some(smol::spawn(driver::run(config, options, listener, rx, ev_tx).instrument(span))));
         tracing::debug!(node = %info.id, addr = %bound, "node started");
@@ -298,7 +171,7 @@ impl NodeHandle {
 
     /// Runs `f` on the node inside its task and returns the result (state, stats, ...).
     pub async fn inspect<T: Send + 'static>(&self, f: impl FnOnce(&Node) -> T + Send + 'static) -> Result<T, Error> {
-        let (tx, rx) = reply();
+        let (tx, rx) = channel::bounded(1);
         let f: Inspector = Box::new(move |n| {
             let _ = tx.try_send(f(n));
         });
@@ -404,13 +277,7 @@ impl Sender {
     }
 
     fn check(&self, purpose: u8, len: usize) -> Result<(), Error> {
-        if purpose < 16 {
-            return Err(Error::Command(CommandError::ReservedPurpose(purpose)));
-        }
-        if len > self.max_payload {
-            return Err(Error::Command(CommandError::PayloadTooLarge { len, max: self.max_payload }));
-        }
-        Ok(())
+        wendy_driver::check_send(purpose, len, self.max_payload)
     }
 
     async fn command(&self, c: Command) -> Result<(), Error> {
@@ -422,15 +289,4 @@ impl fmt::Debug for Sender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sender").finish_non_exhaustive()
     }
-}
-
-/// Puts the bound port into the node's addresses when port 0 was asked for.
-fn fix_port(config: &mut Config, bound: SocketAddr) {
-    let asked = config.info.local;
-    if config.info.global == asked {
-        config.info.global = bound;
-    } else if config.info.global.port() == 0 {
-        config.info.global.set_port(bound.port());
-    }
-    config.info.local = bound;
 }

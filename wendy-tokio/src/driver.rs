@@ -1,6 +1,6 @@
-//! The node task: owns the [`Node`], feeds it inputs and carries out its outputs.
+//! The node task over Tokio: sockets, tasks, timers and channels. The node logic itself is
+//! [`wendy_driver::Core`].
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,36 +11,15 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::Instrument;
-use wendy_proto::{ConnId, Event, Instant, Node, NodeError, Output};
+use wendy_driver::{Command, Core, EventSender, Link, Net};
+use wendy_proto::ConnId;
 
-use crate::events::EventSender;
-use crate::{Command, Config, Error, Forwarded, NodeEvent, Options};
+use crate::{Config, Options};
 
-/// Inputs from the network side, in one channel so that a connection's data never overtakes
-/// the news that it was established.
-enum Net {
-    Accepted(TcpStream, SocketAddr),
-    Connected(ConnId, io::Result<TcpStream>),
-    Data(ConnId, Bytes),
-    Closed(ConnId),
-}
-
-/// Frames for one connection not yet handed to its writer.
-struct Conn {
-    /// The socket's write half, shared with the writer task: the node task writes to it
-    /// directly while the writer has nothing queued.
-    socket: Option<Arc<OwnedWriteHalf>>,
-    writer: Option<mpsc::UnboundedSender<Bytes>>,
-    reader: Option<AbortHandle>,
-    /// Frames of the current batch.
-    batch: Vec<u8>,
-    /// Bytes handed to the writer and not yet written.
-    queued: Arc<AtomicUsize>,
-}
-
+/// What the writers share with the node task.
 struct Shared {
     /// Unwritten bytes of every connection together.
     queued: AtomicUsize,
@@ -48,29 +27,27 @@ struct Shared {
     drained: Notify,
 }
 
-struct Driver {
-    node: Node,
-    origin: tokio::time::Instant,
-    opts: Options,
-    conns: HashMap<ConnId, Conn>,
-    dirty: Vec<ConnId>,
-    net_tx: mpsc::Sender<Net>,
-    events: EventSender,
-    /// Events of the current round, and events waiting for the application to make room.
-    /// While the application lags the node reads no network input: a slow application slows
-    /// its peers down instead of losing deliveries.
-    outbox: Vec<NodeEvent>,
-    /// True while the application has no room for `outbox`.
-    lagging: bool,
-    /// The time of the current round of inputs (reading the clock per message costs).
-    clock: Instant,
-    /// Bytes in the current batches of every connection.
-    batched: usize,
-    events_dropped: u64,
+/// The runtime side of the node task.
+struct Tokio {
+    net_tx: mpsc::Sender<Net<TcpStream>>,
     tasks: JoinSet<()>,
     shared: Arc<Shared>,
-    join_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
+    read_buffer: usize,
     connect_timeout: Duration,
+}
+
+/// An attached socket.
+struct TokioLink {
+    /// Aborted when the link is dropped.
+    reader: AbortHandle,
+    /// The socket's write half, shared with the writer task: the node task writes to it
+    /// directly while the writer has nothing queued. The last of the two to let go of it shuts
+    /// the socket down.
+    socket: Arc<OwnedWriteHalf>,
+    writer: mpsc::UnboundedSender<Bytes>,
+    /// Bytes handed to the writer and not yet written.
+    queued: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
 }
 
 /// Most inputs handled before the batched frames are handed to the writers.
@@ -83,53 +60,36 @@ pub(crate) async fn run(
     mut commands: mpsc::Receiver<Command>,
     events: EventSender,
 ) {
-    let origin = tokio::time::Instant::now();
-    let connect_timeout = config.connect_timeout;
-    let node = Node::new(config, Instant::ZERO);
     let (net_tx, mut net_rx) = mpsc::channel(256);
-    let mut d = Driver {
-        node,
-        origin,
-        opts,
-        conns: HashMap::new(),
-        dirty: Vec::new(),
+    let mut rt = Tokio {
         net_tx,
-        events,
-        outbox: Vec::new(),
-        lagging: false,
-        clock: Instant::ZERO,
-        batched: 0,
-        events_dropped: 0,
         tasks: JoinSet::new(),
         shared: Arc::new(Shared { queued: AtomicUsize::new(0), drained: Notify::new() }),
-        join_waiters: Vec::new(),
-        connect_timeout,
+        read_buffer: opts.read_buffer,
+        connect_timeout: config.connect_timeout,
     };
-    d.tasks.spawn(accept_loop(listener, d.net_tx.clone()).in_current_span());
+    let mut d = Core::new(config, opts, events);
+    let origin = tokio::time::Instant::from_std(d.origin());
+    rt.tasks.spawn(accept_loop(listener, rt.net_tx.clone()).in_current_span());
     let sleep = tokio::time::sleep_until(origin);
     tokio::pin!(sleep);
     loop {
-        let deadline = d.node.poll_timeout().map(|t| origin + Duration::from_micros(t.as_micros()));
+        let deadline = d.deadline().map(tokio::time::Instant::from_std);
         if let Some(t) = deadline {
             if sleep.deadline() != t {
                 sleep.as_mut().reset(t);
             }
         }
-        let congested = d.shared.queued.load(Ordering::Relaxed) > d.opts.max_queued_bytes;
+        let congested = d.is_congested(&rt);
         tokio::select! {
             biased;
-            () = &mut sleep, if deadline.is_some() => {
-                d.tick();
-                let now = d.now();
-                d.node.handle_timeout(now);
-                d.drain();
-            }
-            () = d.events.room(), if d.lagging => {}
-            Some(ev) = net_rx.recv(), if !d.lagging => {
-                d.on_net(ev);
+            () = &mut sleep, if deadline.is_some() => d.handle_timeout(&mut rt),
+            () = d.events().room(), if d.is_lagging() => {}
+            Some(ev) = net_rx.recv(), if !d.is_lagging() => {
+                d.on_net(&mut rt, ev);
                 for _ in 0..BATCH {
                     match net_rx.try_recv() {
-                        Ok(ev) => d.on_net(ev),
+                        Ok(ev) => d.on_net(&mut rt, ev),
                         Err(_) => break,
                     }
                 }
@@ -137,38 +97,22 @@ pub(crate) async fn run(
             cmd = commands.recv(), if !congested => {
                 // None: every handle is gone.
                 let Some(cmd) = cmd else { break };
-                d.tick();
-                let mut stop = d.on_command(cmd);
-                let mut n = 0u32;
-                while stop.is_none() && d.shared.queued.load(Ordering::Relaxed) <= d.opts.max_queued_bytes {
-                    match commands.try_recv() {
-                        Ok(cmd) => stop = d.on_command(cmd),
-                        Err(_) => break,
-                    }
-                    if d.batched > 256 << 10 {
-                        break;
-                    }
-                    n += 1;
-                    if n % 64 == 0 {
-                        d.tick();
-                    }
-                }
-                if let Some(stop) = stop {
-                    d.flush();
-                    d.shutdown().await;
-                    let _ = stop.send(());
+                if let Some(stop) = d.on_commands(&mut rt, cmd, || commands.try_recv().ok()) {
+                    d.flush(&mut rt);
+                    rt.shutdown(&mut d).await;
+                    stop(());
                     return;
                 }
             }
-            () = d.shared.drained.notified(), if congested => {}
+            () = rt.shared.drained.notified(), if congested => {}
         }
-        d.flush();
+        d.flush(&mut rt);
     }
-    d.flush();
-    d.shutdown().await;
+    d.flush(&mut rt);
+    rt.shutdown(&mut d).await;
 }
 
-async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<Net>) {
+async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<Net<TcpStream>>) {
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
@@ -185,198 +129,11 @@ async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<Net>) {
     }
 }
 
-impl Driver {
-    /// The time of the current round of inputs.
-    fn now(&self) -> Instant {
-        self.clock
-    }
-
-    /// Reads the clock.
-    fn tick(&mut self) {
-        self.clock = Instant::from_micros(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX));
-    }
-
-    fn on_net(&mut self, ev: Net) {
-        self.tick();
-        let now = self.now();
-        match ev {
-            Net::Accepted(stream, addr) => {
-                let conn = self.node.handle_accepted(now, addr);
-                tracing::debug!(%conn, %addr, "accepted");
-                self.attach(conn, stream, addr);
-            }
-            Net::Connected(conn, Ok(stream)) => {
-                if !self.conns.contains_key(&conn) {
-                    // The node gave up on it meanwhile.
-                    return;
-                }
-                let addr = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-                tracing::debug!(%conn, %addr, "connected");
-                self.attach(conn, stream, addr);
-                self.node.handle_connected(now, conn);
-            }
-            Net::Connected(conn, Err(e)) => {
-                if self.conns.remove(&conn).is_some() {
-                    tracing::debug!(%conn, error = %e, "connect failed");
-                    self.node.handle_connect_failed(now, conn);
-                }
-            }
-            Net::Data(conn, data) => {
-                if self.conns.contains_key(&conn) {
-                    self.node.handle_bytes(now, conn, data);
-                }
-            }
-            Net::Closed(conn) => {
-                if let Some(c) = self.conns.remove(&conn) {
-                    tracing::debug!(%conn, "closed by peer");
-                    self.release(c);
-                    self.node.handle_closed(now, conn);
-                }
-            }
-        }
-        self.drain();
-    }
-
-    /// Handles one command; `Some` if the node task should end after answering it.
-    fn on_command(&mut self, cmd: Command) -> Option<oneshot::Sender<()>> {
-        let now = self.now();
-        match cmd {
-            Command::Join(addr, reply) => match self.node.join(now, addr) {
-                Ok(()) => self.join_waiters.push(reply),
-                Err(e) => {
-                    let _ = reply.send(Err(Error::Command(e)));
-                }
-            },
-            Command::Send { key, purpose, payload } => {
-                if let Err(e) = self.node.send(now, key, purpose, payload) {
-                    self.emit(NodeEvent::SendFailed(e));
-                }
-            }
-            Command::SendTo { target, purpose, payload } => {
-                if let Err(e) = self.node.send_to(now, target, purpose, payload) {
-                    self.emit(NodeEvent::SendFailed(e));
-                }
-            }
-            Command::SendBatch(batch) => {
-                for (key, purpose, payload) in batch {
-                    if let Err(e) = self.node.send(now, key, purpose, payload) {
-                        self.emit(NodeEvent::SendFailed(e));
-                    }
-                    // Drain as we go: the node's output queue stays small.
-                    self.drain();
-                }
-            }
-            Command::Hook(h) => self.node.set_forward_hook(h),
-            Command::Inspect(f) => f(&self.node),
-            Command::Leave(reply) => {
-                tracing::info!("leaving");
-                self.node.leave(now);
-                self.drain();
-                return Some(reply);
-            }
-            Command::Stop(reply) => return Some(reply),
-        }
-        self.drain();
-        None
-    }
-
-    /// Carries out every output the node has.
-    fn drain(&mut self) {
-        while let Some(out) = self.node.poll_output() {
-            match out {
-                Output::Transmit { conn, data } => {
-                    if let Some(c) = self.conns.get_mut(&conn) {
-                        if c.batch.is_empty() {
-                            self.dirty.push(conn);
-                        }
-                        c.batch.extend_from_slice(&data);
-                        self.batched += data.len();
-                    }
-                }
-                Output::Connect { conn, addr } => self.connect(conn, addr),
-                Output::Close { conn } => {
-                    if let Some(mut c) = self.conns.remove(&conn) {
-                        tracing::debug!(%conn, "closing");
-                        self.hand_over(&mut c);
-                        self.release(c);
-                    }
-                }
-                Output::Deliver(d) => self.emit(NodeEvent::Deliver(d)),
-                Output::Forwarded { key, purpose, origin, next, hops } => {
-                    if self.opts.report_forwarded {
-                        self.emit(NodeEvent::Forwarded(Forwarded { key, purpose, origin, next, hops }));
-                    }
-                }
-                Output::Event(ev) => self.on_event(ev),
-            }
-        }
-    }
-
-    fn on_event(&mut self, ev: Event) {
-        match &ev {
-            Event::Joined => {
-                tracing::info!("joined");
-                for w in self.join_waiters.drain(..) {
-                    let _ = w.send(Ok(()));
-                }
-            }
-            Event::Error(e @ NodeError::JoinFailed { .. }) => {
-                tracing::warn!(error = %e, "join failed");
-                for w in self.join_waiters.drain(..) {
-                    let _ = w.send(Err(Error::JoinFailed(e.clone())));
-                }
-            }
-            Event::Error(e @ (NodeError::Decode { .. } | NodeError::Protocol { .. })) => {
-                tracing::warn!(error = %e, "bad input from a peer; connection closed");
-            }
-            Event::Error(e) => tracing::debug!(error = %e, "node error"),
-            Event::PeerRejected { addr, reason, .. } => tracing::warn!(%addr, ?reason, "peer rejected"),
-            Event::NodeJoined(info) => tracing::debug!(peer = %info.id, "node joined"),
-            Event::NodeLeft(info) => tracing::debug!(peer = %info.id, "node left"),
-            Event::Heartbeat(_) if !self.opts.report_heartbeats => return,
-            _ => {}
-        }
-        self.emit(NodeEvent::Event(ev));
-    }
-
-    /// Queues an event for the application; the round's events are handed over together by
-    /// [`publish`](Self::publish). Deliveries are never dropped (the node stops reading the
-    /// network until the application catches up); other events are dropped, and counted, when
-    /// the application lags by more than the event capacity again.
-    fn emit(&mut self, ev: NodeEvent) {
-        if self.lagging && !matches!(ev, NodeEvent::Deliver(_)) && self.outbox.len() >= self.opts.event_capacity {
-            self.events_dropped += 1;
-            if self.events_dropped.is_power_of_two() {
-                tracing::warn!(dropped = self.events_dropped, "application lags: events dropped");
-            }
-            return;
-        }
-        self.outbox.push(ev);
-    }
-
-    /// Hands the queued events to the application, if it has room for them.
-    fn publish(&mut self) {
-        if self.outbox.is_empty() {
-            self.lagging = false;
-            return;
-        }
-        if self.events.is_closed() {
-            // Nobody reads events any more.
-            self.outbox.clear();
-            self.lagging = false;
-            return;
-        }
-        self.lagging = !self.events.has_room();
-        if !self.lagging && self.events.send(std::mem::take(&mut self.outbox)).is_err() {
-            self.outbox.clear();
-        }
-    }
+impl wendy_driver::Runtime for Tokio {
+    type Stream = TcpStream;
+    type Link = TokioLink;
 
     fn connect(&mut self, conn: ConnId, addr: SocketAddr) {
-        self.conns.insert(
-            conn,
-            Conn { socket: None, writer: None, reader: None, batch: Vec::new(), queued: Arc::new(AtomicUsize::new(0)) },
-        );
         let tx = self.net_tx.clone();
         let limit = self.connect_timeout;
         let span = tracing::debug_span!("connect", %conn, %addr);
@@ -392,8 +149,7 @@ impl Driver {
         );
     }
 
-    /// Starts the reader and writer of a socket for `conn`.
-    fn attach(&mut self, conn: ConnId, stream: TcpStream, addr: SocketAddr) {
+    fn attach(&mut self, conn: ConnId, stream: TcpStream, addr: SocketAddr) -> TokioLink {
         let _ = stream.set_nodelay(true);
         let (rd, wr) = stream.into_split();
         let wr = Arc::new(wr);
@@ -401,120 +157,28 @@ impl Driver {
         let (wtx, wrx) = mpsc::unbounded_channel();
         let span = tracing::debug_span!("conn", %conn, %addr);
         let reader =
-            self.tasks.spawn(read_loop(conn, rd, self.net_tx.clone(), self.opts.read_buffer).instrument(span.clone()));
+            self.tasks.spawn(read_loop(conn, rd, self.net_tx.clone(), self.read_buffer).instrument(span.clone()));
         self.tasks.spawn(
             write_loop(conn, wr.clone(), wrx, queued.clone(), self.shared.clone(), self.net_tx.clone())
                 .instrument(span),
         );
-        let c = self.conns.entry(conn).or_insert_with(|| Conn {
-            socket: None,
-            writer: None,
-            reader: None,
-            batch: Vec::new(),
-            queued: queued.clone(),
-        });
-        c.socket = Some(wr);
-        c.writer = Some(wtx);
-        c.reader = Some(reader);
-        c.queued = queued;
+        TokioLink { reader, socket: wr, writer: wtx, queued, shared: self.shared.clone() }
     }
 
-    /// Hands every connection's batch to its writer; disconnects peers that fell too far behind.
-    fn flush(&mut self) {
-        self.batched = 0;
-        let mut slow = Vec::new();
-        for conn in std::mem::take(&mut self.dirty) {
-            let Some(c) = self.conns.get_mut(&conn) else { continue };
-            if c.queued.load(Ordering::Relaxed) > self.opts.max_conn_queue_bytes {
-                slow.push(conn);
-                continue;
-            }
-            Self::hand_over_with(&self.shared, c);
-        }
-        for conn in slow {
-            if let Some(c) = self.conns.remove(&conn) {
-                tracing::warn!(%conn, queued = c.queued.load(Ordering::Relaxed), "peer too slow: disconnected");
-                self.release(c);
-                self.tick();
-                let now = self.now();
-                self.node.handle_closed(now, conn);
-                self.drain();
-            }
-        }
-        if !self.dirty.is_empty() {
-            // Closing slow peers produced more frames: hand those over too (at most once more).
-            for conn in std::mem::take(&mut self.dirty) {
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    Self::hand_over_with(&self.shared, c);
-                }
-            }
-        }
-        self.batched = 0;
-        self.publish();
+    fn peer_addr(stream: &TcpStream) -> io::Result<SocketAddr> {
+        stream.peer_addr()
     }
 
-    fn hand_over(&mut self, c: &mut Conn) {
-        Self::hand_over_with(&self.shared, c);
+    fn unwritten(&self) -> usize {
+        self.shared.queued.load(Ordering::Relaxed)
     }
+}
 
-    fn hand_over_with(shared: &Shared, c: &mut Conn) {
-        if c.batch.is_empty() {
-            return;
-        }
-        let Some(w) = &c.writer else {
-            c.batch.clear();
-            return;
-        };
-        let mut written = 0;
-        if let Some(socket) = &c.socket {
-            if c.queued.load(Ordering::Acquire) == 0 {
-                // The writer is idle: write straight away, saving it a wake-up. What the
-                // socket does not take (or an error) goes to the writer.
-                while written < c.batch.len() {
-                    match socket.try_write(&c.batch[written..]) {
-                        Ok(n) if n > 0 => written += n,
-                        _ => break,
-                    }
-                }
-                if written == c.batch.len() {
-                    c.batch.clear();
-                    return;
-                }
-            }
-        }
-        let data = if written == 0 {
-            Bytes::from(std::mem::take(&mut c.batch))
-        } else {
-            let rest = Bytes::copy_from_slice(&c.batch[written..]);
-            c.batch.clear();
-            rest
-        };
-        let n = data.len();
-        c.queued.fetch_add(n, Ordering::Relaxed);
-        shared.queued.fetch_add(n, Ordering::Relaxed);
-        if w.send(data).is_err() {
-            c.queued.fetch_sub(n, Ordering::Relaxed);
-            shared.queued.fetch_sub(n, Ordering::Relaxed);
-        }
-    }
-
-    /// Stops reading a connection; its writer finishes what it has, then closes the socket.
-    fn release(&mut self, c: Conn) {
-        if let Some(r) = c.reader {
-            r.abort();
-        }
-        // The writer finishes what it has; the last of the two to let go of the write half
-        // shuts the socket down.
-        drop(c.socket);
-        drop(c.writer);
-    }
-
-    /// Lets writers finish (for a short while), then ends every task.
-    async fn shutdown(&mut self) {
-        for (_, mut c) in std::mem::take(&mut self.conns) {
-            self.hand_over(&mut c);
-            self.release(c);
-        }
+impl Tokio {
+    /// Lets go of every connection, lets writers finish (for a short while), then ends every
+    /// task.
+    async fn shutdown(&mut self, core: &mut Core<Tokio>) {
+        core.close_all();
         let shared = self.shared.clone();
         let flushed = async {
             while shared.queued.load(Ordering::Relaxed) > 0 {
@@ -527,7 +191,34 @@ impl Driver {
     }
 }
 
-async fn read_loop(conn: ConnId, mut rd: OwnedReadHalf, tx: mpsc::Sender<Net>, size: usize) {
+impl Link for TokioLink {
+    fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    fn try_write(&self, buf: &[u8]) -> usize {
+        self.socket.try_write(buf).unwrap_or(0)
+    }
+
+    fn queue(&self, data: Bytes) {
+        let n = data.len();
+        self.queued.fetch_add(n, Ordering::Relaxed);
+        self.shared.queued.fetch_add(n, Ordering::Relaxed);
+        if self.writer.send(data).is_err() {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            self.shared.queued.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for TokioLink {
+    fn drop(&mut self) {
+        // Stop reading; the writer finishes what it has.
+        self.reader.abort();
+    }
+}
+
+async fn read_loop(conn: ConnId, mut rd: OwnedReadHalf, tx: mpsc::Sender<Net<TcpStream>>, size: usize) {
     let mut buf = BytesMut::with_capacity(size);
     loop {
         buf.reserve(size);
@@ -546,14 +237,13 @@ async fn read_loop(conn: ConnId, mut rd: OwnedReadHalf, tx: mpsc::Sender<Net>, s
     }
     let _ = tx.send(Net::Closed(conn)).await;
 }
-
 async fn write_loop(
     conn: ConnId,
     wr: Arc<OwnedWriteHalf>,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     queued: Arc<AtomicUsize>,
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Net>,
+    tx: mpsc::Sender<Net<TcpStream>>,
 ) {
     let mut joined = Vec::new();
     while let Some(first) = rx.recv().await {

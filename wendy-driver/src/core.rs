@@ -1,0 +1,452 @@
+//! The node task's logic: feeds the [`Node`] its inputs and carries out its outputs, leaving to
+//! the runtime layer only what needs sockets, tasks and timers.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use wendy_proto::{ConnId, Event, Instant, Node, NodeError, Output};
+
+use crate::{Command, Config, Error, EventSender, Forwarded, NodeEvent, Options, Responder};
+
+/// What the runtime layer does for the node task: dial peers and run the sockets' readers and
+/// writers. [`Core`] calls it while it carries out the node's outputs.
+pub trait Runtime {
+    /// A connected socket, not yet attached to a connection.
+    type Stream;
+    /// The node task's hold on an attached socket; dropping it stops the reader, and the
+    /// writer closes the socket once it has written what it has.
+    type Link: Link;
+
+    /// Starts dialing `addr` for `conn`, giving up after the connect timeout; the outcome comes
+    /// back as [`Net::Connected`].
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr);
+    /// Starts the reader and writer of `stream` for `conn` (the reader reports [`Net::Data`],
+    /// then [`Net::Closed`]).
+    fn attach(&mut self, conn: ConnId, stream: Self::Stream, addr: SocketAddr) -> Self::Link;
+    /// The peer's address of a connected stream.
+    fn peer_addr(stream: &Self::Stream) -> io::Result<SocketAddr>;
+    /// Bytes handed to writers and not yet written, all connections together.
+    fn unwritten(&self) -> usize;
+}
+
+/// One attached socket, as the node task writes to it.
+pub trait Link {
+    /// Bytes handed to the writer and not yet written.
+    fn queued(&self) -> usize;
+    /// Writes what the socket takes now, without waiting; 0 if it takes nothing (or fails:
+    /// the writer finds out).
+    fn try_write(&self, buf: &[u8]) -> usize;
+    /// Hands `data` to the writer, counting it as queued until written.
+    fn queue(&self, data: Bytes);
+}
+
+/// An input from the network side. The runtime sends them all through one channel, so that a
+/// connection's data never overtakes the news that it was established.
+#[derive(Debug)]
+pub enum Net<S> {
+    /// A peer connected to us.
+    Accepted(S, SocketAddr),
+    /// A dial ended.
+    Connected(ConnId, io::Result<S>),
+    /// Bytes read from a connection.
+    Data(ConnId, Bytes),
+    /// A connection was closed by the peer or failed.
+    Closed(ConnId),
+}
+
+/// Frames for one connection not yet handed to its writer.
+struct Conn<L> {
+    /// `None` while dialing.
+    link: Option<L>,
+    /// Frames of the current batch.
+    batch: Vec<u8>,
+}
+
+/// The node task's state, apart from the runtime: the [`Node`], its connections' batches, the
+/// events of the round and the callers waiting for a join.
+///
+/// A driver's loop: read the clock ([`tick`](Self::tick)) and feed inputs
+/// ([`handle_timeout`](Self::handle_timeout), [`on_net`](Self::on_net),
+/// [`on_commands`](Self::on_commands)), then [`flush`](Self::flush); sleep until
+/// [`deadline`](Self::deadline) or the next input, not reading the network while
+/// [`is_lagging`](Self::is_lagging) (wait for [`EventSender::room`] instead) and not taking
+/// commands while [`is_congested`](Self::is_congested).
+pub struct Core<R: Runtime> {
+    node: Node,
+    opts: Options,
+    origin: std::time::Instant,
+    /// The time of the current round of inputs (reading the clock per message costs).
+    clock: Instant,
+    conns: HashMap<ConnId, Conn<R::Link>>,
+    /// Connections with frames in their batch.
+    dirty: Vec<ConnId>,
+    /// Bytes in the current batches of every connection.
+    batched: usize,
+    events: EventSender,
+    /// Events of the current round, and events waiting for the application to make room.
+    /// While the application lags the node reads no network input: a slow application slows
+    /// its peers down instead of losing deliveries.
+    outbox: Vec<NodeEvent>,
+    /// True while the application has no room for `outbox`.
+    lagging: bool,
+    events_dropped: u64,
+    join_waiters: Vec<Responder<Result<(), Error>>>,
+}
+
+/// Bytes batched by a run of commands after which the frames are handed to the writers.
+const COMMAND_BATCH_BYTES: usize = 256 << 10;
+
+impl<R: Runtime> Core<R> {
+    /// A new node from `config`; its clock starts now.
+    pub fn new(config: Config, opts: Options, events: EventSender) -> Self {
+        Core {
+            node: Node::new(config, Instant::ZERO),
+            opts,
+            origin: std::time::Instant::now(),
+            clock: Instant::ZERO,
+            conns: HashMap::new(),
+            dirty: Vec::new(),
+            batched: 0,
+            events,
+            outbox: Vec::new(),
+            lagging: false,
+            events_dropped: 0,
+            join_waiters: Vec::new(),
+        }
+    }
+
+    /// Reads the clock: the time of the next inputs.
+    pub fn tick(&mut self) {
+        let micros = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.clock = Instant::from_micros(micros);
+    }
+
+    /// Handles the node's timer.
+    pub fn handle_timeout(&mut self, rt: &mut R) {
+        self.tick();
+        self.node.handle_timeout(self.clock);
+        self.drain(rt);
+    }
+
+    /// Handles an input from the network.
+    pub fn on_net(&mut self, rt: &mut R, ev: Net<R::Stream>) {
+        self.tick();
+        let now = self.clock;
+        match ev {
+            Net::Accepted(stream, addr) => {
+                let conn = self.node.handle_accepted(now, addr);
+                tracing::debug!(%conn, %addr, "accepted");
+                self.attach(rt, conn, stream, addr);
+            }
+            Net::Connected(conn, Ok(stream)) => {
+                if !self.conns.contains_key(&conn) {
+                    // The node gave up on it meanwhile.
+                    return;
+                }
+                let addr = R::peer_addr(&stream).unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                tracing::debug!(%conn, %addr, "connected");
+                self.attach(rt, conn, stream, addr);
+                self.node.handle_connected(now, conn);
+            }
+            Net::Connected(conn, Err(e)) => {
+                if self.conns.remove(&conn).is_some() {
+                    tracing::debug!(%conn, error = %e, "connect failed");
+                    self.node.handle_connect_failed(now, conn);
+                }
+            }
+            Net::Data(conn, data) => {
+                if self.conns.contains_key(&conn) {
+                    self.node.handle_bytes(now, conn, data);
+                }
+            }
+            Net::Closed(conn) => {
+                if self.conns.remove(&conn).is_some() {
+                    // Dropping the link stops its reader.
+                    tracing::debug!(%conn, "closed by peer");
+                    self.node.handle_closed(now, conn);
+                }
+            }
+        }
+        self.drain(rt);
+    }
+
+    /// Handles `first`, then the commands `next` has ready, while the writers keep up and the
+    /// batches stay moderate. `Some` if the node task should end: flush, shut down, then
+    /// answer it.
+    pub fn on_commands(
+        &mut self,
+        rt: &mut R,
+        first: Command,
+        mut next: impl FnMut() -> Option<Command>,
+    ) -> Option<Responder<()>> {
+        self.tick();
+        let mut stop = self.on_command(rt, first);
+        let mut n = 0u32;
+        while stop.is_none() && !self.is_congested(rt) {
+            match next() {
+                Some(cmd) => stop = self.on_command(rt, cmd),
+                None => break,
+            }
+            if self.batched > COMMAND_BATCH_BYTES {
+                break;
+            }
+            n += 1;
+            if n % 64 == 0 {
+                self.tick();
+            }
+        }
+        stop
+    }
+
+    /// Hands every connection's batch to its writer and the round's events to the application;
+    /// disconnects peers that fell too far behind.
+    pub fn flush(&mut self, rt: &mut R) {
+        self.batched = 0;
+        let mut slow = Vec::new();
+        for conn in std::mem::take(&mut self.dirty) {
+            let Some(c) = self.conns.get_mut(&conn) else { continue };
+            if c.link.as_ref().is_some_and(|l| l.queued() > self.opts.max_conn_queue_bytes) {
+                slow.push(conn);
+                continue;
+            }
+            hand_over(c);
+        }
+        for conn in slow {
+            if let Some(c) = self.conns.remove(&conn) {
+                let queued = c.link.as_ref().map_or(0, Link::queued);
+                tracing::warn!(%conn, queued, "peer too slow: disconnected");
+                drop(c);
+                self.tick();
+                self.node.handle_closed(self.clock, conn);
+                self.drain(rt);
+            }
+        }
+        if !self.dirty.is_empty() {
+            // Closing slow peers produced more frames: hand those over too (at most once more).
+            for conn in std::mem::take(&mut self.dirty) {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    hand_over(c);
+                }
+            }
+        }
+        self.batched = 0;
+        self.publish();
+    }
+
+    /// Hands what is batched to the writers and lets go of every connection: the writers
+    /// finish what they have, then close their sockets. For shutting down.
+    pub fn close_all(&mut self) {
+        for (_, mut c) in std::mem::take(&mut self.conns) {
+            hand_over(&mut c);
+        }
+        self.dirty.clear();
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The instant the node's clock started at.
+    pub fn origin(&self) -> std::time::Instant {
+        self.origin
+    }
+
+    /// When the node next wants [`handle_timeout`](Self::handle_timeout), if ever.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.node.poll_timeout().map(|t| self.origin + std::time::Duration::from_micros(t.as_micros()))
+    }
+
+    /// True while the application has no room for more events: read no network input until
+    /// [`EventSender::room`] resolves.
+    pub fn is_lagging(&self) -> bool {
+        self.lagging
+    }
+
+    /// True while more than [`Options::max_queued_bytes`] wait to be written: take no
+    /// commands until the writers catch up.
+    pub fn is_congested(&self, rt: &R) -> bool {
+        rt.unwritten() > self.opts.max_queued_bytes
+    }
+
+    /// The application's event stream, from the node task's side.
+    pub fn events(&self) -> &EventSender {
+        &self.events
+    }
+
+    /// Handles one command; `Some` if the node task should end after answering it.
+    fn on_command(&mut self, rt: &mut R, cmd: Command) -> Option<Responder<()>> {
+        let now = self.clock;
+        match cmd {
+            Command::Join(addr, reply) => match self.node.join(now, addr) {
+                Ok(()) => self.join_waiters.push(reply),
+                Err(e) => reply(Err(Error::Command(e))),
+            },
+            Command::Send { key, purpose, payload } => {
+                if let Err(e) = self.node.send(now, key, purpose, payload) {
+                    self.emit(NodeEvent::SendFailed(e));
+                }
+            }
+            Command::SendTo { target, purpose, payload } => {
+                if let Err(e) = self.node.send_to(now, target, purpose, payload) {
+                    self.emit(NodeEvent::SendFailed(e));
+                }
+            }
+            Command::SendBatch(batch) => {
+                for (key, purpose, payload) in batch {
+                    if let Err(e) = self.node.send(now, key, purpose, payload) {
+                        self.emit(NodeEvent::SendFailed(e));
+                    }
+                    // Drain as we go: the node's output queue stays small.
+                    self.drain(rt);
+                }
+            }
+            Command::Hook(h) => self.node.set_forward_hook(h),
+            Command::Inspect(f) => f(&self.node),
+            Command::Leave(reply) => {
+                tracing::info!("leaving");
+                self.node.leave(now);
+                self.drain(rt);
+                return Some(reply);
+            }
+            Command::Stop(reply) => return Some(reply),
+        }
+        self.drain(rt);
+        None
+    }
+
+    /// Carries out every output the node has.
+    fn drain(&mut self, rt: &mut R) {
+        while let Some(out) = self.node.poll_output() {
+            match out {
+                Output::Transmit { conn, data } => {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        if c.batch.is_empty() {
+                            self.dirty.push(conn);
+                        }
+                        c.batch.extend_from_slice(&data);
+                        self.batched += data.len();
+                    }
+                }
+                Output::Connect { conn, addr } => {
+                    self.conns.insert(conn, Conn { link: None, batch: Vec::new() });
+                    rt.connect(conn, addr);
+                }
+                Output::Close { conn } => {
+                    if let Some(mut c) = self.conns.remove(&conn) {
+                        tracing::debug!(%conn, "closing");
+                        hand_over(&mut c);
+                    }
+                }
+                Output::Deliver(d) => self.emit(NodeEvent::Deliver(d)),
+                Output::Forwarded { key, purpose, origin, next, hops } => {
+                    if self.opts.report_forwarded {
+                        self.emit(NodeEvent::Forwarded(Forwarded { key, purpose, origin, next, hops }));
+                    }
+                }
+                Output::Event(ev) => self.on_event(ev),
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match &ev {
+            Event::Joined => {
+                tracing::info!("joined");
+                for w in self.join_waiters.drain(..) {
+                    w(Ok(()));
+                }
+            }
+            Event::Error(e @ NodeError::JoinFailed { .. }) => {
+                tracing::warn!(error = %e, "join failed");
+                for w in self.join_waiters.drain(..) {
+                    w(Err(Error::JoinFailed(e.clone())));
+                }
+            }
+            Event::Error(e @ (NodeError::Decode { .. } | NodeError::Protocol { .. })) => {
+                tracing::warn!(error = %e, "bad input from a peer; connection closed");
+            }
+            Event::Error(e) => tracing::debug!(error = %e, "node error"),
+            Event::PeerRejected { addr, reason, .. } => tracing::warn!(%addr, ?reason, "peer rejected"),
+            Event::NodeJoined(info) => tracing::debug!(peer = %info.id, "node joined"),
+            Event::NodeLeft(info) => tracing::debug!(peer = %info.id, "node left"),
+            Event::Heartbeat(_) if !self.opts.report_heartbeats => return,
+            _ => {}
+        }
+        self.emit(NodeEvent::Event(ev));
+    }
+
+    /// Queues an event for the application; the round's events are handed over together by
+    /// [`publish`](Self::publish). Deliveries are never dropped (the node stops reading the
+    /// network until the application catches up); other events are dropped, and counted, when
+    /// the application lags by more than the event capacity again.
+    fn emit(&mut self, ev: NodeEvent) {
+        if self.lagging && !matches!(ev, NodeEvent::Deliver(_)) && self.outbox.len() >= self.opts.event_capacity {
+            self.events_dropped += 1;
+            if self.events_dropped.is_power_of_two() {
+                tracing::warn!(dropped = self.events_dropped, "application lags: events dropped");
+            }
+            return;
+        }
+        self.outbox.push(ev);
+    }
+
+    /// Hands the queued events to the application, if it has room for them.
+    fn publish(&mut self) {
+        if self.outbox.is_empty() {
+            self.lagging = false;
+            return;
+        }
+        if self.events.is_closed() {
+            // Nobody reads events any more.
+            self.outbox.clear();
+            self.lagging = false;
+            return;
+        }
+        self.lagging = !self.events.has_room();
+        if !self.lagging && self.events.send(std::mem::take(&mut self.outbox)).is_err() {
+            self.outbox.clear();
+        }
+    }
+
+    /// Starts the reader and writer of a socket for `conn`.
+    fn attach(&mut self, rt: &mut R, conn: ConnId, stream: R::Stream, addr: SocketAddr) {
+        let link = rt.attach(conn, stream, addr);
+        self.conns.entry(conn).or_insert_with(|| Conn { link: None, batch: Vec::new() }).link = Some(link);
+    }
+}
+
+/// Hands a connection's batch to its socket: straight away if its writer is idle (saving the
+/// writer a wake-up), else (or what the socket does not take) to the writer.
+fn hand_over<L: Link>(c: &mut Conn<L>) {
+    if c.batch.is_empty() {
+        return;
+    }
+    let Some(link) = &c.link else {
+        c.batch.clear();
+        return;
+    };
+    let mut written = 0;
+    if link.queued() == 0 {
+        while written < c.batch.len() {
+            match link.try_write(&c.batch[written..]) {
+                0 => break,
+                n => written += n,
+            }
+        }
+        if written == c.batch.len() {
+            c.batch.clear();
+            return;
+        }
+    }
+    let data = if written == 0 {
+        Bytes::from(std::mem::take(&mut c.batch))
+    } else {
+        let rest = Bytes::copy_from_slice(&c.batch[written..]);
+        c.batch.clear();
+        rest
+    };
+    link.queue(data);
+}

@@ -1,0 +1,39 @@
+//! Driver settings.
+
+/// Driver settings, beyond the protocol's [`Config`](wendy_proto::Config).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Options {
+    /// While more bytes than this wait to be written (all connections together), application
+    /// commands wait: `send` applies back-pressure instead of growing queues.
+    pub max_queued_bytes: usize,
+    /// A peer that lets more unwritten bytes than this pile up for it is disconnected, so a
+    /// slow peer cannot make the node use unbounded memory.
+    pub max_conn_queue_bytes: usize,
+    /// Size of each read from a socket.
+    pub read_buffer: usize,
+    /// Events handed to the application and not yet read, at most. Past it the node keeps
+    /// deliveries (and stops reading the network until the application catches up); other
+    /// events beyond twice this are dropped and counted.
+    pub event_capacity: usize,
+    /// Capacity of the command channel.
+    pub command_capacity: usize,
+    /// Report [`NodeEvent::Forwarded`](crate::NodeEvent::Forwarded) for every message passed on.
+    pub report_forwarded: bool,
+    /// Report [`Event::Heartbeat`](wendy_proto::Event::Heartbeat)s.
+    pub report_heartbeats: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_queued_bytes: 8 << 20,
+            max_conn_queue_bytes: 64 << 20,
+            read_buffer: 64 << 10,
+            event_capacity: 1 << 16,
+            command_capacity: 1024,
+            report_forwarded: true,
+            report_heartbeats: true,
+        }
+    }
+}
