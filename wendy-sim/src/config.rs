@@ -58,6 +58,9 @@ pub struct NetConfig {
     pub refuse_dead: bool,
     /// When an unanswered connection attempt is reported failed by the (modelled) OS.
     pub syn_timeout: Duration,
+    /// Frames a node writes on one connection while handling one input travel as one segment
+    /// (one delay, one event), as a driver's write batching sends them.
+    pub coalesce: bool,
 }
 
 impl Default for NetConfig {
@@ -75,6 +78,7 @@ impl Default for NetConfig {
             rto: Duration::from_millis(200),
             refuse_dead: false,
             syn_timeout: Duration::from_secs(20),
+            coalesce: true,
         }
     }
 }

@@ -105,6 +105,10 @@ struct Cli {
     /// Retransmission delay per loss in tcp loss mode, ms.
     #[arg(long, default_value_t = 200.0)]
     rto_ms: f64,
+    /// Send every frame as its own segment (default: frames written on one connection while
+    /// handling one input travel together).
+    #[arg(long)]
+    no_coalesce: bool,
     /// Connection attempts to crashed nodes are refused (RST) instead of going unanswered.
     #[arg(long)]
     refuse_dead: bool,
@@ -226,6 +230,7 @@ fn config(cli: &Cli) -> Result<SimConfig, String> {
             },
             rto: ms(cli.rto_ms),
             refuse_dead: cli.refuse_dead,
+            coalesce: !cli.no_coalesce,
             ..NetConfig::default()
         },
         node: NodeParams {

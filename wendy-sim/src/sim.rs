@@ -726,7 +726,7 @@ impl Sim {
             None => {}
         }
         let link = &mut self.links[l as usize];
-        if let (Some(data), true) = (&item, link.batch[t] == self.events) {
+        if let (Some(data), true) = (&item, link.batch[t] == self.events && self.net.cfg().coalesce) {
             if let Some(Some(last)) = link.fifo[t].back_mut() {
                 let mut seg = BytesMut::with_capacity(last.len() + data.len());
                 seg.extend_from_slice(last);
