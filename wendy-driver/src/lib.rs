@@ -17,6 +17,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "cluster")]
+pub mod cluster;
 mod command;
 mod core;
 mod error;
