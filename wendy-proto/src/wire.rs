@@ -396,6 +396,10 @@ impl FrameDecoder {
         }
         let body = self.chunk.slice(LENGTH_PREFIX..LENGTH_PREFIX + len);
         self.chunk.advance(LENGTH_PREFIX + len);
+        if self.chunk.is_empty() {
+            // An emptied Bytes still holds its allocation: let it go.
+            self.chunk = Bytes::new();
+        }
         Ok(Some(body))
     }
 
