@@ -1,11 +1,12 @@
 //! A blocking facade over a driver, so that one body of scenarios runs against every driver.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use wendy_driver::NodeEvent;
+use wendy_driver::{Events, NodeEvent};
 use wendy_proto::{CommandError, Config, Delivery, Event, ForwardHook, Node, NodeId, Stats, Target};
 
 /// An application event, whichever driver reported it.
@@ -35,6 +36,33 @@ pub fn convert(ev: NodeEvent) -> Option<Ev> {
         NodeEvent::SendFailed(e) => Ev::SendFailed(e),
         _ => return None,
     })
+}
+
+/// Passes a node's events on to the test, converted, until either side is gone. Runs as a task
+/// of the driver's runtime (both drivers share the event stream's type).
+pub async fn pump(mut rx: Events, tx: mpsc::Sender<Ev>) {
+    while let Some(ev) = rx.recv().await {
+        if !forward(ev, &tx) {
+            return;
+        }
+    }
+}
+
+/// Like [`pump`], as a slow application: reads events in batches and awaits `pause()` after
+/// each.
+pub async fn pump_slowly<F: Future<Output = ()>>(mut rx: Events, tx: mpsc::Sender<Ev>, pause: impl Fn() -> F) {
+    let mut batch = Vec::new();
+    while rx.recv_batch(&mut batch).await > 0 {
+        if !batch.drain(..).all(|ev| forward(ev, &tx)) {
+            return;
+        }
+        pause().await;
+    }
+}
+
+/// Sends `ev` to the test if it is one of the facade's; false once the test is gone.
+fn forward(ev: NodeEvent, tx: &mpsc::Sender<Ev>) -> bool {
+    convert(ev).is_none_or(|ev| tx.send(ev).is_ok())
 }
 
 /// A node started by a driver, driven from a plain thread.

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use wendy_proto::{Config, ForwardHook, Forwarding, Node, NodeId, NodeInfo, Target};
 use wendy_smol::{NodeHandle, Options};
 
-use crate::facade::{convert, Driver, Ev, TestNode};
+use crate::facade::{pump, pump_slowly, Driver, Ev, TestNode};
 
 /// Runs nodes under smol.
 #[derive(Debug, Default)]
@@ -24,18 +24,9 @@ impl Driver for SmolDriver {
 
     fn start(&self, config: Config) -> std::io::Result<Box<dyn TestNode>> {
         let mut handle = smol::block_on(NodeHandle::start(config))?;
-        let mut rx = handle.take_events().expect("events not taken yet");
+        let rx = handle.take_events().expect("events not taken yet");
         let (tx, events) = mpsc::channel();
-        smol::spawn(async move {
-            while let Some(ev) = rx.recv().await {
-                if let Some(ev) = convert(ev) {
-                    if tx.send(ev).is_err() {
-                        break;
-                    }
-                }
-            }
-        })
-        .detach();
+        smol::spawn(pump(rx, tx)).detach();
         Ok(Box::new(SmolNode { handle, events }))
     }
 
@@ -48,21 +39,11 @@ impl Driver for SmolDriver {
         let mut opts = Options::default();
         opts.event_capacity = event_capacity;
         let mut handle = smol::block_on(NodeHandle::start_with(config, opts))?;
-        let mut rx = handle.take_events().expect("events not taken yet");
+        let rx = handle.take_events().expect("events not taken yet");
         let (tx, events) = mpsc::channel();
-        smol::spawn(async move {
-            let mut batch = Vec::new();
-            while rx.recv_batch(&mut batch).await > 0 {
-                for ev in batch.drain(..) {
-                    if let Some(ev) = convert(ev) {
-                        if tx.send(ev).is_err() {
-                            return;
-                        }
-                    }
-                }
-                smol::Timer::after(pause).await;
-            }
-        })
+        smol::spawn(pump_slowly(rx, tx, move || async move {
+            smol::Timer::after(pause).await;
+        }))
         .detach();
         Ok(Box::new(SmolNode { handle, events }))
     }

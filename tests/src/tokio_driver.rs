@@ -8,7 +8,7 @@ use bytes::Bytes;
 use wendy_proto::{Config, ForwardHook, Forwarding, Node, NodeId, NodeInfo, Target};
 use wendy_tokio::{NodeHandle, Options};
 
-use crate::facade::{convert, Driver, Ev, TestNode};
+use crate::facade::{pump, pump_slowly, Driver, Ev, TestNode};
 
 /// Runs nodes under Tokio.
 #[derive(Debug, Default)]
@@ -36,17 +36,9 @@ impl Driver for TokioDriver {
     fn start(&self, config: Config) -> std::io::Result<Box<dyn TestNode>> {
         let rt = runtime();
         let mut handle = rt.block_on(NodeHandle::start(config))?;
-        let mut rx = handle.take_events().expect("events not taken yet");
+        let rx = handle.take_events().expect("events not taken yet");
         let (tx, events) = mpsc::channel();
-        rt.spawn(async move {
-            while let Some(ev) = rx.recv().await {
-                if let Some(ev) = convert(ev) {
-                    if tx.send(ev).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
+        rt.spawn(pump(rx, tx));
         Ok(Box::new(TokioNode { handle, events }))
     }
 
@@ -60,21 +52,9 @@ impl Driver for TokioDriver {
         let mut opts = Options::default();
         opts.event_capacity = event_capacity;
         let mut handle = rt.block_on(NodeHandle::start_with(config, opts))?;
-        let mut rx = handle.take_events().expect("events not taken yet");
+        let rx = handle.take_events().expect("events not taken yet");
         let (tx, events) = mpsc::channel();
-        rt.spawn(async move {
-            let mut batch = Vec::new();
-            while rx.recv_batch(&mut batch).await > 0 {
-                for ev in batch.drain(..) {
-                    if let Some(ev) = convert(ev) {
-                        if tx.send(ev).is_err() {
-                            return;
-                        }
-                    }
-                }
-                tokio::time::sleep(pause).await;
-            }
-        });
+        rt.spawn(pump_slowly(rx, tx, move || tokio::time::sleep(pause)));
         Ok(Box::new(TokioNode { handle, events }))
     }
 }

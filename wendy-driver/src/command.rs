@@ -47,3 +47,26 @@ pub enum Command {
     /// Stop without announcing it; answered once stopped.
     Stop(Responder<()>),
 }
+
+impl Command {
+    /// A [`Command::Send`], once [`check_send`](crate::check_send) accepts it.
+    pub fn send(key: NodeId, purpose: u8, payload: Bytes, max_payload: usize) -> Result<Command, Error> {
+        crate::check_send(purpose, payload.len(), max_payload)?;
+        Ok(Command::Send { key, purpose, payload })
+    }
+
+    /// A [`Command::SendTo`], once [`check_send`](crate::check_send) accepts it.
+    pub fn send_to(target: Target, purpose: u8, payload: Bytes, max_payload: usize) -> Result<Command, Error> {
+        crate::check_send(purpose, payload.len(), max_payload)?;
+        Ok(Command::SendTo { target, purpose, payload })
+    }
+
+    /// A [`Command::SendBatch`] if every message of `batch` is accepted (else none is sent);
+    /// `None` for an empty batch.
+    pub fn send_batch(batch: Vec<(NodeId, u8, Bytes)>, max_payload: usize) -> Result<Option<Command>, Error> {
+        for (_, purpose, payload) in &batch {
+            crate::check_send(*purpose, payload.len(), max_payload)?;
+        }
+        Ok((!batch.is_empty()).then_some(Command::SendBatch(batch)))
+    }
+}

@@ -25,6 +25,7 @@ mod error;
 mod event;
 mod events;
 mod options;
+mod writer;
 
 use std::net::SocketAddr;
 
@@ -37,6 +38,7 @@ pub use crate::error::Error;
 pub use crate::event::{Forwarded, NodeEvent};
 pub use crate::events::{channel, EventSender, Events};
 pub use crate::options::Options;
+pub use crate::writer::coalesce;
 
 /// The largest payload an application may send with `config` (room is left for the header).
 pub fn max_payload(config: &Config) -> usize {

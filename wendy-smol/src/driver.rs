@@ -303,27 +303,10 @@ async fn write_loop(
 ) {
     let mut joined = Vec::new();
     while let Ok(first) = rx.recv().await {
-        let mut n = first.len();
         // Coalesce whatever else is already queued into one write.
-        let r = match rx.try_recv() {
-            Err(_) => wr.write_all(&first).await,
-            Ok(second) => {
-                joined.clear();
-                joined.extend_from_slice(&first);
-                joined.extend_from_slice(&second);
-                n += second.len();
-                while joined.len() < (1 << 20) {
-                    match rx.try_recv() {
-                        Ok(more) => {
-                            n += more.len();
-                            joined.extend_from_slice(&more);
-                        }
-                        Err(_) => break,
-                    }
-                }
-                wr.write_all(&joined).await
-            }
-        };
+        let buf = wendy_driver::coalesce(&first, || rx.try_recv().ok(), &mut joined);
+        let n = buf.len();
+        let r = wr.write_all(buf).await;
         queued.fetch_sub(n, Ordering::AcqRel);
         shared.queued.fetch_sub(n, Ordering::Relaxed);
         shared.notify();

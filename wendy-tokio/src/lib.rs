@@ -244,9 +244,7 @@ impl fmt::Debug for NodeHandle {
 impl Sender {
     /// See [`NodeHandle::send`].
     pub async fn send(&self, key: NodeId, purpose: u8, payload: impl Into<Bytes>) -> Result<(), Error> {
-        let payload = payload.into();
-        self.check(purpose, payload.len())?;
-        self.command(Command::Send { key, purpose, payload }).await
+        self.command(Command::send(key, purpose, payload.into(), self.max_payload)?).await
     }
 
     /// Routes every `(key, purpose, payload)` of `batch`, in order, as one command: one channel
@@ -256,24 +254,15 @@ impl Sender {
     /// refused, none is sent. Back-pressure applies between batches, so keep them moderate
     /// (hundreds of messages, not millions).
     pub async fn send_batch(&self, batch: Vec<(NodeId, u8, Bytes)>) -> Result<(), Error> {
-        for (_, purpose, payload) in &batch {
-            self.check(*purpose, payload.len())?;
+        match Command::send_batch(batch, self.max_payload)? {
+            Some(c) => self.command(c).await,
+            None => Ok(()),
         }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        self.command(Command::SendBatch(batch)).await
     }
 
     /// See [`NodeHandle::send_to`].
     pub async fn send_to(&self, target: Target, purpose: u8, payload: impl Into<Bytes>) -> Result<(), Error> {
-        let payload = payload.into();
-        self.check(purpose, payload.len())?;
-        self.command(Command::SendTo { target, purpose, payload }).await
-    }
-
-    fn check(&self, purpose: u8, len: usize) -> Result<(), Error> {
-        wendy_driver::check_send(purpose, len, self.max_payload)
+        self.command(Command::send_to(target, purpose, payload.into(), self.max_payload)?).await
     }
 
     async fn command(&self, c: Command) -> Result<(), Error> {
