@@ -237,6 +237,7 @@ async fn read_loop(conn: ConnId, mut rd: OwnedReadHalf, tx: mpsc::Sender<Net<Tcp
     }
     let _ = tx.send(Net::Closed(conn)).await;
 }
+
 async fn write_loop(
     conn: ConnId,
     wr: Arc<OwnedWriteHalf>,
