@@ -242,6 +242,11 @@ impl Node {
         self.tick_now(now);
         if now >= self.next_tick && self.state != State::Left {
             self.next_tick = now + self.cfg.heartbeat_interval;
+            if self.out.is_empty() {
+                // A burst (a join, a repair) must not pin its peak output queue for the node's
+                // lifetime; between ticks a busy node keeps its capacity.
+                self.out.shrink_to(64);
+            }
             self.maintenance(now);
         }
         self.finish();
@@ -345,12 +350,7 @@ impl Node {
 
     /// The next output, in the order the node produced them. Drain until `None` after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
-        let out = self.out.pop_front();
-        if out.is_none() && self.out.capacity() > 4096 {
-            // A burst (a join, a repair) must not pin its peak queue for the node's lifetime.
-            self.out = VecDeque::new();
-        }
-        out
+        self.out.pop_front()
     }
 
     /// When [`handle_timeout`](Node::handle_timeout) should next be called; `None` once left.

@@ -96,6 +96,8 @@ pub struct NodeParams {
     pub leaf_exchange: Duration,
     /// Idle timeout of connections to nodes outside the leaf set.
     pub idle_timeout: Duration,
+    /// Silence before a routing-table member is probed (default: 10 heartbeats).
+    pub table_probe: Option<Duration>,
     /// Connection set-up timeout.
     pub connect_timeout: Duration,
     /// Join progress timeout.
@@ -113,7 +115,8 @@ impl Default for NodeParams {
             suspect: None,
             probe: None,
             leaf_exchange: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(20),
+            table_probe: None,
             connect_timeout: Duration::from_secs(5),
             join_timeout: Duration::from_secs(10),
             leaf_set_size: 32,
@@ -130,6 +133,7 @@ impl NodeParams {
         c.probe_timeout = self.probe.unwrap_or(self.heartbeat);
         c.leaf_exchange_interval = self.leaf_exchange;
         c.idle_timeout = self.idle_timeout;
+        c.table_probe_interval = self.table_probe.unwrap_or(self.heartbeat * 10);
         c.connect_timeout = self.connect_timeout;
         c.join_timeout = self.join_timeout;
         c.leaf_set_size = self.leaf_set_size;

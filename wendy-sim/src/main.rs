@@ -124,8 +124,11 @@ struct Cli {
     /// Leaf-set exchange interval, s.
     #[arg(long, default_value_t = 30)]
     leaf_exchange_s: u64,
-    /// Idle timeout of connections outside the leaf set, s.
-    #[arg(long, default_value_t = 120)]
+    /// Silence before a routing-table or neighbourhood member is probed, ms (default 10 heartbeats).
+    #[arg(long)]
+    table_probe_ms: Option<u64>,
+    /// Idle timeout of connections outside the leaf set, s (wendy-proto's default: 20).
+    #[arg(long, default_value_t = 20)]
     idle_timeout_s: u64,
     /// Connection set-up timeout, s.
     #[arg(long, default_value_t = 5)]
@@ -236,6 +239,7 @@ fn config(cli: &Cli) -> Result<SimConfig, String> {
         node: NodeParams {
             heartbeat: Duration::from_millis(cli.heartbeat_ms.max(1)),
             suspect: cli.suspect_ms.map(Duration::from_millis),
+            table_probe: cli.table_probe_ms.map(Duration::from_millis),
             probe: cli.probe_ms.map(Duration::from_millis),
             leaf_exchange: Duration::from_secs(cli.leaf_exchange_s),
             idle_timeout: Duration::from_secs(cli.idle_timeout_s),
