@@ -34,7 +34,9 @@ use crate::info::NodeInfo;
 use crate::node::Node;
 use crate::output::{ConnId, Event, Forwarding, Output, Target};
 use crate::time::Instant;
-use crate::wire::{self, FrameDecoder, Message, Route, DEFAULT_MAX_FRAME, LENGTH_PREFIX, NONCE_LEN};
+use crate::wire::{
+    self, FrameDecoder, Message, Route, DEFAULT_MAX_FRAME, LENGTH_PREFIX, MAX_HANDSHAKE_FRAME, NONCE_LEN,
+};
 
 /// Maximum frame sizes the decoder target picks from (the first input byte chooses).
 const DECODER_MAX_FRAMES: [usize; 8] = [0, 1, 5, 16, 64, 512, 4096, DEFAULT_MAX_FRAME];
@@ -54,8 +56,11 @@ const POOL: usize = 24;
 
 /// Target 1: the frame decoder over arbitrary bytes in arbitrary chunkings.
 ///
-/// Input layout: byte 0 picks the maximum frame size, byte 1 the number `k` of chunk-size bytes
-/// that follow (0..=15), then `k` chunk sizes (each 1..=256, used cyclically), then the stream.
+/// Input layout: byte 0 picks the maximum frame size, byte 1 the number `k` of chunk bytes that
+/// follow (0..=15), then `k` chunk bytes (used cyclically), then the stream. A chunk byte gives
+/// the chunk's size (its low 6 bits, plus one), whether it is pushed as an owned `Bytes`
+/// (`push_bytes`, zero-copy slicing) or copied (`push`) (bit 7), and whether the decoder is
+/// drained after it or the next chunk is pushed first (bit 6).
 ///
 /// # Panics
 /// On a bug: a panic inside the decoder, a body over the maximum, more than one incomplete frame
@@ -65,18 +70,18 @@ pub fn decoder(data: &[u8]) {
     let (max_frame, chunks, stream) = match data {
         [m, k, rest @ ..] => {
             let k = usize::from(k & 0x0f).min(rest.len());
-            let (sizes, stream) = rest.split_at(k);
-            let sizes: Vec<usize> = sizes.iter().map(|&s| usize::from(s) + 1).collect();
-            (DECODER_MAX_FRAMES[usize::from(m & 7)], sizes, stream)
+            let (chunks, stream) = rest.split_at(k);
+            (DECODER_MAX_FRAMES[usize::from(m & 7)], chunks.to_vec(), stream)
         }
         _ => (DEFAULT_MAX_FRAME, Vec::new(), data),
     };
-    let whole = decode_stream(max_frame, stream, &[stream.len().max(1)]);
+    // One owned chunk, as a driver hands over a read buffer.
+    let whole = decode_stream(max_frame, stream, &[], true);
     if !chunks.is_empty() {
-        let chunked = decode_stream(max_frame, stream, &chunks);
+        let chunked = decode_stream(max_frame, stream, &chunks, false);
         assert_eq!(whole, chunked, "the decoder's results depend on the chunking");
     }
-    let bytewise = decode_stream(max_frame, stream, &[1]);
+    let bytewise = decode_stream(max_frame, stream, &[0], false);
     assert_eq!(whole, bytewise, "the decoder's results depend on the chunking (byte by byte)");
 }
 
@@ -97,19 +102,32 @@ struct StreamResult {
     error: Option<wire::WireError>,
 }
 
-/// Feeds `stream` to a decoder in chunks of the sizes in `chunks` (cyclically), as a node does:
-/// the first error ends the connection.
-fn decode_stream(max_frame: usize, stream: &[u8], chunks: &[usize]) -> StreamResult {
+/// Feeds `stream` to a decoder in the chunks that `chunks` describe (cyclically; see
+/// [`decoder`]), or in one owned chunk if `chunks` is empty, as a node does: the first error
+/// ends the connection.
+fn decode_stream(max_frame: usize, stream: &[u8], chunks: &[u8], whole: bool) -> StreamResult {
     let mut dec = FrameDecoder::new(max_frame);
     let mut res = StreamResult { encoded: Vec::new(), count: 0, error: None };
     let mut rest = stream;
     let mut i = 0;
     while !rest.is_empty() {
-        let n = chunks[i % chunks.len()].clamp(1, rest.len());
+        let (n, owned, drain) = if whole {
+            (rest.len(), true, true)
+        } else {
+            let c = chunks[i % chunks.len()];
+            (usize::from(c & 0x3f) + 1, c & 0x80 != 0, c & 0x40 == 0)
+        };
         i += 1;
-        let (chunk, tail) = rest.split_at(n);
+        let (chunk, tail) = rest.split_at(n.min(rest.len()));
         rest = tail;
-        dec.push(chunk);
+        if owned {
+            dec.push_bytes(Bytes::copy_from_slice(chunk));
+        } else {
+            dec.push(chunk);
+        }
+        if !drain && !rest.is_empty() {
+            continue;
+        }
         loop {
             match dec.next_frame() {
                 Ok(None) => break,
@@ -679,8 +697,9 @@ impl NodeHarness {
             Op::Raw { conn, bytes, split } => {
                 if let Some(c) = self.pick(conn) {
                     let at = usize::from(split).min(bytes.len());
+                    let bytes = Bytes::from(bytes);
                     self.send_bytes(c, &bytes[..at]);
-                    self.send_bytes(c, &bytes[at..]);
+                    self.send_owned(c, bytes.slice(at..));
                 }
             }
             Op::Body { conn, body } => {
@@ -776,15 +795,23 @@ impl NodeHarness {
     pub fn send(&mut self, conn: ConnId, msg: &Message) {
         self.describe_all(msg);
         let frame = wire::encode(msg);
-        self.send_bytes(conn, &frame);
+        self.send_owned(conn, frame);
     }
 
-    /// Sends raw bytes on `conn` (`handle_data`), mirroring what the node decodes from them.
+    /// Sends raw bytes on `conn` (`handle_data`, copied), mirroring what the node decodes.
     pub fn send_bytes(&mut self, conn: ConnId, bytes: &[u8]) {
         let Some(&i) = self.by_id.get(&conn) else { return };
         self.mirror(i, bytes);
         self.node.handle_data(self.now, conn, bytes);
         self.drain("handle_data");
+    }
+
+    /// Sends an owned chunk on `conn` (`handle_bytes`, zero-copy), mirroring what the node decodes.
+    pub fn send_owned(&mut self, conn: ConnId, bytes: Bytes) {
+        let Some(&i) = self.by_id.get(&conn) else { return };
+        self.mirror(i, &bytes);
+        self.node.handle_bytes(self.now, conn, bytes);
+        self.drain("handle_bytes");
     }
 
     /// Lets `d` pass, firing due timers at their deadlines as a driver would.
@@ -859,7 +886,7 @@ impl NodeHarness {
             established: !outbound,
             closed: false,
             phase: if outbound { Phase::Dialing } else { Phase::AwaitHello },
-            tx: FrameDecoder::new(self.cfg.max_frame_size),
+            tx: FrameDecoder::new(MAX_HANDSHAKE_FRAME.min(self.cfg.max_frame_size)),
             requests: Vec::new(),
         });
     }
@@ -913,6 +940,7 @@ impl NodeHarness {
             return;
         }
         c.tx.push(bytes);
+        let max_frame = self.cfg.max_frame_size;
         loop {
             let msg = match c.tx.next_frame() {
                 Ok(None) => return,
@@ -928,6 +956,7 @@ impl NodeHarness {
                     return;
                 }
             };
+            let was_open = c.phase == Phase::Open;
             c.phase = match (c.phase, &msg) {
                 (Phase::AwaitHello, Message::Hello { info, .. }) if info.id != me => Phase::AwaitAuth(info.id),
                 (Phase::AwaitAuth(id), Message::Auth { .. }) => {
@@ -944,6 +973,10 @@ impl NodeHarness {
                 }
                 _ => Phase::Dead,
             };
+            // The node accepts full-size frames once the handshake is done.
+            if c.phase == Phase::Open && !was_open {
+                c.tx.set_max_frame(max_frame);
+            }
         }
     }
 
