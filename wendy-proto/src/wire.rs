@@ -267,10 +267,20 @@ impl std::error::Error for WireError {}
 pub fn encode_into(msg: &Message, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0, 0, 0, 0, PROTOCOL_VERSION]);
-    // Serialising into a Vec cannot fail for these types: every field is a plain value.
-    let mut buf = core::mem::take(out);
-    buf = postcard::to_extend(msg, buf).unwrap_or_else(|_| unreachable!("postcard into a Vec is infallible"));
-    *out = buf;
+    if let Message::Route(r) = msg {
+        // The hot path: the same bytes postcard would write, without going through serde.
+        out.reserve(ROUTE_HEAD + r.payload.len());
+        out.extend_from_slice(&[ROUTE_TAG, 16]);
+        out.extend_from_slice(&r.key.to_bytes());
+        out.extend_from_slice(&[r.purpose, 16]);
+        out.extend_from_slice(&r.origin.to_bytes());
+        out.push(r.hops);
+    } else {
+        // Serialising into a Vec cannot fail for these types: every field is a plain value.
+        let mut buf = core::mem::take(out);
+        buf = postcard::to_extend(msg, buf).unwrap_or_else(|_| unreachable!("postcard into a Vec is infallible"));
+        *out = buf;
+    }
     out.extend_from_slice(msg.payload());
     let body = out.len() - start - LENGTH_PREFIX;
     let len = u32::try_from(body).unwrap_or(u32::MAX);
@@ -291,11 +301,34 @@ pub fn decode_body(body: Bytes) -> Result<Message, WireError> {
     if version != PROTOCOL_VERSION {
         return Err(WireError::Version(version));
     }
+    if let Some(route) = decode_route_head(rest) {
+        return Ok(Message::Route(Route { payload: body.slice(1 + ROUTE_HEAD..), ..route }));
+    }
     let (mut msg, tail) = postcard::take_from_bytes::<Message>(rest).map_err(|_| WireError::Malformed)?;
     let payload_start = body.len() - tail.len();
     msg.set_payload(body.slice(payload_start..))?;
     msg.validate()?;
     Ok(msg)
+}
+
+/// Postcard's variant index of [`Message::Route`] (a one-byte varint).
+const ROUTE_TAG: u8 = 3;
+/// Bytes of a `Route` before its payload: tag, key (length 16 + 16 bytes), purpose, origin, hops.
+const ROUTE_HEAD: usize = 1 + 17 + 1 + 17 + 1;
+
+/// The fixed-layout fast path for the one message on the data path, byte for byte what
+/// postcard writes for it (a test holds the two together); `None` sends the caller to postcard.
+fn decode_route_head(rest: &[u8]) -> Option<Route> {
+    let head: &[u8; ROUTE_HEAD] = rest.get(..ROUTE_HEAD)?.try_into().ok()?;
+    if head[0] != ROUTE_TAG || head[1] != 16 || head[19] != 16 {
+        return None;
+    }
+    let id = |at: usize| {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&head[at..at + 16]);
+        NodeId::from_u128(u128::from_be_bytes(b))
+    };
+    Some(Route { key: id(2), purpose: head[18], origin: id(20), hops: head[36], payload: Bytes::new() })
 }
 
 /// Decodes one whole frame (length prefix included), as produced by [`encode`].
@@ -473,6 +506,30 @@ mod tests {
             }
             assert_eq!(got, samples());
             assert_eq!(d.buffered(), 0);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn route_fast_path_is_postcard(key: u128, origin: u128, purpose: u8, hops: u8, payload: Vec<u8>) {
+            let r = Route { key: NodeId::from_u128(key), purpose, origin: NodeId::from_u128(origin), hops, payload: Bytes::from(payload.clone()) };
+            let msg = Message::Route(r);
+            let mut fast = Vec::new();
+            encode_into(&msg, &mut fast);
+            let mut slow = vec![0, 0, 0, 0, PROTOCOL_VERSION];
+            slow = postcard::to_extend(&msg, slow).unwrap();
+            slow.extend_from_slice(&payload);
+            let len = (slow.len() - LENGTH_PREFIX) as u32;
+            slow[..4].copy_from_slice(&len.to_be_bytes());
+            proptest::prop_assert_eq!(&fast, &slow);
+            let body = Bytes::from(fast).slice(LENGTH_PREFIX..);
+            let (via_serde, tail) = postcard::take_from_bytes::<Message>(&body[1..]).unwrap();
+            proptest::prop_assert_eq!(tail, &payload[..]);
+            let decoded = decode_body(body.clone()).unwrap();
+            let Message::Route(d) = &decoded else { panic!("not a route") };
+            let Message::Route(s) = via_serde else { panic!("not a route") };
+            proptest::prop_assert_eq!((d.key, d.purpose, d.origin, d.hops), (s.key, s.purpose, s.origin, s.hops));
+            proptest::prop_assert_eq!(decoded, msg);
         }
     }
 
