@@ -21,14 +21,7 @@ fn main() {
     let (n, m, seed) = (next(200).max(1) as usize, next(2_000) as usize, next(1));
     let mut h = Harness::new(seed);
     let mut rng = Rng::new(seed);
-    for _ in 0..n {
-        h.add_node(NodeId::from_u128(rng.next_u128()));
-    }
-    for i in 1..n {
-        let via = rng.below(i as u64) as usize;
-        h.join(i, via);
-        h.run_for(Duration::from_millis(5));
-    }
+    h.grow(n, &mut rng, Some(Duration::from_millis(5)));
     let ready = h.run_until_ready(Duration::from_secs(120));
     h.run_for(Duration::from_secs(5));
     let conns: usize = (0..n).map(|i| h.node(i).connection_count()).sum();

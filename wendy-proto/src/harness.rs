@@ -31,7 +31,7 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::id::NodeId;
 use crate::output::{ConnId, Delivery, Event, Output};
-use crate::rng::splitmix64;
+use crate::rng::{splitmix64, Rng};
 use crate::time::Instant;
 use crate::Node;
 
@@ -124,6 +124,27 @@ impl Harness {
     pub fn addr_of(i: usize) -> SocketAddr {
         let i = i as u32;
         SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + i), 7000))
+    }
+
+    /// Adds `n` nodes with ids drawn from `rng`, each joining through a random node added
+    /// before it: `spacing` apart in time, or, with `None`, each once the previous is ready.
+    /// (The first node of an empty harness stays a ring of one.) Returns their indices.
+    pub fn grow(&mut self, n: usize, rng: &mut Rng, spacing: Option<Duration>) -> core::ops::Range<usize> {
+        let first = self.nodes.len();
+        for _ in 0..n {
+            self.add_node(NodeId::from_u128(rng.next_u128()));
+        }
+        for i in first.max(1)..first + n {
+            let via = rng.below(i as u64) as usize;
+            self.join(i, via);
+            match spacing {
+                Some(d) => self.run_for(d),
+                None => {
+                    self.run_until_ready(Duration::from_secs(30));
+                }
+            }
+        }
+        first..first + n
     }
 
     /// Node `i` joins through node `via`.

@@ -7,22 +7,21 @@ use wendy_proto::rng::Rng;
 use wendy_proto::{Event, NodeId};
 
 /// Builds a cluster of `n` nodes with ids from `seed`; joined one by one (each waiting until
-/// the previous is ready) or all at once through random earlier nodes.
+/// the previous is ready) or concurrently (10 ms apart) through random earlier nodes.
 fn cluster(n: usize, seed: u64, concurrent: bool) -> Harness {
+    cluster_with(n, seed, concurrent, wendy_proto::Config::new)
+}
+
+/// [`cluster`] with every node's configuration from `configure`.
+fn cluster_with(
+    n: usize,
+    seed: u64,
+    concurrent: bool,
+    configure: impl FnMut(NodeId, std::net::SocketAddr) -> wendy_proto::Config + 'static,
+) -> Harness {
     let mut h = Harness::new(seed);
-    let mut rng = Rng::new(seed);
-    for _ in 0..n {
-        h.add_node(NodeId::from_u128(rng.next_u128()));
-    }
-    for i in 1..n {
-        let via = rng.below(i as u64) as usize;
-        h.join(i, via);
-        if concurrent {
-            h.run_for(Duration::from_millis(rng.below(20)));
-        } else {
-            assert!(h.run_until_ready(Duration::from_secs(30)), "seed {seed}: node {i} did not join");
-        }
-    }
+    h.configure = Box::new(configure);
+    h.grow(n, &mut Rng::new(seed), concurrent.then_some(Duration::from_millis(10)));
     assert!(h.run_until_ready(Duration::from_secs(60)), "seed {seed}: cluster of {n} did not converge");
     // Let announcements and leaf-set exchanges settle.
     h.run_for(Duration::from_secs(5));
@@ -205,8 +204,8 @@ fn same_seed_same_bytes() {
 fn join_messages_are_bounded() {
     // Without heartbeats in the way, count the frames one join costs the whole network.
     let seed = 31;
-    let mut h = Harness::new(seed);
-    h.configure = Box::new(|id, addr| {
+    let n = 1000;
+    let mut h = cluster_with(n, seed, true, |id, addr| {
         let mut c = wendy_proto::Config::new(id, addr);
         c.heartbeat_interval = Duration::from_secs(3600);
         c.suspect_timeout = Duration::from_secs(36000);
@@ -214,19 +213,10 @@ fn join_messages_are_bounded() {
         c.leaf_exchange_interval = Duration::from_secs(36000);
         c
     });
-    let mut rng = Rng::new(seed);
-    let n = 1000;
-    for _ in 0..=n {
-        h.add_node(NodeId::from_u128(rng.next_u128()));
-    }
-    for i in 1..n {
-        h.join(i, rng.below(i as u64) as usize);
-        h.run_for(Duration::from_millis(2));
-    }
-    assert!(h.run_until_ready(Duration::from_secs(60)));
     h.run_for(Duration::from_secs(10));
+    let joiner = h.add_node(NodeId::from_u128(Rng::new(seed ^ 1).next_u128()));
     let before = h.frames();
-    h.join(n, 0);
+    h.join(joiner, 0);
     assert!(h.run_until_ready(Duration::from_secs(30)));
     h.run_for(Duration::from_secs(10));
     let cost = h.frames() - before;
@@ -245,7 +235,8 @@ fn no_node_is_root_before_its_join_completes() {
     // ready at that moment and was the closest ready node then.
     let seed = 41;
     let mut h = cluster(40, seed, true);
-    let mut rng = Rng::new(seed);
+    // Not `seed` itself: that stream made the first 40 ids.
+    let mut rng = Rng::new(seed ^ 0x9e37);
     let first_new = h.len();
     for _ in 0..20 {
         h.add_node(NodeId::from_u128(rng.next_u128()));
@@ -300,7 +291,7 @@ fn forward_hook_vetoes_and_rewrites() {
         }));
     }
     let now = h.now();
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::new(seed ^ 0x77);
     let (mut remote17, mut remote18) = (0, 0);
     for _ in 0..50 {
         let key = NodeId::from_u128(rng.next_u128());
@@ -328,8 +319,7 @@ fn forward_hook_vetoes_and_rewrites() {
 fn regions_use_local_addresses_and_weigh_proximity() {
     // Even nodes in region "east", odd in "west"; local addresses on port 7000, global on 9000.
     let seed = 61;
-    let mut h = Harness::new(seed);
-    h.configure = Box::new(|id, local| {
+    let h = cluster_with(24, seed, true, |id, local| {
         let index = u32::from(match local.ip() {
             std::net::IpAddr::V4(v4) => v4,
             std::net::IpAddr::V6(_) => unreachable!("the harness uses IPv4"),
@@ -338,16 +328,6 @@ fn regions_use_local_addresses_and_weigh_proximity() {
         let global = std::net::SocketAddr::new(local.ip(), 9000);
         wendy_proto::Config::new(id, local).with_region(region, local, global)
     });
-    let mut rng = Rng::new(seed);
-    for _ in 0..24 {
-        h.add_node(NodeId::from_u128(rng.next_u128()));
-    }
-    for i in 1..24 {
-        h.join(i, rng.below(i as u64) as usize);
-        h.run_for(Duration::from_millis(10));
-    }
-    assert!(h.run_until_ready(Duration::from_secs(30)));
-    h.run_for(Duration::from_secs(3));
     // Every dial after the bootstrap joins picks the address by region.
     let mut checked = 0;
     for &(from, addr) in h.dials() {
@@ -442,8 +422,8 @@ fn idle_connections_close_without_losing_messages() {
     // Connections idle out every fraction of a second while lookups flow: the graceful close
     // (Closing, answered, then close) must not lose a frame written while the close was in flight.
     let seed = 91;
-    let mut h = Harness::new(seed);
-    h.configure = Box::new(|id, addr| {
+    let n = 150;
+    let mut h = cluster_with(n, seed, true, |id, addr| {
         let mut c = wendy_proto::Config::new(id, addr);
         c.idle_timeout = Duration::from_millis(150);
         c.heartbeat_interval = Duration::from_millis(100);
@@ -452,17 +432,6 @@ fn idle_connections_close_without_losing_messages() {
         c.leaf_set_size = 8;
         c
     });
-    let mut rng = Rng::new(seed);
-    let n = 150;
-    for _ in 0..n {
-        h.add_node(NodeId::from_u128(rng.next_u128()));
-    }
-    for i in 1..n {
-        h.join(i, rng.below(i as u64) as usize);
-        h.run_for(Duration::from_millis(10));
-    }
-    assert!(h.run_until_ready(Duration::from_secs(30)));
-    h.run_for(Duration::from_secs(2));
     let m = 3000;
     let o = lookups(&mut h, m, seed);
     let closes = (0..n).map(|i| h.node(i).stats().frames_out).sum::<u64>();
@@ -473,23 +442,12 @@ fn idle_connections_close_without_losing_messages() {
 #[test]
 fn a_healed_partition_merges_into_one_ring() {
     let seed = 101;
-    let mut h = Harness::new(seed);
-    h.configure = Box::new(|id, addr| {
+    let n = 60;
+    let mut h = cluster_with(n, seed, true, |id, addr| {
         let mut c = wendy_proto::Config::new(id, addr);
         c.leaf_exchange_interval = Duration::from_secs(5);
         c
     });
-    let mut rng = Rng::new(seed);
-    let n = 60;
-    for _ in 0..n {
-        h.add_node(NodeId::from_u128(rng.next_u128()));
-    }
-    for i in 1..n {
-        h.join(i, rng.below(i as u64) as usize);
-        h.run_for(Duration::from_millis(10));
-    }
-    assert!(h.run_until_ready(Duration::from_secs(30)));
-    h.run_for(Duration::from_secs(5));
     // Split into two halves, long enough that each declares the other gone and repairs alone.
     let side: Vec<usize> = (0..n).filter(|i| i % 2 == 0).collect();
     h.partition(&side);
