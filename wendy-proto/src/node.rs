@@ -34,8 +34,10 @@ pub struct Node {
     leaf: LeafSet,
     table: RoutingTable,
     hood: Neighbourhood,
-    peers: BTreeMap<NodeId, Peer>,
-    conns: BTreeMap<ConnId, Conn>,
+    // Boxed: a B-tree node allocates room for 11 values, so large values inline would cost
+    // twice their size in a sparsely filled map; a box costs a pointer.
+    peers: BTreeMap<NodeId, Box<Peer>>,
+    conns: BTreeMap<ConnId, Box<Conn>>,
     next_conn: u64,
     held: VecDeque<Held>,
     failed: BTreeMap<NodeId, Instant>,
@@ -165,7 +167,7 @@ impl Node {
             self.out.push_back(Output::Close { conn: id });
             return id;
         }
-        self.conns.insert(id, Conn::new(remote, Phase::AwaitHello, now, None, self.cfg.max_frame_size));
+        self.conns.insert(id, Box::new(Conn::new(remote, Phase::AwaitHello, now, None, self.cfg.max_frame_size)));
         id
     }
 
@@ -686,7 +688,7 @@ impl Node {
         let rtt = c.handshake_sent.map(|t| now - t);
         let pending = std::mem::take(&mut c.pending);
         self.pending_total -= pending.len();
-        let peer = self.peers.entry(id).or_insert_with(|| Peer::new(info.clone(), now));
+        let peer = self.peers.entry(id).or_insert_with(|| Box::new(Peer::new(info.clone(), now)));
         peer.info = info;
         if let Some(rtt) = rtt {
             peer.proximity = proximity(rtt, &peer.info.region, &self.cfg.info.region, self.cfg.region_factor);
@@ -851,7 +853,7 @@ impl Node {
                     self.enqueue(conn, state);
                 }
                 None => {
-                    self.peers.entry(joiner.id).or_insert_with(|| Peer::new(joiner.clone(), now));
+                    self.peers.entry(joiner.id).or_insert_with(|| Box::new(Peer::new(joiner.clone(), now)));
                     let _ = self.send_msg(now, joiner.id, state);
                 }
             }
@@ -921,7 +923,7 @@ impl Node {
         }
         let was_member = self.in_tables(id);
         let was_known = self.peers.contains_key(&id);
-        let peer = self.peers.entry(id).or_insert_with(|| Peer::new(info, now));
+        let peer = self.peers.entry(id).or_insert_with(|| Box::new(Peer::new(info, now)));
         if direct {
             peer.last_heard = Some(now);
             peer.suspected = None;
@@ -1178,7 +1180,7 @@ impl Node {
             if self.peers.contains_key(&id) {
                 continue;
             }
-            self.peers.insert(id, Peer::new(info, now));
+            self.peers.insert(id, Box::new(Peer::new(info, now)));
             self.probe(now, id, false);
         }
     }
@@ -1250,7 +1252,8 @@ impl Node {
         let id = self.alloc_conn();
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill_bytes(&mut nonce);
-        self.conns.insert(id, Conn::new(addr, Phase::Dialing { nonce }, now, expected, self.cfg.max_frame_size));
+        self.conns
+            .insert(id, Box::new(Conn::new(addr, Phase::Dialing { nonce }, now, expected, self.cfg.max_frame_size)));
         self.out.push_back(Output::Connect { conn: id, addr });
         Some(id)
     }
