@@ -188,7 +188,7 @@ impl Node {
     pub fn handle_connect_failed(&mut self, now: Instant, conn: ConnId) {
         self.tick_now(now);
         if self.conns.contains_key(&conn) {
-            self.conn_failed(now, conn, true);
+            self.conn_failed(now, conn);
         }
         self.finish();
     }
@@ -199,7 +199,7 @@ impl Node {
         let open = self.conns.get(&conn).map(|c| matches!(c.phase, Phase::Open));
         match open {
             Some(true) => self.drop_conn(now, conn),
-            Some(false) => self.conn_failed(now, conn, true),
+            Some(false) => self.conn_failed(now, conn),
             None => {}
         }
         self.finish();
@@ -1126,7 +1126,7 @@ impl Node {
             // The driver still holds this socket (connecting, or a peer that stalls its
             // handshake): tell it to close before forgetting the connection.
             self.out.push_back(Output::Close { conn: id });
-            self.conn_failed(now, id, true);
+            self.conn_failed(now, id);
         }
         for id in idle {
             self.start_closing(now, id);
@@ -1402,13 +1402,11 @@ impl Node {
     }
 
     /// An outbound connection failed, or a connection failed before its handshake completed.
-    fn conn_failed(&mut self, now: Instant, conn: ConnId, report: bool) {
+    fn conn_failed(&mut self, now: Instant, conn: ConnId) {
         let Some(c) = self.conns.get(&conn) else { return };
         let (addr, expected) = (c.addr, c.expected);
         self.stats.connect_failures += 1;
-        if report {
-            self.report(NodeError::ConnectFailed { addr });
-        }
+        self.report(NodeError::ConnectFailed { addr });
         if let State::Joining { bootstrap, deadline, .. } = &mut self.state {
             if *bootstrap == addr {
                 *deadline = (*deadline).min(now + self.cfg.heartbeat_interval);

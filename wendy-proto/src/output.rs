@@ -287,6 +287,7 @@ pub struct Stats {
     pub delivered: u64,
     /// Application messages forwarded.
     pub forwarded: u64,
-    /// Control messages this node sent while joining (join, state, announce).
+    /// Join-protocol messages this node sent: its own join requests and announcements, and
+    /// the join requests it forwarded and join state it answered for other joiners.
     pub join_messages: u64,
 }
