@@ -186,3 +186,33 @@ fn a_refused_joiner_is_told_why_at_once() {
     assert_eq!(h.node(0).stats().rejected_by_peers, 1);
     assert_eq!(reason.to_string(), "bad credentials");
 }
+
+#[test]
+fn a_timer_fires_at_its_own_deadline_not_at_the_next_heartbeat() {
+    let mut c = cfg();
+    c.heartbeat_interval = Duration::from_secs(60);
+    c.suspect_timeout = Duration::from_secs(180);
+    c.connect_timeout = Duration::from_secs(5);
+    c.leaf_exchange_interval = Duration::from_secs(3600);
+    let t0 = Instant::from_secs(100);
+    let mut a = Node::new(c, t0).unwrap();
+    assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_secs(60)), "the heartbeat");
+    // A dial that never completes.
+    let at = t0 + Duration::from_millis(1500);
+    a.send_to(at, wendy_proto::Target::Addr(addr(9)), 16, bytes::Bytes::from_static(b"x")).unwrap();
+    let outs: Vec<Output> = std::iter::from_fn(|| a.poll_output()).collect();
+    let conn = outs.iter().find_map(|o| match o {
+        Output::Connect { conn, .. } => Some(*conn),
+        _ => None,
+    });
+    let deadline = at + Duration::from_secs(5);
+    assert_eq!(a.poll_timeout(), Some(deadline), "the connect deadline comes first");
+    a.handle_timeout(at + Duration::from_micros(4_999_999));
+    assert!(a.poll_output().is_none(), "nothing fires early");
+    a.handle_timeout(deadline);
+    let outs: Vec<Output> = std::iter::from_fn(|| a.poll_output()).collect();
+    assert!(outs.contains(&Output::Close { conn: conn.unwrap() }), "{outs:?}");
+    assert!(outs.iter().any(|o| matches!(o, Output::Event(Event::Error(NodeError::ConnectFailed { .. })))));
+    assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_secs(60)), "back to the heartbeat");
+    a.check_invariants().unwrap();
+}
