@@ -422,8 +422,6 @@ impl Harness {
                     self.deliveries.push(Observed { node: i, at: now, delivery: d });
                 }
                 Output::Forwarded { .. } => {}
-                // Leaf-set snapshots are large and many; tests read the tables instead.
-                Output::Event(Event::LeafSetChanged(_)) => {}
                 Output::Event(Event::Heartbeat(_)) => self.heartbeats += 1,
                 Output::Event(e) => self.events.push((i, now, e)),
             }

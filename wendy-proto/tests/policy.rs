@@ -216,3 +216,68 @@ fn a_timer_fires_at_its_own_deadline_not_at_the_next_heartbeat() {
     assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_secs(60)), "back to the heartbeat");
     a.check_invariants().unwrap();
 }
+
+#[test]
+fn the_forward_hook_may_consume_a_message_on_its_way() {
+    let mut h = Harness::new(15);
+    let mut rng = wendy_proto::rng::Rng::new(6);
+    h.grow(4, &mut rng, None);
+    assert!(h.run_until_ready(Duration::from_secs(30)));
+    h.node_mut(0).set_forward_hook(Box::new(|f: &mut wendy_proto::Forwarding, _: &wendy_proto::NodeInfo| {
+        match f.purpose {
+            20 => wendy_proto::Verdict::Consume,
+            22 => wendy_proto::Verdict::Drop,
+            _ => wendy_proto::Verdict::Forward,
+        }
+    }));
+    let key = h.node(1).id();
+    let dropped = h.node(0).stats().dropped;
+    h.send(0, key, 20, b"cached");
+    h.send(0, key, 21, b"onwards");
+    h.send(0, key, 22, b"vetoed");
+    h.run_for(Duration::from_secs(1));
+    let got: Vec<(usize, u8, bool)> =
+        h.deliveries().iter().map(|o| (o.node, o.delivery.purpose, o.delivery.intercepted)).collect();
+    assert_eq!(got, vec![(0, 20, true), (1, 21, false)]);
+    assert_eq!(h.node(0).stats().dropped, dropped + 1, "the veto is counted once");
+}
+
+#[test]
+fn leaf_set_changes_are_reported_as_differences() {
+    let mut h = Harness::new(16);
+    h.configure = Box::new(|id, a| {
+        let mut c = Config::new(id, a);
+        c.leaf_set_size = 4;
+        c
+    });
+    let mut rng = wendy_proto::rng::Rng::new(7);
+    h.grow(12, &mut rng, None);
+    assert!(h.run_until_ready(Duration::from_secs(30)));
+    h.run_for(Duration::from_secs(5));
+    let victim = h.node(0).leaf_set().members()[0];
+    let vi = (0..h.len()).find(|&i| h.node(i).id() == victim).unwrap();
+    h.crash(vi);
+    h.run_for(h.node(0).config().leaf_detection_time() + Duration::from_secs(5));
+    // Replaying the differences from an empty leaf set gives the leaf set.
+    let mut replay: Vec<NodeId> = Vec::new();
+    let mut saw_victim_leave = false;
+    for (_, _, e) in h.events().iter().filter(|(i, _, _)| *i == 0) {
+        if let Event::LeafSetChanged { added, removed } = e {
+            assert!(!added.is_empty() || !removed.is_empty(), "no empty change");
+            for r in removed {
+                assert!(replay.contains(r), "{r} removed but never added");
+                replay.retain(|x| x != r);
+                saw_victim_leave |= *r == victim;
+            }
+            for a in added {
+                assert!(!replay.contains(&a.id), "{} added twice", a.id);
+                replay.push(a.id);
+            }
+        }
+    }
+    let mut now = h.node(0).leaf_set().members();
+    now.sort();
+    replay.sort();
+    assert_eq!(replay, now);
+    assert!(saw_victim_leave);
+}

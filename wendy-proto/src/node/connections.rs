@@ -194,7 +194,7 @@ impl Node {
             None => {
                 let addr = peer.info.addr_from(&self.cfg.info.region);
                 let Some(c) = self.dial(now, addr, Some(to)) else {
-                    self.stats.dropped += 1;
+                    // Counted, if it is an application message, where it is dropped.
                     return Err(SendFail::Full);
                 };
                 if let Some(p) = self.peers.get_mut(&to) {

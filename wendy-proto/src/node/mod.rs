@@ -9,6 +9,7 @@
 mod connections;
 mod invariants;
 mod join;
+mod kbr;
 mod liveness;
 mod membership;
 mod routing;
@@ -68,6 +69,8 @@ pub struct Node {
     stats: Stats,
     hook: Option<Box<dyn ForwardHook>>,
     seq: u32,
+    /// The leaf set as last reported in `Event::LeafSetChanged`.
+    published_leaves: Vec<NodeId>,
     /// `Event::Drained` was emitted (after `leave`).
     drained: bool,
 }
@@ -113,6 +116,7 @@ impl Node {
             hook: None,
             seq: 0,
             drained: false,
+            published_leaves: Vec::new(),
             cfg: config,
         };
         node.timers.set(NodeTimer::Heartbeat, now + node.cfg.heartbeat_interval);
@@ -461,8 +465,14 @@ impl Node {
     /// Emits what accumulated during one input: the coalesced leaf-set change.
     fn finish(&mut self) {
         if std::mem::take(&mut self.leaf_dirty) {
-            let leaves = self.leaf_infos();
-            self.out.push_back(Output::Event(Event::LeafSetChanged(leaves)));
+            let now = self.leaf.members();
+            let added: Vec<NodeId> = now.iter().copied().filter(|x| !self.published_leaves.contains(x)).collect();
+            let removed: Vec<NodeId> = self.published_leaves.iter().copied().filter(|x| !now.contains(x)).collect();
+            if !added.is_empty() || !removed.is_empty() {
+                let added = self.infos(added);
+                self.published_leaves = now;
+                self.out.push_back(Output::Event(Event::LeafSetChanged { added, removed }));
+            }
         }
         if self.state == State::Left && !self.drained && self.pending_total == 0 {
             self.drained = true;
