@@ -243,6 +243,8 @@ pub struct SimConfig {
     pub bucket: Option<Duration>,
     /// Draw a progress bar on stderr (only if stderr is a terminal).
     pub progress: bool,
+    /// Measure the simulator's own structures at the end of the run ([`crate::MemoryReport`]).
+    pub memory_report: bool,
 }
 
 impl Default for SimConfig {
@@ -269,6 +271,7 @@ impl Default for SimConfig {
             split: None,
             bucket: None,
             progress: false,
+            memory_report: false,
         }
     }
 }

@@ -157,6 +157,10 @@ struct Cli {
     /// Do not print the summary.
     #[arg(long)]
     quiet: bool,
+    /// At the end, measure the simulator's own structures (bytes per host by structure) and
+    /// print them with the summary and in the JSON (`memory`).
+    #[arg(long)]
+    memory_report: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -270,6 +274,7 @@ fn config(cli: &Cli) -> Result<SimConfig, String> {
         }),
         bucket: cli.bucket_s.map(secs),
         progress: std::io::stderr().is_terminal(),
+        memory_report: cli.memory_report,
         ..SimConfig::default()
     })
 }
@@ -357,6 +362,19 @@ mod tests {
     }
 
     #[test]
+    fn the_memory_report_counts_the_simulators_structures() {
+        let cli = Cli::try_parse_from(["wendy-sim", "--nodes", "20", "--lookups", "50", "--memory-report"]).unwrap();
+        let report = wendy_sim::run(config(&cli).unwrap());
+        let m = report.memory.as_ref().expect("asked for");
+        assert_eq!((m.hosts, m.live), (20, 20));
+        for s in ["hosts", "links", "link_fifos", "event_queue", "node_structs_shallow", "ids"] {
+            assert!(m.structures.get(s).is_some_and(|&b| b > 0), "{s}: {:?}", m.structures);
+        }
+        assert_eq!(m.total_bytes, m.structures.values().sum::<u64>());
+        assert!(report.to_string().contains("sim memory"));
+    }
+
+    #[test]
     fn the_json_has_the_required_keys() {
         let cli = Cli::try_parse_from(["wendy-sim", "--nodes", "20", "--lookups", "50"]).unwrap();
         let report = wendy_sim::run(config(&cli).unwrap());
@@ -379,9 +397,20 @@ mod tests {
             "wall_s",
             "peak_rss_bytes",
             "trace_hash",
+            "late",
+            "initial_joins",
+            "later_joins",
+            "steady_from_s",
+            "steady_to_s",
+            "steady_window_found",
+            "run_control_msgs_per_node_per_s",
+            "join_control_msgs",
+            "join_control_msgs_per_join",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
+        assert!(v["memory"].is_null(), "the memory report is asked for with --memory-report");
+        assert!(v["timeline"][0].get("control_msgs_per_node_per_s").is_some());
         let dir = std::env::temp_dir().join(format!("wendy-sim-svg-{}", std::process::id()));
         wendy_sim::plot::write_svgs(&report, &dir).unwrap();
         for f in ["hops.svg", "delivery.svg", "correctness.svg", "control.svg"] {

@@ -116,6 +116,11 @@ impl Queue {
     pub(crate) fn peak(&self) -> usize {
         self.peak
     }
+
+    /// Heap bytes the queue holds (entries times allocated capacity).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.heap.capacity() * std::mem::size_of::<Entry>()
+    }
 }
 
 #[cfg(test)]

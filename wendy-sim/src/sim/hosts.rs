@@ -289,7 +289,12 @@ impl Sim {
             Event::Joined => {
                 let host = &mut self.hosts[h as usize];
                 if host.join_started != NEVER {
-                    self.m.join_times.push(self.now - host.join_started);
+                    let t = self.now - host.join_started;
+                    if (h as usize) < self.cfg.nodes && host.inc == 0 {
+                        self.m.initial_join_times.push(t);
+                    } else {
+                        self.m.later_join_times.push(t);
+                    }
                     host.join_started = NEVER;
                 }
                 self.add_joined(h);

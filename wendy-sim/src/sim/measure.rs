@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::hosts::ERROR_KINDS;
 use super::{Outcome, Sim, SEC};
-use crate::report::{peak_rss_bytes, quantile, Bucket, ChurnReport, CrashReport, Report, Window};
+use crate::report::{peak_rss_bytes, quantile, Bucket, ChurnReport, CrashReport, JoinStats, Report, Window};
 use crate::trace::TraceHash;
 
 /// Counters of the run.
@@ -21,7 +21,11 @@ pub(super) struct Metrics {
     /// Delivered lookups by hop count (64: 64 or more).
     pub(super) hops: Vec<u64>,
     pub(super) stretch: Vec<f32>,
-    pub(super) join_times: Vec<u64>,
+    /// Join times of the initial population and of later joins, microseconds.
+    pub(super) initial_join_times: Vec<u64>,
+    pub(super) later_join_times: Vec<u64>,
+    /// Lookups delivered after their timeout.
+    pub(super) late: u64,
     pub(super) join_failures: u64,
     pub(super) ctl_frames: u64,
     pub(super) ctl_bytes: u64,
@@ -42,6 +46,8 @@ pub(super) struct Metrics {
     pub(super) live_int: u128,
     pub(super) joined_int: u128,
     pub(super) int_at: u64,
+    /// Live node-microseconds in each time-series bucket.
+    pub(super) bucket_live: Vec<u128>,
     /// Width of the time-series buckets, microseconds.
     pub(super) bucket_us: u64,
 }
@@ -60,6 +66,28 @@ pub(super) struct PhaseMarks {
     pub(super) measure_joined0: u128,
     /// Control frames and bytes at the start of the measurement phase.
     pub(super) measure_ctl0: (u64, u64),
+    /// The planned steady-state window (from, to), microseconds; empty if from >= to.
+    pub(super) steady: (u64, u64),
+    /// The counters at the start and at the end of the steady-state window.
+    pub(super) steady_from: Option<Mark>,
+    pub(super) steady_to: Option<Mark>,
+}
+
+/// Control counters and the live integral at one instant.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Mark {
+    /// Control frames and bytes sent so far.
+    ctl: (u64, u64),
+    /// Live node-microseconds so far.
+    live: u128,
+}
+
+impl Mark {
+    /// Control frames and bytes per live node per second from `self` to `later`.
+    fn rates_to(&self, later: &Mark) -> (f64, f64) {
+        let node_s = ((later.live - self.live) as f64 / 1e6).max(1e-9);
+        ((later.ctl.0 - self.ctl.0) as f64 / node_s, (later.ctl.1 - self.ctl.1) as f64 / node_s)
+    }
 }
 
 impl Metrics {
@@ -85,6 +113,30 @@ impl Metrics {
         let b = self.bucket(now);
         b.control_msgs += frames;
         b.control_bytes += bytes;
+    }
+
+    /// A lookup issued at `issued` and counted lost at its timeout was delivered after all:
+    /// counts it as delivered with `outcome` (and fixes its crash-window entry `kept`).
+    pub(super) fn lost_was_late(&mut self, issued: u64, kept: Option<usize>, outcome: Outcome) {
+        self.late += 1;
+        self.lost -= 1;
+        self.delivered += 1;
+        let b = self.bucket(issued);
+        b.lookups.lost -= 1;
+        b.lookups.delivered += 1;
+        match outcome {
+            Outcome::Correct => b.lookups.correct += 1,
+            Outcome::Incorrect => b.lookups.incorrect += 1,
+            Outcome::Lost => unreachable!("a late delivery is a delivery"),
+        }
+        match outcome {
+            Outcome::Correct => self.correct += 1,
+            Outcome::Incorrect => self.incorrect += 1,
+            Outcome::Lost => {}
+        }
+        if let Some(entry) = kept.and_then(|i| self.outcomes.get_mut(i)) {
+            entry.1 = outcome;
+        }
     }
 
     /// Counts the outcome of a lookup issued at `issued`; `keep` keeps it for the crash windows.
@@ -113,13 +165,46 @@ impl Sim {
         self.m.peak_alive = self.m.peak_alive.max(self.m.alive);
     }
 
-    /// Brings the population integrals up to now.
+    /// Brings the population integrals, the run's and each bucket's, up to now.
     pub(super) fn integrate(&mut self) {
-        let m = &mut self.m;
-        let dt = u128::from(self.now - m.int_at);
-        m.live_int += dt * u128::from(m.alive);
+        let (now, m) = (self.now, &mut self.m);
+        let (alive, dt) = (u128::from(m.alive), u128::from(now - m.int_at));
+        m.live_int += dt * alive;
         m.joined_int += dt * self.oracle.joined.len() as u128;
-        m.int_at = self.now;
+        let mut t = m.int_at;
+        while t < now {
+            let i = (t / m.bucket_us) as usize;
+            let edge = ((i as u64 + 1) * m.bucket_us).min(now);
+            if m.bucket_live.len() <= i {
+                m.bucket_live.resize(i + 1, 0);
+            }
+            m.bucket_live[i] += u128::from(edge - t) * alive;
+            t = edge;
+        }
+        m.int_at = now;
+    }
+
+    /// The counters as they stand at `at`, which is now or later but before the next event
+    /// (so the live count does not change in between).
+    pub(super) fn mark_at(&self, at: u64) -> Mark {
+        let m = &self.m;
+        let live = m.live_int + u128::from(at.saturating_sub(m.int_at)) * u128::from(m.alive);
+        Mark { ctl: (m.ctl_frames, m.ctl_bytes), live }
+    }
+
+    /// Takes the steady-state window's marks that are due before the next event.
+    pub(super) fn take_due_marks(&self, marks: &mut PhaseMarks) {
+        let (from, to) = marks.steady;
+        if from >= to {
+            return;
+        }
+        let next = self.queue.peek_time().unwrap_or(u64::MAX);
+        if marks.steady_from.is_none() && from < next {
+            marks.steady_from = Some(self.mark_at(from));
+        }
+        if marks.steady_to.is_none() && to < next {
+            marks.steady_to = Some(self.mark_at(to));
+        }
     }
 
     /// Builds the report at the end of a run.
@@ -132,9 +217,10 @@ impl Sim {
             .fold((0u64, 0u64), |(n, c), node| (n + 1, c + node.connection_count() as u64));
         let links_live = (self.links.all.len() - self.links.free.len()) as u64;
         let crash = self.crash_report();
+        let memory = self.cfg.memory_report.then(|| self.memory_report());
         let measure_s = ((end - self.sc.measure_start) as f64 / 1e6).max(1e-9);
         let cfg = &self.cfg;
-        let m = &mut self.m;
+        let m = &self.m;
         let churn = (cfg.churn.is_some() || !cfg.churn_trace.is_empty()).then(|| ChurnReport {
             arrivals: m.arrivals,
             crashes: m.crashes,
@@ -142,13 +228,6 @@ impl Sim {
             mean_live: (m.live_int - marks.measure_live0) as f64 / 1e6 / measure_s,
             mean_joined: (m.joined_int - marks.measure_joined0) as f64 / 1e6 / measure_s,
         });
-        let mut timeline = std::mem::take(&mut m.buckets);
-        for b in &mut timeline {
-            b.lookups.issued = b.lookups.issued.max(b.lookups.correct + b.lookups.incorrect + b.lookups.lost);
-        }
-        let node_s = |int: u128| (int as f64 / 1e6).max(1e-9);
-        let measure_node_s = node_s(m.live_int - marks.measure_live0);
-        let join_node_s = node_s(marks.join_live_int);
         let mut node_errors = BTreeMap::new();
         for (k, &v) in ERROR_KINDS.iter().zip(m.errors.iter()) {
             if v > 0 {
@@ -161,10 +240,6 @@ impl Sim {
             lookups: cfg.lookups,
             seed: cfg.seed,
             join_phase_s: marks.join_end as f64 / 1e6,
-            control_msgs_per_node_per_s: (m.ctl_frames - marks.measure_ctl0.0) as f64 / measure_node_s,
-            control_bytes_per_node_per_s: (m.ctl_bytes - marks.measure_ctl0.1) as f64 / measure_node_s,
-            join_control_msgs_per_node_per_s: marks.join_ctl.0 as f64 / join_node_s,
-            join_control_bytes_per_node_per_s: marks.join_ctl.1 as f64 / join_node_s,
             frames: m.frames,
             bytes: m.bytes,
             events: self.events,
@@ -180,13 +255,56 @@ impl Sim {
             node_errors,
             crash,
             churn,
+            memory,
             params: self.params(),
-            timeline,
+            timeline: self.timeline(),
             ..Report::default()
         };
         self.fill_lookups(&mut r);
         self.fill_joins(&mut r);
+        self.fill_control(&mut r, &marks);
         r
+    }
+
+    /// The time series, with each bucket's time-weighted live count and control rate.
+    fn timeline(&mut self) -> Vec<Bucket> {
+        let (end, m) = (self.now, &mut self.m);
+        let mut timeline = std::mem::take(&mut m.buckets);
+        for (i, b) in timeline.iter_mut().enumerate() {
+            b.lookups.issued = b.lookups.issued.max(b.lookups.correct + b.lookups.incorrect + b.lookups.lost);
+            let node_us = m.bucket_live.get(i).copied().unwrap_or(0);
+            let span = end.saturating_sub(i as u64 * m.bucket_us).min(m.bucket_us).max(1);
+            b.live_mean = node_us as f64 / span as f64;
+            if node_us > 0 {
+                b.control_msgs_per_node_per_s = b.control_msgs as f64 / (node_us as f64 / 1e6);
+            }
+        }
+        timeline
+    }
+
+    /// Control traffic: steady state, whole run and join phase.
+    fn fill_control(&self, r: &mut Report, marks: &PhaseMarks) {
+        let end = self.now;
+        let end_mark = self.mark_at(end);
+        let (from, to, steady) = match (marks.steady_from, marks.steady_to) {
+            (Some(a), Some(b)) => (marks.steady.0, marks.steady.1, a.rates_to(&b)),
+            (Some(a), None) => (marks.steady.0, end, a.rates_to(&end_mark)),
+            // No steady window: the whole measurement phase, the wait at the end included.
+            (None, _) => {
+                let a = Mark { ctl: marks.measure_ctl0, live: marks.measure_live0 };
+                (self.sc.measure_start, end, a.rates_to(&end_mark))
+            }
+        };
+        (r.control_msgs_per_node_per_s, r.control_bytes_per_node_per_s) = steady;
+        r.steady_from_s = from as f64 / 1e6;
+        r.steady_window_found = marks.steady_from.is_some();
+        r.steady_to_s = to as f64 / 1e6;
+        (r.run_control_msgs_per_node_per_s, r.run_control_bytes_per_node_per_s) = Mark::default().rates_to(&end_mark);
+        let join_start = Mark::default();
+        let join_end = Mark { ctl: marks.join_ctl, live: marks.join_live_int };
+        (r.join_control_msgs_per_node_per_s, r.join_control_bytes_per_node_per_s) = join_start.rates_to(&join_end);
+        (r.join_control_msgs, r.join_control_bytes) = marks.join_ctl;
+        r.join_control_msgs_per_join = marks.join_ctl.0 as f64 / r.initial_joins.joins.max(1) as f64;
     }
 
     /// Lookup outcomes, hops and stretch.
@@ -208,6 +326,7 @@ impl Sim {
         r.correct = m.correct;
         r.incorrect = m.incorrect;
         r.lost = m.lost;
+        r.late = m.late;
         r.duplicates = m.duplicates;
         r.send_errors = m.send_errors;
         r.delivery_ratio = ratio(m.delivered, m.issued);
@@ -226,17 +345,19 @@ impl Sim {
         r.stretch_p99 = f64::from(quantile(&m.stretch, 0.99));
     }
 
-    /// Join counts and times.
+    /// Join counts and times: all joins (the old keys), the initial population's, later ones.
     fn fill_joins(&mut self, r: &mut Report) {
-        let m = &mut self.m;
-        m.join_times.sort_unstable();
-        let jt: Vec<f64> = m.join_times.iter().map(|&t| t as f64 / 1e6).collect();
-        r.joins = m.join_times.len() as u64;
+        let m = &self.m;
+        let all: Vec<u64> = m.initial_join_times.iter().chain(&m.later_join_times).copied().collect();
+        let s = JoinStats::of(&all);
+        r.joins = s.joins;
         r.join_failures = m.join_failures;
-        r.join_time_mean_s = if jt.is_empty() { 0.0 } else { jt.iter().sum::<f64>() / jt.len() as f64 };
-        r.join_time_p50_s = quantile(&jt, 0.5);
-        r.join_time_p99_s = quantile(&jt, 0.99);
-        r.join_time_max_s = jt.last().copied().unwrap_or(0.0);
+        r.join_time_mean_s = s.mean_s;
+        r.join_time_p50_s = s.p50_s;
+        r.join_time_p99_s = s.p99_s;
+        r.join_time_max_s = s.max_s;
+        r.initial_joins = JoinStats::of(&m.initial_join_times);
+        r.later_joins = JoinStats::of(&m.later_join_times);
     }
 
     /// The crash report, if the run crashed nodes.

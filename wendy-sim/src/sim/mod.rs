@@ -8,12 +8,13 @@
 //! - [`oracle`]: the live, joined set, range queries on it, and the judgement of lookups;
 //! - [`scenario`]: the phases of a run, joins, crashes, churn and the workload;
 //! - [`measure`]: the counters and integrals a run keeps and the [`Report`](crate::Report)
-//!   built from them.
+//!   built from them; [`memory`]: the simulator's own structures by size.
 
 mod engine;
 mod hosts;
 mod links;
 mod measure;
+mod memory;
 mod oracle;
 mod scenario;
 

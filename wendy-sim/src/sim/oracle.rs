@@ -11,7 +11,7 @@ use super::hosts::IdMap;
 use super::{Outcome, Sim, LOOKUP_PURPOSE, NONE};
 
 /// A lookup in flight (or finished, until it leaves the front of the queue).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct LookupRec {
     pub(super) issued: u64,
     pub(super) key: NodeId,
@@ -19,6 +19,14 @@ pub(super) struct LookupRec {
     /// Sum of the model latencies of the hops it was forwarded over.
     pub(super) path_us: u64,
     pub(super) done: bool,
+}
+
+/// A lookup counted lost at its timeout, kept in case it is delivered after all.
+#[derive(Debug)]
+pub(super) struct TimedOut {
+    rec: LookupRec,
+    /// Its entry in the crash windows' outcome list, if kept there.
+    kept: Option<usize>,
 }
 
 /// What the oracle knows.
@@ -35,6 +43,9 @@ pub(super) struct Oracle {
     pub(super) by_key: IdMap<u64>,
     /// When the last lookup was issued.
     pub(super) last_issue: u64,
+    /// Lookups counted lost at their timeout, by number: a later delivery turns one into a
+    /// late delivery. Never-delivered ones stay (a few bytes each, as many as are lost).
+    pub(super) late: BTreeMap<u64, TimedOut>,
 }
 
 impl Oracle {
@@ -106,14 +117,19 @@ impl Sim {
         let id = u64::from_le_bytes(w);
         self.m.trace.delivery(self.now, h, id, d.hops);
         let o = &self.oracle;
-        let Some(idx) = id.checked_sub(o.recs_base).map(|i| i as usize).filter(|&i| i < o.recs.len()) else {
-            self.m.duplicates += u64::from(id < o.recs_base);
-            return;
-        };
-        if o.recs[idx].done {
-            self.m.duplicates += 1;
+        let idx = id.checked_sub(o.recs_base).map(|i| i as usize).filter(|&i| i < o.recs.len());
+        if idx.is_none_or(|i| o.recs[i].done) {
+            // Known and finished: a duplicate, unless it had been counted lost at its timeout.
+            let finished = idx.is_some() || id < o.recs_base;
+            if let Some(t) = self.oracle.late.remove(&id) {
+                self.deliver_late(h, d.hops, t);
+            } else {
+                self.m.duplicates += u64::from(finished);
+            }
             return;
         }
+        let Some(idx) = idx else { return };
+        let o = &self.oracle;
         let me = self.hosts[h as usize].id;
         let right = o.closest(o.recs[idx].key) == Some(me);
         self.m.delivered += 1;
@@ -125,6 +141,14 @@ impl Sim {
         }
         self.m.bucket(issued).lookups.delivered += 1;
         self.resolve(id, if right { Outcome::Correct } else { Outcome::Incorrect });
+    }
+
+    /// A lookup counted lost at its timeout is delivered at `h` after all. Its stretch is not
+    /// counted: its path stopped being followed at the timeout.
+    fn deliver_late(&mut self, h: u32, hops: u8, t: TimedOut) {
+        let right = self.oracle.closest(t.rec.key) == Some(self.hosts[h as usize].id);
+        self.m.hops[usize::from(hops).min(64)] += 1;
+        self.m.lost_was_late(t.rec.issued, t.kept, if right { Outcome::Correct } else { Outcome::Incorrect });
     }
 
     pub(super) fn on_forwarded(&mut self, h: u32, key: NodeId, purpose: u8, next: NodeId) {
@@ -169,7 +193,10 @@ impl Sim {
                 self.oracle.recs.pop_front();
                 self.oracle.recs_base += 1;
             } else {
+                let rec = r.clone();
+                let kept = (self.cfg.crash_fraction > 0.0).then_some(self.m.outcomes.len());
                 self.resolve(id, Outcome::Lost);
+                self.oracle.late.insert(id, TimedOut { rec, kept });
             }
         }
     }

@@ -74,7 +74,7 @@ impl Sim {
         let mut marks = self.join_phase(join_est, &mut tick);
         self.settle_phase(&mut tick);
         self.start_measurement(&mut marks);
-        self.measure_phase(&mut tick);
+        self.measure_phase(&mut marks, &mut tick);
         let wall_s = wall.elapsed().as_secs_f64();
         self.report(marks, wall_s)
     }
@@ -122,6 +122,11 @@ impl Sim {
         marks.measure_live0 = self.m.live_int;
         marks.measure_joined0 = self.m.joined_int;
         marks.measure_ctl0 = (self.m.ctl_frames, self.m.ctl_bytes);
+        // The connections the joins opened close at the first heartbeat after they have been
+        // idle for the idle timeout; the wave of closes is over one more heartbeat later.
+        let node = &self.cfg.node;
+        let joins_settled = marks.join_end + (node.idle_timeout + 2 * node.heartbeat).as_micros() as u64;
+        marks.steady = (self.sc.measure_start.max(joins_settled), self.sc.measure_end);
         let cfg = self.cfg.clone();
         if cfg.lookups > 0 {
             self.queue.push(self.now, Ev::Ctl(Ctl::Lookup));
@@ -154,7 +159,7 @@ impl Sim {
 
     /// Phase 3: runs until every lookup ended, the planned length passed and, after a crash,
     /// the repair was measured (or its timeout passed).
-    fn measure_phase(&mut self, tick: &mut impl FnMut(&Sim)) {
+    fn measure_phase(&mut self, marks: &mut PhaseMarks, tick: &mut impl FnMut(&Sim)) {
         let timeout = self.cfg.lookup_timeout.as_micros() as u64;
         loop {
             let issued_all = self.m.issued >= self.cfg.lookups;
@@ -169,6 +174,7 @@ impl Sim {
             if issued_all && settled && measured && repaired && !crash_pending {
                 break;
             }
+            self.take_due_marks(marks);
             if !self.step() {
                 break;
             }
