@@ -102,7 +102,7 @@ impl<R: Runtime> Core<R> {
     /// A new node from `config`; its clock starts now.
     pub fn new(config: Config, opts: Options, events: EventSender) -> Self {
         Core {
-            node: Node::new(config, Instant::ZERO),
+            node: Node::new(config, Instant::ZERO).expect("the driver validates the config before it starts the node"),
             opts,
             origin: std::time::Instant::now(),
             clock: Instant::ZERO,
@@ -280,7 +280,7 @@ impl<R: Runtime> Core<R> {
     fn on_command(&mut self, rt: &mut R, cmd: Command) -> Option<Responder<()>> {
         let now = self.clock;
         match cmd {
-            Command::Join(addr, reply) => match self.node.join(now, addr) {
+            Command::Join(addr, reply) => match self.node.join(now, &[addr]) {
                 Ok(()) => self.join_waiters.push(reply),
                 Err(e) => reply(Err(Error::Command(e))),
             },

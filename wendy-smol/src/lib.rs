@@ -105,6 +105,7 @@ impl NodeHandle {
     /// it was the same or has port 0) is set to the bound one, reported by
     /// [`local_addr`](Self::local_addr).
     pub async fn start_with(mut config: Config, options: Options) -> io::Result<NodeHandle> {
+        config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let listener = TcpListener::bind(config.info.local).await?;
         let bound = listener.local_addr()?;
         wendy_driver::fix_port(&mut config, bound);
