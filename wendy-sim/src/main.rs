@@ -195,6 +195,45 @@ fn ms(m: f64) -> Duration {
     Duration::from_secs_f64(m.max(0.0) / 1000.0)
 }
 
+fn net_config(cli: &Cli) -> NetConfig {
+    NetConfig {
+        topology: match cli.topology {
+            TopoArg::Plane => Topology::Plane,
+            TopoArg::Sphere => Topology::Sphere,
+        },
+        diameter: ms(cli.diameter_ms),
+        base: ms(cli.base_ms),
+        regions: cli.regions,
+        intra_region: ms(cli.intra_ms),
+        inter_region: ms(cli.inter_ms),
+        jitter: cli.jitter.max(0.0),
+        loss: cli.loss.clamp(0.0, 1.0),
+        loss_mode: match cli.loss_mode {
+            LossArg::Tcp => LossMode::Tcp,
+            LossArg::Drop => LossMode::Drop,
+        },
+        rto: ms(cli.rto_ms),
+        refuse_dead: cli.refuse_dead,
+        coalesce: !cli.no_coalesce,
+        ..NetConfig::default()
+    }
+}
+
+fn node_params(cli: &Cli) -> NodeParams {
+    NodeParams {
+        heartbeat: Duration::from_millis(cli.heartbeat_ms.max(1)),
+        suspect: cli.suspect_ms.map(Duration::from_millis),
+        table_probe: cli.table_probe_ms.map(Duration::from_millis),
+        probe: cli.probe_ms.map(Duration::from_millis),
+        leaf_exchange: Duration::from_secs(cli.leaf_exchange_s),
+        idle_timeout: Duration::from_secs(cli.idle_timeout_s),
+        connect_timeout: Duration::from_secs(cli.connect_timeout_s),
+        leaf_set_size: cli.leaf_set_size,
+        max_connections: cli.max_connections.max(1),
+        ..NodeParams::default()
+    }
+}
+
 fn config(cli: &Cli) -> Result<SimConfig, String> {
     let churn_trace = match &cli.churn_trace {
         Some(p) => {
@@ -215,43 +254,14 @@ fn config(cli: &Cli) -> Result<SimConfig, String> {
     if cli.nodes == 0 {
         return Err("--nodes must be at least 1".into());
     }
+    let node = node_params(cli);
+    node.validate().map_err(|e| format!("node parameters: {e}"))?;
     Ok(SimConfig {
         nodes: cli.nodes,
         lookups: cli.lookups,
         seed: cli.seed,
-        net: NetConfig {
-            topology: match cli.topology {
-                TopoArg::Plane => Topology::Plane,
-                TopoArg::Sphere => Topology::Sphere,
-            },
-            diameter: ms(cli.diameter_ms),
-            base: ms(cli.base_ms),
-            regions: cli.regions,
-            intra_region: ms(cli.intra_ms),
-            inter_region: ms(cli.inter_ms),
-            jitter: cli.jitter.max(0.0),
-            loss: cli.loss.clamp(0.0, 1.0),
-            loss_mode: match cli.loss_mode {
-                LossArg::Tcp => LossMode::Tcp,
-                LossArg::Drop => LossMode::Drop,
-            },
-            rto: ms(cli.rto_ms),
-            refuse_dead: cli.refuse_dead,
-            coalesce: !cli.no_coalesce,
-            ..NetConfig::default()
-        },
-        node: NodeParams {
-            heartbeat: Duration::from_millis(cli.heartbeat_ms.max(1)),
-            suspect: cli.suspect_ms.map(Duration::from_millis),
-            table_probe: cli.table_probe_ms.map(Duration::from_millis),
-            probe: cli.probe_ms.map(Duration::from_millis),
-            leaf_exchange: Duration::from_secs(cli.leaf_exchange_s),
-            idle_timeout: Duration::from_secs(cli.idle_timeout_s),
-            connect_timeout: Duration::from_secs(cli.connect_timeout_s),
-            leaf_set_size: cli.leaf_set_size,
-            max_connections: cli.max_connections.max(1),
-            ..NodeParams::default()
-        },
+        net: net_config(cli),
+        node,
         join_rate: cli.join_rate,
         settle: secs(cli.settle),
         lookup_rate: cli.lookup_rate,
@@ -359,6 +369,8 @@ mod tests {
         assert_eq!((cfg.nodes, cfg.lookups, cfg.seed, cfg.net.regions), (10, 5, 3, 3));
         assert_eq!(cfg.duration, Some(Duration::from_secs(60)));
         assert!(cfg.churn.is_some());
+        let odd = Cli::try_parse_from(["wendy-sim", "--leaf-set-size", "7"]).unwrap();
+        assert!(config(&odd).unwrap_err().contains("leaf"), "a node that cannot start is refused up front");
     }
 
     #[test]

@@ -206,7 +206,8 @@ pub struct Report {
     pub stretch_p99: f64,
     /// Joins completed (join call to `Event::Joined`): the initial population's and later ones.
     pub joins: u64,
-    /// Join attempts that failed (`NodeError::JoinFailed`) and were retried.
+    /// Joins that failed (`NodeError::JoinFailed`: every attempt of the node's own retry
+    /// policy failed); such a node stays up as a ring of one.
     pub join_failures: u64,
     /// Mean join time, seconds.
     pub join_time_mean_s: f64,
@@ -363,7 +364,7 @@ impl Report {
         let i = &self.initial_joins;
         writeln!(
             f,
-            "  joins        {} initial in {:.1}s simulated (mean {:.3}s, p99 {:.3}s, max {:.3}s), {} retried",
+            "  joins        {} initial in {:.1}s simulated (mean {:.3}s, p99 {:.3}s, max {:.3}s), {} failed",
             i.joins, self.join_phase_s, i.mean_s, i.p99_s, i.max_s, self.join_failures
         )?;
         let l = &self.later_joins;

@@ -86,8 +86,8 @@ fn crash_30_percent_then_repair() {
 }
 
 /// Median session of 30 minutes over one simulated hour. 100 nodes with a 5 s heartbeat
-/// keep the event count (and the test's time) small. Measured at this seed: 99.06% of the
-/// 3,600 lookups delivered and correct (34 lost, 0 incorrect), mean live population 86.9;
+/// keep the event count (and the test's time) small. Measured at this seed: 99.03% of the
+/// 3,600 lookups delivered and correct (35 lost, 0 incorrect), mean live population 86.8;
 /// the bounds below leave room for a protocol change without hiding a regression.
 #[test]
 fn churn_with_30_minute_median_session_over_an_hour() {

@@ -7,9 +7,15 @@ use std::hash::{BuildHasherDefault, Hasher};
 use wendy_proto::rng::splitmix64;
 use wendy_proto::{Config, Event, Instant, Node, NodeError, NodeId, Output};
 
-use super::{Sim, NEVER, NONE, SEC};
+use std::net::SocketAddr;
+
+use super::{Sim, NEVER, NONE};
 use crate::net::{host_addr, Place, MAX_HOSTS};
 use crate::queue::{Ctl, Ev};
+
+/// Bootstraps given to a joining node: it tries them in turn (and, from its second attempt,
+/// the node it has learned closest to its id).
+pub(super) const BOOTSTRAPS: usize = 3;
 
 /// Names of the node error kinds, in the order of [`error_kind`].
 pub(super) const ERROR_KINDS: [&str; 8] =
@@ -145,9 +151,9 @@ impl Sim {
         if self.net.cfg().regions > 0 {
             cfg = cfg.with_region(format!("r{}", host.place.region), local, host_addr(h, true));
         }
-        self.cfg.node.apply(&mut cfg);
-        let node =
-            Node::new(cfg, Instant::from_micros(self.now)).expect("node parameters are validated before the run");
+        let cfg = self.cfg.node.apply(cfg);
+        let node = Node::new(cfg, Instant::from_micros(self.now))
+            .expect("the node parameters are valid (NodeParams::validate; the CLI checks them)");
         let host = &mut self.hosts[h as usize];
         host.node = Some(Box::new(node));
         host.up = true;
@@ -157,26 +163,43 @@ impl Sim {
         self.finish(h, node);
     }
 
-    /// Makes `h` (a ring of one) join through a random joined node; false if none is joined.
+    /// Makes `h` (a ring of one) join through up to `BOOTSTRAPS` (3) distinct random joined
+    /// nodes, which it tries in turn (wendy-proto's retry policy); false if none is joined.
     pub fn join_random(&mut self, h: u32) -> bool {
-        let candidates = self.oracle.joined_list.len();
-        if candidates == 0 || (candidates == 1 && self.oracle.joined_list[0] == h) {
+        let list = &self.oracle.joined_list;
+        let others = list.len() - usize::from(self.hosts[h as usize].joined_pos != NONE);
+        if others == 0 {
             return false;
         }
-        let b = loop {
-            let b = self.oracle.joined_list[self.sc.rng_work.below(candidates as u64) as usize];
+        // The first from the workload stream (as when there was one bootstrap), the others
+        // from a stream of their own, so that adding them left the other draws as they were.
+        let first = loop {
+            let b = list[self.sc.rng_work.below(list.len() as u64) as usize];
             if b != h {
                 break b;
             }
         };
-        self.join(h, b)
+        let mut boots = vec![first];
+        while boots.len() < BOOTSTRAPS.min(others) {
+            let b = list[self.sc.rng_boot.below(list.len() as u64) as usize];
+            if b != h && !boots.contains(&b) {
+                boots.push(b);
+            }
+        }
+        self.join_via(h, &boots)
     }
 
     /// Makes `h` join the ring through host `bootstrap`. False if the node refused.
     pub fn join(&mut self, h: u32, bootstrap: u32) -> bool {
-        let addr = self.addr_from(bootstrap, h);
+        self.join_via(h, &[bootstrap])
+    }
+
+    /// Makes `h` join the ring through the hosts `bootstraps`, tried in turn. False if the
+    /// node refused.
+    pub fn join_via(&mut self, h: u32, bootstraps: &[u32]) -> bool {
+        let addrs: Vec<SocketAddr> = bootstraps.iter().map(|&b| self.addr_from(b, h)).collect();
         let Some(mut node) = self.take(h) else { return false };
-        let ok = node.join(Instant::from_micros(self.now), &[addr]).is_ok();
+        let ok = node.join(Instant::from_micros(self.now), &addrs).is_ok();
         if ok {
             self.hosts[h as usize].join_started = self.now;
         }
@@ -218,14 +241,13 @@ impl Sim {
         self.queue.push(self.now + downtime.as_micros() as u64, Ev::Ctl(Ctl::Restart { host: h }));
     }
 
-    /// Makes `h` leave gracefully; it is removed once its goodbyes are on the wire.
+    /// Makes `h` leave gracefully; it is removed when it reports `Event::Drained` (its
+    /// goodbyes are on the wire).
     pub fn leave(&mut self, h: u32) {
         let Some(mut node) = self.take(h) else { return };
         self.remove_joined(h);
         node.leave(Instant::from_micros(self.now));
         self.finish(h, node);
-        let inc = self.hosts[h as usize].inc;
-        self.queue.push(self.now + SEC, Ev::Ctl(Ctl::Kill { host: h, inc }));
     }
 
     /// Takes the node of `h` out of its host to feed it an input (`None` if it is down).
@@ -308,9 +330,13 @@ impl Sim {
                 self.m.errors[k] += 1;
                 if let NodeError::JoinFailed { .. } = err {
                     self.m.join_failures += 1;
-                    let inc = self.hosts[h as usize].inc;
-                    self.queue.push(self.now + SEC, Ev::Ctl(Ctl::JoinRetry { host: h, inc }));
                 }
+            }
+            Event::Drained => {
+                // Removed once this input's outputs are drained (the node is out of its host
+                // while they are).
+                let inc = self.hosts[h as usize].inc;
+                self.queue.push(self.now, Ev::Ctl(Ctl::Kill { host: h, inc }));
             }
             _ => {}
         }

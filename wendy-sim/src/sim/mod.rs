@@ -87,6 +87,7 @@ impl Sim {
         let mut s = cfg.seed;
         let mut derive = || Rng::new(splitmix64(&mut s));
         let (rng_net, rng_work, rng_churn, rng_place) = (derive(), derive(), derive(), derive());
+        let rng_boot = derive();
         Sim {
             net: Net::new(cfg.net.clone()),
             cfg,
@@ -98,7 +99,7 @@ impl Sim {
             rng_place,
             links: Links::new(rng_net),
             oracle: Oracle::default(),
-            sc: Scenario::new(rng_work, rng_churn),
+            sc: Scenario::new(rng_work, rng_churn, rng_boot),
             m: Metrics::new(),
             debug: std::env::var_os("WENDY_SIM_DEBUG").is_some(),
         }

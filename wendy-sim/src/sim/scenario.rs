@@ -8,7 +8,7 @@ use wendy_proto::rng::Rng;
 use wendy_proto::NodeId;
 
 use super::measure::PhaseMarks;
-use super::{Sim, NEVER, NONE, SEC};
+use super::{Sim, NEVER, SEC};
 use crate::config::SessionDist;
 use crate::queue::{Ctl, Ev};
 use crate::report::Report;
@@ -16,8 +16,10 @@ use crate::report::Report;
 /// Where the scenario stands.
 #[derive(Debug)]
 pub(super) struct Scenario {
-    /// Bootstrap choice, lookup origins, keys and arrival gaps.
+    /// The first bootstrap of a join, lookup origins, keys and arrival gaps.
     pub(super) rng_work: Rng,
+    /// The further bootstraps of a join.
+    pub(super) rng_boot: Rng,
     /// Sessions, churn arrivals, crash victims and split sides.
     rng_churn: Rng,
     /// Initial nodes still to be created.
@@ -35,9 +37,10 @@ pub(super) struct Scenario {
 }
 
 impl Scenario {
-    pub(super) fn new(rng_work: Rng, rng_churn: Rng) -> Self {
+    pub(super) fn new(rng_work: Rng, rng_churn: Rng, rng_boot: Rng) -> Self {
         Scenario {
             rng_work,
+            rng_boot,
             rng_churn,
             to_join: 0,
             measure_start: 0,
@@ -191,12 +194,6 @@ impl Sim {
     pub(super) fn on_ctl(&mut self, c: Ctl) {
         match c {
             Ctl::JoinNext => self.join_next(),
-            Ctl::JoinRetry { host, inc } => {
-                let x = &self.hosts[host as usize];
-                if x.up && x.inc == inc && x.joined_pos == NONE && x.node.as_ref().is_some_and(|n| !n.is_joining()) {
-                    self.join_random(host);
-                }
-            }
             Ctl::Lookup => self.next_lookup(),
             Ctl::CrashFraction => self.crash_fraction(),
             Ctl::Check => self.check_repair(),
