@@ -9,8 +9,11 @@ use wendy_proto::{CommandError, NodeError};
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// The node refused the command.
+    /// The node refused the command (or the message of a `send`).
     Command(CommandError),
+    /// Some messages of a batch were refused (the others were sent): their indices in the
+    /// batch, and why.
+    BatchRefused(Vec<(usize, CommandError)>),
     /// The join did not complete.
     JoinFailed(NodeError),
     /// The node has stopped.
@@ -22,7 +25,11 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Command(e) => write!(f, "command refused: {e}"),
+            Error::Command(e) => write!(f, "refused: {e}"),
+            Error::BatchRefused(r) => match r.first() {
+                Some((i, e)) => write!(f, "{} messages of the batch refused, the first (#{i}): {e}", r.len()),
+                None => f.write_str("no message of the batch refused"),
+            },
             Error::JoinFailed(e) => write!(f, "join failed: {e}"),
             Error::Stopped => f.write_str("the node has stopped"),
             Error::Io(e) => write!(f, "i/o error: {e}"),
@@ -36,7 +43,7 @@ impl std::error::Error for Error {
             Error::Command(e) => Some(e),
             Error::JoinFailed(e) => Some(e),
             Error::Io(e) => Some(e),
-            Error::Stopped => None,
+            Error::Stopped | Error::BatchRefused(_) => None,
         }
     }
 }

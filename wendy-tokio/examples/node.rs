@@ -146,7 +146,6 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                         println!("! rejected peer at {addr}: {reason:?}")
                     }
                     NodeEvent::Event(Event::Error(e)) => println!("! {e}"),
-                    NodeEvent::SendFailed(e) => println!("! send failed: {e}"),
                     _ => {}
                 }
             }
