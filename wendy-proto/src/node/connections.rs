@@ -1,0 +1,285 @@
+//! Connections: dialling, accepting, graceful and abrupt closing, per-peer queues.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use crate::id::NodeId;
+use crate::info::NodeInfo;
+use crate::output::{ConnId, NodeError, Output};
+use crate::time::Instant;
+use crate::wire::{self, FrameDecoder, Message, NONCE_LEN};
+
+use super::{Node, State};
+
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub(super) addr: SocketAddr,
+    pub(super) phase: Phase,
+    pub(super) decoder: FrameDecoder,
+    pub(super) pending: VecDeque<Message>,
+    pub(super) opened: Instant,
+    pub(super) last_active: Instant,
+    /// When we sent our first handshake message: its answer gives a free round-trip sample.
+    pub(super) handshake_sent: Option<Instant>,
+    /// When we sent `Closing` on it: it carries nothing more from us and closes on the answer.
+    pub(super) closing: Option<Instant>,
+    pub(super) expected: Option<NodeId>,
+    pub(super) peer: Option<NodeId>,
+}
+
+#[derive(Debug)]
+pub(super) enum Phase {
+    Dialing { nonce: [u8; NONCE_LEN] },
+    AwaitHelloAck { nonce: [u8; NONCE_LEN] },
+    AwaitHello,
+    AwaitAuth { dialer_nonce: [u8; NONCE_LEN], my_nonce: [u8; NONCE_LEN], info: Box<NodeInfo> },
+    Open,
+}
+
+pub(super) enum SendFail {
+    Unknown,
+    Full,
+}
+
+impl Node {
+    /// The peer closes `conn` gracefully, or answers our `Closing`.
+    pub(super) fn on_closing(&mut self, now: Instant, conn: ConnId, from: NodeId) {
+        let we_asked = self.conns.get(&conn).is_some_and(|c| c.closing.is_some());
+        if !we_asked {
+            // Answer, and send nothing more here: the answer is the last frame.
+            self.detach(from, conn);
+            self.transmit(conn, &Message::Closing);
+        }
+        self.out.push_back(Output::Close { conn });
+        self.drop_conn(now, conn);
+    }
+
+    pub(super) fn alloc_conn(&mut self) -> ConnId {
+        self.next_conn += 1;
+        ConnId(self.next_conn)
+    }
+
+    /// Starts a connection to `addr`; `None` if `max_connections` are open and none can be
+    /// given up (connections count against the limit in both directions).
+    pub(super) fn dial(&mut self, now: Instant, addr: SocketAddr, expected: Option<NodeId>) -> Option<ConnId> {
+        if self.conns.len() >= self.cfg.max_connections && !self.make_room(now) {
+            return None;
+        }
+        let id = self.alloc_conn();
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng.fill_bytes(&mut nonce);
+        self.conns
+            .insert(id, Box::new(Conn::new(addr, Phase::Dialing { nonce }, now, expected, self.cfg.max_frame_size)));
+        self.out.push_back(Output::Connect { conn: id, addr });
+        Some(id)
+    }
+
+    /// Frees a connection slot at once: a connection already closing gracefully, else the least
+    /// recently used open one that no leaf-set member depends on. This is the hard limit, so
+    /// the close is abrupt (idle connections normally close gracefully long before).
+    pub(super) fn make_room(&mut self, now: Instant) -> bool {
+        let closing = self.conns.iter().filter(|(_, c)| c.closing.is_some()).min_by_key(|(&k, c)| (c.closing, k));
+        let victim = closing.map(|(&k, _)| k).or_else(|| {
+            self.conns
+                .iter()
+                .filter(|(_, c)| matches!(c.phase, Phase::Open))
+                .filter(|(_, c)| !c.peer.is_some_and(|p| self.leaf.contains(p)))
+                .min_by_key(|(&k, c)| (c.last_active, k))
+                .map(|(&k, _)| k)
+        });
+        let Some(victim) = victim else { return false };
+        self.out.push_back(Output::Close { conn: victim });
+        self.drop_conn(now, victim);
+        true
+    }
+
+    /// Begins the graceful close of an open connection: `Closing` goes out, nothing more is
+    /// sent on it, and it closes when the peer answers (or after `connect_timeout`).
+    pub(super) fn start_closing(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        c.closing = Some(now);
+        let peer = c.peer;
+        self.transmit(conn, &Message::Closing);
+        if let Some(pid) = peer {
+            self.detach(pid, conn);
+        }
+    }
+
+    /// Stops sending to `peer` over `conn`: its next message uses another open connection or a
+    /// new one.
+    pub(super) fn detach(&mut self, peer: NodeId, conn: ConnId) {
+        let other = self
+            .conns
+            .iter()
+            .find(|(&k, x)| k != conn && x.peer == Some(peer) && matches!(x.phase, Phase::Open) && x.closing.is_none())
+            .map(|(&k, _)| k);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if p.conn == Some(conn) {
+                p.conn = other;
+            }
+        }
+    }
+
+    /// A connection to `addr` we dialled (open or opening), or a new one.
+    pub(super) fn conn_to_addr(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
+        let existing = self
+            .conns
+            .iter()
+            .find(|(_, c)| {
+                c.addr == addr && c.closing.is_none() && !matches!(c.phase, Phase::AwaitHello | Phase::AwaitAuth { .. })
+            })
+            .map(|(&k, _)| k);
+        existing.or_else(|| self.dial(now, addr, None))
+    }
+
+    /// Sends `msg` to a known node, dialling it if needed.
+    pub(super) fn send_msg(&mut self, now: Instant, to: NodeId, msg: Message) -> Result<(), SendFail> {
+        let Some(peer) = self.peers.get(&to) else { return Err(SendFail::Unknown) };
+        let conn = match peer.conn.filter(|c| self.conns.contains_key(c)) {
+            Some(c) => c,
+            // A node that has left only says goodbye on the connections it has.
+            None if self.state == State::Left => return Err(SendFail::Unknown),
+            None => {
+                let addr = peer.info.addr_from(&self.cfg.info.region);
+                let Some(c) = self.dial(now, addr, Some(to)) else {
+                    self.stats.dropped += 1;
+                    return Err(SendFail::Full);
+                };
+                if let Some(p) = self.peers.get_mut(&to) {
+                    p.conn = Some(c);
+                }
+                c
+            }
+        };
+        if self.enqueue(conn, msg) {
+            Ok(())
+        } else {
+            Err(SendFail::Full)
+        }
+    }
+
+    /// Transmits on an open connection, or queues until it opens. False if the queue is full.
+    pub(super) fn enqueue(&mut self, conn: ConnId, msg: Message) -> bool {
+        let Some(c) = self.conns.get_mut(&conn) else { return false };
+        if c.closing.is_some() {
+            return false;
+        }
+        if matches!(c.phase, Phase::Open) {
+            c.last_active = self.last_now;
+            self.transmit(conn, &msg);
+            return true;
+        }
+        if c.pending.len() >= self.cfg.max_pending_per_peer || self.pending_total >= self.cfg.max_pending_total {
+            return false;
+        }
+        c.pending.push_back(msg);
+        self.pending_total += 1;
+        true
+    }
+
+    pub(super) fn transmit(&mut self, conn: ConnId, msg: &Message) {
+        let data = wire::encode(msg);
+        self.stats.frames_out += 1;
+        self.stats.bytes_out += data.len() as u64;
+        if !msg.is_application() {
+            self.stats.control_frames_out += 1;
+            self.stats.control_bytes_out += data.len() as u64;
+        }
+        self.out.push_back(Output::Transmit { conn, data });
+    }
+
+    /// Forgets a connection; what was queued on it is re-routed or dropped.
+    pub(super) fn drop_conn(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.remove(&conn) else { return };
+        self.pending_total -= c.pending.len();
+        if let Some(pid) = c.peer.or(c.expected) {
+            self.detach(pid, conn);
+        }
+        for m in c.pending {
+            self.requeue(now, m);
+        }
+    }
+
+    /// A message whose connection failed before it was written: route it again if it can be.
+    pub(super) fn requeue(&mut self, now: Instant, m: Message) {
+        if self.state == State::Left {
+            return;
+        }
+        match m {
+            Message::Route(r) => {
+                let _ = self.route_app(now, r, false);
+            }
+            Message::JoinRequest { joiner, hops } if joiner.id != self.id() => self.route_join(now, joiner, hops, None),
+            Message::Direct(_) => {
+                self.stats.dropped += 1;
+            }
+            _ => {}
+        }
+    }
+
+    /// An outbound connection failed, or a connection failed before its handshake completed.
+    pub(super) fn conn_failed(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.get(&conn) else { return };
+        let (addr, expected) = (c.addr, c.expected);
+        self.stats.connect_failures += 1;
+        self.report(NodeError::ConnectFailed { addr });
+        if let State::Joining { bootstrap, deadline, .. } = &mut self.state {
+            if *bootstrap == addr {
+                *deadline = (*deadline).min(now + self.cfg.heartbeat_interval);
+            }
+        }
+        match expected {
+            Some(id) => {
+                // peer_failed closes and drops every connection of that peer, this one included.
+                self.drop_conn(now, conn);
+                self.peer_failed(now, id);
+            }
+            None => self.drop_conn(now, conn),
+        }
+    }
+
+    pub(super) fn decode_error(&mut self, now: Instant, conn: ConnId, error: wire::WireError) {
+        self.stats.decode_errors += 1;
+        self.report(NodeError::Decode { conn, error });
+        self.close_bad(now, conn);
+    }
+
+    pub(super) fn protocol_error(&mut self, now: Instant, conn: ConnId, what: &'static str) {
+        self.stats.protocol_errors += 1;
+        self.report(NodeError::Protocol { conn, what });
+        self.close_bad(now, conn);
+    }
+
+    pub(super) fn close_bad(&mut self, now: Instant, conn: ConnId) {
+        let expected =
+            self.conns.get(&conn).and_then(|c| if matches!(c.phase, Phase::Open) { None } else { c.expected });
+        self.out.push_back(Output::Close { conn });
+        self.drop_conn(now, conn);
+        if let Some(id) = expected {
+            self.peer_failed(now, id);
+        }
+    }
+}
+
+impl Conn {
+    pub(super) fn new(
+        addr: SocketAddr,
+        phase: Phase,
+        now: Instant,
+        expected: Option<NodeId>,
+        max_frame: usize,
+    ) -> Self {
+        Conn {
+            addr,
+            phase,
+            decoder: FrameDecoder::new(max_frame.min(wire::MAX_HANDSHAKE_FRAME)),
+            pending: VecDeque::new(),
+            opened: now,
+            last_active: now,
+            handshake_sent: None,
+            closing: None,
+            expected,
+            peer: None,
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The join protocol: join requests routed to the root, state handed to the joiner, and the
+//! announcement to the leaf set that makes the joiner a root (MSPastry's consistent join).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use crate::id::NodeId;
+use crate::info::NodeInfo;
+use crate::output::{CommandError, ConnId, Event, Output};
+use crate::time::Instant;
+use crate::wire::{Message, Route};
+
+use super::membership::Peer;
+use super::routing::Hop;
+use super::{Node, State};
+
+#[derive(Debug)]
+pub(super) enum Held {
+    Route(Route),
+    Join { joiner: NodeInfo, hops: u8, via: Option<ConnId> },
+}
+
+impl Node {
+    /// A join-protocol message from an authenticated peer.
+    pub(super) fn on_join_message(&mut self, now: Instant, conn: ConnId, from: NodeId, msg: Message) {
+        match msg {
+            Message::JoinRequest { joiner, hops } => self.route_join(now, joiner, hops, Some(conn)),
+            Message::JoinState { rows, hood, leaves } => {
+                if let Some(info) = self.peer_info(from) {
+                    self.learn(now, info, true);
+                }
+                for i in rows.into_iter().chain(hood) {
+                    self.learn(now, i, false);
+                }
+                let is_root = leaves.is_some();
+                for i in leaves.unwrap_or_default() {
+                    self.learn(now, i, false);
+                }
+                if is_root && matches!(self.state, State::Joining { .. }) {
+                    self.announce(now);
+                }
+            }
+            Message::Announce { seq } => {
+                if let Some(info) = self.peer_info(from) {
+                    self.learn(now, info, true);
+                }
+                let leaves = if self.leaf.covers(from) { self.leaf_infos() } else { Vec::new() };
+                let ready = self.is_ready();
+                let _ = self.send_msg(now, from, Message::Welcome { seq, ready, leaves });
+            }
+            Message::Welcome { seq, ready, leaves } => {
+                self.measure(now, from, seq);
+                if ready {
+                    if let Some(info) = self.peer_info(from) {
+                        self.learn(now, info, true);
+                    }
+                }
+                for i in leaves {
+                    self.learn(now, i, false);
+                }
+                if let State::Announcing { awaiting, .. } = &mut self.state {
+                    awaiting.remove(&from);
+                    if awaiting.is_empty() {
+                        self.become_ready(now);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Joins the ring that the node at `bootstrap` belongs to.
+    ///
+    /// Only a node that is still a ring of one may join. [`Event::Joined`] follows when the
+    /// node has its state and has been acknowledged by its leaf set; [`NodeError::JoinFailed`]
+    /// if it could not.
+    pub fn join(&mut self, now: Instant, bootstrap: SocketAddr) -> Result<(), CommandError> {
+        self.tick_now(now);
+        match self.state {
+            State::Left => return Err(CommandError::Left),
+            State::Alone if self.peers.is_empty() => {}
+            _ => return Err(CommandError::AlreadyJoined),
+        }
+        if bootstrap == self.cfg.info.local || bootstrap == self.cfg.info.global {
+            return Err(CommandError::SelfBootstrap);
+        }
+        self.state = State::Joining { bootstrap, attempt: 1, deadline: now + self.cfg.join_timeout };
+        self.send_join_request(now, bootstrap);
+        self.finish();
+        Ok(())
+    }
+
+    /// Handles a join request; `via` is the connection it came on, used to answer the joiner
+    /// directly when the joiner itself sent it (no new connection, no dial on a peer's say-so).
+    pub(super) fn route_join(&mut self, now: Instant, joiner: NodeInfo, hops: u8, via: Option<ConnId>) {
+        let me = self.id();
+        if joiner.id == me || hops >= self.cfg.max_hops {
+            return;
+        }
+        let hop = self.decide(joiner.id, Some(joiner.id));
+        if let Hop::Hold = hop {
+            if self.pending_total < self.cfg.max_pending_total {
+                self.pending_total += 1;
+                self.held.push_back(Held::Join { joiner, hops, via });
+            }
+            return;
+        }
+        if self.is_ready() {
+            let depth = me.common_prefix_len(joiner.id);
+            let mut rows: Vec<NodeInfo> = (0..=depth.min(crate::id::DIGITS - 1))
+                .flat_map(|r| self.table.row(r).collect::<Vec<_>>())
+                .filter(|c| c.id != joiner.id)
+                .filter_map(|c| self.peers.get(&c.id).map(|p| p.info.clone()))
+                .collect();
+            rows.push(self.cfg.info.clone());
+            let hood = if hops == 0 { self.infos(self.hood.iter().map(|e| e.1)) } else { Vec::new() };
+            let leaves = matches!(hop, Hop::Here)
+                .then(|| self.infos(self.leaf.members().into_iter().filter(|&x| x != joiner.id)));
+            let state = Message::JoinState { rows, hood, leaves };
+            let direct =
+                via.filter(|c| self.conns.get(c).is_some_and(|c| c.peer == Some(joiner.id) && c.closing.is_none()));
+            match direct {
+                Some(conn) => {
+                    self.enqueue(conn, state);
+                }
+                None => {
+                    self.peers.entry(joiner.id).or_insert_with(|| Box::new(Peer::new(joiner.clone(), now)));
+                    let _ = self.send_msg(now, joiner.id, state);
+                }
+            }
+            self.stats.join_messages += 1;
+        }
+        if let Hop::Next(next) = hop {
+            if self.send_msg(now, next, Message::JoinRequest { joiner, hops: hops + 1 }).is_ok() {
+                self.stats.join_messages += 1;
+            }
+        }
+    }
+
+    pub(super) fn send_join_request(&mut self, now: Instant, bootstrap: SocketAddr) {
+        let msg = Message::JoinRequest { joiner: self.cfg.info.clone(), hops: 0 };
+        // If no connection can be had now, the join deadline retries.
+        if let Some(conn) = self.conn_to_addr(now, bootstrap) {
+            self.enqueue(conn, msg);
+            self.stats.join_messages += 1;
+        }
+    }
+
+    pub(super) fn announce(&mut self, now: Instant) {
+        let targets = self.table_members();
+        let awaiting: BTreeSet<NodeId> = self.leaf.members().into_iter().collect();
+        for id in targets {
+            self.probe(now, id, true);
+            self.stats.join_messages += 1;
+        }
+        self.state = State::Announcing { awaiting, deadline: now + self.cfg.connect_timeout };
+        if matches!(&self.state, State::Announcing { awaiting, .. } if awaiting.is_empty()) {
+            self.become_ready(now);
+        }
+    }
+
+    pub(super) fn become_ready(&mut self, now: Instant) {
+        self.state = State::Ready;
+        self.next_exchange = now + self.cfg.leaf_exchange_interval;
+        self.out.push_back(Output::Event(Event::Joined));
+        let held: Vec<Held> = self.held.drain(..).collect();
+        self.pending_total -= held.len();
+        for h in held {
+            match h {
+                Held::Route(r) => {
+                    let _ = self.route_app(now, r, false);
+                }
+                Held::Join { joiner, hops, via } => self.route_join(now, joiner, hops, via),
+            }
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Membership: learning peers into the tables and measuring their proximity.
+
+use std::collections::BTreeSet;
+
+use crate::id::NodeId;
+use crate::info::NodeInfo;
+use crate::output::{ConnId, Event, Output};
+use crate::routing_table::UNKNOWN_PROXIMITY;
+use crate::time::{duration_micros, Instant};
+use crate::wire::Message;
+
+use super::join::Held;
+use super::{Node, State};
+
+#[derive(Debug)]
+pub(super) struct Peer {
+    pub(super) info: NodeInfo,
+    pub(super) proximity: u64,
+    pub(super) added: Instant,
+    pub(super) last_heard: Option<Instant>,
+    pub(super) suspected: Option<Instant>,
+    pub(super) ping: Option<(u32, Instant)>,
+    pub(super) conn: Option<ConnId>,
+}
+
+impl Node {
+    /// A request for, or an answer with, part of a peer's tables.
+    pub(super) fn on_table_message(&mut self, now: Instant, from: NodeId, msg: Message) {
+        match msg {
+            Message::LeafSetRequest => {
+                let leaves = self.leaf_infos();
+                let _ = self.send_msg(now, from, Message::LeafSet { leaves });
+            }
+            Message::RowRequest { row } => {
+                let entries = self
+                    .table
+                    .row(usize::from(row))
+                    .filter_map(|c| self.peers.get(&c.id).map(|p| p.info.clone()))
+                    .collect();
+                let _ = self.send_msg(now, from, Message::Row { row, entries });
+            }
+            Message::LeafSet { leaves: infos } | Message::Row { entries: infos, .. } => {
+                for i in infos {
+                    self.learn(now, i, false);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Adds what we heard of `info` to the tables. `direct`: heard from the node itself.
+    pub(super) fn learn(&mut self, now: Instant, info: NodeInfo, direct: bool) {
+        let id = info.id;
+        if id == self.id() || self.state == State::Left || !info.is_valid() {
+            return;
+        }
+        if direct {
+            self.failed.remove(&id);
+            self.lost_leaves.remove(&id);
+            if self.state == State::Alone {
+                self.state = State::Ready;
+            }
+        } else if self.failed.contains_key(&id) {
+            return;
+        }
+        let was_member = self.in_tables(id);
+        let was_known = self.peers.contains_key(&id);
+        let peer = self.peers.entry(id).or_insert_with(|| Box::new(Peer::new(info, now)));
+        if direct {
+            peer.last_heard = Some(now);
+            peer.suspected = None;
+        }
+        let heard = peer.last_heard.is_some();
+        let prox = peer.proximity;
+        let leaf_changed = self.leaf.insert(id);
+        self.table.insert(id, prox);
+        if prox != UNKNOWN_PROXIMITY {
+            self.hood.insert(id, prox);
+        }
+        if leaf_changed {
+            self.leaf_dirty = true;
+        }
+        if !self.in_tables(id) {
+            // Hearsay that found no place in any table is not kept: a peer cannot make us
+            // remember more nodes than our tables hold.
+            if !was_known {
+                self.peers.remove(&id);
+            }
+            return;
+        }
+        if !was_member {
+            let info = self.peers[&id].info.clone();
+            self.out.push_back(Output::Event(Event::NodeJoined(info)));
+        }
+        let probing = matches!(self.state, State::Ready | State::Announcing { .. });
+        if leaf_changed && !heard && probing && self.peers[&id].ping.is_none() {
+            self.probe(now, id, true);
+        }
+    }
+
+    /// Sends an `Announce` (or a `Ping`) to `id`, remembering when, to measure the round trip.
+    pub(super) fn probe(&mut self, now: Instant, id: NodeId, announce: bool) {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.ping = Some((seq, now));
+        }
+        let msg = if announce { Message::Announce { seq } } else { Message::Ping { seq } };
+        let _ = self.send_msg(now, id, msg);
+    }
+
+    pub(super) fn measure(&mut self, now: Instant, from: NodeId, seq: u32) {
+        let region = &self.cfg.info.region;
+        let factor = self.cfg.region_factor;
+        let Some(p) = self.peers.get_mut(&from) else { return };
+        let Some((s, sent)) = p.ping else { return };
+        if s != seq {
+            return;
+        }
+        p.ping = None;
+        let prox = proximity(now - sent, &p.info.region, region, factor);
+        p.proximity = prox;
+        self.table.update_proximity(from, prox);
+        self.table.insert(from, prox);
+        if self.in_tables(from) || self.hood.len() < self.cfg.neighbourhood_size {
+            self.hood.insert(from, prox);
+        }
+    }
+
+    pub(super) fn peer_info(&self, id: NodeId) -> Option<NodeInfo> {
+        self.peers.get(&id).map(|p| p.info.clone())
+    }
+
+    pub(super) fn in_tables(&self, id: NodeId) -> bool {
+        self.leaf.contains(id) || self.table.contains(id) || self.hood.contains(id)
+    }
+
+    /// Everyone in the leaf set, routing table and neighbourhood, each once, in id order.
+    pub(super) fn table_members(&self) -> Vec<NodeId> {
+        let mut set: BTreeSet<NodeId> = self.leaf.members().into_iter().collect();
+        set.extend(self.table.iter().map(|c| c.id));
+        set.extend(self.hood.iter().map(|e| e.1));
+        set.into_iter().collect()
+    }
+
+    pub(super) fn infos(&self, ids: impl IntoIterator<Item = NodeId>) -> Vec<NodeInfo> {
+        ids.into_iter().filter_map(|id| self.peers.get(&id).map(|p| p.info.clone())).collect()
+    }
+
+    pub(super) fn leaf_infos(&self) -> Vec<NodeInfo> {
+        self.infos(self.leaf.members())
+    }
+
+    pub(super) fn forget_all(&mut self, now: Instant) {
+        for id in self.table_members() {
+            self.leaf.remove(id);
+            self.table.remove(id);
+            self.hood.remove(id);
+        }
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for c in conns {
+            self.out.push_back(Output::Close { conn: c });
+            self.drop_conn(now, c);
+        }
+        self.peers.clear();
+        let held: Vec<Held> = self.held.drain(..).collect();
+        self.pending_total -= held.len();
+        for h in held {
+            if let Held::Route(r) = h {
+                // A ring of one is root for everything.
+                let _ = self.route_app(now, r, false);
+            }
+        }
+        self.leaf_dirty = true;
+    }
+}
+
+impl Peer {
+    pub(super) fn new(info: NodeInfo, now: Instant) -> Self {
+        Peer {
+            info,
+            proximity: UNKNOWN_PROXIMITY,
+            added: now,
+            last_heard: None,
+            suspected: None,
+            ping: None,
+            conn: None,
+        }
+    }
+}
+
+/// Proximity of a node: the round trip in microseconds, times `factor` across regions.
+pub(super) fn proximity(rtt: core::time::Duration, their_region: &str, our_region: &str, factor: u64) -> u64 {
+    let rtt = duration_micros(rtt).max(1);
+    if their_region == our_region {
+        rtt
+    } else {
+        rtt.saturating_mul(factor)
+    }
+}

@@ -1,0 +1,455 @@
+//! The Pastry node: a deterministic state machine driven by inputs and drained of outputs.
+//!
+//! The node is one type whose state and methods are spread over modules by concern, as
+//! quinn-proto spreads its connection: [`session`] (handshake), [`connections`] (dial, accept,
+//! close, queues), [`routing`] (next hop, delivery), [`join`], [`membership`] (learning peers,
+//! proximity), [`liveness`] (heartbeats, probes, failure and repair) and [`invariants`]. This
+//! file holds the public surface and the dispatcher of incoming messages.
+
+mod connections;
+mod invariants;
+mod join;
+mod liveness;
+mod membership;
+mod routing;
+mod session;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::id::NodeId;
+use crate::info::NodeInfo;
+use crate::leaf_set::LeafSet;
+use crate::neighbourhood::Neighbourhood;
+use crate::output::{CommandError, ConnId, Event, ForwardHook, NodeError, Output, Stats, Target};
+use crate::rng::Rng;
+use crate::routing_table::{RoutingTable, UNKNOWN_PROXIMITY};
+use crate::time::Instant;
+use crate::wire::{self, Direct, Message, Route};
+
+use connections::{Conn, Phase, SendFail};
+use join::Held;
+use membership::Peer;
+use routing::Hop;
+
+/// A Pastry node. See the [crate documentation](crate) for how a driver runs it.
+///
+/// Methods come in four kinds: constructors; `handle_*` inputs (bytes and connection events
+/// from the driver, timer deadlines); application commands ([`join`](Node::join),
+/// [`send`](Node::send), [`send_to`](Node::send_to), [`leave`](Node::leave)); and outputs
+/// ([`poll_output`](Node::poll_output), [`poll_timeout`](Node::poll_timeout)). Getters take `&self`.
+pub struct Node {
+    cfg: Config,
+    rng: Rng,
+    state: State,
+    leaf: LeafSet,
+    table: RoutingTable,
+    hood: Neighbourhood,
+    // Boxed: a B-tree node allocates room for 11 values, so large values inline would cost
+    // twice their size in a sparsely filled map; a box costs a pointer.
+    peers: BTreeMap<NodeId, Box<Peer>>,
+    conns: BTreeMap<ConnId, Box<Conn>>,
+    next_conn: u64,
+    held: VecDeque<Held>,
+    failed: BTreeMap<NodeId, Instant>,
+    /// Leaf-set members declared gone, re-probed at every leaf-set exchange for a while, so
+    /// that two halves of a partitioned ring find each other again once it heals.
+    lost_leaves: BTreeMap<NodeId, (NodeInfo, Instant)>,
+    out: VecDeque<Output>,
+    pending_total: usize,
+    next_tick: Instant,
+    next_exchange: Instant,
+    last_now: Instant,
+    leaf_dirty: bool,
+    stats: Stats,
+    hook: Option<Box<dyn ForwardHook>>,
+    seq: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    /// A ring of one: ready, root for every key, may still join another ring.
+    Alone,
+    /// Waiting for the root's state.
+    Joining { bootstrap: SocketAddr, attempt: u32, deadline: Instant },
+    /// Announced; waiting for the leaf set's answers before acting as root.
+    Announcing { awaiting: BTreeSet<NodeId>, deadline: Instant },
+    /// A full member.
+    Ready,
+    /// Left the ring; inert.
+    Left,
+}
+
+impl Node {
+    /// A node that is, until it joins another, a ring of one.
+    pub fn new(config: Config, now: Instant) -> Self {
+        let me = config.info.id;
+        Node {
+            rng: Rng::new(config.seed),
+            state: State::Alone,
+            leaf: LeafSet::new(me, config.leaf_set_size),
+            table: RoutingTable::new(me),
+            hood: Neighbourhood::new(config.neighbourhood_size),
+            peers: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            next_conn: 0,
+            held: VecDeque::new(),
+            failed: BTreeMap::new(),
+            lost_leaves: BTreeMap::new(),
+            out: VecDeque::new(),
+            pending_total: 0,
+            next_tick: now + config.heartbeat_interval,
+            next_exchange: now + config.leaf_exchange_interval,
+            last_now: now,
+            leaf_dirty: false,
+            stats: Stats::default(),
+            hook: None,
+            seq: 0,
+            cfg: config,
+        }
+    }
+
+    /// Installs the hook consulted before every routed message leaves this node.
+    pub fn set_forward_hook(&mut self, hook: Box<dyn ForwardHook>) {
+        self.hook = Some(hook);
+    }
+
+    // ----- inputs -------------------------------------------------------------------------
+
+    /// The driver accepted an inbound connection from `remote`; returns its name.
+    pub fn handle_accepted(&mut self, now: Instant, remote: SocketAddr) -> ConnId {
+        self.tick_now(now);
+        let id = self.alloc_conn();
+        if self.conns.len() >= self.cfg.max_connections || self.state == State::Left {
+            self.out.push_back(Output::Close { conn: id });
+            return id;
+        }
+        self.conns.insert(id, Box::new(Conn::new(remote, Phase::AwaitHello, now, None, self.cfg.max_frame_size)));
+        id
+    }
+
+    /// The outbound connection `conn` (from [`Output::Connect`]) is established.
+    pub fn handle_connected(&mut self, now: Instant, conn: ConnId) {
+        self.tick_now(now);
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Phase::Dialing { nonce } = c.phase else { return };
+        c.phase = Phase::AwaitHelloAck { nonce };
+        c.last_active = now;
+        c.handshake_sent = Some(now);
+        let hello = Message::Hello { info: self.cfg.info.clone(), nonce };
+        self.transmit(conn, &hello);
+        self.finish();
+    }
+
+    /// The outbound connection `conn` could not be established.
+    pub fn handle_connect_failed(&mut self, now: Instant, conn: ConnId) {
+        self.tick_now(now);
+        if self.conns.contains_key(&conn) {
+            self.conn_failed(now, conn);
+        }
+        self.finish();
+    }
+
+    /// `conn` was closed by the peer or broke.
+    pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
+        self.tick_now(now);
+        let open = self.conns.get(&conn).map(|c| matches!(c.phase, Phase::Open));
+        match open {
+            Some(true) => self.drop_conn(now, conn),
+            Some(false) => self.conn_failed(now, conn),
+            None => {}
+        }
+        self.finish();
+    }
+
+    /// Bytes arrived on `conn`, in any chunking of the stream. They are copied once; a driver
+    /// that owns its read buffer as [`Bytes`] should call [`Node::handle_bytes`] instead.
+    pub fn handle_data(&mut self, now: Instant, conn: ConnId, data: &[u8]) {
+        self.handle_bytes(now, conn, Bytes::copy_from_slice(data));
+    }
+
+    /// Bytes arrived on `conn`, in any chunking of the stream; frames that lie whole in `data`
+    /// are decoded without copying (their payloads are slices of it).
+    pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, data: Bytes) {
+        self.tick_now(now);
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        if matches!(c.phase, Phase::Dialing { .. }) {
+            self.protocol_error(now, conn, "data before the connection was established");
+            self.finish();
+            return;
+        }
+        c.decoder.push_bytes(data);
+        c.last_active = now;
+        while let Some(c) = self.conns.get_mut(&conn) {
+            match c.decoder.next_frame() {
+                Ok(None) => break,
+                Ok(Some(body)) => match wire::decode_body(body) {
+                    Ok(msg) => {
+                        self.stats.frames_in += 1;
+                        self.on_message(now, conn, msg);
+                    }
+                    Err(error) => self.decode_error(now, conn, error),
+                },
+                Err(error) => self.decode_error(now, conn, error),
+            }
+        }
+        self.finish();
+    }
+
+    /// A timer deadline passed. Calling it early, or twice, is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick_now(now);
+        if now >= self.next_tick && self.state != State::Left {
+            self.next_tick = now + self.cfg.heartbeat_interval;
+            if self.out.is_empty() {
+                // A burst (a join, a repair) must not pin its peak output queue for the node's
+                // lifetime; between ticks a busy node keeps its capacity.
+                self.out.shrink_to(64);
+            }
+            self.maintenance(now);
+        }
+        self.finish();
+    }
+
+    // ----- application commands -----------------------------------------------------------
+
+    /// Joins the ring that the node at `bootstrap` belongs to.
+    ///
+    /// Only a node that is still a ring of one may join. [`Event::Joined`] follows when the
+    /// node has its state and has been acknowledged by its leaf set; [`NodeError::JoinFailed`]
+    /// Routes `payload` towards `key`; it is delivered at the live node numerically closest.
+    pub fn send(&mut self, now: Instant, key: NodeId, purpose: u8, payload: Bytes) -> Result<(), CommandError> {
+        self.tick_now(now);
+        self.check_app(purpose, payload.len())?;
+        let me = self.id();
+        let route = Route { key, purpose, origin: me, hops: 0, payload };
+        let r = self.route_app(now, route, true);
+        self.finish();
+        r
+    }
+
+    /// Sends `payload` straight to one node, by id or by address (the Go wendy's SendToIP).
+    pub fn send_to(&mut self, now: Instant, target: Target, purpose: u8, payload: Bytes) -> Result<(), CommandError> {
+        self.tick_now(now);
+        self.check_app(purpose, payload.len())?;
+        let msg = Message::Direct(Direct { purpose, origin: self.id(), payload });
+        let r = match target {
+            Target::Node(id) if id == self.id() => {
+                self.deliver_direct(msg);
+                Ok(())
+            }
+            Target::Node(id) => match self.send_msg(now, id, msg) {
+                Ok(()) => Ok(()),
+                Err(SendFail::Unknown) => Err(CommandError::UnknownNode(id)),
+                Err(SendFail::Full) => Err(CommandError::Backpressure),
+            },
+            Target::Addr(addr) if addr == self.cfg.info.local || addr == self.cfg.info.global => {
+                self.deliver_direct(msg);
+                Ok(())
+            }
+            Target::Addr(addr) => {
+                let conn = self.conn_to_addr(now, addr);
+                if conn.is_some_and(|c| self.enqueue(c, msg)) {
+                    Ok(())
+                } else {
+                    Err(CommandError::Backpressure)
+                }
+            }
+        };
+        self.finish();
+        r
+    }
+
+    /// Leaves the ring gracefully: tells every node in our tables that we have a connection
+    /// to (leaf-set members always: heartbeats keep theirs open), then goes inert.
+    ///
+    /// Drain [`poll_output`](Node::poll_output) and write the transmits before closing sockets.
+    pub fn leave(&mut self, now: Instant) {
+        self.tick_now(now);
+        if self.state == State::Left {
+            return;
+        }
+        let was_member = !matches!(self.state, State::Joining { .. });
+        self.state = State::Left;
+        if was_member {
+            for id in self.table_members() {
+                // Best effort: a full queue towards one peer must not stop the others.
+                let _ = self.send_msg(now, id, Message::Leaving);
+            }
+        }
+        let held: Vec<Held> = self.held.drain(..).collect();
+        self.pending_total -= held.len();
+        for h in held {
+            if let Held::Route(r) = h {
+                self.report(NodeError::Undeliverable { key: r.key });
+                self.stats.dropped += 1;
+            }
+        }
+        self.finish();
+    }
+
+    // ----- outputs ------------------------------------------------------------------------
+
+    /// The next output, in the order the node produced them. Drain until `None` after every input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`handle_timeout`](Node::handle_timeout) should next be called; `None` once left.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        (self.state != State::Left).then_some(self.next_tick)
+    }
+
+    // ----- getters ------------------------------------------------------------------------
+
+    /// Our id.
+    pub fn id(&self) -> NodeId {
+        self.cfg.info.id
+    }
+
+    /// Our id, addresses and region.
+    pub fn info(&self) -> &NodeInfo {
+        &self.cfg.info
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// True if the node acts as root for keys: a ring of one, or joined and acknowledged.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.state, State::Alone | State::Ready)
+    }
+
+    /// True once the node has left.
+    pub fn has_left(&self) -> bool {
+        self.state == State::Left
+    }
+
+    /// True while a join is in progress.
+    pub fn is_joining(&self) -> bool {
+        matches!(self.state, State::Joining { .. } | State::Announcing { .. })
+    }
+
+    /// The leaf set.
+    pub fn leaf_set(&self) -> &LeafSet {
+        &self.leaf
+    }
+
+    /// The routing table.
+    pub fn routing_table(&self) -> &RoutingTable {
+        &self.table
+    }
+
+    /// The neighbourhood set.
+    pub fn neighbourhood(&self) -> &Neighbourhood {
+        &self.hood
+    }
+
+    /// What we know of a node, if anything.
+    pub fn peer(&self, id: NodeId) -> Option<&NodeInfo> {
+        self.peers.get(&id).map(|p| &p.info)
+    }
+
+    /// Measured proximity of a node (round trip in microseconds, times the region factor).
+    pub fn proximity(&self, id: NodeId) -> Option<u64> {
+        self.peers.get(&id).map(|p| p.proximity).filter(|&p| p != UNKNOWN_PROXIMITY)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Number of open or opening connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Messages queued inside the node (per-peer queues and messages held while joining).
+    pub fn pending_messages(&self) -> usize {
+        self.pending_total
+    }
+
+    /// Where a message for `key` would go now: `None` means it would be delivered here (or
+    /// held, if the node is not ready).
+    pub fn next_hop(&self, key: NodeId) -> Option<NodeId> {
+        match self.decide(key, None) {
+            Hop::Next(n) => Some(n),
+            Hop::Here | Hop::Hold => None,
+        }
+    }
+
+    // ----- message handling ---------------------------------------------------------------
+
+    /// Dispatches one decoded message to the layer that owns it.
+    fn on_message(&mut self, now: Instant, conn: ConnId, msg: Message) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        if !matches!(c.phase, Phase::Open) {
+            self.on_handshake(now, conn, msg);
+            return;
+        }
+        let Some(from) = c.peer else { return };
+        if msg.is_handshake() {
+            self.protocol_error(now, conn, "handshake message on an open connection");
+            return;
+        }
+        if self.state == State::Left {
+            return;
+        }
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.last_heard = Some(now);
+            p.suspected = None;
+        }
+        match msg {
+            Message::Route(_) | Message::Direct(_) => self.on_app_message(now, conn, msg),
+            Message::JoinRequest { .. }
+            | Message::JoinState { .. }
+            | Message::Announce { .. }
+            | Message::Welcome { .. } => self.on_join_message(now, conn, from, msg),
+            Message::LeafSetRequest | Message::LeafSet { .. } | Message::RowRequest { .. } | Message::Row { .. } => {
+                self.on_table_message(now, from, msg)
+            }
+            Message::Ping { .. } | Message::Pong { .. } | Message::Leaving => self.on_liveness_message(now, from, msg),
+            Message::Closing => self.on_closing(now, conn, from),
+            Message::Hello { .. } | Message::HelloAck { .. } | Message::Auth { .. } => {}
+        }
+    }
+
+    // ----- helpers ------------------------------------------------------------------------
+
+    fn report(&mut self, e: NodeError) {
+        self.out.push_back(Output::Event(Event::Error(e)));
+    }
+
+    /// Time only moves forward: an earlier `now` than seen before is treated as the latest seen.
+    fn tick_now(&mut self, now: Instant) {
+        if now > self.last_now {
+            self.last_now = now;
+        }
+    }
+
+    /// Emits what accumulated during one input: the coalesced leaf-set change.
+    fn finish(&mut self) {
+        if std::mem::take(&mut self.leaf_dirty) {
+            let leaves = self.leaf_infos();
+            self.out.push_back(Output::Event(Event::LeafSetChanged(leaves)));
+        }
+    }
+}
+
+impl core::fmt::Debug for Node {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id())
+            .field("state", &self.state)
+            .field("leaves", &self.leaf.len())
+            .field("table", &self.table.len())
+            .field("conns", &self.conns.len())
+            .finish_non_exhaustive()
+    }
+}
