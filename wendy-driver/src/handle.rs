@@ -39,16 +39,25 @@ impl<R: Runtime> NodeHandle<R> {
         Self::start_with(config, Options::default()).await
     }
 
-    /// Binds `config.info.local` and starts the node task on the current runtime.
+    /// Binds [`Options::listen`] (by default `config.info.local`) and starts the node task on
+    /// the current runtime.
     ///
     /// Port 0 means the OS picks a port: the node's local address (and its global address, if
     /// it was the same or has port 0) is set to the bound one, reported by
     /// [`local_addr`](Self::local_addr).
     pub async fn start_with(mut config: Config, options: Options) -> Result<Self, Error> {
         let rt = R::current()?;
-        let listener = rt.bind(config.info.local)?;
+        let listener = rt.bind(options.listen.unwrap_or(config.info.local))?;
         let bound = listener.local_addr()?;
-        crate::fix_port(&mut config, bound);
+        if options.listen.is_none() {
+            crate::fix_port(&mut config, bound);
+        } else {
+            for addr in [&mut config.info.local, &mut config.info.global] {
+                if addr.port() == 0 {
+                    addr.set_port(bound.port());
+                }
+            }
+        }
         let info = config.info.clone();
         let max_payload = crate::max_payload(&config);
         let node = Node::new(config, Instant::ZERO);
@@ -127,9 +136,7 @@ impl<R> NodeHandle<R> {
 
     /// A snapshot of the node's metrics (what `wendy node --metrics` serves).
     pub async fn metrics(&self) -> Result<Metrics, Error> {
-        let (tx, rx) = reply();
-        self.sender.command(Command::Metrics(tx)).await?;
-        rx.recv().await.map_err(|_| Error::Stopped)
+        self.sender.metrics().await
     }
 
     /// The next event; `None` once the node has stopped and its events were read, or if the
@@ -239,6 +246,13 @@ impl Sender {
         let (tx, rx) = reply();
         self.command(Command::SendTo { target, purpose, payload, reply: tx }).await?;
         rx.recv().await.map_err(|_| Error::Stopped)?.map_err(Error::Command)
+    }
+
+    /// A snapshot of the node's metrics; see [`NodeHandle::metrics`].
+    pub async fn metrics(&self) -> Result<Metrics, Error> {
+        let (tx, rx) = reply();
+        self.command(Command::Metrics(tx)).await?;
+        rx.recv().await.map_err(|_| Error::Stopped)
     }
 
     async fn command(&self, c: Command) -> Result<(), Error> {

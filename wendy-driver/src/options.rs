@@ -4,6 +4,10 @@
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Options {
+    /// The address to listen on; `None`: the node's own local address. Set it to listen on
+    /// another address than the one advertised (`0.0.0.0:7000` behind `10.0.0.1:7000`, say);
+    /// if the advertised port is 0, the bound port replaces it.
+    pub listen: Option<std::net::SocketAddr>,
     /// While more bytes than this wait to be written (all connections together), application
     /// commands wait: `send` applies back-pressure instead of growing queues.
     pub max_queued_bytes: usize,
@@ -27,6 +31,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            listen: None,
             max_queued_bytes: 8 << 20,
             max_conn_queue_bytes: 64 << 20,
             read_buffer: 64 << 10,
