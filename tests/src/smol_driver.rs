@@ -60,7 +60,7 @@ impl TestNode for SmolNode {
 
     fn join(&self, bootstrap: SocketAddr, timeout: Duration) -> Result<(), String> {
         use smol::future::FutureExt;
-        smol::block_on((async { self.handle.join(bootstrap).await.map_err(|e| e.to_string()) }).or(async {
+        smol::block_on((async { self.handle.join(&[bootstrap]).await.map_err(|e| e.to_string()) }).or(async {
             smol::Timer::after(timeout).await;
             Err("join timed out".into())
         }))

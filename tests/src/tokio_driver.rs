@@ -70,7 +70,7 @@ impl TestNode for TokioNode {
 
     fn join(&self, bootstrap: SocketAddr, timeout: Duration) -> Result<(), String> {
         runtime().block_on(async {
-            match tokio::time::timeout(timeout, self.handle.join(bootstrap)).await {
+            match tokio::time::timeout(timeout, self.handle.join(&[bootstrap])).await {
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(_) => Err("join timed out".into()),
             }

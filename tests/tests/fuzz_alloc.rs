@@ -75,7 +75,7 @@ fn decoding_allocates_in_proportion_to_bytes_received() {
     let mut cfg = Config::new(NodeId::from_u128(1 << 127), addr);
     cfg.max_frame_size = 4096;
     let now = Instant::from_secs(1);
-    let mut node = Node::new(cfg, now);
+    let mut node = Node::new(cfg, now).expect("valid config");
     let peer = NodeInfo::new(NodeId::from_u128(5), SocketAddr::from(([10, 0, 0, 2], 7000)));
     let conn = node.handle_accepted(now, peer.global);
     node.handle_data(now, conn, &wire::encode(&Message::Hello { info: peer, nonce: [1; NONCE_LEN] }));

@@ -28,8 +28,8 @@ pub(crate) type Inspector = Box<dyn FnOnce(&Node) + Send>;
 
 /// A command from the application's handles to the node task.
 pub(crate) enum Command {
-    /// Join the ring of the node at this address; answered when the join completed or failed.
-    Join(SocketAddr, Reply<Result<(), Error>>),
+    /// Join the ring through these nodes; answered when the join completed or failed.
+    Join(Vec<SocketAddr>, Reply<Result<(), Error>>),
     /// Route a message towards a key; answered with the node's verdict.
     Send { key: NodeId, purpose: u8, payload: Bytes, reply: Reply<Result<(), CommandError>> },
     /// Send a message straight to a node; answered with the node's verdict.
@@ -42,7 +42,7 @@ pub(crate) enum Command {
     Inspect(Inspector),
     /// Take a snapshot of the node's metrics.
     Metrics(Reply<Metrics>),
-    /// Leave the ring, then stop; answered once stopped.
+    /// Leave the ring, then stop once drained; answered once stopped.
     Leave(Reply<()>),
     /// Stop without announcing it; answered once stopped.
     Stop(Reply<()>),

@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use wendy_proto::{ConnId, Event, Instant, Node, NodeError, Output};
+use wendy_proto::{ConnId, Event, Instant, Node, NodeError, Output, RejectReason};
 
 use crate::command::{Command, Reply};
 use crate::hostile::HostileLog;
@@ -99,6 +99,14 @@ pub(crate) struct Core<R: Io> {
     join_waiters: Vec<Reply<Result<(), Error>>>,
     /// Rate-limited logging of hostile or broken peers.
     hostile: HostileLog,
+    /// The last peer that refused us during the join, and why.
+    rejected_by: Option<(SocketAddr, RejectReason)>,
+    /// Callers waiting for the node to have left.
+    leaving: Vec<Reply<()>>,
+    /// When the node stops even if it has not drained.
+    leave_deadline: Option<std::time::Instant>,
+    /// The node said it holds nothing more to send (after leave).
+    drained: bool,
 }
 
 /// Bytes batched by a run of commands after which the frames are handed to the writers.
@@ -121,6 +129,10 @@ impl<R: Io> Core<R> {
             events_dropped: 0,
             join_waiters: Vec::new(),
             hostile: HostileLog::default(),
+            rejected_by: None,
+            leaving: Vec::new(),
+            leave_deadline: None,
+            drained: false,
         }
     }
 
@@ -251,9 +263,29 @@ impl<R: Io> Core<R> {
         self.dirty.clear();
     }
 
-    /// When the node next wants [`handle_timeout`](Self::handle_timeout), if ever.
+    /// When the node next wants [`handle_timeout`](Self::handle_timeout), if ever (or, while
+    /// leaving, when the leave gives up waiting for the node to drain).
     pub fn deadline(&self) -> Option<std::time::Instant> {
-        self.node.poll_timeout().map(|t| self.origin + std::time::Duration::from_micros(t.as_micros()))
+        let node = self.node.poll_timeout().map(|t| self.origin + std::time::Duration::from_micros(t.as_micros()));
+        match (node, self.leave_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// After a leave: the callers to answer once the node task has stopped, when the node has
+    /// drained (every frame it had to send was handed to the writers) or the leave took longer
+    /// than [`Options::leave_limit`].
+    pub fn left(&mut self) -> Option<Vec<Reply<()>>> {
+        let deadline = self.leave_deadline?;
+        if self.drained || std::time::Instant::now() >= deadline {
+            if !self.drained {
+                tracing::warn!("the node did not drain within {:?} of leaving: stopping", self.opts.leave_limit);
+            }
+            self.leave_deadline = None;
+            return Some(std::mem::take(&mut self.leaving));
+        }
+        None
     }
 
     /// True while the application has no room for more events: read no network input until
@@ -293,7 +325,7 @@ impl<R: Io> Core<R> {
     fn on_command(&mut self, rt: &mut R, cmd: Command) -> Option<Reply<()>> {
         let now = self.clock;
         match cmd {
-            Command::Join(addr, reply) => match self.node.join(now, addr) {
+            Command::Join(bootstraps, reply) => match self.node.join(now, &bootstraps) {
                 Ok(()) => self.join_waiters.push(reply),
                 Err(e) => reply.send(Err(Error::Command(e))),
             },
@@ -317,9 +349,11 @@ impl<R: Io> Core<R> {
             Command::Metrics(reply) => reply.send(self.metrics(rt)),
             Command::Leave(reply) => {
                 tracing::info!("leaving");
+                if self.leave_deadline.is_none() {
+                    self.leave_deadline = Some(std::time::Instant::now() + self.opts.leave_limit);
+                }
+                self.leaving.push(reply);
                 self.node.leave(now);
-                self.drain(rt);
-                return Some(reply);
             }
             Command::Stop(reply) => return Some(reply),
         }
@@ -371,9 +405,23 @@ impl<R: Io> Core<R> {
             }
             Event::Error(e @ NodeError::JoinFailed { .. }) => {
                 tracing::warn!(error = %e, "join failed");
+                let rejected = self.rejected_by.take();
                 for w in self.join_waiters.drain(..) {
-                    w.send(Err(Error::JoinFailed(e.clone())));
+                    w.send(Err(match rejected {
+                        Some((addr, reason)) => Error::Rejected { addr, reason },
+                        None => Error::JoinFailed(e.clone()),
+                    }));
                 }
+            }
+            Event::RejectedByPeer { addr, reason } => {
+                tracing::warn!(%addr, "rejected by {addr}: {}", crate::hostile::describe(*reason));
+                if !self.join_waiters.is_empty() {
+                    self.rejected_by = Some((*addr, *reason));
+                }
+            }
+            Event::Drained => {
+                tracing::debug!("drained");
+                self.drained = true;
             }
             Event::Error(e @ (NodeError::Decode { .. } | NodeError::Protocol { .. })) => {
                 self.hostile.bad_input(e);

@@ -16,6 +16,16 @@ pub enum Error {
     BatchRefused(Vec<(usize, CommandError)>),
     /// The join did not complete.
     JoinFailed(NodeError),
+    /// The join did not complete: a node we asked refused our handshake, for this reason
+    /// (a wrong shared secret, most often).
+    Rejected {
+        /// The node that refused us.
+        addr: std::net::SocketAddr,
+        /// The reason it gave.
+        reason: wendy_proto::RejectReason,
+    },
+    /// The configuration is not valid.
+    Config(wendy_proto::config::ConfigError),
     /// The node has stopped.
     Stopped,
     /// A socket operation failed.
@@ -31,6 +41,8 @@ impl fmt::Display for Error {
                 None => f.write_str("no message of the batch refused"),
             },
             Error::JoinFailed(e) => write!(f, "join failed: {e}"),
+            Error::Rejected { addr, reason } => write!(f, "rejected by {addr}: {}", crate::hostile::describe(*reason)),
+            Error::Config(e) => write!(f, "invalid configuration: {e}"),
             Error::Stopped => f.write_str("the node has stopped"),
             Error::Io(e) => write!(f, "i/o error: {e}"),
         }
@@ -42,6 +54,8 @@ impl std::error::Error for Error {
         match self {
             Error::Command(e) => Some(e),
             Error::JoinFailed(e) => Some(e),
+            Error::Config(e) => Some(e),
+            Error::Rejected { .. } => None,
             Error::Io(e) => Some(e),
             Error::Stopped | Error::BatchRefused(_) => None,
         }

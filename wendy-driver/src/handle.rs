@@ -46,6 +46,7 @@ impl<R: Runtime> NodeHandle<R> {
     /// it was the same or has port 0) is set to the bound one, reported by
     /// [`local_addr`](Self::local_addr).
     pub async fn start_with(mut config: Config, options: Options) -> Result<Self, Error> {
+        config.validate().map_err(Error::Config)?;
         let rt = R::current()?;
         let listener = rt.bind(options.listen.unwrap_or(config.info.local))?;
         let bound = listener.local_addr()?;
@@ -60,7 +61,7 @@ impl<R: Runtime> NodeHandle<R> {
         }
         let info = config.info.clone();
         let max_payload = crate::max_payload(&config);
-        let node = Node::new(config, Instant::ZERO);
+        let node = Node::new(config, Instant::ZERO).map_err(Error::Config)?;
         let (tx, rx) = async_channel::bounded(options.command_capacity.max(1));
         let (ev_tx, ev_rx) = crate::events::channel(options.event_capacity);
         let span = tracing::info_span!("wendy", node = %info.id, addr = %bound);
@@ -92,10 +93,12 @@ impl<R> NodeHandle<R> {
         self.sender.clone()
     }
 
-    /// Joins the ring of the node at `bootstrap`; resolves once the join completed.
-    pub async fn join(&self, bootstrap: SocketAddr) -> Result<(), Error> {
+    /// Joins the ring through `bootstraps` (the node tries each in turn, then the nodes it has
+    /// learned); resolves once the join completed, or failed ([`Error::Rejected`] if a node
+    /// refused our handshake and said why).
+    pub async fn join(&self, bootstraps: &[SocketAddr]) -> Result<(), Error> {
         let (tx, rx) = reply();
-        self.sender.command(Command::Join(bootstrap, tx)).await?;
+        self.sender.command(Command::Join(bootstraps.to_vec(), tx)).await?;
         rx.recv().await.map_err(|_| Error::Stopped)?
     }
 
@@ -160,7 +163,9 @@ impl<R> NodeHandle<R> {
         self.events.take()
     }
 
-    /// Leaves the ring gracefully: tells the nodes it knows, writes what is queued, and stops.
+    /// Leaves the ring gracefully: tells the nodes it knows, writes everything the node still
+    /// has to send (until [`Event::Drained`](wendy_proto::Event::Drained), at most
+    /// [`Options::leave_limit`]), and stops.
     pub async fn leave(&self) {
         let (tx, rx) = reply();
         if self.sender.tx.send(Command::Leave(tx)).await.is_ok() {

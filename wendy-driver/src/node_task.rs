@@ -158,6 +158,13 @@ pub(crate) async fn run<R: Runtime>(
             Wake::Closed => break,
         }
         core.flush(&mut io);
+        if let Some(waiting) = core.left() {
+            io.shutdown(&mut core).await;
+            for w in waiting {
+                w.send(());
+            }
+            return;
+        }
     }
     core.flush(&mut io);
     io.shutdown(&mut core).await;

@@ -22,6 +22,9 @@ pub struct Options {
     pub event_capacity: usize,
     /// Capacity of the command channel.
     pub command_capacity: usize,
+    /// After a leave, the node task stops once the node says it has drained
+    /// ([`Event::Drained`](wendy_proto::Event::Drained)), or after this long at most.
+    pub leave_limit: std::time::Duration,
     /// Report [`NodeEvent::Forwarded`](crate::NodeEvent::Forwarded) for every message passed on.
     pub report_forwarded: bool,
     /// Report [`Event::Heartbeat`](wendy_proto::Event::Heartbeat)s.
@@ -37,6 +40,7 @@ impl Default for Options {
             read_buffer: 64 << 10,
             event_capacity: 1 << 16,
             command_capacity: 1024,
+            leave_limit: std::time::Duration::from_secs(10),
             report_forwarded: true,
             report_heartbeats: true,
         }

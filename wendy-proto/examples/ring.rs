@@ -38,7 +38,7 @@ fn main() {
         let from = rng.below(n as u64) as usize;
         let key = NodeId::from_u128(rng.next_u128());
         expected.push(h.closest_ready(key));
-        h.send(from, key, &(k as u64).to_be_bytes());
+        h.send(from, key, 16, &(k as u64).to_be_bytes());
         h.run_for(Duration::from_millis(1));
     }
     h.run_for(Duration::from_secs(3));

@@ -9,6 +9,12 @@ use crate::id::NodeId;
 use crate::info::NodeInfo;
 use crate::wire::DEFAULT_MAX_FRAME;
 
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+const SUSPECT_HEARTBEATS: u32 = 3;
+const TABLE_PROBE_HEARTBEATS: u32 = 10;
+/// The smallest `max_frame_size` accepted: room for an application header and a small payload.
+pub const MIN_FRAME: usize = 512;
+
 /// Everything a [`Node`](crate::Node) needs to start. Build with [`Config::new`] and adjust fields.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -65,10 +71,10 @@ impl Config {
             leaf_set_size: 32,
             neighbourhood_size: 32,
             region_factor: 5,
-            heartbeat_interval: Duration::from_secs(1),
-            suspect_timeout: Duration::from_secs(3),
-            probe_timeout: Duration::from_secs(1),
-            table_probe_interval: Duration::from_secs(10),
+            heartbeat_interval: DEFAULT_HEARTBEAT,
+            suspect_timeout: DEFAULT_HEARTBEAT * SUSPECT_HEARTBEATS,
+            probe_timeout: DEFAULT_HEARTBEAT,
+            table_probe_interval: DEFAULT_HEARTBEAT * TABLE_PROBE_HEARTBEATS,
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(20),
             join_timeout: Duration::from_secs(10),
@@ -97,6 +103,64 @@ impl Config {
         self
     }
 
+    /// Sets the heartbeat interval and the liveness timers derived from it: suspicion after
+    /// three silent intervals, a probe answered within one, routing-table members probed
+    /// after ten. These ratios are the defaults' (1 s, 3 s, 1 s, 10 s) and live only here.
+    pub fn with_heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self.suspect_timeout = interval * SUSPECT_HEARTBEATS;
+        self.probe_timeout = interval;
+        self.table_probe_interval = interval * TABLE_PROBE_HEARTBEATS;
+        self
+    }
+
+    /// Checks that the configuration can run: every interval above zero, a leaf set of at
+    /// least two (an even number, half on each side), room for at least one queued message,
+    /// connection and hop, and a frame large enough for the handshake.
+    /// [`Node::new`](crate::Node::new) calls it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let durations = [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("suspect_timeout", self.suspect_timeout),
+            ("probe_timeout", self.probe_timeout),
+            ("table_probe_interval", self.table_probe_interval),
+            ("connect_timeout", self.connect_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("join_timeout", self.join_timeout),
+            ("leaf_exchange_interval", self.leaf_exchange_interval),
+        ];
+        for (field, d) in durations {
+            if d.is_zero() {
+                return Err(ConfigError::ZeroDuration { field });
+            }
+        }
+        if self.leaf_set_size < 2 || self.leaf_set_size % 2 != 0 {
+            return Err(ConfigError::LeafSetSize { size: self.leaf_set_size });
+        }
+        let counts = [
+            ("join_attempts", self.join_attempts as usize),
+            ("max_pending_per_peer", self.max_pending_per_peer),
+            ("max_pending_total", self.max_pending_total),
+            ("max_connections", self.max_connections),
+            ("max_hops", usize::from(self.max_hops)),
+        ];
+        for (field, n) in counts {
+            if n == 0 {
+                return Err(ConfigError::Zero { field });
+            }
+        }
+        if self.max_frame_size < MIN_FRAME {
+            return Err(ConfigError::FrameTooSmall { size: self.max_frame_size, min: MIN_FRAME });
+        }
+        if self.suspect_timeout < self.heartbeat_interval {
+            return Err(ConfigError::SuspectBeforeHeartbeat);
+        }
+        if !self.info.is_valid() {
+            return Err(ConfigError::InvalidInfo);
+        }
+        Ok(())
+    }
+
     /// Sets the RNG seed.
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -115,3 +179,59 @@ impl Config {
         self.suspect_timeout + self.probe_timeout + 2 * self.heartbeat_interval
     }
 }
+
+/// Why a [`Config`] cannot run, from [`Config::validate`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An interval or timeout is zero (a zero heartbeat would make the node spin).
+    ZeroDuration {
+        /// The field's name.
+        field: &'static str,
+    },
+    /// A count that must be at least one is zero.
+    Zero {
+        /// The field's name.
+        field: &'static str,
+    },
+    /// The leaf set must hold at least two nodes, as many on each side.
+    LeafSetSize {
+        /// The size configured.
+        size: usize,
+    },
+    /// `max_frame_size` is too small to carry the handshake and a message.
+    FrameTooSmall {
+        /// The size configured.
+        size: usize,
+        /// The smallest size accepted.
+        min: usize,
+    },
+    /// `suspect_timeout` is shorter than one heartbeat: leaf-set members would be suspected
+    /// before they had a chance to answer.
+    SuspectBeforeHeartbeat,
+    /// The region name is longer than [`MAX_REGION_LEN`](crate::info::MAX_REGION_LEN) bytes.
+    InvalidInfo,
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConfigError::ZeroDuration { field } => write!(f, "config: {field} must be longer than zero"),
+            ConfigError::Zero { field } => write!(f, "config: {field} must be at least 1"),
+            ConfigError::LeafSetSize { size } => {
+                write!(f, "config: leaf_set_size {size} must be an even number of at least 2")
+            }
+            ConfigError::FrameTooSmall { size, min } => {
+                write!(f, "config: max_frame_size {size} is below the minimum of {min} bytes")
+            }
+            ConfigError::SuspectBeforeHeartbeat => {
+                f.write_str("config: suspect_timeout must be at least one heartbeat_interval")
+            }
+            ConfigError::InvalidInfo => {
+                write!(f, "config: the region name is longer than {} bytes", crate::info::MAX_REGION_LEN)
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}

@@ -16,7 +16,7 @@
 //! h.run_for(Duration::from_secs(2));
 //! assert!(h.node(b).is_ready());
 //! let key = NodeId::hash(b"some key");
-//! h.send(a, key, b"payload");
+//! h.send(a, key, 16, b"payload");
 //! h.run_for(Duration::from_secs(1));
 //! assert_eq!(h.deliveries().len(), 1);
 //! assert_eq!(h.deliveries()[0].node, h.closest_ready(key).unwrap());
@@ -111,7 +111,7 @@ impl Harness {
         // A node is reachable at its local and its global address.
         self.addrs.insert(cfg.info.local, i);
         self.addrs.insert(cfg.info.global, i);
-        self.nodes.push(Node::new(cfg, self.now));
+        self.nodes.push(Node::new(cfg, self.now).unwrap_or_else(|e| panic!("node {i}: {e}")));
         self.alive.push(true);
         self.group.push(0);
         self.armed.push(None);
@@ -152,14 +152,21 @@ impl Harness {
         let now = self.now;
         let addr = Self::addr_of(via);
         // A refused join is a test bug: surface it.
-        self.nodes[i].join(now, addr).unwrap_or_else(|e| panic!("join of node {i} refused: {e}"));
+        self.nodes[i].join(now, &[addr]).unwrap_or_else(|e| panic!("join of node {i} refused: {e}"));
         self.drain(i);
     }
 
-    /// Node `i` routes `payload` towards `key` (purpose 16).
-    pub fn send(&mut self, i: usize, key: NodeId, payload: &[u8]) {
+    /// Node `i` joins through the first of `addrs` that answers (the node's own retry policy).
+    pub fn join_through(&mut self, i: usize, addrs: &[SocketAddr]) {
         let now = self.now;
-        let r = self.nodes[i].send(now, key, 16, Bytes::copy_from_slice(payload));
+        self.nodes[i].join(now, addrs).unwrap_or_else(|e| panic!("join of node {i} refused: {e}"));
+        self.drain(i);
+    }
+
+    /// Node `i` routes `payload` towards `key` with an application `purpose` (16..=255).
+    pub fn send(&mut self, i: usize, key: NodeId, purpose: u8, payload: &[u8]) {
+        let now = self.now;
+        let r = self.nodes[i].send(now, key, purpose, Bytes::copy_from_slice(payload));
         r.unwrap_or_else(|e| panic!("send from node {i} refused: {e}"));
         self.drain(i);
     }
@@ -356,6 +363,8 @@ impl Harness {
                 }
             }
             Ev::Closed { node, conn } => {
+                // The close travelled behind the frames written before it, as TCP's FIN does.
+                self.links.remove(&(node, conn));
                 if self.alive[node] {
                     self.nodes[node].handle_closed(now, conn);
                     self.drain(node);
@@ -401,7 +410,8 @@ impl Harness {
                 }
                 Output::Close { conn } => {
                     if let Some((to, theirs)) = self.links.remove(&(i, conn)) {
-                        self.links.remove(&(to, theirs));
+                        // The other end keeps its side until the close reaches it, so the
+                        // frames written before the close arrive first.
                         let at = now + self.latency(i, to);
                         self.push(at, Ev::Closed { node: to, conn: theirs });
                     }

@@ -46,11 +46,11 @@
 //!
 //! let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
 //! let mut nodes = vec![
-//!     Node::new(Config::new(NodeId::hash(b"a"), addr(1)), Instant::ZERO),
-//!     Node::new(Config::new(NodeId::hash(b"b"), addr(2)), Instant::ZERO),
+//!     Node::new(Config::new(NodeId::hash(b"a"), addr(1)), Instant::ZERO).unwrap(),
+//!     Node::new(Config::new(NodeId::hash(b"b"), addr(2)), Instant::ZERO).unwrap(),
 //! ];
 //! let mut now = Instant::ZERO;
-//! nodes[1].join(now, addr(1)).unwrap();
+//! nodes[1].join(now, &[addr(1)]).unwrap();
 //! // (node, conn) -> (other node, its conn)
 //! let mut links: BTreeMap<(usize, ConnId), (usize, ConnId)> = BTreeMap::new();
 //! let mut delivered = Vec::new();
@@ -119,7 +119,7 @@ pub mod routing_table;
 pub mod time;
 pub mod wire;
 
-pub use config::Config;
+pub use config::{Config, ConfigError};
 pub use credentials::{Credentials, SharedSecret};
 pub use id::{IdError, NodeId};
 pub use info::NodeInfo;

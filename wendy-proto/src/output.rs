@@ -101,6 +101,17 @@ pub enum Event {
         /// Why it was rejected.
         reason: RejectReason,
     },
+    /// The peer at `addr` refused our handshake and told us why (a wrong shared secret shows
+    /// up here on the side that has it wrong, at once).
+    RejectedByPeer {
+        /// The address of the connection.
+        addr: SocketAddr,
+        /// The reason the peer gave.
+        reason: RejectReason,
+    },
+    /// After [`Node::leave`](crate::Node::leave): the node holds nothing more to send. Once
+    /// the driver has written every transmit it was given, it may close its sockets and stop.
+    Drained,
     /// An error the node recovered from.
     Error(NodeError),
 }
@@ -115,6 +126,41 @@ pub enum RejectReason {
     SelfId,
     /// It answered with another id than the node we dialled.
     WrongId,
+    /// A reason code this version does not know (from a newer peer).
+    Other(u8),
+}
+
+impl RejectReason {
+    /// The reason's code on the wire.
+    pub fn code(self) -> u8 {
+        match self {
+            RejectReason::BadCredentials => 1,
+            RejectReason::SelfId => 2,
+            RejectReason::WrongId => 3,
+            RejectReason::Other(c) => c,
+        }
+    }
+
+    /// The reason for a code received on the wire.
+    pub fn from_code(code: u8) -> Self {
+        match code {
+            1 => RejectReason::BadCredentials,
+            2 => RejectReason::SelfId,
+            3 => RejectReason::WrongId,
+            c => RejectReason::Other(c),
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RejectReason::BadCredentials => f.write_str("bad credentials"),
+            RejectReason::SelfId => f.write_str("it claimed the other side's own id"),
+            RejectReason::WrongId => f.write_str("it answered with another id than the one dialled"),
+            RejectReason::Other(c) => write!(f, "unknown reason {c}"),
+        }
+    }
 }
 
 /// Errors the node reports as events; none of them stops the node.
@@ -202,6 +248,8 @@ pub enum CommandError {
     AlreadyJoined,
     /// The bootstrap address is our own.
     SelfBootstrap,
+    /// No bootstrap address was given.
+    NoBootstrap,
 }
 
 impl fmt::Display for CommandError {
@@ -214,6 +262,7 @@ impl fmt::Display for CommandError {
             CommandError::Left => f.write_str("the node has left the ring"),
             CommandError::AlreadyJoined => f.write_str("the node is already joining or joined"),
             CommandError::SelfBootstrap => f.write_str("cannot join through our own address"),
+            CommandError::NoBootstrap => f.write_str("no bootstrap address to join through"),
         }
     }
 }
@@ -279,6 +328,8 @@ pub struct Stats {
     pub protocol_errors: u64,
     /// Handshakes failed (bad credentials, wrong or own id).
     pub rejected_peers: u64,
+    /// Handshakes the other side refused (it sent its reason).
+    pub rejected_by_peers: u64,
     /// Connections that could not be set up.
     pub connect_failures: u64,
     /// Messages dropped (full queues, hop limit, vetoed, no route).

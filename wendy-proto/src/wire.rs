@@ -129,6 +129,12 @@ pub enum Message {
     /// The sender wants to close this idle connection and will send nothing more on it. The
     /// receiver stops using it, answers `Closing`, and closes; so no frame is lost in a close race.
     Closing,
+    /// The sender refuses this connection's handshake and closes it; `reason` is a
+    /// [`RejectReason`](crate::RejectReason) code, so the refused side learns why at once.
+    Reject {
+        /// The reason's code ([`RejectReason::code`](crate::RejectReason::code)).
+        reason: u8,
+    },
 }
 
 /// An application message on its way towards `key`.

@@ -25,7 +25,7 @@ const ME: u128 = 1 << 127;
 fn node_with(cfg: impl FnOnce(&mut Config)) -> Node {
     let mut c = Config::new(NodeId::from_u128(ME), addr(255, 1));
     cfg(&mut c);
-    Node::new(c, Instant::from_secs(1))
+    Node::new(c, Instant::from_secs(1)).expect("valid config")
 }
 
 fn now() -> Instant {
@@ -210,7 +210,7 @@ fn pending_messages_per_node_are_bounded() {
 #[test]
 fn messages_held_while_joining_are_bounded() {
     let mut node = node_with(|c| c.max_pending_total = 5);
-    node.join(now(), addr(9, 9)).unwrap();
+    node.join(now(), &[addr(9, 9)]).unwrap();
     drain(&mut node);
     // A peer dials the joining node and routes towards keys the node would be root for.
     let conn = authed(&mut node, &info(ME + (1 << 120), 1, 1));

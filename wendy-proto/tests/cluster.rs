@@ -46,7 +46,7 @@ fn lookups(h: &mut Harness, m: usize, seed: u64) -> Outcome {
         let from = live[rng.below(live.len() as u64) as usize];
         let key = NodeId::from_u128(rng.next_u128());
         keys.push(key);
-        h.send(from, key, &(k as u32).to_be_bytes());
+        h.send(from, key, 16, &(k as u32).to_be_bytes());
         h.run_for(Duration::from_millis(1));
     }
     h.run_for(Duration::from_secs(3));
@@ -253,7 +253,7 @@ fn no_node_is_root_before_its_join_completes() {
         for i in first_new..h.len() {
             let key = NodeId::from_u128(h.node(i).id().as_u128().wrapping_add(round));
             let from = rng.below(first_new as u64) as usize;
-            h.send(from, key, &(sent as u32).to_be_bytes());
+            h.send(from, key, 16, &(sent as u32).to_be_bytes());
             expected.push(key);
             sent += 1;
         }

@@ -40,7 +40,7 @@ fn authed(node: &mut Node, now: Instant, who: &NodeInfo) -> ConnId {
 fn node_with(cfg: impl FnOnce(&mut Config)) -> Node {
     let mut c = Config::new(NodeId::from_u128(1 << 127), addr(255, 1, 7000));
     cfg(&mut c);
-    Node::new(c, Instant::from_secs(1))
+    Node::new(c, Instant::from_secs(1)).expect("valid config")
 }
 
 /// Finding 1: an authenticated peer floods JoinRequests for made-up joiners. The node answers

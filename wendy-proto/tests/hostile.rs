@@ -21,7 +21,7 @@ fn node(n: u128, port: u16, secret: Option<&str>) -> Node {
     if let Some(s) = secret {
         c = c.with_credentials(Arc::new(SharedSecret::new(s)));
     }
-    Node::new(c, Instant::ZERO)
+    Node::new(c, Instant::ZERO).expect("valid config")
 }
 
 fn drain(n: &mut Node) -> Vec<Output> {
@@ -92,7 +92,7 @@ fn reserved_purposes_are_refused() {
     assert!(a.send(now, key, 16, Bytes::new()).is_ok());
     let big = Bytes::from(vec![0u8; 2 << 20]);
     assert!(matches!(a.send(now, key, 16, big), Err(CommandError::PayloadTooLarge { .. })));
-    assert_eq!(a.join(now, addr(1)), Err(CommandError::SelfBootstrap));
+    assert_eq!(a.join(now, &[addr(1)]), Err(CommandError::SelfBootstrap));
 }
 
 #[test]
@@ -100,7 +100,7 @@ fn a_reserved_purpose_from_the_network_closes_the_connection() {
     let now = Instant::ZERO;
     let mut a = node(1, 1, None);
     let mut b = node(2, 2, None);
-    a.join(now, addr(2)).unwrap();
+    a.join(now, &[addr(2)]).unwrap();
     let (_, conn_b, _, _) = handshake(&mut a, &mut b, now);
     let bad =
         Message::Route(Route { key: NodeId::from_u128(1), purpose: 3, origin: a.id(), hops: 0, payload: Bytes::new() });
@@ -162,7 +162,7 @@ fn a_replayed_handshake_is_rejected() {
     let now = Instant::ZERO;
     let mut a = node(1, 1, Some("s3cret"));
     let mut b = node(2, 2, Some("s3cret"));
-    a.join(now, addr(2)).unwrap();
+    a.join(now, &[addr(2)]).unwrap();
     let (_, _, a_frames, b_outs) = handshake(&mut a, &mut b, now);
     assert!(!b_outs.iter().any(|o| matches!(o, Output::Event(Event::PeerRejected { .. }))), "{b_outs:?}");
     assert_eq!(b.stats().rejected_peers, 0);
@@ -216,7 +216,7 @@ fn garbage_truncated_and_oversized_frames_close_only_their_connection() {
     assert!(b.leaf_set().is_empty() && b.routing_table().is_empty());
     // The node still serves a legitimate joiner.
     let mut a = node(1, 1, None);
-    a.join(now, addr(2)).unwrap();
+    a.join(now, &[addr(2)]).unwrap();
     let (_, _, _, b_outs) = handshake(&mut a, &mut b, now);
     let answered_join = b_outs.iter().any(|o| match o {
         Output::Transmit { data, .. } => {

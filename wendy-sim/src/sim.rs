@@ -338,7 +338,8 @@ impl Sim {
             cfg = cfg.with_region(format!("r{}", host.place.region), local, host_addr(h, true));
         }
         self.cfg.node.apply(&mut cfg);
-        let node = Node::new(cfg, Instant::from_micros(self.now));
+        let node =
+            Node::new(cfg, Instant::from_micros(self.now)).expect("node parameters are validated before the run");
         let host = &mut self.hosts[h as usize];
         host.node = Some(Box::new(node));
         host.up = true;
@@ -367,7 +368,7 @@ impl Sim {
     pub fn join(&mut self, h: u32, bootstrap: u32) -> bool {
         let addr = self.addr_from(bootstrap, h);
         let Some(mut node) = self.take(h) else { return false };
-        let ok = node.join(Instant::from_micros(self.now), addr).is_ok();
+        let ok = node.join(Instant::from_micros(self.now), &[addr]).is_ok();
         if ok {
             self.hosts[h as usize].join_started = self.now;
         }

@@ -210,7 +210,7 @@ async fn ring(ids: &[NodeId]) -> Vec<NodeHandle> {
     for &id in ids {
         let node = NodeHandle::start_with(Config::new(id, loopback()), quiet()).await.expect("start");
         if let Some(first) = nodes.first() {
-            node.join(first.local_addr()).await.expect("join");
+            node.join(&[first.local_addr()]).await.expect("join");
         }
         nodes.push(node);
     }
@@ -313,8 +313,11 @@ fn proto_chain3(n: u64) -> f64 {
     let now = || wendy_proto::Instant::from_micros(t0.elapsed().as_micros() as u64);
     let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16));
     let ids: Vec<NodeId> = [1u128, 2, 3].iter().map(|i| NodeId::from_u128(i * (u128::MAX / 4))).collect();
-    let mut nodes: Vec<Node> =
-        ids.iter().enumerate().map(|(i, &id)| Node::new(Config::new(id, addr(i)), now())).collect();
+    let mut nodes: Vec<Node> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| Node::new(Config::new(id, addr(i)), now()).expect("valid config"))
+        .collect();
     let mut links: BTreeMap<(usize, ConnId), (usize, ConnId)> = BTreeMap::new();
     let (bid, cid) = (ids[1], ids[2]);
     let payload = Bytes::from(vec![0xab; PAYLOAD]);
@@ -363,8 +366,8 @@ fn proto_chain3(n: u64) -> f64 {
         }
     };
     // Join: B and C through A, then let the announcements settle.
-    nodes[1].join(now(), addr(0)).expect("join");
-    nodes[2].join(now(), addr(0)).expect("join");
+    nodes[1].join(now(), &[addr(0)]).expect("join");
+    nodes[2].join(now(), &[addr(0)]).expect("join");
     for _ in 0..200 {
         round(&mut nodes, &mut got);
     }

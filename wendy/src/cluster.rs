@@ -53,7 +53,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         let node = NodeHandle::start_with(Config::new(id, SocketAddr::from(([127, 0, 0, 1], 0))), opts.clone()).await?;
         if i > 0 {
             let via = nodes[rng.below(i as u64) as usize].local_addr();
-            tokio::time::timeout(timeout, node.join(via))
+            tokio::time::timeout(timeout, node.join(&[via]))
                 .await
                 .map_err(|_| format!("node {i} did not join through {via} within {} s", timeout.as_secs()))??;
         }

@@ -175,50 +175,38 @@ async fn resolve(names: &[String]) -> Result<Vec<SocketAddr>, Error> {
     Ok(out)
 }
 
-/// Joins through the first bootstrap that lets us in.
+/// Joins through the bootstraps (the node tries each in turn, then the nodes it learns of);
+/// fails at once, saying why, when every bootstrap has refused our handshake.
 async fn join(
     node: &NodeHandle,
     bootstraps: &[SocketAddr],
     rejected: &mut tokio::sync::mpsc::UnboundedReceiver<(SocketAddr, String)>,
 ) -> Result<(), Error> {
-    let mut reasons = Vec::new();
-    for &addr in bootstraps {
-        tracing::info!(bootstrap = %addr, "joining");
-        let outcome = tokio::select! {
-            r = node.join(addr) => r.map_err(|e| e.to_string()),
-            Some((at, why)) = wait_rejection(rejected, addr) => Err(format!("rejected by {at}: {why}")),
-        };
-        match outcome {
-            Ok(()) => {
-                tracing::info!(bootstrap = %addr, "joined");
-                return Ok(());
+    tracing::info!(bootstraps = ?bootstraps, "joining");
+    let mut refusals: Vec<(SocketAddr, String)> = Vec::new();
+    let all_refused = async {
+        while let Some((addr, why)) = rejected.recv().await {
+            if bootstraps.contains(&addr) && !refusals.iter().any(|(a, _)| *a == addr) {
+                refusals.push((addr, why));
             }
-            Err(e) => {
-                tracing::warn!(bootstrap = %addr, "could not join through {addr}: {e}");
-                reasons.push(e);
-                // A refused or timed-out join leaves the node free to try the next one; a
-                // rejected one may still be in progress: stop it before trying another.
+            if refusals.len() == bootstraps.len() {
+                break;
             }
         }
-    }
-    Err(format!("could not join the ring: {}", reasons.join("; ")).into())
-}
-
-/// The first rejection by `addr`.
-async fn wait_rejection(
-    rejected: &mut tokio::sync::mpsc::UnboundedReceiver<(SocketAddr, String)>,
-    addr: SocketAddr,
-) -> Option<(SocketAddr, String)> {
-    while let Some((at, why)) = rejected.recv().await {
-        if at == addr {
-            return Some((at, why));
+        refusals.iter().map(|(a, why)| format!("rejected by {a}: {why}")).collect::<Vec<_>>().join("; ")
+    };
+    tokio::select! {
+        r = node.join(bootstraps) => {
+            r.map_err(|e| format!("could not join the ring: {e}"))?;
+            tracing::info!("joined");
+            Ok(())
         }
+        why = all_refused => Err(format!("could not join the ring: {why}").into()),
     }
-    None
 }
 
-/// Logs deliveries, relays `wendy send`'s messages on towards their key, and passes
-/// rejections on to the join.
+/// Logs deliveries, relays `wendy send`'s messages on towards their key, and passes the
+/// refusals of our handshakes on to the join.
 async fn handle_events(
     mut events: wendy_driver::Events,
     sender: Sender,
@@ -241,7 +229,7 @@ async fn handle_events(
                 direct = d.direct, text = %String::from_utf8_lossy(&d.payload[..d.payload.len().min(64)]),
                 "delivered"
             ),
-            NodeEvent::Event(Event::PeerRejected { addr, reason, .. }) => {
+            NodeEvent::Event(Event::RejectedByPeer { addr, reason }) => {
                 let _ = rejected.send((addr, describe_rejection(reason).to_owned()));
             }
             NodeEvent::Event(Event::NodeJoined(i)) => tracing::info!(peer = %i.id, addr = %i.global, "node joined"),

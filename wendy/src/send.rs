@@ -79,7 +79,7 @@ async fn wait_written(node: &mut NodeHandle, via: SocketAddr, limit: Duration) -
     loop {
         while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(20), node.next_event()).await {
             match ev {
-                NodeEvent::Event(Event::PeerRejected { addr, reason, .. }) => {
+                NodeEvent::Event(Event::RejectedByPeer { addr, reason } | Event::PeerRejected { addr, reason, .. }) => {
                     return Err(format!("rejected by {addr}: {}", describe_rejection(reason)).into());
                 }
                 NodeEvent::Event(Event::Error(NodeError::ConnectFailed { addr })) if addr == via => {

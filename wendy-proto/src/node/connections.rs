@@ -223,11 +223,7 @@ impl Node {
         let (addr, expected) = (c.addr, c.expected);
         self.stats.connect_failures += 1;
         self.report(NodeError::ConnectFailed { addr });
-        if let State::Joining { bootstrap, deadline, .. } = &mut self.state {
-            if *bootstrap == addr {
-                *deadline = (*deadline).min(now + self.cfg.heartbeat_interval);
-            }
-        }
+        self.bootstrap_failed(now, addr);
         match expected {
             Some(id) => {
                 // peer_failed closes and drops every connection of that peer, this one included.

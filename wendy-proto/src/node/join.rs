@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use crate::id::NodeId;
 use crate::info::NodeInfo;
-use crate::output::{CommandError, ConnId, Event, Output};
+use crate::output::{CommandError, ConnId, Event, NodeError, Output};
 use crate::time::Instant;
 use crate::wire::{Message, Route};
 
@@ -69,25 +69,74 @@ impl Node {
         }
     }
 
-    /// Joins the ring that the node at `bootstrap` belongs to.
+    /// Joins the ring that the nodes at `bootstraps` belong to.
     ///
-    /// Only a node that is still a ring of one may join. [`Event::Joined`] follows when the
-    /// node has its state and has been acknowledged by its leaf set; [`NodeError::JoinFailed`]
-    /// if it could not.
-    pub fn join(&mut self, now: Instant, bootstrap: SocketAddr) -> Result<(), CommandError> {
+    /// Only a node that is still a ring of one may join. The node tries the addresses in
+    /// turn, `join_attempts` rounds over the list, one attempt every `join_timeout` (sooner
+    /// when a bootstrap cannot be reached or refuses us); from the second attempt on it also
+    /// asks the node it has learned that is numerically closest to its own id, if any.
+    /// [`Event::Joined`] follows when the node has its state and has been acknowledged by its
+    /// leaf set; [`NodeError::JoinFailed`](crate::NodeError::JoinFailed) if every attempt failed.
+    pub fn join(&mut self, now: Instant, bootstraps: &[SocketAddr]) -> Result<(), CommandError> {
         self.tick_now(now);
         match self.state {
             State::Left => return Err(CommandError::Left),
             State::Alone if self.peers.is_empty() => {}
             _ => return Err(CommandError::AlreadyJoined),
         }
-        if bootstrap == self.cfg.info.local || bootstrap == self.cfg.info.global {
-            return Err(CommandError::SelfBootstrap);
+        let own = |a: &SocketAddr| *a == self.cfg.info.local || *a == self.cfg.info.global;
+        let mut list: Vec<SocketAddr> = Vec::with_capacity(bootstraps.len());
+        for a in bootstraps.iter().filter(|a| !own(a)) {
+            if !list.contains(a) {
+                list.push(*a);
+            }
         }
-        self.state = State::Joining { bootstrap, attempt: 1, deadline: now + self.cfg.join_timeout };
-        self.send_join_request(now, bootstrap);
+        if list.is_empty() {
+            return Err(if bootstraps.is_empty() { CommandError::NoBootstrap } else { CommandError::SelfBootstrap });
+        }
+        let first = list[0];
+        self.state = State::Joining { bootstraps: list, attempt: 1, deadline: now + self.cfg.join_timeout };
+        self.send_join_request(now, first);
         self.finish();
         Ok(())
+    }
+
+    /// The join deadline passed: try the next bootstrap (and the best node learned so far),
+    /// or give up after `join_attempts` rounds over the list.
+    pub(super) fn join_timer(&mut self, now: Instant) {
+        let State::Joining { bootstraps, attempt, deadline } = &mut self.state else { return };
+        if now < *deadline {
+            return;
+        }
+        let rounds = u64::from(self.cfg.join_attempts).saturating_mul(bootstraps.len() as u64);
+        if u64::from(*attempt) >= rounds {
+            let attempts = *attempt;
+            self.state = State::Alone;
+            self.report(NodeError::JoinFailed { attempts });
+            self.forget_all(now);
+            return;
+        }
+        let next = bootstraps[*attempt as usize % bootstraps.len()];
+        *attempt += 1;
+        *deadline = now + self.cfg.join_timeout;
+        self.send_join_request(now, next);
+        let me = self.id();
+        let learned = self.table_members().into_iter().reduce(|b, x| if me.is_closer(x, b) { x } else { b });
+        if let Some(via) = learned {
+            let msg = Message::JoinRequest { joiner: self.cfg.info.clone(), hops: 0 };
+            if self.send_msg(now, via, msg).is_ok() {
+                self.stats.join_messages += 1;
+            }
+        }
+    }
+
+    /// A bootstrap could not be reached or refused us: retry soon rather than at the deadline.
+    pub(super) fn bootstrap_failed(&mut self, now: Instant, addr: SocketAddr) {
+        if let State::Joining { bootstraps, deadline, .. } = &mut self.state {
+            if bootstraps.contains(&addr) {
+                *deadline = (*deadline).min(now + self.cfg.heartbeat_interval);
+            }
+        }
     }
 
     /// Handles a join request; `via` is the connection it came on, used to answer the joiner

@@ -3,7 +3,7 @@
 use crate::id::NodeId;
 use crate::info::NodeInfo;
 use crate::leaf_set::Side;
-use crate::output::{ConnId, Event, NodeError, Output};
+use crate::output::{ConnId, Event, Output};
 use crate::time::Instant;
 use crate::wire::Message;
 
@@ -37,26 +37,42 @@ impl Node {
     }
 
     pub(super) fn maintenance(&mut self, now: Instant) {
+        self.join_timer(now);
         match &self.state {
-            State::Joining { bootstrap, attempt, deadline } if now >= *deadline => {
-                let (bootstrap, attempt) = (*bootstrap, *attempt);
-                if attempt < self.cfg.join_attempts {
-                    self.state =
-                        State::Joining { bootstrap, attempt: attempt + 1, deadline: now + self.cfg.join_timeout };
-                    self.send_join_request(now, bootstrap);
-                } else {
-                    self.state = State::Alone;
-                    self.report(NodeError::JoinFailed { attempts: attempt });
-                    self.forget_all(now);
-                }
-            }
             State::Announcing { deadline, .. } if now >= *deadline => self.become_ready(now),
             _ => {}
         }
         if matches!(self.state, State::Ready | State::Announcing { .. }) {
             self.heartbeats(now);
         }
-        // Connections that took too long to set up, or sat idle.
+        self.sweep_connections(now);
+        self.failed.retain(|_, until| *until > now);
+        // Forget peers that are in no table and have no connection.
+        let conns = &self.conns;
+        let (leaf, table, hood) = (&self.leaf, &self.table, &self.hood);
+        self.peers.retain(|&id, p| {
+            leaf.contains(id)
+                || table.contains(id)
+                || hood.contains(id)
+                || p.conn.is_some_and(|c| conns.contains_key(&c))
+        });
+        if self.state == State::Ready && now >= self.next_exchange {
+            self.next_exchange = now + self.cfg.leaf_exchange_interval;
+            let near: Vec<NodeId> =
+                self.leaf.cw().first().into_iter().chain(self.leaf.ccw().first()).copied().collect();
+            let mut asked = Vec::new();
+            for id in near {
+                if !asked.contains(&id) {
+                    asked.push(id);
+                    let _ = self.send_msg(now, id, Message::LeafSetRequest);
+                }
+            }
+            self.reprobe_lost_leaves(now);
+        }
+    }
+
+    /// Connections that took too long to set up or to answer our `Closing`, or sat idle.
+    pub(super) fn sweep_connections(&mut self, now: Instant) {
         let mut slow = Vec::new();
         let mut idle = Vec::new();
         let mut unanswered = Vec::new();
@@ -85,29 +101,6 @@ impl Node {
         }
         for id in idle {
             self.start_closing(now, id);
-        }
-        self.failed.retain(|_, until| *until > now);
-        // Forget peers that are in no table and have no connection.
-        let conns = &self.conns;
-        let (leaf, table, hood) = (&self.leaf, &self.table, &self.hood);
-        self.peers.retain(|&id, p| {
-            leaf.contains(id)
-                || table.contains(id)
-                || hood.contains(id)
-                || p.conn.is_some_and(|c| conns.contains_key(&c))
-        });
-        if self.state == State::Ready && now >= self.next_exchange {
-            self.next_exchange = now + self.cfg.leaf_exchange_interval;
-            let near: Vec<NodeId> =
-                self.leaf.cw().first().into_iter().chain(self.leaf.ccw().first()).copied().collect();
-            let mut asked = Vec::new();
-            for id in near {
-                if !asked.contains(&id) {
-                    asked.push(id);
-                    let _ = self.send_msg(now, id, Message::LeafSetRequest);
-                }
-            }
-            self.reprobe_lost_leaves(now);
         }
     }
 

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::id::NodeId;
 use crate::info::NodeInfo;
 use crate::leaf_set::LeafSet;
@@ -67,6 +67,8 @@ pub struct Node {
     stats: Stats,
     hook: Option<Box<dyn ForwardHook>>,
     seq: u32,
+    /// `Event::Drained` was emitted (after `leave`).
+    drained: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,7 +76,7 @@ enum State {
     /// A ring of one: ready, root for every key, may still join another ring.
     Alone,
     /// Waiting for the root's state.
-    Joining { bootstrap: SocketAddr, attempt: u32, deadline: Instant },
+    Joining { bootstraps: Vec<SocketAddr>, attempt: u32, deadline: Instant },
     /// Announced; waiting for the leaf set's answers before acting as root.
     Announcing { awaiting: BTreeSet<NodeId>, deadline: Instant },
     /// A full member.
@@ -84,10 +86,12 @@ enum State {
 }
 
 impl Node {
-    /// A node that is, until it joins another, a ring of one.
-    pub fn new(config: Config, now: Instant) -> Self {
+    /// A node that is, until it joins another, a ring of one; `Err` if the configuration
+    /// cannot run ([`Config::validate`]).
+    pub fn new(config: Config, now: Instant) -> Result<Self, ConfigError> {
+        config.validate()?;
         let me = config.info.id;
-        Node {
+        Ok(Node {
             rng: Rng::new(config.seed),
             state: State::Alone,
             leaf: LeafSet::new(me, config.leaf_set_size),
@@ -108,8 +112,9 @@ impl Node {
             stats: Stats::default(),
             hook: None,
             seq: 0,
+            drained: false,
             cfg: config,
-        }
+        })
     }
 
     /// Installs the hook consulted before every routed message leaves this node.
@@ -210,6 +215,10 @@ impl Node {
                 self.out.shrink_to(64);
             }
             self.maintenance(now);
+        } else if now >= self.next_tick && !self.drained {
+            // Left, with messages still waiting for connections: time those out.
+            self.next_tick = now + self.cfg.heartbeat_interval;
+            self.sweep_connections(now);
         }
         self.finish();
     }
@@ -266,7 +275,10 @@ impl Node {
     /// Leaves the ring gracefully: tells every node in our tables that we have a connection
     /// to (leaf-set members always: heartbeats keep theirs open), then goes inert.
     ///
-    /// Drain [`poll_output`](Node::poll_output) and write the transmits before closing sockets.
+    /// Messages held while joining are reported [`NodeError::Undeliverable`]. When nothing
+    /// more is queued inside the node (at once, or when connections still being set up have
+    /// opened or timed out), [`Event::Drained`] follows: write every transmit already
+    /// polled, then close the sockets.
     pub fn leave(&mut self, now: Instant) {
         self.tick_now(now);
         if self.state == State::Left {
@@ -298,9 +310,10 @@ impl Node {
         self.out.pop_front()
     }
 
-    /// When [`handle_timeout`](Node::handle_timeout) should next be called; `None` once left.
+    /// When [`handle_timeout`](Node::handle_timeout) should next be called; `None` once left
+    /// and drained.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        (self.state != State::Left).then_some(self.next_tick)
+        (self.state != State::Left || !self.drained).then_some(self.next_tick)
     }
 
     // ----- getters ------------------------------------------------------------------------
@@ -416,6 +429,7 @@ impl Node {
             }
             Message::Ping { .. } | Message::Pong { .. } | Message::Leaving => self.on_liveness_message(now, from, msg),
             Message::Closing => self.on_closing(now, conn, from),
+            Message::Reject { reason } => self.on_rejected(now, conn, reason),
             Message::Hello { .. } | Message::HelloAck { .. } | Message::Auth { .. } => {}
         }
     }
@@ -438,6 +452,10 @@ impl Node {
         if std::mem::take(&mut self.leaf_dirty) {
             let leaves = self.leaf_infos();
             self.out.push_back(Output::Event(Event::LeafSetChanged(leaves)));
+        }
+        if self.state == State::Left && !self.drained && self.pending_total == 0 {
+            self.drained = true;
+            self.out.push_back(Output::Event(Event::Drained));
         }
     }
 }

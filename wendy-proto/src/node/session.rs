@@ -60,6 +60,7 @@ impl Node {
                     self.reject(now, conn, Some(info.id), RejectReason::BadCredentials);
                 }
             }
+            (_, Message::Reject { reason }) => self.on_rejected(now, conn, reason),
             (phase, _) => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.phase = phase;
@@ -100,9 +101,26 @@ impl Node {
         let Some(c) = self.conns.get(&conn) else { return };
         let (addr, expected) = (c.addr, c.expected);
         self.out.push_back(Output::Event(Event::PeerRejected { addr, claimed, reason }));
+        // Tell the other side why, so that it need not wait for a timeout to find out.
+        self.transmit(conn, &Message::Reject { reason: reason.code() });
         self.out.push_back(Output::Close { conn });
         self.drop_conn(now, conn);
         if let Some(id) = expected {
+            self.peer_failed(now, id);
+        }
+    }
+
+    /// The other side refused our handshake and said why.
+    pub(super) fn on_rejected(&mut self, now: Instant, conn: ConnId, reason: u8) {
+        let Some(c) = self.conns.get(&conn) else { return };
+        let (addr, peer) = (c.addr, c.peer.or(c.expected));
+        let reason = RejectReason::from_code(reason);
+        self.stats.rejected_by_peers += 1;
+        self.out.push_back(Output::Event(Event::RejectedByPeer { addr, reason }));
+        self.out.push_back(Output::Close { conn });
+        self.drop_conn(now, conn);
+        self.bootstrap_failed(now, addr);
+        if let Some(id) = peer {
             self.peer_failed(now, id);
         }
     }

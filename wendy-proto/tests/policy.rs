@@ -1,0 +1,188 @@
+//! Protocol policy that lives in wendy-proto and nowhere else: configuration validation, join
+//! retries over several bootstrap addresses, the `Drained` signal after `leave`, and the
+//! reason a refused handshake is told.
+
+use core::time::Duration;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use wendy_proto::harness::Harness;
+use wendy_proto::{
+    CommandError, Config, ConfigError, Event, Instant, Node, NodeError, NodeId, Output, RejectReason, SharedSecret,
+};
+
+fn addr(p: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], p))
+}
+
+fn cfg() -> Config {
+    Config::new(NodeId::from_u128(7 << 100), addr(1))
+}
+
+#[test]
+fn unusable_configs_are_refused_with_the_field_named() {
+    let mut c = cfg();
+    c.heartbeat_interval = Duration::ZERO;
+    assert_eq!(c.validate(), Err(ConfigError::ZeroDuration { field: "heartbeat_interval" }));
+    assert!(matches!(Node::new(c, Instant::ZERO), Err(ConfigError::ZeroDuration { field: "heartbeat_interval" })));
+
+    let mut c = cfg();
+    c.leaf_set_size = 1;
+    assert_eq!(c.validate(), Err(ConfigError::LeafSetSize { size: 1 }));
+    c.leaf_set_size = 7;
+    assert_eq!(c.validate(), Err(ConfigError::LeafSetSize { size: 7 }));
+
+    let mut c = cfg();
+    c.max_connections = 0;
+    assert_eq!(c.validate(), Err(ConfigError::Zero { field: "max_connections" }));
+
+    let mut c = cfg();
+    c.max_frame_size = 100;
+    assert!(matches!(c.validate(), Err(ConfigError::FrameTooSmall { size: 100, .. })));
+
+    let mut c = cfg();
+    c.suspect_timeout = Duration::from_millis(500);
+    assert_eq!(c.validate(), Err(ConfigError::SuspectBeforeHeartbeat));
+    let msg = ConfigError::SuspectBeforeHeartbeat.to_string();
+    assert!(msg.contains("suspect_timeout"), "{msg}");
+
+    assert_eq!(cfg().validate(), Ok(()));
+    assert!(Node::new(cfg(), Instant::ZERO).is_ok());
+}
+
+#[test]
+fn heartbeat_scales_the_liveness_timers_in_one_place() {
+    let c = cfg().with_heartbeat(Duration::from_secs(10));
+    let d = cfg();
+    assert_eq!(c.heartbeat_interval, Duration::from_secs(10));
+    assert_eq!(c.suspect_timeout.as_secs_f64() / c.heartbeat_interval.as_secs_f64(), 3.0);
+    assert_eq!(c.table_probe_interval, d.table_probe_interval * 10);
+    assert_eq!(c.probe_timeout, c.heartbeat_interval);
+    assert_eq!(c.validate(), Ok(()));
+}
+
+#[test]
+fn join_needs_a_bootstrap_that_is_not_ourselves() {
+    let mut n = Node::new(cfg(), Instant::ZERO).unwrap();
+    assert_eq!(n.join(Instant::ZERO, &[]), Err(CommandError::NoBootstrap));
+    assert_eq!(n.join(Instant::ZERO, &[addr(1)]), Err(CommandError::SelfBootstrap));
+    assert_eq!(n.join(Instant::ZERO, &[addr(1), addr(2)]), Ok(()));
+}
+
+#[test]
+fn join_moves_on_from_an_unreachable_bootstrap() {
+    let mut h = Harness::new(11);
+    for i in 0..3u128 {
+        h.add_node(NodeId::from_u128((i + 1) << 120));
+    }
+    h.join(1, 0);
+    assert!(h.run_until_ready(Duration::from_secs(10)));
+    // Nothing listens at the first address; the second is a member.
+    let nobody = SocketAddr::from(([10, 9, 9, 9], 7000));
+    h.join_through(2, &[nobody, Harness::addr_of(1)]);
+    assert!(h.run_until_ready(Duration::from_secs(10)));
+    let joined_at = h.events().iter().find(|(i, _, e)| *i == 2 && *e == Event::Joined).map(|(_, t, _)| *t);
+    // The refused dial cuts the first attempt short: no need to wait for the join timeout.
+    let limit = Instant::ZERO + h.node(2).config().join_timeout;
+    assert!(joined_at.is_some_and(|t| t < limit), "joined at {joined_at:?}, join timeout ends at {limit:?}");
+    assert!(h.node(2).leaf_set().contains(h.node(0).id()));
+}
+
+#[test]
+fn join_fails_after_every_round_over_the_list() {
+    let mut h = Harness::new(12);
+    h.configure = Box::new(|id, a| {
+        let mut c = Config::new(id, a);
+        c.join_attempts = 2;
+        c.join_timeout = Duration::from_secs(1);
+        c
+    });
+    h.add_node(NodeId::from_u128(1 << 120));
+    let nowhere = [SocketAddr::from(([10, 9, 9, 8], 7000)), SocketAddr::from(([10, 9, 9, 9], 7000))];
+    h.join_through(0, &nowhere);
+    h.run_for(Duration::from_secs(20));
+    let failed: Vec<u32> = h
+        .events()
+        .iter()
+        .filter_map(|(_, _, e)| match e {
+            Event::Error(NodeError::JoinFailed { attempts }) => Some(*attempts),
+            _ => None,
+        })
+        .collect();
+    // Two rounds over two addresses.
+    assert_eq!(failed, vec![4]);
+    assert!(h.node(0).is_ready() && !h.node(0).is_joining(), "back to a ring of one");
+}
+
+#[test]
+fn leave_is_followed_by_drained_once_nothing_is_queued() {
+    let mut h = Harness::new(13);
+    let mut rng = wendy_proto::rng::Rng::new(5);
+    h.grow(8, &mut rng, None);
+    assert!(h.run_until_ready(Duration::from_secs(30)));
+    h.leave(3);
+    let drained: Vec<_> = h.events().iter().filter(|(i, _, e)| *i == 3 && *e == Event::Drained).collect();
+    assert_eq!(drained.len(), 1, "Drained comes with the leave when nothing waits for a connection");
+    assert!(h.node(3).poll_timeout().is_none(), "a drained node wants no more timers");
+    h.run_for(Duration::from_secs(10));
+    let drained = h.events().iter().filter(|(i, _, e)| *i == 3 && *e == Event::Drained).count();
+    assert_eq!(drained, 1, "Drained is said once");
+}
+
+#[test]
+fn drained_waits_for_a_connection_that_is_still_being_set_up() {
+    let now = Instant::ZERO;
+    let mut a = Node::new(cfg(), now).unwrap();
+    a.join(now, &[addr(2)]).unwrap();
+    let outs: Vec<Output> = std::iter::from_fn(|| a.poll_output()).collect();
+    assert!(outs.iter().any(|o| matches!(o, Output::Connect { .. })));
+    // The join request waits in the dialling connection's queue when we leave.
+    a.leave(now);
+    let outs: Vec<Output> = std::iter::from_fn(|| a.poll_output()).collect();
+    assert!(!outs.contains(&Output::Event(Event::Drained)), "{outs:?}");
+    let t = a.poll_timeout().expect("a timer to give up on the dial");
+    let mut saw = false;
+    let mut now = now;
+    for _ in 0..20 {
+        now = now.max(t) + Duration::from_secs(1);
+        a.handle_timeout(now);
+        let outs: Vec<Output> = std::iter::from_fn(|| a.poll_output()).collect();
+        if outs.contains(&Output::Event(Event::Drained)) {
+            saw = true;
+            // The socket still being dialled is closed before the node says it is done.
+            assert!(outs.iter().any(|o| matches!(o, Output::Close { .. })), "{outs:?}");
+            break;
+        }
+    }
+    assert!(saw, "Drained after the connect timeout");
+    assert!(now <= Instant::ZERO + a.config().connect_timeout + 2 * a.config().heartbeat_interval);
+    assert_eq!(a.pending_messages(), 0);
+}
+
+#[test]
+fn a_refused_joiner_is_told_why_at_once() {
+    let mut h = Harness::new(14);
+    h.configure = Box::new(|id, a| {
+        let secret = if a == Harness::addr_of(1) { "wrong" } else { "right" };
+        Config::new(id, a).with_credentials(Arc::new(SharedSecret::new(secret)))
+    });
+    h.add_node(NodeId::from_u128(1 << 120));
+    h.add_node(NodeId::from_u128(2 << 120));
+    h.join(1, 0);
+    h.run_for(Duration::from_secs(1));
+    // The joiner checks the member's proof first, refuses it, and says why: the member hears.
+    let told: Vec<_> = h
+        .events()
+        .iter()
+        .filter_map(|(i, t, e)| match e {
+            Event::RejectedByPeer { reason, .. } => Some((*i, *t, *reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?} {:?}", h.events());
+    let (who, at, reason) = told[0];
+    assert_eq!((who, reason), (0, RejectReason::BadCredentials));
+    assert!(at < Instant::ZERO + Duration::from_secs(1));
+    assert_eq!(h.node(0).stats().rejected_by_peers, 1);
+    assert_eq!(reason.to_string(), "bad credentials");
+}
