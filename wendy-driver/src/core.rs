@@ -427,7 +427,12 @@ impl<R: Io> Core<R> {
                 self.hostile.bad_input(e);
             }
             Event::Error(e) => tracing::debug!(error = %e, "node error"),
-            Event::PeerRejected { addr, claimed, reason } => self.hostile.rejected(*addr, *claimed, *reason),
+            Event::PeerRejected { addr, claimed, reason } => {
+                self.hostile.rejected(*addr, *claimed, *reason);
+                if !self.join_waiters.is_empty() {
+                    self.rejected_by = Some((*addr, *reason));
+                }
+            }
             Event::NodeJoined(info) => tracing::debug!(peer = %info.id, "node joined"),
             Event::NodeLeft(info) => tracing::debug!(peer = %info.id, "node left"),
             Event::Heartbeat(_) if !self.opts.report_heartbeats => return,

@@ -50,6 +50,12 @@ pub fn render(m: &Metrics) -> String {
     counter(&mut reg, "wendy_messages_forwarded", "Application messages forwarded", s.forwarded);
     counter(&mut reg, "wendy_messages_dropped", "Messages dropped (full queues, hop limit, no route)", s.dropped);
     counter(&mut reg, "wendy_peers_rejected", "Handshakes failed (bad credentials, wrong id)", s.rejected_peers);
+    counter(
+        &mut reg,
+        "wendy_rejected_by_peers",
+        "Our handshakes that peers refused, saying why (a wrong secret on one side)",
+        s.rejected_by_peers,
+    );
     counter(&mut reg, "wendy_decode_errors", "Connections closed for undecodable bytes", s.decode_errors);
     counter(&mut reg, "wendy_protocol_errors", "Connections closed for protocol violations", s.protocol_errors);
     counter(&mut reg, "wendy_connect_failures", "Connections that could not be set up", s.connect_failures);

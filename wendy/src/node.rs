@@ -229,7 +229,10 @@ async fn handle_events(
                 direct = d.direct, text = %String::from_utf8_lossy(&d.payload[..d.payload.len().min(64)]),
                 "delivered"
             ),
-            NodeEvent::Event(Event::RejectedByPeer { addr, reason }) => {
+            // Either side may be the first to find the secrets differ: the dialler checks
+            // the acceptor's proof first (PeerRejected here), or the peer refuses ours and
+            // says so (RejectedByPeer).
+            NodeEvent::Event(Event::RejectedByPeer { addr, reason } | Event::PeerRejected { addr, reason, .. }) => {
                 let _ = rejected.send((addr, describe_rejection(reason).to_owned()));
             }
             NodeEvent::Event(Event::NodeJoined(i)) => tracing::info!(peer = %i.id, addr = %i.global, "node joined"),
