@@ -8,7 +8,6 @@
 //!
 //! One test, bounded in time (every wait has a deadline); it takes about half a minute.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
