@@ -14,7 +14,7 @@
 //! let addr: SocketAddr = "127.0.0.1:0".parse()?; // port 0: the OS picks
 //! let mut a = NodeHandle::start(Config::new(NodeId::hash(b"a"), addr)).await?;
 //! let b = NodeHandle::start(Config::new(NodeId::hash(b"b"), addr)).await?;
-//! b.join(a.local_addr()).await?; // resolves when b has joined a's ring
+//! b.join(&[a.local_addr()]).await?; // resolves when b has joined a's ring
 //! b.send(a.id(), 16, &b"hello"[..]).await?; // resolves with the node's verdict on it
 //! while let Some(ev) = a.next_event().await {
 //!     if let NodeEvent::Deliver(d) = ev {
