@@ -21,6 +21,8 @@
 //! assert_eq!(h.deliveries().len(), 1);
 //! assert_eq!(h.deliveries()[0].node, h.closest_ready(key).unwrap());
 //! ```
+//!
+//! To play the other side of one node frame by hand instead, see [`script`].
 
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +36,8 @@ use crate::output::{ConnId, Delivery, Event, Output};
 use crate::rng::{splitmix64, Rng};
 use crate::time::Instant;
 use crate::Node;
+
+pub mod script;
 
 /// A delivery observed by the harness.
 #[derive(Clone, Debug)]
