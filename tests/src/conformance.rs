@@ -159,25 +159,34 @@ impl Cluster {
         }
         let live: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.alive[i]).collect();
         let mut batches: BTreeMap<usize, Vec<(NodeId, u8, Bytes)>> = BTreeMap::new();
+        // A send's failure comes back from that send.
+        let mut failures = Vec::new();
         for (k, &key) in keys.iter().enumerate() {
             let from = live[self.rng.below(live.len() as u64) as usize];
             let payload = Bytes::copy_from_slice(&(k as u64).to_be_bytes());
             match batch {
-                None => self.nodes[from].send(key, PURPOSE, payload).expect("send accepted"),
+                None => {
+                    if let Err(e) = self.nodes[from].send(key, PURPOSE, payload) {
+                        failures.push(format!("node {from}, msg {k}: {e}"));
+                    }
+                }
                 Some(size) => {
                     let b = batches.entry(from).or_default();
                     b.push((key, PURPOSE, payload));
                     if b.len() >= size {
-                        self.nodes[from].send_batch(std::mem::take(b)).expect("batch accepted");
+                        if let Err(e) = self.nodes[from].send_batch(std::mem::take(b)) {
+                            failures.push(format!("node {from}: {e}"));
+                        }
                     }
                 }
             }
         }
         for (from, b) in batches {
-            self.nodes[from].send_batch(b).expect("batch accepted");
+            if let Err(e) = self.nodes[from].send_batch(b) {
+                failures.push(format!("node {from}: {e}"));
+            }
         }
         let mut got: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        let mut failures = Vec::new();
         let end = Instant::now() + timeout;
         let mut total = 0;
         while total < keys.len() && Instant::now() < end {
@@ -192,7 +201,6 @@ impl Cluster {
                             total += 1;
                             idle = false;
                         }
-                        Ev::SendFailed(e) => failures.push(format!("node {i}: {e}")),
                         Ev::Event(Event::Error(
                             e @ (NodeError::Undeliverable { .. } | NodeError::QueueFull { .. }),
                         )) => failures.push(format!("node {i}: {e}")),

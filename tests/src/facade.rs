@@ -6,8 +6,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use wendy_driver::{Events, NodeEvent};
-use wendy_proto::{CommandError, Config, Delivery, Event, ForwardHook, Node, NodeId, Stats, Target};
+use wendy_driver::{Events, Metrics, NodeEvent};
+use wendy_proto::{Config, Delivery, Event, ForwardHook, Node, NodeId, Stats, Target};
 
 /// An application event, whichever driver reported it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,8 +23,6 @@ pub enum Ev {
     },
     /// A protocol event.
     Event(Event),
-    /// A send was refused by the node.
-    SendFailed(CommandError),
 }
 
 /// Converts a driver event (both drivers share the type) to the facade's.
@@ -33,7 +31,6 @@ pub fn convert(ev: NodeEvent) -> Option<Ev> {
         NodeEvent::Deliver(d) => Ev::Deliver(d),
         NodeEvent::Forwarded(f) => Ev::Forwarded { key: f.key, next: f.next },
         NodeEvent::Event(e) => Ev::Event(e),
-        NodeEvent::SendFailed(e) => Ev::SendFailed(e),
         _ => return None,
     })
 }
@@ -83,6 +80,8 @@ pub trait TestNode: Send {
     fn set_forward_hook(&self, hook: Box<dyn ForwardHook>);
     /// Runs `f` on the node inside its task; false if the node has stopped.
     fn inspect(&self, f: Box<dyn FnOnce(&Node) + Send>) -> bool;
+    /// A snapshot of the node's metrics; `None` if it has stopped.
+    fn metrics(&self) -> Option<Metrics>;
     /// Leaves gracefully and stops.
     fn leave(&self);
     /// Kills the node's task and sockets at once, as a crash would.

@@ -23,7 +23,7 @@ impl Driver for SmolDriver {
     const NAME: &'static str = "smol";
 
     fn start(&self, config: Config) -> std::io::Result<Box<dyn TestNode>> {
-        let mut handle = smol::block_on(NodeHandle::start(config))?;
+        let mut handle = smol::block_on(NodeHandle::start(config)).map_err(std::io::Error::other)?;
         let rx = handle.take_events().expect("events not taken yet");
         let (tx, events) = mpsc::channel();
         smol::spawn(pump(rx, tx)).detach();
@@ -38,7 +38,7 @@ impl Driver for SmolDriver {
     ) -> std::io::Result<Box<dyn TestNode>> {
         let mut opts = Options::default();
         opts.event_capacity = event_capacity;
-        let mut handle = smol::block_on(NodeHandle::start_with(config, opts))?;
+        let mut handle = smol::block_on(NodeHandle::start_with(config, opts)).map_err(std::io::Error::other)?;
         let rx = handle.take_events().expect("events not taken yet");
         let (tx, events) = mpsc::channel();
         smol::spawn(pump_slowly(rx, tx, move || async move {
@@ -60,7 +60,7 @@ impl TestNode for SmolNode {
 
     fn join(&self, bootstrap: SocketAddr, timeout: Duration) -> Result<(), String> {
         use smol::future::FutureExt;
-        smol::block_on((async { self.handle.join(bootstrap).await.map_err(|e| e.to_string()) }).or(async {
+        smol::block_on((async { self.handle.join(&[bootstrap]).await.map_err(|e| e.to_string()) }).or(async {
             smol::Timer::after(timeout).await;
             Err("join timed out".into())
         }))
@@ -85,6 +85,10 @@ impl TestNode for SmolNode {
 
     fn inspect(&self, f: Box<dyn FnOnce(&Node) + Send>) -> bool {
         smol::block_on(self.handle.inspect(f)).is_ok()
+    }
+
+    fn metrics(&self) -> Option<wendy_driver::Metrics> {
+        smol::block_on(self.handle.metrics()).ok()
     }
 
     fn leave(&self) {

@@ -35,7 +35,7 @@ impl Driver for TokioDriver {
 
     fn start(&self, config: Config) -> std::io::Result<Box<dyn TestNode>> {
         let rt = runtime();
-        let mut handle = rt.block_on(NodeHandle::start(config))?;
+        let mut handle = rt.block_on(NodeHandle::start(config)).map_err(std::io::Error::other)?;
         let rx = handle.take_events().expect("events not taken yet");
         let (tx, events) = mpsc::channel();
         rt.spawn(pump(rx, tx));
@@ -51,7 +51,7 @@ impl Driver for TokioDriver {
         let rt = runtime();
         let mut opts = Options::default();
         opts.event_capacity = event_capacity;
-        let mut handle = rt.block_on(NodeHandle::start_with(config, opts))?;
+        let mut handle = rt.block_on(NodeHandle::start_with(config, opts)).map_err(std::io::Error::other)?;
         let rx = handle.take_events().expect("events not taken yet");
         let (tx, events) = mpsc::channel();
         rt.spawn(pump_slowly(rx, tx, move || tokio::time::sleep(pause)));
@@ -70,7 +70,7 @@ impl TestNode for TokioNode {
 
     fn join(&self, bootstrap: SocketAddr, timeout: Duration) -> Result<(), String> {
         runtime().block_on(async {
-            match tokio::time::timeout(timeout, self.handle.join(bootstrap)).await {
+            match tokio::time::timeout(timeout, self.handle.join(&[bootstrap])).await {
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(_) => Err("join timed out".into()),
             }
@@ -96,6 +96,10 @@ impl TestNode for TokioNode {
 
     fn inspect(&self, f: Box<dyn FnOnce(&Node) + Send>) -> bool {
         runtime().block_on(self.handle.inspect(f)).is_ok()
+    }
+
+    fn metrics(&self) -> Option<wendy_driver::Metrics> {
+        runtime().block_on(self.handle.metrics()).ok()
     }
 
     fn leave(&self) {

@@ -3,70 +3,59 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use wendy_proto::{ForwardHook, Node, NodeId, Target};
+use wendy_proto::{CommandError, ForwardHook, Node, NodeId, Target};
 
-use crate::Error;
+use crate::{Error, Metrics};
 
-/// Answers a command, once: the driver wraps its runtime's one-shot channel in it.
-pub type Responder<T> = Box<dyn FnOnce(T) + Send>;
+/// Answers a command, once.
+pub(crate) struct Reply<T>(async_channel::Sender<T>);
 
-/// Runs on the node inside its task (see `NodeHandle::inspect` in the drivers).
-pub type Inspector = Box<dyn FnOnce(&Node) + Send>;
+impl<T> Reply<T> {
+    /// Answers; nobody may be waiting any more.
+    pub(crate) fn send(self, value: T) {
+        let _ = self.0.try_send(value);
+    }
+}
+
+/// A reply and where to wait for it.
+pub(crate) fn reply<T>() -> (Reply<T>, async_channel::Receiver<T>) {
+    let (tx, rx) = async_channel::bounded(1);
+    (Reply(tx), rx)
+}
+
+/// Runs on the node inside its task (see [`NodeHandle::inspect`](crate::NodeHandle::inspect)).
+pub(crate) type Inspector = Box<dyn FnOnce(&Node) + Send>;
 
 /// A command from the application's handles to the node task.
-#[non_exhaustive]
-pub enum Command {
-    /// Join the ring of the node at this address; answered when the join completed or failed.
-    Join(SocketAddr, Responder<Result<(), Error>>),
-    /// Route a message towards a key.
-    Send {
-        /// The key.
-        key: NodeId,
-        /// The message's purpose (16..=255).
-        purpose: u8,
-        /// The payload.
-        payload: Bytes,
-    },
-    /// Send a message straight to a node.
-    SendTo {
-        /// The node, by id or address.
-        target: Target,
-        /// The message's purpose (16..=255).
-        purpose: u8,
-        /// The payload.
-        payload: Bytes,
-    },
-    /// Route many `(key, purpose, payload)` messages, in order.
-    SendBatch(Vec<(NodeId, u8, Bytes)>),
+pub(crate) enum Command {
+    /// Join the ring through these nodes; answered when the join completed or failed.
+    Join(Vec<SocketAddr>, Reply<Result<(), Error>>),
+    /// Route a message towards a key; answered with the node's verdict.
+    Send { key: NodeId, purpose: u8, payload: Bytes, reply: Reply<Result<(), CommandError>> },
+    /// Send a message straight to a node; answered with the node's verdict.
+    SendTo { target: Target, purpose: u8, payload: Bytes, reply: Reply<Result<(), CommandError>> },
+    /// Route many `(key, purpose, payload)` messages, in order; answered with the refused ones.
+    SendBatch(Vec<(NodeId, u8, Bytes)>, Reply<Vec<(usize, CommandError)>>),
     /// Install the forward hook.
     Hook(Box<dyn ForwardHook>),
     /// Run a function on the node.
     Inspect(Inspector),
-    /// Leave the ring, then stop; answered once stopped.
-    Leave(Responder<()>),
+    /// Take a snapshot of the node's metrics.
+    Metrics(Reply<Metrics>),
+    /// Leave the ring, then stop once drained; answered once stopped.
+    Leave(Reply<()>),
     /// Stop without announcing it; answered once stopped.
-    Stop(Responder<()>),
+    Stop(Reply<()>),
 }
 
-impl Command {
-    /// A [`Command::Send`], once [`check_send`](crate::check_send) accepts it.
-    pub fn send(key: NodeId, purpose: u8, payload: Bytes, max_payload: usize) -> Result<Command, Error> {
-        crate::check_send(purpose, payload.len(), max_payload)?;
-        Ok(Command::Send { key, purpose, payload })
+/// Checks what the application asks to send before it reaches the node task: purposes below
+/// 16 are wendy's own, and a payload larger than `max` would not fit a frame.
+pub(crate) fn check_send(purpose: u8, len: usize, max: usize) -> Result<(), Error> {
+    if purpose < 16 {
+        return Err(Error::Command(CommandError::ReservedPurpose(purpose)));
     }
-
-    /// A [`Command::SendTo`], once [`check_send`](crate::check_send) accepts it.
-    pub fn send_to(target: Target, purpose: u8, payload: Bytes, max_payload: usize) -> Result<Command, Error> {
-        crate::check_send(purpose, payload.len(), max_payload)?;
-        Ok(Command::SendTo { target, purpose, payload })
+    if len > max {
+        return Err(Error::Command(CommandError::PayloadTooLarge { len, max }));
     }
-
-    /// A [`Command::SendBatch`] if every message of `batch` is accepted (else none is sent);
-    /// `None` for an empty batch.
-    pub fn send_batch(batch: Vec<(NodeId, u8, Bytes)>, max_payload: usize) -> Result<Option<Command>, Error> {
-        for (_, purpose, payload) in &batch {
-            crate::check_send(*purpose, payload.len(), max_payload)?;
-        }
-        Ok((!batch.is_empty()).then_some(Command::SendBatch(batch)))
-    }
+    Ok(())
 }

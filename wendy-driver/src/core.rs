@@ -6,13 +6,15 @@ use std::io;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use wendy_proto::{ConnId, Event, Instant, Node, NodeError, Output};
+use wendy_proto::{ConnId, Event, Instant, Node, NodeError, Output, RejectReason};
 
-use crate::{Command, Config, Error, EventSender, Forwarded, NodeEvent, Options, Responder};
+use crate::command::{Command, Reply};
+use crate::hostile::HostileLog;
+use crate::{Error, EventSender, Forwarded, Metrics, NodeEvent, Options};
 
-/// What the runtime layer does for the node task: dial peers and run the sockets' readers and
-/// writers. [`Core`] calls it while it carries out the node's outputs.
-pub trait Runtime {
+/// What the runtime side of the node task does for [`Core`]: dial peers and run the sockets'
+/// readers and writers. [`Core`] calls it while it carries out the node's outputs.
+pub(crate) trait Io {
     /// A connected socket, not yet attached to a connection.
     type Stream;
     /// The node task's hold on an attached socket; dropping it stops the reader, and the
@@ -29,10 +31,12 @@ pub trait Runtime {
     fn peer_addr(stream: &Self::Stream) -> io::Result<SocketAddr>;
     /// Bytes handed to writers and not yet written, all connections together.
     fn unwritten(&self) -> usize;
+    /// Tasks of the node still running (accept loop, dials, readers, writers).
+    fn tasks(&self) -> usize;
 }
 
 /// One attached socket, as the node task writes to it.
-pub trait Link {
+pub(crate) trait Link {
     /// Bytes handed to the writer and not yet written.
     fn queued(&self) -> usize;
     /// Writes what the socket takes now, without waiting; 0 if it takes nothing (or fails:
@@ -45,7 +49,7 @@ pub trait Link {
 /// An input from the network side. The runtime sends them all through one channel, so that a
 /// connection's data never overtakes the news that it was established.
 #[derive(Debug)]
-pub enum Net<S> {
+pub(crate) enum Net<S> {
     /// A peer connected to us.
     Accepted(S, SocketAddr),
     /// A dial ended.
@@ -73,7 +77,7 @@ struct Conn<L> {
 /// [`deadline`](Self::deadline) or the next input, not reading the network while
 /// [`is_lagging`](Self::is_lagging) (wait for [`EventSender::room`] instead) and not taking
 /// commands while [`is_congested`](Self::is_congested).
-pub struct Core<R: Runtime> {
+pub(crate) struct Core<R: Io> {
     node: Node,
     opts: Options,
     origin: std::time::Instant,
@@ -92,17 +96,27 @@ pub struct Core<R: Runtime> {
     /// True while the application has no room for `outbox`.
     lagging: bool,
     events_dropped: u64,
-    join_waiters: Vec<Responder<Result<(), Error>>>,
+    join_waiters: Vec<Reply<Result<(), Error>>>,
+    /// Rate-limited logging of hostile or broken peers.
+    hostile: HostileLog,
+    /// The last peer that refused us during the join, and why.
+    rejected_by: Option<(SocketAddr, RejectReason)>,
+    /// Callers waiting for the node to have left.
+    leaving: Vec<Reply<()>>,
+    /// When the node stops even if it has not drained.
+    leave_deadline: Option<std::time::Instant>,
+    /// The node said it holds nothing more to send (after leave).
+    drained: bool,
 }
 
 /// Bytes batched by a run of commands after which the frames are handed to the writers.
 const COMMAND_BATCH_BYTES: usize = 256 << 10;
 
-impl<R: Runtime> Core<R> {
-    /// A new node from `config`; its clock starts now.
-    pub fn new(config: Config, opts: Options, events: EventSender) -> Self {
+impl<R: Io> Core<R> {
+    /// Drives `node`, whose clock started at [`Instant::ZERO`], from now on.
+    pub fn new(node: Node, opts: Options, events: EventSender) -> Self {
         Core {
-            node: Node::new(config, Instant::ZERO).expect("the driver validates the config before it starts the node"),
+            node,
             opts,
             origin: std::time::Instant::now(),
             clock: Instant::ZERO,
@@ -114,6 +128,11 @@ impl<R: Runtime> Core<R> {
             lagging: false,
             events_dropped: 0,
             join_waiters: Vec::new(),
+            hostile: HostileLog::default(),
+            rejected_by: None,
+            leaving: Vec::new(),
+            leave_deadline: None,
+            drained: false,
         }
     }
 
@@ -180,7 +199,7 @@ impl<R: Runtime> Core<R> {
         rt: &mut R,
         first: Command,
         mut next: impl FnMut() -> Option<Command>,
-    ) -> Option<Responder<()>> {
+    ) -> Option<Reply<()>> {
         self.tick();
         let mut stop = self.on_command(rt, first);
         let mut n = 0u32;
@@ -244,19 +263,29 @@ impl<R: Runtime> Core<R> {
         self.dirty.clear();
     }
 
-    /// The node.
-    pub fn node(&self) -> &Node {
-        &self.node
-    }
-
-    /// The instant the node's clock started at.
-    pub fn origin(&self) -> std::time::Instant {
-        self.origin
-    }
-
-    /// When the node next wants [`handle_timeout`](Self::handle_timeout), if ever.
+    /// When the node next wants [`handle_timeout`](Self::handle_timeout), if ever (or, while
+    /// leaving, when the leave gives up waiting for the node to drain).
     pub fn deadline(&self) -> Option<std::time::Instant> {
-        self.node.poll_timeout().map(|t| self.origin + std::time::Duration::from_micros(t.as_micros()))
+        let node = self.node.poll_timeout().map(|t| self.origin + std::time::Duration::from_micros(t.as_micros()));
+        match (node, self.leave_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// After a leave: the callers to answer once the node task has stopped, when the node has
+    /// drained (every frame it had to send was handed to the writers) or the leave took longer
+    /// than [`Options::leave_limit`].
+    pub fn left(&mut self) -> Option<Vec<Reply<()>>> {
+        let deadline = self.leave_deadline?;
+        if self.drained || std::time::Instant::now() >= deadline {
+            if !self.drained {
+                tracing::warn!("the node did not drain within {:?} of leaving: stopping", self.opts.leave_limit);
+            }
+            self.leave_deadline = None;
+            return Some(std::mem::take(&mut self.leaving));
+        }
+        None
     }
 
     /// True while the application has no room for more events: read no network input until
@@ -271,45 +300,60 @@ impl<R: Runtime> Core<R> {
         rt.unwritten() > self.opts.max_queued_bytes
     }
 
+    /// A snapshot of the node's metrics.
+    pub fn metrics(&self, rt: &R) -> Metrics {
+        let stats = self.node.stats();
+        Metrics {
+            ready: self.node.is_ready(),
+            leaf_set_size: self.node.leaf_set().members().len(),
+            routing_table_size: self.node.routing_table().len(),
+            connections: self.node.connection_count(),
+            pending_messages: self.node.pending_messages(),
+            queued_bytes: rt.unwritten() + self.batched,
+            tasks: rt.tasks(),
+            events_dropped: self.events_dropped,
+            stats,
+        }
+    }
+
     /// The application's event stream, from the node task's side.
     pub fn events(&self) -> &EventSender {
         &self.events
     }
 
     /// Handles one command; `Some` if the node task should end after answering it.
-    fn on_command(&mut self, rt: &mut R, cmd: Command) -> Option<Responder<()>> {
+    fn on_command(&mut self, rt: &mut R, cmd: Command) -> Option<Reply<()>> {
         let now = self.clock;
         match cmd {
-            Command::Join(addr, reply) => match self.node.join(now, &[addr]) {
+            Command::Join(bootstraps, reply) => match self.node.join(now, &bootstraps) {
                 Ok(()) => self.join_waiters.push(reply),
-                Err(e) => reply(Err(Error::Command(e))),
+                Err(e) => reply.send(Err(Error::Command(e))),
             },
-            Command::Send { key, purpose, payload } => {
-                if let Err(e) = self.node.send(now, key, purpose, payload) {
-                    self.emit(NodeEvent::SendFailed(e));
-                }
+            Command::Send { key, purpose, payload, reply } => reply.send(self.node.send(now, key, purpose, payload)),
+            Command::SendTo { target, purpose, payload, reply } => {
+                reply.send(self.node.send_to(now, target, purpose, payload));
             }
-            Command::SendTo { target, purpose, payload } => {
-                if let Err(e) = self.node.send_to(now, target, purpose, payload) {
-                    self.emit(NodeEvent::SendFailed(e));
-                }
-            }
-            Command::SendBatch(batch) => {
-                for (key, purpose, payload) in batch {
+            Command::SendBatch(batch, reply) => {
+                let mut refused = Vec::new();
+                for (i, (key, purpose, payload)) in batch.into_iter().enumerate() {
                     if let Err(e) = self.node.send(now, key, purpose, payload) {
-                        self.emit(NodeEvent::SendFailed(e));
+                        refused.push((i, e));
                     }
                     // Drain as we go: the node's output queue stays small.
                     self.drain(rt);
                 }
+                reply.send(refused);
             }
             Command::Hook(h) => self.node.set_forward_hook(h),
             Command::Inspect(f) => f(&self.node),
+            Command::Metrics(reply) => reply.send(self.metrics(rt)),
             Command::Leave(reply) => {
                 tracing::info!("leaving");
+                if self.leave_deadline.is_none() {
+                    self.leave_deadline = Some(std::time::Instant::now() + self.opts.leave_limit);
+                }
+                self.leaving.push(reply);
                 self.node.leave(now);
-                self.drain(rt);
-                return Some(reply);
             }
             Command::Stop(reply) => return Some(reply),
         }
@@ -356,20 +400,39 @@ impl<R: Runtime> Core<R> {
             Event::Joined => {
                 tracing::info!("joined");
                 for w in self.join_waiters.drain(..) {
-                    w(Ok(()));
+                    w.send(Ok(()));
                 }
             }
             Event::Error(e @ NodeError::JoinFailed { .. }) => {
                 tracing::warn!(error = %e, "join failed");
+                let rejected = self.rejected_by.take();
                 for w in self.join_waiters.drain(..) {
-                    w(Err(Error::JoinFailed(e.clone())));
+                    w.send(Err(match rejected {
+                        Some((addr, reason)) => Error::Rejected { addr, reason },
+                        None => Error::JoinFailed(e.clone()),
+                    }));
                 }
             }
+            Event::RejectedByPeer { addr, reason } => {
+                tracing::warn!(%addr, "rejected by {addr}: {}", crate::hostile::describe(*reason));
+                if !self.join_waiters.is_empty() {
+                    self.rejected_by = Some((*addr, *reason));
+                }
+            }
+            Event::Drained => {
+                tracing::debug!("drained");
+                self.drained = true;
+            }
             Event::Error(e @ (NodeError::Decode { .. } | NodeError::Protocol { .. })) => {
-                tracing::warn!(error = %e, "bad input from a peer; connection closed");
+                self.hostile.bad_input(e);
             }
             Event::Error(e) => tracing::debug!(error = %e, "node error"),
-            Event::PeerRejected { addr, reason, .. } => tracing::warn!(%addr, ?reason, "peer rejected"),
+            Event::PeerRejected { addr, claimed, reason } => {
+                self.hostile.rejected(*addr, *claimed, *reason);
+                if !self.join_waiters.is_empty() {
+                    self.rejected_by = Some((*addr, *reason));
+                }
+            }
             Event::NodeJoined(info) => tracing::debug!(peer = %info.id, "node joined"),
             Event::NodeLeft(info) => tracing::debug!(peer = %info.id, "node left"),
             Event::Heartbeat(_) if !self.opts.report_heartbeats => return,

@@ -1,6 +1,6 @@
 //! What the node tells the application.
 
-use wendy_proto::{CommandError, Delivery, Event, NodeId};
+use wendy_proto::{Delivery, Event, NodeId};
 
 /// What the node tells the application.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,8 +13,6 @@ pub enum NodeEvent {
     /// A protocol event: joined, node joined or left, leaf set changed, heartbeat, peer
     /// rejected, or an error the node recovered from.
     Event(Event),
-    /// A `send` or `send_to` accepted by the handle was refused by the node.
-    SendFailed(CommandError),
 }
 
 /// A routed message passed on to its next hop (the Go wendy's `OnForward`, after the fact).

@@ -10,12 +10,17 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
+use futures_core::Stream;
+
 use crate::NodeEvent;
 
-/// The application's end of a node's events (see `NodeHandle::take_events` in the drivers).
+/// The application's end of a node's events (see
+/// [`NodeHandle::take_events`](crate::NodeHandle::take_events)); also a
+/// [`Stream`](futures_core::Stream) of them.
 #[derive(Debug)]
 pub struct Events {
     ready: std::vec::IntoIter<NodeEvent>,
@@ -48,7 +53,7 @@ struct State {
 }
 
 /// A bounded, batched event channel holding up to `capacity` events in flight.
-pub fn channel(capacity: usize) -> (EventSender, Events) {
+pub(crate) fn channel(capacity: usize) -> (EventSender, Events) {
     let state = State {
         batches: VecDeque::new(),
         queued: 0,
@@ -92,18 +97,15 @@ impl EventSender {
         Ok(())
     }
 
-    /// Resolves when the application has made room (or dropped its end).
-    pub async fn room(&self) {
-        poll_fn(|cx| {
-            let mut s = self.shared.lock();
-            if s.queued < self.shared.capacity || s.receiver_gone {
-                Poll::Ready(())
-            } else {
-                s.room = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await;
+    /// Ready when the application has made room (or dropped its end).
+    pub fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.shared.lock();
+        if s.queued < self.shared.capacity || s.receiver_gone {
+            Poll::Ready(())
+        } else {
+            s.room = Some(cx.waker().clone());
+            Poll::Pending
+        }
     }
 
     /// True once the application dropped its end.
@@ -221,6 +223,24 @@ impl Events {
             s.room.take()
         } else {
             None
+        }
+    }
+}
+
+impl Stream for Events {
+    type Item = NodeEvent;
+
+    /// The next event; `None` once the node has stopped and every event was read.
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<NodeEvent>> {
+        loop {
+            if let Some(ev) = self.ready.next() {
+                return Poll::Ready(Some(ev));
+            }
+            match self.poll_batch(cx) {
+                Poll::Ready(Some(batch)) => self.ready = batch.into_iter(),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 }

@@ -1,18 +1,26 @@
-//! The runtime-independent half of the wendy drivers (`wendy-tokio`, `wendy-smol`).
+//! The wendy drivers, written once over a small [`Runtime`] trait.
 //!
 //! A driver runs a [`wendy_proto`] node over some async runtime's sockets, tasks and timers.
-//! Everything that does not depend on which runtime lives here, so that both drivers share it:
+//! Everything is here, once: the application's [`NodeHandle`] and [`Sender`], the batched,
+//! bounded event stream [`Events`] (a [`Stream`](futures_core::Stream)), the node task that
+//! feeds the node its inputs and carries out its outputs, and each connection's reader and
+//! writer. What needs a runtime, spawning, timers and TCP, is asked of a [`Runtime`]
+//! (quinn's `Runtime` is the model); `wendy-tokio` and `wendy-smol` implement it and name
+//! `NodeHandle<TheirRuntime>` for their users.
 //!
-//! - the application-facing types: [`Options`], [`NodeEvent`], [`Forwarded`], [`Error`], and
-//!   the batched, bounded event stream [`Events`] (built on `std` only: a mutex and wakers);
-//! - the [`Command`]s a handle sends to its node task;
-//! - the node task's logic, [`Core`]: it feeds the node its inputs, batches the frames the node
-//!   transmits per connection, turns the node's outputs into events for the application and
-//!   answers commands. What needs the runtime (dialing, starting a socket's reader and writer,
-//!   writing) it asks of a [`Runtime`] and its [`Link`]s.
+//! - one task owns the [`Node`](wendy_proto::Node) (no locks on it); it waits on application
+//!   commands, bytes from per-connection reader tasks, accepted sockets, dial results and its
+//!   timer;
+//! - one persistent TCP connection per peer, reused for every message;
+//! - frames produced while handling a batch of inputs are written together, many per syscall:
+//!   straight from the node task when the socket takes them, else by the connection's writer
+//!   task;
+//! - queues are bounded: the application's `send` waits while the node has more than
+//!   [`Options::max_queued_bytes`] unwritten, and a peer that lets more than
+//!   [`Options::max_conn_queue_bytes`] pile up is disconnected;
+//! - every task the node spawns is let go of once finished, and ended when the node stops.
 //!
-//! This crate depends on no async runtime. The drivers re-export its public types, so an
-//! application never names it.
+//! This crate depends on no async runtime.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -24,7 +32,13 @@ mod core;
 mod error;
 mod event;
 mod events;
+mod handle;
+mod hostile;
+mod metrics;
+mod node_task;
 mod options;
+pub mod runtime;
+mod task;
 mod writer;
 
 use std::net::SocketAddr;
@@ -32,12 +46,15 @@ use std::net::SocketAddr;
 pub use wendy_proto;
 pub use wendy_proto::{Config, NodeId};
 
-pub use crate::command::{Command, Inspector, Responder};
-pub use crate::core::{Core, Link, Net, Runtime};
 pub use crate::error::Error;
 pub use crate::event::{Forwarded, NodeEvent};
-pub use crate::events::{channel, EventSender, Events};
+pub use crate::events::{EventSender, Events};
+pub use crate::handle::{NodeHandle, Sender};
+pub use crate::hostile::{describe as describe_rejection, HOSTILE_LINES_PER_WINDOW, HOSTILE_WINDOW};
+pub use crate::metrics::Metrics;
 pub use crate::options::Options;
+pub use crate::runtime::Runtime;
+pub use crate::task::Task;
 pub use crate::writer::coalesce;
 
 /// The largest payload an application may send with `config` (room is left for the header).
@@ -45,22 +62,10 @@ pub fn max_payload(config: &Config) -> usize {
     config.max_frame_size.saturating_sub(64)
 }
 
-/// Checks what the application asks to send before it reaches the node task: purposes below
-/// 16 are wendy's own, and a payload larger than `max` would not fit a frame.
-pub fn check_send(purpose: u8, len: usize, max: usize) -> Result<(), Error> {
-    if purpose < 16 {
-        return Err(Error::Command(wendy_proto::CommandError::ReservedPurpose(purpose)));
-    }
-    if len > max {
-        return Err(Error::Command(wendy_proto::CommandError::PayloadTooLarge { len, max }));
-    }
-    Ok(())
-}
-
 /// Puts the bound port into the node's addresses when port 0 was asked for: the local address
 /// becomes `bound`, and so does the global one if it was the same (else only its port 0 is
 /// replaced).
-pub fn fix_port(config: &mut Config, bound: SocketAddr) {
+fn fix_port(config: &mut Config, bound: SocketAddr) {
     let asked = config.info.local;
     if config.info.global == asked {
         config.info.global = bound;

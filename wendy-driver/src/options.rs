@@ -4,6 +4,10 @@
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Options {
+    /// The address to listen on; `None`: the node's own local address. Set it to listen on
+    /// another address than the one advertised (`0.0.0.0:7000` behind `10.0.0.1:7000`, say);
+    /// if the advertised port is 0, the bound port replaces it.
+    pub listen: Option<std::net::SocketAddr>,
     /// While more bytes than this wait to be written (all connections together), application
     /// commands wait: `send` applies back-pressure instead of growing queues.
     pub max_queued_bytes: usize,
@@ -18,6 +22,9 @@ pub struct Options {
     pub event_capacity: usize,
     /// Capacity of the command channel.
     pub command_capacity: usize,
+    /// After a leave, the node task stops once the node says it has drained
+    /// ([`Event::Drained`](wendy_proto::Event::Drained)), or after this long at most.
+    pub leave_limit: std::time::Duration,
     /// Report [`NodeEvent::Forwarded`](crate::NodeEvent::Forwarded) for every message passed on.
     pub report_forwarded: bool,
     /// Report [`Event::Heartbeat`](wendy_proto::Event::Heartbeat)s.
@@ -27,11 +34,13 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            listen: None,
             max_queued_bytes: 8 << 20,
             max_conn_queue_bytes: 64 << 20,
             read_buffer: 64 << 10,
             event_capacity: 1 << 16,
             command_capacity: 1024,
+            leave_limit: std::time::Duration::from_secs(10),
             report_forwarded: true,
             report_heartbeats: true,
         }

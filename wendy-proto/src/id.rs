@@ -126,6 +126,28 @@ impl NodeId {
     }
 }
 
+/// A clockwise arc of keys, from `start` (included) to `end` (excluded); `start == end` is the
+/// whole ring. Returned by [`Node::range`](crate::Node::range).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyRange {
+    /// The first key of the arc.
+    pub start: NodeId,
+    /// The first key past the arc (going clockwise).
+    pub end: NodeId,
+}
+
+impl KeyRange {
+    /// True if `key` lies on the arc.
+    pub fn contains(&self, key: NodeId) -> bool {
+        self.start == self.end || self.start.cw_distance(key) < self.start.cw_distance(self.end)
+    }
+
+    /// True if the arc is the whole ring.
+    pub fn is_full(&self) -> bool {
+        self.start == self.end
+    }
+}
+
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:032x}", self.0)

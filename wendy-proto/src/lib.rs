@@ -131,10 +131,11 @@ pub mod wire;
 
 pub use config::{Config, ConfigError};
 pub use credentials::{Credentials, SharedSecret};
-pub use id::{IdError, NodeId};
+pub use id::{IdError, KeyRange, NodeId};
 pub use info::NodeInfo;
 pub use node::Node;
 pub use output::{
     CommandError, ConnId, Delivery, Event, ForwardHook, Forwarding, NodeError, Output, RejectReason, Stats, Target,
+    Verdict,
 };
 pub use time::Instant;

@@ -74,6 +74,9 @@ pub struct Delivery {
     pub hops: u8,
     /// True if it was sent straight to us rather than routed by key.
     pub direct: bool,
+    /// True if this node is not (necessarily) the key's root: the forward hook consumed the
+    /// message on its way ([`Verdict::Consume`]).
+    pub intercepted: bool,
     /// The payload.
     pub payload: Bytes,
 }
@@ -88,8 +91,14 @@ pub enum Event {
     NodeJoined(NodeInfo),
     /// A node left our state tables: it left gracefully or stopped answering.
     NodeLeft(NodeInfo),
-    /// The leaf set changed; its members now, in ring order.
-    LeafSetChanged(Vec<NodeInfo>),
+    /// The leaf set changed (the common API's `update`): who entered it, in ring order, and
+    /// who left it, since the last such event. Coalesced per input.
+    LeafSetChanged {
+        /// New members.
+        added: Vec<NodeInfo>,
+        /// Former members.
+        removed: Vec<NodeId>,
+    },
     /// A heartbeat arrived from a node.
     Heartbeat(NodeId),
     /// A peer failed the credentials handshake; it was not added to any table.
@@ -293,18 +302,48 @@ pub struct Forwarding {
     pub payload: Bytes,
 }
 
-/// Decides synchronously whether a message may be forwarded (the Go wendy's `OnForward`).
-///
-/// It runs inside the state machine, so it must not block or do I/O: look at the message,
-/// perhaps rewrite its purpose or payload, and answer.
-pub trait ForwardHook: Send {
-    /// Return false to drop the message instead of forwarding it to `next`.
-    fn on_forward(&mut self, msg: &mut Forwarding, next: &NodeInfo) -> bool;
+/// What a [`ForwardHook`] decides for a message about to be forwarded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward it to the next hop (with whatever purpose and payload the hook left).
+    Forward,
+    /// Drop it (a veto); it is counted in [`Stats::dropped`].
+    Drop,
+    /// This node handles it: it is not forwarded but delivered here, as an
+    /// [`Output::Deliver`] with [`Delivery::intercepted`] set (a cache or a storage layer
+    /// answering on the way).
+    Consume,
 }
 
-impl<F: FnMut(&mut Forwarding, &NodeInfo) -> bool + Send> ForwardHook for F {
-    fn on_forward(&mut self, msg: &mut Forwarding, next: &NodeInfo) -> bool {
-        self(msg, next)
+impl From<bool> for Verdict {
+    /// `true` forwards, `false` drops (the Go wendy's `OnForward` answer).
+    fn from(forward: bool) -> Self {
+        if forward {
+            Verdict::Forward
+        } else {
+            Verdict::Drop
+        }
+    }
+}
+
+/// Decides synchronously what happens to a message this node is about to forward (the Go
+/// wendy's `OnForward`, the common API's `forward`).
+///
+/// It runs inside the state machine, so it must not block or do I/O: look at the message,
+/// perhaps rewrite its purpose or payload, and answer. A closure returning `bool` (forward or
+/// drop) or a [`Verdict`] is a hook.
+pub trait ForwardHook: Send {
+    /// Forward, drop, or consume the message; `next` is the hop it would go to.
+    fn on_forward(&mut self, msg: &mut Forwarding, next: &NodeInfo) -> Verdict;
+}
+
+impl<F, R> ForwardHook for F
+where
+    F: FnMut(&mut Forwarding, &NodeInfo) -> R + Send,
+    R: Into<Verdict>,
+{
+    fn on_forward(&mut self, msg: &mut Forwarding, next: &NodeInfo) -> Verdict {
+        self(msg, next).into()
     }
 }
 
@@ -332,7 +371,9 @@ pub struct Stats {
     pub rejected_by_peers: u64,
     /// Connections that could not be set up.
     pub connect_failures: u64,
-    /// Messages dropped (full queues, hop limit, vetoed, no route).
+    /// Application messages the node took charge of and then dropped (a full queue, the hop
+    /// limit, a veto, no route), each counted once. A command refused with an error is not
+    /// counted: its caller still holds the message.
     pub dropped: u64,
     /// Application messages delivered here.
     pub delivered: u64,

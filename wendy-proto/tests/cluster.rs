@@ -211,6 +211,9 @@ fn join_messages_are_bounded() {
         c.suspect_timeout = Duration::from_secs(36000);
         c.table_probe_interval = Duration::from_secs(36000);
         c.leaf_exchange_interval = Duration::from_secs(36000);
+        // Idle connections close at their own deadline (not at the next hourly tick): keep
+        // them open so that only the join's frames are counted.
+        c.idle_timeout = Duration::from_secs(36000);
         c
     });
     h.run_for(Duration::from_secs(10));

@@ -6,7 +6,7 @@ use core::time::Duration;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use wendy_proto::harness::script::{closes, connects, drain};
+use wendy_proto::harness::script::{closes, connects, drain, errors};
 use wendy_proto::harness::Harness;
 use wendy_proto::{
     CommandError, Config, ConfigError, Event, Instant, Node, NodeError, NodeId, Output, RejectReason, SharedSecret,
@@ -186,4 +186,95 @@ fn a_refused_joiner_is_told_why_at_once() {
     assert!(at < Instant::ZERO + Duration::from_secs(1));
     assert_eq!(h.node(0).stats().rejected_by_peers, 1);
     assert_eq!(reason.to_string(), "bad credentials");
+}
+
+#[test]
+fn a_timer_fires_at_its_own_deadline_not_at_the_next_heartbeat() {
+    let mut c = cfg();
+    c.heartbeat_interval = Duration::from_secs(60);
+    c.suspect_timeout = Duration::from_secs(180);
+    c.connect_timeout = Duration::from_secs(5);
+    c.leaf_exchange_interval = Duration::from_secs(3600);
+    let t0 = Instant::from_secs(100);
+    let mut a = Node::new(c, t0).unwrap();
+    assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_secs(60)), "the heartbeat");
+    // A dial that never completes.
+    let at = t0 + Duration::from_millis(1500);
+    a.send_to(at, wendy_proto::Target::Addr(addr(9)), 16, bytes::Bytes::from_static(b"x")).unwrap();
+    let conn = connects(&drain(&mut a)).first().copied();
+    let deadline = at + Duration::from_secs(5);
+    assert_eq!(a.poll_timeout(), Some(deadline), "the connect deadline comes first");
+    a.handle_timeout(at + Duration::from_micros(4_999_999));
+    assert!(a.poll_output().is_none(), "nothing fires early");
+    a.handle_timeout(deadline);
+    let outs = drain(&mut a);
+    assert!(closes(&outs).contains(&conn.expect("a dial")), "{outs:?}");
+    assert!(errors(&outs).iter().any(|e| matches!(e, NodeError::ConnectFailed { .. })));
+    assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_secs(60)), "back to the heartbeat");
+    a.check_invariants().unwrap();
+}
+
+#[test]
+fn the_forward_hook_may_consume_a_message_on_its_way() {
+    let mut h = Harness::new(15);
+    let mut rng = wendy_proto::rng::Rng::new(6);
+    h.grow(4, &mut rng, None);
+    assert!(h.run_until_ready(Duration::from_secs(30)));
+    h.node_mut(0).set_forward_hook(Box::new(|f: &mut wendy_proto::Forwarding, _: &wendy_proto::NodeInfo| {
+        match f.purpose {
+            20 => wendy_proto::Verdict::Consume,
+            22 => wendy_proto::Verdict::Drop,
+            _ => wendy_proto::Verdict::Forward,
+        }
+    }));
+    let key = h.node(1).id();
+    let dropped = h.node(0).stats().dropped;
+    h.send(0, key, 20, b"cached");
+    h.send(0, key, 21, b"onwards");
+    h.send(0, key, 22, b"vetoed");
+    h.run_for(Duration::from_secs(1));
+    let got: Vec<(usize, u8, bool)> =
+        h.deliveries().iter().map(|o| (o.node, o.delivery.purpose, o.delivery.intercepted)).collect();
+    assert_eq!(got, vec![(0, 20, true), (1, 21, false)]);
+    assert_eq!(h.node(0).stats().dropped, dropped + 1, "the veto is counted once");
+}
+
+#[test]
+fn leaf_set_changes_are_reported_as_differences() {
+    let mut h = Harness::new(16);
+    h.configure = Box::new(|id, a| {
+        let mut c = Config::new(id, a);
+        c.leaf_set_size = 4;
+        c
+    });
+    let mut rng = wendy_proto::rng::Rng::new(7);
+    h.grow(12, &mut rng, None);
+    assert!(h.run_until_ready(Duration::from_secs(30)));
+    h.run_for(Duration::from_secs(5));
+    let victim = h.node(0).leaf_set().members()[0];
+    let vi = (0..h.len()).find(|&i| h.node(i).id() == victim).unwrap();
+    h.crash(vi);
+    h.run_for(h.node(0).config().leaf_detection_time() + Duration::from_secs(5));
+    // Replaying the differences from an empty leaf set gives the leaf set.
+    let mut replay: Vec<NodeId> = Vec::new();
+    let mut saw_victim_leave = false;
+    for (_, _, e) in h.events().iter().filter(|(i, _, _)| *i == 0) {
+        if let Event::LeafSetChanged { added, removed } = e {
+            assert!(!added.is_empty() || !removed.is_empty(), "no empty change");
+            for r in removed {
+                assert!(replay.contains(r), "{r} removed but never added");
+                replay.retain(|x| x != r);
+                saw_victim_leave |= *r == victim;
+            }
+            for a in added {
+                assert!(!replay.contains(&a.id), "{} added twice", a.id);
+                replay.push(a.id);
+            }
+        }
+    }
+    let mut now = h.node(0).leaf_set().members();
+    now.sort();
+    replay.sort();
+    assert_eq!(replay, now);
+    assert!(saw_victim_leave);
 }

@@ -2,7 +2,7 @@
 
 use core::time::Duration;
 
-use wendy_proto::Config;
+use wendy_proto::{Config, ConfigError, NodeId};
 
 /// Where nodes sit, which decides the one-way latency between two of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,17 +86,19 @@ impl Default for NetConfig {
 /// The protocol parameters given to every simulated node (see [`wendy_proto::Config`]).
 #[derive(Clone, Debug)]
 pub struct NodeParams {
-    /// Heartbeat interval, also the node's maintenance tick.
+    /// Heartbeat interval, also the node's maintenance tick. The liveness timers not given
+    /// below follow from it by wendy-proto's ratios ([`Config::with_heartbeat`]).
     pub heartbeat: Duration,
-    /// Silence before a leaf is suspected (default 3 heartbeats).
+    /// Silence before a leaf is suspected (default: wendy-proto's ratio, 3 heartbeats).
     pub suspect: Option<Duration>,
-    /// Probe timeout (default 1 heartbeat).
+    /// Probe timeout (default: wendy-proto's ratio, 1 heartbeat).
     pub probe: Option<Duration>,
     /// Leaf-set exchange interval.
     pub leaf_exchange: Duration,
     /// Idle timeout of connections to nodes outside the leaf set.
     pub idle_timeout: Duration,
-    /// Silence before a routing-table member is probed (default: 10 heartbeats).
+    /// Silence before a routing-table member is probed (default: wendy-proto's ratio, 10
+    /// heartbeats).
     pub table_probe: Option<Duration>,
     /// Connection set-up timeout.
     pub connect_timeout: Duration,
@@ -126,18 +128,32 @@ impl Default for NodeParams {
 }
 
 impl NodeParams {
-    /// Writes these parameters into a node configuration.
-    pub fn apply(&self, c: &mut Config) {
-        c.heartbeat_interval = self.heartbeat;
-        c.suspect_timeout = self.suspect.unwrap_or(self.heartbeat * 3);
-        c.probe_timeout = self.probe.unwrap_or(self.heartbeat);
+    /// These parameters written into a node configuration.
+    pub fn apply(&self, c: Config) -> Config {
+        let mut c = c.with_heartbeat(self.heartbeat);
+        if let Some(d) = self.suspect {
+            c.suspect_timeout = d;
+        }
+        if let Some(d) = self.probe {
+            c.probe_timeout = d;
+        }
+        if let Some(d) = self.table_probe {
+            c.table_probe_interval = d;
+        }
         c.leaf_exchange_interval = self.leaf_exchange;
         c.idle_timeout = self.idle_timeout;
-        c.table_probe_interval = self.table_probe.unwrap_or(self.heartbeat * 10);
         c.connect_timeout = self.connect_timeout;
         c.join_timeout = self.join_timeout;
         c.leaf_set_size = self.leaf_set_size;
         c.max_connections = self.max_connections;
+        c
+    }
+
+    /// Whether a node can run with these parameters ([`Config::validate`]); the simulator
+    /// panics on a node it cannot start, so check first.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let addr = std::net::SocketAddr::from(([10, 0, 0, 1], 7000));
+        self.apply(Config::new(NodeId::from_u128(1), addr)).validate()
     }
 }
 
@@ -243,6 +259,8 @@ pub struct SimConfig {
     pub bucket: Option<Duration>,
     /// Draw a progress bar on stderr (only if stderr is a terminal).
     pub progress: bool,
+    /// Measure the simulator's own structures at the end of the run ([`crate::MemoryReport`]).
+    pub memory_report: bool,
 }
 
 impl Default for SimConfig {
@@ -269,6 +287,7 @@ impl Default for SimConfig {
             split: None,
             bucket: None,
             progress: false,
+            memory_report: false,
         }
     }
 }

@@ -41,7 +41,7 @@ pub mod trace;
 pub use config::{
     ChurnConfig, LossMode, NetConfig, NodeParams, SessionDist, SimConfig, SplitMode, SplitPlan, Topology, TraceRecord,
 };
-pub use report::{Bucket, ChurnReport, CrashReport, Report, Window};
+pub use report::{Bucket, ChurnReport, CrashReport, JoinStats, MemoryReport, Report, Window};
 pub use sim::{Outcome, Sim, LOOKUP_PURPOSE};
 pub use trace::TraceHash;
 

@@ -157,6 +157,10 @@ struct Cli {
     /// Do not print the summary.
     #[arg(long)]
     quiet: bool,
+    /// At the end, measure the simulator's own structures (bytes per host by structure) and
+    /// print them with the summary and in the JSON (`memory`).
+    #[arg(long)]
+    memory_report: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -191,6 +195,45 @@ fn ms(m: f64) -> Duration {
     Duration::from_secs_f64(m.max(0.0) / 1000.0)
 }
 
+fn net_config(cli: &Cli) -> NetConfig {
+    NetConfig {
+        topology: match cli.topology {
+            TopoArg::Plane => Topology::Plane,
+            TopoArg::Sphere => Topology::Sphere,
+        },
+        diameter: ms(cli.diameter_ms),
+        base: ms(cli.base_ms),
+        regions: cli.regions,
+        intra_region: ms(cli.intra_ms),
+        inter_region: ms(cli.inter_ms),
+        jitter: cli.jitter.max(0.0),
+        loss: cli.loss.clamp(0.0, 1.0),
+        loss_mode: match cli.loss_mode {
+            LossArg::Tcp => LossMode::Tcp,
+            LossArg::Drop => LossMode::Drop,
+        },
+        rto: ms(cli.rto_ms),
+        refuse_dead: cli.refuse_dead,
+        coalesce: !cli.no_coalesce,
+        ..NetConfig::default()
+    }
+}
+
+fn node_params(cli: &Cli) -> NodeParams {
+    NodeParams {
+        heartbeat: Duration::from_millis(cli.heartbeat_ms.max(1)),
+        suspect: cli.suspect_ms.map(Duration::from_millis),
+        table_probe: cli.table_probe_ms.map(Duration::from_millis),
+        probe: cli.probe_ms.map(Duration::from_millis),
+        leaf_exchange: Duration::from_secs(cli.leaf_exchange_s),
+        idle_timeout: Duration::from_secs(cli.idle_timeout_s),
+        connect_timeout: Duration::from_secs(cli.connect_timeout_s),
+        leaf_set_size: cli.leaf_set_size,
+        max_connections: cli.max_connections.max(1),
+        ..NodeParams::default()
+    }
+}
+
 fn config(cli: &Cli) -> Result<SimConfig, String> {
     let churn_trace = match &cli.churn_trace {
         Some(p) => {
@@ -211,43 +254,14 @@ fn config(cli: &Cli) -> Result<SimConfig, String> {
     if cli.nodes == 0 {
         return Err("--nodes must be at least 1".into());
     }
+    let node = node_params(cli);
+    node.validate().map_err(|e| format!("node parameters: {e}"))?;
     Ok(SimConfig {
         nodes: cli.nodes,
         lookups: cli.lookups,
         seed: cli.seed,
-        net: NetConfig {
-            topology: match cli.topology {
-                TopoArg::Plane => Topology::Plane,
-                TopoArg::Sphere => Topology::Sphere,
-            },
-            diameter: ms(cli.diameter_ms),
-            base: ms(cli.base_ms),
-            regions: cli.regions,
-            intra_region: ms(cli.intra_ms),
-            inter_region: ms(cli.inter_ms),
-            jitter: cli.jitter.max(0.0),
-            loss: cli.loss.clamp(0.0, 1.0),
-            loss_mode: match cli.loss_mode {
-                LossArg::Tcp => LossMode::Tcp,
-                LossArg::Drop => LossMode::Drop,
-            },
-            rto: ms(cli.rto_ms),
-            refuse_dead: cli.refuse_dead,
-            coalesce: !cli.no_coalesce,
-            ..NetConfig::default()
-        },
-        node: NodeParams {
-            heartbeat: Duration::from_millis(cli.heartbeat_ms.max(1)),
-            suspect: cli.suspect_ms.map(Duration::from_millis),
-            table_probe: cli.table_probe_ms.map(Duration::from_millis),
-            probe: cli.probe_ms.map(Duration::from_millis),
-            leaf_exchange: Duration::from_secs(cli.leaf_exchange_s),
-            idle_timeout: Duration::from_secs(cli.idle_timeout_s),
-            connect_timeout: Duration::from_secs(cli.connect_timeout_s),
-            leaf_set_size: cli.leaf_set_size,
-            max_connections: cli.max_connections.max(1),
-            ..NodeParams::default()
-        },
+        net: net_config(cli),
+        node,
         join_rate: cli.join_rate,
         settle: secs(cli.settle),
         lookup_rate: cli.lookup_rate,
@@ -270,6 +284,7 @@ fn config(cli: &Cli) -> Result<SimConfig, String> {
         }),
         bucket: cli.bucket_s.map(secs),
         progress: std::io::stderr().is_terminal(),
+        memory_report: cli.memory_report,
         ..SimConfig::default()
     })
 }
@@ -354,6 +369,21 @@ mod tests {
         assert_eq!((cfg.nodes, cfg.lookups, cfg.seed, cfg.net.regions), (10, 5, 3, 3));
         assert_eq!(cfg.duration, Some(Duration::from_secs(60)));
         assert!(cfg.churn.is_some());
+        let odd = Cli::try_parse_from(["wendy-sim", "--leaf-set-size", "7"]).unwrap();
+        assert!(config(&odd).unwrap_err().contains("leaf"), "a node that cannot start is refused up front");
+    }
+
+    #[test]
+    fn the_memory_report_counts_the_simulators_structures() {
+        let cli = Cli::try_parse_from(["wendy-sim", "--nodes", "20", "--lookups", "50", "--memory-report"]).unwrap();
+        let report = wendy_sim::run(config(&cli).unwrap());
+        let m = report.memory.as_ref().expect("asked for");
+        assert_eq!((m.hosts, m.live), (20, 20));
+        for s in ["hosts", "links", "link_fifos", "event_queue", "node_structs_shallow", "ids"] {
+            assert!(m.structures.get(s).is_some_and(|&b| b > 0), "{s}: {:?}", m.structures);
+        }
+        assert_eq!(m.total_bytes, m.structures.values().sum::<u64>());
+        assert!(report.to_string().contains("sim memory"));
     }
 
     #[test]
@@ -379,9 +409,20 @@ mod tests {
             "wall_s",
             "peak_rss_bytes",
             "trace_hash",
+            "late",
+            "initial_joins",
+            "later_joins",
+            "steady_from_s",
+            "steady_to_s",
+            "steady_window_found",
+            "run_control_msgs_per_node_per_s",
+            "join_control_msgs",
+            "join_control_msgs_per_join",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
+        assert!(v["memory"].is_null(), "the memory report is asked for with --memory-report");
+        assert!(v["timeline"][0].get("control_msgs_per_node_per_s").is_some());
         let dir = std::env::temp_dir().join(format!("wendy-sim-svg-{}", std::process::id()));
         wendy_sim::plot::write_svgs(&report, &dir).unwrap();
         for f in ["hops.svg", "delivery.svg", "correctness.svg", "control.svg"] {

@@ -11,7 +11,7 @@ type PlotResult = Result<(), Box<dyn std::error::Error>>;
 /// A named line: label, points, colour.
 type Series<'a> = (&'a str, &'a Vec<(f64, f64)>, RGBColor);
 
-/// Writes `hops.svg`, `delivery.svg`, `correctness.svg` and `control.svg` into `dir`.
+/// Writes `hops.svg`, `delivery.svg`, `correctness.svg`, `control.svg` and `nodes.svg` into `dir`.
 pub fn write_svgs(report: &Report, dir: &Path) -> PlotResult {
     std::fs::create_dir_all(dir)?;
     hops(report, &dir.join("hops.svg"))?;
@@ -33,24 +33,85 @@ pub fn write_svgs(report: &Report, dir: &Path) -> PlotResult {
         "% of lookups",
         &[("delivered", &delivered, BLUE), ("lost", &lost, RED)],
     )?;
-    let correct = ratio(&|b| b.lookups.correct);
-    let incorrect = ratio(&|b| b.lookups.incorrect);
-    line(
-        &dir.join("correctness.svg"),
-        "Lookups correct and incorrect (by issue time)",
-        "% of lookups",
-        &[("correct", &correct, GREEN), ("incorrect", &incorrect, RED)],
-    )?;
-    let width = report.timeline.get(1).map_or(1.0, |b| b.t_s) - report.timeline.first().map_or(0.0, |b| b.t_s);
-    let ctl: Vec<(f64, f64)> = report
-        .timeline
-        .iter()
-        .filter(|b| b.live > 0)
-        .map(|b| (b.t_s, b.control_msgs as f64 / b.live as f64 / width.max(1e-9)))
-        .collect();
+    errors(report, &dir.join("correctness.svg"))?;
+    let ctl: Vec<(f64, f64)> =
+        report.timeline.iter().filter(|b| b.live_mean > 0.0).map(|b| (b.t_s, b.control_msgs_per_node_per_s)).collect();
+    let steady = vec![
+        (report.steady_from_s, report.control_msgs_per_node_per_s),
+        (report.steady_to_s, report.control_msgs_per_node_per_s),
+    ];
     let live: Vec<(f64, f64)> = report.timeline.iter().map(|b| (b.t_s, b.live as f64)).collect();
-    line(&dir.join("control.svg"), "Control traffic", "control msgs / node / s", &[("msgs/node/s", &ctl, BLUE)])?;
+    line(
+        &dir.join("control.svg"),
+        "Control traffic per live node (each bucket over its own live node-seconds)",
+        "control msgs / node / s",
+        &[("per bucket", &ctl, BLUE), ("steady-state rate over its window", &steady, RED)],
+    )?;
     line(&dir.join("nodes.svg"), "Live nodes", "nodes", &[("live", &live, BLACK)])?;
+    Ok(())
+}
+
+/// A logarithmic axis for error rates in percent: from `floor` (below the smallest non-zero
+/// rate; zero rates are drawn on it) to 100 %.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ErrorAxis {
+    /// The bottom of the axis, percent.
+    pub floor: f64,
+}
+
+impl ErrorAxis {
+    /// The axis for these rates (percent): its floor is the power of ten at or below the
+    /// smallest non-zero rate, and at most 0.01 %.
+    pub fn for_rates(rates: impl IntoIterator<Item = f64>) -> ErrorAxis {
+        let least = rates.into_iter().filter(|&r| r > 0.0).fold(0.01f64, f64::min);
+        ErrorAxis { floor: 10f64.powi(least.log10().floor() as i32) }
+    }
+
+    /// Where `rate` (percent) sits on the axis, from 0 (bottom) to 1 (100 %).
+    pub fn position(&self, rate: f64) -> f64 {
+        let r = rate.max(self.floor);
+        (r / self.floor).log10() / (100.0 / self.floor).log10()
+    }
+}
+
+/// `correctness.svg`: the rates of incorrect and lost lookups per bucket (by issue time) on a
+/// log axis, so that a fraction of a percent is as visible as a total failure.
+fn errors(report: &Report, path: &Path) -> PlotResult {
+    let rate = |f: &dyn Fn(&crate::report::Bucket) -> u64| -> Vec<(f64, f64)> {
+        report
+            .timeline
+            .iter()
+            .filter(|b| b.lookups.issued > 0)
+            .map(|b| (b.t_s, 100.0 * f(b) as f64 / b.lookups.issued as f64))
+            .collect()
+    };
+    let incorrect = rate(&|b| b.lookups.incorrect);
+    let lost = rate(&|b| b.lookups.lost);
+    let axis = ErrorAxis::for_rates(incorrect.iter().chain(&lost).map(|p| p.1));
+    let at_floor =
+        |v: &Vec<(f64, f64)>| -> Vec<(f64, f64)> { v.iter().map(|&(t, r)| (t, r.max(axis.floor))).collect() };
+    let x1 = report.timeline.last().map_or(1.0, |b| b.t_s).max(1.0);
+    let root = SVGBackend::new(path, (900, 450)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Lookups incorrect and lost (by issue time, log scale)", ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..x1, (axis.floor..100f64).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("simulated time (s)")
+        .y_desc(format!("% of lookups (0 drawn at {}%)", axis.floor))
+        .draw()?;
+    for (name, data, color) in [("incorrect", at_floor(&incorrect), RED), ("lost", at_floor(&lost), MAGENTA)] {
+        chart
+            .draw_series(LineSeries::new(data, color.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    root.present()?;
     Ok(())
 }
 
@@ -101,4 +162,23 @@ fn line(path: &Path, title: &str, y_desc: &str, series: &[Series<'_>]) -> PlotRe
     chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fraction_of_a_percent_of_errors_is_visible() {
+        // 6 incorrect out of 1000 (0.6 %): on a linear 0-100 % axis it sat 0.6 % up the plot.
+        let axis = ErrorAxis::for_rates([0.6, 0.0, 0.0]);
+        assert!((axis.floor - 0.01).abs() < 1e-15, "{axis:?}");
+        assert!(axis.position(0.6) > 0.4, "0.6 % sits at {:.3} of the height", axis.position(0.6));
+        assert_eq!(axis.position(0.0), 0.0);
+        assert!((axis.position(100.0) - 1.0).abs() < 1e-12);
+        // A smaller rate lowers the floor so that it stays above the bottom.
+        let axis = ErrorAxis::for_rates([0.002]);
+        assert!((axis.floor - 0.001).abs() < 1e-15, "{axis:?}");
+        assert!(axis.position(0.002) > 0.0);
+    }
 }

@@ -44,9 +44,7 @@ pub(crate) enum Ctl {
     Restart { host: u32 },
     /// Apply churn-trace record `idx`.
     Trace { idx: u32 },
-    /// Retry a failed join of `host` (if still incarnation `inc`).
-    JoinRetry { host: u32, inc: u32 },
-    /// Remove a node that left gracefully, once its goodbyes are on the wire.
+    /// Remove a node that left gracefully once it is drained (if still incarnation `inc`).
     Kill { host: u32, inc: u32 },
     /// Split the network (partition or hold, as configured).
     Split,
@@ -115,6 +113,11 @@ impl Queue {
     /// Most events ever pending at once.
     pub(crate) fn peak(&self) -> usize {
         self.peak
+    }
+
+    /// Heap bytes the queue holds (entries times allocated capacity).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.heap.capacity() * std::mem::size_of::<Entry>()
     }
 }
 

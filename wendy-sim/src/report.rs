@@ -52,10 +52,69 @@ pub struct Bucket {
     pub control_msgs: u64,
     /// Control bytes sent in the bucket, all nodes.
     pub control_bytes: u64,
-    /// Live nodes when the bucket was last touched.
+    /// Live nodes at the start of the bucket (sampled).
     pub live: u64,
-    /// Live nodes that are joined (root for keys).
+    /// Live nodes that are joined (root for keys), at the start of the bucket (sampled).
     pub joined: u64,
+    /// Time-weighted mean of the live nodes over the bucket (over the part of the last bucket
+    /// that was simulated).
+    pub live_mean: f64,
+    /// `control_msgs` divided by the live node-seconds of this bucket (time-weighted, so a
+    /// bucket in which the population grows is divided by the nodes that were there).
+    pub control_msgs_per_node_per_s: f64,
+}
+
+/// Count and times (from `join()` to `Event::Joined`) of a set of joins.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct JoinStats {
+    /// Joins completed.
+    pub joins: u64,
+    /// Mean join time, seconds.
+    pub mean_s: f64,
+    /// Median join time, seconds.
+    pub p50_s: f64,
+    /// 99th percentile of join time, seconds.
+    pub p99_s: f64,
+    /// Longest join, seconds.
+    pub max_s: f64,
+}
+
+impl JoinStats {
+    /// The statistics of these join times (microseconds, any order).
+    pub fn of(times_us: &[u64]) -> JoinStats {
+        let mut t: Vec<f64> = times_us.iter().map(|&t| t as f64 / 1e6).collect();
+        t.sort_by(f64::total_cmp);
+        JoinStats {
+            joins: t.len() as u64,
+            mean_s: if t.is_empty() { 0.0 } else { t.iter().sum::<f64>() / t.len() as f64 },
+            p50_s: quantile(&t, 0.5),
+            p99_s: quantile(&t, 0.99),
+            max_s: t.last().copied().unwrap_or(0.0),
+        }
+    }
+}
+
+/// Heap bytes the simulator's own structures hold, by structure, at the end of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MemoryReport {
+    /// When it was measured, simulated seconds.
+    pub at_s: f64,
+    /// Hosts created (up or down).
+    pub hosts: u64,
+    /// Hosts up.
+    pub live: u64,
+    /// Bytes by structure: element size times allocated capacity (exact for vectors, queues
+    /// and hash maps; for B-trees, entries times entry size, a lower bound). The nodes' own
+    /// state is counted as the shallow `size_of::<Node>()` only: wendy-proto does not tell the
+    /// heap bytes behind it.
+    pub structures: BTreeMap<String, u64>,
+    /// Sum of `structures`.
+    pub total_bytes: u64,
+    /// Resident set size of the process now (VmRSS; 0 where unknown).
+    pub rss_bytes: u64,
+    /// `rss_bytes - total_bytes` per live host: the nodes' heap state plus allocator slack and
+    /// whatever else the process holds. An upper bound for what a node costs, not a measure.
+    pub rest_per_live_host: u64,
 }
 
 /// What a crash of many nodes at once did.
@@ -115,8 +174,12 @@ pub struct Report {
     pub correct: u64,
     /// Delivered elsewhere.
     pub incorrect: u64,
-    /// Not delivered within the lookup timeout (including those the origin refused to send).
+    /// Never delivered: not within the lookup timeout and not later before the run ended
+    /// (including those the origin refused to send).
     pub lost: u64,
+    /// Lookups delivered after their lookup timeout had passed (counted in `delivered`, not in
+    /// `lost`): in flight for longer than the timeout, e.g. across a crash.
+    pub late: u64,
     /// Extra deliveries of a lookup already delivered.
     pub duplicates: u64,
     /// Lookups whose `send` returned an error at the origin (counted in `lost` too).
@@ -141,9 +204,10 @@ pub struct Report {
     pub stretch_mean: f64,
     /// 99th percentile of stretch.
     pub stretch_p99: f64,
-    /// Joins completed (join call to `Event::Joined`).
+    /// Joins completed (join call to `Event::Joined`): the initial population's and later ones.
     pub joins: u64,
-    /// Join attempts that failed (`NodeError::JoinFailed`) and were retried.
+    /// Joins that failed (`NodeError::JoinFailed`: every attempt of the node's own retry
+    /// policy failed); such a node stays up as a ring of one.
     pub join_failures: u64,
     /// Mean join time, seconds.
     pub join_time_mean_s: f64,
@@ -153,15 +217,42 @@ pub struct Report {
     pub join_time_p99_s: f64,
     /// Longest join, seconds.
     pub join_time_max_s: f64,
+    /// Joins of the initial population (first life of the first `nodes` hosts).
+    pub initial_joins: JoinStats,
+    /// Later joins: churn arrivals, restarts and bounces.
+    pub later_joins: JoinStats,
     /// Simulated time the initial population took to join, seconds.
     pub join_phase_s: f64,
-    /// Control frames (everything but lookups) per live node per second, measurement phase.
+    /// Steady-state control frames (everything but lookups) per live node per second: over
+    /// the window from `steady_from_s` to `steady_to_s`.
     pub control_msgs_per_node_per_s: f64,
-    /// Control bytes per live node per second, measurement phase.
+    /// Steady-state control bytes per live node per second, same window.
     pub control_bytes_per_node_per_s: f64,
-    /// Control frames per node per second while the population joined.
+    /// Start of the steady-state window, simulated seconds: the start of the measurement
+    /// phase, or the end of the join phase plus the idle timeout plus two heartbeats (the
+    /// connections the joins opened have timed out and closed), whichever is later.
+    pub steady_from_s: f64,
+    /// End of the steady-state window: the planned end of the measurement phase (before the
+    /// wait for the last lookups and for repair). When the window would be empty, the window
+    /// is the whole measurement phase, including that wait.
+    pub steady_to_s: f64,
+    /// False when the measurement phase ended before the joins had settled, so that the
+    /// "steady" rate is over the whole measurement phase (a longer `--duration` fixes that).
+    pub steady_window_found: bool,
+    /// Control frames per live node per second over the whole run (joins, settle,
+    /// measurement and the wait at the end).
+    pub run_control_msgs_per_node_per_s: f64,
+    /// Control bytes per live node per second over the whole run.
+    pub run_control_bytes_per_node_per_s: f64,
+    /// Control frames sent, all nodes, during the join phase.
+    pub join_control_msgs: u64,
+    /// Control bytes sent, all nodes, during the join phase.
+    pub join_control_bytes: u64,
+    /// `join_control_msgs` per initial join.
+    pub join_control_msgs_per_join: f64,
+    /// Control frames per live node per second while the population joined.
     pub join_control_msgs_per_node_per_s: f64,
-    /// Control bytes per node per second while the population joined.
+    /// Control bytes per live node per second while the population joined.
     pub join_control_bytes_per_node_per_s: f64,
     /// Frames transmitted in all.
     pub frames: u64,
@@ -193,6 +284,8 @@ pub struct Report {
     pub crash: Option<CrashReport>,
     /// Churn results.
     pub churn: Option<ChurnReport>,
+    /// The simulator's own memory by structure (with `SimConfig::memory_report`).
+    pub memory: Option<MemoryReport>,
     /// Parameters worth knowing when reading the figures.
     pub params: BTreeMap<String, String>,
     /// Time series.
@@ -208,7 +301,8 @@ impl Report {
     /// A copy without the figures that depend on the machine (wall time, rates, memory), for
     /// comparing two runs.
     pub fn without_machine_figures(&self) -> Report {
-        Report { wall_s: 0.0, events_per_s: 0.0, peak_rss_bytes: 0, bytes_per_node: 0, ..self.clone() }
+        let memory = self.memory.clone().map(|m| MemoryReport { rss_bytes: 0, rest_per_live_host: 0, ..m });
+        Report { wall_s: 0.0, events_per_s: 0.0, peak_rss_bytes: 0, bytes_per_node: 0, memory, ..self.clone() }
     }
 }
 
@@ -223,26 +317,18 @@ fn pct(part: u64, whole: u64) -> f64 {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "wendy-sim: {} nodes, {} lookups, seed {}", self.nodes, self.lookups, self.seed)?;
+        self.fmt_joins(f)?;
         writeln!(
             f,
-            "  joins        {} in {:.1}s simulated (mean {:.3}s, p99 {:.3}s, max {:.3}s), {} retried",
-            self.joins,
-            self.join_phase_s,
-            self.join_time_mean_s,
-            self.join_time_p99_s,
-            self.join_time_max_s,
-            self.join_failures
-        )?;
-        writeln!(
-            f,
-            "  lookups      {} issued: {} delivered ({:.3}%), {} correct ({:.3}%), {} incorrect, {} lost",
+            "  lookups      {} issued: {} delivered ({:.3}%), {} correct ({:.3}%), {} incorrect, {} lost, {} late",
             self.issued,
             self.delivered,
             pct(self.delivered, self.issued),
             self.correct,
             pct(self.correct, self.issued),
             self.incorrect,
-            self.lost
+            self.lost,
+            self.late
         )?;
         writeln!(
             f,
@@ -250,14 +336,73 @@ impl fmt::Display for Report {
             self.hops_mean, self.hops_p50, self.hops_p99, self.hops_max, self.hops_log16_n
         )?;
         writeln!(f, "  stretch      mean {:.2}, p99 {:.2}", self.stretch_mean, self.stretch_p99)?;
+        self.fmt_control(f)?;
+        self.fmt_faults(f)?;
         writeln!(
             f,
-            "  control      {:.2} msgs/node/s, {:.0} B/node/s (while joining: {:.2} msgs/node/s, {:.0} B/node/s)",
+            "  engine       {} events in {:.2}s wall ({:.0} events/s), {:.1}s simulated, peak {} pending",
+            self.events, self.wall_s, self.events_per_s, self.sim_s, self.peak_pending_events
+        )?;
+        writeln!(
+            f,
+            "  memory       peak RSS {:.1} MiB, {} bytes per node",
+            self.peak_rss_bytes as f64 / (1024.0 * 1024.0),
+            self.bytes_per_node
+        )?;
+        self.fmt_memory(f)?;
+        writeln!(
+            f,
+            "  connections  {:.1} per node (nodes' count), {:.1} simulated links per node",
+            self.conns_per_node, self.links_per_node
+        )?;
+        write!(f, "  trace hash   {}", self.trace_hash)
+    }
+}
+
+impl Report {
+    fn fmt_joins(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.initial_joins;
+        writeln!(
+            f,
+            "  joins        {} initial in {:.1}s simulated (mean {:.3}s, p99 {:.3}s, max {:.3}s), {} failed",
+            i.joins, self.join_phase_s, i.mean_s, i.p99_s, i.max_s, self.join_failures
+        )?;
+        let l = &self.later_joins;
+        if l.joins > 0 {
+            writeln!(
+                f,
+                "               {} later (churn arrivals, restarts): mean {:.3}s, p99 {:.3}s, max {:.3}s",
+                l.joins, l.mean_s, l.p99_s, l.max_s
+            )?;
+        }
+        Ok(())
+    }
+
+    fn fmt_control(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "  control      {:.2} msgs/node/s, {:.0} B/node/s {} ({:.1}s to {:.1}s); whole run {:.2} msgs/node/s",
             self.control_msgs_per_node_per_s,
             self.control_bytes_per_node_per_s,
-            self.join_control_msgs_per_node_per_s,
-            self.join_control_bytes_per_node_per_s
+            if self.steady_window_found {
+                "steady"
+            } else {
+                "over the measurement phase, too short for a steady window"
+            },
+            self.steady_from_s,
+            self.steady_to_s,
+            self.run_control_msgs_per_node_per_s
         )?;
+        writeln!(
+            f,
+            "               while joining: {:.2} msgs/node/s, {:.0} B/node/s, {:.0} msgs per initial join",
+            self.join_control_msgs_per_node_per_s,
+            self.join_control_bytes_per_node_per_s,
+            self.join_control_msgs_per_join
+        )
+    }
+
+    fn fmt_faults(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(c) = &self.crash {
             let s = |o: Option<f64>| o.map_or("not within the timeout".to_string(), |v| format!("{v:.1}s"));
             writeln!(
@@ -293,31 +438,47 @@ impl fmt::Display for Report {
             let list: Vec<String> = self.node_errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
             writeln!(f, "  node errors  {}", list.join(", "))?;
         }
-        writeln!(
-            f,
-            "  engine       {} events in {:.2}s wall ({:.0} events/s), {:.1}s simulated, peak {} pending",
-            self.events, self.wall_s, self.events_per_s, self.sim_s, self.peak_pending_events
-        )?;
-        writeln!(
-            f,
-            "  memory       peak RSS {:.1} MiB, {} bytes per node",
-            self.peak_rss_bytes as f64 / (1024.0 * 1024.0),
-            self.bytes_per_node
-        )?;
-        writeln!(
-            f,
-            "  connections  {:.1} per node (nodes' count), {:.1} simulated links per node",
-            self.conns_per_node, self.links_per_node
-        )?;
-        write!(f, "  trace hash   {}", self.trace_hash)
+        Ok(())
     }
+
+    fn fmt_memory(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(m) = &self.memory else { return Ok(()) };
+        let per_host = |b: u64| b / m.hosts.max(1);
+        writeln!(
+            f,
+            "  sim memory   at {:.1}s, {} hosts ({} up): {} bytes per host in the simulator's structures",
+            m.at_s,
+            m.hosts,
+            m.live,
+            per_host(m.total_bytes)
+        )?;
+        for (name, &bytes) in &m.structures {
+            writeln!(f, "    {name:<24} {:>10} bytes per host", per_host(bytes))?;
+        }
+        writeln!(
+            f,
+            "    RSS now {:.1} MiB; RSS less the above: {} bytes per live host (nodes' heap, allocator slack, rest)",
+            m.rss_bytes as f64 / (1024.0 * 1024.0),
+            m.rest_per_live_host
+        )
+    }
+}
+
+/// Resident set size of this process now, in bytes, from /proc/self/status (0 if unknown).
+pub fn rss_bytes() -> u64 {
+    proc_status_kb("VmRSS:")
 }
 
 /// Peak resident set size of this process in bytes, from /proc/self/status (0 if unknown).
 pub fn peak_rss_bytes() -> u64 {
+    proc_status_kb("VmHWM:")
+}
+
+/// A `kB` line of /proc/self/status, in bytes (0 if unknown).
+fn proc_status_kb(key: &str) -> u64 {
     let Ok(s) = std::fs::read_to_string("/proc/self/status") else { return 0 };
     s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }

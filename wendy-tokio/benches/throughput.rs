@@ -210,7 +210,7 @@ async fn ring(ids: &[NodeId]) -> Vec<NodeHandle> {
     for &id in ids {
         let node = NodeHandle::start_with(Config::new(id, loopback()), quiet()).await.expect("start");
         if let Some(first) = nodes.first() {
-            node.join(first.local_addr()).await.expect("join");
+            node.join(&[first.local_addr()]).await.expect("join");
         }
         nodes.push(node);
     }

@@ -265,8 +265,7 @@ impl Harness {
         &self.dials
     }
 
-    /// Events so far: (node, time, event), except `LeafSetChanged` (read the tables instead)
-    /// and `Heartbeat` (counted by [`Harness::heartbeats`]).
+    /// Events so far: (node, time, event), except `Heartbeat` (counted by [`Harness::heartbeats`]).
     pub fn events(&self) -> &[(usize, Instant, Event)] {
         &self.events
     }
@@ -449,8 +448,6 @@ impl Harness {
                     self.deliveries.push(Observed { node: i, at: now, delivery: d });
                 }
                 Output::Forwarded { .. } => {}
-                // Leaf-set snapshots are large and many; tests read the tables instead.
-                Output::Event(Event::LeafSetChanged(_)) => {}
                 Output::Event(Event::Heartbeat(_)) => self.heartbeats += 1,
                 Output::Event(e) => self.events.push((i, now, e)),
             }

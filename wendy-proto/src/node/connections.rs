@@ -9,6 +9,8 @@ use crate::output::{ConnId, NodeError, Output};
 use crate::time::Instant;
 use crate::wire::{self, FrameDecoder, Message, NONCE_LEN};
 
+use super::liveness::MIN_STEP;
+use super::timers::TimerKey;
 use super::{Node, State};
 
 #[derive(Debug)]
@@ -25,6 +27,8 @@ pub(super) struct Conn {
     pub(super) closing: Option<Instant>,
     pub(super) expected: Option<NodeId>,
     pub(super) peer: Option<NodeId>,
+    /// This connection's entry in the timer table.
+    pub(super) timer: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -70,6 +74,7 @@ impl Node {
         self.rng.fill_bytes(&mut nonce);
         self.conns
             .insert(id, Box::new(Conn::new(addr, Phase::Dialing { nonce }, now, expected, self.cfg.max_frame_size)));
+        self.arm_conn(id, now + self.cfg.connect_timeout);
         self.out.push_back(Output::Connect { conn: id, addr });
         Some(id)
     }
@@ -93,12 +98,59 @@ impl Node {
         true
     }
 
+    /// A connection's deadline: its set-up (dial and handshake) or its graceful close took
+    /// `connect_timeout`, or it sat idle in both directions for `idle_timeout` (connections to
+    /// leaf-set members excepted: heartbeats keep them).
+    pub(super) fn conn_timer(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        c.timer = None;
+        let (connect, idle) = (self.cfg.connect_timeout, self.cfg.idle_timeout);
+        if !matches!(c.phase, Phase::Open) {
+            if now - c.opened >= connect {
+                // The driver still holds this socket (connecting, or a peer that stalls its
+                // handshake): tell it to close before forgetting the connection.
+                self.out.push_back(Output::Close { conn });
+                self.conn_failed(now, conn);
+            } else {
+                let at = c.opened + connect;
+                self.arm_conn(conn, at);
+            }
+        } else if let Some(t) = c.closing {
+            if now - t >= connect {
+                self.out.push_back(Output::Close { conn });
+                self.drop_conn(now, conn);
+            } else {
+                self.arm_conn(conn, t + connect);
+            }
+        } else if c.peer.is_some_and(|p| self.leaf.contains(p)) {
+            let at = (c.last_active + idle).max(now + idle);
+            self.arm_conn(conn, at);
+        } else if now - c.last_active >= idle {
+            self.start_closing(now, conn);
+        } else {
+            let at = c.last_active + idle;
+            self.arm_conn(conn, at);
+        }
+    }
+
+    /// Sets a connection's deadline (never before the next microsecond).
+    pub(super) fn arm_conn(&mut self, conn: ConnId, at: Instant) {
+        let at = at.max(self.last_now + MIN_STEP);
+        if self.drained {
+            return;
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.timer = self.timers.arm(TimerKey::Conn(conn), c.timer, at);
+        }
+    }
+
     /// Begins the graceful close of an open connection: `Closing` goes out, nothing more is
     /// sent on it, and it closes when the peer answers (or after `connect_timeout`).
     pub(super) fn start_closing(&mut self, now: Instant, conn: ConnId) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         c.closing = Some(now);
         let peer = c.peer;
+        self.arm_conn(conn, now + self.cfg.connect_timeout);
         self.transmit(conn, &Message::Closing);
         if let Some(pid) = peer {
             self.detach(pid, conn);
@@ -142,7 +194,7 @@ impl Node {
             None => {
                 let addr = peer.info.addr_from(&self.cfg.info.region);
                 let Some(c) = self.dial(now, addr, Some(to)) else {
-                    self.stats.dropped += 1;
+                    // Counted, if it is an application message, where it is dropped.
                     return Err(SendFail::Full);
                 };
                 if let Some(p) = self.peers.get_mut(&to) {
@@ -191,6 +243,7 @@ impl Node {
     /// Forgets a connection; what was queued on it is re-routed or dropped.
     pub(super) fn drop_conn(&mut self, now: Instant, conn: ConnId) {
         let Some(c) = self.conns.remove(&conn) else { return };
+        self.timers.disarm(TimerKey::Conn(conn), c.timer);
         self.pending_total -= c.pending.len();
         if let Some(pid) = c.peer.or(c.expected) {
             self.detach(pid, conn);
@@ -276,6 +329,7 @@ impl Conn {
             closing: None,
             expected,
             peer: None,
+            timer: None,
         }
     }
 }

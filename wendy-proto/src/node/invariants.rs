@@ -1,6 +1,7 @@
 //! The node's invariants, checked by tests and the fuzzer.
 
-use super::Node;
+use super::timers::NodeTimer;
+use super::{Node, State};
 
 impl Node {
     /// Checks the node's invariants; used by tests and the fuzzer. `Err` names the first broken one.
@@ -49,6 +50,33 @@ impl Node {
             if t < self.last_now {
                 return Err("poll_timeout is in the past".into());
             }
+        }
+        self.check_timers()
+    }
+
+    /// Every connection has a deadline (until the node has drained), every table member of a
+    /// taking-part node is watched, and the timer table holds nothing else.
+    fn check_timers(&self) -> Result<(), String> {
+        if self.drained {
+            return if self.timers.len() == 0 { Ok(()) } else { Err("timers left after Drained".into()) };
+        }
+        if let Some((id, _)) = self.conns.iter().find(|(_, c)| c.timer.is_none()) {
+            return Err(format!("{id} has no deadline"));
+        }
+        if matches!(self.state, State::Ready | State::Announcing { .. }) {
+            if let Some(id) = self.table_members().into_iter().find(|id| self.peers[id].timer.is_none()) {
+                return Err(format!("table member {id} is not watched"));
+            }
+        }
+        let node_timers = [NodeTimer::Join, NodeTimer::Announce, NodeTimer::Heartbeat, NodeTimer::LeafExchange]
+            .into_iter()
+            .filter(|&t| self.timers.get(t).is_some())
+            .count();
+        let owned = node_timers
+            + self.conns.values().filter(|c| c.timer.is_some()).count()
+            + self.peers.values().filter(|p| p.timer.is_some()).count();
+        if owned != self.timers.len() {
+            return Err(format!("{} timer entries, {owned} owned", self.timers.len()));
         }
         Ok(())
     }

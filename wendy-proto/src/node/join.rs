@@ -12,6 +12,7 @@ use crate::wire::{Message, Route};
 
 use super::membership::Peer;
 use super::routing::Hop;
+use super::timers::NodeTimer;
 use super::{Node, State};
 
 #[derive(Debug)]
@@ -78,7 +79,7 @@ impl Node {
     /// [`Event::Joined`] follows when the node has its state and has been acknowledged by its
     /// leaf set; [`NodeError::JoinFailed`](crate::NodeError::JoinFailed) if every attempt failed.
     pub fn join(&mut self, now: Instant, bootstraps: &[SocketAddr]) -> Result<(), CommandError> {
-        self.tick_now(now);
+        let now = self.tick_now(now);
         match self.state {
             State::Left => return Err(CommandError::Left),
             State::Alone if self.peers.is_empty() => {}
@@ -95,7 +96,8 @@ impl Node {
             return Err(if bootstraps.is_empty() { CommandError::NoBootstrap } else { CommandError::SelfBootstrap });
         }
         let first = list[0];
-        self.state = State::Joining { bootstraps: list, attempt: 1, deadline: now + self.cfg.join_timeout };
+        self.state = State::Joining { bootstraps: list, attempt: 1 };
+        self.timers.set(NodeTimer::Join, now + self.cfg.join_timeout);
         self.send_join_request(now, first);
         self.finish();
         Ok(())
@@ -104,10 +106,7 @@ impl Node {
     /// The join deadline passed: try the next bootstrap (and the best node learned so far),
     /// or give up after `join_attempts` rounds over the list.
     pub(super) fn join_timer(&mut self, now: Instant) {
-        let State::Joining { bootstraps, attempt, deadline } = &mut self.state else { return };
-        if now < *deadline {
-            return;
-        }
+        let State::Joining { bootstraps, attempt } = &mut self.state else { return };
         let rounds = u64::from(self.cfg.join_attempts).saturating_mul(bootstraps.len() as u64);
         if u64::from(*attempt) >= rounds {
             let attempts = *attempt;
@@ -118,7 +117,7 @@ impl Node {
         }
         let next = bootstraps[*attempt as usize % bootstraps.len()];
         *attempt += 1;
-        *deadline = now + self.cfg.join_timeout;
+        self.timers.set(NodeTimer::Join, now + self.cfg.join_timeout);
         self.send_join_request(now, next);
         let me = self.id();
         let learned = self.table_members().into_iter().reduce(|b, x| if me.is_closer(x, b) { x } else { b });
@@ -130,11 +129,19 @@ impl Node {
         }
     }
 
+    /// The leaf set had its chance to answer our announcement: act as root from now on.
+    pub(super) fn announce_timer(&mut self, now: Instant) {
+        if matches!(self.state, State::Announcing { .. }) {
+            self.become_ready(now);
+        }
+    }
+
     /// A bootstrap could not be reached or refused us: retry soon rather than at the deadline.
     pub(super) fn bootstrap_failed(&mut self, now: Instant, addr: SocketAddr) {
-        if let State::Joining { bootstraps, deadline, .. } = &mut self.state {
-            if bootstraps.contains(&addr) {
-                *deadline = (*deadline).min(now + self.cfg.heartbeat_interval);
+        if let State::Joining { bootstraps, .. } = &self.state {
+            let soon = now + self.cfg.heartbeat_interval;
+            if bootstraps.contains(&addr) && self.timers.get(NodeTimer::Join).is_none_or(|t| soon < t) {
+                self.timers.set(NodeTimer::Join, soon);
             }
         }
     }
@@ -202,7 +209,9 @@ impl Node {
             self.probe(now, id, true);
             self.stats.join_messages += 1;
         }
-        self.state = State::Announcing { awaiting, deadline: now + self.cfg.connect_timeout };
+        self.state = State::Announcing { awaiting };
+        self.timers.stop(NodeTimer::Join);
+        self.timers.set(NodeTimer::Announce, now + self.cfg.connect_timeout);
         if matches!(&self.state, State::Announcing { awaiting, .. } if awaiting.is_empty()) {
             self.become_ready(now);
         }
@@ -210,7 +219,9 @@ impl Node {
 
     pub(super) fn become_ready(&mut self, now: Instant) {
         self.state = State::Ready;
-        self.next_exchange = now + self.cfg.leaf_exchange_interval;
+        self.timers.stop(NodeTimer::Join);
+        self.timers.stop(NodeTimer::Announce);
+        self.timers.set(NodeTimer::LeafExchange, now + self.cfg.leaf_exchange_interval);
         self.out.push_back(Output::Event(Event::Joined));
         let held: Vec<Held> = self.held.drain(..).collect();
         self.pending_total -= held.len();

@@ -7,8 +7,8 @@ use crate::output::{ConnId, Event, Output};
 use crate::time::Instant;
 use crate::wire::Message;
 
-use super::connections::Phase;
 use super::membership::Peer;
+use super::timers::{NodeTimer, TimerKey};
 use super::{Node, State};
 
 impl Node {
@@ -36,100 +36,139 @@ impl Node {
         }
     }
 
-    pub(super) fn maintenance(&mut self, now: Instant) {
-        self.join_timer(now);
-        match &self.state {
-            State::Announcing { deadline, .. } if now >= *deadline => self.become_ready(now),
-            _ => {}
+    /// Every `heartbeat_interval`: heartbeats to the leaf-set members we have not heard from
+    /// within one interval, then housekeeping (expired failure records, peers that are in no
+    /// table and have no connection, the output queue's spare capacity).
+    pub(super) fn heartbeat_timer(&mut self, now: Instant) {
+        if self.state == State::Left {
+            return;
+        }
+        self.timers.set(NodeTimer::Heartbeat, now + self.cfg.heartbeat_interval);
+        if self.out.is_empty() {
+            // A burst (a join, a repair) must not pin its peak output queue for the node's
+            // lifetime; between ticks a busy node keeps its capacity.
+            self.out.shrink_to(64);
         }
         if matches!(self.state, State::Ready | State::Announcing { .. }) {
-            self.heartbeats(now);
-        }
-        self.sweep_connections(now);
-        self.failed.retain(|_, until| *until > now);
-        // Forget peers that are in no table and have no connection.
-        let conns = &self.conns;
-        let (leaf, table, hood) = (&self.leaf, &self.table, &self.hood);
-        self.peers.retain(|&id, p| {
-            leaf.contains(id)
-                || table.contains(id)
-                || hood.contains(id)
-                || p.conn.is_some_and(|c| conns.contains_key(&c))
-        });
-        if self.state == State::Ready && now >= self.next_exchange {
-            self.next_exchange = now + self.cfg.leaf_exchange_interval;
-            let near: Vec<NodeId> =
-                self.leaf.cw().first().into_iter().chain(self.leaf.ccw().first()).copied().collect();
-            let mut asked = Vec::new();
-            for id in near {
-                if !asked.contains(&id) {
-                    asked.push(id);
-                    let _ = self.send_msg(now, id, Message::LeafSetRequest);
-                }
-            }
-            self.reprobe_lost_leaves(now);
-        }
-    }
-
-    /// Connections that took too long to set up or to answer our `Closing`, or sat idle.
-    pub(super) fn sweep_connections(&mut self, now: Instant) {
-        let mut slow = Vec::new();
-        let mut idle = Vec::new();
-        let mut unanswered = Vec::new();
-        for (&id, c) in &self.conns {
-            if !matches!(c.phase, Phase::Open) {
-                if now - c.opened >= self.cfg.connect_timeout {
-                    slow.push(id);
-                }
-            } else if let Some(t) = c.closing {
-                if now - t >= self.cfg.connect_timeout {
-                    unanswered.push(id);
-                }
-            } else if now - c.last_active >= self.cfg.idle_timeout && !c.peer.is_some_and(|p| self.leaf.contains(p)) {
-                idle.push(id);
-            }
-        }
-        for id in unanswered {
-            self.out.push_back(Output::Close { conn: id });
-            self.drop_conn(now, id);
-        }
-        for id in slow {
-            // The driver still holds this socket (connecting, or a peer that stalls its
-            // handshake): tell it to close before forgetting the connection.
-            self.out.push_back(Output::Close { conn: id });
-            self.conn_failed(now, id);
-        }
-        for id in idle {
-            self.start_closing(now, id);
-        }
-    }
-
-    /// Heartbeats to leaf-set members every tick; every other table member is pinged when it
-    /// has been silent for `table_probe_interval`. A member silent that long is suspected and probed;
-    /// one that does not answer within `probe_timeout` is removed.
-    pub(super) fn heartbeats(&mut self, now: Instant) {
-        let mut dead = Vec::new();
-        for id in self.table_members() {
-            let is_leaf = self.leaf.contains(id);
-            let Some(p) = self.peers.get_mut(&id) else { continue };
-            let since = now - p.last_heard.unwrap_or(p.added);
-            let silence_limit = if is_leaf { self.cfg.suspect_timeout } else { self.cfg.table_probe_interval };
-            match p.suspected {
-                Some(t) if now - t >= self.cfg.probe_timeout => dead.push(id),
-                Some(_) => {}
-                None if since >= silence_limit => {
-                    p.suspected = Some(now);
+            for id in self.leaf.members() {
+                let Some(p) = self.peers.get(&id) else { continue };
+                let since = now - p.last_heard.unwrap_or(p.added);
+                // Silence shorter than one interval needs no heartbeat: we just heard from it.
+                // A suspected member is being probed already, and one silent past the
+                // suspicion timeout is about to be (its own timer).
+                let heard_lately = since < self.cfg.heartbeat_interval && p.last_heard.is_some();
+                if !heard_lately && p.suspected.is_none() && since < self.cfg.suspect_timeout {
                     self.probe(now, id, false);
                 }
-                None if !is_leaf => {}
-                // Silence shorter than one interval needs no heartbeat: we just heard from it.
-                None if since < self.cfg.heartbeat_interval && p.last_heard.is_some() => {}
-                None => self.probe(now, id, false),
             }
         }
-        for id in dead {
-            self.peer_failed(now, id);
+        self.failed.retain(|_, until| *until > now);
+        let stale: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(&id, p)| !self.in_tables(id) && !p.conn.is_some_and(|c| self.conns.contains_key(&c)))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in stale {
+            self.forget_peer(id);
         }
+    }
+
+    /// Every `leaf_exchange_interval`: ask the nearest leaf-set member on each side for its
+    /// leaf set, and re-probe departed members we still remember.
+    pub(super) fn leaf_exchange_timer(&mut self, now: Instant) {
+        if self.state == State::Left {
+            return;
+        }
+        self.timers.set(NodeTimer::LeafExchange, now + self.cfg.leaf_exchange_interval);
+        if self.state != State::Ready {
+            return;
+        }
+        let near: Vec<NodeId> = self.leaf.cw().first().into_iter().chain(self.leaf.ccw().first()).copied().collect();
+        let mut asked = Vec::new();
+        for id in near {
+            if !asked.contains(&id) {
+                asked.push(id);
+                let _ = self.send_msg(now, id, Message::LeafSetRequest);
+            }
+        }
+        self.reprobe_lost_leaves(now);
+    }
+
+    /// A table member's liveness deadline. A leaf-set member silent for `suspect_timeout`,
+    /// or any other table member silent for `table_probe_interval`, is suspected and probed;
+    /// one that does not answer within `probe_timeout` is removed everywhere.
+    pub(super) fn peer_timer(&mut self, now: Instant, id: NodeId) {
+        let is_leaf = self.leaf.contains(id);
+        let member = self.in_tables(id);
+        let Some(p) = self.peers.get_mut(&id) else { return };
+        p.timer = None;
+        if self.state == State::Left || !member {
+            // Not ours to watch any more; learning it again arms a new deadline.
+            return;
+        }
+        if !matches!(self.state, State::Ready | State::Announcing { .. }) {
+            // Members learned while joining are watched once we take part in the ring.
+            self.arm_peer(id, now + self.cfg.heartbeat_interval);
+            return;
+        }
+        let limit = if is_leaf { self.cfg.suspect_timeout } else { self.cfg.table_probe_interval };
+        match p.suspected {
+            Some(t) if now - t >= self.cfg.probe_timeout => self.peer_failed(now, id),
+            Some(t) => self.arm_peer(id, t + self.cfg.probe_timeout),
+            None => {
+                let since = p.last_heard.unwrap_or(p.added);
+                if now - since >= limit {
+                    p.suspected = Some(now);
+                    self.probe(now, id, false);
+                    self.arm_peer(id, now + self.cfg.probe_timeout);
+                } else {
+                    self.arm_peer(id, since + limit);
+                }
+            }
+        }
+    }
+
+    /// Watches `id` if it is a table member without a deadline (see [`Node::peer_timer`]).
+    pub(super) fn watch_peer(&mut self, id: NodeId) {
+        if self.state == State::Left || !self.in_tables(id) {
+            return;
+        }
+        let is_leaf = self.leaf.contains(id);
+        let Some(p) = self.peers.get(&id) else { return };
+        if p.timer.is_some() {
+            return;
+        }
+        let limit = if is_leaf { self.cfg.suspect_timeout } else { self.cfg.table_probe_interval };
+        let at = match p.suspected {
+            Some(t) => t + self.cfg.probe_timeout,
+            None => p.last_heard.unwrap_or(p.added) + limit,
+        };
+        self.arm_peer(id, at);
+    }
+
+    /// Sets the liveness deadline of a known peer (never before the next microsecond).
+    pub(super) fn arm_peer(&mut self, id: NodeId, at: Instant) {
+        let at = at.max(self.last_now + MIN_STEP);
+        if self.drained {
+            return;
+        }
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.timer = self.timers.arm(TimerKey::Peer(id), p.timer, at);
+        }
+    }
+
+    /// Removes a peer's liveness deadline.
+    pub(super) fn disarm_peer(&mut self, id: NodeId) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            self.timers.disarm(TimerKey::Peer(id), p.timer.take());
+        }
+    }
+
+    /// Forgets a peer and its deadline.
+    pub(super) fn forget_peer(&mut self, id: NodeId) -> Option<Box<Peer>> {
+        self.disarm_peer(id);
+        self.peers.remove(&id)
     }
 
     /// `id` left or stopped answering: remove it everywhere and repair.
@@ -147,7 +186,7 @@ impl Node {
         }
         let conns: Vec<ConnId> =
             self.conns.iter().filter(|(_, c)| c.peer == Some(id) || c.expected == Some(id)).map(|(&k, _)| k).collect();
-        let info = self.peers.remove(&id).map(|p| p.info);
+        let info = self.forget_peer(id).map(|p| p.info);
         if let (false, Some(info)) = (sides.is_empty(), &info) {
             self.remember_lost_leaf(now, info.clone());
         }
@@ -231,6 +270,9 @@ impl Node {
         }
     }
 }
+
+/// The shortest step between now and a re-armed deadline, so that firing timers always ends.
+pub(super) const MIN_STEP: core::time::Duration = core::time::Duration::from_micros(1);
 
 /// How long a departed leaf-set member is re-probed before it is forgotten.
 const LOST_LEAF_MEMORY: core::time::Duration = core::time::Duration::from_secs(600);

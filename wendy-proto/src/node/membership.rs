@@ -21,6 +21,8 @@ pub(super) struct Peer {
     pub(super) suspected: Option<Instant>,
     pub(super) ping: Option<(u32, Instant)>,
     pub(super) conn: Option<ConnId>,
+    /// This peer's liveness entry in the timer table (table members only).
+    pub(super) timer: Option<Instant>,
 }
 
 impl Node {
@@ -84,10 +86,11 @@ impl Node {
             // Hearsay that found no place in any table is not kept: a peer cannot make us
             // remember more nodes than our tables hold.
             if !was_known {
-                self.peers.remove(&id);
+                self.forget_peer(id);
             }
             return;
         }
+        self.watch_peer(id);
         if !was_member {
             let info = self.peers[&id].info.clone();
             self.out.push_back(Output::Event(Event::NodeJoined(info)));
@@ -125,6 +128,7 @@ impl Node {
         if self.in_tables(from) || self.hood.len() < self.cfg.neighbourhood_size {
             self.hood.insert(from, prox);
         }
+        self.watch_peer(from);
     }
 
     pub(super) fn peer_info(&self, id: NodeId) -> Option<NodeInfo> {
@@ -162,7 +166,10 @@ impl Node {
             self.out.push_back(Output::Close { conn: c });
             self.drop_conn(now, c);
         }
-        self.peers.clear();
+        let ids: Vec<NodeId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.forget_peer(id);
+        }
         let held: Vec<Held> = self.held.drain(..).collect();
         self.pending_total -= held.len();
         for h in held {
@@ -185,6 +192,7 @@ impl Peer {
             suspected: None,
             ping: None,
             conn: None,
+            timer: None,
         }
     }
 }

@@ -9,10 +9,12 @@
 mod connections;
 mod invariants;
 mod join;
+mod kbr;
 mod liveness;
 mod membership;
 mod routing;
 mod session;
+mod timers;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -34,6 +36,7 @@ use connections::{Conn, Phase, SendFail};
 use join::Held;
 use membership::Peer;
 use routing::Hop;
+use timers::{NodeTimer, TimerKey, TimerTable};
 
 /// A Pastry node. See the [crate documentation](crate) for how a driver runs it.
 ///
@@ -60,13 +63,14 @@ pub struct Node {
     lost_leaves: BTreeMap<NodeId, (NodeInfo, Instant)>,
     out: VecDeque<Output>,
     pending_total: usize,
-    next_tick: Instant,
-    next_exchange: Instant,
+    timers: TimerTable,
     last_now: Instant,
     leaf_dirty: bool,
     stats: Stats,
     hook: Option<Box<dyn ForwardHook>>,
     seq: u32,
+    /// The leaf set as last reported in `Event::LeafSetChanged`.
+    published_leaves: Vec<NodeId>,
     /// `Event::Drained` was emitted (after `leave`).
     drained: bool,
 }
@@ -76,9 +80,9 @@ enum State {
     /// A ring of one: ready, root for every key, may still join another ring.
     Alone,
     /// Waiting for the root's state.
-    Joining { bootstraps: Vec<SocketAddr>, attempt: u32, deadline: Instant },
+    Joining { bootstraps: Vec<SocketAddr>, attempt: u32 },
     /// Announced; waiting for the leaf set's answers before acting as root.
-    Announcing { awaiting: BTreeSet<NodeId>, deadline: Instant },
+    Announcing { awaiting: BTreeSet<NodeId> },
     /// A full member.
     Ready,
     /// Left the ring; inert.
@@ -91,7 +95,7 @@ impl Node {
     pub fn new(config: Config, now: Instant) -> Result<Self, ConfigError> {
         config.validate()?;
         let me = config.info.id;
-        Ok(Node {
+        let mut node = Node {
             rng: Rng::new(config.seed),
             state: State::Alone,
             leaf: LeafSet::new(me, config.leaf_set_size),
@@ -105,16 +109,19 @@ impl Node {
             lost_leaves: BTreeMap::new(),
             out: VecDeque::new(),
             pending_total: 0,
-            next_tick: now + config.heartbeat_interval,
-            next_exchange: now + config.leaf_exchange_interval,
+            timers: TimerTable::default(),
             last_now: now,
             leaf_dirty: false,
             stats: Stats::default(),
             hook: None,
             seq: 0,
             drained: false,
+            published_leaves: Vec::new(),
             cfg: config,
-        })
+        };
+        node.timers.set(NodeTimer::Heartbeat, now + node.cfg.heartbeat_interval);
+        node.timers.set(NodeTimer::LeafExchange, now + node.cfg.leaf_exchange_interval);
+        Ok(node)
     }
 
     /// Installs the hook consulted before every routed message leaves this node.
@@ -126,19 +133,20 @@ impl Node {
 
     /// The driver accepted an inbound connection from `remote`; returns its name.
     pub fn handle_accepted(&mut self, now: Instant, remote: SocketAddr) -> ConnId {
-        self.tick_now(now);
+        let now = self.tick_now(now);
         let id = self.alloc_conn();
         if self.conns.len() >= self.cfg.max_connections || self.state == State::Left {
             self.out.push_back(Output::Close { conn: id });
             return id;
         }
         self.conns.insert(id, Box::new(Conn::new(remote, Phase::AwaitHello, now, None, self.cfg.max_frame_size)));
+        self.arm_conn(id, now + self.cfg.connect_timeout);
         id
     }
 
     /// The outbound connection `conn` (from [`Output::Connect`]) is established.
     pub fn handle_connected(&mut self, now: Instant, conn: ConnId) {
-        self.tick_now(now);
+        let now = self.tick_now(now);
         let Some(c) = self.conns.get_mut(&conn) else { return };
         let Phase::Dialing { nonce } = c.phase else { return };
         c.phase = Phase::AwaitHelloAck { nonce };
@@ -151,7 +159,7 @@ impl Node {
 
     /// The outbound connection `conn` could not be established.
     pub fn handle_connect_failed(&mut self, now: Instant, conn: ConnId) {
-        self.tick_now(now);
+        let now = self.tick_now(now);
         if self.conns.contains_key(&conn) {
             self.conn_failed(now, conn);
         }
@@ -160,7 +168,7 @@ impl Node {
 
     /// `conn` was closed by the peer or broke.
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
-        self.tick_now(now);
+        let now = self.tick_now(now);
         let open = self.conns.get(&conn).map(|c| matches!(c.phase, Phase::Open));
         match open {
             Some(true) => self.drop_conn(now, conn),
@@ -179,7 +187,7 @@ impl Node {
     /// Bytes arrived on `conn`, in any chunking of the stream; frames that lie whole in `data`
     /// are decoded without copying (their payloads are slices of it).
     pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, data: Bytes) {
-        self.tick_now(now);
+        let now = self.tick_now(now);
         let Some(c) = self.conns.get_mut(&conn) else { return };
         if matches!(c.phase, Phase::Dialing { .. }) {
             self.protocol_error(now, conn, "data before the connection was established");
@@ -204,21 +212,19 @@ impl Node {
         self.finish();
     }
 
-    /// A timer deadline passed. Calling it early, or twice, is harmless.
+    /// A timer deadline passed: every entry of the timer table due at `now` fires, in a
+    /// fixed order. Calling it early, or twice, is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.tick_now(now);
-        if now >= self.next_tick && self.state != State::Left {
-            self.next_tick = now + self.cfg.heartbeat_interval;
-            if self.out.is_empty() {
-                // A burst (a join, a repair) must not pin its peak output queue for the node's
-                // lifetime; between ticks a busy node keeps its capacity.
-                self.out.shrink_to(64);
+        let now = self.tick_now(now);
+        while let Some(key) = self.timers.pop_due(now) {
+            match key {
+                TimerKey::Node(NodeTimer::Join) => self.join_timer(now),
+                TimerKey::Node(NodeTimer::Announce) => self.announce_timer(now),
+                TimerKey::Node(NodeTimer::Heartbeat) => self.heartbeat_timer(now),
+                TimerKey::Node(NodeTimer::LeafExchange) => self.leaf_exchange_timer(now),
+                TimerKey::Conn(conn) => self.conn_timer(now, conn),
+                TimerKey::Peer(id) => self.peer_timer(now, id),
             }
-            self.maintenance(now);
-        } else if now >= self.next_tick && !self.drained {
-            // Left, with messages still waiting for connections: time those out.
-            self.next_tick = now + self.cfg.heartbeat_interval;
-            self.sweep_connections(now);
         }
         self.finish();
     }
@@ -231,7 +237,7 @@ impl Node {
     /// node has its state and has been acknowledged by its leaf set; [`NodeError::JoinFailed`]
     /// Routes `payload` towards `key`; it is delivered at the live node numerically closest.
     pub fn send(&mut self, now: Instant, key: NodeId, purpose: u8, payload: Bytes) -> Result<(), CommandError> {
-        self.tick_now(now);
+        let now = self.tick_now(now);
         self.check_app(purpose, payload.len())?;
         let me = self.id();
         let route = Route { key, purpose, origin: me, hops: 0, payload };
@@ -242,7 +248,7 @@ impl Node {
 
     /// Sends `payload` straight to one node, by id or by address (the Go wendy's SendToIP).
     pub fn send_to(&mut self, now: Instant, target: Target, purpose: u8, payload: Bytes) -> Result<(), CommandError> {
-        self.tick_now(now);
+        let now = self.tick_now(now);
         self.check_app(purpose, payload.len())?;
         let msg = Message::Direct(Direct { purpose, origin: self.id(), payload });
         let r = match target {
@@ -280,12 +286,19 @@ impl Node {
     /// opened or timed out), [`Event::Drained`] follows: write every transmit already
     /// polled, then close the sockets.
     pub fn leave(&mut self, now: Instant) {
-        self.tick_now(now);
+        let now = self.tick_now(now);
         if self.state == State::Left {
             return;
         }
         let was_member = !matches!(self.state, State::Joining { .. });
         self.state = State::Left;
+        for t in [NodeTimer::Join, NodeTimer::Announce, NodeTimer::Heartbeat, NodeTimer::LeafExchange] {
+            self.timers.stop(t);
+        }
+        let ids: Vec<NodeId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.disarm_peer(id);
+        }
         if was_member {
             for id in self.table_members() {
                 // Best effort: a full queue towards one peer must not stop the others.
@@ -310,10 +323,11 @@ impl Node {
         self.out.pop_front()
     }
 
-    /// When [`handle_timeout`](Node::handle_timeout) should next be called; `None` once left
-    /// and drained.
+    /// When [`handle_timeout`](Node::handle_timeout) should next be called: the earliest
+    /// deadline in the node's timer table (never earlier than the latest `now` it was given);
+    /// `None` once left and drained.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        (self.state != State::Left || !self.drained).then_some(self.next_tick)
+        self.timers.next().map(|t| t.max(self.last_now))
     }
 
     // ----- getters ------------------------------------------------------------------------
@@ -441,20 +455,28 @@ impl Node {
     }
 
     /// Time only moves forward: an earlier `now` than seen before is treated as the latest seen.
-    fn tick_now(&mut self, now: Instant) {
+    fn tick_now(&mut self, now: Instant) -> Instant {
         if now > self.last_now {
             self.last_now = now;
         }
+        self.last_now
     }
 
     /// Emits what accumulated during one input: the coalesced leaf-set change.
     fn finish(&mut self) {
         if std::mem::take(&mut self.leaf_dirty) {
-            let leaves = self.leaf_infos();
-            self.out.push_back(Output::Event(Event::LeafSetChanged(leaves)));
+            let now = self.leaf.members();
+            let added: Vec<NodeId> = now.iter().copied().filter(|x| !self.published_leaves.contains(x)).collect();
+            let removed: Vec<NodeId> = self.published_leaves.iter().copied().filter(|x| !now.contains(x)).collect();
+            if !added.is_empty() || !removed.is_empty() {
+                let added = self.infos(added);
+                self.published_leaves = now;
+                self.out.push_back(Output::Event(Event::LeafSetChanged { added, removed }));
+            }
         }
         if self.state == State::Left && !self.drained && self.pending_total == 0 {
             self.drained = true;
+            self.timers.clear();
             self.out.push_back(Output::Event(Event::Drained));
         }
     }

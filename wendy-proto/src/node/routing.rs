@@ -1,7 +1,7 @@
 //! Routing: the next-hop decision, application routing and delivery.
 
 use crate::id::NodeId;
-use crate::output::{CommandError, ConnId, Delivery, Forwarding, NodeError, Output};
+use crate::output::{CommandError, ConnId, Delivery, Forwarding, NodeError, Output, Verdict};
 use crate::time::Instant;
 use crate::wire::{Message, Route};
 
@@ -86,15 +86,7 @@ impl Node {
     pub(super) fn route_app(&mut self, now: Instant, mut route: Route, local: bool) -> Result<(), CommandError> {
         match self.decide(route.key, None) {
             Hop::Here => {
-                self.stats.delivered += 1;
-                self.out.push_back(Output::Deliver(Delivery {
-                    key: route.key,
-                    purpose: route.purpose,
-                    origin: route.origin,
-                    hops: route.hops,
-                    direct: false,
-                    payload: route.payload,
-                }));
+                self.deliver_route(route, false);
                 Ok(())
             }
             Hop::Hold => {
@@ -120,12 +112,20 @@ impl Node {
                         hops: route.hops,
                         payload: route.payload,
                     };
-                    let pass = hook.on_forward(&mut f, info) && f.purpose >= 16;
+                    let verdict = hook.on_forward(&mut f, info);
                     route.purpose = f.purpose;
                     route.payload = f.payload;
-                    if !pass {
-                        self.stats.dropped += 1;
-                        return Ok(());
+                    match verdict {
+                        // A purpose rewritten below 16 counts as a veto.
+                        Verdict::Forward if route.purpose >= 16 => {}
+                        Verdict::Consume if route.purpose >= 16 => {
+                            self.deliver_route(route, true);
+                            return Ok(());
+                        }
+                        _ => {
+                            self.stats.dropped += 1;
+                            return Ok(());
+                        }
                     }
                 }
                 route.hops = route.hops.saturating_add(1);
@@ -140,6 +140,20 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Delivers a routed message here: we are its root, or the forward hook consumed it.
+    fn deliver_route(&mut self, route: Route, intercepted: bool) {
+        self.stats.delivered += 1;
+        self.out.push_back(Output::Deliver(Delivery {
+            key: route.key,
+            purpose: route.purpose,
+            origin: route.origin,
+            hops: route.hops,
+            direct: false,
+            intercepted,
+            payload: route.payload,
+        }));
     }
 
     pub(super) fn drop_msg(&mut self, peer: Option<NodeId>, local: bool) -> Result<(), CommandError> {
@@ -174,8 +188,54 @@ impl Node {
                 origin: d.origin,
                 hops: u8::from(d.origin != self.id()),
                 direct: true,
+                intercepted: false,
                 payload: d.payload,
             }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use bytes::Bytes;
+
+    use crate::config::Config;
+    use crate::id::NodeId;
+    use crate::info::NodeInfo;
+    use crate::output::{CommandError, NodeError, Output};
+    use crate::time::Instant;
+    use crate::wire::Route;
+
+    use super::super::Node;
+
+    fn addr(p: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], p))
+    }
+
+    #[test]
+    fn a_message_dropped_for_want_of_a_connection_is_counted_once() {
+        let now = Instant::from_secs(1);
+        let mut c = Config::new(NodeId::from_u128(1 << 124), addr(1));
+        c.max_connections = 1;
+        let mut n = Node::new(c, now).unwrap();
+        let (p1, p2) =
+            (NodeInfo::new(NodeId::from_u128(2 << 124), addr(2)), NodeInfo::new(NodeId::from_u128(9 << 124), addr(3)));
+        n.learn(now, p1.clone(), true);
+        n.learn(now, p2.clone(), true);
+        // The only connection slot is taken by a dial still in progress.
+        n.dial(now, p1.global, Some(p1.id)).unwrap();
+        while n.poll_output().is_some() {}
+        let route = Route { key: p2.id, purpose: 16, origin: p1.id, hops: 1, payload: Bytes::new() };
+        assert_eq!(n.route_app(now, route, false), Ok(()));
+        assert_eq!(n.stats().dropped, 1);
+        let errors = std::iter::from_fn(|| n.poll_output())
+            .filter(|o| matches!(o, Output::Event(crate::Event::Error(NodeError::QueueFull { .. }))))
+            .count();
+        assert_eq!(errors, 1);
+        // The application's own send is refused, not dropped: it is not counted.
+        assert_eq!(n.send(now, p2.id, 16, Bytes::new()), Err(CommandError::Backpressure));
+        assert_eq!(n.stats().dropped, 1);
     }
 }

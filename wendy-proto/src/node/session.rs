@@ -77,6 +77,8 @@ impl Node {
         c.peer = Some(id);
         c.decoder.set_max_frame(self.cfg.max_frame_size);
         c.last_active = now;
+        self.arm_conn(conn, now + self.cfg.idle_timeout);
+        let Some(c) = self.conns.get_mut(&conn) else { return };
         let rtt = c.handshake_sent.map(|t| now - t);
         let pending = std::mem::take(&mut c.pending);
         self.pending_total -= pending.len();

@@ -1,0 +1,344 @@
+//! Hosting: one simulated machine per node, the driver loop of each node (feed an input,
+//! drain every output, re-arm its one timer), and the host-level faults (crash, bounce, leave).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use wendy_proto::rng::splitmix64;
+use wendy_proto::{Config, Event, Instant, Node, NodeError, NodeId, Output};
+
+use std::net::SocketAddr;
+
+use super::{Sim, NEVER, NONE};
+use crate::net::{host_addr, Place, MAX_HOSTS};
+use crate::queue::{Ctl, Ev};
+
+/// Bootstraps given to a joining node: it tries them in turn (and, from its second attempt,
+/// the node it has learned closest to its id).
+pub(super) const BOOTSTRAPS: usize = 3;
+
+/// Names of the node error kinds, in the order of [`error_kind`].
+pub(super) const ERROR_KINDS: [&str; 8] =
+    ["decode", "protocol", "connect_failed", "join_failed", "queue_full", "hop_limit", "undeliverable", "other"];
+
+fn error_kind(e: &NodeError) -> usize {
+    match e {
+        NodeError::Decode { .. } => 0,
+        NodeError::Protocol { .. } => 1,
+        NodeError::ConnectFailed { .. } => 2,
+        NodeError::JoinFailed { .. } => 3,
+        NodeError::QueueFull { .. } => 4,
+        NodeError::HopLimit { .. } => 5,
+        NodeError::Undeliverable { .. } => 6,
+        _ => 7,
+    }
+}
+
+/// One simulated machine. Its `Node` is `None` while it is down.
+#[derive(Debug)]
+pub(super) struct Host {
+    pub(super) node: Option<Box<Node>>,
+    pub(super) up: bool,
+    pub(super) id: NodeId,
+    pub(super) place: Place,
+    /// Incarnation: bumped at every crash, so connections of an earlier life are recognised.
+    pub(super) inc: u32,
+    pub(super) timer_gen: u32,
+    pub(super) timer_at: u64,
+    /// The node's connections: ConnId -> link << 1 | side.
+    pub(super) conns: ConnMap,
+    /// Position in the oracle's joined list, `NONE` if not joined.
+    pub(super) joined_pos: u32,
+    pub(super) join_started: u64,
+    /// Control frames and bytes already counted from the node's stats.
+    pub(super) ctl_seen: (u64, u64),
+    /// Split side (0 or 1).
+    pub(super) side: u8,
+}
+
+/// Hashes a `NodeId` by folding its (already uniformly random) bits: ids and lookup keys are
+/// drawn at random, so this is as good as any hash and much cheaper than SipHash. Maps keyed by
+/// it are only ever looked up, never iterated, so their order cannot reach any output.
+#[derive(Default)]
+pub(super) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 ^= (v as u64) ^ ((v >> 64) as u64).rotate_left(29);
+    }
+}
+
+/// A map from ids (or keys) that is looked up only, never iterated.
+pub(super) type IdMap<V> = HashMap<NodeId, V, BuildHasherDefault<IdHasher>>;
+
+/// A host's connections, ConnId -> link << 1 | side, as a sorted vector: a node names its
+/// connections with increasing numbers, so inserts append, and look-ups touch one array.
+#[derive(Debug, Default)]
+pub(super) struct ConnMap(pub(super) Vec<(u64, u32)>);
+
+impl ConnMap {
+    pub(super) fn insert(&mut self, conn: u64, code: u32) {
+        match self.0.binary_search_by_key(&conn, |e| e.0) {
+            Ok(i) => self.0[i].1 = code,
+            Err(i) => self.0.insert(i, (conn, code)),
+        }
+    }
+
+    pub(super) fn get(&self, conn: u64) -> Option<u32> {
+        self.0.binary_search_by_key(&conn, |e| e.0).ok().map(|i| self.0[i].1)
+    }
+
+    pub(super) fn remove(&mut self, conn: u64) -> Option<u32> {
+        let i = self.0.binary_search_by_key(&conn, |e| e.0).ok()?;
+        let code = self.0.remove(i).1;
+        if self.0.capacity() > 64 && self.0.len() < self.0.capacity() / 4 {
+            self.0.shrink_to(self.0.len() * 2);
+        }
+        Some(code)
+    }
+}
+
+impl Sim {
+    /// Adds a host with a fresh random id and place and starts its node (a ring of one).
+    /// Returns its index.
+    ///
+    /// # Panics
+    /// If more than 2^24 hosts are created (the address plan is full).
+    pub fn add_host(&mut self) -> u32 {
+        assert!(self.hosts.len() < MAX_HOSTS, "the address plan holds at most 2^24 hosts");
+        let h = self.hosts.len() as u32;
+        let mut id = NodeId::from_u128(self.rng_place.next_u128());
+        while self.ids.contains_key(&id) {
+            id = NodeId::from_u128(self.rng_place.next_u128());
+        }
+        let place = self.net.place(&mut self.rng_place);
+        self.ids.insert(id, h);
+        self.hosts.push(Host {
+            node: None,
+            up: false,
+            id,
+            place,
+            inc: 0,
+            timer_gen: 0,
+            timer_at: NEVER,
+            conns: ConnMap::default(),
+            joined_pos: NONE,
+            join_started: NEVER,
+            ctl_seen: (0, 0),
+            side: 0,
+        });
+        self.start(h);
+        h
+    }
+
+    /// Starts a fresh node on a down host (same id and address as before).
+    pub(super) fn start(&mut self, h: u32) {
+        let host = &self.hosts[h as usize];
+        debug_assert!(!host.up);
+        let local = host_addr(h, false);
+        let mut seed = self.cfg.seed ^ (u64::from(h) << 20 | u64::from(host.inc)).wrapping_mul(0xA24B_AED4_963E_E407);
+        let mut cfg = Config::new(host.id, local).with_seed(splitmix64(&mut seed));
+        if self.net.cfg().regions > 0 {
+            cfg = cfg.with_region(format!("r{}", host.place.region), local, host_addr(h, true));
+        }
+        let cfg = self.cfg.node.apply(cfg);
+        let node = Node::new(cfg, Instant::from_micros(self.now))
+            .expect("the node parameters are valid (NodeParams::validate; the CLI checks them)");
+        let host = &mut self.hosts[h as usize];
+        host.node = Some(Box::new(node));
+        host.up = true;
+        host.ctl_seen = (0, 0);
+        self.count_alive(1);
+        let node = self.hosts[h as usize].node.take().expect("just started");
+        self.finish(h, node);
+    }
+
+    /// Makes `h` (a ring of one) join through up to `BOOTSTRAPS` (3) distinct random joined
+    /// nodes, which it tries in turn (wendy-proto's retry policy); false if none is joined.
+    pub fn join_random(&mut self, h: u32) -> bool {
+        let list = &self.oracle.joined_list;
+        let others = list.len() - usize::from(self.hosts[h as usize].joined_pos != NONE);
+        if others == 0 {
+            return false;
+        }
+        // The first from the workload stream (as when there was one bootstrap), the others
+        // from a stream of their own, so that adding them left the other draws as they were.
+        let first = loop {
+            let b = list[self.sc.rng_work.below(list.len() as u64) as usize];
+            if b != h {
+                break b;
+            }
+        };
+        let mut boots = vec![first];
+        while boots.len() < BOOTSTRAPS.min(others) {
+            let b = list[self.sc.rng_boot.below(list.len() as u64) as usize];
+            if b != h && !boots.contains(&b) {
+                boots.push(b);
+            }
+        }
+        self.join_via(h, &boots)
+    }
+
+    /// Makes `h` join the ring through host `bootstrap`. False if the node refused.
+    pub fn join(&mut self, h: u32, bootstrap: u32) -> bool {
+        self.join_via(h, &[bootstrap])
+    }
+
+    /// Makes `h` join the ring through the hosts `bootstraps`, tried in turn. False if the
+    /// node refused.
+    pub fn join_via(&mut self, h: u32, bootstraps: &[u32]) -> bool {
+        let addrs: Vec<SocketAddr> = bootstraps.iter().map(|&b| self.addr_from(b, h)).collect();
+        let Some(mut node) = self.take(h) else { return false };
+        let ok = node.join(Instant::from_micros(self.now), &addrs).is_ok();
+        if ok {
+            self.hosts[h as usize].join_started = self.now;
+        }
+        self.finish(h, node);
+        ok
+    }
+
+    /// Marks `h` as joined for the oracle (for a first node, which is a ring of one).
+    pub fn mark_joined(&mut self, h: u32) {
+        self.add_joined(h);
+    }
+
+    /// Crashes `h`: its node disappears silently. No close reaches its peers; frames to it
+    /// vanish; connection attempts to it are refused or go unanswered (see
+    /// [`NetConfig::refuse_dead`](crate::NetConfig::refuse_dead)).
+    pub fn crash(&mut self, h: u32) {
+        let host = &mut self.hosts[h as usize];
+        if !host.up {
+            return;
+        }
+        host.up = false;
+        host.node = None;
+        host.inc += 1;
+        host.timer_gen += 1;
+        host.timer_at = NEVER;
+        host.join_started = NEVER;
+        let links: Vec<u32> = std::mem::take(&mut host.conns).0.into_iter().map(|(_, c)| c >> 1).collect();
+        self.remove_joined(h);
+        self.count_alive(-1);
+        for l in links {
+            self.maybe_free(l);
+        }
+    }
+
+    /// Bounce: crash `h` now and restart it (fresh node, same id and address, joining again)
+    /// after `downtime`.
+    pub fn bounce(&mut self, h: u32, downtime: core::time::Duration) {
+        self.crash(h);
+        self.queue.push(self.now + downtime.as_micros() as u64, Ev::Ctl(Ctl::Restart { host: h }));
+    }
+
+    /// Makes `h` leave gracefully; it is removed when it reports `Event::Drained` (its
+    /// goodbyes are on the wire).
+    pub fn leave(&mut self, h: u32) {
+        let Some(mut node) = self.take(h) else { return };
+        self.remove_joined(h);
+        node.leave(Instant::from_micros(self.now));
+        self.finish(h, node);
+    }
+
+    /// Takes the node of `h` out of its host to feed it an input (`None` if it is down).
+    pub(super) fn take(&mut self, h: u32) -> Option<Box<Node>> {
+        let host = &mut self.hosts[h as usize];
+        if host.up {
+            host.node.take()
+        } else {
+            None
+        }
+    }
+
+    /// Drains every output of `node` (host `h`), accounts, re-arms its timer, puts it back.
+    pub(super) fn finish(&mut self, h: u32, mut node: Box<Node>) {
+        while let Some(out) = node.poll_output() {
+            match out {
+                Output::Connect { conn, addr } => self.on_connect(h, conn, addr),
+                Output::Transmit { conn, data } => self.on_transmit(h, conn, data),
+                Output::Close { conn } => self.on_close(h, conn),
+                Output::Deliver(d) => self.on_deliver(h, d),
+                Output::Forwarded { key, purpose, next, .. } => self.on_forwarded(h, key, purpose, next),
+                Output::Event(e) => self.on_event(h, e),
+            }
+        }
+        let st = node.stats();
+        let host = &mut self.hosts[h as usize];
+        let (df, db) = (st.control_frames_out - host.ctl_seen.0, st.control_bytes_out - host.ctl_seen.1);
+        host.ctl_seen = (st.control_frames_out, st.control_bytes_out);
+        let next = node.poll_timeout().map(|t| t.as_micros().max(self.now));
+        host.node = Some(node);
+        match next {
+            Some(t) if t != host.timer_at => {
+                host.timer_gen += 1;
+                host.timer_at = t;
+                let gen = host.timer_gen;
+                self.queue.push(t, Ev::Timer { host: h, gen });
+            }
+            Some(_) => {}
+            None => {
+                host.timer_gen += 1;
+                host.timer_at = NEVER;
+            }
+        }
+        if df > 0 {
+            self.m.count_control(self.now, df, db);
+        }
+    }
+
+    pub(super) fn on_timer(&mut self, h: u32, gen: u32) {
+        let host = &mut self.hosts[h as usize];
+        if host.timer_gen != gen || !host.up {
+            return;
+        }
+        host.timer_at = NEVER;
+        let Some(mut node) = self.take(h) else { return };
+        node.handle_timeout(Instant::from_micros(self.now));
+        self.finish(h, node);
+    }
+
+    fn on_event(&mut self, h: u32, e: Event) {
+        match e {
+            Event::Joined => {
+                let host = &mut self.hosts[h as usize];
+                if host.join_started != NEVER {
+                    let t = self.now - host.join_started;
+                    if (h as usize) < self.cfg.nodes && host.inc == 0 {
+                        self.m.initial_join_times.push(t);
+                    } else {
+                        self.m.later_join_times.push(t);
+                    }
+                    host.join_started = NEVER;
+                }
+                self.add_joined(h);
+            }
+            Event::Error(err) => {
+                let k = error_kind(&err);
+                if self.debug {
+                    eprintln!("t={} host={h} joined={} {err}", self.now, self.hosts[h as usize].joined_pos != NONE);
+                }
+                self.m.errors[k] += 1;
+                if let NodeError::JoinFailed { .. } = err {
+                    self.m.join_failures += 1;
+                }
+            }
+            Event::Drained => {
+                // Removed once this input's outputs are drained (the node is out of its host
+                // while they are).
+                let inc = self.hosts[h as usize].inc;
+                self.queue.push(self.now, Ev::Ctl(Ctl::Kill { host: h, inc }));
+            }
+            _ => {}
+        }
+    }
+}

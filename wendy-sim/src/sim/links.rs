@@ -1,0 +1,376 @@
+//! Links: TCP-like connections between hosts. A connection attempt, its answer, frames in
+//! order on each side (jitter and loss drawn per segment), the close, resets from a later
+//! life of a host, and the network faults: partition/repair and hold/release.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use wendy_proto::rng::Rng;
+use wendy_proto::{ConnId, Instant};
+
+use super::{Sim, NONE};
+use crate::config::SplitMode;
+use crate::net::{addr_host, ephemeral_addr, host_addr};
+use crate::queue::Ev;
+
+/// A stream connection between two hosts. Side 0 dialled, side 1 accepted.
+#[derive(Debug, Default)]
+pub(super) struct Link {
+    pub(super) gen: u32,
+    pub(super) host: [u32; 2],
+    pub(super) inc: [u32; 2],
+    /// The node's name for it on each side (0: not named yet).
+    pub(super) conn: [u64; 2],
+    /// The side has not closed it.
+    pub(super) open: [bool; 2],
+    pub(super) lat: u64,
+    /// Latest arrival scheduled towards each side: frames never overtake each other.
+    pub(super) last: [u64; 2],
+    /// Frames in flight towards each side, in order; `None` is the close.
+    pub(super) fifo: [VecDeque<Option<Bytes>>; 2],
+    /// The event during which the last segment towards each side was queued: frames written
+    /// on one connection while handling one input travel together, as one write.
+    pub(super) batch: [u64; 2],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Block {
+    Drop,
+    Hold,
+}
+
+/// Every link, the free list, and the faults in force between hosts.
+#[derive(Debug)]
+pub(super) struct Links {
+    pub(super) all: Vec<Link>,
+    pub(super) free: Vec<u32>,
+    /// Jitter and loss draws.
+    rng: Rng,
+    /// The network-wide split in force, if any.
+    pub(super) split: Option<SplitMode>,
+    drop_pairs: BTreeSet<(u32, u32)>,
+    pub(super) hold_pairs: BTreeSet<(u32, u32)>,
+    /// Held segments: (link, generation, towards side).
+    held: Vec<(u32, u32, u8)>,
+}
+
+impl Links {
+    pub(super) fn new(rng: Rng) -> Self {
+        Links {
+            all: Vec::new(),
+            free: Vec::new(),
+            rng,
+            split: None,
+            drop_pairs: BTreeSet::new(),
+            hold_pairs: BTreeSet::new(),
+            held: Vec::new(),
+        }
+    }
+
+    /// The two hosts of link `l`, lower first.
+    fn pair(&self, l: u32) -> (u32, u32) {
+        let [a, b] = self.all[l as usize].host;
+        (a.min(b), a.max(b))
+    }
+}
+
+impl Sim {
+    /// Partition: drop everything between `a` and `b` (both directions) until [`Sim::repair`].
+    pub fn partition(&mut self, a: u32, b: u32) {
+        self.links.drop_pairs.insert((a.min(b), a.max(b)));
+    }
+
+    /// Repairs a partition between `a` and `b`.
+    pub fn repair(&mut self, a: u32, b: u32) {
+        self.links.drop_pairs.remove(&(a.min(b), a.max(b)));
+    }
+
+    /// Hold: frames between `a` and `b` wait, in order, until [`Sim::release`].
+    pub fn hold(&mut self, a: u32, b: u32) {
+        self.links.hold_pairs.insert((a.min(b), a.max(b)));
+    }
+
+    /// Releases held frames between `a` and `b`.
+    pub fn release(&mut self, a: u32, b: u32) {
+        let pair = (a.min(b), a.max(b));
+        self.links.hold_pairs.remove(&pair);
+        self.release_where(|s, l| s.links.pair(l) == pair);
+    }
+
+    /// Heals the network-wide split: a partition is repaired, held frames are released.
+    pub(super) fn heal_split(&mut self) {
+        let was = self.links.split.take();
+        if was == Some(SplitMode::Hold) {
+            let hold_pairs = std::mem::take(&mut self.links.hold_pairs);
+            self.release_where(|s, l| !hold_pairs.contains(&s.links.pair(l)));
+            self.links.hold_pairs = hold_pairs;
+        }
+    }
+
+    pub(super) fn on_connect(&mut self, h: u32, conn: ConnId, addr: SocketAddr) {
+        let target = addr_host(addr).filter(|&t| (t as usize) < self.hosts.len());
+        let lat = target.map_or(1_000, |t| self.latency(h, t));
+        let l = self.alloc_link();
+        let link = &mut self.links.all[l as usize];
+        link.host = [h, target.unwrap_or(NONE)];
+        link.inc = [self.hosts[h as usize].inc, 0];
+        link.conn = [conn.0, 0];
+        link.open = [true, false];
+        link.lat = lat;
+        link.last = [0, 0];
+        let gen = link.gen;
+        self.hosts[h as usize].conns.insert(conn.0, l << 1);
+        match target {
+            Some(_) => self.queue.push(self.now + lat, Ev::Syn { link: l, gen }),
+            None => self.queue.push(self.now + lat, Ev::Refused { link: l, gen }),
+        }
+    }
+
+    pub(super) fn on_syn(&mut self, l: u32, gen: u32) {
+        let link = &self.links.all[l as usize];
+        if link.gen != gen {
+            return;
+        }
+        let (d, t, lat) = (link.host[0], link.host[1], link.lat);
+        if !self.end_live(l, 0) {
+            self.maybe_free(l);
+            return;
+        }
+        let blocked = self.blocked(d, t).is_some();
+        if !self.hosts[t as usize].up || blocked {
+            let delay = if self.net.cfg().refuse_dead && !blocked {
+                lat
+            } else {
+                (self.net.cfg().syn_timeout.as_micros() as u64).saturating_sub(lat)
+            };
+            self.queue.push(self.now + delay, Ev::Refused { link: l, gen });
+            return;
+        }
+        let global = self.hosts[d as usize].place.region != self.hosts[t as usize].place.region;
+        let remote = ephemeral_addr(d, global && self.net.cfg().regions > 0, l);
+        let Some(mut node) = self.take(t) else { return };
+        let c = node.handle_accepted(Instant::from_micros(self.now), remote);
+        let inc = self.hosts[t as usize].inc;
+        let link = &mut self.links.all[l as usize];
+        link.conn[1] = c.0;
+        link.inc[1] = inc;
+        link.open[1] = true;
+        self.hosts[t as usize].conns.insert(c.0, l << 1 | 1);
+        self.queue.push(self.now + lat, Ev::SynAck { link: l, gen });
+        self.finish(t, node);
+    }
+
+    pub(super) fn on_syn_ack(&mut self, l: u32, gen: u32) {
+        let link = &self.links.all[l as usize];
+        if link.gen != gen {
+            return;
+        }
+        if !self.end_live(l, 0) {
+            self.maybe_free(l);
+            return;
+        }
+        let (d, conn) = (link.host[0], ConnId(link.conn[0]));
+        let Some(mut node) = self.take(d) else { return };
+        node.handle_connected(Instant::from_micros(self.now), conn);
+        self.finish(d, node);
+    }
+
+    pub(super) fn on_refused(&mut self, l: u32, gen: u32) {
+        let link = &mut self.links.all[l as usize];
+        if link.gen != gen {
+            return;
+        }
+        let (d, conn) = (link.host[0], link.conn[0]);
+        if self.end_live(l, 0) {
+            self.links.all[l as usize].open[0] = false;
+            self.hosts[d as usize].conns.remove(conn);
+            if let Some(mut node) = self.take(d) {
+                node.handle_connect_failed(Instant::from_micros(self.now), ConnId(conn));
+                self.finish(d, node);
+            }
+        }
+        self.maybe_free(l);
+    }
+
+    pub(super) fn on_transmit(&mut self, h: u32, conn: ConnId, data: Bytes) {
+        self.m.trace.frame(self.now, h, conn.0, &data);
+        self.m.frames += 1;
+        self.m.bytes += data.len() as u64;
+        let Some(code) = self.hosts[h as usize].conns.get(conn.0) else { return };
+        let (l, side) = (code >> 1, (code & 1) as u8);
+        let other = 1 - side;
+        if self.end_live(l, other) {
+            self.send_on(l, other, Some(data));
+        }
+    }
+
+    pub(super) fn on_close(&mut self, h: u32, conn: ConnId) {
+        let Some(code) = self.hosts[h as usize].conns.remove(conn.0) else { return };
+        let (l, side) = (code >> 1, (code & 1) as u8);
+        let other = 1 - side;
+        self.links.all[l as usize].open[side as usize] = false;
+        if self.end_live(l, other) {
+            self.send_on(l, other, None);
+        }
+        self.maybe_free(l);
+    }
+
+    /// Queues a frame (or the close, `None`) towards side `to` of link `l`.
+    fn send_on(&mut self, l: u32, to: u8, item: Option<Bytes>) {
+        let t = usize::from(to);
+        let link = &self.links.all[l as usize];
+        let (from_host, to_host, lat, gen) = (link.host[1 - t], link.host[t], link.lat, link.gen);
+        match self.blocked(from_host, to_host) {
+            Some(Block::Drop) => return,
+            Some(Block::Hold) => {
+                self.links.all[l as usize].fifo[t].push_back(item);
+                self.links.held.push((l, gen, to));
+                return;
+            }
+            None => {}
+        }
+        let link = &mut self.links.all[l as usize];
+        if let (Some(data), true) = (&item, link.batch[t] == self.events && self.net.cfg().coalesce) {
+            if let Some(Some(last)) = link.fifo[t].back_mut() {
+                let mut seg = BytesMut::with_capacity(last.len() + data.len());
+                seg.extend_from_slice(last);
+                seg.extend_from_slice(data);
+                *last = seg.freeze();
+                return;
+            }
+        }
+        let delay = if item.is_some() { self.net.frame_delay(&mut self.links.rng, lat) } else { Some(lat) };
+        let Some(delay) = delay else { return };
+        let link = &mut self.links.all[l as usize];
+        let at = (self.now + delay).max(link.last[t]);
+        link.last[t] = at;
+        link.batch[t] = self.events;
+        link.fifo[t].push_back(item);
+        self.queue.push(at, Ev::Arrive { link: l, gen, side: to });
+    }
+
+    pub(super) fn on_arrive(&mut self, l: u32, gen: u32, side: u8) {
+        let s = usize::from(side);
+        let link = &mut self.links.all[l as usize];
+        if link.gen != gen {
+            return;
+        }
+        let Some(item) = link.fifo[s].pop_front() else { return };
+        let (h, conn, inc, open) = (link.host[s], link.conn[s], link.inc[s], link.open[s]);
+        if !self.end_live(l, side) {
+            // A host that is up again (bounced), or up without the process (refuse_dead),
+            // answers with a reset: the sender learns the connection is gone.
+            let host = &self.hosts[h as usize];
+            if open && (host.up || self.net.cfg().refuse_dead) && host.inc != inc {
+                self.links.all[l as usize].open[s] = false;
+                if self.end_live(l, 1 - side) {
+                    self.send_on(l, 1 - side, None);
+                }
+            }
+            self.maybe_free(l);
+            return;
+        }
+        let Some(mut node) = self.take(h) else { return };
+        let now = Instant::from_micros(self.now);
+        match item {
+            Some(data) => node.handle_data(now, ConnId(conn), &data),
+            None => {
+                self.links.all[l as usize].open[s] = false;
+                self.hosts[h as usize].conns.remove(conn);
+                node.handle_closed(now, ConnId(conn));
+            }
+        }
+        self.finish(h, node);
+        self.maybe_free(l);
+    }
+
+    fn alloc_link(&mut self) -> u32 {
+        if let Some(l) = self.links.free.pop() {
+            return l;
+        }
+        self.links.all.push(Link::default());
+        (self.links.all.len() - 1) as u32
+    }
+
+    /// True if side `s` of link `l` is open and its host still in the same life.
+    fn end_live(&self, l: u32, s: u8) -> bool {
+        let link = &self.links.all[l as usize];
+        let s = usize::from(s);
+        if !link.open[s] {
+            return false;
+        }
+        let host = &self.hosts[link.host[s] as usize];
+        host.up && host.inc == link.inc[s]
+    }
+
+    /// Frees the link once neither side can use it; events still in flight for it go stale.
+    pub(super) fn maybe_free(&mut self, l: u32) {
+        if self.end_live(l, 0) || self.end_live(l, 1) {
+            return;
+        }
+        let link = &mut self.links.all[l as usize];
+        if link.host[0] == NONE && link.host[1] == NONE {
+            return; // already free
+        }
+        link.gen = link.gen.wrapping_add(1);
+        link.host = [NONE, NONE];
+        link.open = [false, false];
+        link.fifo[0].clear();
+        link.fifo[1].clear();
+        link.fifo[0].shrink_to(4);
+        link.fifo[1].shrink_to(4);
+        self.links.free.push(l);
+    }
+
+    fn blocked(&self, a: u32, b: u32) -> Option<Block> {
+        if let Some(mode) = self.links.split {
+            if self.hosts[a as usize].side != self.hosts[b as usize].side {
+                return Some(match mode {
+                    SplitMode::Partition => Block::Drop,
+                    SplitMode::Hold => Block::Hold,
+                });
+            }
+        }
+        let pair = (a.min(b), a.max(b));
+        if !self.links.drop_pairs.is_empty() && self.links.drop_pairs.contains(&pair) {
+            return Some(Block::Drop);
+        }
+        if !self.links.hold_pairs.is_empty() && self.links.hold_pairs.contains(&pair) {
+            return Some(Block::Hold);
+        }
+        None
+    }
+
+    /// Schedules the held frames of the links matching `pred`, in the order they were sent.
+    fn release_where(&mut self, pred: impl Fn(&Sim, u32) -> bool) {
+        let held = std::mem::take(&mut self.links.held);
+        let mut keep = Vec::new();
+        for (l, gen, side) in held {
+            if self.links.all[l as usize].gen != gen {
+                continue;
+            }
+            if !pred(self, l) {
+                keep.push((l, gen, side));
+                continue;
+            }
+            let link = &mut self.links.all[l as usize];
+            let at = (self.now + link.lat).max(link.last[usize::from(side)]);
+            link.last[usize::from(side)] = at;
+            self.queue.push(at, Ev::Arrive { link: l, gen, side });
+        }
+        self.links.held = keep;
+    }
+
+    /// Model one-way latency between hosts `a` and `b`, microseconds.
+    pub(super) fn latency(&self, a: u32, b: u32) -> u64 {
+        self.net.latency_us(&self.hosts[a as usize].place, &self.hosts[b as usize].place)
+    }
+
+    /// The address `from` uses to reach `to`: local in the same region, else global.
+    pub(super) fn addr_from(&self, to: u32, from: u32) -> SocketAddr {
+        let global = self.net.cfg().regions > 0
+            && self.hosts[to as usize].place.region != self.hosts[from as usize].place.region;
+        host_addr(to, global)
+    }
+}

@@ -1,0 +1,147 @@
+//! The simulation, split by concern. `Sim` owns one part per concern and each module adds the
+//! methods of its concern:
+//!
+//! - [`engine`]: the event queue, the clock and the dispatch of events;
+//! - [`hosts`]: hosting real `wendy_proto` nodes and the driver loop of each (feed an input,
+//!   drain every output, re-arm the timer);
+//! - [`links`]: TCP-like connections between hosts, loss, partitions and holds;
+//! - [`oracle`]: the live, joined set, range queries on it, and the judgement of lookups;
+//! - [`scenario`]: the phases of a run, joins, crashes, churn and the workload;
+//! - [`measure`]: the counters and integrals a run keeps and the [`Report`](crate::Report)
+//!   built from them; [`memory`]: the simulator's own structures by size.
+
+mod engine;
+mod hosts;
+mod links;
+mod measure;
+mod memory;
+mod oracle;
+mod scenario;
+
+use wendy_proto::rng::{splitmix64, Rng};
+use wendy_proto::{Instant, Node, NodeId};
+
+use crate::config::SimConfig;
+use crate::net::Net;
+use crate::queue::Queue;
+
+use hosts::{Host, IdMap};
+use links::Links;
+use measure::Metrics;
+use oracle::Oracle;
+use scenario::Scenario;
+
+/// The purpose byte of lookups.
+pub const LOOKUP_PURPOSE: u8 = 16;
+/// "No host" and "not in the joined list".
+const NONE: u32 = u32::MAX;
+/// A time that never comes.
+const NEVER: u64 = u64::MAX;
+/// One second in microseconds.
+const SEC: u64 = 1_000_000;
+
+/// How a lookup ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered at the numerically closest live, joined node.
+    Correct,
+    /// Delivered at another node.
+    Incorrect,
+    /// Not delivered in time.
+    Lost,
+}
+
+/// A simulation: hosts, network, queue, oracle and measurements.
+///
+/// Most users call [`run`](crate::run) with a [`SimConfig`]. The methods here are the
+/// building blocks, named after turmoil's: [`crash`](Sim::crash), [`bounce`](Sim::bounce),
+/// [`partition`](Sim::partition)/[`repair`](Sim::repair), [`hold`](Sim::hold)/[`release`](Sim::release),
+/// [`step`](Sim::step) and [`run_until`](Sim::run_until).
+pub struct Sim {
+    cfg: SimConfig,
+    // Engine.
+    /// Simulated time, microseconds.
+    now: u64,
+    queue: Queue,
+    /// Events processed so far.
+    events: u64,
+    // Hosts.
+    hosts: Vec<Host>,
+    /// Every host's id (ids are never reused by another host).
+    ids: IdMap<u32>,
+    rng_place: Rng,
+    // Network.
+    net: Net,
+    links: Links,
+    // Oracle, scenario, measures.
+    oracle: Oracle,
+    sc: Scenario,
+    m: Metrics,
+    /// Print every node error to stderr (environment variable `WENDY_SIM_DEBUG`).
+    debug: bool,
+}
+
+impl Sim {
+    /// A simulation with no hosts yet.
+    pub fn new(cfg: SimConfig) -> Self {
+        let mut s = cfg.seed;
+        let mut derive = || Rng::new(splitmix64(&mut s));
+        let (rng_net, rng_work, rng_churn, rng_place) = (derive(), derive(), derive(), derive());
+        let rng_boot = derive();
+        Sim {
+            net: Net::new(cfg.net.clone()),
+            cfg,
+            now: 0,
+            queue: Queue::default(),
+            events: 0,
+            hosts: Vec::new(),
+            ids: IdMap::default(),
+            rng_place,
+            links: Links::new(rng_net),
+            oracle: Oracle::default(),
+            sc: Scenario::new(rng_work, rng_churn, rng_boot),
+            m: Metrics::new(),
+            debug: std::env::var_os("WENDY_SIM_DEBUG").is_some(),
+        }
+    }
+
+    /// Simulated time now.
+    pub fn now(&self) -> Instant {
+        Instant::from_micros(self.now)
+    }
+
+    /// Hosts created so far.
+    pub fn host_count(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Live, joined nodes (the oracle's view).
+    pub fn joined_count(&self) -> usize {
+        self.oracle.joined.len()
+    }
+
+    /// The node of host `h`, if it is up.
+    pub fn node(&self, h: u32) -> Option<&Node> {
+        self.hosts.get(h as usize).and_then(|x| x.node.as_deref())
+    }
+
+    /// Events waiting in the queue.
+    pub fn pending_events(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Events processed so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// The trace hash so far.
+    pub fn trace_hash(&self) -> u64 {
+        self.m.trace.value()
+    }
+
+    /// The live, joined node numerically closest to `key`: where a lookup must be delivered.
+    pub fn closest(&self, key: NodeId) -> Option<NodeId> {
+        self.oracle.closest(key)
+    }
+}

@@ -1,0 +1,160 @@
+//! `wendy cluster`: N nodes in this process on 127.0.0.1 join one by one, then M messages
+//! towards random keys from random nodes; each must arrive once, at the numerically closest
+//! node.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use wendy_driver::cluster::{self, Got, Plan, Tally, PURPOSE};
+use wendy_proto::rng::Rng;
+use wendy_tokio::{Config, NodeEvent, NodeHandle, NodeId, Options};
+
+use crate::Error;
+
+/// Messages per `send_batch`.
+const BATCH: usize = 256;
+/// How often progress is printed during a long run.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Start many nodes in this process, route messages through them, and check where they
+/// arrive.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    run: cluster::Args,
+    /// Give up waiting for deliveries after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+pub async fn run(args: Args) -> Result<(), Error> {
+    let timeout = Duration::from_secs(args.timeout);
+    let args = args.run;
+    let n = args.nodes.max(1);
+    let m = args.messages;
+    let mut rng = Rng::new(args.seed);
+    let origin = Instant::now();
+    let mut opts = Options::default();
+    opts.report_forwarded = false;
+    opts.report_heartbeats = false;
+    let probe = Config::new(NodeId::hash(b"probe"), SocketAddr::from(([127, 0, 0, 1], 0)));
+    let max = wendy_driver::max_payload(&probe);
+    if args.payload_size() > max {
+        return Err(format!("--payload {} exceeds the largest payload, {max} bytes", args.payload_size()).into());
+    }
+
+    let t0 = Instant::now();
+    let mut nodes: Vec<NodeHandle> = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = NodeId::from_u128(rng.next_u128());
+        let node = NodeHandle::start_with(Config::new(id, SocketAddr::from(([127, 0, 0, 1], 0))), opts.clone()).await?;
+        if i > 0 {
+            let via = nodes[rng.below(i as u64) as usize].local_addr();
+            tokio::time::timeout(timeout, node.join(&[via]))
+                .await
+                .map_err(|_| format!("node {i} did not join through {via} within {} s", timeout.as_secs()))??;
+        }
+        nodes.push(node);
+        if (i + 1) % 100 == 0 {
+            println!("{} nodes started", i + 1);
+        }
+    }
+    wait_converged(&nodes, timeout).await;
+    let join_s = t0.elapsed().as_secs_f64();
+    println!("{n} nodes joined in {join_s:.2} s");
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Got>();
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let mut events = node.take_events().expect("events not taken");
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                if let NodeEvent::Deliver(d) = ev {
+                    if let Some(g) = Got::parse(i, &d, origin) {
+                        let _ = tx.send(g);
+                    }
+                }
+            }
+        });
+    }
+    drop(tx);
+
+    let ids: Vec<NodeId> = nodes.iter().map(NodeHandle::id).collect();
+    let Plan { keys, senders, roots } = Plan::new(&ids, m, &mut rng);
+    let mut per_node: Vec<Vec<(NodeId, u8, Bytes)>> = vec![Vec::new(); n];
+    let size = args.payload_size();
+    for (k, (&key, &from)) in keys.iter().zip(&senders).enumerate() {
+        per_node[from].push((key, PURPOSE, Bytes::from(cluster::payload(k, size, origin))));
+    }
+    let mut tally = Tally::new(m);
+    let mut sending = tokio::task::JoinSet::new();
+    for (node, msgs) in nodes.iter().zip(per_node) {
+        let sender = node.sender();
+        sending.spawn(async move {
+            let mut msgs = msgs.into_iter().peekable();
+            while msgs.peek().is_some() {
+                let batch: Vec<_> = msgs.by_ref().take(BATCH).collect();
+                sender.send_batch(batch).await?;
+            }
+            Ok::<(), wendy_driver::Error>(())
+        });
+    }
+
+    let mut progress = tokio::time::interval(PROGRESS_EVERY);
+    progress.tick().await;
+    while tally.delivered() < m {
+        let left = tally.time_left(timeout);
+        if left.is_zero() {
+            println!("gave up waiting after {} s (--timeout)", timeout.as_secs());
+            break;
+        }
+        tokio::select! {
+            got = tokio::time::timeout(left, rx.recv()) => match got {
+                Ok(Some(g)) => tally.record(g, &roots),
+                _ => break,
+            },
+            Some(sent) = sending.join_next() => {
+                if let Ok(Err(e)) = sent {
+                    return Err(format!("a send failed: {e}").into());
+                }
+            }
+            _ = progress.tick() => println!("{} of {m} delivered so far", tally.delivered()),
+        }
+    }
+    while let Some(sent) = sending.join_next().await {
+        if let Ok(Err(e)) = sent {
+            return Err(format!("a send failed: {e}").into());
+        }
+    }
+    let report = tally.report("tokio", &args, join_s);
+    let outcome = report.finish(args.json.as_deref());
+    for node in &nodes {
+        node.stop().await;
+    }
+    outcome.map_err(|e| e.to_string().into())
+}
+
+/// Waits until every node is ready and holds its ring neighbours in its leaf set.
+async fn wait_converged(nodes: &[NodeHandle], limit: Duration) {
+    let mut ids: Vec<NodeId> = nodes.iter().map(|x| x.id()).collect();
+    ids.sort();
+    let ids = Arc::new(ids);
+    let end = Instant::now() + limit;
+    loop {
+        let mut ok = true;
+        for node in nodes {
+            let ids = ids.clone();
+            ok &= node.inspect(move |x| cluster::converged(&ids, x)).await.unwrap_or(false);
+        }
+        if ok || Instant::now() > end {
+            if !ok {
+                eprintln!("warning: leaf sets did not converge within {limit:?}");
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
