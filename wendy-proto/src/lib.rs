@@ -115,15 +115,25 @@
 //! the connection they came on is closed; misuse of a command is a [`CommandError`].
 //!
 //! # Feature flags
-//! - `arbitrary`: derives `arbitrary::Arbitrary` for wire messages (for the fuzz targets).
+//! Both are off by default; a production build carries neither.
+//! - `arbitrary`: derives `arbitrary::Arbitrary` for wire messages and ids (for the fuzz
+//!   targets).
+//! - `testing`: test machinery. `harness` runs N nodes over an in-memory network on a virtual
+//!   clock; `harness::script` holds the helpers that drive one node by hand (drain its
+//!   outputs, pick out frames, closes and errors, play a fake peer through the handshake).
+//!   With `arbitrary` as well, `fuzzing` holds the bodies of the fuzz targets.
+//!
+//! The crate's own tests, examples and benches turn both on through a dev-dependency on the
+//! crate itself, so a plain `cargo test` runs all of them.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod config;
 pub mod credentials;
-#[cfg(feature = "arbitrary")]
+#[cfg(all(feature = "arbitrary", feature = "testing"))]
 pub mod fuzzing;
+#[cfg(feature = "testing")]
 pub mod harness;
 pub mod id;
 pub mod info;
