@@ -64,6 +64,15 @@ pub struct Config {
     pub max_connections: usize,
     /// Hop limit for routed messages; a message that exceeds it is dropped and reported.
     pub max_hops: u8,
+    /// Shortest retransmission timeout of a per-hop ack (the estimate from measured round
+    /// trips is never below it).
+    pub ack_timeout_min: Duration,
+    /// Longest retransmission timeout of a per-hop ack, and the timeout towards a peer with no
+    /// round trip measured yet.
+    pub ack_timeout_max: Duration,
+    /// How many times a routed message is sent again through another hop before it is
+    /// reported undeliverable.
+    pub max_reroutes: u8,
     /// Credentials proven in every handshake; `None` proves nothing and accepts everyone.
     pub credentials: Option<Arc<dyn Credentials>>,
 }
@@ -91,6 +100,9 @@ impl Config {
             max_pending_total: 16 * 1024,
             max_connections: 4096,
             max_hops: 64,
+            ack_timeout_min: Duration::from_millis(100),
+            ack_timeout_max: Duration::from_secs(1),
+            max_reroutes: 3,
             credentials: None,
         }
     }
@@ -134,6 +146,8 @@ impl Config {
             ("idle_timeout", self.idle_timeout),
             ("join_timeout", self.join_timeout),
             ("leaf_exchange_interval", self.leaf_exchange_interval),
+            ("ack_timeout_min", self.ack_timeout_min),
+            ("ack_timeout_max", self.ack_timeout_max),
         ];
         for (field, d) in durations {
             if d.is_zero() {
@@ -157,6 +171,9 @@ impl Config {
         }
         if self.max_frame_size < MIN_FRAME {
             return Err(ConfigError::FrameTooSmall { size: self.max_frame_size, min: MIN_FRAME });
+        }
+        if self.ack_timeout_max < self.ack_timeout_min {
+            return Err(ConfigError::AckTimeouts);
         }
         if self.suspect_timeout < self.heartbeat_interval {
             return Err(ConfigError::SuspectBeforeHeartbeat);
@@ -240,6 +257,8 @@ pub enum ConfigError {
     /// `suspect_timeout` is shorter than one heartbeat: leaf-set members would be suspected
     /// before they had a chance to answer.
     SuspectBeforeHeartbeat,
+    /// `ack_timeout_max` is shorter than `ack_timeout_min`.
+    AckTimeouts,
     /// The region name is longer than [`MAX_REGION_LEN`](crate::info::MAX_REGION_LEN) bytes.
     InvalidInfo,
 }
@@ -258,6 +277,7 @@ impl core::fmt::Display for ConfigError {
             ConfigError::SuspectBeforeHeartbeat => {
                 f.write_str("config: suspect_timeout must be at least one heartbeat_interval")
             }
+            ConfigError::AckTimeouts => f.write_str("config: ack_timeout_max must be at least ack_timeout_min"),
             ConfigError::InvalidInfo => {
                 write!(f, "config: the region name is longer than {} bytes", crate::info::MAX_REGION_LEN)
             }

@@ -210,10 +210,13 @@ pub enum NodeError {
         /// Its key.
         key: NodeId,
     },
-    /// A message could not be forwarded: its next hop failed and no other route was left.
+    /// A routed message could not be delivered: its next hops failed (it was rerouted
+    /// `max_reroutes` times) or no route was left, or the node left while holding it.
     Undeliverable {
         /// Its key.
         key: NodeId,
+        /// Its purpose.
+        purpose: u8,
     },
 }
 
@@ -227,7 +230,9 @@ impl fmt::Display for NodeError {
             NodeError::QueueFull { peer: Some(p) } => write!(f, "queue for {p} full: message dropped"),
             NodeError::QueueFull { peer: None } => f.write_str("queue full: message dropped"),
             NodeError::HopLimit { key } => write!(f, "message towards {key} exceeded the hop limit"),
-            NodeError::Undeliverable { key } => write!(f, "message towards {key} could not be routed"),
+            NodeError::Undeliverable { key, purpose } => {
+                write!(f, "message (purpose {purpose}) towards {key} could not be delivered: its next hops failed")
+            }
         }
     }
 }
@@ -375,6 +380,12 @@ pub struct Stats {
     /// limit, a veto, no route), each counted once. A command refused with an error is not
     /// counted: its caller still holds the message.
     pub dropped: u64,
+    /// Acknowledgement frames sent (one per connection per input that received routed messages).
+    pub acks_out: u64,
+    /// Routed messages sent again through another hop (their hop failed or stayed silent).
+    pub reroutes: u64,
+    /// Routed messages given up on and reported [`NodeError::Undeliverable`].
+    pub undeliverable: u64,
     /// Application messages delivered here.
     pub delivered: u64,
     /// Application messages forwarded.

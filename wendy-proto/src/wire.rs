@@ -145,6 +145,12 @@ pub enum Message {
         /// Hops taken so far.
         hops: u8,
     },
+    /// Per-hop acknowledgement: the sender has received `count` routed messages on this
+    /// connection in all (cumulative, so a lost or merged ack loses nothing).
+    Ack {
+        /// Routed messages received on this connection so far.
+        count: u64,
+    },
 }
 
 /// An application message on its way towards `key`.

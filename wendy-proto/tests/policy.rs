@@ -278,3 +278,80 @@ fn leaf_set_changes_are_reported_as_differences() {
     assert_eq!(replay, now);
     assert!(saw_victim_leave);
 }
+
+/// A ring of `n` nodes with leaf sets of 8, so routes have intermediate hops.
+fn routed_ring(n: usize, seed: u64) -> Harness {
+    let mut h = Harness::new(seed);
+    h.configure = Box::new(|id, a| {
+        let mut c = Config::new(id, a);
+        c.leaf_set_size = 8;
+        c
+    });
+    let mut rng = wendy_proto::rng::Rng::new(seed);
+    h.grow(n, &mut rng, None);
+    assert!(h.run_until_ready(Duration::from_secs(60)));
+    h.run_for(Duration::from_secs(40));
+    h
+}
+
+#[test]
+fn a_message_whose_next_hop_died_silently_is_rerouted_and_delivered() {
+    let mut h = routed_ring(120, 17);
+    let mut rng = wendy_proto::rng::Rng::new(99);
+    // A key whose route from `from` passes through a hop that is not the key's root.
+    let (from, key, hop) = loop {
+        let key = NodeId::from_u128(rng.next_u128());
+        let from = rng.below(h.len() as u64) as usize;
+        let root = h.closest_ready(key).unwrap();
+        if let Some(next) = h.node(from).next_hop(key) {
+            let hop = (0..h.len()).find(|&i| h.node(i).id() == next).unwrap();
+            if hop != root && from != root {
+                break (from, key, hop);
+            }
+        }
+    };
+    // The hop dies without a word: its connections stay open and swallow what is sent.
+    h.crash(hop);
+    let sent = h.now();
+    h.send(from, key, 16, b"through a dead hop");
+    h.run_for(Duration::from_secs(5));
+    let root = h.closest_ready(key).unwrap();
+    let got: Vec<usize> = h.deliveries().iter().map(|o| o.node).collect();
+    assert_eq!(got, vec![root], "delivered once, at the root");
+    assert!(h.node(from).stats().reroutes >= 1, "the origin rerouted it");
+    // Rerouted after at most two ack timeouts, then a route of a few hops (under 20 ms each).
+    let c = h.node(from).config();
+    let limit = c.ack_timeout_max * 2 + Duration::from_millis(200);
+    let took = h.deliveries()[0].at - sent;
+    assert!(took <= limit, "delivered after {took:?}, bound {limit:?}");
+}
+
+#[test]
+fn a_message_with_no_route_left_is_reported_undeliverable_to_its_sender() {
+    let mut h = routed_ring(40, 18);
+    let key = h.node(5).id();
+    let from = (0..h.len()).find(|&i| i != 5 && h.node(i).next_hop(key) == Some(key)).unwrap();
+    // Every reroute finds the next hop dead too: the sender gives up and says so.
+    for i in 0..h.len() {
+        if i != from {
+            h.crash(i);
+        }
+    }
+    h.send(from, key, 42, b"nobody left");
+    h.run_for(Duration::from_secs(30));
+    let undeliverable: Vec<_> = h
+        .events()
+        .iter()
+        .filter_map(|(i, _, e)| match e {
+            Event::Error(NodeError::Undeliverable { key: k, purpose }) if *i == from => Some((*k, *purpose)),
+            _ => None,
+        })
+        .collect();
+    let delivered_here = h.deliveries().iter().filter(|o| o.node == from).count();
+    // Either the sender became the root of what is left (a ring of one) and delivered it,
+    // or it reported it undeliverable: never silence.
+    assert_eq!(undeliverable.len() + delivered_here, 1, "{undeliverable:?}");
+    if let [(k, p)] = undeliverable[..] {
+        assert_eq!((k, p), (key, 42));
+    }
+}

@@ -182,6 +182,12 @@ pub struct Report {
     pub late: u64,
     /// Extra deliveries of a lookup already delivered.
     pub duplicates: u64,
+    /// Per-hop acknowledgement frames sent by all nodes over the run (they are control frames
+    /// and counted in the control rates too).
+    pub acks: u64,
+    /// Routed messages (lookups) sent again through another hop after theirs failed or
+    /// stayed silent.
+    pub reroutes: u64,
     /// Lookups whose `send` returned an error at the origin (counted in `lost` too).
     pub send_errors: u64,
     /// delivered / issued.

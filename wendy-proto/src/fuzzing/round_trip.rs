@@ -61,7 +61,7 @@ fn on_the_wire(mut msg: Message) -> Message {
     };
     match &mut msg {
         Message::Hello { info, .. } | Message::HelloAck { info, .. } => strip(info),
-        Message::JoinRequest { joiner, .. } => strip(joiner),
+        Message::JoinRequest { joiner, .. } | Message::Locate { origin: joiner, .. } => strip(joiner),
         Message::JoinState { rows, hood, leaves } => {
             rows.iter_mut().chain(hood.iter_mut()).chain(leaves.iter_mut().flatten()).for_each(strip)
         }

@@ -9,6 +9,7 @@ use crate::output::{ConnId, NodeError, Output};
 use crate::time::Instant;
 use crate::wire::{self, FrameDecoder, Message, NONCE_LEN};
 
+use super::acks::Flight;
 use super::liveness::MIN_STEP;
 use super::timers::TimerKey;
 use super::{Node, State};
@@ -29,6 +30,8 @@ pub(super) struct Conn {
     pub(super) peer: Option<NodeId>,
     /// This connection's entry in the timer table.
     pub(super) timer: Option<Instant>,
+    /// Per-hop acknowledgement state, from the first routed message on.
+    pub(super) flight: Option<Box<Flight>>,
 }
 
 #[derive(Debug)]
@@ -50,9 +53,15 @@ impl Node {
     pub(super) fn on_closing(&mut self, now: Instant, conn: ConnId, from: NodeId) {
         let we_asked = self.conns.get(&conn).is_some_and(|c| c.closing.is_some());
         if !we_asked {
-            // Answer, and send nothing more here: the answer is the last frame.
+            // Answer, and send nothing more here: the answer is the last frame (after the
+            // acknowledgement of what it carried).
+            self.flush_ack(conn);
             self.detach(from, conn);
             self.transmit(conn, &Message::Closing);
+        }
+        // A graceful close: the peer read everything we sent before it sent `Closing`.
+        if let Some(f) = self.conns.get_mut(&conn).and_then(|c| c.flight.take()) {
+            self.timers.disarm(TimerKey::Ack(conn), f.timer);
         }
         self.out.push_back(Output::Close { conn });
         self.drop_conn(now, conn);
@@ -238,18 +247,26 @@ impl Node {
             self.stats.control_bytes_out += data.len() as u64;
         }
         self.out.push_back(Output::Transmit { conn, data });
+        if let Message::Route(r) = msg {
+            self.track_route(conn, r);
+        }
     }
 
     /// Forgets a connection; what was queued on it is re-routed or dropped.
     pub(super) fn drop_conn(&mut self, now: Instant, conn: ConnId) {
-        let Some(c) = self.conns.remove(&conn) else { return };
+        let Some(mut c) = self.conns.remove(&conn) else { return };
         self.timers.disarm(TimerKey::Conn(conn), c.timer);
         self.pending_total -= c.pending.len();
         if let Some(pid) = c.peer.or(c.expected) {
             self.detach(pid, conn);
         }
+        let flight = c.flight.take();
         for m in c.pending {
             self.requeue(now, m);
+        }
+        // What the peer had not acknowledged may be lost with the connection: route it again.
+        if self.state != State::Left {
+            self.reroute_flight(now, conn, flight, c.peer);
         }
     }
 
@@ -330,6 +347,7 @@ impl Conn {
             expected,
             peer: None,
             timer: None,
+            flight: None,
         }
     }
 }

@@ -132,6 +132,21 @@ impl Node {
         }
     }
 
+    /// `id` stayed silent where it should have answered (a per-hop ack): suspect it and probe
+    /// it now; it is declared failed if the probe goes unanswered for `probe_timeout`.
+    pub(super) fn suspect(&mut self, now: Instant, id: NodeId) {
+        if self.state == State::Left || !self.in_tables(id) {
+            return;
+        }
+        let Some(p) = self.peers.get_mut(&id) else { return };
+        if p.suspected.is_some() {
+            return;
+        }
+        p.suspected = Some(now);
+        self.probe(now, id, false);
+        self.arm_peer(id, now + self.cfg.probe_timeout);
+    }
+
     /// Watches `id` if it is a table member without a deadline (see [`Node::peer_timer`]).
     pub(super) fn watch_peer(&mut self, id: NodeId) {
         if self.state == State::Left || !self.in_tables(id) {

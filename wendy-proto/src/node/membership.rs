@@ -24,6 +24,10 @@ pub(super) struct Peer {
     pub(super) conn: Option<ConnId>,
     /// This peer's liveness entry in the timer table (table members only).
     pub(super) timer: Option<Instant>,
+    /// Smoothed round trip of per-hop acks, in microseconds (0: none measured yet).
+    pub(super) srtt: u32,
+    /// Its mean deviation, in microseconds.
+    pub(super) rttvar: u32,
 }
 
 impl Node {
@@ -232,6 +236,8 @@ impl Peer {
             ping: None,
             conn: None,
             timer: None,
+            srtt: 0,
+            rttvar: 0,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! proximity), [`liveness`] (heartbeats, probes, failure and repair) and [`invariants`]. This
 //! file holds the public surface and the dispatcher of incoming messages.
 
+mod acks;
 mod connections;
 mod invariants;
 mod join;
@@ -69,6 +70,10 @@ pub struct Node {
     stats: Stats,
     hook: Option<Box<dyn ForwardHook>>,
     seq: u32,
+    /// Connections that received routed messages during this input: acknowledged in `finish`.
+    ack_due: Vec<ConnId>,
+    /// How often the routed message being sent has been rerouted (read by `transmit`).
+    reroutes_ctx: u8,
     /// The gap to the next leaf-set exchange: one heartbeat after joining, doubling up to
     /// `leaf_exchange_interval`, so that neighbours that joined at the same time find each
     /// other within seconds.
@@ -121,6 +126,8 @@ impl Node {
             seq: 0,
             drained: false,
             published_leaves: Vec::new(),
+            ack_due: Vec::new(),
+            reroutes_ctx: 0,
             exchange_gap: config.leaf_exchange_interval,
             cfg: config,
         };
@@ -229,6 +236,7 @@ impl Node {
                 TimerKey::Node(NodeTimer::LeafExchange) => self.leaf_exchange_timer(now),
                 TimerKey::Conn(conn) => self.conn_timer(now, conn),
                 TimerKey::Peer(id) => self.peer_timer(now, id),
+                TimerKey::Ack(conn) => self.ack_timer(now, conn),
             }
         }
         self.finish();
@@ -314,8 +322,7 @@ impl Node {
         self.pending_total -= held.len();
         for h in held {
             if let Held::Route(r) = h {
-                self.report(NodeError::Undeliverable { key: r.key });
-                self.stats.dropped += 1;
+                self.undeliverable(r);
             }
         }
         self.finish();
@@ -451,6 +458,7 @@ impl Node {
             Message::Ping { .. } | Message::Pong { .. } | Message::Leaving => self.on_liveness_message(now, from, msg),
             Message::Closing => self.on_closing(now, conn, from),
             Message::Reject { reason } => self.on_rejected(now, conn, reason),
+            Message::Ack { count } => self.on_ack(now, conn, count),
             Message::Hello { .. } | Message::HelloAck { .. } | Message::Auth { .. } => {}
         }
     }
@@ -471,6 +479,7 @@ impl Node {
 
     /// Emits what accumulated during one input: the coalesced leaf-set change.
     fn finish(&mut self) {
+        self.flush_acks();
         if std::mem::take(&mut self.leaf_dirty) {
             let now = self.leaf.members();
             let added: Vec<NodeId> = now.iter().copied().filter(|x| !self.published_leaves.contains(x)).collect();

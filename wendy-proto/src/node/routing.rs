@@ -21,6 +21,7 @@ impl Node {
     pub(super) fn on_app_message(&mut self, now: Instant, conn: ConnId, msg: Message) {
         match msg {
             Message::Route(r) => {
+                self.route_received(conn);
                 if r.purpose < MIN_APP_PURPOSE {
                     self.protocol_error(now, conn, "routed message with a reserved purpose");
                     return;
@@ -138,6 +139,27 @@ impl Node {
                         Ok(())
                     }
                     Err(_) => self.drop_msg(Some(next), local),
+                }
+            }
+        }
+    }
+
+    /// Routes a message again after its hop failed: `exclude` is that hop. The forward hook
+    /// already saw it here, and the failed hop stays counted in `hops`.
+    pub(super) fn route_excluding(&mut self, now: Instant, route: Route, exclude: Option<NodeId>) {
+        match self.decide(route.key, exclude) {
+            Hop::Here => self.deliver_route(route, false),
+            Hop::Hold if self.pending_total < self.cfg.max_pending_total => {
+                self.pending_total += 1;
+                self.held.push_back(Held::Route(route));
+            }
+            Hop::Hold => self.undeliverable(route),
+            Hop::Next(next) => {
+                let (key, purpose, origin, hops) = (route.key, route.purpose, route.origin, route.hops);
+                let copy = route.clone();
+                match self.send_msg(now, next, Message::Route(route)) {
+                    Ok(()) => self.out.push_back(Output::Forwarded { key, purpose, origin, next, hops }),
+                    Err(_) => self.undeliverable(copy),
                 }
             }
         }

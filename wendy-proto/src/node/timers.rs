@@ -39,6 +39,8 @@ pub(super) enum TimerKey {
     Conn(ConnId),
     /// A peer's liveness deadline: silence before a probe, or a probe's answer.
     Peer(NodeId),
+    /// A connection's in-flight check: routed messages it has not acknowledged.
+    Ack(ConnId),
 }
 
 /// The deadlines, ordered by (instant, key).

@@ -52,6 +52,8 @@ pub(super) struct Host {
     pub(super) join_started: u64,
     /// Control frames and bytes already counted from the node's stats.
     pub(super) ctl_seen: (u64, u64),
+    /// The node's ack and reroute counters as last seen.
+    pub(super) ack_seen: (u64, u64),
     /// Split side (0 or 1).
     pub(super) side: u8,
 }
@@ -135,6 +137,7 @@ impl Sim {
             joined_pos: NONE,
             join_started: NEVER,
             ctl_seen: (0, 0),
+            ack_seen: (0, 0),
             side: 0,
         });
         self.start(h);
@@ -158,6 +161,7 @@ impl Sim {
         host.node = Some(Box::new(node));
         host.up = true;
         host.ctl_seen = (0, 0);
+        host.ack_seen = (0, 0);
         self.count_alive(1);
         let node = self.hosts[h as usize].node.take().expect("just started");
         self.finish(h, node);
@@ -276,6 +280,10 @@ impl Sim {
         let host = &mut self.hosts[h as usize];
         let (df, db) = (st.control_frames_out - host.ctl_seen.0, st.control_bytes_out - host.ctl_seen.1);
         host.ctl_seen = (st.control_frames_out, st.control_bytes_out);
+        let (da, dr) = (st.acks_out - host.ack_seen.0, st.reroutes - host.ack_seen.1);
+        host.ack_seen = (st.acks_out, st.reroutes);
+        self.m.acks += da;
+        self.m.reroutes += dr;
         let next = node.poll_timeout().map(|t| t.as_micros().max(self.now));
         host.node = Some(node);
         match next {

@@ -17,6 +17,10 @@ pub(super) struct Metrics {
     pub(super) incorrect: u64,
     pub(super) lost: u64,
     pub(super) duplicates: u64,
+    /// Per-hop acknowledgement frames sent by all nodes (also counted in the control traffic).
+    pub(super) acks: u64,
+    /// Routed messages sent again through another hop.
+    pub(super) reroutes: u64,
     pub(super) send_errors: u64,
     /// Delivered lookups by hop count (64: 64 or more).
     pub(super) hops: Vec<u64>,
@@ -328,6 +332,8 @@ impl Sim {
         r.lost = m.lost;
         r.late = m.late;
         r.duplicates = m.duplicates;
+        r.acks = m.acks;
+        r.reroutes = m.reroutes;
         r.send_errors = m.send_errors;
         r.delivery_ratio = ratio(m.delivered, m.issued);
         r.correct_ratio = ratio(m.correct, m.issued);

@@ -155,7 +155,7 @@ pub(super) fn pool_info(me: NodeId, i: usize) -> NodeInfo {
 pub(super) fn infos_of(msg: &Message) -> Vec<NodeInfo> {
     match msg {
         Message::Hello { info, .. } | Message::HelloAck { info, .. } => vec![info.clone()],
-        Message::JoinRequest { joiner, .. } => vec![joiner.clone()],
+        Message::JoinRequest { joiner, .. } | Message::Locate { origin: joiner, .. } => vec![joiner.clone()],
         Message::JoinState { rows, hood, leaves } => {
             rows.iter().chain(hood).chain(leaves.iter().flatten()).cloned().collect()
         }

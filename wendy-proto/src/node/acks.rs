@@ -1,0 +1,221 @@
+//! Per-hop acknowledgements and rerouting (MSPastry's per-hop acks).
+//!
+//! Every routed message a node writes on a connection stays in that connection's in-flight
+//! queue until the next hop acknowledges it. Acknowledgements are cumulative counts of routed
+//! messages received on the connection, sent once per input (so a burst costs one ack), and
+//! they are round-trip samples: the retransmission timeout of each peer is estimated from
+//! them as TCP does (`srtt + 4 rttvar`, bounded by `ack_timeout_min` and `ack_timeout_max`).
+//! A message unacknowledged after one timeout makes the hop suspect (it is probed, and
+//! declared failed if the probe goes unanswered); after two it is routed again through the
+//! next best hop, the suspect excluded. When a connection breaks or its peer is declared
+//! failed, everything still in flight on it is routed again at once. A message that has been
+//! rerouted `max_reroutes` times, or finds no route, is reported
+//! [`NodeError::Undeliverable`] with its key and purpose. A graceful close needs none of this:
+//! the peer has read everything before it answers `Closing`.
+
+use std::collections::VecDeque;
+
+use crate::id::NodeId;
+use crate::output::{ConnId, NodeError};
+use crate::time::{duration_micros, Instant};
+use crate::wire::{Message, Route};
+
+use super::liveness::MIN_STEP;
+use super::timers::TimerKey;
+use super::Node;
+
+/// A connection's acknowledgement state, allocated on its first routed message.
+#[derive(Debug, Default)]
+pub(super) struct Flight {
+    /// Routed messages received on the connection.
+    routes_in: u64,
+    /// The count we last acknowledged.
+    acked_in: u64,
+    /// Routed messages the peer has acknowledged (the index of `unacked`'s front).
+    acked_out: u64,
+    /// Sent and not yet acknowledged, oldest first; `None` once rerouted.
+    unacked: VecDeque<Option<InFlight>>,
+    /// The retransmission check's entry in the timer table.
+    pub(super) timer: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    route: Route,
+    sent: Instant,
+    reroutes: u8,
+}
+
+impl Node {
+    /// Records a routed message written on `conn`, to be acknowledged.
+    pub(super) fn track_route(&mut self, conn: ConnId, route: &Route) {
+        let now = self.last_now;
+        let reroutes = self.reroutes_ctx;
+        let max = self.cfg.max_pending_per_peer.max(1) * 4;
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let f = c.flight.get_or_insert_with(Box::default);
+        if f.unacked.len() >= max {
+            // The peer reads nothing and acknowledges nothing: stop tracking the oldest (it is
+            // rerouted if the connection breaks no more than any untracked frame would be).
+            f.unacked.pop_front();
+            f.acked_out += 1;
+        }
+        f.unacked.push_back(Some(InFlight { route: route.clone(), sent: now, reroutes }));
+        if f.timer.is_none() {
+            let peer = c.peer;
+            let at = now + self.ack_timeout(peer);
+            self.arm_ack(conn, at);
+        }
+    }
+
+    /// A routed message arrived on `conn`: it is acknowledged at the end of this input.
+    pub(super) fn route_received(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let f = c.flight.get_or_insert_with(Box::default);
+        f.routes_in += 1;
+        if !self.ack_due.contains(&conn) {
+            self.ack_due.push(conn);
+        }
+    }
+
+    /// Sends the acknowledgements due (one per connection that received routed messages).
+    pub(super) fn flush_acks(&mut self) {
+        for conn in std::mem::take(&mut self.ack_due) {
+            self.flush_ack(conn);
+        }
+    }
+
+    /// Acknowledges what `conn` has received, if anything is unacknowledged.
+    pub(super) fn flush_ack(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        if c.closing.is_some() {
+            return;
+        }
+        let Some(f) = c.flight.as_mut() else { return };
+        if f.routes_in == f.acked_in {
+            return;
+        }
+        f.acked_in = f.routes_in;
+        let count = f.routes_in;
+        self.stats.acks_out += 1;
+        self.transmit(conn, &Message::Ack { count });
+    }
+
+    /// The peer on `conn` has received `count` routed messages from us in all.
+    pub(super) fn on_ack(&mut self, now: Instant, conn: ConnId, count: u64) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let peer = c.peer;
+        let Some(f) = c.flight.as_mut() else { return };
+        let mut sample = None;
+        while f.acked_out < count {
+            let Some(e) = f.unacked.pop_front() else { break };
+            f.acked_out += 1;
+            if let Some(e) = e.filter(|e| e.reroutes == 0) {
+                sample = Some(now - e.sent);
+            }
+        }
+        if f.unacked.is_empty() {
+            let t = f.timer.take();
+            self.timers.disarm(TimerKey::Ack(conn), t);
+        }
+        if let (Some(rtt), Some(p)) = (sample, peer.and_then(|p| self.peers.get_mut(&p))) {
+            let s = u32::try_from(duration_micros(rtt)).unwrap_or(u32::MAX);
+            if p.srtt == 0 {
+                (p.srtt, p.rttvar) = (s, s / 2);
+            } else {
+                p.rttvar = (3 * u64::from(p.rttvar) / 4 + u64::from(p.srtt.abs_diff(s)) / 4) as u32;
+                p.srtt = ((7 * u64::from(p.srtt) + u64::from(s)) / 8) as u32;
+            }
+        }
+    }
+
+    /// The retransmission timeout towards `peer`.
+    pub(super) fn ack_timeout(&self, peer: Option<NodeId>) -> core::time::Duration {
+        let (lo, hi) = (self.cfg.ack_timeout_min, self.cfg.ack_timeout_max);
+        match peer.and_then(|p| self.peers.get(&p)).filter(|p| p.srtt > 0) {
+            Some(p) => {
+                let us = u64::from(p.srtt) + 4 * u64::from(p.rttvar);
+                core::time::Duration::from_micros(us).clamp(lo, hi)
+            }
+            None => hi,
+        }
+    }
+
+    /// The in-flight check of `conn`: suspect a silent hop, reroute what it sat on too long.
+    pub(super) fn ack_timer(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(f) = c.flight.as_mut() else { return };
+        f.timer = None;
+        let peer = c.peer;
+        let rto = self.ack_timeout(peer);
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(f) = c.flight.as_mut() else { return };
+        let mut late = Vec::new();
+        let mut oldest = None;
+        for slot in f.unacked.iter_mut() {
+            let Some(e) = slot else { continue };
+            if now - e.sent >= rto * 2 {
+                late.extend(slot.take());
+            } else if oldest.is_none() {
+                oldest = Some(e.sent);
+            }
+        }
+        let overdue = !late.is_empty() || oldest.is_some_and(|t| now - t >= rto);
+        if let Some(t) = oldest {
+            let at = if now - t >= rto { t + rto * 2 } else { t + rto };
+            self.arm_ack(conn, at);
+        }
+        if overdue {
+            if let Some(p) = peer {
+                self.suspect(now, p);
+            }
+        }
+        for e in late {
+            self.reroute(now, e, peer);
+        }
+    }
+
+    /// Routes again everything still in flight on `conn`, which broke.
+    pub(super) fn reroute_flight(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        flight: Option<Box<Flight>>,
+        peer: Option<NodeId>,
+    ) {
+        let Some(f) = flight else { return };
+        self.timers.disarm(TimerKey::Ack(conn), f.timer);
+        for e in f.unacked.into_iter().flatten() {
+            self.reroute(now, e, peer);
+        }
+    }
+
+    fn reroute(&mut self, now: Instant, e: InFlight, failed: Option<NodeId>) {
+        if e.reroutes >= self.cfg.max_reroutes {
+            self.undeliverable(e.route);
+            return;
+        }
+        self.stats.reroutes += 1;
+        self.reroutes_ctx = e.reroutes + 1;
+        self.route_excluding(now, e.route, failed);
+        self.reroutes_ctx = 0;
+    }
+
+    /// Gives up on a routed message: counted and reported with its key and purpose.
+    pub(super) fn undeliverable(&mut self, route: Route) {
+        self.stats.dropped += 1;
+        self.stats.undeliverable += 1;
+        self.report(NodeError::Undeliverable { key: route.key, purpose: route.purpose });
+    }
+
+    /// Sets `conn`'s in-flight check (never before the next microsecond).
+    fn arm_ack(&mut self, conn: ConnId, at: Instant) {
+        let at = at.max(self.last_now + MIN_STEP);
+        if self.drained {
+            return;
+        }
+        if let Some(f) = self.conns.get_mut(&conn).and_then(|c| c.flight.as_mut()) {
+            f.timer = self.timers.arm(TimerKey::Ack(conn), f.timer, at);
+        }
+    }
+}
