@@ -35,14 +35,17 @@ pub struct Config {
     pub neighbourhood_size: usize,
     /// Proximity multiplier for nodes of another region (default 5, as the Go wendy).
     pub region_factor: u64,
-    /// Interval between heartbeats to leaf-set members; also the node's maintenance tick.
+    /// Interval between heartbeats to the nearest leaf-set member (MSPastry: one neighbour,
+    /// which answers); also the node's housekeeping tick.
     pub heartbeat_interval: Duration,
-    /// A leaf-set member silent this long is suspected and probed.
+    /// A neighbour (the nearest leaf-set member on either side) silent this long is suspected
+    /// and probed.
     pub suspect_timeout: Duration,
     /// A suspected member that does not answer its probe within this is declared gone.
     pub probe_timeout: Duration,
-    /// Routing-table and neighbourhood members silent this long are probed (leaf-set members
-    /// are covered by heartbeats). Probes open a connection if needed, which then idles out.
+    /// Every other table member (leaf set beyond the neighbours, routing table, neighbourhood)
+    /// silent this long is probed. Probes open a connection if needed, which then idles out;
+    /// messages routed through a member, and their per-hop acks, count as hearing from it.
     pub table_probe_interval: Duration,
     /// How long a connection may take to be dialled and authenticated.
     pub connect_timeout: Duration,
@@ -209,9 +212,12 @@ impl Config {
         self.suspect_timeout.max(self.table_probe_interval) + self.probe_timeout + 2 * self.heartbeat_interval
     }
 
-    /// The longest a departed leaf-set member stays in the leaf set after its last word.
+    /// The longest a departed leaf-set member stays in the leaf set after its last word, when
+    /// one of its two neighbours survives it: the neighbour's suspicion and probe (and up to
+    /// two ticks of slack), then the neighbour's `Failed` report and our own probe. (When a
+    /// node and both its neighbours fail together, [`Config::detection_time`] bounds it.)
     pub fn leaf_detection_time(&self) -> Duration {
-        self.suspect_timeout + self.probe_timeout + 2 * self.heartbeat_interval
+        self.suspect_timeout + 2 * self.probe_timeout + 2 * self.heartbeat_interval
     }
 }
 

@@ -145,6 +145,12 @@ pub enum Message {
         /// Hops taken so far.
         hops: u8,
     },
+    /// The sender declared `id` failed (it stopped answering): the receiver, if it has `id` in
+    /// its tables, suspects it and probes it (so a false report costs one probe, nothing more).
+    Failed {
+        /// The node that stopped answering.
+        id: NodeId,
+    },
     /// Per-hop acknowledgement: the sender has received `count` routed messages on this
     /// connection in all (cumulative, so a lost or merged ack loses nothing).
     Ack {

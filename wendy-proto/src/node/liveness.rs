@@ -32,12 +32,13 @@ impl Node {
                 }
             }
             Message::Leaving => self.peer_failed(now, from),
+            Message::Failed { id } if id != self.id() => self.suspect(now, id),
             _ => {}
         }
     }
 
-    /// Every `heartbeat_interval`: heartbeats to the leaf-set members we have not heard from
-    /// within one interval, then housekeeping (expired failure records, peers that are in no
+    /// Every `heartbeat_interval`: a heartbeat to our nearest counter-clockwise leaf-set
+    /// member if we have not heard from it within one interval, then housekeeping (expired failure records, peers that are in no
     /// table and have no connection, the output queue's spare capacity).
     pub(super) fn heartbeat_timer(&mut self, now: Instant) {
         if self.state == State::Left {
@@ -50,8 +51,12 @@ impl Node {
             self.out.shrink_to(64);
         }
         if matches!(self.state, State::Ready | State::Announcing { .. }) {
-            for id in self.leaf.members() {
-                let Some(p) = self.peers.get(&id) else { continue };
+            // MSPastry: a heartbeat to the nearest member on one side only; it answers, so
+            // each node hears from both its neighbours every interval. The others are probed
+            // when silent for `table_probe_interval`, and learn of a failure from the
+            // neighbour that detects it (`Message::Failed`).
+            let ccw = self.leaf.ccw().first().copied();
+            if let Some((id, p)) = ccw.and_then(|id| self.peers.get(&id).map(|p| (id, p))) {
                 let since = now - p.last_heard.unwrap_or(p.added);
                 // Silence shorter than one interval needs no heartbeat: we just heard from it.
                 // A suspected member is being probed already, and one silent past the
@@ -61,7 +66,18 @@ impl Node {
                     self.probe(now, id, false);
                 }
             }
+            // A member that just became a neighbour is watched as one from now on.
+            let near: Vec<NodeId> =
+                self.leaf.ccw().first().into_iter().chain(self.leaf.cw().first()).copied().collect();
+            for id in near {
+                self.watch_neighbour(id);
+            }
         }
+        self.housekeeping(now);
+    }
+
+    /// Expired failure records, and peers in no table and with no connection, are forgotten.
+    fn housekeeping(&mut self, now: Instant) {
         self.failed.retain(|_, until| *until > now);
         let stale: Vec<NodeId> = self
             .peers
@@ -102,7 +118,7 @@ impl Node {
     /// or any other table member silent for `table_probe_interval`, is suspected and probed;
     /// one that does not answer within `probe_timeout` is removed everywhere.
     pub(super) fn peer_timer(&mut self, now: Instant, id: NodeId) {
-        let is_leaf = self.leaf.contains(id);
+        let neighbour = self.is_neighbour(id);
         let member = self.in_tables(id);
         let Some(p) = self.peers.get_mut(&id) else { return };
         p.timer = None;
@@ -115,9 +131,9 @@ impl Node {
             self.arm_peer(id, now + self.cfg.heartbeat_interval);
             return;
         }
-        let limit = if is_leaf { self.cfg.suspect_timeout } else { self.cfg.table_probe_interval };
+        let limit = if neighbour { self.cfg.suspect_timeout } else { self.cfg.table_probe_interval };
         match p.suspected {
-            Some(t) if now - t >= self.cfg.probe_timeout => self.peer_failed(now, id),
+            Some(t) if now - t >= self.cfg.probe_timeout => self.detected_failure(now, id),
             Some(t) => self.arm_peer(id, t + self.cfg.probe_timeout),
             None => {
                 let since = p.last_heard.unwrap_or(p.added);
@@ -147,17 +163,47 @@ impl Node {
         self.arm_peer(id, now + self.cfg.probe_timeout);
     }
 
+    /// Brings a neighbour's liveness deadline forward to `suspect_timeout` after its last word,
+    /// if it was armed for longer while it was not yet a neighbour.
+    fn watch_neighbour(&mut self, id: NodeId) {
+        let Some(p) = self.peers.get(&id) else { return };
+        if p.suspected.is_some() {
+            return;
+        }
+        let due = p.last_heard.unwrap_or(p.added) + self.cfg.suspect_timeout;
+        if p.timer.is_none_or(|t| t > due) && self.in_tables(id) {
+            self.arm_peer(id, due);
+        }
+    }
+
+    /// True for our nearest leaf-set member on either side: they exchange heartbeats with us.
+    pub(super) fn is_neighbour(&self, id: NodeId) -> bool {
+        self.leaf.cw().first() == Some(&id) || self.leaf.ccw().first() == Some(&id)
+    }
+
+    /// We found `id` dead (its probe went unanswered): remove it and tell our leaf set, whose
+    /// other members do not heartbeat it, so that they check it at once.
+    fn detected_failure(&mut self, now: Instant, id: NodeId) {
+        let was_leaf = self.leaf.contains(id);
+        self.peer_failed(now, id);
+        if was_leaf && self.state != State::Left {
+            for m in self.leaf.members() {
+                let _ = self.send_msg(now, m, Message::Failed { id });
+            }
+        }
+    }
+
     /// Watches `id` if it is a table member without a deadline (see [`Node::peer_timer`]).
     pub(super) fn watch_peer(&mut self, id: NodeId) {
         if self.state == State::Left || !self.in_tables(id) {
             return;
         }
-        let is_leaf = self.leaf.contains(id);
+        let neighbour = self.is_neighbour(id);
         let Some(p) = self.peers.get(&id) else { return };
         if p.timer.is_some() {
             return;
         }
-        let limit = if is_leaf { self.cfg.suspect_timeout } else { self.cfg.table_probe_interval };
+        let limit = if neighbour { self.cfg.suspect_timeout } else { self.cfg.table_probe_interval };
         let at = match p.suspected {
             Some(t) => t + self.cfg.probe_timeout,
             None => p.last_heard.unwrap_or(p.added) + limit,
