@@ -20,7 +20,7 @@ impl Node {
     pub(super) fn on_app_message(&mut self, now: Instant, conn: ConnId, msg: Message) {
         match msg {
             Message::Route(r) => {
-                if r.purpose < 16 {
+                if !self.accepts_purpose(r.purpose) {
                     self.protocol_error(now, conn, "routed message with a reserved purpose");
                     return;
                 }
@@ -28,10 +28,11 @@ impl Node {
                 let _ = self.route_app(now, r, false);
             }
             Message::Direct(d) => {
-                if d.purpose < 16 {
+                if !self.accepts_purpose(d.purpose) {
                     self.protocol_error(now, conn, "direct message with a reserved purpose");
                     return;
                 }
+                let d = self.layer_origin(conn, d);
                 self.deliver_direct(Message::Direct(d));
             }
             _ => {}
@@ -103,7 +104,8 @@ impl Node {
                     self.report(NodeError::HopLimit { key: route.key });
                     return Ok(());
                 }
-                if let Some(hook) = self.hook.as_mut() {
+                // Layer messages (purposes below 16) are not the application's to judge.
+                if let Some(hook) = self.hook.as_mut().filter(|_| route.purpose >= 16) {
                     let info = &self.peers[&next].info;
                     let mut f = Forwarding {
                         key: route.key,
