@@ -7,8 +7,11 @@
 //! exactly a B-tree's.
 //!
 //! Every [`put`](Backend::put) and [`remove`](Backend::remove) is its own committed
-//! transaction: when the call returns, the record survives a crash of the process or the
-//! machine. Expiry times are the node's monotonic [`Instant`]s, which start again at zero when
+//! transaction, with redb's `Eventual` durability: when the call returns the record is in the
+//! file and survives a crash of the process; the file is synced to the disk later, so a crash
+//! of the machine may lose the last writes (never corrupt the file), which the replicas still
+//! hold and maintenance brings back. Syncing every write instead stalls the node task for a
+//! disk flush per record, long enough to miss heartbeats under load. Expiry times are the node's monotonic [`Instant`]s, which start again at zero when
 //! a node restarts: a record read back after a restart never expires early, and may outlive
 //! its time to live by at most the time the node was down.
 
@@ -82,7 +85,8 @@ impl Backend for RedbBackend {
         };
         let mut bytes = vec![FORMAT];
         bytes.extend_from_slice(&postcard::to_allocvec(&stored).map_err(err)?);
-        let tx = self.db.begin_write().map_err(err)?;
+        let mut tx = self.db.begin_write().map_err(err)?;
+        tx.set_durability(redb::Durability::Eventual);
         {
             let mut table = tx.open_table(RECORDS).map_err(err)?;
             table.insert(key.as_u128(), bytes.as_slice()).map_err(err)?;
@@ -91,7 +95,8 @@ impl Backend for RedbBackend {
     }
 
     fn remove(&mut self, key: NodeId) -> Result<(), BackendError> {
-        let tx = self.db.begin_write().map_err(err)?;
+        let mut tx = self.db.begin_write().map_err(err)?;
+        tx.set_durability(redb::Durability::Eventual);
         {
             let mut table = tx.open_table(RECORDS).map_err(err)?;
             table.remove(key.as_u128()).map_err(err)?;
