@@ -61,7 +61,7 @@ pub use crate::writer::coalesce;
 
 /// The largest payload an application may send with `config` (room is left for the header).
 pub fn max_payload(config: &Config) -> usize {
-    config.max_frame_size.saturating_sub(64)
+    config.max_payload()
 }
 
 /// Puts the bound port into the node's addresses when port 0 was asked for: the local address

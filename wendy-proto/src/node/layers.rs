@@ -12,6 +12,7 @@ use core::ops::Range;
 
 use bytes::Bytes;
 
+use crate::config::MIN_APP_PURPOSE;
 use crate::id::NodeId;
 use crate::output::{CommandError, ConnId};
 use crate::time::Instant;
@@ -71,13 +72,13 @@ impl Node {
     /// True if a message with `purpose` may arrive from a peer: an application purpose, or
     /// an enabled layer's.
     pub(super) fn accepts_purpose(&self, purpose: u8) -> bool {
-        purpose >= 16 || self.layer_enabled(purpose)
+        purpose >= MIN_APP_PURPOSE || self.layer_enabled(purpose)
     }
 
     /// A layer's direct message is from the node at the other end of its connection,
     /// whatever it claims (a layer trusts the origin of what it is sent directly).
     pub(super) fn layer_origin(&self, conn: ConnId, mut d: Direct) -> Direct {
-        if d.purpose < 16 {
+        if d.purpose < MIN_APP_PURPOSE {
             if let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer) {
                 d.origin = peer;
             }
@@ -89,7 +90,7 @@ impl Node {
         if !self.layer_enabled(purpose) {
             return Err(CommandError::ReservedPurpose(purpose));
         }
-        match self.check_app(16, len) {
+        match self.check_app(MIN_APP_PURPOSE, len) {
             Err(CommandError::ReservedPurpose(_)) => Err(CommandError::ReservedPurpose(purpose)),
             r => r,
         }

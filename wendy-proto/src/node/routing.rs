@@ -1,5 +1,6 @@
 //! Routing: the next-hop decision, application routing and delivery.
 
+use crate::config::MIN_APP_PURPOSE;
 use crate::id::NodeId;
 use crate::output::{CommandError, ConnId, Delivery, Forwarding, NodeError, Output, Verdict};
 use crate::time::Instant;
@@ -105,7 +106,7 @@ impl Node {
                     return Ok(());
                 }
                 // Layer messages (purposes below 16) are not the application's to judge.
-                if let Some(hook) = self.hook.as_mut().filter(|_| route.purpose >= 16) {
+                if let Some(hook) = self.hook.as_mut().filter(|_| route.purpose >= MIN_APP_PURPOSE) {
                     let info = &self.peers[&next].info;
                     let mut f = Forwarding {
                         key: route.key,
@@ -119,8 +120,8 @@ impl Node {
                     route.payload = f.payload;
                     match verdict {
                         // A purpose rewritten below 16 counts as a veto.
-                        Verdict::Forward if route.purpose >= 16 => {}
-                        Verdict::Consume if route.purpose >= 16 => {
+                        Verdict::Forward if route.purpose >= MIN_APP_PURPOSE => {}
+                        Verdict::Consume if route.purpose >= MIN_APP_PURPOSE => {
                             self.deliver_route(route, true);
                             return Ok(());
                         }
@@ -171,14 +172,7 @@ impl Node {
         if self.state == State::Left {
             return Err(CommandError::Left);
         }
-        if purpose < 16 {
-            return Err(CommandError::ReservedPurpose(purpose));
-        }
-        let max = self.cfg.max_frame_size.saturating_sub(64);
-        if len > max {
-            return Err(CommandError::PayloadTooLarge { len, max });
-        }
-        Ok(())
+        self.cfg.check_app_message(purpose, len)
     }
 
     pub(super) fn deliver_direct(&mut self, msg: Message) {

@@ -21,6 +21,8 @@
 //! assert_eq!(h.deliveries().len(), 1);
 //! assert_eq!(h.deliveries()[0].node, h.closest_ready(key).unwrap());
 //! ```
+//!
+//! To play the other side of one node frame by hand instead, see [`script`].
 
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,7 +36,10 @@ use crate::output::{ConnId, Delivery, Event, Output};
 use crate::rng::{splitmix64, Rng};
 use crate::store::{MemoryBackend, OpId, Outcome, Store, StoreConfig, StoreError, StoreEvent};
 use crate::time::Instant;
+use crate::wire::{self, Message};
 use crate::Node;
+
+pub mod script;
 
 /// A delivery observed by the harness.
 #[derive(Clone, Debug)]
@@ -74,6 +79,10 @@ pub struct Harness {
     trace: u64,
     frames: u64,
     heartbeats: u64,
+    closes: u64,
+    closing_frames: u64,
+    /// The encoded `Closing` frame, to count graceful closes without decoding every frame.
+    closing_frame: Bytes,
     dials: Vec<(usize, SocketAddr)>,
     /// Each node's storage layer, when [`Harness::enable_store`] was called before it was added.
     stores: Vec<Option<Store>>,
@@ -102,6 +111,9 @@ impl Harness {
             trace: 0xcbf2_9ce4_8422_2325,
             frames: 0,
             heartbeats: 0,
+            closes: 0,
+            closing_frames: 0,
+            closing_frame: wire::encode(&Message::Closing),
             dials: Vec::new(),
             stores: Vec::new(),
             store_config: None,
@@ -329,8 +341,7 @@ impl Harness {
         &self.dials
     }
 
-    /// Events so far: (node, time, event), except `LeafSetChanged` (read the tables instead)
-    /// and `Heartbeat` (counted by [`Harness::heartbeats`]).
+    /// Events so far: (node, time, event), except `Heartbeat` (counted by [`Harness::heartbeats`]).
     pub fn events(&self) -> &[(usize, Instant, Event)] {
         &self.events
     }
@@ -348,6 +359,17 @@ impl Harness {
     /// Frames transmitted so far.
     pub fn frames(&self) -> u64 {
         self.frames
+    }
+
+    /// Connections the nodes closed so far (`Output::Close`), for whatever reason.
+    pub fn closes(&self) -> u64 {
+        self.closes
+    }
+
+    /// `Closing` frames transmitted so far: a node sends one when it starts the graceful close
+    /// of a connection that sat idle, and the other end answers with one.
+    pub fn closing_frames(&self) -> u64 {
+        self.closing_frames
     }
 
     /// The live, ready node whose id is closest to `key`, the correct root.
@@ -487,6 +509,9 @@ impl Harness {
                 },
                 Output::Transmit { conn, data } => {
                     self.frames += 1;
+                    if data == self.closing_frame {
+                        self.closing_frames += 1;
+                    }
                     self.mix(i as u64);
                     self.mix_bytes(&data);
                     if let Some(&(to, theirs)) = self.links.get(&(i, conn)) {
@@ -495,6 +520,7 @@ impl Harness {
                     }
                 }
                 Output::Close { conn } => {
+                    self.closes += 1;
                     if let Some((to, theirs)) = self.links.remove(&(i, conn)) {
                         // The other end keeps its side until the close reaches it, so the
                         // frames written before the close arrive first.
