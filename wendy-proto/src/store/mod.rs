@@ -23,7 +23,7 @@
 //!
 //! # Why a module of wendy-proto
 //! The layer is protocol logic and must run identically in the simulator and in both drivers;
-//! as a module of `wendy-proto` it is hosted by the same [`Harness`](crate::harness), fuzzed
+//! as a module of `wendy-proto` it is hosted by the same in-memory harness (`harness`, feature `testing`), fuzzed
 //! with the rest, and needs no new crate. It does no I/O: it talks to the node through plain
 //! method calls ([`Node::route_layer`], [`Node::send_layer_to`]) with the reserved purpose
 //! [`STORE_PURPOSE`], and keeps records in a [`Backend`] that it calls synchronously, as the
