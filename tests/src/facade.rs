@@ -88,6 +88,10 @@ pub trait TestNode: Send {
     fn crash(&self);
     /// The events reported so far (and not yet taken).
     fn events(&self) -> &mpsc::Receiver<Ev>;
+    /// Puts `value` under `key` through the node's store.
+    fn put(&self, key: &[u8], value: Bytes) -> Result<(), String>;
+    /// Gets the newest value of `key` through the node's store.
+    fn get(&self, key: &[u8]) -> Result<Bytes, String>;
 }
 
 /// A driver: starts nodes.
@@ -104,6 +108,9 @@ pub trait Driver: Sync {
         event_capacity: usize,
         pause: Duration,
     ) -> std::io::Result<Box<dyn TestNode>>;
+    /// Starts a node that runs the storage layer.
+    fn start_with_store(&self, config: Config, store: wendy_driver::StoreOptions)
+        -> std::io::Result<Box<dyn TestNode>>;
 }
 
 impl dyn TestNode {

@@ -47,6 +47,19 @@ impl Driver for SmolDriver {
         .detach();
         Ok(Box::new(SmolNode { handle, events }))
     }
+    fn start_with_store(
+        &self,
+        config: Config,
+        store: wendy_driver::StoreOptions,
+    ) -> std::io::Result<Box<dyn TestNode>> {
+        let mut opts = Options::default();
+        opts.store = Some(store);
+        let mut handle = smol::block_on(NodeHandle::start_with(config, opts)).map_err(std::io::Error::other)?;
+        let rx = handle.take_events().expect("events not taken yet");
+        let (tx, events) = mpsc::channel();
+        smol::spawn(pump(rx, tx)).detach();
+        Ok(Box::new(SmolNode { handle, events }))
+    }
 }
 
 impl TestNode for SmolNode {
@@ -100,6 +113,14 @@ impl TestNode for SmolNode {
 
     fn crash(&self) {
         self.handle.abort();
+    }
+
+    fn put(&self, key: &[u8], value: Bytes) -> Result<(), String> {
+        smol::block_on(self.handle.put(key, value)).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Bytes, String> {
+        smol::block_on(self.handle.get(key)).map_err(|e| e.to_string())
     }
 
     fn events(&self) -> &mpsc::Receiver<Ev> {

@@ -57,6 +57,20 @@ impl Driver for TokioDriver {
         rt.spawn(pump_slowly(rx, tx, move || tokio::time::sleep(pause)));
         Ok(Box::new(TokioNode { handle, events }))
     }
+    fn start_with_store(
+        &self,
+        config: Config,
+        store: wendy_driver::StoreOptions,
+    ) -> std::io::Result<Box<dyn TestNode>> {
+        let rt = runtime();
+        let mut opts = Options::default();
+        opts.store = Some(store);
+        let mut handle = rt.block_on(NodeHandle::start_with(config, opts)).map_err(std::io::Error::other)?;
+        let rx = handle.take_events().expect("events not taken yet");
+        let (tx, events) = mpsc::channel();
+        rt.spawn(pump(rx, tx));
+        Ok(Box::new(TokioNode { handle, events }))
+    }
 }
 
 impl TestNode for TokioNode {
@@ -110,6 +124,14 @@ impl TestNode for TokioNode {
 
     fn crash(&self) {
         self.handle.abort();
+    }
+
+    fn put(&self, key: &[u8], value: Bytes) -> Result<(), String> {
+        runtime().block_on(self.handle.put(key, value)).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Bytes, String> {
+        runtime().block_on(self.handle.get(key)).map_err(|e| e.to_string())
     }
 
     fn events(&self) -> &mpsc::Receiver<Ev> {

@@ -7,6 +7,9 @@ use wendy_proto::{CommandError, ForwardHook, Node, NodeId, Target};
 
 use crate::{Error, Metrics};
 
+/// How a store operation ended, as the node task answers it.
+pub(crate) type StoreResult = Result<wendy_proto::store::Outcome, Error>;
+
 /// Answers a command, once.
 pub(crate) struct Reply<T>(async_channel::Sender<T>);
 
@@ -42,6 +45,10 @@ pub(crate) enum Command {
     Inspect(Inspector),
     /// Take a snapshot of the node's metrics.
     Metrics(Reply<Metrics>),
+    /// A put (`Some` value) or delete (`None`) through the storage layer.
+    Write { key: NodeId, value: Option<Bytes>, ttl: Option<std::time::Duration>, reply: Reply<StoreResult> },
+    /// A get through the storage layer.
+    Read { key: NodeId, reply: Reply<StoreResult> },
     /// Leave the ring, then stop once drained; answered once stopped.
     Leave(Reply<()>),
     /// Stop without announcing it; answered once stopped.

@@ -6,9 +6,10 @@ use std::io;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use wendy_proto::store::{OpId, Store};
 use wendy_proto::{ConnId, Event, Instant, Node, NodeError, Output, RejectReason};
 
-use crate::command::{Command, Reply};
+use crate::command::{Command, Reply, StoreResult};
 use crate::hostile::HostileLog;
 use crate::{Error, EventSender, Forwarded, Metrics, NodeEvent, Options};
 
@@ -79,6 +80,10 @@ struct Conn<L> {
 /// commands while [`is_congested`](Self::is_congested).
 pub(crate) struct Core<R: Io> {
     node: Node,
+    /// The storage layer, if the node runs one.
+    store: Option<Store>,
+    /// Callers waiting for a store operation.
+    store_waiters: std::collections::BTreeMap<OpId, Reply<StoreResult>>,
     opts: Options,
     origin: std::time::Instant,
     /// The time of the current round of inputs (reading the clock per message costs).
@@ -114,9 +119,11 @@ const COMMAND_BATCH_BYTES: usize = 256 << 10;
 
 impl<R: Io> Core<R> {
     /// Drives `node`, whose clock started at [`Instant::ZERO`], from now on.
-    pub fn new(node: Node, opts: Options, events: EventSender) -> Self {
+    pub fn new(node: Node, store: Option<Store>, opts: Options, events: EventSender) -> Self {
         Core {
             node,
+            store,
+            store_waiters: std::collections::BTreeMap::new(),
             opts,
             origin: std::time::Instant::now(),
             clock: Instant::ZERO,
@@ -146,6 +153,9 @@ impl<R: Io> Core<R> {
     pub fn handle_timeout(&mut self, rt: &mut R) {
         self.tick();
         self.node.handle_timeout(self.clock);
+        if let Some(s) = self.store.as_mut() {
+            s.handle_timeout(self.clock, &mut self.node);
+        }
         self.drain(rt);
     }
 
@@ -266,7 +276,12 @@ impl<R: Io> Core<R> {
     /// When the node next wants [`handle_timeout`](Self::handle_timeout), if ever (or, while
     /// leaving, when the leave gives up waiting for the node to drain).
     pub fn deadline(&self) -> Option<std::time::Instant> {
-        let node = self.node.poll_timeout().map(|t| self.origin + std::time::Duration::from_micros(t.as_micros()));
+        let store = self.store.as_ref().and_then(Store::poll_timeout);
+        let node = match (self.node.poll_timeout(), store) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let node = node.map(|t| self.origin + std::time::Duration::from_micros(t.as_micros()));
         match (node, self.leave_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -345,6 +360,31 @@ impl<R: Io> Core<R> {
                 reply.send(refused);
             }
             Command::Hook(h) => self.node.set_forward_hook(h),
+            Command::Write { key, value, ttl, reply } => {
+                let r = match (self.store.as_mut(), value) {
+                    (None, _) => Err(crate::Error::NoStore),
+                    (Some(s), Some(v)) => s.put(now, &mut self.node, key, v, ttl).map_err(Error::Store),
+                    (Some(s), None) => s.delete(now, &mut self.node, key).map_err(Error::Store),
+                };
+                match r {
+                    Ok(op) => {
+                        self.store_waiters.insert(op, reply);
+                    }
+                    Err(e) => reply.send(Err(e)),
+                }
+            }
+            Command::Read { key, reply } => {
+                let r = match self.store.as_mut() {
+                    None => Err(crate::Error::NoStore),
+                    Some(s) => s.get(now, &mut self.node, key).map_err(Error::Store),
+                };
+                match r {
+                    Ok(op) => {
+                        self.store_waiters.insert(op, reply);
+                    }
+                    Err(e) => reply.send(Err(e)),
+                }
+            }
             Command::Inspect(f) => f(&self.node),
             Command::Metrics(reply) => reply.send(self.metrics(rt)),
             Command::Leave(reply) => {
@@ -363,7 +403,15 @@ impl<R: Io> Core<R> {
 
     /// Carries out every output the node has.
     fn drain(&mut self, rt: &mut R) {
+        let now = self.clock;
         while let Some(out) = self.node.poll_output() {
+            let out = match self.store.as_mut() {
+                Some(s) => match s.handle_output(now, &mut self.node, out) {
+                    Some(out) => out,
+                    None => continue,
+                },
+                None => out,
+            };
             match out {
                 Output::Transmit { conn, data } => {
                     if let Some(c) = self.conns.get_mut(&conn) {
@@ -391,6 +439,13 @@ impl<R: Io> Core<R> {
                     }
                 }
                 Output::Event(ev) => self.on_event(ev),
+            }
+        }
+        if let Some(s) = self.store.as_mut() {
+            while let Some(e) = s.poll_event() {
+                if let Some(w) = self.store_waiters.remove(&e.op) {
+                    w.send(e.result.map_err(Error::Store));
+                }
             }
         }
     }

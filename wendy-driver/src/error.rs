@@ -30,6 +30,12 @@ pub enum Error {
     Stopped,
     /// A socket operation failed.
     Io(io::Error),
+    /// A put, get or delete failed.
+    Store(wendy_proto::store::StoreError),
+    /// The node runs no storage layer ([`Options::store`](crate::Options::store)).
+    NoStore,
+    /// The storage layer's database could not be opened.
+    Backend(wendy_proto::store::BackendError),
 }
 
 impl fmt::Display for Error {
@@ -45,6 +51,9 @@ impl fmt::Display for Error {
             Error::Config(e) => write!(f, "invalid configuration: {e}"),
             Error::Stopped => f.write_str("the node has stopped"),
             Error::Io(e) => write!(f, "i/o error: {e}"),
+            Error::Store(e) => write!(f, "store: {e}"),
+            Error::NoStore => f.write_str("the node runs no store"),
+            Error::Backend(e) => write!(f, "{e}"),
         }
     }
 }
@@ -57,7 +66,9 @@ impl std::error::Error for Error {
             Error::Config(e) => Some(e),
             Error::Rejected { .. } => None,
             Error::Io(e) => Some(e),
-            Error::Stopped | Error::BatchRefused(_) => None,
+            Error::Store(e) => Some(e),
+            Error::Backend(e) => Some(e),
+            Error::Stopped | Error::BatchRefused(_) | Error::NoStore => None,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use tracing::Instrument;
+use wendy_proto::store::{Outcome, Store, StoreError, Version};
 use wendy_proto::{Config, ForwardHook, Instant, Node, NodeId, NodeInfo, Stats, Target};
 
 use crate::command::{self, reply, Command, Inspector};
@@ -61,11 +62,24 @@ impl<R: Runtime> NodeHandle<R> {
         }
         let info = config.info.clone();
         let max_payload = crate::max_payload(&config);
-        let node = Node::new(config, Instant::ZERO).map_err(Error::Config)?;
+        let mut node = Node::new(config, Instant::ZERO).map_err(Error::Config)?;
+        let store = match &options.store {
+            None => None,
+            Some(so) => {
+                let backend: Box<dyn wendy_proto::store::Backend> = match &so.data_dir {
+                    Some(dir) => {
+                        std::fs::create_dir_all(dir)?;
+                        Box::new(crate::RedbBackend::open(&dir.join("store.redb")).map_err(Error::Backend)?)
+                    }
+                    None => Box::new(wendy_proto::store::MemoryBackend::new()),
+                };
+                Some(Store::new(so.config.clone(), backend, &mut node).map_err(Error::Backend)?)
+            }
+        };
         let (tx, rx) = async_channel::bounded(options.command_capacity.max(1));
         let (ev_tx, ev_rx) = crate::events::channel(options.event_capacity);
         let span = tracing::info_span!("wendy", node = %info.id, addr = %bound);
-        let run = node_task::run(rt.clone(), node, options, listener, rx, ev_tx);
+        let run = node_task::run(rt.clone(), node, store, options, listener, rx, ev_tx);
         let task = task::spawn(&rt, run.instrument(span));
         tracing::debug!(node = %info.id, addr = %bound, "node started");
         Ok(NodeHandle { sender: Sender { tx, max_payload }, info, events: Some(ev_rx), task, _runtime: PhantomData })
@@ -106,6 +120,31 @@ impl<R> NodeHandle<R> {
     /// See [`Sender::send`].
     pub async fn send(&self, key: NodeId, purpose: u8, payload: impl Into<Bytes>) -> Result<(), Error> {
         self.sender.send(key, purpose, payload).await
+    }
+
+    /// Stores `value` under `key` on the key's replica set. See [`Sender::put`].
+    pub async fn put(&self, key: impl AsRef<[u8]>, value: impl Into<Bytes>) -> Result<Version, Error> {
+        self.sender.put(key, value).await
+    }
+
+    /// Stores `value` under `key`, living `ttl`. See [`Sender::put_with_ttl`].
+    pub async fn put_with_ttl(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl Into<Bytes>,
+        ttl: std::time::Duration,
+    ) -> Result<Version, Error> {
+        self.sender.put_with_ttl(key, value, ttl).await
+    }
+
+    /// The newest value of `key`. See [`Sender::get`].
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Bytes, Error> {
+        self.sender.get(key).await
+    }
+
+    /// Deletes `key`. See [`Sender::delete`].
+    pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<(), Error> {
+        self.sender.delete(key).await
     }
 
     /// Routes many messages, `(key, purpose, payload)`, in one command: the cheap way to send a
@@ -258,6 +297,55 @@ impl Sender {
         let (tx, rx) = reply();
         self.command(Command::Metrics(tx)).await?;
         rx.recv().await.map_err(|_| Error::Stopped)
+    }
+
+    /// Stores `value` under `key` (hashed to a 128-bit key with [`NodeId::hash`]) on the key's
+    /// replica set; the version written once every replica holds it, else
+    /// [`Error::Store`] with [`StoreError::Partial`] (how many replicas took it),
+    /// [`StoreError::StoreFull`], [`StoreError::ValueTooLarge`], ... The node must run a
+    /// store ([`Options::store`]).
+    pub async fn put(&self, key: impl AsRef<[u8]>, value: impl Into<Bytes>) -> Result<Version, Error> {
+        self.write(NodeId::hash(key.as_ref()), Some(value.into()), None).await
+    }
+
+    /// As [`put`](Self::put), the value expiring after `ttl` (on the nodes' monotonic clocks).
+    pub async fn put_with_ttl(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl Into<Bytes>,
+        ttl: std::time::Duration,
+    ) -> Result<Version, Error> {
+        self.write(NodeId::hash(key.as_ref()), Some(value.into()), Some(ttl)).await
+    }
+
+    /// The newest value of `key` on its replica set; [`StoreError::NotFound`] if there is none.
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Bytes, Error> {
+        let (tx, rx) = reply();
+        self.command(Command::Read { key: NodeId::hash(key.as_ref()), reply: tx }).await?;
+        match rx.recv().await.map_err(|_| Error::Stopped)?? {
+            Outcome::Found { value, .. } => Ok(value),
+            _ => Err(Error::Store(StoreError::NotFound)),
+        }
+    }
+
+    /// Deletes `key`: a tombstone that wins over every older value, on the key's replica set.
+    pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<(), Error> {
+        self.write(NodeId::hash(key.as_ref()), None, None).await.map(|_| ())
+    }
+
+    async fn write(
+        &self,
+        key: NodeId,
+        value: Option<Bytes>,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<Version, Error> {
+        let (tx, rx) = reply();
+        self.command(Command::Write { key, value, ttl, reply: tx }).await?;
+        match rx.recv().await.map_err(|_| Error::Stopped)?? {
+            Outcome::Stored { version, .. } | Outcome::Deleted { version, .. } | Outcome::Found { version, .. } => {
+                Ok(version)
+            }
+        }
     }
 
     async fn command(&self, c: Command) -> Result<(), Error> {

@@ -69,6 +69,7 @@ pub(crate) struct SocketLink<S> {
 pub(crate) async fn run<R: Runtime>(
     rt: R,
     node: Node,
+    store: Option<wendy_proto::store::Store>,
     opts: Options,
     listener: R::Listener,
     commands: async_channel::Receiver<Command>,
@@ -84,7 +85,7 @@ pub(crate) async fn run<R: Runtime>(
         read_buffer: opts.read_buffer.max(1),
         connect_timeout: node.config().connect_timeout,
     };
-    let mut core = Core::new(node, opts, events);
+    let mut core = Core::new(node, store, opts, events);
     let accept = task::spawn(&rt, accept_loop(rt.clone(), listener, io.net_tx.clone(), tracing::Span::current()));
     io.tasks.push(accept);
     let mut timer: Option<R::Timer> = None;

@@ -29,6 +29,32 @@ pub struct Options {
     pub report_forwarded: bool,
     /// Report [`Event::Heartbeat`](wendy_proto::Event::Heartbeat)s.
     pub report_heartbeats: bool,
+    /// Run the storage layer ([`wendy_proto::store`]), so that
+    /// [`NodeHandle::put`](crate::NodeHandle::put), `get` and `delete` work; `None`: no store.
+    pub store: Option<StoreOptions>,
+}
+
+/// The storage layer's settings in a driver.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// The layer's parameters.
+    pub config: wendy_proto::store::StoreConfig,
+    /// Keep the records in a database in this directory (file `store.redb`), so that a node
+    /// restarted with the same identity serves them again; `None`: in memory.
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+impl StoreOptions {
+    /// Records kept in memory.
+    pub fn in_memory(config: wendy_proto::store::StoreConfig) -> Self {
+        StoreOptions { config, data_dir: None }
+    }
+
+    /// Records kept on disk under `dir`.
+    pub fn on_disk(config: wendy_proto::store::StoreConfig, dir: impl Into<std::path::PathBuf>) -> Self {
+        StoreOptions { config, data_dir: Some(dir.into()) }
+    }
 }
 
 impl Default for Options {
@@ -43,6 +69,7 @@ impl Default for Options {
             leave_limit: std::time::Duration::from_secs(10),
             report_forwarded: true,
             report_heartbeats: true,
+            store: None,
         }
     }
 }

@@ -143,6 +143,7 @@ mod node;
 pub mod output;
 pub mod rng;
 pub mod routing_table;
+pub mod store;
 pub mod time;
 pub mod wire;
 
@@ -150,7 +151,7 @@ pub use config::{Config, ConfigError};
 pub use credentials::{Credentials, SharedSecret};
 pub use id::{IdError, KeyRange, NodeId};
 pub use info::NodeInfo;
-pub use node::Node;
+pub use node::{Node, LAYER_PURPOSES};
 pub use output::{
     CommandError, ConnId, Delivery, Event, ForwardHook, Forwarding, NodeError, Output, RejectReason, Stats, Target,
     Verdict,

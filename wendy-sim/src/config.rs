@@ -261,6 +261,32 @@ pub struct SimConfig {
     pub progress: bool,
     /// Measure the simulator's own structures at the end of the run ([`crate::MemoryReport`]).
     pub memory_report: bool,
+    /// A key-value workload on the storage layer (every node then runs one).
+    pub kv: Option<KvConfig>,
+}
+
+/// The key-value workload: puts at the start of the measurement phase, gets of random keys
+/// during it, and a get of every key at its end.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KvConfig {
+    /// Keys written.
+    pub keys: usize,
+    /// Replicas per key, `k`.
+    pub replicas: usize,
+    /// Bytes per value.
+    pub value_size: usize,
+    /// Puts per second at the start of the measurement phase.
+    pub put_rate: f64,
+    /// Gets of random keys per second during the measurement phase (after the puts).
+    pub probe_rate: f64,
+    /// Gets per second of the final read of every key.
+    pub final_rate: f64,
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        KvConfig { keys: 1000, replicas: 3, value_size: 100, put_rate: 1000.0, probe_rate: 5.0, final_rate: 2000.0 }
+    }
 }
 
 impl Default for SimConfig {
@@ -288,6 +314,7 @@ impl Default for SimConfig {
             bucket: None,
             progress: false,
             memory_report: false,
+            kv: None,
         }
     }
 }

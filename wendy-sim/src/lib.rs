@@ -39,9 +39,10 @@ mod sim;
 pub mod trace;
 
 pub use config::{
-    ChurnConfig, LossMode, NetConfig, NodeParams, SessionDist, SimConfig, SplitMode, SplitPlan, Topology, TraceRecord,
+    ChurnConfig, KvConfig, LossMode, NetConfig, NodeParams, SessionDist, SimConfig, SplitMode, SplitPlan, Topology,
+    TraceRecord,
 };
-pub use report::{Bucket, ChurnReport, CrashReport, JoinStats, MemoryReport, Report, Window};
+pub use report::{Bucket, ChurnReport, CrashReport, JoinStats, KvReport, MemoryReport, Report, Window};
 pub use sim::{Outcome, Sim, LOOKUP_PURPOSE};
 pub use trace::TraceHash;
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use wendy_sim::{
-    parse_churn_trace, ChurnConfig, LossMode, NetConfig, NodeParams, SessionDist, Sim, SimConfig, SplitMode, SplitPlan,
-    Topology,
+    parse_churn_trace, ChurnConfig, KvConfig, LossMode, NetConfig, NodeParams, SessionDist, Sim, SimConfig, SplitMode,
+    SplitPlan, Topology,
 };
 
 /// Deterministic discrete-event simulation of a wendy (Pastry) network running the real protocol.
@@ -161,6 +161,22 @@ struct Cli {
     /// print them with the summary and in the JSON (`memory`).
     #[arg(long)]
     memory_report: bool,
+    /// Key-value workload: every node runs the storage layer; this many keys are put at the
+    /// start of the measurement phase and all read at its end (0: no workload).
+    #[arg(long, default_value_t = 0)]
+    kv_keys: usize,
+    /// Replicas per key of the key-value workload.
+    #[arg(long, default_value_t = 3)]
+    kv_replicas: usize,
+    /// Bytes per value of the key-value workload.
+    #[arg(long, default_value_t = 100)]
+    kv_value_size: usize,
+    /// Puts per second of the key-value workload.
+    #[arg(long, default_value_t = 1000.0)]
+    kv_put_rate: f64,
+    /// Gets of random keys per second during the measurement phase.
+    #[arg(long, default_value_t = 5.0)]
+    kv_probe_rate: f64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -285,6 +301,14 @@ fn config(cli: &Cli) -> Result<SimConfig, String> {
         bucket: cli.bucket_s.map(secs),
         progress: std::io::stderr().is_terminal(),
         memory_report: cli.memory_report,
+        kv: (cli.kv_keys > 0).then(|| KvConfig {
+            keys: cli.kv_keys,
+            replicas: cli.kv_replicas.max(1),
+            value_size: cli.kv_value_size,
+            put_rate: cli.kv_put_rate,
+            probe_rate: cli.kv_probe_rate,
+            ..KvConfig::default()
+        }),
         ..SimConfig::default()
     })
 }

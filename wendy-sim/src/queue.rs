@@ -52,6 +52,12 @@ pub(crate) enum Ctl {
     Heal,
     /// Sample the time series.
     Sample,
+    /// Key-value workload: the next put.
+    KvPut,
+    /// Key-value workload: a get of a random key.
+    KvProbe,
+    /// Key-value workload: the next get of the final read.
+    KvFinal,
 }
 
 #[derive(Debug)]

@@ -290,12 +290,52 @@ pub struct Report {
     pub crash: Option<CrashReport>,
     /// Churn results.
     pub churn: Option<ChurnReport>,
+    /// Key-value workload results (keys `kv_*` at the top level of the JSON).
+    #[serde(flatten)]
+    pub kv: Option<KvReport>,
     /// The simulator's own memory by structure (with `SimConfig::memory_report`).
     pub memory: Option<MemoryReport>,
     /// Parameters worth knowing when reading the figures.
     pub params: BTreeMap<String, String>,
     /// Time series.
     pub timeline: Vec<Bucket>,
+}
+
+/// Results of the key-value workload.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct KvReport {
+    /// Keys written.
+    pub kv_keys: u64,
+    /// Replicas per key asked for.
+    pub kv_replicas: u64,
+    /// Bytes per value.
+    pub kv_value_size: u64,
+    /// Puts that failed (those keys are left out of the figures below).
+    pub kv_put_failed: u64,
+    /// Keys whose final get returned the newest value.
+    pub kv_readable: u64,
+    /// kv_readable / keys put.
+    pub kv_readable_fraction: f64,
+    /// Keys every replica of which died before maintenance could copy them (the oracle's
+    /// judgement at each crash: no live node held the newest version any more).
+    pub kv_unrecoverable: u64,
+    /// Keys recoverable by that definition whose final get did not return the newest value.
+    pub kv_lost: u64,
+    /// Live nodes holding the newest value of a recoverable key at the end, mean over keys.
+    pub kv_copies_mean: f64,
+    /// Gets of random keys during the measurement phase.
+    pub kv_probes: u64,
+    /// Of those, gets of recoverable keys that returned the newest value.
+    pub kv_probes_readable: u64,
+    /// kv_probes_readable / probes of recoverable keys.
+    pub kv_probes_readable_fraction: f64,
+    /// Hops of the gets to the key's root, mean.
+    pub kv_get_hops_mean: f64,
+    /// Maintenance bytes (digests, key lists, offers, transfers, repairs) per live node per
+    /// second of the measurement phase.
+    pub kv_transfer_bytes_per_node_per_s: f64,
+    /// Every storage message's bytes per live node per second of the measurement phase.
+    pub kv_bytes_per_node_per_s: f64,
 }
 
 impl Report {
@@ -344,6 +384,26 @@ impl fmt::Display for Report {
         writeln!(f, "  stretch      mean {:.2}, p99 {:.2}", self.stretch_mean, self.stretch_p99)?;
         self.fmt_control(f)?;
         self.fmt_faults(f)?;
+        if let Some(kv) = &self.kv {
+            writeln!(
+                f,
+                "  kv           {} keys, k={}: {} readable ({:.4}%), {} unrecoverable, {} lost, {} put failed, copies {:.3}, probes {}/{} ({:.4}%), get hops {:.2}, maintenance {:.1} B/node/s (all storage {:.1})",
+                kv.kv_keys,
+                kv.kv_replicas,
+                kv.kv_readable,
+                100.0 * kv.kv_readable_fraction,
+                kv.kv_unrecoverable,
+                kv.kv_lost,
+                kv.kv_put_failed,
+                kv.kv_copies_mean,
+                kv.kv_probes_readable,
+                kv.kv_probes,
+                100.0 * kv.kv_probes_readable_fraction,
+                kv.kv_get_hops_mean,
+                kv.kv_transfer_bytes_per_node_per_s,
+                kv.kv_bytes_per_node_per_s
+            )?;
+        }
         writeln!(
             f,
             "  engine       {} events in {:.2}s wall ({:.0} events/s), {:.1}s simulated, peak {} pending",

@@ -34,6 +34,7 @@ use crate::config::Config;
 use crate::id::NodeId;
 use crate::output::{ConnId, Delivery, Event, Output};
 use crate::rng::{splitmix64, Rng};
+use crate::store::{MemoryBackend, OpId, Outcome, Store, StoreConfig, StoreError, StoreEvent};
 use crate::time::Instant;
 use crate::wire::{self, Message};
 use crate::Node;
@@ -83,6 +84,10 @@ pub struct Harness {
     /// The encoded `Closing` frame, to count graceful closes without decoding every frame.
     closing_frame: Bytes,
     dials: Vec<(usize, SocketAddr)>,
+    /// Each node's storage layer, when [`Harness::enable_store`] was called before it was added.
+    stores: Vec<Option<Store>>,
+    store_config: Option<StoreConfig>,
+    store_events: Vec<(usize, StoreEvent)>,
     /// Builds each node's config from its id and address; change it before adding nodes.
     pub configure: Box<dyn FnMut(NodeId, SocketAddr) -> Config>,
 }
@@ -110,6 +115,9 @@ impl Harness {
             closing_frames: 0,
             closing_frame: wire::encode(&Message::Closing),
             dials: Vec::new(),
+            stores: Vec::new(),
+            store_config: None,
+            store_events: Vec::new(),
             configure: Box::new(Config::new),
         }
     }
@@ -123,7 +131,13 @@ impl Harness {
         // A node is reachable at its local and its global address.
         self.addrs.insert(cfg.info.local, i);
         self.addrs.insert(cfg.info.global, i);
-        self.nodes.push(Node::new(cfg, self.now).unwrap_or_else(|e| panic!("node {i}: {e}")));
+        let mut node = Node::new(cfg, self.now).unwrap_or_else(|e| panic!("node {i}: {e}"));
+        let store = self
+            .store_config
+            .clone()
+            .map(|c| Store::new(c, Box::new(MemoryBackend::new()), &mut node).expect("a memory backend does not fail"));
+        self.nodes.push(node);
+        self.stores.push(store);
         self.alive.push(true);
         self.group.push(0);
         self.armed.push(None);
@@ -181,6 +195,68 @@ impl Harness {
         let r = self.nodes[i].send(now, key, purpose, Bytes::copy_from_slice(payload));
         r.unwrap_or_else(|e| panic!("send from node {i} refused: {e}"));
         self.drain(i);
+    }
+
+    /// Gives every node added from now on a storage layer ([`crate::store`]) over memory.
+    pub fn enable_store(&mut self, config: StoreConfig) {
+        self.store_config = Some(config);
+    }
+
+    /// The storage layer of node `i`.
+    ///
+    /// # Panics
+    /// If node `i` has none ([`Harness::enable_store`] was not called before it was added).
+    pub fn store(&self, i: usize) -> &Store {
+        self.stores[i].as_ref().expect("the node has a store (Harness::enable_store)")
+    }
+
+    /// Node `i` puts `value` under `key`.
+    ///
+    /// # Panics
+    /// If the node has no store or refuses the command (a test bug).
+    pub fn put(&mut self, i: usize, key: NodeId, value: Bytes) -> OpId {
+        let r = self.store_op(i, |s, now, n| s.put(now, n, key, value, None));
+        r.unwrap_or_else(|e| panic!("put at node {i} refused: {e}"))
+    }
+
+    /// Node `i` deletes `key`.
+    ///
+    /// # Panics
+    /// If the node has no store or refuses the command.
+    pub fn delete(&mut self, i: usize, key: NodeId) -> OpId {
+        let r = self.store_op(i, |s, now, n| s.delete(now, n, key));
+        r.unwrap_or_else(|e| panic!("delete at node {i} refused: {e}"))
+    }
+
+    /// Node `i` reads `key`.
+    ///
+    /// # Panics
+    /// If the node has no store or refuses the command.
+    pub fn get(&mut self, i: usize, key: NodeId) -> OpId {
+        let r = self.store_op(i, |s, now, n| s.get(now, n, key));
+        r.unwrap_or_else(|e| panic!("get at node {i} refused: {e}"))
+    }
+
+    /// Runs a command on node `i`'s store, then drains the node.
+    ///
+    /// # Panics
+    /// If the node has no store.
+    pub fn store_op<T>(&mut self, i: usize, f: impl FnOnce(&mut Store, Instant, &mut Node) -> T) -> T {
+        let now = self.now;
+        let store = self.stores[i].as_mut().expect("the node has a store (Harness::enable_store)");
+        let r = f(store, now, &mut self.nodes[i]);
+        self.drain(i);
+        r
+    }
+
+    /// How node `i`'s operation `op` ended, if it has.
+    pub fn store_result(&self, i: usize, op: OpId) -> Option<Result<Outcome, StoreError>> {
+        self.store_events.iter().find(|(n, e)| *n == i && e.op == op).map(|(_, e)| e.result.clone())
+    }
+
+    /// Every completed store operation so far: (node, event).
+    pub fn store_events(&self) -> &[(usize, StoreEvent)] {
+        &self.store_events
     }
 
     /// Node `i` leaves gracefully (its frames still go out), then goes silent.
@@ -396,6 +472,9 @@ impl Harness {
                 if self.alive[node] && self.armed[node] == Some(now) {
                     self.armed[node] = None;
                     self.nodes[node].handle_timeout(now);
+                    if let Some(s) = self.stores[node].as_mut() {
+                        s.handle_timeout(now, &mut self.nodes[node]);
+                    }
                     self.drain(node);
                 }
             }
@@ -409,6 +488,13 @@ impl Harness {
             if !self.alive[i] {
                 continue;
             }
+            let out = match self.stores[i].as_mut() {
+                Some(s) => match s.handle_output(now, &mut self.nodes[i], out) {
+                    Some(out) => out,
+                    None => continue,
+                },
+                None => out,
+            };
             match out {
                 Output::Connect { conn, addr } => match self.addrs.get(&addr).copied() {
                     Some(to) => {
@@ -452,7 +538,17 @@ impl Harness {
                 Output::Event(e) => self.events.push((i, now, e)),
             }
         }
-        if let Some(t) = self.nodes[i].poll_timeout() {
+        if let Some(s) = self.stores[i].as_mut() {
+            while let Some(e) = s.poll_event() {
+                self.store_events.push((i, e));
+            }
+        }
+        let store_t = self.stores[i].as_ref().and_then(Store::poll_timeout);
+        let t = match (self.nodes[i].poll_timeout(), store_t) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(t) = t {
             let t = t.max(now);
             if self.armed[i] != Some(t) {
                 self.armed[i] = Some(t);

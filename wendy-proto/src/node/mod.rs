@@ -11,6 +11,8 @@ mod connections;
 mod invariants;
 mod join;
 mod kbr;
+mod layers;
+pub use layers::LAYER_PURPOSES;
 mod liveness;
 mod membership;
 mod routing;
@@ -82,6 +84,8 @@ pub struct Node {
     published_leaves: Vec<NodeId>,
     /// `Event::Drained` was emitted (after `leave`).
     drained: bool,
+    /// Enabled layer purposes, one bit each ([`layers`]).
+    layers: u16,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,6 +129,7 @@ impl Node {
             hook: None,
             seq: 0,
             drained: false,
+            layers: 0,
             published_leaves: Vec::new(),
             ack_due: Vec::new(),
             reroutes_ctx: 0,

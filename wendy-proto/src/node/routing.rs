@@ -22,7 +22,7 @@ impl Node {
         match msg {
             Message::Route(r) => {
                 self.route_received(conn);
-                if r.purpose < MIN_APP_PURPOSE {
+                if !self.accepts_purpose(r.purpose) {
                     self.protocol_error(now, conn, "routed message with a reserved purpose");
                     return;
                 }
@@ -30,10 +30,11 @@ impl Node {
                 let _ = self.route_app(now, r, false);
             }
             Message::Direct(d) => {
-                if d.purpose < MIN_APP_PURPOSE {
+                if !self.accepts_purpose(d.purpose) {
                     self.protocol_error(now, conn, "direct message with a reserved purpose");
                     return;
                 }
+                let d = self.layer_origin(conn, d);
                 self.deliver_direct(Message::Direct(d));
             }
             _ => {}
@@ -105,7 +106,8 @@ impl Node {
                     self.report(NodeError::HopLimit { key: route.key });
                     return Ok(());
                 }
-                if let Some(hook) = self.hook.as_mut() {
+                // Layer messages (purposes below 16) are not the application's to judge.
+                if let Some(hook) = self.hook.as_mut().filter(|_| route.purpose >= MIN_APP_PURPOSE) {
                     let info = &self.peers[&next].info;
                     let mut f = Forwarding {
                         key: route.key,

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use wendy_proto::rng::splitmix64;
+use wendy_proto::store::{MemoryBackend, Store, StoreConfig};
 use wendy_proto::{Config, Event, Instant, Node, NodeError, NodeId, Output};
 
 use std::net::SocketAddr;
@@ -56,6 +57,10 @@ pub(super) struct Host {
     pub(super) ack_seen: (u64, u64),
     /// Split side (0 or 1).
     pub(super) side: u8,
+    /// The node's storage layer, with the key-value workload (in memory: lost in a crash).
+    pub(super) store: Option<Box<Store>>,
+    /// Storage bytes and maintenance bytes already counted from the store's stats.
+    pub(super) kv_seen: (u64, u64),
 }
 
 /// Hashes a `NodeId` by folding its (already uniformly random) bits: ids and lookup keys are
@@ -139,6 +144,8 @@ impl Sim {
             ctl_seen: (0, 0),
             ack_seen: (0, 0),
             side: 0,
+            store: None,
+            kv_seen: (0, 0),
         });
         self.start(h);
         h
@@ -155,10 +162,16 @@ impl Sim {
             cfg = cfg.with_region(format!("r{}", host.place.region), local, host_addr(h, true));
         }
         let cfg = self.cfg.node.apply(cfg);
-        let node = Node::new(cfg, Instant::from_micros(self.now))
+        let mut node = Node::new(cfg, Instant::from_micros(self.now))
             .expect("the node parameters are valid (NodeParams::validate; the CLI checks them)");
+        let store = self.cfg.kv.as_ref().map(|kv| {
+            let c = StoreConfig::default().with_replicas(kv.replicas).with_max_value_size(kv.value_size.max(1));
+            Box::new(Store::new(c, Box::new(MemoryBackend::new()), &mut node).expect("a memory backend does not fail"))
+        });
         let host = &mut self.hosts[h as usize];
         host.node = Some(Box::new(node));
+        host.store = store;
+        host.kv_seen = (0, 0);
         host.up = true;
         host.ctl_seen = (0, 0);
         host.ack_seen = (0, 0);
@@ -226,6 +239,7 @@ impl Sim {
         }
         host.up = false;
         host.node = None;
+        let store = host.store.take();
         host.inc += 1;
         host.timer_gen += 1;
         host.timer_at = NEVER;
@@ -233,6 +247,7 @@ impl Sim {
         let links: Vec<u32> = std::mem::take(&mut host.conns).0.into_iter().map(|(_, c)| c >> 1).collect();
         self.remove_joined(h);
         self.count_alive(-1);
+        self.kv_on_crash(h, store);
         for l in links {
             self.maybe_free(l);
         }
@@ -266,7 +281,16 @@ impl Sim {
 
     /// Drains every output of `node` (host `h`), accounts, re-arms its timer, puts it back.
     pub(super) fn finish(&mut self, h: u32, mut node: Box<Node>) {
+        let mut store = self.hosts[h as usize].store.take();
+        let now = Instant::from_micros(self.now);
         while let Some(out) = node.poll_output() {
+            let out = match store.as_mut() {
+                Some(s) => match s.handle_output(now, &mut node, out) {
+                    Some(out) => out,
+                    None => continue,
+                },
+                None => out,
+            };
             match out {
                 Output::Connect { conn, addr } => self.on_connect(h, conn, addr),
                 Output::Transmit { conn, data } => self.on_transmit(h, conn, data),
@@ -277,6 +301,9 @@ impl Sim {
             }
         }
         let st = node.stats();
+        if let Some(s) = store.as_mut() {
+            self.kv_collect(h, s);
+        }
         let host = &mut self.hosts[h as usize];
         let (df, db) = (st.control_frames_out - host.ctl_seen.0, st.control_bytes_out - host.ctl_seen.1);
         host.ctl_seen = (st.control_frames_out, st.control_bytes_out);
@@ -284,8 +311,16 @@ impl Sim {
         host.ack_seen = (st.acks_out, st.reroutes);
         self.m.acks += da;
         self.m.reroutes += dr;
-        let next = node.poll_timeout().map(|t| t.as_micros().max(self.now));
+        let store_t = store.as_ref().and_then(|s| s.poll_timeout());
+        let next = match (node.poll_timeout(), store_t) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let next = next.map(|t| t.as_micros().max(self.now));
         host.node = Some(node);
+        if host.up {
+            host.store = store;
+        }
         match next {
             Some(t) if t != host.timer_at => {
                 host.timer_gen += 1;
@@ -311,7 +346,11 @@ impl Sim {
         }
         host.timer_at = NEVER;
         let Some(mut node) = self.take(h) else { return };
-        node.handle_timeout(Instant::from_micros(self.now));
+        let now = Instant::from_micros(self.now);
+        node.handle_timeout(now);
+        if let Some(s) = self.hosts[h as usize].store.as_mut() {
+            s.handle_timeout(now, &mut node);
+        }
         self.finish(h, node);
     }
 

@@ -267,6 +267,7 @@ impl Sim {
         self.fill_lookups(&mut r);
         self.fill_joins(&mut r);
         self.fill_control(&mut r, &marks);
+        r.kv = self.kv_report((self.m.live_int - marks.measure_live0) as f64 / 1e6);
         r
     }
 

@@ -12,6 +12,7 @@
 
 mod engine;
 mod hosts;
+mod kv;
 mod links;
 mod measure;
 mod memory;
@@ -79,6 +80,8 @@ pub struct Sim {
     m: Metrics,
     /// Print every node error to stderr (environment variable `WENDY_SIM_DEBUG`).
     debug: bool,
+    /// The key-value workload, if configured.
+    kv: Option<kv::Kv>,
 }
 
 impl Sim {
@@ -88,6 +91,7 @@ impl Sim {
         let mut derive = || Rng::new(splitmix64(&mut s));
         let (rng_net, rng_work, rng_churn, rng_place) = (derive(), derive(), derive(), derive());
         let rng_boot = derive();
+        let kv = cfg.kv.clone().map(|k| kv::Kv::new(k, cfg.seed));
         Sim {
             net: Net::new(cfg.net.clone()),
             cfg,
@@ -102,6 +106,7 @@ impl Sim {
             sc: Scenario::new(rng_work, rng_churn, rng_boot),
             m: Metrics::new(),
             debug: std::env::var_os("WENDY_SIM_DEBUG").is_some(),
+            kv,
         }
     }
 

@@ -25,7 +25,7 @@ pub(super) struct Scenario {
     /// Initial nodes still to be created.
     to_join: usize,
     pub(super) measure_start: u64,
-    measure_end: u64,
+    pub(super) measure_end: u64,
     pub(super) crash_at: Option<u64>,
     pub(super) crashed: u64,
     pub(super) ring_at: Option<u64>,
@@ -131,6 +131,7 @@ impl Sim {
         let joins_settled = marks.join_end + (node.idle_timeout + 2 * node.heartbeat).as_micros() as u64;
         marks.steady = (self.sc.measure_start.max(joins_settled), self.sc.measure_end);
         let cfg = self.cfg.clone();
+        self.kv_start();
         if cfg.lookups > 0 {
             self.queue.push(self.now, Ev::Ctl(Ctl::Lookup));
         }
@@ -174,7 +175,10 @@ impl Sim {
                     || self.now >= c + self.cfg.repair_timeout.as_micros() as u64
             });
             let crash_pending = self.cfg.crash_fraction > 0.0 && self.sc.crash_at.is_none();
-            if issued_all && settled && measured && repaired && !crash_pending {
+            if measured && repaired && !crash_pending {
+                self.kv_final_start();
+            }
+            if issued_all && settled && measured && repaired && !crash_pending && self.kv_done() {
                 break;
             }
             self.take_due_marks(marks);
@@ -220,6 +224,7 @@ impl Sim {
                 self.links.split = Some(plan.mode);
             }
             Ctl::Heal => self.heal_split(),
+            Ctl::KvPut | Ctl::KvProbe | Ctl::KvFinal => self.kv_ctl(c),
             Ctl::Sample => {
                 self.sweep(false);
                 let (alive, joined) = (self.m.alive, self.oracle.joined.len() as u64);
@@ -278,6 +283,7 @@ impl Sim {
                 None => self.crash(h),
             }
         }
+        self.kv_judge_all();
         self.sc.crashed = victims.len() as u64;
         self.sc.crash_at = Some(self.now);
         self.queue.push(self.now + self.cfg.check_interval.as_micros() as u64, Ev::Ctl(Ctl::Check));
