@@ -75,6 +75,8 @@ pub struct Harness {
     heartbeats: u64,
     dials: Vec<(usize, SocketAddr)>,
     /// Builds each node's config from its id and address; change it before adding nodes.
+    /// By default [`Config::with_trusted_id`] (tests choose ids), encrypted; the harness then
+    /// sets the node's seed and entropy from its own seed.
     pub configure: Box<dyn FnMut(NodeId, SocketAddr) -> Config>,
 }
 
@@ -98,7 +100,7 @@ impl Harness {
             frames: 0,
             heartbeats: 0,
             dials: Vec::new(),
-            configure: Box::new(Config::new),
+            configure: Box::new(Config::with_trusted_id),
         }
     }
 
@@ -107,7 +109,12 @@ impl Harness {
         let i = self.nodes.len();
         let addr = Self::addr_of(i);
         let mut s = self.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let cfg = (self.configure)(id, addr).with_seed(splitmix64(&mut s));
+        let seed = splitmix64(&mut s);
+        let mut entropy = [0u8; 32];
+        for w in entropy.chunks_mut(8) {
+            w.copy_from_slice(&splitmix64(&mut s).to_le_bytes());
+        }
+        let cfg = (self.configure)(id, addr).with_seed(seed).with_entropy(entropy);
         // A node is reachable at its local and its global address.
         self.addrs.insert(cfg.info.local, i);
         self.addrs.insert(cfg.info.global, i);

@@ -9,7 +9,7 @@ use wendy_proto::{Event, NodeId};
 /// Builds a cluster of `n` nodes with ids from `seed`; joined one by one (each waiting until
 /// the previous is ready) or concurrently (10 ms apart) through random earlier nodes.
 fn cluster(n: usize, seed: u64, concurrent: bool) -> Harness {
-    cluster_with(n, seed, concurrent, wendy_proto::Config::new)
+    cluster_with(n, seed, concurrent, wendy_proto::Config::with_trusted_id)
 }
 
 /// [`cluster`] with every node's configuration from `configure`.
@@ -206,7 +206,7 @@ fn join_messages_are_bounded() {
     let seed = 31;
     let n = 1000;
     let mut h = cluster_with(n, seed, true, |id, addr| {
-        let mut c = wendy_proto::Config::new(id, addr);
+        let mut c = wendy_proto::Config::with_trusted_id(id, addr);
         c.heartbeat_interval = Duration::from_secs(3600);
         c.suspect_timeout = Duration::from_secs(36000);
         c.table_probe_interval = Duration::from_secs(36000);
@@ -329,7 +329,7 @@ fn regions_use_local_addresses_and_weigh_proximity() {
         }) & 0xffff;
         let region = if index % 2 == 0 { "east" } else { "west" };
         let global = std::net::SocketAddr::new(local.ip(), 9000);
-        wendy_proto::Config::new(id, local).with_region(region, local, global)
+        wendy_proto::Config::with_trusted_id(id, local).with_region(region, local, global)
     });
     // Every dial after the bootstrap joins picks the address by region.
     let mut checked = 0;
@@ -427,7 +427,7 @@ fn idle_connections_close_without_losing_messages() {
     let seed = 91;
     let n = 150;
     let mut h = cluster_with(n, seed, true, |id, addr| {
-        let mut c = wendy_proto::Config::new(id, addr);
+        let mut c = wendy_proto::Config::with_trusted_id(id, addr);
         c.idle_timeout = Duration::from_millis(150);
         c.heartbeat_interval = Duration::from_millis(100);
         c.suspect_timeout = Duration::from_millis(600);
@@ -447,7 +447,7 @@ fn a_healed_partition_merges_into_one_ring() {
     let seed = 101;
     let n = 60;
     let mut h = cluster_with(n, seed, true, |id, addr| {
-        let mut c = wendy_proto::Config::new(id, addr);
+        let mut c = wendy_proto::Config::with_trusted_id(id, addr);
         c.leaf_exchange_interval = Duration::from_secs(5);
         c
     });

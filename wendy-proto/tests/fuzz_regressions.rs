@@ -38,7 +38,8 @@ fn authed(node: &mut Node, now: Instant, who: &NodeInfo) -> ConnId {
 }
 
 fn node_with(cfg: impl FnOnce(&mut Config)) -> Node {
-    let mut c = Config::new(NodeId::from_u128(1 << 127), addr(255, 1, 7000));
+    // Plaintext: these regressions play the peer by hand.
+    let mut c = Config::with_trusted_id(NodeId::from_u128(1 << 127), addr(255, 1, 7000)).insecure_plaintext();
     cfg(&mut c);
     Node::new(c, Instant::from_secs(1)).expect("valid config")
 }

@@ -23,14 +23,16 @@ use bytes::Bytes;
 
 use crate::config::{Config, ConfigError};
 use crate::id::NodeId;
+use crate::identity::Identity;
 use crate::info::NodeInfo;
 use crate::leaf_set::LeafSet;
 use crate::neighbourhood::Neighbourhood;
 use crate::output::{CommandError, ConnId, Event, ForwardHook, NodeError, Output, Stats, Target};
 use crate::rng::Rng;
 use crate::routing_table::{RoutingTable, UNKNOWN_PROXIMITY};
+use crate::secure::CryptoRng;
 use crate::time::Instant;
-use crate::wire::{self, Direct, Message, Route};
+use crate::wire::{Direct, Message, Route};
 
 use connections::{Conn, Phase, SendFail};
 use join::Held;
@@ -47,6 +49,10 @@ use timers::{NodeTimer, TimerKey, TimerTable};
 pub struct Node {
     cfg: Config,
     rng: Rng,
+    /// The cryptographic generator: seeds of handshake ephemeral keys.
+    crypto: CryptoRng,
+    /// Our static key pair.
+    identity: Identity,
     state: State,
     leaf: LeafSet,
     table: RoutingTable,
@@ -73,6 +79,8 @@ pub struct Node {
     published_leaves: Vec<NodeId>,
     /// `Event::Drained` was emitted (after `leave`).
     drained: bool,
+    /// Reused buffer of a frame being encoded before it is sealed.
+    scratch: Vec<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,8 +103,12 @@ impl Node {
     pub fn new(config: Config, now: Instant) -> Result<Self, ConfigError> {
         config.validate()?;
         let me = config.info.id;
+        let mut crypto = CryptoRng::new(session::crypto_seed(&config));
+        let identity = config.identity.clone().unwrap_or_else(|| Identity::from_secret(crypto.seed()));
         let mut node = Node {
             rng: Rng::new(config.seed),
+            crypto,
+            identity,
             state: State::Alone,
             leaf: LeafSet::new(me, config.leaf_set_size),
             table: RoutingTable::new(me),
@@ -117,6 +129,7 @@ impl Node {
             seq: 0,
             drained: false,
             published_leaves: Vec::new(),
+            scratch: Vec::new(),
             cfg: config,
         };
         node.timers.set(NodeTimer::Heartbeat, now + node.cfg.heartbeat_interval);
@@ -147,13 +160,7 @@ impl Node {
     /// The outbound connection `conn` (from [`Output::Connect`]) is established.
     pub fn handle_connected(&mut self, now: Instant, conn: ConnId) {
         let now = self.tick_now(now);
-        let Some(c) = self.conns.get_mut(&conn) else { return };
-        let Phase::Dialing { nonce } = c.phase else { return };
-        c.phase = Phase::AwaitHelloAck { nonce };
-        c.last_active = now;
-        c.handshake_sent = Some(now);
-        let hello = Message::Hello { info: self.cfg.info.clone(), nonce };
-        self.transmit(conn, &hello);
+        self.start_handshake(now, conn);
         self.finish();
     }
 
@@ -199,13 +206,7 @@ impl Node {
         while let Some(c) = self.conns.get_mut(&conn) {
             match c.decoder.next_frame() {
                 Ok(None) => break,
-                Ok(Some(body)) => match wire::decode_body(body) {
-                    Ok(msg) => {
-                        self.stats.frames_in += 1;
-                        self.on_message(now, conn, msg);
-                    }
-                    Err(error) => self.decode_error(now, conn, error),
-                },
+                Ok(Some(body)) => self.on_frame(now, conn, body),
                 Err(error) => self.decode_error(now, conn, error),
             }
         }
