@@ -2,10 +2,11 @@
 //!
 //! Runs the committed corpus of each cargo-fuzz target in `fuzz/corpus/<target>/` through the
 //! very functions the targets call (`wendy_proto::fuzzing`), then a few thousand
-//! proptest-generated inputs per target. To look at one input (a fuzzer finding, say):
+//! proptest-generated inputs per target. To look at one input (a fuzzer finding, say), run it
+//! through the `replay` example:
 //!
 //! ```text
-//! WENDY_FUZZ_INPUT=fuzz/artifacts/node/crash-... cargo test -p wendy-tests --test fuzz_replay -- replay_one --nocapture
+//! cargo run -p wendy-tests --example replay -- node fuzz/artifacts/node/crash-...
 //! ```
 
 use std::fs;
@@ -46,7 +47,7 @@ fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
 
 fn replay(target: &str, f: fn(&[u8])) {
     for (path, data) in corpus(target) {
-        // Name the input on failure, so that it can be replayed alone.
+        // Name the input on failure, so that it can be replayed alone (`--example replay`).
         let r = std::panic::catch_unwind(|| f(&data));
         if let Err(e) = r {
             eprintln!("{target}: failing input {}", path.display());
@@ -68,29 +69,6 @@ fn replay_round_trip_corpus() {
 #[test]
 fn replay_node_corpus() {
     replay("node", fuzzing::node);
-}
-
-/// Runs one input named by `WENDY_FUZZ_INPUT` through the target named by `WENDY_FUZZ_TARGET`
-/// (default `node`). For the node target it prints the configuration, then each operation
-/// before running it, so the last one printed is the one that failed.
-#[test]
-fn replay_one() {
-    let Some(path) = std::env::var_os("WENDY_FUZZ_INPUT") else { return };
-    let data = fs::read(&path).expect("WENDY_FUZZ_INPUT names a readable file");
-    let target = std::env::var("WENDY_FUZZ_TARGET").unwrap_or_else(|_| "node".into());
-    match target.as_str() {
-        "decoder" => fuzzing::decoder(&data),
-        "round_trip" => fuzzing::round_trip(&data),
-        _ => {
-            let Some((cfg, ops)) = fuzzing::node_input(&data) else { return };
-            println!("{cfg:#?}");
-            let mut h = fuzzing::NodeHarness::new(&cfg);
-            for (i, op) in ops.into_iter().enumerate() {
-                println!("{i:4} @{}: {op:?}", h.now());
-                h.apply(op);
-            }
-        }
-    }
 }
 
 proptest! {

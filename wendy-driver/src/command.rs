@@ -48,14 +48,8 @@ pub(crate) enum Command {
     Stop(Reply<()>),
 }
 
-/// Checks what the application asks to send before it reaches the node task: purposes below
-/// 16 are wendy's own, and a payload larger than `max` would not fit a frame.
+/// Checks what the application asks to send before it reaches the node task, by wendy-proto's
+/// rules ([`wendy_proto::config::check_app_message`]).
 pub(crate) fn check_send(purpose: u8, len: usize, max: usize) -> Result<(), Error> {
-    if purpose < 16 {
-        return Err(Error::Command(CommandError::ReservedPurpose(purpose)));
-    }
-    if len > max {
-        return Err(Error::Command(CommandError::PayloadTooLarge { len, max }));
-    }
-    Ok(())
+    wendy_proto::config::check_app_message(purpose, len, max).map_err(Error::Command)
 }

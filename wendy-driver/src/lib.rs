@@ -59,7 +59,7 @@ pub use crate::writer::coalesce;
 
 /// The largest payload an application may send with `config` (room is left for the header).
 pub fn max_payload(config: &Config) -> usize {
-    config.max_frame_size.saturating_sub(64)
+    config.max_payload()
 }
 
 /// 32 bytes from the operating system's random source.

@@ -8,8 +8,14 @@ use crate::credentials::Credentials;
 use crate::id::NodeId;
 use crate::identity::Identity;
 use crate::info::NodeInfo;
+use crate::output::CommandError;
 use crate::secure::DEFAULT_REKEY;
 use crate::wire::DEFAULT_MAX_FRAME;
+
+/// The smallest purpose an application may use; 0..16 are wendy's own messages.
+pub const MIN_APP_PURPOSE: u8 = 16;
+/// Bytes of a frame kept for a routed message's header (key, origin, purpose, hops, tags).
+pub const APP_HEADER_ALLOWANCE: usize = 64;
 
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 const SUSPECT_HEARTBEATS: u32 = 3;
@@ -243,6 +249,18 @@ impl Config {
         Ok(())
     }
 
+    /// The largest application payload that fits a frame: `max_frame_size` less the
+    /// allowance for a routed message's header.
+    pub fn max_payload(&self) -> usize {
+        self.max_frame_size.saturating_sub(APP_HEADER_ALLOWANCE)
+    }
+
+    /// The rules for an application message, in one place for the node and the drivers:
+    /// purposes below [`MIN_APP_PURPOSE`] are wendy's own, and the payload must fit a frame.
+    pub fn check_app_message(&self, purpose: u8, len: usize) -> Result<(), CommandError> {
+        check_app_message(purpose, len, self.max_payload())
+    }
+
     /// Sets the RNG seed.
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -260,6 +278,19 @@ impl Config {
     pub fn leaf_detection_time(&self) -> Duration {
         self.suspect_timeout + self.probe_timeout + 2 * self.heartbeat_interval
     }
+}
+
+/// The rules for an application message: a purpose of at least [`MIN_APP_PURPOSE`] and a
+/// payload of at most `max_payload` bytes ([`Config::max_payload`]). The node applies them to
+/// every command; a driver may apply them early, before a message reaches its node task.
+pub fn check_app_message(purpose: u8, len: usize, max_payload: usize) -> Result<(), CommandError> {
+    if purpose < MIN_APP_PURPOSE {
+        return Err(CommandError::ReservedPurpose(purpose));
+    }
+    if len > max_payload {
+        return Err(CommandError::PayloadTooLarge { len, max: max_payload });
+    }
+    Ok(())
 }
 
 /// Why a [`Config`] cannot run, from [`Config::validate`].

@@ -16,12 +16,29 @@
 //! prefixes with us) and a [`Neighbourhood`](neighbourhood::Neighbourhood) (the nodes nearest by
 //! round-trip time).
 //!
+//! # The layers
+//! ```text
+//! application   Pastry's common API: send (route), Output::Deliver (deliver), the ForwardHook
+//!               (forward: veto, rewrite, consume), Event::LeafSetChanged (update), and the
+//!               getters local_lookup, neighbor_set, replica_set, range         node/kbr.rs
+//! overlay       routing (next hop, delivery)                                   node/routing.rs
+//!               join (consistent join), membership (learning, proximity)       node/join.rs, membership.rs
+//!               liveness (heartbeats, probes, failure, repair)                 node/liveness.rs
+//! session       per connection: handshake, phases, limits, queues              node/session.rs, connections.rs
+//! wire          frame and message codec, bounded before allocation             wire.rs
+//! ```
+//! Every deadline of every layer is an entry in one timer table (`node/timers.rs`);
+//! [`Node::poll_timeout`] is the earliest. Policy (join retries, timer ratios, the rules for
+//! application messages, when a leaving node is done) lives here and nowhere else, so the
+//! simulator runs exactly what the drivers run.
+//!
 //! # The node's methods
 //! - **inputs** (`handle_*`): [`Node::handle_accepted`], [`Node::handle_connected`],
 //!   [`Node::handle_connect_failed`], [`Node::handle_data`] (or [`Node::handle_bytes`]),
 //!   [`Node::handle_closed`],
 //!   [`Node::handle_timeout`];
-//! - **application commands**: [`Node::join`], [`Node::send`], [`Node::send_to`], [`Node::leave`];
+//! - **application commands**: [`Node::join`], [`Node::send`], [`Node::send_to`], [`Node::leave`]
+//!   (then wait for [`Event::Drained`]), [`Node::set_forward_hook`];
 //! - **outputs**: [`Node::poll_output`] (connect, transmit, close, deliver, forwarded, events)
 //!   and [`Node::poll_timeout`];
 //! - **getters** on `&self`.
@@ -116,15 +133,25 @@
 //! the connection they came on is closed; misuse of a command is a [`CommandError`].
 //!
 //! # Feature flags
-//! - `arbitrary`: derives `arbitrary::Arbitrary` for wire messages (for the fuzz targets).
+//! Both are off by default; a production build carries neither.
+//! - `arbitrary`: derives `arbitrary::Arbitrary` for wire messages and ids (for the fuzz
+//!   targets).
+//! - `testing`: test machinery. `harness` runs N nodes over an in-memory network on a virtual
+//!   clock; `harness::script` holds the helpers that drive one node by hand (drain its
+//!   outputs, pick out frames, closes and errors, play a fake peer through the handshake).
+//!   With `arbitrary` as well, `fuzzing` holds the bodies of the fuzz targets.
+//!
+//! The crate's own tests, examples and benches turn both on through a dev-dependency on the
+//! crate itself, so a plain `cargo test` runs all of them.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod config;
 pub mod credentials;
-#[cfg(feature = "arbitrary")]
+#[cfg(all(feature = "arbitrary", feature = "testing"))]
 pub mod fuzzing;
+#[cfg(feature = "testing")]
 pub mod harness;
 pub mod id;
 pub mod identity;

@@ -135,6 +135,16 @@ pub enum Message {
         /// The reason's code ([`RejectReason::code`](crate::RejectReason::code)).
         reason: u8,
     },
+    /// Routed towards `origin`'s own id, skipping `origin`: the node it reaches believes it
+    /// is the closest to that id, so it must have `origin` in its leaf set. If it has not, it
+    /// learns it and probes it. This mends leaf sets that concurrent joins left disjoint
+    /// (two interleaved rings that each look consistent from inside).
+    Locate {
+        /// The node looking for its neighbours.
+        origin: NodeInfo,
+        /// Hops taken so far.
+        hops: u8,
+    },
 }
 
 /// An application message on its way towards `key`.

@@ -2,23 +2,13 @@
 //! size, entries per state message, pending messages per peer and per node, handshake attempts
 //! per connection, and nothing from an unauthenticated peer reaching the tables.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use wendy_proto::wire::{self, Message, Route, WireError, MAX_ENTRIES, NONCE_LEN};
-use wendy_proto::{
-    Config, ConnId, Event, Instant, Node, NodeError, NodeId, NodeInfo, Output, RejectReason, SharedSecret,
-};
-
-fn addr(a: u8, b: u8) -> SocketAddr {
-    SocketAddr::from(([10, 0, a, b], 7000))
-}
-
-fn info(id: u128, a: u8, b: u8) -> NodeInfo {
-    NodeInfo::new(NodeId::from_u128(id), addr(a, b))
-}
+use wendy_proto::harness::script::{self, addr, closed, drain, errors, hello, info, rejections, table_members};
+use wendy_proto::wire::{self, Message, Route, WireError, MAX_ENTRIES};
+use wendy_proto::{Config, ConnId, Instant, Node, NodeError, NodeId, NodeInfo, Output, RejectReason, SharedSecret};
 
 const ME: u128 = 1 << 127;
 
@@ -27,58 +17,17 @@ const ME: u128 = 1 << 127;
 fn node_with(cfg: impl FnOnce(&mut Config)) -> Node {
     let mut c = Config::with_trusted_id(NodeId::from_u128(ME), addr(255, 1)).insecure_plaintext();
     cfg(&mut c);
-    Node::new(c, Instant::from_secs(1)).expect("valid config")
+    Node::new(c, NOW).expect("valid config")
 }
 
-fn now() -> Instant {
-    Instant::from_secs(1)
-}
-
-/// Drains every output and checks the invariants.
-fn drain(node: &mut Node) -> Vec<Output> {
-    let mut out = Vec::new();
-    while let Some(o) = node.poll_output() {
-        out.push(o);
-    }
-    node.check_invariants().unwrap();
-    out
-}
-
-fn closed(out: &[Output], conn: ConnId) -> bool {
-    out.iter().any(|o| matches!(o, Output::Close { conn: c } if *c == conn))
-}
-
-fn send(node: &mut Node, conn: ConnId, msg: &Message) -> Vec<Output> {
-    node.handle_data(now(), conn, &wire::encode(msg));
-    drain(node)
-}
-
-fn hello(who: &NodeInfo) -> Message {
-    Message::Hello { info: who.clone(), nonce: [3; NONCE_LEN] }
-}
-
-/// A peer dials `node` and authenticates as `who` (no credentials configured).
-fn authed(node: &mut Node, who: &NodeInfo) -> ConnId {
-    let conn = node.handle_accepted(now(), who.global);
-    send(node, conn, &hello(who));
-    let out = send(node, conn, &Message::Auth { proof: Vec::new() });
-    assert!(!closed(&out, conn), "handshake failed: {out:?}");
-    conn
-}
-
-fn table_members(node: &Node) -> Vec<NodeId> {
-    let mut v = node.leaf_set().members();
-    v.extend(node.routing_table().iter().map(|c| c.id));
-    v.extend(node.neighbourhood().iter().map(|e| e.1));
-    v
-}
+const NOW: Instant = Instant::from_secs(1);
 
 fn route(key: NodeId, i: u8) -> Message {
     Message::Route(Route { key, purpose: 16, origin: NodeId::from_u128(42), hops: 1, payload: Bytes::from(vec![i; 8]) })
 }
 
 fn queue_full(out: &[Output]) -> usize {
-    out.iter().filter(|o| matches!(o, Output::Event(Event::Error(NodeError::QueueFull { .. })))).count()
+    errors(out).iter().filter(|e| matches!(e, NodeError::QueueFull { .. })).count()
 }
 
 // ----- frame size -----------------------------------------------------------------------------
@@ -87,20 +36,20 @@ fn queue_full(out: &[Output]) -> usize {
 fn frame_size_is_checked_on_the_prefix_before_buffering() {
     let mut node = node_with(|c| c.max_frame_size = 4096);
     let peer = info(ME + 1, 1, 1);
-    let conn = authed(&mut node, &peer);
+    let conn = script::authed(&mut node, NOW, &peer);
     // A prefix of one byte more than the maximum, then part of its body: refused at once.
     let mut bytes = 4097u32.to_be_bytes().to_vec();
     bytes.extend_from_slice(&[0; 100]);
-    node.handle_data(now(), conn, &bytes);
+    node.handle_data(NOW, conn, &bytes);
     let out = drain(&mut node);
     assert!(closed(&out, conn));
-    assert!(out.iter().any(|o| matches!(
-        o,
-        Output::Event(Event::Error(NodeError::Decode { error: WireError::FrameTooLarge { len: 4097, max: 4096 }, .. }))
-    )));
+    assert!(matches!(
+        errors(&out)[..],
+        [NodeError::Decode { error: WireError::FrameTooLarge { len: 4097, max: 4096 }, .. }]
+    ));
     assert_eq!(node.stats().decode_errors, 1);
     // The largest frame is accepted: a Direct whose payload fills the body exactly.
-    let conn = authed(&mut node, &info(ME + 2, 1, 2));
+    let conn = script::authed(&mut node, NOW, &info(ME + 2, 1, 2));
     let direct = |n: usize| {
         Message::Direct(wire::Direct {
             purpose: 16,
@@ -109,28 +58,26 @@ fn frame_size_is_checked_on_the_prefix_before_buffering() {
         })
     };
     let overhead = wire::encode(&direct(0)).len() - wire::LENGTH_PREFIX;
-    let out = send(&mut node, conn, &direct(4096 - overhead));
+    let out = script::send(&mut node, NOW, conn, &direct(4096 - overhead));
     assert!(!closed(&out, conn));
     assert!(out.iter().any(|o| matches!(o, Output::Deliver(d) if d.payload.len() == 4096 - overhead)));
-    let out = send(&mut node, conn, &direct(4097 - overhead));
+    let out = script::send(&mut node, NOW, conn, &direct(4097 - overhead));
     assert!(closed(&out, conn));
 }
 
 #[test]
 fn node_keeps_working_after_bad_bytes() {
     let mut node = node_with(|_| {});
-    let bad = authed(&mut node, &info(ME + 1, 1, 1));
-    node.handle_data(now(), bad, &[0, 0, 0, 2, 9, 9]);
+    let bad = script::authed(&mut node, NOW, &info(ME + 1, 1, 1));
+    node.handle_data(NOW, bad, &[0, 0, 0, 2, 9, 9]);
     let out = drain(&mut node);
     assert!(closed(&out, bad));
-    assert!(out
-        .iter()
-        .any(|o| matches!(o, Output::Event(Event::Error(NodeError::Decode { error: WireError::Version(9), .. })))));
+    assert!(matches!(errors(&out)[..], [NodeError::Decode { error: WireError::Version(9), .. }]));
     // Data on the closed connection is ignored; another peer is served.
-    node.handle_data(now(), bad, &wire::encode(&Message::Ping { seq: 1 }));
+    node.handle_data(NOW, bad, &wire::encode(&Message::Ping { seq: 1 }));
     assert!(drain(&mut node).is_empty());
-    let good = authed(&mut node, &info(ME + 2, 1, 2));
-    let out = send(&mut node, good, &Message::Ping { seq: 7 });
+    let good = script::authed(&mut node, NOW, &info(ME + 2, 1, 2));
+    let out = script::send(&mut node, NOW, good, &Message::Ping { seq: 7 });
     assert!(out.iter().any(|o| matches!(o, Output::Transmit { conn, .. } if *conn == good)));
 }
 
@@ -139,7 +86,7 @@ fn node_keeps_working_after_bad_bytes() {
 #[test]
 fn state_messages_carry_at_most_max_entries() {
     let mut node = node_with(|_| {});
-    let conn = authed(&mut node, &info(ME + 1, 1, 1));
+    let conn = script::authed(&mut node, NOW, &info(ME + 1, 1, 1));
     let many: Vec<NodeInfo> = (0..=MAX_ENTRIES as u128).map(|i| info(ME + 1000 + i, 2, 1)).collect();
     for msg in [
         Message::LeafSet { leaves: many.clone() },
@@ -152,12 +99,12 @@ fn state_messages_carry_at_most_max_entries() {
         assert_eq!(wire::decode_frame(wire::encode(&msg), wire::DEFAULT_MAX_FRAME), Err(WireError::OutOfBounds));
     }
     let before = table_members(&node);
-    let out = send(&mut node, conn, &Message::LeafSet { leaves: many.clone() });
+    let out = script::send(&mut node, NOW, conn, &Message::LeafSet { leaves: many.clone() });
     assert!(closed(&out, conn));
     assert_eq!(table_members(&node), before, "nothing from an oversized message is learned");
     // Exactly MAX_ENTRIES is accepted.
-    let conn = authed(&mut node, &info(ME + 2, 1, 2));
-    let out = send(&mut node, conn, &Message::LeafSet { leaves: many[..MAX_ENTRIES].to_vec() });
+    let conn = script::authed(&mut node, NOW, &info(ME + 2, 1, 2));
+    let out = script::send(&mut node, NOW, conn, &Message::LeafSet { leaves: many[..MAX_ENTRIES].to_vec() });
     assert!(!closed(&out, conn));
     assert!(node.leaf_set().len() <= node.config().leaf_set_size);
 }
@@ -169,9 +116,9 @@ fn state_messages_carry_at_most_max_entries() {
 fn node_knowing(n: u8, cfg: impl FnOnce(&mut Config)) -> (Node, ConnId, Vec<NodeInfo>) {
     let mut node = node_with(cfg);
     let relay = info(ME - (1 << 100), 1, 1);
-    let conn = authed(&mut node, &relay);
+    let conn = script::authed(&mut node, NOW, &relay);
     let targets: Vec<NodeInfo> = (1..=n).map(|i| info(ME + (u128::from(i) << 90), 3, i)).collect();
-    send(&mut node, conn, &Message::LeafSet { leaves: targets.clone() });
+    script::send(&mut node, NOW, conn, &Message::LeafSet { leaves: targets.clone() });
     (node, conn, targets)
 }
 
@@ -183,14 +130,14 @@ fn pending_messages_per_peer_are_bounded() {
     });
     let mut dropped = 0;
     for i in 0..50 {
-        let out = send(&mut node, relay, &route(targets[0].id, i));
+        let out = script::send(&mut node, NOW, relay, &route(targets[0].id, i));
         dropped += queue_full(&out);
         assert!(node.pending_messages() <= 4);
     }
     assert_eq!(node.pending_messages(), 4);
     assert_eq!(dropped, 46);
     // The application is told to back off instead.
-    let r = node.send_to(now(), wendy_proto::Target::Node(targets[0].id), 16, Bytes::new());
+    let r = node.send_to(NOW, wendy_proto::Target::Node(targets[0].id), 16, Bytes::new());
     assert_eq!(r, Err(wendy_proto::CommandError::Backpressure));
 }
 
@@ -202,7 +149,7 @@ fn pending_messages_per_node_are_bounded() {
     });
     for i in 0..20 {
         for t in &targets {
-            send(&mut node, relay, &route(t.id, i));
+            script::send(&mut node, NOW, relay, &route(t.id, i));
             assert!(node.pending_messages() <= 10);
         }
     }
@@ -212,12 +159,12 @@ fn pending_messages_per_node_are_bounded() {
 #[test]
 fn messages_held_while_joining_are_bounded() {
     let mut node = node_with(|c| c.max_pending_total = 5);
-    node.join(now(), &[addr(9, 9)]).unwrap();
+    node.join(NOW, &[addr(9, 9)]).unwrap();
     drain(&mut node);
     // A peer dials the joining node and routes towards keys the node would be root for.
-    let conn = authed(&mut node, &info(ME + (1 << 120), 1, 1));
+    let conn = script::authed(&mut node, NOW, &info(ME + (1 << 120), 1, 1));
     for i in 0..40 {
-        send(&mut node, conn, &route(NodeId::from_u128(ME + u128::from(i)), i));
+        script::send(&mut node, NOW, conn, &route(NodeId::from_u128(ME + u128::from(i)), i));
         assert!(node.pending_messages() <= 5);
     }
 }
@@ -229,28 +176,26 @@ fn one_handshake_attempt_per_connection() {
     let mut node = node_with(|c| c.credentials = Some(Arc::new(SharedSecret::new("s3cret"))));
     let peer = info(ME + 1, 1, 1);
     // A second Hello instead of Auth: closed.
-    let conn = node.handle_accepted(now(), peer.global);
-    send(&mut node, conn, &hello(&peer));
-    let out = send(&mut node, conn, &hello(&peer));
+    let conn = node.handle_accepted(NOW, peer.global);
+    script::send(&mut node, NOW, conn, &hello(&peer));
+    let out = script::send(&mut node, NOW, conn, &hello(&peer));
     assert!(closed(&out, conn));
     // A wrong proof: rejected and closed; a retry on the same connection is ignored.
-    let conn = node.handle_accepted(now(), peer.global);
-    send(&mut node, conn, &hello(&peer));
-    let out = send(&mut node, conn, &Message::Auth { proof: vec![0; 32] });
-    assert!(out
-        .iter()
-        .any(|o| matches!(o, Output::Event(Event::PeerRejected { reason: RejectReason::BadCredentials, .. }))));
+    let conn = node.handle_accepted(NOW, peer.global);
+    script::send(&mut node, NOW, conn, &hello(&peer));
+    let out = script::send(&mut node, NOW, conn, &Message::Auth { proof: vec![0; 32] });
+    assert_eq!(rejections(&out), [RejectReason::BadCredentials]);
     assert!(closed(&out, conn));
-    assert!(send(&mut node, conn, &Message::Auth { proof: vec![1; 32] }).is_empty());
+    assert!(script::send(&mut node, NOW, conn, &Message::Auth { proof: vec![1; 32] }).is_empty());
     // Claiming our own id: rejected.
-    let conn = node.handle_accepted(now(), peer.global);
+    let conn = node.handle_accepted(NOW, peer.global);
     let me = node.info().clone();
-    let out = send(&mut node, conn, &hello(&me));
-    assert!(out.iter().any(|o| matches!(o, Output::Event(Event::PeerRejected { reason: RejectReason::SelfId, .. }))));
+    let out = script::send(&mut node, NOW, conn, &hello(&me));
+    assert_eq!(rejections(&out), [RejectReason::SelfId]);
     // A handshake that never completes is closed after connect_timeout.
-    let conn = node.handle_accepted(now(), peer.global);
-    send(&mut node, conn, &hello(&peer));
-    let later = now() + node.config().connect_timeout + Duration::from_secs(1);
+    let conn = node.handle_accepted(NOW, peer.global);
+    script::send(&mut node, NOW, conn, &hello(&peer));
+    let later = NOW + node.config().connect_timeout + Duration::from_secs(1);
     node.handle_timeout(later);
     drain(&mut node);
     assert_eq!(node.connection_count(), 0);
@@ -277,19 +222,19 @@ fn unauthenticated_peers_never_reach_the_tables() {
     ];
     for msg in &state {
         // Before any Hello.
-        let conn = node.handle_accepted(now(), peer.global);
-        let out = send(&mut node, conn, msg);
+        let conn = node.handle_accepted(NOW, peer.global);
+        let out = script::send(&mut node, NOW, conn, msg);
         assert!(closed(&out, conn), "{msg:?} before Hello");
         // After Hello, before Auth.
-        let conn = node.handle_accepted(now(), peer.global);
-        send(&mut node, conn, &hello(&peer));
-        let out = send(&mut node, conn, msg);
+        let conn = node.handle_accepted(NOW, peer.global);
+        script::send(&mut node, NOW, conn, &hello(&peer));
+        let out = script::send(&mut node, NOW, conn, msg);
         assert!(closed(&out, conn), "{msg:?} before Auth");
         // After a failed Auth.
-        let conn = node.handle_accepted(now(), peer.global);
-        send(&mut node, conn, &hello(&peer));
-        send(&mut node, conn, &Message::Auth { proof: b"forged".to_vec() });
-        send(&mut node, conn, msg);
+        let conn = node.handle_accepted(NOW, peer.global);
+        script::send(&mut node, NOW, conn, &hello(&peer));
+        script::send(&mut node, NOW, conn, &Message::Auth { proof: b"forged".to_vec() });
+        script::send(&mut node, NOW, conn, msg);
         assert!(table_members(&node).is_empty(), "{msg:?} reached the tables");
     }
     assert!(table_members(&node).is_empty());

@@ -436,10 +436,16 @@ fn idle_connections_close_without_losing_messages() {
         c
     });
     let m = 3000;
+    let (closing_before, closes_before) = (h.closing_frames(), h.closes());
     let o = lookups(&mut h, m, seed);
-    let closes = (0..n).map(|i| h.node(i).stats().frames_out).sum::<u64>();
-    eprintln!("delivered {}/{m}, wrong {}, frames {closes}", o.delivered, o.wrong);
+    let closing = h.closing_frames() - closing_before;
+    let closes = h.closes() - closes_before;
+    eprintln!("delivered {}/{m}, wrong {}, Closing frames {closing}, closes {closes}", o.delivered, o.wrong);
     assert_eq!((o.delivered, o.wrong, o.duplicates), (m, 0, 0), "seed {seed}");
+    // Connections did idle out while the lookups flowed: each graceful close is a `Closing`
+    // from the idle side and one in answer, then a close at each end.
+    assert!(closing >= 10 * n as u64, "seed {seed}: only {closing} Closing frames among {n} nodes");
+    assert!(closes >= closing, "seed {seed}: {closing} Closing frames but only {closes} closes");
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! The node target's harness on scripted runs: a join through a fake ring, forwarding, a
 //! leave, all with the checks of every fuzz step. Shows that the harness reaches the deep
 //! states the fuzzer starts from and raises no false alarm on well-behaved peers.
-#![cfg(feature = "arbitrary")]
 
 use wendy_proto::fuzzing::{run_node, DialOutcome, FuzzConfig, Key, NodeHarness, Op, StateKind, Who};
 

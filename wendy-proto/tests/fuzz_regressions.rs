@@ -1,59 +1,38 @@
-//! Regression tests for fuzzer findings (see `fuzz/` and /tmp/wendy-notes/fuzz.md).
+//! Regression tests for what the fuzz targets found (`fuzz/`; how to run them, and how a
+//! finding becomes a test here, is in the README's fuzzing section).
 //!
-//! Each test scripts the finding with the public API only: a fake peer dials the node,
+//! Each test scripts one finding with the public API only: a fake peer dials the node,
 //! completes the handshake (no credentials configured, so any proof is accepted) and sends
-//! well-formed but hostile messages.
+//! well-formed but hostile messages. Every finding is fixed (or, for finding 3, documented
+//! behaviour), so each test passes and fails again if the bug comes back.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use wendy_proto::harness::script::{self, addr, closes, connects, drain, info};
 use wendy_proto::wire::{self, Message, NONCE_LEN};
-use wendy_proto::{Config, ConnId, Instant, Node, NodeId, NodeInfo, Output};
+use wendy_proto::{Config, Instant, Node, NodeId, NodeInfo, Output};
 
-fn addr(a: u8, b: u8, port: u16) -> SocketAddr {
-    SocketAddr::from(([10, 0, a, b], port))
-}
-
-fn info(id: u128, a: u8, b: u8) -> NodeInfo {
-    NodeInfo::new(NodeId::from_u128(id), addr(a, b, 7000))
-}
-
-/// Drains every output, checking the invariants; returns the outputs.
-fn drain(node: &mut Node) -> Vec<Output> {
-    let mut out = Vec::new();
-    while let Some(o) = node.poll_output() {
-        out.push(o);
-    }
-    out
-}
-
-/// A peer dials `node` and authenticates as `who`; returns the connection.
-fn authed(node: &mut Node, now: Instant, who: &NodeInfo) -> ConnId {
-    let conn = node.handle_accepted(now, who.global);
-    node.handle_data(now, conn, &wire::encode(&Message::Hello { info: who.clone(), nonce: [1; NONCE_LEN] }));
-    node.handle_data(now, conn, &wire::encode(&Message::Auth { proof: Vec::new() }));
-    drain(node);
-    conn
-}
+const NOW: Instant = Instant::from_secs(1);
 
 fn node_with(cfg: impl FnOnce(&mut Config)) -> Node {
     // Plaintext: these regressions play the peer by hand.
-    let mut c = Config::with_trusted_id(NodeId::from_u128(1 << 127), addr(255, 1, 7000)).insecure_plaintext();
+    let mut c = Config::with_trusted_id(NodeId::from_u128(1 << 127), addr(255, 1)).insecure_plaintext();
     cfg(&mut c);
-    Node::new(c, Instant::from_secs(1)).expect("valid config")
+    Node::new(c, NOW).expect("valid config")
 }
 
 /// Finding 1: an authenticated peer floods JoinRequests for made-up joiners. The node answers
-/// each joiner with its state over a *new outbound connection*; outbound connections are not
-/// limited by `max_connections`, so the count grows with the number of requests (and the node
-/// dials any address a peer names, in bulk).
+/// each joiner with its state over a *new outbound connection*; outbound connections were not
+/// limited by `max_connections`, so the count grew with the number of requests (and the node
+/// dialled any address a peer named, in bulk).
 #[test]
 fn join_request_flood_does_not_open_unbounded_connections() {
     let mut node = node_with(|c| c.max_connections = 64);
-    let now = Instant::from_secs(1);
+    let now = NOW;
     let peer = info(5 << 120, 1, 1);
-    let conn = authed(&mut node, now, &peer);
+    let conn = script::authed(&mut node, now, &peer);
     for i in 0..1000u32 {
         let joiner = info(u128::from(i) << 64 | 77, 2 + (i >> 8) as u8, i as u8);
         node.handle_data(now, conn, &wire::encode(&Message::JoinRequest { joiner, hops: 0 }));
@@ -64,53 +43,44 @@ fn join_request_flood_does_not_open_unbounded_connections() {
 }
 
 /// Finding 1, as the fuzzer first met it: with `max_connections = 1`, one JoinState from the
-/// one authenticated peer makes the node dial every node it lists, and `check_invariants`
-/// reports "too many connections" (its bound is twice `max_connections`).
+/// one authenticated peer made the node dial every node it lists, and `check_invariants`
+/// reported "too many connections" (its bound is twice `max_connections`).
 #[test]
 fn state_message_respects_max_connections() {
     let mut node = node_with(|c| c.max_connections = 1);
-    let now = Instant::from_secs(1);
+    let now = NOW;
     let me = node.id().as_u128();
     let peer = info(me + (1 << 90), 1, 1);
-    let conn = authed(&mut node, now, &peer);
+    let conn = script::authed(&mut node, now, &peer);
     let rows = (2..5u8).map(|i| info(me + (u128::from(i) << 90), 1, i)).collect();
     node.handle_data(now, conn, &wire::encode(&Message::JoinState { rows, hood: Vec::new(), leaves: None }));
     drain(&mut node);
     node.check_invariants().unwrap();
 }
 
-/// Finding 2: a connection whose handshake does not complete within `connect_timeout` is
-/// dropped from the node's table by `conn_failed`, but no `Output::Close` is emitted, so the
-/// driver never closes the socket (a peer that connects and stays silent leaks a socket per
-/// connection; later data on it is silently ignored). The same holds for an outbound dial
-/// that times out while `Dialing`.
+/// Finding 2: a connection whose handshake does not complete within `connect_timeout` was
+/// dropped from the node's table by `conn_failed`, but no `Output::Close` was emitted, so the
+/// driver never closed the socket (a peer that connects and stays silent leaked a socket per
+/// connection; later data on it was silently ignored). The same held for an outbound dial
+/// that timed out while `Dialing`.
 #[test]
 fn stalled_handshake_is_closed() {
     let mut node = node_with(|_| {});
-    let now = Instant::from_secs(1);
+    let now = NOW;
     let peer = info(5 << 120, 1, 1);
     // Inbound: Hello, then silence.
     let inbound = node.handle_accepted(now, peer.global);
     node.handle_data(now, inbound, &wire::encode(&Message::Hello { info: peer.clone(), nonce: [1; NONCE_LEN] }));
     drain(&mut node);
     // Outbound: a dial the driver never completes.
-    node.send_to(now, wendy_proto::Target::Addr(addr(9, 9, 7000)), 16, Bytes::new()).unwrap();
-    let outbound = drain(&mut node)
-        .into_iter()
-        .find_map(|o| match o {
-            Output::Connect { conn, .. } => Some(conn),
-            _ => None,
-        })
-        .expect("a dial");
+    node.send_to(now, wendy_proto::Target::Addr(addr(9, 9)), 16, Bytes::new()).unwrap();
+    let outbound = *connects(&drain(&mut node)).first().expect("a dial");
     let mut t = now;
     let mut closed = Vec::new();
     for _ in 0..10 {
         t += Duration::from_secs(1);
         node.handle_timeout(t);
-        closed.extend(drain(&mut node).into_iter().filter_map(|o| match o {
-            Output::Close { conn } => Some(conn),
-            _ => None,
-        }));
+        closed.extend(closes(&drain(&mut node)));
     }
     assert_eq!(node.connection_count(), 0, "both are forgotten by the node");
     assert!(closed.contains(&inbound), "the stalled inbound handshake is forgotten without Output::Close");
@@ -136,29 +106,23 @@ fn ipv6_flowinfo_and_scope_id_do_not_travel() {
     assert_eq!((got.id, got.global, got.region), (who.id, who.global, who.region));
 }
 
-/// Finding 4 (node target): a node that has left is not inert. When a connection of a table
-/// member fails after `leave()` (here: a dial for the Leaving message is refused),
-/// `peer_failed` still repairs the tables: it sends `LeafSetRequest`/`RowRequest`, dialling
+/// Finding 4 (node target): a node that had left was not inert. When a connection of a table
+/// member failed after `leave()` (here: a dial for the Leaving message is refused),
+/// `peer_failed` still repaired the tables: it sent `LeafSetRequest`/`RowRequest`, dialling
 /// peers if needed.
 #[test]
 fn a_node_that_left_does_not_repair_or_dial() {
     let mut node = node_with(|_| {});
-    let now = Instant::from_secs(1);
+    let now = NOW;
     let me = node.id().as_u128();
     let a = info(me + (1 << 90), 1, 1);
-    let conn = authed(&mut node, now, &a);
+    let conn = script::authed(&mut node, now, &a);
     node.handle_data(now, conn, &wire::encode(&Message::Ping { seq: 1 }));
     drain(&mut node);
     assert!(node.is_ready());
     let others: Vec<NodeInfo> = (2..6u8).map(|i| info(me + (u128::from(i) << 90), 1, i)).collect();
     node.handle_data(now, conn, &wire::encode(&Message::LeafSet { leaves: others }));
-    let dials: Vec<ConnId> = drain(&mut node)
-        .into_iter()
-        .filter_map(|o| match o {
-            Output::Connect { conn, .. } => Some(conn),
-            _ => None,
-        })
-        .collect();
+    let dials = connects(&drain(&mut node));
     assert!(!dials.is_empty(), "the node probes the new leaves");
     node.leave(now);
     drain(&mut node);
@@ -173,33 +137,20 @@ fn a_node_that_left_does_not_repair_or_dial() {
     }
 }
 
-/// Finding 5 (hardening, found reading the node target's coverage): before a connection is
-/// authenticated it may buffer a whole `max_frame_size` frame, although the only messages
+/// Finding 5 (hardening, found reading the node target's coverage): before a connection was
+/// authenticated it could buffer a whole `max_frame_size` frame, although the only messages
 /// allowed there (Hello, HelloAck, Auth) are a few hundred bytes at most (proofs are at most
-/// `MAX_PROOF`). With the defaults, `max_connections` (4096) unauthenticated connections can
+/// `MAX_PROOF`). With the defaults, `max_connections` (4096) unauthenticated connections could
 /// make the node hold 4096 x 1 MiB = 4 GiB of partial frames.
 #[test]
 fn unauthenticated_connections_buffer_little() {
     let mut node = node_with(|_| {});
-    let now = Instant::from_secs(1);
-    let conn = node.handle_accepted(now, addr(1, 1, 7000));
+    let now = NOW;
+    let conn = node.handle_accepted(now, addr(1, 1));
     // A length prefix just under the maximum, then 512 KiB of its body, before any Hello.
     let mut bytes = (wire::DEFAULT_MAX_FRAME as u32 - 1).to_be_bytes().to_vec();
     bytes.resize(4 + 512 * 1024, 0);
     node.handle_data(now, conn, &bytes);
-    let closed = drain(&mut node).iter().any(|o| matches!(o, Output::Close { conn: c } if *c == conn));
+    let closed = script::closed(&drain(&mut node), conn);
     assert!(closed, "an unauthenticated connection buffers 512 KiB of an announced 1 MiB frame");
-}
-
-// Keep the helpers used when every finding above is fixed and un-ignored.
-#[allow(dead_code)]
-fn advance(node: &mut Node, now: &mut Instant, d: Duration) {
-    *now += d;
-    node.handle_timeout(*now);
-    drain(node);
-}
-
-#[allow(dead_code)]
-fn payload(n: usize) -> Bytes {
-    Bytes::from(vec![0x42; n])
 }

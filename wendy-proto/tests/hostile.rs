@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use wendy_proto::harness::script::{closed, drain, errors, handshake, messages, rejections};
 use wendy_proto::harness::Harness;
 use wendy_proto::wire::{self, Message, Route};
 use wendy_proto::{
-    CommandError, Config, ConnId, Event, Instant, Node, NodeError, NodeId, NodeInfo, Output, RejectReason,
-    SharedSecret, Target,
+    CommandError, Config, Event, Instant, Node, NodeError, NodeId, NodeInfo, Output, RejectReason, SharedSecret, Target,
 };
 
 fn addr(p: u16) -> SocketAddr {
@@ -24,63 +24,6 @@ fn node(n: u128, port: u16, secret: Option<&str>) -> Node {
         c = c.with_credentials(Arc::new(SharedSecret::new(s)));
     }
     Node::new(c, Instant::ZERO).expect("valid config")
-}
-
-fn drain(n: &mut Node) -> Vec<Output> {
-    std::iter::from_fn(|| n.poll_output()).collect()
-}
-
-fn transmits(outs: &[Output], conn: ConnId) -> Vec<Bytes> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::Transmit { conn: c, data } if *c == conn => Some(data.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn closed(outs: &[Output], conn: ConnId) -> bool {
-    outs.iter().any(|o| matches!(o, Output::Close { conn: c } if *c == conn))
-}
-
-fn errors(outs: &[Output]) -> Vec<NodeError> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::Event(Event::Error(e)) => Some(e.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Dials `b` from `a` (which must have just produced a Connect) and runs the handshake;
-/// returns (a's conn, b's conn, every frame a sent, b's outputs).
-fn handshake(a: &mut Node, b: &mut Node, now: Instant) -> (ConnId, ConnId, Vec<Bytes>, Vec<Output>) {
-    let outs = drain(a);
-    let conn_a = outs
-        .iter()
-        .find_map(|o| match o {
-            Output::Connect { conn, .. } => Some(*conn),
-            _ => None,
-        })
-        .expect("a dials");
-    let conn_b = b.handle_accepted(now, a.info().local);
-    a.handle_connected(now, conn_a);
-    let mut a_frames = transmits(&drain(a), conn_a);
-    let mut b_outs = Vec::new();
-    for f in &a_frames {
-        b.handle_data(now, conn_b, f);
-    }
-    b_outs.extend(drain(b));
-    for f in transmits(&b_outs, conn_b) {
-        a.handle_data(now, conn_a, &f);
-    }
-    let more = transmits(&drain(a), conn_a);
-    for f in &more {
-        b.handle_data(now, conn_b, f);
-    }
-    b_outs.extend(drain(b));
-    a_frames.extend(more);
-    (conn_a, conn_b, a_frames, b_outs)
 }
 
 #[test]
@@ -103,7 +46,7 @@ fn a_reserved_purpose_from_the_network_closes_the_connection() {
     let mut a = node(1, 1, None);
     let mut b = node(2, 2, None);
     a.join(now, &[addr(2)]).unwrap();
-    let (_, conn_b, _, _) = handshake(&mut a, &mut b, now);
+    let conn_b = handshake(&mut a, &mut b, now).conn_b;
     let bad =
         Message::Route(Route { key: NodeId::from_u128(1), purpose: 3, origin: a.id(), hops: 0, payload: Bytes::new() });
     b.handle_data(now, conn_b, &wire::encode(&bad));
@@ -175,17 +118,15 @@ fn a_replayed_handshake_is_rejected() {
     let mut a = node(1, 1, Some("s3cret"));
     let mut b = node(2, 2, Some("s3cret"));
     a.join(now, &[addr(2)]).unwrap();
-    let (_, _, a_frames, b_outs) = handshake(&mut a, &mut b, now);
-    assert!(!b_outs.iter().any(|o| matches!(o, Output::Event(Event::PeerRejected { .. }))), "{b_outs:?}");
+    let hs = handshake(&mut a, &mut b, now);
+    assert!(rejections(&hs.b_outputs).is_empty(), "{:?}", hs.b_outputs);
     assert_eq!(b.stats().rejected_peers, 0);
     // An eavesdropper replays a's Hello and Auth on a new connection.
     let evil = b.handle_accepted(now, addr(66));
-    b.handle_data(now, evil, &a_frames[0]);
-    b.handle_data(now, evil, &a_frames[1]);
+    b.handle_data(now, evil, &hs.a_frames[0]);
+    b.handle_data(now, evil, &hs.a_frames[1]);
     let outs = drain(&mut b);
-    assert!(outs
-        .iter()
-        .any(|o| matches!(o, Output::Event(Event::PeerRejected { reason: RejectReason::BadCredentials, .. }))));
+    assert_eq!(rejections(&outs), [RejectReason::BadCredentials]);
     assert!(closed(&outs, evil));
     assert_eq!(b.stats().rejected_peers, 1);
 }
@@ -229,12 +170,7 @@ fn garbage_truncated_and_oversized_frames_close_only_their_connection() {
     // The node still serves a legitimate joiner.
     let mut a = node(1, 1, None);
     a.join(now, &[addr(2)]).unwrap();
-    let (_, _, _, b_outs) = handshake(&mut a, &mut b, now);
-    let answered_join = b_outs.iter().any(|o| match o {
-        Output::Transmit { data, .. } => {
-            matches!(wire::decode_frame(data.clone(), 1 << 20), Ok(Message::JoinState { .. }))
-        }
-        _ => false,
-    });
+    let hs = handshake(&mut a, &mut b, now);
+    let answered_join = messages(&hs.b_outputs, hs.conn_b).iter().any(|m| matches!(m, Message::JoinState { .. }));
     assert!(answered_join, "the node still answers a legitimate join");
 }

@@ -6,6 +6,7 @@ use core::time::Duration;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use wendy_proto::harness::script::{closes, connects, drain, errors};
 use wendy_proto::harness::Harness;
 use wendy_proto::{
     CommandError, Config, ConfigError, Event, Instant, Node, NodeError, NodeId, Output, RejectReason, SharedSecret,
@@ -134,11 +135,11 @@ fn drained_waits_for_a_connection_that_is_still_being_set_up() {
     let now = Instant::ZERO;
     let mut a = Node::new(cfg(), now).unwrap();
     a.join(now, &[addr(2)]).unwrap();
-    let outs: Vec<Output> = std::iter::from_fn(|| a.poll_output()).collect();
-    assert!(outs.iter().any(|o| matches!(o, Output::Connect { .. })));
+    let outs = drain(&mut a);
+    assert!(!connects(&outs).is_empty());
     // The join request waits in the dialling connection's queue when we leave.
     a.leave(now);
-    let outs: Vec<Output> = std::iter::from_fn(|| a.poll_output()).collect();
+    let outs = drain(&mut a);
     assert!(!outs.contains(&Output::Event(Event::Drained)), "{outs:?}");
     let t = a.poll_timeout().expect("a timer to give up on the dial");
     let mut saw = false;
@@ -146,11 +147,11 @@ fn drained_waits_for_a_connection_that_is_still_being_set_up() {
     for _ in 0..20 {
         now = now.max(t) + Duration::from_secs(1);
         a.handle_timeout(now);
-        let outs: Vec<Output> = std::iter::from_fn(|| a.poll_output()).collect();
+        let outs = drain(&mut a);
         if outs.contains(&Output::Event(Event::Drained)) {
             saw = true;
             // The socket still being dialled is closed before the node says it is done.
-            assert!(outs.iter().any(|o| matches!(o, Output::Close { .. })), "{outs:?}");
+            assert!(!closes(&outs).is_empty(), "{outs:?}");
             break;
         }
     }
@@ -202,19 +203,15 @@ fn a_timer_fires_at_its_own_deadline_not_at_the_next_heartbeat() {
     // A dial that never completes.
     let at = t0 + Duration::from_millis(1500);
     a.send_to(at, wendy_proto::Target::Addr(addr(9)), 16, bytes::Bytes::from_static(b"x")).unwrap();
-    let outs: Vec<Output> = std::iter::from_fn(|| a.poll_output()).collect();
-    let conn = outs.iter().find_map(|o| match o {
-        Output::Connect { conn, .. } => Some(*conn),
-        _ => None,
-    });
+    let conn = connects(&drain(&mut a)).first().copied();
     let deadline = at + Duration::from_secs(5);
     assert_eq!(a.poll_timeout(), Some(deadline), "the connect deadline comes first");
     a.handle_timeout(at + Duration::from_micros(4_999_999));
     assert!(a.poll_output().is_none(), "nothing fires early");
     a.handle_timeout(deadline);
-    let outs: Vec<Output> = std::iter::from_fn(|| a.poll_output()).collect();
-    assert!(outs.contains(&Output::Close { conn: conn.unwrap() }), "{outs:?}");
-    assert!(outs.iter().any(|o| matches!(o, Output::Event(Event::Error(NodeError::ConnectFailed { .. })))));
+    let outs = drain(&mut a);
+    assert!(closes(&outs).contains(&conn.expect("a dial")), "{outs:?}");
+    assert!(errors(&outs).iter().any(|e| matches!(e, NodeError::ConnectFailed { .. })));
     assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_secs(60)), "back to the heartbeat");
     a.check_invariants().unwrap();
 }

@@ -221,7 +221,9 @@ impl Node {
         self.state = State::Ready;
         self.timers.stop(NodeTimer::Join);
         self.timers.stop(NodeTimer::Announce);
-        self.timers.set(NodeTimer::LeafExchange, now + self.cfg.leaf_exchange_interval);
+        // The first exchanges come soon: they find neighbours that joined at the same time.
+        self.exchange_gap = self.cfg.heartbeat_interval.min(self.cfg.leaf_exchange_interval);
+        self.timers.set(NodeTimer::LeafExchange, now + self.exchange_gap);
         self.out.push_back(Output::Event(Event::Joined));
         let held: Vec<Held> = self.held.drain(..).collect();
         self.pending_total -= held.len();

@@ -74,13 +74,15 @@ impl Node {
         }
     }
 
-    /// Every `leaf_exchange_interval`: ask the nearest leaf-set member on each side for its
-    /// leaf set, and re-probe departed members we still remember.
+    /// Every `leaf_exchange_interval` (and one heartbeat after the join): ask the nearest
+    /// leaf-set member on each side for its leaf set, route a [`Message::Locate`] towards our
+    /// own id, and re-probe departed members we still remember.
     pub(super) fn leaf_exchange_timer(&mut self, now: Instant) {
         if self.state == State::Left {
             return;
         }
-        self.timers.set(NodeTimer::LeafExchange, now + self.cfg.leaf_exchange_interval);
+        self.exchange_gap = (self.exchange_gap * 2).min(self.cfg.leaf_exchange_interval);
+        self.timers.set(NodeTimer::LeafExchange, now + self.exchange_gap);
         if self.state != State::Ready {
             return;
         }
@@ -92,6 +94,7 @@ impl Node {
                 let _ = self.send_msg(now, id, Message::LeafSetRequest);
             }
         }
+        self.locate_self(now);
         self.reprobe_lost_leaves(now);
     }
 

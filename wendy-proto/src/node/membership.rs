@@ -10,6 +10,7 @@ use crate::time::{duration_micros, Instant};
 use crate::wire::Message;
 
 use super::join::Held;
+use super::routing::Hop;
 use super::{Node, State};
 
 #[derive(Debug)]
@@ -41,6 +42,7 @@ impl Node {
                     .collect();
                 let _ = self.send_msg(now, from, Message::Row { row, entries });
             }
+            Message::Locate { origin, hops } => self.route_locate(now, origin, hops),
             Message::LeafSet { leaves: infos } | Message::Row { entries: infos, .. } => {
                 for i in infos {
                     self.learn(now, i, false);
@@ -98,6 +100,43 @@ impl Node {
         let probing = matches!(self.state, State::Ready | State::Announcing { .. });
         if leaf_changed && !heard && probing && self.peers[&id].ping.is_none() {
             self.probe(now, id, true);
+        }
+    }
+
+    /// Looks for our own neighbours: a [`Message::Locate`] towards our id, through a random
+    /// routing-table entry. Such an entry is far from us in the ring and routes by its own
+    /// tables, so the Locate reaches whichever node the rest of the ring takes for our
+    /// neighbour, even one our leaf set does not know.
+    pub(super) fn locate_self(&mut self, now: Instant) {
+        let entries: Vec<NodeId> = self.table.iter().map(|c| c.id).collect();
+        if entries.is_empty() {
+            return;
+        }
+        let via = entries[self.rng.below(entries.len() as u64) as usize];
+        let _ = self.send_msg(now, via, Message::Locate { origin: self.cfg.info.clone(), hops: 0 });
+    }
+
+    /// Passes a [`Message::Locate`] on towards its origin's id; at the node closest to it
+    /// (the origin aside), learns the origin if it is missing from the leaf set.
+    fn route_locate(&mut self, now: Instant, origin: NodeInfo, hops: u8) {
+        if origin.id == self.id() || hops >= self.cfg.max_hops || !self.is_ready() || !origin.is_valid() {
+            return;
+        }
+        match self.decide(origin.id, Some(origin.id)) {
+            Hop::Next(next) => {
+                let _ = self.send_msg(now, next, Message::Locate { origin, hops: hops.saturating_add(1) });
+            }
+            // Hearsay: it enters the leaf set only if it fits (and is then probed). It gets our
+            // leaf set, so that it learns our side of the ring as we learn it.
+            Hop::Here if !self.leaf.contains(origin.id) => {
+                let id = origin.id;
+                self.learn(now, origin, false);
+                if self.leaf.contains(id) {
+                    let leaves = self.leaf_infos();
+                    let _ = self.send_msg(now, id, Message::LeafSet { leaves });
+                }
+            }
+            Hop::Here | Hop::Hold => {}
         }
     }
 

@@ -75,6 +75,10 @@ pub struct Node {
     stats: Stats,
     hook: Option<Box<dyn ForwardHook>>,
     seq: u32,
+    /// The gap to the next leaf-set exchange: one heartbeat after joining, doubling up to
+    /// `leaf_exchange_interval`, so that neighbours that joined at the same time find each
+    /// other within seconds.
+    exchange_gap: core::time::Duration,
     /// The leaf set as last reported in `Event::LeafSetChanged`.
     published_leaves: Vec<NodeId>,
     /// `Event::Drained` was emitted (after `leave`).
@@ -130,6 +134,7 @@ impl Node {
             drained: false,
             published_leaves: Vec::new(),
             scratch: Vec::new(),
+            exchange_gap: config.leaf_exchange_interval,
             cfg: config,
         };
         node.timers.set(NodeTimer::Heartbeat, now + node.cfg.heartbeat_interval);
@@ -439,9 +444,11 @@ impl Node {
             | Message::JoinState { .. }
             | Message::Announce { .. }
             | Message::Welcome { .. } => self.on_join_message(now, conn, from, msg),
-            Message::LeafSetRequest | Message::LeafSet { .. } | Message::RowRequest { .. } | Message::Row { .. } => {
-                self.on_table_message(now, from, msg)
-            }
+            Message::LeafSetRequest
+            | Message::LeafSet { .. }
+            | Message::RowRequest { .. }
+            | Message::Row { .. }
+            | Message::Locate { .. } => self.on_table_message(now, from, msg),
             Message::Ping { .. } | Message::Pong { .. } | Message::Leaving => self.on_liveness_message(now, from, msg),
             Message::Closing => self.on_closing(now, conn, from),
             Message::Reject { reason } => self.on_rejected(now, conn, reason),

@@ -1,5 +1,6 @@
 //! Routing: the next-hop decision, application routing and delivery.
 
+use crate::config::MIN_APP_PURPOSE;
 use crate::id::NodeId;
 use crate::output::{CommandError, ConnId, Delivery, Forwarding, NodeError, Output, Verdict};
 use crate::time::Instant;
@@ -20,7 +21,7 @@ impl Node {
     pub(super) fn on_app_message(&mut self, now: Instant, conn: ConnId, msg: Message) {
         match msg {
             Message::Route(r) => {
-                if r.purpose < 16 {
+                if r.purpose < MIN_APP_PURPOSE {
                     self.protocol_error(now, conn, "routed message with a reserved purpose");
                     return;
                 }
@@ -28,7 +29,7 @@ impl Node {
                 let _ = self.route_app(now, r, false);
             }
             Message::Direct(d) => {
-                if d.purpose < 16 {
+                if d.purpose < MIN_APP_PURPOSE {
                     self.protocol_error(now, conn, "direct message with a reserved purpose");
                     return;
                 }
@@ -117,8 +118,8 @@ impl Node {
                     route.payload = f.payload;
                     match verdict {
                         // A purpose rewritten below 16 counts as a veto.
-                        Verdict::Forward if route.purpose >= 16 => {}
-                        Verdict::Consume if route.purpose >= 16 => {
+                        Verdict::Forward if route.purpose >= MIN_APP_PURPOSE => {}
+                        Verdict::Consume if route.purpose >= MIN_APP_PURPOSE => {
                             self.deliver_route(route, true);
                             return Ok(());
                         }
@@ -169,14 +170,7 @@ impl Node {
         if self.state == State::Left {
             return Err(CommandError::Left);
         }
-        if purpose < 16 {
-            return Err(CommandError::ReservedPurpose(purpose));
-        }
-        let max = self.cfg.max_frame_size.saturating_sub(64);
-        if len > max {
-            return Err(CommandError::PayloadTooLarge { len, max });
-        }
-        Ok(())
+        self.cfg.check_app_message(purpose, len)
     }
 
     pub(super) fn deliver_direct(&mut self, msg: Message) {

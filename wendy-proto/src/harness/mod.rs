@@ -21,6 +21,8 @@
 //! assert_eq!(h.deliveries().len(), 1);
 //! assert_eq!(h.deliveries()[0].node, h.closest_ready(key).unwrap());
 //! ```
+//!
+//! To play the other side of one node frame by hand instead, see [`script`].
 
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,7 +35,10 @@ use crate::id::NodeId;
 use crate::output::{ConnId, Delivery, Event, Output};
 use crate::rng::{splitmix64, Rng};
 use crate::time::Instant;
+use crate::wire::{self, Message};
 use crate::Node;
+
+pub mod script;
 
 /// A delivery observed by the harness.
 #[derive(Clone, Debug)]
@@ -73,6 +78,10 @@ pub struct Harness {
     trace: u64,
     frames: u64,
     heartbeats: u64,
+    closes: u64,
+    closing_frames: u64,
+    /// The encoded `Closing` frame, to count graceful closes without decoding every frame.
+    closing_frame: Bytes,
     dials: Vec<(usize, SocketAddr)>,
     /// Builds each node's config from its id and address; change it before adding nodes.
     /// By default [`Config::with_trusted_id`] (tests choose ids), encrypted; the harness then
@@ -99,6 +108,9 @@ impl Harness {
             trace: 0xcbf2_9ce4_8422_2325,
             frames: 0,
             heartbeats: 0,
+            closes: 0,
+            closing_frames: 0,
+            closing_frame: wire::encode(&Message::Closing),
             dials: Vec::new(),
             configure: Box::new(Config::with_trusted_id),
         }
@@ -260,8 +272,7 @@ impl Harness {
         &self.dials
     }
 
-    /// Events so far: (node, time, event), except `LeafSetChanged` (read the tables instead)
-    /// and `Heartbeat` (counted by [`Harness::heartbeats`]).
+    /// Events so far: (node, time, event), except `Heartbeat` (counted by [`Harness::heartbeats`]).
     pub fn events(&self) -> &[(usize, Instant, Event)] {
         &self.events
     }
@@ -279,6 +290,17 @@ impl Harness {
     /// Frames transmitted so far.
     pub fn frames(&self) -> u64 {
         self.frames
+    }
+
+    /// Connections the nodes closed so far (`Output::Close`), for whatever reason.
+    pub fn closes(&self) -> u64 {
+        self.closes
+    }
+
+    /// `Closing` frames transmitted so far: a node sends one when it starts the graceful close
+    /// of a connection that sat idle, and the other end answers with one.
+    pub fn closing_frames(&self) -> u64 {
+        self.closing_frames
     }
 
     /// The live, ready node whose id is closest to `key`, the correct root.
@@ -408,6 +430,9 @@ impl Harness {
                 },
                 Output::Transmit { conn, data } => {
                     self.frames += 1;
+                    if data == self.closing_frame {
+                        self.closing_frames += 1;
+                    }
                     self.mix(i as u64);
                     self.mix_bytes(&data);
                     if let Some(&(to, theirs)) = self.links.get(&(i, conn)) {
@@ -416,6 +441,7 @@ impl Harness {
                     }
                 }
                 Output::Close { conn } => {
+                    self.closes += 1;
                     if let Some((to, theirs)) = self.links.remove(&(i, conn)) {
                         // The other end keeps its side until the close reaches it, so the
                         // frames written before the close arrive first.
