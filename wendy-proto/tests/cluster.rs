@@ -427,7 +427,8 @@ fn idle_connections_close_without_losing_messages() {
     let seed = 91;
     let n = 150;
     let mut h = cluster_with(n, seed, true, |id, addr| {
-        let mut c = wendy_proto::Config::with_trusted_id(id, addr);
+        // Plaintext: the harness counts `Closing` frames by their bytes.
+        let mut c = wendy_proto::Config::with_trusted_id(id, addr).insecure_plaintext();
         c.idle_timeout = Duration::from_millis(150);
         c.heartbeat_interval = Duration::from_millis(100);
         c.suspect_timeout = Duration::from_millis(600);

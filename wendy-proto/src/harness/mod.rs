@@ -298,7 +298,8 @@ impl Harness {
     }
 
     /// `Closing` frames transmitted so far: a node sends one when it starts the graceful close
-    /// of a connection that sat idle, and the other end answers with one.
+    /// of a connection that sat idle, and the other end answers with one. Recognised by their
+    /// bytes, so only between nodes in plaintext (`Config::insecure_plaintext`).
     pub fn closing_frames(&self) -> u64 {
         self.closing_frames
     }
