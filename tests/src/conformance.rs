@@ -5,13 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wendy_proto::rng::Rng;
-use wendy_proto::{Config, Event, NodeError, NodeId, RejectReason, SharedSecret, Target};
+use wendy_proto::wire::{self, Direct, Message, WireError};
+use wendy_proto::{Config, Event, Identity, NodeError, NodeId, RejectReason, SharedSecret, Target};
 
 use crate::facade::{Driver, Ev, TestNode};
 
@@ -23,7 +25,17 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A configuration for tests: port 0 on 127.0.0.1, and timers short enough that a failure is
 /// detected in about a second.
 pub fn test_config(id: NodeId) -> Config {
-    let mut c = Config::new(id, SocketAddr::from(([127, 0, 0, 1], 0)));
+    // Chosen ids (the scenarios place them), so the trusting mode; still encrypted.
+    tune(Config::with_trusted_id(id, SocketAddr::from(([127, 0, 0, 1], 0))))
+}
+
+/// Like [`test_config`], for the node with static key `identity`, its id derived from the key
+/// (the default, secure mode).
+pub fn secure_config(identity: Identity) -> Config {
+    tune(Config::new(identity, SocketAddr::from(([127, 0, 0, 1], 0))))
+}
+
+fn tune(mut c: Config) -> Config {
     c.heartbeat_interval = Duration::from_millis(100);
     c.suspect_timeout = Duration::from_millis(300);
     c.probe_timeout = Duration::from_millis(200);
@@ -376,8 +388,8 @@ pub fn bad_credentials<D: Driver>(driver: &D, seed: u64) {
     a.drain_events();
     let r = intruder.join(a.addr(), Duration::from_secs(5));
     assert!(r.is_err(), "[{}] a node with wrong credentials joined", D::NAME);
-    // The dialler checks the acceptor's proof first, so the intruder is the one to notice; a
-    // well-behaved bootstrap sees its connection fail before authentication.
+    // The pre-shared key enters the handshake's last message: the bootstrap notices and
+    // refuses, and tells the intruder why.
     let is_reject = |e: &Ev| matches!(e, Ev::Event(Event::PeerRejected { reason: RejectReason::BadCredentials, .. }));
     let rejected = intruder.drain_events().iter().any(is_reject) || a.drain_events().iter().any(is_reject);
     assert!(rejected, "[{}] nobody reported the bad credentials", D::NAME);
@@ -425,6 +437,131 @@ pub fn hostile_bytes<D: Driver>(driver: &D, seed: u64) {
     }
     let stats = c.nodes[0].stats().expect("node runs");
     assert!(stats.decode_errors >= 3, "[{}] decode errors counted: {stats:?}", D::NAME);
+}
+
+/// Write halves of the relay's connections: (towards X, towards V).
+type Relayed = Arc<Mutex<Vec<(Arc<Mutex<TcpStream>>, Arc<Mutex<TcpStream>>)>>>;
+
+/// A man in the middle at a loopback address of its own: every connection it accepts (from V)
+/// it relays, frame by frame, to a connection it opens to `target` (X). While `flip` is set,
+/// the next frame from V has one byte flipped (and `flip` is cleared).
+fn start_relay(target: SocketAddr, flip: Arc<AtomicBool>) -> (SocketAddr, Relayed) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+    let addr = listener.local_addr().expect("bound");
+    let links: Relayed = Arc::default();
+    let kept = links.clone();
+    std::thread::spawn(move || {
+        for v in listener.incoming().flatten() {
+            let Ok(x) = TcpStream::connect(target) else { continue };
+            let (Ok(v2), Ok(x2)) = (v.try_clone(), x.try_clone()) else { continue };
+            let to_x = Arc::new(Mutex::new(x2));
+            let to_v = Arc::new(Mutex::new(v2));
+            kept.lock().expect("relay lock").push((to_x.clone(), to_v.clone()));
+            let f = flip.clone();
+            std::thread::spawn(move || relay_frames(v, to_x, Some(f)));
+            std::thread::spawn(move || relay_frames(x, to_v, None));
+        }
+    });
+    (addr, links)
+}
+
+fn relay_frames(mut from: TcpStream, to: Arc<Mutex<TcpStream>>, flip: Option<Arc<AtomicBool>>) {
+    loop {
+        let mut len = [0u8; 4];
+        if from.read_exact(&mut len).is_err() {
+            break;
+        }
+        let n = u32::from_be_bytes(len) as usize;
+        let mut body = vec![0u8; n.min(4 << 20)];
+        if n > body.len() || from.read_exact(&mut body).is_err() {
+            break;
+        }
+        if n > 20 && flip.as_ref().is_some_and(|f| f.swap(false, Ordering::SeqCst)) {
+            body[n / 2] ^= 0x01;
+        }
+        let mut w = to.lock().expect("relay lock");
+        if w.write_all(&len).and_then(|()| w.write_all(&body)).is_err() {
+            break;
+        }
+    }
+    let _ = to.lock().expect("relay lock").shutdown(Shutdown::Both);
+}
+
+/// The relay attack of issue 10, over real sockets. An attacker makes V dial it and relays the
+/// handshake to member X and back; then it injects frames of its own on both connections, and
+/// later flips one byte of one frame. With Noise it holds no session key: the handshake passes
+/// end to end between V and X (so nobody is recorded at the attacker's address), every frame
+/// it adds or changes fails authentication and closes its connection, nothing of it is
+/// delivered, and the nodes reconnect directly and keep serving.
+pub fn relay_attack<D: Driver>(driver: &D, seed: u64) {
+    let secret = Arc::new(SharedSecret::new("cluster secret"));
+    let key = |n: u8| Identity::from_entropy(&[seed as u8 ^ n; 32]);
+    let x = driver.start(secure_config(key(1)).with_credentials(secret.clone())).expect("start x");
+    let v = driver.start(secure_config(key(2)).with_credentials(secret.clone())).expect("start v");
+    let flip = Arc::new(AtomicBool::new(false));
+    let (attacker, links) = start_relay(x.addr(), flip.clone());
+    v.join(attacker, JOIN_TIMEOUT).unwrap_or_else(|e| panic!("[{}] join through the relay: {e}", D::NAME));
+    let at_attacker = move |n: &wendy_proto::Node| {
+        let ids = n.leaf_set().members().into_iter().chain(n.routing_table().iter().map(|c| c.id));
+        ids.filter_map(|id| n.peer(id)).any(|i| i.local == attacker || i.global == attacker)
+    };
+    for (name, n) in [("x", &x), ("v", &v)] {
+        assert!(!n.query(at_attacker).expect("runs"), "[{}] {name} records a node at the attacker's address", D::NAME);
+    }
+    // The attacker injects a forged sealed frame, then a plaintext message, on both connections.
+    let mut forged = vec![0, 0, 0, 41, 0xE2];
+    forged.extend_from_slice(&[0x42; 40]);
+    let payload = Bytes::from_static(b"INJECTED");
+    let plain = wire::encode(&Message::Direct(Direct { purpose: PURPOSE, origin: x.id(), payload }));
+    for (to_x, to_v) in links.lock().expect("relay lock").iter() {
+        for w in [to_x, to_v] {
+            let mut w = w.lock().expect("relay lock");
+            let _ = w.write_all(&forged).and_then(|()| w.write_all(&plain));
+        }
+    }
+    let injected = |e: &Ev| matches!(e, Ev::Deliver(d) if &d.payload[..] == b"INJECTED");
+    let auth_error =
+        |e: &Ev| matches!(e, Ev::Event(Event::Error(NodeError::Decode { error: WireError::Unauthenticated, .. })));
+    for (name, n) in [("x", &x), ("v", &v)] {
+        let mut seen_injected = false;
+        let err = n.wait_for(Duration::from_secs(15), |e| {
+            seen_injected |= injected(e);
+            auth_error(e)
+        });
+        assert!(err.is_some(), "[{}] {name} reported no authentication failure", D::NAME);
+        assert!(!seen_injected, "[{}] {name} delivered the attacker's message", D::NAME);
+    }
+    // They keep serving each other, over a direct connection now.
+    let deliver = |from: &(dyn TestNode + 'static), to: &(dyn TestNode + 'static), what: &'static [u8]| {
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            from.send_to(Target::Node(to.id()), PURPOSE, Bytes::from_static(what)).expect("send_to");
+            let got = to.wait_for(Duration::from_millis(500), |e| {
+                assert!(!injected(e), "[{}] the attacker's message was delivered", D::NAME);
+                matches!(e, Ev::Deliver(d) if &d.payload[..] == what)
+            });
+            if got.is_some() {
+                return;
+            }
+        }
+        panic!("[{}] {} never reached the other node", D::NAME, String::from_utf8_lossy(what));
+    };
+    deliver(&*v, &*x, b"after the injection");
+    deliver(&*x, &*v, b"and back");
+    // A third node joins through the relay; the attacker flips one byte of its next frame.
+    let w = driver.start(secure_config(key(3)).with_credentials(secret)).expect("start w");
+    w.join(attacker, JOIN_TIMEOUT).unwrap_or_else(|e| panic!("[{}] join through the relay: {e}", D::NAME));
+    let before = x.stats().expect("runs").auth_failures;
+    flip.store(true, Ordering::SeqCst);
+    w.send_to(Target::Node(x.id()), PURPOSE, Bytes::from_static(b"flipped")).expect("send_to");
+    let err = x.wait_for(Duration::from_secs(5), auth_error);
+    assert!(err.is_some(), "[{}] a flipped byte went unnoticed", D::NAME);
+    assert!(!flip.load(Ordering::SeqCst), "[{}] the relay flipped nothing", D::NAME);
+    assert_eq!(x.stats().expect("runs").auth_failures, before + 1);
+    deliver(&*w, &*x, b"after the flip");
+    for (name, n) in [("x", &x), ("v", &v), ("w", &w)] {
+        assert!(!n.query(at_attacker).expect("runs"), "[{}] {name} records a node at the attacker's address", D::NAME);
+    }
 }
 
 /// Port 0 reports the port really bound; the node answers there.
@@ -517,6 +654,10 @@ macro_rules! conformance_tests {
         #[test]
         fn bad_credentials() {
             $crate::conformance::bad_credentials(&$driver, 11);
+        }
+        #[test]
+        fn relay_attack() {
+            $crate::conformance::relay_attack(&$driver, 29);
         }
         #[test]
         fn hostile_bytes() {

@@ -72,7 +72,8 @@ fn decoding_allocates_in_proportion_to_bytes_received() {
 
     // 4. The same through a node, on an authenticated connection with a 4 KiB frame limit.
     let addr = SocketAddr::from(([10, 0, 0, 1], 7000));
-    let mut cfg = Config::new(NodeId::from_u128(1 << 127), addr);
+    // Plaintext: the test plays the peer by hand.
+    let mut cfg = Config::with_trusted_id(NodeId::from_u128(1 << 127), addr).insecure_plaintext();
     cfg.max_frame_size = 4096;
     let now = Instant::from_secs(1);
     let mut node = Node::new(cfg, now).expect("valid config");

@@ -46,8 +46,14 @@ impl<R: Runtime> NodeHandle<R> {
     /// Port 0 means the OS picks a port: the node's local address (and its global address, if
     /// it was the same or has port 0) is set to the bound one, reported by
     /// [`local_addr`](Self::local_addr).
+    ///
+    /// A config whose [`entropy`](Config::entropy) is all zeros (as [`Config::new`] leaves it)
+    /// gets 32 bytes from the operating system: they seed every handshake's ephemeral keys.
     pub async fn start_with(mut config: Config, options: Options) -> Result<Self, Error> {
         config.validate().map_err(Error::Config)?;
+        if config.entropy == [0; 32] {
+            config.entropy = crate::os_entropy()?;
+        }
         let rt = R::current()?;
         let listener = rt.bind(options.listen.unwrap_or(config.info.local))?;
         let bound = listener.local_addr()?;

@@ -74,9 +74,10 @@ impl HostileLog {
 /// Why a peer was rejected, for a person.
 pub fn describe(reason: RejectReason) -> &'static str {
     match reason {
-        RejectReason::BadCredentials => "bad credentials (the shared secrets differ)",
+        RejectReason::BadCredentials => "bad credentials (the shared secrets differ, or its key is not admitted)",
         RejectReason::SelfId => "it claims our own node id",
         RejectReason::WrongId => "it answered with another id than the node we dialled",
+        RejectReason::WrongKey => "its node id is not derived from the key it proved (a forged id)",
         _ => "handshake failed",
     }
 }

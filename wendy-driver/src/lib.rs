@@ -45,7 +45,7 @@ mod writer;
 use std::net::SocketAddr;
 
 pub use wendy_proto;
-pub use wendy_proto::{Config, NodeId};
+pub use wendy_proto::{Config, Identity, NodeId};
 
 pub use crate::error::Error;
 pub use crate::event::{Forwarded, NodeEvent};
@@ -62,6 +62,20 @@ pub use crate::writer::coalesce;
 /// The largest payload an application may send with `config` (room is left for the header).
 pub fn max_payload(config: &Config) -> usize {
     config.max_payload()
+}
+
+/// 32 bytes from the operating system's random source.
+pub fn os_entropy() -> Result<[u8; 32], Error> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| Error::Io(std::io::Error::other(format!("no OS entropy: {e}"))))?;
+    Ok(b)
+}
+
+/// A new static key pair from the operating system's random source: a node's identity, whose
+/// public key its id is derived from ([`Config::new`]). Persist [`Identity::secret`] to keep
+/// the same id across restarts.
+pub fn generate_identity() -> Result<Identity, Error> {
+    Ok(Identity::from_secret(os_entropy()?))
 }
 
 /// Puts the bound port into the node's addresses when port 0 was asked for: the local address

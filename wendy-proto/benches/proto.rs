@@ -1,12 +1,15 @@
 //! Benchmarks of the protocol's hot paths: the next-hop decision, the codec, and one forwarded
-//! message from input bytes to the transmit for the next hop.
+//! message from input bytes to the transmit for the next hop; and the cost of one connection's
+//! handshake, encrypted (Noise XX) and plaintext.
 //!
 //! Run with `cargo bench -p wendy-proto --bench proto`.
 //!
 //! The node under test is node 0 of a 1,000-node network joined through the in-crate
 //! [`Harness`] (ids are hashes of `node-<i>`, 1 to 20 ms links), so its leaf set, routing table
 //! (cells chosen by measured proximity) and neighbourhood are those a real run builds. Setting
-//! the network up takes a few seconds, once.
+//! the network up takes a few seconds, once. That network runs in plaintext
+//! (`Config::insecure_plaintext`), because the forwarding bench plays a client by hand; what
+//! encryption adds per frame is measured end to end by wendy-tokio's throughput bench.
 
 #![forbid(unsafe_code)]
 #![allow(missing_docs)]
@@ -16,10 +19,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use wendy_proto::harness::Harness;
 use wendy_proto::wire::{self, Message, Route, LENGTH_PREFIX, NONCE_LEN};
-use wendy_proto::{Node, NodeId, NodeInfo, Output};
+use wendy_proto::{Config, Identity, Instant, Node, NodeId, NodeInfo, Output, SharedSecret, Target};
 
 /// Nodes in the network the node under test belongs to.
 const NETWORK: usize = 1_000;
@@ -32,6 +35,7 @@ fn drain(node: &mut Node) -> Vec<Output> {
 fn network() -> Harness {
     let started = std::time::Instant::now();
     let mut h = Harness::new(1);
+    h.configure = Box::new(|id, a| Config::with_trusted_id(id, a).insecure_plaintext());
     for i in 0..NETWORK {
         h.add_node(NodeId::hash(format!("node-{i}").as_bytes()));
     }
@@ -172,7 +176,91 @@ fn forward(c: &mut Criterion, h: &mut Harness) {
     g.finish();
 }
 
+/// Two fresh nodes; `a` has just been asked to send to `b`, so it wants to dial.
+fn pair(plaintext: bool) -> (Node, Node) {
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let secret = std::sync::Arc::new(SharedSecret::new("bench"));
+    let cfg = |n: u8| {
+        let c = Config::new(Identity::from_entropy(&[n; 32]), addr(u16::from(n)))
+            .with_entropy([n; 32])
+            .with_credentials(secret.clone());
+        if plaintext {
+            c.insecure_plaintext()
+        } else {
+            c
+        }
+    };
+    let mut a = Node::new(cfg(1), Instant::ZERO).expect("valid");
+    let b = Node::new(cfg(2), Instant::ZERO).expect("valid");
+    a.send_to(Instant::ZERO, Target::Addr(addr(2)), 16, Bytes::from_static(b"x")).expect("queued");
+    (a, b)
+}
+
+/// Runs the handshake between `a` (dialling) and `b` until nothing more moves; the number of
+/// one-way flights it took until `b` delivered `a`'s first message.
+fn handshake_once(a: &mut Node, b: &mut Node) -> usize {
+    let now = Instant::ZERO;
+    let (mut conn_a, mut conn_b) = (None, None);
+    let mut flights = 0;
+    for _ in 0..10 {
+        let mut to_b = Vec::new();
+        while let Some(o) = a.poll_output() {
+            match o {
+                Output::Connect { conn, addr } => {
+                    conn_a = Some(conn);
+                    conn_b = Some(b.handle_accepted(now, addr));
+                    a.handle_connected(now, conn);
+                }
+                Output::Transmit { data, .. } => to_b.push(data),
+                _ => {}
+            }
+        }
+        if !to_b.is_empty() {
+            flights += 1;
+        }
+        for d in to_b {
+            b.handle_data(now, conn_b.expect("accepted"), &d);
+        }
+        let mut to_a = Vec::new();
+        let mut delivered = false;
+        while let Some(o) = b.poll_output() {
+            match o {
+                Output::Transmit { data, .. } => to_a.push(data),
+                Output::Deliver(_) => delivered = true,
+                _ => {}
+            }
+        }
+        if delivered {
+            return flights;
+        }
+        if !to_a.is_empty() {
+            flights += 1;
+        }
+        for d in to_a {
+            a.handle_data(now, conn_a.expect("dialled"), &d);
+        }
+    }
+    panic!("the handshake did not complete");
+}
+
+fn handshake(c: &mut Criterion) {
+    let mut g = c.benchmark_group("handshake");
+    for (name, plaintext) in [("noise XXpsk3 (both sides, to first delivery)", false), ("plaintext", true)] {
+        let (mut a, mut b) = pair(plaintext);
+        eprintln!("{name}: first message delivered after {} one-way flights", handshake_once(&mut a, &mut b));
+        g.bench_function(name, |bench| {
+            bench.iter_batched(
+                || pair(plaintext),
+                |(mut a, mut b)| black_box(handshake_once(&mut a, &mut b)),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
+    handshake(c);
     let mut h = network();
     next_hop(c, &h);
     codec(c);

@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use crate::credentials::Credentials;
 use crate::id::NodeId;
+use crate::identity::Identity;
 use crate::info::NodeInfo;
 use crate::output::CommandError;
+use crate::secure::DEFAULT_REKEY;
 use crate::wire::DEFAULT_MAX_FRAME;
 
 /// The smallest purpose an application may use; 0..16 are wendy's own messages.
@@ -22,6 +24,19 @@ const TABLE_PROBE_HEARTBEATS: u32 = 10;
 pub const MIN_FRAME: usize = 512;
 
 /// Everything a [`Node`](crate::Node) needs to start. Build with [`Config::new`] and adjust fields.
+///
+/// # Security
+/// Every connection is encrypted and authenticated (a Noise XX handshake, see the crate docs).
+/// [`Config::new`] takes the node's static key pair and derives the node id from its public
+/// key; peers whose id is not derived from the key they prove are rejected. Two settings
+/// weaken this and are named so: [`Config::with_trusted_id`] (ids chosen by the application,
+/// trusted as claimed by any peer that passes the credentials) and
+/// [`Config::insecure_plaintext`] (no encryption, nothing bound to keys: for measurements and
+/// very large simulations only).
+///
+/// **A driver must fill [`Config::entropy`] from the operating system** (`getrandom`): it seeds
+/// the generator of every handshake's ephemeral keys. The simulator and the tests fill it from
+/// their seed, so runs replay.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Config {
@@ -76,13 +91,45 @@ pub struct Config {
     /// How many times a routed message is sent again through another hop before it is
     /// reported undeliverable.
     pub max_reroutes: u8,
-    /// Credentials proven in every handshake; `None` proves nothing and accepts everyone.
+    /// Membership over the peers' proven keys (and the pre-shared key, if they have one);
+    /// `None` admits every peer that completes the handshake.
     pub credentials: Option<Arc<dyn Credentials>>,
+    /// The node's static key pair. `None` only in the trusting mode
+    /// ([`Config::with_trusted_id`]): [`Node::new`](crate::Node::new) then draws one from
+    /// `entropy`.
+    pub identity: Option<Identity>,
+    /// Trust the ids peers claim instead of deriving them from their keys (and ours is not
+    /// derived from ours). Set by [`Config::with_trusted_id`]; see there.
+    pub trusted_ids: bool,
+    /// 32 bytes of entropy seeding the node's cryptographic generator (handshake ephemeral
+    /// keys). A driver must fill it from the OS; simulations fill it from their seed.
+    pub entropy: [u8; 32],
+    /// No encryption and no key proof: the handshake of earlier versions (node info and, with
+    /// a pre-shared key, an HMAC over fresh nonces), then every frame in the clear. Set by
+    /// [`Config::insecure_plaintext`]; see there.
+    pub insecure_plaintext: bool,
+    /// Each direction of an encrypted connection is rekeyed after this many Noise messages
+    /// (default 2^20).
+    pub rekey_after: u64,
 }
 
 impl Config {
-    /// A configuration with the defaults, for node `id` reachable at `addr` (local and global).
-    pub fn new(id: NodeId, addr: SocketAddr) -> Self {
+    /// A configuration with the defaults for the node with static key pair `identity`,
+    /// reachable at `addr` (local and global). Its id is derived from the public key
+    /// ([`Identity::node_id`]).
+    pub fn new(identity: Identity, addr: SocketAddr) -> Self {
+        let mut c = Config::with_trusted_id(identity.node_id(), addr);
+        c.identity = Some(identity);
+        c.trusted_ids = false;
+        c
+    }
+
+    /// **Trusting mode**: a configuration for a node with an id of the application's choice
+    /// (the Go wendy's `NodeIDFromBytes`). Connections are still encrypted and each side still
+    /// proves a static key (drawn from `entropy` unless [`Config::identity`] is set), but ids
+    /// are not bound to keys: this node believes the id any peer claims, so any member that
+    /// passes the credentials can pose as any id. Use it only among mutually trusted nodes.
+    pub fn with_trusted_id(id: NodeId, addr: SocketAddr) -> Self {
         Config {
             info: NodeInfo::new(id, addr),
             seed: id.as_u128() as u64 ^ (id.as_u128() >> 64) as u64,
@@ -107,7 +154,33 @@ impl Config {
             ack_timeout_max: Duration::from_secs(1),
             max_reroutes: 3,
             credentials: None,
+            identity: None,
+            trusted_ids: true,
+            entropy: [0; 32],
+            insecure_plaintext: false,
+            rekey_after: DEFAULT_REKEY,
         }
+    }
+
+    /// **Insecure**: turns encryption off. Frames travel in the clear with no integrity, ids
+    /// are not bound to keys, and a pre-shared key only gates the handshake (an HMAC over
+    /// nonces; the relay of a handshake is not prevented). Meant for measuring what encryption
+    /// costs and for the simulator's largest runs; both sides of a connection must agree.
+    pub fn insecure_plaintext(mut self) -> Self {
+        self.insecure_plaintext = true;
+        self
+    }
+
+    /// Sets the entropy that seeds the node's cryptographic generator.
+    pub fn with_entropy(mut self, entropy: [u8; 32]) -> Self {
+        self.entropy = entropy;
+        self
+    }
+
+    /// Sets the static key pair (in the trusting mode, where it does not determine the id).
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
+        self
     }
 
     /// Sets the region and the local and global addresses.
@@ -183,6 +256,15 @@ impl Config {
         }
         if !self.info.is_valid() {
             return Err(ConfigError::InvalidInfo);
+        }
+        if !self.trusted_ids && self.identity.as_ref().is_none_or(|k| k.node_id() != self.info.id) {
+            return Err(ConfigError::IdNotFromKey);
+        }
+        if self.rekey_after == 0 {
+            return Err(ConfigError::Zero { field: "rekey_after" });
+        }
+        if self.insecure_plaintext && self.credentials.as_ref().is_some_and(|c| c.psk().is_none()) {
+            return Err(ConfigError::PlaintextCredentials);
         }
         Ok(())
     }
@@ -267,6 +349,12 @@ pub enum ConfigError {
     AckTimeouts,
     /// The region name is longer than [`MAX_REGION_LEN`](crate::info::MAX_REGION_LEN) bytes.
     InvalidInfo,
+    /// The id is not derived from the static key (or there is no key) and the configuration
+    /// is not in the trusting mode ([`Config::with_trusted_id`]).
+    IdNotFromKey,
+    /// Credentials without a pre-shared key (an allow-list of keys) cannot work in plaintext,
+    /// where no key is proven.
+    PlaintextCredentials,
 }
 
 impl core::fmt::Display for ConfigError {
@@ -287,6 +375,12 @@ impl core::fmt::Display for ConfigError {
             ConfigError::InvalidInfo => {
                 write!(f, "config: the region name is longer than {} bytes", crate::info::MAX_REGION_LEN)
             }
+            ConfigError::IdNotFromKey => f.write_str(
+                "config: the node id is not derived from the identity key (use Config::with_trusted_id, or Config::with_trusted_id to choose ids)",
+            ),
+            ConfigError::PlaintextCredentials => f.write_str(
+                "config: insecure plaintext proves no keys, so only credentials with a pre-shared key can work",
+            ),
         }
     }
 }

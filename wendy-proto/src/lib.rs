@@ -59,12 +59,13 @@
 //! use std::collections::BTreeMap;
 //! use std::net::SocketAddr;
 //! use bytes::Bytes;
-//! use wendy_proto::{Config, ConnId, Instant, Node, NodeId, Output};
+//! use wendy_proto::{Config, ConnId, Identity, Instant, Node, Output};
 //!
 //! let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
 //! let mut nodes = vec![
-//!     Node::new(Config::new(NodeId::hash(b"a"), addr(1)), Instant::ZERO).unwrap(),
-//!     Node::new(Config::new(NodeId::hash(b"b"), addr(2)), Instant::ZERO).unwrap(),
+//!     // A real driver fills `entropy` from the OS (and keeps the identity in a file).
+//!     Node::new(Config::new(Identity::from_entropy(&[1; 32]), addr(1)).with_entropy([11; 32]), Instant::ZERO).unwrap(),
+//!     Node::new(Config::new(Identity::from_entropy(&[2; 32]), addr(2)).with_entropy([22; 32]), Instant::ZERO).unwrap(),
 //! ];
 //! let mut now = Instant::ZERO;
 //! nodes[1].join(now, &[addr(1)]).unwrap();
@@ -109,6 +110,23 @@
 //! assert_eq!(delivered, vec![(0, Bytes::from_static(b"hi"))]);
 //! ```
 //!
+//! # Security
+//! Every connection is encrypted and authenticated: a Noise handshake
+//! (`Noise_XX_25519_ChaChaPoly_BLAKE2s`, or `Noise_XXpsk3_…` when the [`Credentials`] have a
+//! pre-shared key) in which each side proves its static key ([`Identity`]) and sends its
+//! [`NodeInfo`] encrypted, then every frame sealed with the keys it agreed (rekeyed every
+//! [`Config::rekey_after`] messages per direction). By default a node's id is derived from its
+//! public key ([`PublicKey::node_id`]) and a peer whose id is not its key's is refused
+//! ([`RejectReason::WrongKey`]); [`Credentials`] decide membership over the proven key. A frame
+//! that fails authentication closes its connection with [`WireError::Unauthenticated`](wire::WireError::Unauthenticated)
+//! (counted in [`Stats::auth_failures`]). [`Config::with_trusted_id`] (ids of the
+//! application's choice, trusted as claimed) and [`Config::insecure_plaintext`] (no encryption)
+//! are the weaker modes, named so.
+//!
+//! The crate draws no OS randomness, so the handshakes' ephemeral keys come from a ChaCha20
+//! generator seeded from [`Config::entropy`]: **a driver must fill it from the operating system**
+//! (wendy-driver does), while a simulation fills it from its seed and replays.
+//!
 //! # Panic policy
 //! A panic is a bug. No input from the network or the application panics: bad bytes are a
 //! [`WireError`](wire::WireError), counted in [`Stats`] and reported as an [`Event::Error`], and
@@ -136,6 +154,7 @@ pub mod fuzzing;
 #[cfg(feature = "testing")]
 pub mod harness;
 pub mod id;
+pub mod identity;
 pub mod info;
 pub mod leaf_set;
 pub mod neighbourhood;
@@ -143,13 +162,15 @@ mod node;
 pub mod output;
 pub mod rng;
 pub mod routing_table;
+mod secure;
 pub mod store;
 pub mod time;
 pub mod wire;
 
 pub use config::{Config, ConfigError};
-pub use credentials::{Credentials, SharedSecret};
+pub use credentials::{AllowList, Credentials, SharedSecret};
 pub use id::{IdError, KeyRange, NodeId};
+pub use identity::{Identity, PublicKey};
 pub use info::NodeInfo;
 pub use node::{Node, LAYER_PURPOSES};
 pub use output::{

@@ -135,6 +135,10 @@ pub enum RejectReason {
     SelfId,
     /// It answered with another id than the node we dialled.
     WrongId,
+    /// Its node id is not the one derived from the key it proved: it claims an id it does not
+    /// own (or it runs in the trusting mode, [`Config::with_trusted_id`](crate::Config::with_trusted_id),
+    /// and we do not).
+    WrongKey,
     /// A reason code this version does not know (from a newer peer).
     Other(u8),
 }
@@ -146,6 +150,7 @@ impl RejectReason {
             RejectReason::BadCredentials => 1,
             RejectReason::SelfId => 2,
             RejectReason::WrongId => 3,
+            RejectReason::WrongKey => 4,
             RejectReason::Other(c) => c,
         }
     }
@@ -156,6 +161,7 @@ impl RejectReason {
             1 => RejectReason::BadCredentials,
             2 => RejectReason::SelfId,
             3 => RejectReason::WrongId,
+            4 => RejectReason::WrongKey,
             c => RejectReason::Other(c),
         }
     }
@@ -164,9 +170,12 @@ impl RejectReason {
 impl fmt::Display for RejectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RejectReason::BadCredentials => f.write_str("bad credentials"),
+            RejectReason::BadCredentials => {
+                f.write_str("bad credentials (a different pre-shared key, or a key the cluster does not admit)")
+            }
             RejectReason::SelfId => f.write_str("it claimed the other side's own id"),
             RejectReason::WrongId => f.write_str("it answered with another id than the one dialled"),
+            RejectReason::WrongKey => f.write_str("its node id is not derived from the key it proved"),
             RejectReason::Other(c) => write!(f, "unknown reason {c}"),
         }
     }
@@ -370,6 +379,9 @@ pub struct Stats {
     pub decode_errors: u64,
     /// Connections closed for protocol violations.
     pub protocol_errors: u64,
+    /// Connections closed because a frame failed authentication (also counted in
+    /// `decode_errors`): tampering, replays, or a peer without the session's keys.
+    pub auth_failures: u64,
     /// Handshakes failed (bad credentials, wrong or own id).
     pub rejected_peers: u64,
     /// Handshakes the other side refused (it sent its reason).

@@ -270,6 +270,12 @@ pub enum WireError {
     TrailingBytes,
     /// A message exceeds a bound (entries, proof size, region name).
     OutOfBounds,
+    /// An encrypted frame or handshake message failed authentication: tampered with,
+    /// replayed, reordered, or not from the peer that completed the handshake.
+    Unauthenticated,
+    /// A frame of a kind this connection does not accept at this point (a plaintext frame on
+    /// an encrypted connection: one side runs with `insecure_plaintext`, the other not).
+    FrameKind(u8),
 }
 
 impl fmt::Display for WireError {
@@ -285,6 +291,13 @@ impl fmt::Display for WireError {
             WireError::Malformed => f.write_str("malformed message"),
             WireError::TrailingBytes => f.write_str("unexpected bytes after the message"),
             WireError::OutOfBounds => f.write_str("message exceeds a protocol bound"),
+            WireError::Unauthenticated => {
+                f.write_str("frame failed authentication (tampered with, replayed or forged)")
+            }
+            WireError::FrameKind(k) => write!(
+                f,
+                "unexpected frame kind {k:#04x} (is one side running with insecure plaintext and the other encrypted?)"
+            ),
         }
     }
 }

@@ -12,8 +12,10 @@ use wendy_proto::{Config, ConnId, Instant, Node, NodeError, NodeId, NodeInfo, Ou
 
 const ME: u128 = 1 << 127;
 
+/// A node in plaintext mode, so that the test can play its peers by hand (the same bounds with
+/// encryption are in `secure.rs`).
 fn node_with(cfg: impl FnOnce(&mut Config)) -> Node {
-    let mut c = Config::new(NodeId::from_u128(ME), addr(255, 1));
+    let mut c = Config::with_trusted_id(NodeId::from_u128(ME), addr(255, 1)).insecure_plaintext();
     cfg(&mut c);
     Node::new(c, NOW).expect("valid config")
 }

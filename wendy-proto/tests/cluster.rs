@@ -9,7 +9,18 @@ use wendy_proto::{Event, NodeId};
 /// Builds a cluster of `n` nodes with ids from `seed`; joined one by one (each waiting until
 /// the previous is ready) or concurrently (10 ms apart) through random earlier nodes.
 fn cluster(n: usize, seed: u64, concurrent: bool) -> Harness {
-    cluster_with(n, seed, concurrent, wendy_proto::Config::new)
+    // Clusters of hundreds of nodes check routing at scale in plaintext: a Noise handshake
+    // costs about 0.7 ms of CPU, and such a cluster makes tens of thousands of them.
+    // Encryption is covered by the smaller clusters here and by tests/secure.rs.
+    let plaintext = n >= 300;
+    cluster_with(n, seed, concurrent, move |id, addr| {
+        let c = wendy_proto::Config::with_trusted_id(id, addr);
+        if plaintext {
+            c.insecure_plaintext()
+        } else {
+            c
+        }
+    })
 }
 
 /// [`cluster`] with every node's configuration from `configure`.
@@ -206,7 +217,8 @@ fn join_messages_are_bounded() {
     let seed = 31;
     let n = 1000;
     let mut h = cluster_with(n, seed, true, |id, addr| {
-        let mut c = wendy_proto::Config::new(id, addr);
+        // Plaintext, as the other 1,000-node clusters (the frame count is the same).
+        let mut c = wendy_proto::Config::with_trusted_id(id, addr).insecure_plaintext();
         c.heartbeat_interval = Duration::from_secs(3600);
         c.suspect_timeout = Duration::from_secs(36000);
         c.table_probe_interval = Duration::from_secs(36000);
@@ -329,7 +341,7 @@ fn regions_use_local_addresses_and_weigh_proximity() {
         }) & 0xffff;
         let region = if index % 2 == 0 { "east" } else { "west" };
         let global = std::net::SocketAddr::new(local.ip(), 9000);
-        wendy_proto::Config::new(id, local).with_region(region, local, global)
+        wendy_proto::Config::with_trusted_id(id, local).with_region(region, local, global)
     });
     // Every dial after the bootstrap joins picks the address by region.
     let mut checked = 0;
@@ -427,7 +439,8 @@ fn idle_connections_close_without_losing_messages() {
     let seed = 91;
     let n = 150;
     let mut h = cluster_with(n, seed, true, |id, addr| {
-        let mut c = wendy_proto::Config::new(id, addr);
+        // Plaintext: the harness counts `Closing` frames by their bytes.
+        let mut c = wendy_proto::Config::with_trusted_id(id, addr).insecure_plaintext();
         c.idle_timeout = Duration::from_millis(150);
         c.heartbeat_interval = Duration::from_millis(100);
         c.suspect_timeout = Duration::from_millis(600);
@@ -453,7 +466,7 @@ fn a_healed_partition_merges_into_one_ring() {
     let seed = 101;
     let n = 60;
     let mut h = cluster_with(n, seed, true, |id, addr| {
-        let mut c = wendy_proto::Config::new(id, addr);
+        let mut c = wendy_proto::Config::with_trusted_id(id, addr);
         c.leaf_exchange_interval = Duration::from_secs(5);
         c
     });

@@ -17,7 +17,8 @@ use wendy_proto::{Config, Instant, Node, NodeId, NodeInfo, Output};
 const NOW: Instant = Instant::from_secs(1);
 
 fn node_with(cfg: impl FnOnce(&mut Config)) -> Node {
-    let mut c = Config::new(NodeId::from_u128(1 << 127), addr(255, 1));
+    // Plaintext: these regressions play the peer by hand.
+    let mut c = Config::with_trusted_id(NodeId::from_u128(1 << 127), addr(255, 1)).insecure_plaintext();
     cfg(&mut c);
     Node::new(c, NOW).expect("valid config")
 }

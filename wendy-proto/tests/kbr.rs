@@ -13,7 +13,7 @@ use wendy_proto::{Config, NodeId};
 fn ring(n: usize, l: usize, seed: u64) -> Harness {
     let mut h = Harness::new(seed);
     h.configure = Box::new(move |id, a| {
-        let mut c = Config::new(id, a);
+        let mut c = Config::with_trusted_id(id, a);
         c.leaf_set_size = l;
         c
     });

@@ -17,7 +17,7 @@ fn addr(p: u16) -> SocketAddr {
 }
 
 fn cfg() -> Config {
-    Config::new(NodeId::from_u128(7 << 100), addr(1))
+    Config::with_trusted_id(NodeId::from_u128(7 << 100), addr(1))
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn join_moves_on_from_an_unreachable_bootstrap() {
 fn join_fails_after_every_round_over_the_list() {
     let mut h = Harness::new(12);
     h.configure = Box::new(|id, a| {
-        let mut c = Config::new(id, a);
+        let mut c = Config::with_trusted_id(id, a);
         c.join_attempts = 2;
         c.join_timeout = Duration::from_secs(1);
         c
@@ -165,13 +165,14 @@ fn a_refused_joiner_is_told_why_at_once() {
     let mut h = Harness::new(14);
     h.configure = Box::new(|id, a| {
         let secret = if a == Harness::addr_of(1) { "wrong" } else { "right" };
-        Config::new(id, a).with_credentials(Arc::new(SharedSecret::new(secret)))
+        Config::with_trusted_id(id, a).with_credentials(Arc::new(SharedSecret::new(secret)))
     });
     h.add_node(NodeId::from_u128(1 << 120));
     h.add_node(NodeId::from_u128(2 << 120));
     h.join(1, 0);
     h.run_for(Duration::from_secs(1));
-    // The joiner checks the member's proof first, refuses it, and says why: the member hears.
+    // The member finds the pre-shared keys differ at the handshake's last message, refuses,
+    // and says why: the joiner hears at once.
     let told: Vec<_> = h
         .events()
         .iter()
@@ -182,10 +183,11 @@ fn a_refused_joiner_is_told_why_at_once() {
         .collect();
     assert_eq!(told.len(), 1, "{told:?} {:?}", h.events());
     let (who, at, reason) = told[0];
-    assert_eq!((who, reason), (0, RejectReason::BadCredentials));
+    assert_eq!((who, reason), (1, RejectReason::BadCredentials));
     assert!(at < Instant::ZERO + Duration::from_secs(1));
-    assert_eq!(h.node(0).stats().rejected_by_peers, 1);
-    assert_eq!(reason.to_string(), "bad credentials");
+    assert_eq!(h.node(1).stats().rejected_by_peers, 1);
+    assert_eq!(h.node(0).stats().rejected_peers, 1);
+    assert_eq!(reason.to_string(), "bad credentials (a different pre-shared key, or a key the cluster does not admit)");
 }
 
 #[test]
@@ -243,7 +245,7 @@ fn the_forward_hook_may_consume_a_message_on_its_way() {
 fn leaf_set_changes_are_reported_as_differences() {
     let mut h = Harness::new(16);
     h.configure = Box::new(|id, a| {
-        let mut c = Config::new(id, a);
+        let mut c = Config::with_trusted_id(id, a);
         c.leaf_set_size = 4;
         c
     });
@@ -283,7 +285,7 @@ fn leaf_set_changes_are_reported_as_differences() {
 fn routed_ring(n: usize, seed: u64) -> Harness {
     let mut h = Harness::new(seed);
     h.configure = Box::new(|id, a| {
-        let mut c = Config::new(id, a);
+        let mut c = Config::with_trusted_id(id, a);
         c.leaf_set_size = 8;
         c
     });

@@ -108,6 +108,9 @@ pub struct NodeParams {
     pub leaf_set_size: usize,
     /// Most connections a node keeps open.
     pub max_connections: usize,
+    /// Run every node without encryption ([`Config::insecure_plaintext`]): for the largest
+    /// runs, and to measure what encryption costs.
+    pub insecure_plaintext: bool,
 }
 
 impl Default for NodeParams {
@@ -123,6 +126,7 @@ impl Default for NodeParams {
             join_timeout: Duration::from_secs(10),
             leaf_set_size: 32,
             max_connections: 4096,
+            insecure_plaintext: false,
         }
     }
 }
@@ -146,6 +150,9 @@ impl NodeParams {
         c.join_timeout = self.join_timeout;
         c.leaf_set_size = self.leaf_set_size;
         c.max_connections = self.max_connections;
+        if self.insecure_plaintext {
+            c = c.insecure_plaintext();
+        }
         c
     }
 
@@ -153,7 +160,7 @@ impl NodeParams {
     /// panics on a node it cannot start, so check first.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let addr = std::net::SocketAddr::from(([10, 0, 0, 1], 7000));
-        self.apply(Config::new(NodeId::from_u128(1), addr)).validate()
+        self.apply(Config::with_trusted_id(NodeId::from_u128(1), addr)).validate()
     }
 }
 

@@ -115,6 +115,9 @@ struct Cli {
     /// Node heartbeat interval (also its maintenance tick), ms.
     #[arg(long, default_value_t = 1000)]
     heartbeat_ms: u64,
+    /// Run the nodes without encryption (insecure; for the largest runs and to measure the cost).
+    #[arg(long)]
+    insecure_plaintext: bool,
     /// Silence before a leaf is suspected, ms (default 3 heartbeats).
     #[arg(long)]
     suspect_ms: Option<u64>,
@@ -246,6 +249,7 @@ fn node_params(cli: &Cli) -> NodeParams {
         connect_timeout: Duration::from_secs(cli.connect_timeout_s),
         leaf_set_size: cli.leaf_set_size,
         max_connections: cli.max_connections.max(1),
+        insecure_plaintext: cli.insecure_plaintext,
         ..NodeParams::default()
     }
 }

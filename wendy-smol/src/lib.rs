@@ -8,13 +8,15 @@
 //!
 //! ```no_run
 //! use std::net::SocketAddr;
-//! use wendy_proto::{Config, NodeId};
+//! use wendy_driver::generate_identity;
+//! use wendy_proto::Config;
 //! use wendy_smol::{NodeEvent, NodeHandle};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let addr: SocketAddr = "127.0.0.1:0".parse()?; // port 0: the OS picks
-//! let mut a = NodeHandle::start(Config::new(NodeId::hash(b"a"), addr)).await?;
-//! let b = NodeHandle::start(Config::new(NodeId::hash(b"b"), addr)).await?;
+//! // Each node's id is derived from its static key (persist `Identity::secret` to keep it).
+//! let mut a = NodeHandle::start(Config::new(generate_identity()?, addr)).await?;
+//! let b = NodeHandle::start(Config::new(generate_identity()?, addr)).await?;
 //! b.join(&[a.local_addr()]).await?;
 //! b.send(a.id(), 16, &b"hello"[..]).await?;
 //! while let Some(ev) = a.next_event().await {

@@ -18,10 +18,14 @@
 //!    batched per round and decoded);
 //! 5. latency: A and C bounce one message back and forth (one routed hop each way);
 //!    per-hop latency = round trip / 2, against the raw round trip.
+//!
+//! Every connection is encrypted (Noise, the default). Then the batched chain (2) and the
+//! in-memory chain (4) run again with `Config::insecure_plaintext`, and the run reports what
+//! encryption keeps of the plaintext rate.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +46,20 @@ const BATCH: usize = 256;
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(run());
+}
+
+/// True while the plaintext half of the run builds its nodes.
+static PLAINTEXT: AtomicBool = AtomicBool::new(false);
+
+/// A node's configuration: chosen ids (trusting mode), encrypted unless `PLAINTEXT` is set.
+fn config(id: NodeId, addr: SocketAddr) -> Config {
+    let c =
+        Config::with_trusted_id(id, addr).with_entropy(id.as_u128().to_le_bytes().repeat(2).try_into().expect("32"));
+    if PLAINTEXT.load(Ordering::Relaxed) {
+        c.insecure_plaintext()
+    } else {
+        c
+    }
 }
 
 fn loopback() -> SocketAddr {
@@ -75,6 +93,8 @@ async fn run() {
         }
         Ok("proto") => {
             println!("wendy-proto alone: {:.0} msgs/s", proto_chain3(1_000_000));
+            PLAINTEXT.store(true, Ordering::Relaxed);
+            println!("wendy-proto alone, plaintext: {:.0} msgs/s", proto_chain3(1_000_000));
             return;
         }
         Ok("cluster") => {
@@ -108,6 +128,20 @@ async fn run() {
     );
     let hop = per_hop_latency(20_000).await;
     println!("routed per-hop latency: {:>12.1} us (median; {:.2}x the raw round trip)", hop, hop / raw_rtt);
+    PLAINTEXT.store(true, Ordering::Relaxed);
+    let chain_plain = chain3(1_000_000, true).await;
+    let ceiling_plain = proto_chain3(1_000_000);
+    PLAINTEXT.store(false, Ordering::Relaxed);
+    println!(
+        "plaintext 3-node chain: {:>12.0} msgs/s  (encrypted keeps {:.1}% of it)",
+        chain_plain,
+        100.0 * chain / chain_plain
+    );
+    println!(
+        "plaintext wendy-proto:  {:>12.0} msgs/s  (encrypted keeps {:.1}% of it)",
+        ceiling_plain,
+        100.0 * ceiling / ceiling_plain
+    );
     if let Ok(path) = std::env::var("WENDY_BENCH_JSON") {
         let v = serde_json::json!({
             "payload_bytes": PAYLOAD,
@@ -124,6 +158,11 @@ async fn run() {
             "cluster20_hops_mean": hops,
             "per_hop_latency_us_p50": hop,
             "per_hop_over_raw_rtt": hop / raw_rtt,
+            "encrypted": true,
+            "chain3_plaintext_msgs_per_s": chain_plain,
+            "chain3_encrypted_over_plaintext": chain / chain_plain,
+            "proto_chain3_in_memory_plaintext_msgs_per_s": ceiling_plain,
+            "proto_chain3_encrypted_over_plaintext": ceiling / ceiling_plain,
         });
         std::fs::write(&path, serde_json::to_string_pretty(&v).expect("json") + "\n").expect("write json");
         println!("wrote {path}");
@@ -208,7 +247,7 @@ fn quiet() -> Options {
 async fn ring(ids: &[NodeId]) -> Vec<NodeHandle> {
     let mut nodes: Vec<NodeHandle> = Vec::new();
     for &id in ids {
-        let node = NodeHandle::start_with(Config::new(id, loopback()), quiet()).await.expect("start");
+        let node = NodeHandle::start_with(config(id, loopback()), quiet()).await.expect("start");
         if let Some(first) = nodes.first() {
             node.join(&[first.local_addr()]).await.expect("join");
         }
@@ -313,11 +352,8 @@ fn proto_chain3(n: u64) -> f64 {
     let now = || wendy_proto::Instant::from_micros(t0.elapsed().as_micros() as u64);
     let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16));
     let ids: Vec<NodeId> = [1u128, 2, 3].iter().map(|i| NodeId::from_u128(i * (u128::MAX / 4))).collect();
-    let mut nodes: Vec<Node> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, &id)| Node::new(Config::new(id, addr(i)), now()).expect("valid config"))
-        .collect();
+    let mut nodes: Vec<Node> =
+        ids.iter().enumerate().map(|(i, &id)| Node::new(config(id, addr(i)), now()).expect("valid config")).collect();
     let mut links: BTreeMap<(usize, ConnId), (usize, ConnId)> = BTreeMap::new();
     let (bid, cid) = (ids[1], ids[2]);
     let payload = Bytes::from(vec![0xab; PAYLOAD]);

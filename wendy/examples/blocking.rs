@@ -45,7 +45,10 @@ fn start(id: NodeId, listener: TcpListener, delivered: Sender<Delivery>) -> Send
     thread::spawn(move || {
         let origin = std::time::Instant::now();
         let now = || Instant::from_micros(origin.elapsed().as_micros() as u64);
-        let mut node = Node::new(Config::new(id, addr), now()).expect("a valid config");
+        // This example is a driver: it must give the node entropy from the OS.
+        let entropy = wendy_driver::os_entropy().expect("OS entropy");
+        let cfg = Config::with_trusted_id(id, addr).with_entropy(entropy);
+        let mut node = Node::new(cfg, now()).expect("a valid config");
         let mut conns: HashMap<ConnId, TcpStream> = HashMap::new();
         loop {
             // Sleep until the node's next deadline or the next input.

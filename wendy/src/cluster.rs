@@ -28,10 +28,14 @@ pub struct Args {
     /// Give up waiting for deliveries after this many seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// Run the nodes without encryption (insecure: to measure what encryption costs).
+    #[arg(long)]
+    insecure_plaintext: bool,
 }
 
 pub async fn run(args: Args) -> Result<(), Error> {
     let timeout = Duration::from_secs(args.timeout);
+    let insecure = args.insecure_plaintext;
     let args = args.run;
     let n = args.nodes.max(1);
     let m = args.messages;
@@ -40,7 +44,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let mut opts = Options::default();
     opts.report_forwarded = false;
     opts.report_heartbeats = false;
-    let probe = Config::new(NodeId::hash(b"probe"), SocketAddr::from(([127, 0, 0, 1], 0)));
+    let probe = Config::with_trusted_id(NodeId::hash(b"probe"), SocketAddr::from(([127, 0, 0, 1], 0)));
     let max = wendy_driver::max_payload(&probe);
     if args.payload_size() > max {
         return Err(format!("--payload {} exceeds the largest payload, {max} bytes", args.payload_size()).into());
@@ -50,7 +54,12 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let mut nodes: Vec<NodeHandle> = Vec::with_capacity(n);
     for i in 0..n {
         let id = NodeId::from_u128(rng.next_u128());
-        let node = NodeHandle::start_with(Config::new(id, SocketAddr::from(([127, 0, 0, 1], 0))), opts.clone()).await?;
+        // Ids from the seed (trusting mode, so runs place nodes alike); encrypted unless asked.
+        let mut config = Config::with_trusted_id(id, SocketAddr::from(([127, 0, 0, 1], 0)));
+        if insecure {
+            config = config.insecure_plaintext();
+        }
+        let node = NodeHandle::start_with(config, opts.clone()).await?;
         if i > 0 {
             let via = nodes[rng.below(i as u64) as usize].local_addr();
             tokio::time::timeout(timeout, node.join(&[via]))

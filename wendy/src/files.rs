@@ -1,11 +1,10 @@
 //! What `wendy node` keeps on disk: its identity, the shared secret it is given, and the peers
 //! it knew (to rejoin through them after a restart).
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use wendy_proto::NodeId;
+use wendy_proto::{Identity, NodeId};
 
 use crate::Error;
 
@@ -32,35 +31,54 @@ pub fn secret(path: Option<&Path>) -> Result<Option<Vec<u8>>, Error> {
     Ok(Some(text))
 }
 
-/// The node id kept in `path` (32 hex digits); created with a fresh random id on first start.
-pub fn identity(path: &Path) -> Result<(NodeId, bool), Error> {
+/// The node's static key kept in `path` (its secret key as 64 hex digits; the node id is
+/// derived from the public key); created with a fresh key from the OS on first start, readable
+/// by its owner only.
+pub fn identity(path: &Path) -> Result<(Identity, bool), Error> {
     match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let id = text.trim().parse().map_err(|e| {
-                format!("the identity file {} does not hold a node id (32 hex digits): {e}", path.display())
-            })?;
-            Ok((id, false))
-        }
+        Ok(text) => Ok((parse_key(text.trim(), path)?, false)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = random_id()?;
+            let identity = wendy_driver::generate_identity()?;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             }
-            std::fs::write(path, format!("{id}\n"))
+            let hex: String = identity.secret().iter().map(|b| format!("{b:02x}")).collect();
+            write_private(path, format!("{hex}\n").as_bytes())
                 .map_err(|e| format!("cannot write the identity file {}: {e}", path.display()))?;
-            Ok((id, true))
+            Ok((identity, true))
         }
         Err(e) => Err(format!("cannot read the identity file {}: {e}", path.display()).into()),
     }
 }
 
-/// A node id from the operating system's random source.
-pub fn random_id() -> Result<NodeId, Error> {
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| format!("cannot read /dev/urandom for a node id: {e}"))?;
-    Ok(NodeId::from_bytes(&bytes)?)
+fn parse_key(text: &str, path: &Path) -> Result<Identity, Error> {
+    if text.len() == 32 && text.parse::<NodeId>().is_ok() {
+        return Err(format!(
+            "the identity file {} holds a node id from an older wendy; node ids are now derived from a key: \
+             move the file away to create a key (the node's id changes)",
+            path.display()
+        )
+        .into());
+    }
+    let bytes: Option<Vec<u8>> = (text.len() == 64 && text.is_ascii())
+        .then(|| (0..32).map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()).collect())
+        .flatten();
+    let secret: [u8; 32] = bytes
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("the identity file {} does not hold a key (64 hex digits)", path.display()))?;
+    Ok(Identity::from_secret(secret))
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?.write_all(data)
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, data)
 }
 
 /// The file in `dir` that lists the peers a node knew.
@@ -96,8 +114,15 @@ mod tests {
         let (b, created) = identity(&path).unwrap();
         assert!(!created);
         assert_eq!(a, b);
-        std::fs::write(&path, "not an id").unwrap();
-        assert!(identity(&path).unwrap_err().to_string().contains("does not hold a node id"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        std::fs::write(&path, "not a key").unwrap();
+        assert!(identity(&path).unwrap_err().to_string().contains("does not hold a key"));
+        std::fs::write(&path, format!("{}\n", a.node_id())).unwrap();
+        assert!(identity(&path).unwrap_err().to_string().contains("older wendy"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -42,7 +42,8 @@ pub struct Args {
     /// WENDY_SECRET_FILE; neither: no secret, every node is accepted).
     #[arg(long)]
     secret_file: Option<PathBuf>,
-    /// File holding this node's id; created on first start (default: DATA_DIR/identity).
+    /// File holding this node's secret key (its id derives from it); created on first start
+    /// (default: DATA_DIR/identity).
     #[arg(long)]
     identity: Option<PathBuf>,
     /// Directory for the node's identity and the peers it knew (to rejoin after a restart).
@@ -63,24 +64,26 @@ pub async fn run(args: Args) -> Result<(), Error> {
     if let Some(dir) = &args.data_dir {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
     }
-    let id = match &identity {
+    let key = match &identity {
         Some(path) => {
-            let (id, created) = files::identity(path)?;
+            let (key, created) = files::identity(path)?;
             if created {
-                tracing::info!(%id, file = %path.display(), "new identity created");
+                tracing::info!(id = %key.node_id(), file = %path.display(), "new identity key created");
             }
-            id
+            key
         }
         None => {
-            tracing::warn!("no --identity or --data-dir: this node gets a new id at every start");
-            files::random_id()?
+            tracing::warn!("no --identity or --data-dir: this node gets a new key, and so a new id, at every start");
+            wendy_driver::generate_identity()?
         }
     };
     let advertise = args.advertise.unwrap_or(args.listen);
     if advertise.ip().is_unspecified() {
         return Err(format!("{advertise} cannot be reached by other nodes: give --advertise").into());
     }
-    let mut config = Config::new(id, advertise);
+    // The id is derived from the key; every connection is encrypted (Noise), and the driver
+    // fills the entropy for the handshakes from the OS.
+    let mut config = Config::new(key, advertise);
     if let (Some(region), Some(local)) = (&args.region, args.local_advertise) {
         config = config.with_region(region.clone(), local, advertise);
     }

@@ -52,7 +52,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
-    let mut config = Config::new(files::random_id()?, SocketAddr::new(any, 0));
+    let mut config = Config::new(wendy_driver::generate_identity()?, SocketAddr::new(any, 0));
     if let Some(s) = &secret {
         config = config.with_credentials(Arc::new(SharedSecret::new(s)));
     }

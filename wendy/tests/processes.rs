@@ -72,10 +72,15 @@ impl Node {
         }
         self.child = Some(cmd.spawn().expect("wendy node starts"));
         let dir = self.dir.clone();
-        self.id = wait(Duration::from_secs(10), || std::fs::read_to_string(dir.join("identity")).ok())
-            .trim()
-            .parse()
-            .expect("identity");
+        // The identity file holds the node's secret key; its id is derived from the public key.
+        self.id = wait(Duration::from_secs(10), || {
+            let text = std::fs::read_to_string(dir.join("identity")).ok()?;
+            let hex = text.trim();
+            let bytes: Vec<u8> = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                .collect::<Option<_>>()?;
+            Some(wendy_proto::Identity::from_secret(bytes.try_into().ok()?).node_id())
+        });
     }
 
     fn pid(&self) -> Pid {

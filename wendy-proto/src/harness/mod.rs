@@ -89,6 +89,8 @@ pub struct Harness {
     store_config: Option<StoreConfig>,
     store_events: Vec<(usize, StoreEvent)>,
     /// Builds each node's config from its id and address; change it before adding nodes.
+    /// By default [`Config::with_trusted_id`] (tests choose ids), encrypted; the harness then
+    /// sets the node's seed and entropy from its own seed.
     pub configure: Box<dyn FnMut(NodeId, SocketAddr) -> Config>,
 }
 
@@ -118,7 +120,7 @@ impl Harness {
             stores: Vec::new(),
             store_config: None,
             store_events: Vec::new(),
-            configure: Box::new(Config::new),
+            configure: Box::new(Config::with_trusted_id),
         }
     }
 
@@ -127,7 +129,12 @@ impl Harness {
         let i = self.nodes.len();
         let addr = Self::addr_of(i);
         let mut s = self.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let cfg = (self.configure)(id, addr).with_seed(splitmix64(&mut s));
+        let seed = splitmix64(&mut s);
+        let mut entropy = [0u8; 32];
+        for w in entropy.chunks_mut(8) {
+            w.copy_from_slice(&splitmix64(&mut s).to_le_bytes());
+        }
+        let cfg = (self.configure)(id, addr).with_seed(seed).with_entropy(entropy);
         // A node is reachable at its local and its global address.
         self.addrs.insert(cfg.info.local, i);
         self.addrs.insert(cfg.info.global, i);
@@ -367,7 +374,8 @@ impl Harness {
     }
 
     /// `Closing` frames transmitted so far: a node sends one when it starts the graceful close
-    /// of a connection that sat idle, and the other end answers with one.
+    /// of a connection that sat idle, and the other end answers with one. Recognised by their
+    /// bytes, so only between nodes in plaintext (`Config::insecure_plaintext`).
     pub fn closing_frames(&self) -> u64 {
         self.closing_frames
     }

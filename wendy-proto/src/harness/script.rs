@@ -2,7 +2,9 @@
 //!
 //! The [`Harness`](super::Harness) moves frames between whole nodes; these helpers are for a
 //! test that *is* the other side: it feeds the node hand-made messages (well-formed or
-//! hostile) and inspects exactly what the node answers.
+//! hostile) and inspects exactly what the node answers. They speak the plaintext handshake,
+//! so the node must run with [`Config::insecure_plaintext`](crate::Config::insecure_plaintext)
+//! (the encrypted transport has tests of its own, in `tests/secure.rs`).
 //!
 //! ```
 //! use wendy_proto::harness::script::{self, closed, errors};
@@ -10,7 +12,7 @@
 //! use wendy_proto::{Config, Instant, Node, NodeError, NodeId, NodeInfo};
 //!
 //! let now = Instant::from_secs(1);
-//! let me = Config::new(NodeId::from_u128(1 << 127), script::addr(1, 1));
+//! let me = Config::with_trusted_id(NodeId::from_u128(1 << 127), script::addr(1, 1)).insecure_plaintext();
 //! let mut node = Node::new(me, now).unwrap();
 //! // A peer completes the handshake, then sends a second Hello: a protocol error.
 //! let peer = NodeInfo::new(NodeId::from_u128(5), script::addr(2, 2));

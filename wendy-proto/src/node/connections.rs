@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use crate::id::NodeId;
 use crate::info::NodeInfo;
 use crate::output::{ConnId, NodeError, Output};
+use crate::secure::{self, Channel, Handshake};
 use crate::time::Instant;
 use crate::wire::{self, FrameDecoder, Message, NONCE_LEN};
 
@@ -32,15 +33,42 @@ pub(super) struct Conn {
     pub(super) timer: Option<Instant>,
     /// Per-hop acknowledgement state, from the first routed message on.
     pub(super) flight: Option<Box<Flight>>,
+    /// The transport keys, once an encrypted connection's handshake completed.
+    pub(super) channel: Option<Box<Channel>>,
+    /// An authenticated frame arrived after the handshake: from now on a plaintext refusal
+    /// is not believed.
+    pub(super) heard: bool,
 }
 
+/// Where a connection's set-up stands. `AwaitHelloAck` and `AwaitAuth` belong to the
+/// plaintext handshake, `AwaitReply` and `AwaitFinish` to the Noise one.
 #[derive(Debug)]
 pub(super) enum Phase {
-    Dialing { nonce: [u8; NONCE_LEN] },
-    AwaitHelloAck { nonce: [u8; NONCE_LEN] },
+    Dialing {
+        nonce: [u8; NONCE_LEN],
+    },
+    AwaitHelloAck {
+        nonce: [u8; NONCE_LEN],
+    },
+    /// Accepted: waiting for the dialler's first handshake message (either handshake).
     AwaitHello,
-    AwaitAuth { dialer_nonce: [u8; NONCE_LEN], my_nonce: [u8; NONCE_LEN], info: Box<NodeInfo> },
+    AwaitAuth {
+        dialer_nonce: [u8; NONCE_LEN],
+        my_nonce: [u8; NONCE_LEN],
+        info: Box<NodeInfo>,
+    },
+    /// Dialled, first Noise message sent: waiting for the acceptor's.
+    AwaitReply(Box<Handshake>),
+    /// Accepted, second Noise message sent: waiting for the dialler's last.
+    AwaitFinish(Box<Handshake>),
     Open,
+}
+
+impl Phase {
+    /// True while we wait for the dialler to finish its handshake (an inbound connection).
+    pub(super) fn is_inbound_setup(&self) -> bool {
+        matches!(self, Phase::AwaitHello | Phase::AwaitAuth { .. } | Phase::AwaitFinish(_))
+    }
 }
 
 pub(super) enum SendFail {
@@ -186,9 +214,7 @@ impl Node {
         let existing = self
             .conns
             .iter()
-            .find(|(_, c)| {
-                c.addr == addr && c.closing.is_none() && !matches!(c.phase, Phase::AwaitHello | Phase::AwaitAuth { .. })
-            })
+            .find(|(_, c)| c.addr == addr && c.closing.is_none() && !c.phase.is_inbound_setup())
             .map(|(&k, _)| k);
         existing.or_else(|| self.dial(now, addr, None))
     }
@@ -238,18 +264,50 @@ impl Node {
         true
     }
 
+    /// Sends `msg` on `conn`: sealed with the connection's keys if it is encrypted, in the
+    /// clear in plaintext mode. On an encrypted connection without keys yet only a refusal
+    /// goes out (in the clear: it carries one reason code).
     pub(super) fn transmit(&mut self, conn: ConnId, msg: &Message) {
-        let data = wire::encode(msg);
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let data = if self.cfg.insecure_plaintext {
+            wire::encode(msg)
+        } else if let Some(ch) = c.channel.as_mut() {
+            let mut buf = std::mem::take(&mut self.scratch);
+            buf.clear();
+            wire::encode_into(msg, &mut buf);
+            let sealed = ch.seal(&buf[wire::LENGTH_PREFIX..]);
+            self.scratch = buf;
+            match sealed {
+                Ok(d) => d,
+                Err(_) => {
+                    // Only a nonce counter at its end (2^64 messages) gets here.
+                    self.report(NodeError::Protocol { conn, what: "the connection's keys are exhausted" });
+                    self.out.push_back(Output::Close { conn });
+                    let now = self.last_now;
+                    self.drop_conn(now, conn);
+                    return;
+                }
+            }
+        } else if let Message::Reject { reason } = msg {
+            secure::reject_frame(*reason)
+        } else {
+            return;
+        };
+        self.send_frame(conn, data, msg.is_application());
+        if let Message::Route(r) = msg {
+            self.track_route(conn, r);
+        }
+    }
+
+    /// Queues one whole frame for the driver, and counts it.
+    pub(super) fn send_frame(&mut self, conn: ConnId, data: bytes::Bytes, application: bool) {
         self.stats.frames_out += 1;
         self.stats.bytes_out += data.len() as u64;
-        if !msg.is_application() {
+        if !application {
             self.stats.control_frames_out += 1;
             self.stats.control_bytes_out += data.len() as u64;
         }
         self.out.push_back(Output::Transmit { conn, data });
-        if let Message::Route(r) = msg {
-            self.track_route(conn, r);
-        }
     }
 
     /// Forgets a connection; what was queued on it is re-routed or dropped.
@@ -348,6 +406,8 @@ impl Conn {
             peer: None,
             timer: None,
             flight: None,
+            channel: None,
+            heard: false,
         }
     }
 }

@@ -26,14 +26,16 @@ use bytes::Bytes;
 
 use crate::config::{Config, ConfigError};
 use crate::id::NodeId;
+use crate::identity::Identity;
 use crate::info::NodeInfo;
 use crate::leaf_set::LeafSet;
 use crate::neighbourhood::Neighbourhood;
 use crate::output::{CommandError, ConnId, Event, ForwardHook, NodeError, Output, Stats, Target};
 use crate::rng::Rng;
 use crate::routing_table::{RoutingTable, UNKNOWN_PROXIMITY};
+use crate::secure::CryptoRng;
 use crate::time::Instant;
-use crate::wire::{self, Direct, Message, Route};
+use crate::wire::{Direct, Message, Route};
 
 use connections::{Conn, Phase, SendFail};
 use join::Held;
@@ -50,6 +52,10 @@ use timers::{NodeTimer, TimerKey, TimerTable};
 pub struct Node {
     cfg: Config,
     rng: Rng,
+    /// The cryptographic generator: seeds of handshake ephemeral keys.
+    crypto: CryptoRng,
+    /// Our static key pair.
+    identity: Identity,
     state: State,
     leaf: LeafSet,
     table: RoutingTable,
@@ -86,6 +92,8 @@ pub struct Node {
     drained: bool,
     /// Enabled layer purposes, one bit each ([`layers`]).
     layers: u16,
+    /// Reused buffer of a frame being encoded before it is sealed.
+    scratch: Vec<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,8 +116,12 @@ impl Node {
     pub fn new(config: Config, now: Instant) -> Result<Self, ConfigError> {
         config.validate()?;
         let me = config.info.id;
+        let mut crypto = CryptoRng::new(session::crypto_seed(&config));
+        let identity = config.identity.clone().unwrap_or_else(|| Identity::from_secret(crypto.seed()));
         let mut node = Node {
             rng: Rng::new(config.seed),
+            crypto,
+            identity,
             state: State::Alone,
             leaf: LeafSet::new(me, config.leaf_set_size),
             table: RoutingTable::new(me),
@@ -133,6 +145,7 @@ impl Node {
             published_leaves: Vec::new(),
             ack_due: Vec::new(),
             reroutes_ctx: 0,
+            scratch: Vec::new(),
             exchange_gap: config.leaf_exchange_interval,
             cfg: config,
         };
@@ -164,13 +177,7 @@ impl Node {
     /// The outbound connection `conn` (from [`Output::Connect`]) is established.
     pub fn handle_connected(&mut self, now: Instant, conn: ConnId) {
         let now = self.tick_now(now);
-        let Some(c) = self.conns.get_mut(&conn) else { return };
-        let Phase::Dialing { nonce } = c.phase else { return };
-        c.phase = Phase::AwaitHelloAck { nonce };
-        c.last_active = now;
-        c.handshake_sent = Some(now);
-        let hello = Message::Hello { info: self.cfg.info.clone(), nonce };
-        self.transmit(conn, &hello);
+        self.start_handshake(now, conn);
         self.finish();
     }
 
@@ -216,13 +223,7 @@ impl Node {
         while let Some(c) = self.conns.get_mut(&conn) {
             match c.decoder.next_frame() {
                 Ok(None) => break,
-                Ok(Some(body)) => match wire::decode_body(body) {
-                    Ok(msg) => {
-                        self.stats.frames_in += 1;
-                        self.on_message(now, conn, msg);
-                    }
-                    Err(error) => self.decode_error(now, conn, error),
-                },
+                Ok(Some(body)) => self.on_frame(now, conn, body),
                 Err(error) => self.decode_error(now, conn, error),
             }
         }

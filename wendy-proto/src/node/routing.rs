@@ -235,7 +235,7 @@ mod tests {
     #[test]
     fn a_message_dropped_for_want_of_a_connection_is_counted_once() {
         let now = Instant::from_secs(1);
-        let mut c = Config::new(NodeId::from_u128(1 << 124), addr(1));
+        let mut c = Config::with_trusted_id(NodeId::from_u128(1 << 124), addr(1));
         c.max_connections = 1;
         let mut n = Node::new(c, now).unwrap();
         let (p1, p2) =

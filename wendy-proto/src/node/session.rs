@@ -1,10 +1,26 @@
-//! The session layer: one per connection, the handshake that authenticates the peer.
+//! The session layer: one per connection, the handshake that authenticates the peer, and the
+//! framing of what follows it.
+//!
+//! Encrypted (the default): a Noise XX handshake ([`crate::secure`]) in which each side proves
+//! its static key and sends its node info encrypted; the id must be derived from the key unless
+//! the node trusts claimed ids, and the credentials must admit the key. Then every frame is
+//! sealed with the connection's keys, and a frame that fails to open closes the connection.
+//!
+//! Plaintext (`insecure_plaintext`): `Hello` / `HelloAck` / `Auth` with an HMAC, keyed by the
+//! credentials' pre-shared key, over both nonces, both ids and the prover's role.
 
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
 use crate::id::NodeId;
+use crate::identity::PublicKey;
 use crate::info::NodeInfo;
 use crate::output::{ConnId, Event, Output, RejectReason};
+use crate::secure::{self, Handshake, Payload};
 use crate::time::Instant;
-use crate::wire::{Message, NONCE_LEN};
+use crate::wire::{self, Message, WireError, NONCE_LEN};
 
 use super::connections::Phase;
 use super::membership::{proximity, Peer};
@@ -13,7 +29,242 @@ use super::Node;
 const ROLE_ACCEPTOR: u8 = 1;
 const ROLE_DIALER: u8 = 2;
 
+/// The seed of a node's cryptographic generator: its entropy, mixed with what distinguishes
+/// it from other nodes (seed, id, secret key), so that nodes given the same entropy by mistake
+/// still draw different ephemeral keys.
+pub(super) fn crypto_seed(cfg: &Config) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"wendy/csprng/v1");
+    h.update(cfg.entropy);
+    h.update(cfg.seed.to_le_bytes());
+    h.update(cfg.info.id.to_bytes());
+    if let Some(k) = &cfg.identity {
+        h.update(k.secret());
+    }
+    h.finalize().into()
+}
+
 impl Node {
+    /// Our outbound connection is established: the first handshake message goes out.
+    pub(super) fn start_handshake(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Phase::Dialing { nonce } = c.phase else { return };
+        c.last_active = now;
+        c.handshake_sent = Some(now);
+        if self.cfg.insecure_plaintext {
+            c.phase = Phase::AwaitHelloAck { nonce };
+            let hello = Message::Hello { info: self.cfg.info.clone(), nonce };
+            self.transmit(conn, &hello);
+            return;
+        }
+        match self.new_handshake(true).and_then(|mut hs| Ok((hs.write(&[])?, hs))) {
+            Ok((frame, hs)) => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.phase = Phase::AwaitReply(Box::new(hs));
+                }
+                self.send_frame(conn, frame, false);
+            }
+            Err(_) => self.protocol_error(now, conn, "the Noise handshake could not start"),
+        }
+    }
+
+    /// One frame body from the decoder.
+    pub(super) fn on_frame(&mut self, now: Instant, conn: ConnId, body: Bytes) {
+        if self.cfg.insecure_plaintext {
+            match wire::decode_body(body) {
+                Ok(msg) => {
+                    self.stats.frames_in += 1;
+                    self.on_message(now, conn, msg);
+                }
+                Err(error) => self.decode_error(now, conn, error),
+            }
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        match body.first().copied() {
+            Some(secure::KIND_DATA) => {
+                let Some(ch) = c.channel.as_mut() else {
+                    self.protocol_error(now, conn, "encrypted data before the handshake completed");
+                    return;
+                };
+                let plain = match ch.open(&body[1..]) {
+                    Ok(p) => p,
+                    Err(error) => {
+                        self.stats.auth_failures += 1;
+                        self.decode_error(now, conn, error);
+                        return;
+                    }
+                };
+                c.heard = true;
+                if plain.len() > self.cfg.max_frame_size {
+                    let error = WireError::FrameTooLarge { len: plain.len(), max: self.cfg.max_frame_size };
+                    self.decode_error(now, conn, error);
+                    return;
+                }
+                match wire::decode_body(plain) {
+                    Ok(msg) if !msg.is_handshake() && !matches!(msg, Message::Reject { .. }) => {
+                        self.stats.frames_in += 1;
+                        self.on_message(now, conn, msg);
+                    }
+                    Ok(_) => self.protocol_error(now, conn, "handshake message inside an encrypted connection"),
+                    Err(error) => self.decode_error(now, conn, error),
+                }
+            }
+            Some(secure::KIND_HANDSHAKE) => {
+                self.stats.frames_in += 1;
+                self.on_noise(now, conn, body.slice(1..));
+            }
+            Some(secure::KIND_REJECT) if !c.heard && body.len() == 2 => {
+                self.stats.frames_in += 1;
+                self.on_rejected(now, conn, body[1]);
+            }
+            Some(kind) => self.decode_error(now, conn, WireError::FrameKind(kind)),
+            None => self.decode_error(now, conn, WireError::Empty),
+        }
+    }
+
+    /// A Noise handshake message.
+    fn on_noise(&mut self, now: Instant, conn: ConnId, msg: Bytes) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let phase = std::mem::replace(&mut c.phase, Phase::AwaitHello);
+        match phase {
+            Phase::AwaitHello => {
+                // The dialler's ephemeral key: answer with ours, our static key and our info.
+                let payload = self.my_payload();
+                let step = self.new_handshake(false).and_then(|mut hs| {
+                    hs.read(&msg)?;
+                    Ok((hs.write(&payload)?, hs))
+                });
+                let Ok((frame, hs)) = step else {
+                    self.auth_failed(now, conn);
+                    return;
+                };
+                let Some(c) = self.conns.get_mut(&conn) else { return };
+                // The dialler's info comes with the last message; until then nothing is recorded.
+                c.phase = Phase::AwaitFinish(Box::new(hs));
+                c.handshake_sent = Some(now);
+                self.send_frame(conn, frame, false);
+            }
+            Phase::AwaitReply(mut hs) => {
+                let Ok(payload) = hs.read(&msg) else {
+                    self.auth_failed(now, conn);
+                    return;
+                };
+                let Some((info, key, proof)) = self.peer_payload(now, conn, &payload, hs.remote_key()) else {
+                    return;
+                };
+                let expected = self.conns.get(&conn).and_then(|c| c.expected);
+                let reason = if expected.is_some_and(|e| e != info.id) {
+                    Some(RejectReason::WrongId)
+                } else {
+                    self.check_peer(&info, &key, &proof)
+                };
+                if let Some(reason) = reason {
+                    self.reject(now, conn, Some(info.id), reason);
+                    return;
+                }
+                let mine = self.my_payload();
+                let done = hs.write(&mine).and_then(|frame| Ok((frame, hs.finish(self.cfg.rekey_after)?)));
+                let Ok((frame, channel)) = done else {
+                    self.protocol_error(now, conn, "the Noise handshake could not complete");
+                    return;
+                };
+                self.send_frame(conn, frame, false);
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.channel = Some(Box::new(channel));
+                }
+                self.open(now, conn, info);
+            }
+            Phase::AwaitFinish(mut hs) => {
+                let Ok(payload) = hs.read(&msg) else {
+                    if self.cfg.credentials.as_ref().is_some_and(|c| c.psk().is_some()) {
+                        // The pre-shared key enters at this message: a different one fails it.
+                        self.reject(now, conn, None, RejectReason::BadCredentials);
+                    } else {
+                        self.auth_failed(now, conn);
+                    }
+                    return;
+                };
+                let Some((info, key, proof)) = self.peer_payload(now, conn, &payload, hs.remote_key()) else {
+                    return;
+                };
+                if let Some(reason) = self.check_peer(&info, &key, &proof) {
+                    self.reject(now, conn, Some(info.id), reason);
+                    return;
+                }
+                let Ok(channel) = hs.finish(self.cfg.rekey_after) else {
+                    self.protocol_error(now, conn, "the Noise handshake could not complete");
+                    return;
+                };
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.channel = Some(Box::new(channel));
+                }
+                self.open(now, conn, info);
+            }
+            phase => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.phase = phase;
+                }
+                self.protocol_error(now, conn, "unexpected Noise handshake message");
+            }
+        }
+    }
+
+    /// A handshake for a connection, its ephemeral key drawn from a fresh seed.
+    fn new_handshake(&mut self, initiator: bool) -> Result<Handshake, snow::Error> {
+        let psk = self.cfg.credentials.as_ref().and_then(|c| c.psk());
+        let seed = self.crypto.seed();
+        Handshake::new(initiator, &self.identity, psk.as_ref(), seed)
+    }
+
+    fn my_payload(&self) -> Vec<u8> {
+        let proof = self.cfg.credentials.as_ref().map(|c| c.prove(&self.identity.public())).unwrap_or_default();
+        Payload { info: self.cfg.info.clone(), proof }.encode()
+    }
+
+    /// The peer's info and proven key from its handshake payload; `None` (and the connection
+    /// closed) if the payload is malformed.
+    fn peer_payload(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        payload: &[u8],
+        key: Option<PublicKey>,
+    ) -> Option<(NodeInfo, PublicKey, Vec<u8>)> {
+        match (Payload::decode(payload), key) {
+            (Ok(p), Some(key)) => Some((p.info, key, p.proof)),
+            (Err(error), _) => {
+                self.decode_error(now, conn, error);
+                None
+            }
+            (Ok(_), None) => {
+                self.protocol_error(now, conn, "the peer proved no static key");
+                None
+            }
+        }
+    }
+
+    /// Why a peer that proved `key` and claims `info` may not be admitted, if it may not.
+    fn check_peer(&self, info: &NodeInfo, key: &PublicKey, proof: &[u8]) -> Option<RejectReason> {
+        if info.id == self.cfg.info.id {
+            return Some(RejectReason::SelfId);
+        }
+        if !self.cfg.trusted_ids && key.node_id() != info.id {
+            return Some(RejectReason::WrongKey);
+        }
+        if self.cfg.credentials.as_ref().is_some_and(|c| !c.admit(key, proof)) {
+            return Some(RejectReason::BadCredentials);
+        }
+        None
+    }
+
+    /// A handshake message failed to authenticate: counted, reported, and the connection closed.
+    fn auth_failed(&mut self, now: Instant, conn: ConnId) {
+        self.stats.auth_failures += 1;
+        self.decode_error(now, conn, WireError::Unauthenticated);
+    }
+
+    /// A plaintext handshake message (`insecure_plaintext`).
     pub(super) fn on_handshake(&mut self, now: Instant, conn: ConnId, msg: Message) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         let me = self.cfg.info.id;
@@ -75,7 +326,12 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         c.phase = Phase::Open;
         c.peer = Some(id);
-        c.decoder.set_max_frame(self.cfg.max_frame_size);
+        let limit = if self.cfg.insecure_plaintext {
+            self.cfg.max_frame_size
+        } else {
+            secure::sealed_max(self.cfg.max_frame_size)
+        };
+        c.decoder.set_max_frame(limit);
         c.last_active = now;
         self.arm_conn(conn, now + self.cfg.idle_timeout);
         let Some(c) = self.conns.get_mut(&conn) else { return };
@@ -127,12 +383,27 @@ impl Node {
         }
     }
 
-    pub(super) fn prove(&self, transcript: &[u8]) -> Vec<u8> {
-        self.cfg.credentials.as_ref().map(|c| c.prove(transcript)).unwrap_or_default()
+    /// The plaintext handshake's proof: an HMAC of the transcript keyed by the pre-shared key.
+    fn prove(&self, transcript: &[u8]) -> Vec<u8> {
+        self.plaintext_mac()
+            .map(|mut m| {
+                m.update(transcript);
+                m.finalize().into_bytes().to_vec()
+            })
+            .unwrap_or_default()
     }
 
-    pub(super) fn verify(&self, transcript: &[u8], proof: &[u8]) -> bool {
-        self.cfg.credentials.as_ref().is_none_or(|c| c.verify(transcript, proof))
+    fn verify(&self, transcript: &[u8], proof: &[u8]) -> bool {
+        self.plaintext_mac().is_none_or(|mut m| {
+            m.update(transcript);
+            m.verify_slice(proof).is_ok()
+        })
+    }
+
+    fn plaintext_mac(&self) -> Option<Hmac<Sha256>> {
+        let psk = self.cfg.credentials.as_ref()?.psk()?;
+        // HMAC takes keys of any length.
+        <Hmac<Sha256> as Mac>::new_from_slice(&psk).ok()
     }
 }
 

@@ -157,7 +157,14 @@ impl Sim {
         debug_assert!(!host.up);
         let local = host_addr(h, false);
         let mut seed = self.cfg.seed ^ (u64::from(h) << 20 | u64::from(host.inc)).wrapping_mul(0xA24B_AED4_963E_E407);
-        let mut cfg = Config::new(host.id, local).with_seed(splitmix64(&mut seed));
+        // The simulator places ids itself (trusting mode); every connection is still encrypted
+        // unless the run asks for plaintext, with entropy from the run's seed so runs replay.
+        let node_seed = splitmix64(&mut seed);
+        let mut entropy = [0u8; 32];
+        for w in entropy.chunks_mut(8) {
+            w.copy_from_slice(&splitmix64(&mut seed).to_le_bytes());
+        }
+        let mut cfg = Config::with_trusted_id(host.id, local).with_seed(node_seed).with_entropy(entropy);
         if self.net.cfg().regions > 0 {
             cfg = cfg.with_region(format!("r{}", host.place.region), local, host_addr(h, true));
         }

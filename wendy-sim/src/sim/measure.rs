@@ -403,6 +403,7 @@ impl Sim {
             ("leaf_exchange_s", p.node.leaf_exchange.as_secs().to_string()),
             ("idle_timeout_s", p.node.idle_timeout.as_secs().to_string()),
             ("leaf_set_size", p.node.leaf_set_size.to_string()),
+            ("encrypted", (!p.node.insecure_plaintext).to_string()),
             ("join_rate", p.join_rate.to_string()),
             ("lookup_rate", p.effective_lookup_rate().to_string()),
             ("lookup_timeout_s", p.lookup_timeout.as_secs().to_string()),

@@ -1,0 +1,334 @@
+//! The secure transport: a Noise XX handshake on every connection, then every frame encrypted
+//! and authenticated with the keys it agreed.
+//!
+//! ```text
+//! frame      = length:u32be  kind:u8  rest
+//! handshake  = kind 0xE0, rest = one Noise handshake message
+//! reject     = kind 0xE1, rest = reason:u8        (plaintext; only before the peer's first data frame)
+//! data       = kind 0xE2, rest = chunk+           (the plaintext body of a wire frame, sealed)
+//! chunk      = Noise transport message of at most 65,535 bytes (its last 16 bytes the tag)
+//! ```
+//!
+//! The handshake is `Noise_XX_25519_ChaChaPoly_BLAKE2s`, or `Noise_XXpsk3_…` when the
+//! credentials have a pre-shared key: three messages (dialler `e`; acceptor `e, ee, s, es` and
+//! its node info; dialler `s, se` and its node info), so each side proves its static key and
+//! the node info travels encrypted. After it, a frame body larger than one Noise message is
+//! sealed in consecutive chunks, each with its own nonce. Nonces are the per-direction message
+//! counters, never reused; both sides rekey a direction after every `rekey_after` messages in
+//! it, at the same message, since the stream is ordered. The length prefix is not encrypted
+//! (as in libp2p's Noise framing): changing it makes the chunks fail to authenticate.
+//!
+//! Randomness: snow draws the ephemeral keys from the [`CryptoResolver`]'s generator. Ours is a
+//! ChaCha20 generator seeded with 32 bytes drawn, per handshake, from the node's own ChaCha20
+//! generator, which is seeded from [`Config::entropy`](crate::Config::entropy): reproducible in
+//! a simulation, unpredictable when the driver supplies the OS's entropy.
+
+use bytes::Bytes;
+use chacha20::ChaCha20Rng;
+use rand_core::{Rng as _, SeedableRng};
+use serde::{Deserialize, Serialize};
+use snow::params::{CipherChoice, DHChoice, HashChoice};
+use snow::resolvers::{CryptoResolver, DefaultResolver};
+use snow::types::{Cipher, Dh, Hash, Random};
+
+use crate::credentials::PSK_LEN;
+use crate::identity::{Identity, PublicKey, KEY_LEN};
+use crate::info::NodeInfo;
+use crate::wire::{WireError, LENGTH_PREFIX, MAX_PROOF};
+
+/// The Noise protocol without a pre-shared key.
+pub(crate) const NOISE_XX: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
+/// The Noise protocol with the credentials' pre-shared key mixed in after the third message.
+pub(crate) const NOISE_XX_PSK: &str = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s";
+/// Bound into every handshake: a peer speaking another version fails it.
+const PROLOGUE: &[u8] = b"wendy/noise/v1";
+/// Largest Noise message.
+pub(crate) const MAX_NOISE: usize = 65_535;
+/// Authentication tag of every sealed chunk.
+pub(crate) const TAG: usize = 16;
+/// Largest plaintext sealed in one chunk.
+pub(crate) const CHUNK: usize = MAX_NOISE - TAG;
+/// A direction is rekeyed after this many messages by default.
+pub const DEFAULT_REKEY: u64 = 1 << 20;
+
+/// Frame kind: a Noise handshake message.
+pub(crate) const KIND_HANDSHAKE: u8 = 0xE0;
+/// Frame kind: a refusal of the handshake, in plaintext.
+pub(crate) const KIND_REJECT: u8 = 0xE1;
+/// Frame kind: a sealed wire frame body.
+pub(crate) const KIND_DATA: u8 = 0xE2;
+
+/// The largest sealed body (kind byte, chunks and tags) of a plaintext body of `max` bytes.
+pub(crate) fn sealed_max(max: usize) -> usize {
+    1 + max + TAG * max.div_ceil(CHUNK).max(1)
+}
+
+/// What each side sends, encrypted, in its handshake message.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Payload {
+    pub(crate) info: NodeInfo,
+    pub(crate) proof: Vec<u8>,
+}
+
+impl Payload {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        // Serialising plain values into a Vec cannot fail.
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Result<Self, WireError> {
+        let p: Payload = postcard::from_bytes(b).map_err(|_| WireError::Malformed)?;
+        if !p.info.is_valid() || p.proof.len() > MAX_PROOF {
+            return Err(WireError::OutOfBounds);
+        }
+        Ok(p)
+    }
+}
+
+/// snow's primitives, with our seeded generator as its source of randomness.
+struct SeededResolver {
+    seed: [u8; 32],
+}
+
+struct SeededRandom(ChaCha20Rng);
+
+impl Random for SeededRandom {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        self.0.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl CryptoResolver for SeededResolver {
+    fn resolve_rng(&self) -> Option<Box<dyn Random>> {
+        Some(Box::new(SeededRandom(ChaCha20Rng::from_seed(self.seed))))
+    }
+
+    fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
+        DefaultResolver.resolve_dh(choice)
+    }
+
+    fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn Hash>> {
+        DefaultResolver.resolve_hash(choice)
+    }
+
+    fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
+        DefaultResolver.resolve_cipher(choice)
+    }
+}
+
+/// The node's cryptographic generator: ChaCha20 seeded from the configuration's entropy.
+pub(crate) struct CryptoRng(ChaCha20Rng);
+
+impl CryptoRng {
+    pub(crate) fn new(seed: [u8; 32]) -> Self {
+        CryptoRng(ChaCha20Rng::from_seed(seed))
+    }
+
+    pub(crate) fn seed(&mut self) -> [u8; 32] {
+        let mut s = [0u8; 32];
+        self.0.fill_bytes(&mut s);
+        s
+    }
+}
+
+impl core::fmt::Debug for CryptoRng {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("CryptoRng(..)")
+    }
+}
+
+/// One side of a Noise handshake in progress.
+pub(crate) struct Handshake {
+    state: snow::HandshakeState,
+}
+
+impl core::fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Handshake").field("initiator", &self.state.is_initiator()).finish_non_exhaustive()
+    }
+}
+
+impl Handshake {
+    /// A handshake as dialler (`initiator`) or acceptor, proving `identity`, mixing in `psk`,
+    /// with its ephemeral key drawn from a generator seeded with `seed`.
+    pub(crate) fn new(
+        initiator: bool,
+        identity: &Identity,
+        psk: Option<&[u8; PSK_LEN]>,
+        seed: [u8; 32],
+    ) -> Result<Self, snow::Error> {
+        let name = if psk.is_some() { NOISE_XX_PSK } else { NOISE_XX };
+        let params = name.parse()?;
+        let mut b = snow::Builder::with_resolver(params, Box::new(SeededResolver { seed }))
+            .local_private_key(identity.secret())?
+            .prologue(PROLOGUE)?;
+        if let Some(psk) = psk {
+            b = b.psk(3, psk)?;
+        }
+        let state = if initiator { b.build_initiator()? } else { b.build_responder()? };
+        Ok(Handshake { state })
+    }
+
+    /// The next handshake message carrying `payload`, as a whole frame.
+    pub(crate) fn write(&mut self, payload: &[u8]) -> Result<Bytes, snow::Error> {
+        let mut out = vec![0u8; LENGTH_PREFIX + 1 + MAX_NOISE];
+        let n = self.state.write_message(payload, &mut out[LENGTH_PREFIX + 1..])?;
+        out.truncate(LENGTH_PREFIX + 1 + n);
+        out[LENGTH_PREFIX] = KIND_HANDSHAKE;
+        finish_frame(&mut out);
+        Ok(Bytes::from(out))
+    }
+
+    /// Reads the peer's handshake message (the frame after its kind byte); its payload.
+    pub(crate) fn read(&mut self, msg: &[u8]) -> Result<Vec<u8>, snow::Error> {
+        let mut payload = vec![0u8; msg.len()];
+        let n = self.state.read_message(msg, &mut payload)?;
+        payload.truncate(n);
+        Ok(payload)
+    }
+
+    /// The static key the peer proved, once its handshake message carrying it was read.
+    pub(crate) fn remote_key(&self) -> Option<PublicKey> {
+        let k: [u8; KEY_LEN] = self.state.get_remote_static()?.try_into().ok()?;
+        Some(PublicKey(k))
+    }
+
+    /// The transport keys, once the three messages are through.
+    pub(crate) fn finish(self, rekey_after: u64) -> Result<Channel, snow::Error> {
+        Ok(Channel { transport: self.state.into_transport_mode()?, rekey_after: rekey_after.max(1) })
+    }
+}
+
+/// The transport keys of an open connection, one per direction.
+pub(crate) struct Channel {
+    transport: snow::TransportState,
+    rekey_after: u64,
+}
+
+impl core::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Channel")
+            .field("sent", &self.transport.sending_nonce())
+            .field("received", &self.transport.receiving_nonce())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Channel {
+    /// Seals a plaintext frame `body` (version byte and message) into a whole data frame.
+    pub(crate) fn seal(&mut self, body: &[u8]) -> Result<Bytes, snow::Error> {
+        let chunks = body.len().div_ceil(CHUNK).max(1);
+        let mut out = vec![0u8; LENGTH_PREFIX + 1 + body.len() + chunks * TAG];
+        out[LENGTH_PREFIX] = KIND_DATA;
+        let mut at = LENGTH_PREFIX + 1;
+        let mut pieces = body.chunks(CHUNK);
+        let empty: &[u8] = &[];
+        for _ in 0..chunks {
+            let piece = pieces.next().unwrap_or(empty);
+            at += self.transport.write_message(piece, &mut out[at..])?;
+            if self.transport.sending_nonce() % self.rekey_after == 0 {
+                self.transport.rekey_outgoing();
+            }
+        }
+        out.truncate(at);
+        finish_frame(&mut out);
+        Ok(Bytes::from(out))
+    }
+
+    /// Opens a data frame's chunks (the frame after its kind byte) into its plaintext body;
+    /// an error if any chunk fails to authenticate (tampered, replayed, reordered or forged).
+    pub(crate) fn open(&mut self, sealed: &[u8]) -> Result<Bytes, WireError> {
+        if sealed.len() < TAG {
+            return Err(WireError::Unauthenticated);
+        }
+        let mut out = vec![0u8; sealed.len()];
+        let mut at = 0;
+        for chunk in sealed.chunks(MAX_NOISE) {
+            let n = self.transport.read_message(chunk, &mut out[at..]).map_err(|_| WireError::Unauthenticated)?;
+            at += n;
+            if self.transport.receiving_nonce() % self.rekey_after == 0 {
+                self.transport.rekey_incoming();
+            }
+        }
+        out.truncate(at);
+        Ok(Bytes::from(out))
+    }
+}
+
+/// Writes the length prefix of a frame built in `out` (prefix space included).
+fn finish_frame(out: &mut [u8]) {
+    let len = u32::try_from(out.len() - LENGTH_PREFIX).unwrap_or(u32::MAX);
+    out[..LENGTH_PREFIX].copy_from_slice(&len.to_be_bytes());
+}
+
+/// The plaintext frame refusing a handshake with reason `code`.
+pub(crate) fn reject_frame(code: u8) -> Bytes {
+    let mut out = vec![0, 0, 0, 2, KIND_REJECT, code];
+    finish_frame(&mut out);
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(psk_a: Option<[u8; 32]>, psk_b: Option<[u8; 32]>, rekey: u64) -> Result<(Channel, Channel), snow::Error> {
+        let (ia, ib) = (Identity::from_secret([1; 32]), Identity::from_secret([2; 32]));
+        let mut a = Handshake::new(true, &ia, psk_a.as_ref(), [3; 32])?;
+        let mut b = Handshake::new(false, &ib, psk_b.as_ref(), [4; 32])?;
+        let m1 = a.write(&[])?;
+        b.read(&m1[5..])?;
+        let m2 = b.write(b"acceptor")?;
+        assert_eq!(a.read(&m2[5..])?, b"acceptor");
+        assert_eq!(a.remote_key(), Some(ib.public()));
+        let m3 = a.write(b"dialler")?;
+        assert_eq!(b.read(&m3[5..])?, b"dialler");
+        assert_eq!(b.remote_key(), Some(ia.public()));
+        Ok((a.finish(rekey)?, b.finish(rekey)?))
+    }
+
+    #[test]
+    fn sealed_frames_open_only_once_and_in_order() {
+        let (mut a, mut b) = pair(None, None, DEFAULT_REKEY).unwrap();
+        let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        for body in [&b"x"[..], &[], &big] {
+            let f = a.seal(body).unwrap();
+            assert_eq!(f.len(), LENGTH_PREFIX + 1 + body.len() + TAG * body.len().div_ceil(CHUNK).max(1));
+            assert!(f.len() - LENGTH_PREFIX <= sealed_max(body.len().max(1)));
+            assert_eq!(&b.open(&f[5..]).unwrap()[..], body);
+            // A replay of the same frame fails: its nonce was used.
+            assert_eq!(b.open(&f[5..]), Err(WireError::Unauthenticated));
+            // The failed attempt does not move the receiver's counter.
+            let g = a.seal(body).unwrap();
+            assert_eq!(&b.open(&g[5..]).unwrap()[..], body);
+        }
+        let mut f = a.seal(b"tamper me").unwrap().to_vec();
+        f[7] ^= 1;
+        assert_eq!(b.open(&f[5..]), Err(WireError::Unauthenticated));
+    }
+
+    #[test]
+    fn both_sides_rekey_at_the_same_message() {
+        let (mut a, mut b) = pair(None, None, 3).unwrap();
+        let (mut c, mut d) = pair(None, None, DEFAULT_REKEY).unwrap();
+        let mut differs = false;
+        for i in 0..10u8 {
+            let (x, y) = (a.seal(&[i; 40]).unwrap(), c.seal(&[i; 40]).unwrap());
+            // Same keys and nonces until the first rekey, different ones after.
+            differs |= x != y;
+            assert_eq!(i >= 3, differs, "message {i}");
+            assert_eq!(&b.open(&x[5..]).unwrap()[..], &[i; 40]);
+            assert_eq!(&d.open(&y[5..]).unwrap()[..], &[i; 40]);
+            let back = b.seal(&[i]).unwrap();
+            assert_eq!(&a.open(&back[5..]).unwrap()[..], &[i]);
+        }
+    }
+
+    #[test]
+    fn different_pre_shared_keys_fail_the_third_message() {
+        assert!(pair(Some([1; 32]), Some([1; 32]), DEFAULT_REKEY).is_ok());
+        assert!(pair(Some([1; 32]), Some([2; 32]), DEFAULT_REKEY).is_err());
+        assert!(pair(Some([1; 32]), None, DEFAULT_REKEY).is_err());
+    }
+}
