@@ -514,8 +514,11 @@ pub fn relay_attack<D: Driver>(driver: &D, seed: u64) {
     let payload = Bytes::from_static(b"INJECTED");
     let plain = wire::encode(&Message::Direct(Direct { purpose: PURPOSE, origin: x.id(), payload }));
     for (to_x, to_v) in links.lock().expect("relay lock").iter() {
-        for w in [to_x, to_v] {
-            let mut w = w.lock().expect("relay lock");
+        // Both ends held while injecting: once X drops its end (the forged frame), the relay
+        // shuts V's end down, and an injection after that would never reach V.
+        let mut wx = to_x.lock().expect("relay lock");
+        let mut wv = to_v.lock().expect("relay lock");
+        for w in [&mut *wx, &mut *wv] {
             let _ = w.write_all(&forged).and_then(|()| w.write_all(&plain));
         }
     }
@@ -524,11 +527,13 @@ pub fn relay_attack<D: Driver>(driver: &D, seed: u64) {
         |e: &Ev| matches!(e, Ev::Event(Event::Error(NodeError::Decode { error: WireError::Unauthenticated, .. })));
     for (name, n) in [("x", &x), ("v", &v)] {
         let mut seen_injected = false;
+        let mut seen = Vec::new();
         let err = n.wait_for(Duration::from_secs(15), |e| {
             seen_injected |= injected(e);
+            seen.push(format!("{e:?}"));
             auth_error(e)
         });
-        assert!(err.is_some(), "[{}] {name} reported no authentication failure", D::NAME);
+        assert!(err.is_some(), "[{}] {name} reported no authentication failure; saw {seen:?}", D::NAME);
         assert!(!seen_injected, "[{}] {name} delivered the attacker's message", D::NAME);
     }
     // They keep serving each other, over a direct connection now.
