@@ -24,6 +24,10 @@ use super::liveness::MIN_STEP;
 use super::timers::TimerKey;
 use super::Node;
 
+/// Unacknowledged routed messages tracked per connection, in multiples of
+/// `max_pending_per_peer`.
+const IN_FLIGHT_PER_QUEUE: usize = 4;
+
 /// A connection's acknowledgement state, allocated on its first routed message.
 #[derive(Debug, Default)]
 pub(super) struct Flight {
@@ -51,12 +55,14 @@ impl Node {
     pub(super) fn track_route(&mut self, conn: ConnId, route: &Route) {
         let now = self.last_now;
         let reroutes = self.reroutes_ctx;
-        let max = self.cfg.max_pending_per_peer.max(1) * 4;
+        // In flight on one connection: room for a few queues' worth before the oldest entries
+        // stop being tracked (bounded memory towards a peer that reads but never acks).
+        let max = self.cfg.max_pending_per_peer.max(1) * IN_FLIGHT_PER_QUEUE;
         let Some(c) = self.conns.get_mut(&conn) else { return };
         let f = c.flight.get_or_insert_with(Box::default);
         if f.unacked.len() >= max {
-            // The peer reads nothing and acknowledges nothing: stop tracking the oldest (it is
-            // rerouted if the connection breaks no more than any untracked frame would be).
+            // The peer acknowledges nothing: stop tracking the oldest, which is then no longer
+            // rerouted if the connection breaks.
             f.unacked.pop_front();
             f.acked_out += 1;
         }
@@ -143,13 +149,10 @@ impl Node {
 
     /// The in-flight check of `conn`: suspect a silent hop, reroute what it sat on too long.
     pub(super) fn ack_timer(&mut self, now: Instant, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
-        let Some(f) = c.flight.as_mut() else { return };
-        f.timer = None;
-        let peer = c.peer;
+        let peer = self.conns.get(&conn).and_then(|c| c.peer);
         let rto = self.ack_timeout(peer);
-        let Some(c) = self.conns.get_mut(&conn) else { return };
-        let Some(f) = c.flight.as_mut() else { return };
+        let Some(f) = self.conns.get_mut(&conn).and_then(|c| c.flight.as_mut()) else { return };
+        f.timer = None;
         let mut late = Vec::new();
         let mut oldest = None;
         for slot in f.unacked.iter_mut() {

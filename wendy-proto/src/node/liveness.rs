@@ -114,9 +114,10 @@ impl Node {
         self.reprobe_lost_leaves(now);
     }
 
-    /// A table member's liveness deadline. A leaf-set member silent for `suspect_timeout`,
-    /// or any other table member silent for `table_probe_interval`, is suspected and probed;
-    /// one that does not answer within `probe_timeout` is removed everywhere.
+    /// A table member's liveness deadline. A neighbour (nearest leaf-set member on either side)
+    /// silent for `suspect_timeout`, or any other table member silent for
+    /// `table_probe_interval`, is suspected and probed; one that does not answer within
+    /// `probe_timeout` is removed everywhere (and, if it was in the leaf set, reported to it).
     pub(super) fn peer_timer(&mut self, now: Instant, id: NodeId) {
         let neighbour = self.is_neighbour(id);
         let member = self.in_tables(id);
