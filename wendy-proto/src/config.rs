@@ -18,6 +18,7 @@ pub const MIN_APP_PURPOSE: u8 = 16;
 pub const APP_HEADER_ALLOWANCE: usize = 64;
 
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+const DEFAULT_PROBE_ATTEMPTS: u32 = 3;
 const SUSPECT_HEARTBEATS: u32 = 3;
 const TABLE_PROBE_HEARTBEATS: u32 = 10;
 /// The smallest `max_frame_size` accepted: room for an application header and a small payload.
@@ -56,8 +57,14 @@ pub struct Config {
     /// A neighbour (the nearest leaf-set member on either side) silent this long is suspected
     /// and probed.
     pub suspect_timeout: Duration,
-    /// A suspected member that does not answer its probe within this is declared gone.
+    /// A suspected member is probed `probe_attempts` times, `probe_timeout` apart (each
+    /// attempt over a fresh connection if the last one broke), and declared gone when the last
+    /// goes unanswered for `probe_timeout`.
     pub probe_timeout: Duration,
+    /// Probes sent to a suspected member before it is declared gone (default 3): one lost
+    /// frame must not make a live node look dead, since its neighbours would then deliver
+    /// messages for keys it still owns.
+    pub probe_attempts: u32,
     /// Every other table member (leaf set beyond the neighbours, routing table, neighbourhood)
     /// silent this long is probed. Probes open a connection if needed, which then idles out;
     /// messages routed through a member, and their per-hop acks, count as hearing from it.
@@ -139,6 +146,7 @@ impl Config {
             heartbeat_interval: DEFAULT_HEARTBEAT,
             suspect_timeout: DEFAULT_HEARTBEAT * SUSPECT_HEARTBEATS,
             probe_timeout: DEFAULT_HEARTBEAT,
+            probe_attempts: DEFAULT_PROBE_ATTEMPTS,
             table_probe_interval: DEFAULT_HEARTBEAT * TABLE_PROBE_HEARTBEATS,
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(20),
@@ -239,6 +247,7 @@ impl Config {
             ("max_pending_total", self.max_pending_total),
             ("max_connections", self.max_connections),
             ("max_hops", usize::from(self.max_hops)),
+            ("probe_attempts", self.probe_attempts as usize),
         ];
         for (field, n) in counts {
             if n == 0 {
@@ -288,10 +297,15 @@ impl Config {
     }
 
     /// The longest a departed node can stay in any table (leaf set, routing table,
-    /// neighbourhood) after its last word: silence until suspicion, the probe, and up to two
+    /// neighbourhood) after its last word: silence until suspicion, the probes, and up to two
     /// maintenance ticks of slack.
     pub fn detection_time(&self) -> Duration {
-        self.suspect_timeout.max(self.table_probe_interval) + self.probe_timeout + 2 * self.heartbeat_interval
+        self.suspect_timeout.max(self.table_probe_interval) + self.probing_time() + 2 * self.heartbeat_interval
+    }
+
+    /// From suspicion to a declared failure: `probe_attempts` probes, `probe_timeout` apart.
+    pub fn probing_time(&self) -> Duration {
+        self.probe_timeout * self.probe_attempts.max(1)
     }
 
     /// The longest a departed leaf-set member stays in the leaf set after its last word, when
@@ -299,7 +313,7 @@ impl Config {
     /// two ticks of slack), then the neighbour's `Failed` report and our own probe. (When a
     /// node and both its neighbours fail together, [`Config::detection_time`] bounds it.)
     pub fn leaf_detection_time(&self) -> Duration {
-        self.suspect_timeout + 2 * self.probe_timeout + 2 * self.heartbeat_interval
+        self.suspect_timeout + 2 * self.probing_time() + 2 * self.heartbeat_interval
     }
 }
 

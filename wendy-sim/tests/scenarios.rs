@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use wendy_sim::{run, ChurnConfig, NetConfig, NodeParams, Report, SessionDist, SimConfig, Topology};
+use wendy_sim::{run, ChurnConfig, LossMode, NetConfig, NodeParams, Report, SessionDist, SimConfig, Topology};
 
 fn show(name: &str, cfg: &SimConfig, r: &Report) {
     eprintln!("--- {name} (seed {}) ---\n{r}", cfg.seed);
@@ -72,6 +72,26 @@ fn concurrent_joins_leave_one_root_per_key() {
     show("concurrent joins", &cfg, &r);
     assert_eq!(r.joins, 199);
     assert_eq!((r.delivered, r.incorrect), (3000, 0), "every lookup at its one root");
+}
+
+#[test]
+fn dropped_frames_never_make_a_neighbour_deliver_for_a_live_root() {
+    // One lost probe, handshake or ack frame used to make a live leaf look dead (a refused
+    // dial or one unanswered probe was a failure) or made the rerouting node skip a suspected
+    // root: on main before the fix this run delivered 8 lookups at the wrong node.
+    let cfg = SimConfig {
+        node: NodeParams { insecure_plaintext: true, ..NodeParams::default() },
+        nodes: 300,
+        lookups: 9000,
+        lookup_rate: 300.0,
+        seed: 12,
+        net: NetConfig { loss: 0.01, loss_mode: LossMode::Drop, ..NetConfig::default() },
+        ..SimConfig::default()
+    };
+    let r = run(cfg.clone());
+    show("1% dropped frames", &cfg, &r);
+    assert_eq!(r.incorrect, 0, "no lookup delivered at a node that is not its root");
+    assert!(r.delivered >= 8950, "delivered {} of 9000", r.delivered);
 }
 
 fn crash(fraction: f64, seed: u64) {

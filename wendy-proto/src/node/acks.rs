@@ -43,6 +43,15 @@ pub(super) struct Flight {
     pub(super) timer: Option<Instant>,
 }
 
+/// A rerouted message whose root, by our leaf set, is a suspect: delivering it here would
+/// only be right if the suspect is dead, so it waits until the suspect's probe settles.
+#[derive(Debug)]
+pub(super) struct Parked {
+    suspect: NodeId,
+    pub(super) route: Route,
+    reroutes: u8,
+}
+
 #[derive(Debug)]
 struct InFlight {
     route: Route,
@@ -202,6 +211,42 @@ impl Node {
         self.reroutes_ctx = e.reroutes + 1;
         self.route_excluding(now, e.route, failed);
         self.reroutes_ctx = 0;
+    }
+
+    /// Parks `route` until `suspect`, its root by our leaf set, is declared failed or answers
+    /// (the suspect is probed now if it is not already; a probe settles within
+    /// `Config::probing_time`). Counted against `max_pending_total`: beyond it the message is
+    /// reported undeliverable.
+    pub(super) fn park(&mut self, now: Instant, suspect: NodeId, route: Route) {
+        if self.pending_total >= self.cfg.max_pending_total {
+            self.undeliverable(route);
+            return;
+        }
+        self.suspect(now, suspect);
+        self.pending_total += 1;
+        let reroutes = self.reroutes_ctx;
+        self.parked.push(Parked { suspect, route, reroutes });
+    }
+
+    /// Routes again the parked messages whose suspect is no longer one: it answered (routed to
+    /// it) or was declared failed (delivered here, or wherever the repaired leaf set says).
+    pub(super) fn release_parked(&mut self) {
+        let now = self.last_now;
+        let waiting = |n: &Node, p: &Parked| {
+            n.in_tables(p.suspect) && n.peers.get(&p.suspect).is_some_and(|q| q.suspected.is_some())
+        };
+        if self.parked.iter().all(|p| waiting(self, p)) {
+            return;
+        }
+        let (still, settled): (Vec<Parked>, Vec<Parked>) =
+            std::mem::take(&mut self.parked).into_iter().partition(|p| waiting(self, p));
+        self.parked = still;
+        for p in settled {
+            self.pending_total -= 1;
+            self.reroutes_ctx = p.reroutes;
+            self.route_excluding(now, p.route, None);
+            self.reroutes_ctx = 0;
+        }
     }
 
     /// Gives up on a routed message: counted and reported with its key and purpose.

@@ -319,8 +319,9 @@ impl Node {
             self.detach(pid, conn);
         }
         let flight = c.flight.take();
+        let peer = c.peer.or(c.expected);
         for m in c.pending {
-            self.requeue(now, m);
+            self.requeue(now, m, peer);
         }
         // What the peer had not acknowledged may be lost with the connection: route it again.
         if self.state != State::Left {
@@ -328,15 +329,14 @@ impl Node {
         }
     }
 
-    /// A message whose connection failed before it was written: route it again if it can be.
-    pub(super) fn requeue(&mut self, now: Instant, m: Message) {
+    /// A message whose connection to `failed` broke before it was written: route it again,
+    /// around that peer (it already counted its hop and passed the forward hook here).
+    pub(super) fn requeue(&mut self, now: Instant, m: Message, failed: Option<NodeId>) {
         if self.state == State::Left {
             return;
         }
         match m {
-            Message::Route(r) => {
-                let _ = self.route_app(now, r, false);
-            }
+            Message::Route(r) => self.route_excluding(now, r, failed),
             Message::JoinRequest { joiner, hops } if joiner.id != self.id() => self.route_join(now, joiner, hops, None),
             Message::Direct(_) => {
                 self.stats.dropped += 1;
@@ -354,11 +354,21 @@ impl Node {
         self.bootstrap_failed(now, addr);
         match expected {
             Some(id) => {
-                // peer_failed closes and drops every connection of that peer, this one included.
                 self.drop_conn(now, conn);
-                self.peer_failed(now, id);
+                self.unreachable(now, id);
             }
             None => self.drop_conn(now, conn),
+        }
+    }
+
+    /// A connection to `id` could not be set up. A table member is suspected and probed again
+    /// over a fresh connection (one lost handshake must not make a live node look dead); anyone
+    /// else is forgotten.
+    fn unreachable(&mut self, now: Instant, id: NodeId) {
+        if self.in_tables(id) && self.state != State::Left {
+            self.suspect(now, id);
+        } else {
+            self.peer_failed(now, id);
         }
     }
 
@@ -380,7 +390,7 @@ impl Node {
         self.out.push_back(Output::Close { conn });
         self.drop_conn(now, conn);
         if let Some(id) = expected {
-            self.peer_failed(now, id);
+            self.unreachable(now, id);
         }
     }
 }

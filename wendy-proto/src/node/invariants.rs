@@ -36,7 +36,8 @@ impl Node {
                 return Err(format!("table member {id} has no peer entry"));
             }
         }
-        let queued: usize = self.conns.values().map(|c| c.pending.len()).sum::<usize>() + self.held.len();
+        let queued: usize =
+            self.conns.values().map(|c| c.pending.len()).sum::<usize>() + self.held.len() + self.parked.len();
         if queued != self.pending_total || queued > self.cfg.max_pending_total {
             return Err(format!("pending count {} vs {queued}", self.pending_total));
         }

@@ -7,6 +7,7 @@ use crate::output::{ConnId, Event, Output};
 use crate::time::Instant;
 use crate::wire::Message;
 
+use super::connections::Phase;
 use super::membership::Peer;
 use super::timers::{NodeTimer, TimerKey};
 use super::{Node, State};
@@ -117,7 +118,7 @@ impl Node {
     /// A table member's liveness deadline. A neighbour (nearest leaf-set member on either side)
     /// silent for `suspect_timeout`, or any other table member silent for
     /// `table_probe_interval`, is suspected and probed; one that does not answer within
-    /// `probe_timeout` is removed everywhere (and, if it was in the leaf set, reported to it).
+    /// `probe_attempts` probes `probe_timeout` apart is removed everywhere (and, if it was in the leaf set, reported to it).
     pub(super) fn peer_timer(&mut self, now: Instant, id: NodeId) {
         let neighbour = self.is_neighbour(id);
         let member = self.in_tables(id);
@@ -133,15 +134,38 @@ impl Node {
             return;
         }
         let limit = if neighbour { self.cfg.suspect_timeout } else { self.cfg.table_probe_interval };
+        let gap = self.cfg.probe_timeout;
         match p.suspected {
-            Some(t) if now - t >= self.cfg.probe_timeout => self.detected_failure(now, id),
-            Some(t) => self.arm_peer(id, t + self.cfg.probe_timeout),
+            Some(t) => {
+                let sent = u32::from(p.probes.max(1));
+                if now - t < gap * sent {
+                    self.arm_peer(id, t + gap * sent);
+                } else if sent >= self.cfg.probe_attempts {
+                    self.detected_failure(now, id);
+                } else {
+                    // The last probe went unanswered: try again (a lost frame, a connection
+                    // broken under it) before declaring a live node dead.
+                    p.probes = p.probes.saturating_add(1);
+                    let stuck = p.conn.filter(|c| {
+                        self.conns.get(c).is_some_and(|c| !matches!(c.phase, Phase::Open) && now - c.opened >= gap)
+                    });
+                    if let Some(conn) = stuck {
+                        // Still being set up after a whole probe timeout: its handshake was
+                        // lost. The next probe goes over a fresh connection.
+                        self.out.push_back(Output::Close { conn });
+                        self.drop_conn(now, conn);
+                    }
+                    self.probe(now, id, false);
+                    self.arm_peer(id, t + gap * (sent + 1));
+                }
+            }
             None => {
                 let since = p.last_heard.unwrap_or(p.added);
                 if now - since >= limit {
                     p.suspected = Some(now);
+                    p.probes = 1;
                     self.probe(now, id, false);
-                    self.arm_peer(id, now + self.cfg.probe_timeout);
+                    self.arm_peer(id, now + gap);
                 } else {
                     self.arm_peer(id, since + limit);
                 }
@@ -150,7 +174,7 @@ impl Node {
     }
 
     /// `id` stayed silent where it should have answered (a per-hop ack): suspect it and probe
-    /// it now; it is declared failed if the probe goes unanswered for `probe_timeout`.
+    /// it now; it is declared failed if `probe_attempts` probes go unanswered ([`crate::Config::probing_time`]).
     pub(super) fn suspect(&mut self, now: Instant, id: NodeId) {
         if self.state == State::Left || !self.in_tables(id) {
             return;
@@ -160,6 +184,7 @@ impl Node {
             return;
         }
         p.suspected = Some(now);
+        p.probes = 1;
         self.probe(now, id, false);
         self.arm_peer(id, now + self.cfg.probe_timeout);
     }
@@ -206,7 +231,7 @@ impl Node {
         }
         let limit = if neighbour { self.cfg.suspect_timeout } else { self.cfg.table_probe_interval };
         let at = match p.suspected {
-            Some(t) => t + self.cfg.probe_timeout,
+            Some(t) => t + self.cfg.probe_timeout * u32::from(p.probes.max(1)),
             None => p.last_heard.unwrap_or(p.added) + limit,
         };
         self.arm_peer(id, at);

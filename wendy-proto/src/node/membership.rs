@@ -20,6 +20,8 @@ pub(super) struct Peer {
     pub(super) added: Instant,
     pub(super) last_heard: Option<Instant>,
     pub(super) suspected: Option<Instant>,
+    /// Probes sent since it was suspected.
+    pub(super) probes: u8,
     pub(super) ping: Option<(u32, Instant)>,
     pub(super) conn: Option<ConnId>,
     /// This peer's liveness entry in the timer table (table members only).
@@ -233,6 +235,7 @@ impl Peer {
             added: now,
             last_heard: None,
             suspected: None,
+            probes: 0,
             ping: None,
             conn: None,
             timer: None,

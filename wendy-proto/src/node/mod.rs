@@ -66,6 +66,8 @@ pub struct Node {
     conns: BTreeMap<ConnId, Box<Conn>>,
     next_conn: u64,
     held: VecDeque<Held>,
+    /// Rerouted messages waiting for a suspected root's probe to settle ([`acks`]).
+    parked: Vec<acks::Parked>,
     failed: BTreeMap<NodeId, Instant>,
     /// Leaf-set members declared gone, re-probed at every leaf-set exchange for a while, so
     /// that two halves of a partitioned ring find each other again once it heals.
@@ -130,6 +132,7 @@ impl Node {
             conns: BTreeMap::new(),
             next_conn: 0,
             held: VecDeque::new(),
+            parked: Vec::new(),
             failed: BTreeMap::new(),
             lost_leaves: BTreeMap::new(),
             out: VecDeque::new(),
@@ -331,6 +334,10 @@ impl Node {
                 self.undeliverable(r);
             }
         }
+        for p in std::mem::take(&mut self.parked) {
+            self.pending_total -= 1;
+            self.undeliverable(p.route);
+        }
         self.finish();
     }
 
@@ -415,7 +422,8 @@ impl Node {
         self.conns.len()
     }
 
-    /// Messages queued inside the node (per-peer queues and messages held while joining).
+    /// Messages queued inside the node (per-peer queues, messages held while joining, and
+    /// rerouted messages waiting for a suspected root's probe to settle).
     pub fn pending_messages(&self) -> usize {
         self.pending_total
     }
@@ -487,6 +495,9 @@ impl Node {
 
     /// Emits what accumulated during one input: the coalesced leaf-set change.
     fn finish(&mut self) {
+        if !self.parked.is_empty() {
+            self.release_parked();
+        }
         self.flush_acks();
         if std::mem::take(&mut self.leaf_dirty) {
             let now = self.leaf.members();

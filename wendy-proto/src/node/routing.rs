@@ -148,9 +148,16 @@ impl Node {
 
     /// Routes a message again after its hop failed: `exclude` is that hop. The forward hook
     /// already saw it here, and the failed hop stays counted in `hops`.
+    ///
+    /// If the failed hop is the root by our leaf set, so that only its exclusion would make us
+    /// deliver here, the message waits for the hop's probe to settle instead: delivered here
+    /// once the hop is declared failed, sent to it again if it answers (see [`Node::park`]).
     pub(super) fn route_excluding(&mut self, now: Instant, route: Route, exclude: Option<NodeId>) {
         match self.decide(route.key, exclude) {
-            Hop::Here => self.deliver_route(route, false),
+            Hop::Here => match (exclude, self.decide(route.key, None)) {
+                (Some(x), Hop::Next(n)) if n == x => self.park(now, x, route),
+                _ => self.deliver_route(route, false),
+            },
             Hop::Hold if self.pending_total < self.cfg.max_pending_total => {
                 self.pending_total += 1;
                 self.held.push_back(Held::Route(route));
