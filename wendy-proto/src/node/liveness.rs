@@ -80,6 +80,7 @@ impl Node {
     /// Expired failure records, and peers in no table and with no connection, are forgotten.
     fn housekeeping(&mut self, now: Instant) {
         self.failed.retain(|_, until| *until > now);
+        self.expire_candidates(now);
         let stale: Vec<NodeId> = self
             .peers
             .iter()
@@ -113,6 +114,24 @@ impl Node {
         }
         self.locate_self(now);
         self.reprobe_lost_leaves(now);
+        self.ask_near_row(now);
+    }
+
+    /// Proximity neighbour selection over time: ask a random member of the neighbourhood set
+    /// (the nodes nearest to us by measured round trip) for a routing-table row we share with
+    /// it. Its entries were chosen near it, so they are likely near us too; each that contends
+    /// for a cell is measured and wins it if it is nearer (`learn`, `measure`).
+    fn ask_near_row(&mut self, now: Instant) {
+        let near: Vec<NodeId> = self.hood.iter().map(|e| e.1).collect();
+        if near.is_empty() || self.table.row_count() == 0 {
+            return;
+        }
+        let x = near[self.rng.below(near.len() as u64) as usize];
+        let shared = self.id().common_prefix_len(x).min(self.table.row_count() - 1);
+        let row = self.rng.below(shared as u64 + 1);
+        if let Ok(row) = u8::try_from(row) {
+            let _ = self.send_msg(now, x, Message::RowRequest { row });
+        }
     }
 
     /// A table member's liveness deadline. A neighbour (nearest leaf-set member on either side)

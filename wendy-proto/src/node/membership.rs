@@ -91,6 +91,13 @@ impl Node {
             self.leaf_dirty = true;
         }
         if !self.in_tables(id) {
+            if !was_known && !direct && self.contends(id) {
+                // Proximity neighbour selection: a candidate for a routing-table cell held by
+                // another node is measured before it can win the cell (`measure`).
+                self.candidates.insert(id, now);
+                self.probe(now, id, false);
+                return;
+            }
             // Hearsay that found no place in any table is not kept: a peer cannot make us
             // remember more nodes than our tables hold.
             if !was_known {
@@ -166,6 +173,7 @@ impl Node {
             return;
         }
         p.ping = None;
+        self.candidates.remove(&from);
         let prox = proximity(now - sent, &p.info.region, region, factor);
         p.proximity = prox;
         self.table.update_proximity(from, prox);
@@ -174,6 +182,26 @@ impl Node {
             self.hood.insert(from, prox);
         }
         self.watch_peer(from);
+    }
+
+    /// True if `id` is worth measuring as a candidate for the routing-table cell it belongs
+    /// to: the cell is held by another node, we take part in the ring, and fewer than
+    /// [`CANDIDATE_PROBES`] candidates are being measured.
+    fn contends(&self, id: NodeId) -> bool {
+        if !matches!(self.state, State::Ready) || self.candidates.len() >= CANDIDATE_PROBES {
+            return false;
+        }
+        let Some((row, col)) = self.table.slot(id) else { return false };
+        self.table.get(row, col).is_some_and(|c| c.id != id)
+    }
+
+    /// Candidates whose probe went unanswered for a whole probing time are dropped.
+    pub(super) fn expire_candidates(&mut self, now: Instant) {
+        let limit = self.cfg.probing_time();
+        let gone: Vec<NodeId> = self.candidates.iter().filter(|(_, &t)| now - t >= limit).map(|(&id, _)| id).collect();
+        for id in gone {
+            self.candidates.remove(&id);
+        }
     }
 
     pub(super) fn peer_info(&self, id: NodeId) -> Option<NodeInfo> {
@@ -244,6 +272,9 @@ impl Peer {
         }
     }
 }
+
+/// Candidates for occupied routing-table cells measured at once, at most.
+const CANDIDATE_PROBES: usize = 16;
 
 /// Proximity of a node: the round trip in microseconds, times `factor` across regions.
 pub(super) fn proximity(rtt: core::time::Duration, their_region: &str, our_region: &str, factor: u64) -> u64 {

@@ -66,6 +66,8 @@ pub struct Node {
     conns: BTreeMap<ConnId, Box<Conn>>,
     next_conn: u64,
     held: VecDeque<Held>,
+    /// Candidates for occupied routing-table cells being measured, with when their probe went.
+    candidates: BTreeMap<NodeId, Instant>,
     /// Rerouted messages waiting for a suspected root's probe to settle ([`acks`]).
     parked: Vec<acks::Parked>,
     failed: BTreeMap<NodeId, Instant>,
@@ -133,6 +135,7 @@ impl Node {
             next_conn: 0,
             held: VecDeque::new(),
             parked: Vec::new(),
+            candidates: BTreeMap::new(),
             failed: BTreeMap::new(),
             lost_leaves: BTreeMap::new(),
             out: VecDeque::new(),
