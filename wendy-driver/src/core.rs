@@ -163,6 +163,8 @@ pub(crate) struct Core<R: Io> {
     drained: bool,
 }
 
+/// Sends of a `send_batch` between two drains of the node's outputs.
+const SEND_BATCH_DRAIN: usize = 256;
 /// Bytes batched by a run of commands after which the frames are handed to the writers.
 const COMMAND_BATCH_BYTES: usize = 256 << 10;
 
@@ -403,9 +405,14 @@ impl<R: Io> Core<R> {
                     if let Err(e) = self.node.send(now, key, purpose, payload) {
                         refused.push((i, e));
                     }
-                    // Drain as we go: the node's output queue stays small.
-                    self.drain(rt);
+                    // Drain now and then: the node's output queue stays small, and the frames
+                    // of a run of sends are sealed together (one record per connection per
+                    // drain, not one per message).
+                    if i % SEND_BATCH_DRAIN == SEND_BATCH_DRAIN - 1 {
+                        self.drain(rt);
+                    }
                 }
+                self.drain(rt);
                 reply.send(refused);
             }
             Command::Hook(h) => self.node.set_forward_hook(h),
