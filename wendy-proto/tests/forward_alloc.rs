@@ -45,9 +45,8 @@ fn forwarding_allocates_nothing_per_frame_in_steady_state() {
     let route = Message::Route(Route { key: bid, purpose: 16, origin: aid, hops: 0, payload });
     let rounds = WARM + MEASURED;
     let from_a: Vec<Bytes> = (0..rounds).map(|_| a.seal(&vec![route.clone(); PER_ROUND]).expect("seal")).collect();
-    let from_b: Vec<Bytes> = (0..rounds)
-        .map(|r| b.seal(&[Message::Ack { count: ((r + 1) * PER_ROUND) as u64 }]).expect("seal"))
-        .collect();
+    let from_b: Vec<Bytes> =
+        (0..rounds).map(|r| b.seal(&[Message::Ack { count: ((r + 1) * PER_ROUND) as u64 }]).expect("seal")).collect();
     // Cloned once, so that slicing them later does not allocate their shared header.
     let keep: Vec<(Bytes, Bytes)> = from_a.iter().zip(&from_b).map(|(x, y)| (x.clone(), y.clone())).collect();
 

@@ -16,8 +16,8 @@ use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::id::NodeId;
 use crate::harness::secure_peer::SecurePeer;
+use crate::id::NodeId;
 use crate::identity::Identity;
 use crate::node::Node;
 use crate::output::{ConnId, Event, NodeError, Output};
@@ -109,7 +109,7 @@ fn run_secure(steps: impl IntoIterator<Item = Step>) -> Node {
                 }
                 _ => (None, Sent::Honest),
             },
-            Step::Tampered { mut msgs, at, bit } => match peer.seal(&mark(&mut msgs)) {
+            Step::Tampered { mut msgs, at, bit } => match peer.seal(mark(&mut msgs)) {
                 Ok(b) if b.len() > 5 => {
                     let mut v = b.to_vec();
                     // Inside the first record's sealed chunks (past its length prefix and kind
@@ -160,11 +160,8 @@ fn connect(node: &mut Node, now: Instant, sessions: &mut u8) -> Option<(SecurePe
     *sessions += 1;
     let addr = SocketAddr::from(([10, 9, 1, *sessions], 7000));
     let peer = Identity::from_secret([0x33 + *sessions; 32]);
-    match SecurePeer::connect(node, now, peer, addr) {
-        Ok(s) => Some(s),
-        // The node is full of connections, or has left: nothing more to explore.
-        Err(_) => None,
-    }
+    // An error: the node is full of connections, or has left; nothing more to explore.
+    SecurePeer::connect(node, now, peer, addr).ok()
 }
 
 /// Drains the node and checks what it did; false if it closed the peer's connection.
