@@ -47,7 +47,8 @@ pub(super) struct Conn {
     /// Encrypted connections: the buffer records are opened into. Each record's plaintext is
     /// split off it, and the frames' payloads are slices of that; once they are all dropped
     /// (delivered, or forwarded and acknowledged) the next record reuses the memory. One per
-    /// connection, since payloads live as long as their next hop takes to acknowledge them.
+    /// connection, since payloads live as long as their next hop takes to acknowledge them;
+    /// not kept after a record of more than 16 KiB.
     pub(super) rx: bytes::BytesMut,
 }
 

@@ -26,6 +26,10 @@ use super::connections::Phase;
 use super::membership::{proximity, Peer};
 use super::Node;
 
+/// Records larger than this are not opened into memory the connection keeps for the next one:
+/// an idle connection holds at most this much.
+const RX_KEEP: usize = 16 << 10;
+
 const ROLE_ACCEPTOR: u8 = 1;
 const ROLE_DIALER: u8 = 2;
 
@@ -96,6 +100,10 @@ impl Node {
                     }
                 };
                 c.heard = true;
+                if body.len() > RX_KEEP {
+                    // A large record: its memory goes with its payloads, not kept for the next.
+                    c.rx = bytes::BytesMut::new();
+                }
                 self.on_record(now, conn, plain);
             }
             Some(secure::KIND_HANDSHAKE) => {
