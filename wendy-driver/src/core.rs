@@ -65,8 +65,57 @@ pub(crate) enum Net<S> {
 struct Conn<L> {
     /// `None` while dialing.
     link: Option<L>,
-    /// Frames of the current batch.
-    batch: Vec<u8>,
+    /// The current batch, as the node handed it over.
+    batch: Batch,
+}
+
+/// A connection's frames not yet handed to its writer. The node hands over one `Transmit` per
+/// connection per input (an encrypted connection's frames are sealed together), so a batch is
+/// often a single one: it is kept as the node's [`Bytes`] and written from there, not copied.
+/// Only a second transmit before the next flush joins them in `joined` (whose memory is kept
+/// from batch to batch).
+#[derive(Default)]
+struct Batch {
+    one: Option<Bytes>,
+    joined: Vec<u8>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.one.as_ref().is_none_or(Bytes::is_empty) && self.joined.is_empty()
+    }
+
+    fn push(&mut self, data: Bytes) {
+        if self.is_empty() {
+            self.one = Some(data);
+            return;
+        }
+        if let Some(first) = self.one.take() {
+            self.joined.extend_from_slice(&first);
+        }
+        self.joined.extend_from_slice(&data);
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match &self.one {
+            Some(b) => b,
+            None => &self.joined,
+        }
+    }
+
+    /// Forgets what the batch holds, keeping the memory of `joined`.
+    fn clear(&mut self) {
+        self.one = None;
+        self.joined.clear();
+    }
+
+    /// What is left from byte `from` on, as one [`Bytes`] (no copy), leaving the batch empty.
+    fn take_from(&mut self, from: usize) -> Bytes {
+        match self.one.take() {
+            Some(b) => b.slice(from..),
+            None => Bytes::from(std::mem::take(&mut self.joined)).slice(from..),
+        }
+    }
 }
 
 /// The node task's state, apart from the runtime: the [`Node`], its connections' batches, the
@@ -114,6 +163,8 @@ pub(crate) struct Core<R: Io> {
     drained: bool,
 }
 
+/// Sends of a `send_batch` between two drains of the node's outputs.
+const SEND_BATCH_DRAIN: usize = 256;
 /// Bytes batched by a run of commands after which the frames are handed to the writers.
 const COMMAND_BATCH_BYTES: usize = 256 << 10;
 
@@ -354,9 +405,14 @@ impl<R: Io> Core<R> {
                     if let Err(e) = self.node.send(now, key, purpose, payload) {
                         refused.push((i, e));
                     }
-                    // Drain as we go: the node's output queue stays small.
-                    self.drain(rt);
+                    // Drain now and then: the node's output queue stays small, and the frames
+                    // of a run of sends are sealed together (one record per connection per
+                    // drain, not one per message).
+                    if i % SEND_BATCH_DRAIN == SEND_BATCH_DRAIN - 1 {
+                        self.drain(rt);
+                    }
                 }
+                self.drain(rt);
                 reply.send(refused);
             }
             Command::Hook(h) => self.node.set_forward_hook(h),
@@ -418,12 +474,12 @@ impl<R: Io> Core<R> {
                         if c.batch.is_empty() {
                             self.dirty.push(conn);
                         }
-                        c.batch.extend_from_slice(&data);
                         self.batched += data.len();
+                        c.batch.push(data);
                     }
                 }
                 Output::Connect { conn, addr } => {
-                    self.conns.insert(conn, Conn { link: None, batch: Vec::new() });
+                    self.conns.insert(conn, Conn { link: None, batch: Batch::default() });
                     rt.connect(conn, addr);
                 }
                 Output::Close { conn } => {
@@ -532,7 +588,7 @@ impl<R: Io> Core<R> {
     /// Starts the reader and writer of a socket for `conn`.
     fn attach(&mut self, rt: &mut R, conn: ConnId, stream: R::Stream, addr: SocketAddr) {
         let link = rt.attach(conn, stream, addr);
-        self.conns.entry(conn).or_insert_with(|| Conn { link: None, batch: Vec::new() }).link = Some(link);
+        self.conns.entry(conn).or_insert_with(|| Conn { link: None, batch: Batch::default() }).link = Some(link);
     }
 }
 
@@ -548,23 +604,17 @@ fn hand_over<L: Link>(c: &mut Conn<L>) {
     };
     let mut written = 0;
     if link.queued() == 0 {
-        while written < c.batch.len() {
-            match link.try_write(&c.batch[written..]) {
+        let buf = c.batch.as_slice();
+        while written < buf.len() {
+            match link.try_write(&buf[written..]) {
                 0 => break,
                 n => written += n,
             }
         }
-        if written == c.batch.len() {
+        if written == buf.len() {
             c.batch.clear();
             return;
         }
     }
-    let data = if written == 0 {
-        Bytes::from(std::mem::take(&mut c.batch))
-    } else {
-        let rest = Bytes::copy_from_slice(&c.batch[written..]);
-        c.batch.clear();
-        rest
-    };
-    link.queue(data);
+    link.queue(c.batch.take_from(written));
 }

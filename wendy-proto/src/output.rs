@@ -30,7 +30,9 @@ pub enum Output {
         /// Where to connect.
         addr: SocketAddr,
     },
-    /// Write `data` (one whole frame) on `conn`, in order after earlier transmits on it.
+    /// Write `data` on `conn`, in order after earlier transmits on it: one whole frame in
+    /// plaintext mode; on an encrypted connection, the sealed records of every frame the node
+    /// queued for it since the previous poll.
     Transmit {
         /// The connection.
         conn: ConnId,
@@ -369,11 +371,12 @@ pub struct Stats {
     pub frames_in: u64,
     /// Frames transmitted.
     pub frames_out: u64,
-    /// Bytes transmitted.
+    /// Bytes transmitted (on encrypted connections: the sealed records, tags included).
     pub bytes_out: u64,
     /// Frames transmitted that were not application messages.
     pub control_frames_out: u64,
-    /// Bytes of control frames transmitted.
+    /// Bytes of control frames transmitted (on encrypted connections, before sealing: a
+    /// record is shared by many frames).
     pub control_bytes_out: u64,
     /// Connections closed for undecodable bytes.
     pub decode_errors: u64,

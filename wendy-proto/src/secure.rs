@@ -5,25 +5,32 @@
 //! frame      = length:u32be  kind:u8  rest
 //! handshake  = kind 0xE0, rest = one Noise handshake message
 //! reject     = kind 0xE1, rest = reason:u8        (plaintext; only before the peer's first data frame)
-//! data       = kind 0xE2, rest = chunk+           (the plaintext body of a wire frame, sealed)
+//! data       = kind 0xE2, rest = chunk+           (a record: whole plaintext wire frames, sealed)
 //! chunk      = Noise transport message of at most 65,535 bytes (its last 16 bytes the tag)
+//! record     = (length:u32be  body)+              (the plaintext: wire frames as in crate::wire)
 //! ```
 //!
 //! The handshake is `Noise_XX_25519_ChaChaPoly_BLAKE2s`, or `Noise_XXpsk3_…` when the
 //! credentials have a pre-shared key: three messages (dialler `e`; acceptor `e, ee, s, es` and
 //! its node info; dialler `s, se` and its node info), so each side proves its static key and
-//! the node info travels encrypted. After it, a frame body larger than one Noise message is
-//! sealed in consecutive chunks, each with its own nonce. Nonces are the per-direction message
-//! counters, never reused; both sides rekey a direction after every `rekey_after` messages in
-//! it, at the same message, since the stream is ordered. The length prefix is not encrypted
-//! (as in libp2p's Noise framing): changing it makes the chunks fail to authenticate.
+//! the node info travels encrypted.
+//!
+//! After it, the frames a node queues for one connection during one input (until its outputs
+//! are polled) are sealed together: packed into records of whole frames of at most one Noise
+//! message's plaintext (65,519 bytes), one encryption and one tag per record, not per frame. A
+//! frame larger than that is a record of its own, sealed in consecutive chunks. The receiver
+//! opens a whole record, and only then decodes the frames inside it: nothing of a record that
+//! fails to authenticate is read. Nonces are the per-direction message counters, never
+//! reused; both sides rekey a direction after every `rekey_after` messages in it, at the same
+//! message, since the stream is ordered. The length prefix is not encrypted (as in libp2p's
+//! Noise framing): changing it makes the chunks fail to authenticate.
 //!
 //! Randomness: snow draws the ephemeral keys from the [`CryptoResolver`]'s generator. Ours is a
 //! ChaCha20 generator seeded with 32 bytes drawn, per handshake, from the node's own ChaCha20
 //! generator, which is seeded from [`Config::entropy`](crate::Config::entropy): reproducible in
 //! a simulation, unpredictable when the driver supplies the OS's entropy.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use chacha20::ChaCha20Rng;
 use rand_core::{Rng as _, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -40,14 +47,17 @@ use crate::wire::{WireError, LENGTH_PREFIX, MAX_PROOF};
 pub(crate) const NOISE_XX: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 /// The Noise protocol with the credentials' pre-shared key mixed in after the third message.
 pub(crate) const NOISE_XX_PSK: &str = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s";
-/// Bound into every handshake: a peer speaking another version fails it.
-const PROLOGUE: &[u8] = b"wendy/noise/v1";
+/// Bound into every handshake: a peer speaking another version fails it (v2: records of
+/// several frames).
+const PROLOGUE: &[u8] = b"wendy/noise/v2";
 /// Largest Noise message.
 pub(crate) const MAX_NOISE: usize = 65_535;
 /// Authentication tag of every sealed chunk.
 pub(crate) const TAG: usize = 16;
 /// Largest plaintext sealed in one chunk.
 pub(crate) const CHUNK: usize = MAX_NOISE - TAG;
+/// Least room a node's buffer of sealed records is given when it must grow.
+const SEAL_BUFFER: usize = 8 << 10;
 /// A direction is rekeyed after this many messages by default.
 pub const DEFAULT_REKEY: u64 = 1 << 20;
 
@@ -58,9 +68,12 @@ pub(crate) const KIND_REJECT: u8 = 0xE1;
 /// Frame kind: a sealed wire frame body.
 pub(crate) const KIND_DATA: u8 = 0xE2;
 
-/// The largest sealed body (kind byte, chunks and tags) of a plaintext body of `max` bytes.
-pub(crate) fn sealed_max(max: usize) -> usize {
-    1 + max + TAG * max.div_ceil(CHUNK).max(1)
+/// The largest data frame body (kind byte, chunks and tags) a peer sends when its frame bodies
+/// are at most `max_frame` bytes: a record holds several frames in at most [`CHUNK`] bytes, or
+/// one frame (length prefix included) of any size.
+pub(crate) fn sealed_max(max_frame: usize) -> usize {
+    let plain = (max_frame + LENGTH_PREFIX).max(CHUNK);
+    1 + plain + TAG * plain.div_ceil(CHUNK)
 }
 
 /// What each side sends, encrypted, in its handshake message.
@@ -216,43 +229,117 @@ impl core::fmt::Debug for Channel {
 }
 
 impl Channel {
-    /// Seals a plaintext frame `body` (version byte and message) into a whole data frame.
-    pub(crate) fn seal(&mut self, body: &[u8]) -> Result<Bytes, snow::Error> {
+    /// Seals `frames` (whole plaintext wire frames, length prefixes included, as
+    /// [`wire::encode_into`](crate::wire::encode_into) writes them) into data frames appended to
+    /// `out`, and returns them as one [`Bytes`] split off `out`.
+    ///
+    /// Frames are packed into records: each record holds as many whole frames as fit in one
+    /// Noise message ([`CHUNK`] bytes of plaintext), so a batch of small frames costs one
+    /// encryption and one tag per 65,519 bytes, not one per frame; a frame larger than a
+    /// Noise message is a record of its own, sealed in consecutive chunks.
+    pub(crate) fn seal_frames(&mut self, frames: &[u8], out: &mut BytesMut) -> Result<Bytes, snow::Error> {
+        let mut rest = frames;
+        while !rest.is_empty() {
+            let mut take = frame_len(rest, 0);
+            while take < rest.len() {
+                let next = frame_len(rest, take);
+                if take + next > CHUNK {
+                    break;
+                }
+                take += next;
+            }
+            let take = take.min(rest.len());
+            self.seal_record(&rest[..take], out)?;
+            rest = &rest[take..];
+        }
+        Ok(out.split().freeze())
+    }
+
+    /// A data frame sealing an empty record (which a node never sends; for hostile tests).
+    #[cfg(feature = "testing")]
+    pub(crate) fn seal_empty(&mut self, out: &mut BytesMut) -> Result<Bytes, snow::Error> {
+        self.seal_record(&[], out)?;
+        Ok(out.split().freeze())
+    }
+
+    /// Appends one data frame sealing `body` to `out`.
+    fn seal_record(&mut self, body: &[u8], out: &mut BytesMut) -> Result<(), snow::Error> {
         let chunks = body.len().div_ceil(CHUNK).max(1);
-        let mut out = vec![0u8; LENGTH_PREFIX + 1 + body.len() + chunks * TAG];
-        out[LENGTH_PREFIX] = KIND_DATA;
-        let mut at = LENGTH_PREFIX + 1;
+        let start = out.len();
+        let max = LENGTH_PREFIX + 1 + body.len() + chunks * TAG;
+        if out.capacity() - out.len() < max {
+            // Room for more than this record: the records of the other connections sealed in
+            // the same poll go after it without a buffer each.
+            out.reserve(max.max(SEAL_BUFFER));
+        }
+        out.resize(start + max, 0);
+        out[start + LENGTH_PREFIX] = KIND_DATA;
+        let mut at = start + LENGTH_PREFIX + 1;
         let mut pieces = body.chunks(CHUNK);
         let empty: &[u8] = &[];
         for _ in 0..chunks {
             let piece = pieces.next().unwrap_or(empty);
-            at += self.transport.write_message(piece, &mut out[at..])?;
+            match self.transport.write_message(piece, &mut out[at..]) {
+                Ok(n) => at += n,
+                Err(e) => {
+                    out.truncate(start);
+                    return Err(e);
+                }
+            }
             if self.transport.sending_nonce() % self.rekey_after == 0 {
                 self.transport.rekey_outgoing();
             }
         }
         out.truncate(at);
-        finish_frame(&mut out);
-        Ok(Bytes::from(out))
+        finish_frame(&mut out[start..]);
+        Ok(())
     }
 
-    /// Opens a data frame's chunks (the frame after its kind byte) into its plaintext body;
-    /// an error if any chunk fails to authenticate (tampered, replayed, reordered or forged).
-    pub(crate) fn open(&mut self, sealed: &[u8]) -> Result<Bytes, WireError> {
+    /// Opens a data frame's chunks (the frame after its kind byte) into its plaintext, written
+    /// into `buf` (reused from call to call: it allocates only when earlier plaintexts are
+    /// still referenced) and split off it; an error if any chunk fails to authenticate
+    /// (tampered, replayed, reordered or forged), and then nothing of the record is returned.
+    pub(crate) fn open(&mut self, sealed: &[u8], buf: &mut BytesMut) -> Result<Bytes, WireError> {
         if sealed.len() < TAG {
             return Err(WireError::Unauthenticated);
         }
-        let mut out = vec![0u8; sealed.len()];
+        buf.clear();
+        buf.reserve(sealed.len());
+        buf.resize(sealed.len(), 0);
         let mut at = 0;
         for chunk in sealed.chunks(MAX_NOISE) {
-            let n = self.transport.read_message(chunk, &mut out[at..]).map_err(|_| WireError::Unauthenticated)?;
-            at += n;
+            match self.transport.read_message(chunk, &mut buf[at..]) {
+                Ok(n) => at += n,
+                Err(_) => {
+                    buf.clear();
+                    return Err(WireError::Unauthenticated);
+                }
+            }
             if self.transport.receiving_nonce() % self.rekey_after == 0 {
                 self.transport.rekey_incoming();
             }
         }
-        out.truncate(at);
-        Ok(Bytes::from(out))
+        buf.truncate(at);
+        Ok(buf.split().freeze())
+    }
+
+    /// Seals one plaintext frame `body` (version byte and message) into a whole data frame:
+    /// for tests, which look at records one by one.
+    #[cfg(test)]
+    pub(crate) fn seal(&mut self, body: &[u8]) -> Result<Bytes, snow::Error> {
+        let mut out = BytesMut::new();
+        self.seal_record(body, &mut out)?;
+        Ok(out.freeze())
+    }
+}
+
+/// The length of the whole frame (prefix included) at `at` in `frames`, or what is left of
+/// `frames` if its prefix is cut short.
+fn frame_len(frames: &[u8], at: usize) -> usize {
+    let rest = &frames[at..];
+    match rest.get(..LENGTH_PREFIX).and_then(|p| <[u8; LENGTH_PREFIX]>::try_from(p).ok()) {
+        Some(p) => (LENGTH_PREFIX + u32::from_be_bytes(p) as usize).min(rest.len()),
+        None => rest.len(),
     }
 }
 
@@ -272,6 +359,11 @@ pub(crate) fn reject_frame(code: u8) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::{self, FrameDecoder, Message};
+
+    fn open(ch: &mut Channel, sealed: &[u8]) -> Result<Bytes, WireError> {
+        ch.open(sealed, &mut BytesMut::new())
+    }
 
     fn pair(psk_a: Option<[u8; 32]>, psk_b: Option<[u8; 32]>, rekey: u64) -> Result<(Channel, Channel), snow::Error> {
         let (ia, ib) = (Identity::from_secret([1; 32]), Identity::from_secret([2; 32]));
@@ -296,16 +388,16 @@ mod tests {
             let f = a.seal(body).unwrap();
             assert_eq!(f.len(), LENGTH_PREFIX + 1 + body.len() + TAG * body.len().div_ceil(CHUNK).max(1));
             assert!(f.len() - LENGTH_PREFIX <= sealed_max(body.len().max(1)));
-            assert_eq!(&b.open(&f[5..]).unwrap()[..], body);
+            assert_eq!(&open(&mut b, &f[5..]).unwrap()[..], body);
             // A replay of the same frame fails: its nonce was used.
-            assert_eq!(b.open(&f[5..]), Err(WireError::Unauthenticated));
+            assert_eq!(open(&mut b, &f[5..]), Err(WireError::Unauthenticated));
             // The failed attempt does not move the receiver's counter.
             let g = a.seal(body).unwrap();
-            assert_eq!(&b.open(&g[5..]).unwrap()[..], body);
+            assert_eq!(&open(&mut b, &g[5..]).unwrap()[..], body);
         }
         let mut f = a.seal(b"tamper me").unwrap().to_vec();
         f[7] ^= 1;
-        assert_eq!(b.open(&f[5..]), Err(WireError::Unauthenticated));
+        assert_eq!(open(&mut b, &f[5..]), Err(WireError::Unauthenticated));
     }
 
     #[test]
@@ -318,10 +410,10 @@ mod tests {
             // Same keys and nonces until the first rekey, different ones after.
             differs |= x != y;
             assert_eq!(i >= 3, differs, "message {i}");
-            assert_eq!(&b.open(&x[5..]).unwrap()[..], &[i; 40]);
-            assert_eq!(&d.open(&y[5..]).unwrap()[..], &[i; 40]);
+            assert_eq!(&open(&mut b, &x[5..]).unwrap()[..], &[i; 40]);
+            assert_eq!(&open(&mut d, &y[5..]).unwrap()[..], &[i; 40]);
             let back = b.seal(&[i]).unwrap();
-            assert_eq!(&a.open(&back[5..]).unwrap()[..], &[i]);
+            assert_eq!(&open(&mut a, &back[5..]).unwrap()[..], &[i]);
         }
     }
 
@@ -330,5 +422,42 @@ mod tests {
         assert!(pair(Some([1; 32]), Some([1; 32]), DEFAULT_REKEY).is_ok());
         assert!(pair(Some([1; 32]), Some([2; 32]), DEFAULT_REKEY).is_err());
         assert!(pair(Some([1; 32]), None, DEFAULT_REKEY).is_err());
+    }
+
+    #[test]
+    fn small_frames_share_a_record_and_large_ones_get_their_own() {
+        let (mut a, mut b) = pair(None, None, DEFAULT_REKEY).unwrap();
+        let mut frames = Vec::new();
+        let mut sent = Vec::new();
+        for i in 0..1000u32 {
+            let m = Message::Ping { seq: i };
+            wire::encode_into(&m, &mut frames);
+            sent.push(m);
+        }
+        let big = Message::LeafSet { leaves: Vec::new() };
+        // A frame of more than one Noise message, built by hand (the record layer does not
+        // look inside frames).
+        let mut huge = vec![0u8; LENGTH_PREFIX];
+        huge.extend(std::iter::repeat_n(7u8, CHUNK + 100));
+        let len = (huge.len() - LENGTH_PREFIX) as u32;
+        huge[..LENGTH_PREFIX].copy_from_slice(&len.to_be_bytes());
+        frames.extend_from_slice(&huge);
+        wire::encode_into(&big, &mut frames);
+        let mut out = BytesMut::new();
+        let sealed = a.seal_frames(&frames, &mut out).unwrap();
+        // Three records: the pings, the huge frame (two chunks), the last small frame.
+        let mut d = FrameDecoder::new(usize::MAX);
+        d.push(&sealed);
+        let mut plain = Vec::new();
+        let mut records = 0;
+        while let Some(rec) = d.next_frame().unwrap() {
+            assert_eq!(rec[0], KIND_DATA);
+            plain.extend_from_slice(&open(&mut b, &rec[1..]).unwrap());
+            records += 1;
+        }
+        assert_eq!(records, 3);
+        assert_eq!(plain, frames);
+        // One tag per record, plus one for the second chunk of the huge frame.
+        assert_eq!(sealed.len(), frames.len() + 3 * (LENGTH_PREFIX + 1) + 4 * TAG);
     }
 }

@@ -18,6 +18,12 @@
 //!   raw bytes, well-formed hostile messages, replies to the node's requests, timer jumps,
 //!   application commands, joins and leaves. After every step it checks
 //!   [`Node::check_invariants`] and the harness's own checks (see [`NodeHarness::check`]).
+//!   That run is in plaintext, so that the harness can play every peer by hand; then, for one
+//!   input in eight (its first byte a multiple of 8: each session costs a handshake), the rest
+//!   of the bytes drive the encrypted half, [`node_secure`]: a node on the Noise transport, a peer
+//!   that completes the handshake with it under a fixed key and feeds it fuzzed messages and
+//!   records sealed with the real transport keys (and tampered, replayed and unsealed ones).
+//!   The plaintext half reads the input as before, so the committed corpus keeps its meaning.
 //!
 //! This module exists only with the `arbitrary` and `testing` features.
 //!
@@ -31,7 +37,9 @@
 mod decoder;
 mod node;
 mod round_trip;
+mod secure;
 
 pub use decoder::{decoder, decoder_alloc_bound};
 pub use node::{node, node_input, run_node, DialOutcome, FuzzConfig, Key, NodeHarness, Op, StateKind, Who};
 pub use round_trip::round_trip;
+pub use secure::node_secure;

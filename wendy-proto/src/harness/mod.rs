@@ -22,7 +22,8 @@
 //! assert_eq!(h.deliveries()[0].node, h.closest_ready(key).unwrap());
 //! ```
 //!
-//! To play the other side of one node frame by hand instead, see [`script`].
+//! To play the other side of one node frame by hand instead, see [`script`] (plaintext) and
+//! [`secure_peer`] (the encrypted transport).
 
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +41,7 @@ use crate::wire::{self, Message};
 use crate::Node;
 
 pub mod script;
+pub mod secure_peer;
 
 /// A delivery observed by the harness.
 #[derive(Clone, Debug)]

@@ -38,6 +38,49 @@ pub(super) struct Conn {
     /// An authenticated frame arrived after the handshake: from now on a plaintext refusal
     /// is not believed.
     pub(super) heard: bool,
+    /// Encrypted connections: the plaintext frames queued during this input, sealed together
+    /// when the node's outputs are polled (a buffer of the node's pool while in use, empty
+    /// and unallocated otherwise).
+    pub(super) tx: Vec<u8>,
+    /// Where in the node's output queue the `Transmit` that will carry `tx` sits.
+    pub(super) tx_slot: Option<u64>,
+    /// Encrypted connections: the buffer records are opened into. Each record's plaintext is
+    /// split off it, and the frames' payloads are slices of that; once they are all dropped
+    /// (delivered, or forwarded and acknowledged) the next record reuses the memory. One per
+    /// connection, since payloads live as long as their next hop takes to acknowledge them;
+    /// not kept after a record of more than 16 KiB.
+    pub(super) rx: bytes::BytesMut,
+}
+
+/// Most plaintext buffers kept for reuse, and the largest capacity kept.
+const POOL_BUFFERS: usize = 16;
+const POOL_CAPACITY: usize = 1 << 16;
+
+/// The node's transmit buffers: what lets a node in steady state send and receive without a
+/// heap allocation per frame.
+///
+/// Encrypted connections queue their frames' plaintext in a buffer from `pool`; when the
+/// outputs are polled, each connection's frames are sealed together into `sealed`, split off
+/// it as one `Transmit` (a reference-counted slice: the driver writes it without copying,
+/// and once it drops it the next seal reuses the memory). Received records are opened the
+/// same way, into a buffer of their connection's ([`Conn::rx`]).
+#[derive(Debug, Default)]
+pub(super) struct Tx {
+    /// Plaintext buffers not in use by a connection.
+    pool: Vec<Vec<u8>>,
+    /// Connections with frames in `tx`, in the order they got their first.
+    dirty: Vec<ConnId>,
+    /// Outputs polled so far: turns the positions in `tx_slot` into queue indices.
+    pub(super) polled: u64,
+    /// Sealed frames, split off as they are handed out.
+    sealed: bytes::BytesMut,
+}
+
+impl Tx {
+    /// True if some connection has frames waiting to be sealed.
+    pub(super) fn has_pending(&self) -> bool {
+        !self.dirty.is_empty()
+    }
 }
 
 /// Where a connection's set-up stands. `AwaitHelloAck` and `AwaitAuth` belong to the
@@ -264,36 +307,36 @@ impl Node {
         true
     }
 
-    /// Sends `msg` on `conn`: sealed with the connection's keys if it is encrypted, in the
-    /// clear in plaintext mode. On an encrypted connection without keys yet only a refusal
-    /// goes out (in the clear: it carries one reason code).
+    /// Sends `msg` on `conn`: in the clear in plaintext mode (a frame of its own); on an
+    /// encrypted connection, queued with the other frames of this input, to be sealed with them
+    /// ([`Node::seal_pending`]). On an encrypted connection without keys yet only a refusal goes
+    /// out (in the clear: it carries one reason code).
     pub(super) fn transmit(&mut self, conn: ConnId, msg: &Message) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
-        let data = if self.cfg.insecure_plaintext {
-            wire::encode(msg)
-        } else if let Some(ch) = c.channel.as_mut() {
-            let mut buf = std::mem::take(&mut self.scratch);
-            buf.clear();
-            wire::encode_into(msg, &mut buf);
-            let sealed = ch.seal(&buf[wire::LENGTH_PREFIX..]);
-            self.scratch = buf;
-            match sealed {
-                Ok(d) => d,
-                Err(_) => {
-                    // Only a nonce counter at its end (2^64 messages) gets here.
-                    self.report(NodeError::Protocol { conn, what: "the connection's keys are exhausted" });
-                    self.out.push_back(Output::Close { conn });
-                    let now = self.last_now;
-                    self.drop_conn(now, conn);
-                    return;
-                }
+        let application = msg.is_application();
+        if self.cfg.insecure_plaintext {
+            self.send_frame(conn, wire::encode(msg), application);
+        } else if c.channel.is_some() {
+            if c.tx_slot.is_none() {
+                c.tx = self.tx.pool.pop().unwrap_or_default();
+                c.tx_slot = Some(self.tx.polled + self.out.len() as u64);
+                // A placeholder, filled in when the connection's frames are sealed.
+                self.out.push_back(Output::Transmit { conn, data: bytes::Bytes::new() });
+                self.tx.dirty.push(conn);
+            }
+            let before = c.tx.len();
+            wire::encode_into(msg, &mut c.tx);
+            let len = (c.tx.len() - before) as u64;
+            self.stats.frames_out += 1;
+            if !application {
+                self.stats.control_frames_out += 1;
+                self.stats.control_bytes_out += len;
             }
         } else if let Message::Reject { reason } = msg {
-            secure::reject_frame(*reason)
+            self.send_frame(conn, secure::reject_frame(*reason), false);
         } else {
             return;
-        };
-        self.send_frame(conn, data, msg.is_application());
+        }
         if let Message::Route(r) = msg {
             self.track_route(conn, r);
         }
@@ -301,6 +344,8 @@ impl Node {
 
     /// Queues one whole frame for the driver, and counts it.
     pub(super) fn send_frame(&mut self, conn: ConnId, data: bytes::Bytes, application: bool) {
+        // Frames queued for sealing on this connection go first.
+        self.seal_conn(conn);
         self.stats.frames_out += 1;
         self.stats.bytes_out += data.len() as u64;
         if !application {
@@ -310,8 +355,58 @@ impl Node {
         self.out.push_back(Output::Transmit { conn, data });
     }
 
+    /// Seals the frames every encrypted connection queued (into the `Transmit` each holds a
+    /// place for); called before an output is handed out.
+    pub(super) fn seal_pending(&mut self) {
+        while !self.tx.dirty.is_empty() {
+            let mut dirty = std::mem::take(&mut self.tx.dirty);
+            for &conn in &dirty {
+                self.seal_conn(conn);
+            }
+            dirty.clear();
+            // Keep the list's memory unless sealing queued more (a failed seal reroutes).
+            if self.tx.dirty.is_empty() {
+                self.tx.dirty = dirty;
+            }
+        }
+    }
+
+    /// Seals the frames `conn` queued, if any, into the `Transmit` that holds their place.
+    fn seal_conn(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(slot) = c.tx_slot.take() else { return };
+        let mut plain = std::mem::take(&mut c.tx);
+        let sealed = match c.channel.as_mut() {
+            Some(ch) => ch.seal_frames(&plain, &mut self.tx.sealed).ok(),
+            None => None,
+        };
+        if plain.capacity() <= POOL_CAPACITY && self.tx.pool.len() < POOL_BUFFERS {
+            plain.clear();
+            self.tx.pool.push(plain);
+        }
+        if let Some(i) = self.tx.dirty.iter().position(|&d| d == conn) {
+            self.tx.dirty.swap_remove(i);
+        }
+        let Some(data) = sealed else {
+            // Only a nonce counter at its end (2^64 messages) gets here; the placeholder
+            // stays empty (a write of nothing).
+            self.report(NodeError::Protocol { conn, what: "the connection's keys are exhausted" });
+            self.out.push_back(Output::Close { conn });
+            let now = self.last_now;
+            self.drop_conn(now, conn);
+            return;
+        };
+        self.stats.bytes_out += data.len() as u64;
+        let at = usize::try_from(slot - self.tx.polled).unwrap_or(usize::MAX);
+        if let Some(Output::Transmit { data: d, .. }) = self.out.get_mut(at) {
+            *d = data;
+        }
+    }
+
     /// Forgets a connection; what was queued on it is re-routed or dropped.
     pub(super) fn drop_conn(&mut self, now: Instant, conn: ConnId) {
+        // What was queued on it before it closed still goes out, ahead of the close.
+        self.seal_conn(conn);
         let Some(mut c) = self.conns.remove(&conn) else { return };
         self.timers.disarm(TimerKey::Conn(conn), c.timer);
         self.pending_total -= c.pending.len();
@@ -418,6 +513,9 @@ impl Conn {
             flight: None,
             channel: None,
             heard: false,
+            tx: Vec::new(),
+            tx_slot: None,
+            rx: bytes::BytesMut::new(),
         }
     }
 }

@@ -96,8 +96,8 @@ pub struct Node {
     drained: bool,
     /// Enabled layer purposes, one bit each ([`layers`]).
     layers: u16,
-    /// Reused buffer of a frame being encoded before it is sealed.
-    scratch: Vec<u8>,
+    /// Transmit and receive buffers, reused from frame to frame.
+    tx: connections::Tx,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,7 +151,7 @@ impl Node {
             published_leaves: Vec::new(),
             ack_due: Vec::new(),
             reroutes_ctx: 0,
-            scratch: Vec::new(),
+            tx: connections::Tx::default(),
             exchange_gap: config.leaf_exchange_interval,
             cfg: config,
         };
@@ -347,8 +347,18 @@ impl Node {
     // ----- outputs ------------------------------------------------------------------------
 
     /// The next output, in the order the node produced them. Drain until `None` after every input.
+    ///
+    /// The frames queued for an encrypted connection since the last poll are sealed together
+    /// here, into one [`Output::Transmit`] in the place of the first of them.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        if self.tx.has_pending() {
+            self.seal_pending();
+        }
+        let out = self.out.pop_front();
+        if out.is_some() {
+            self.tx.polled += 1;
+        }
+        out
     }
 
     /// When [`handle_timeout`](Node::handle_timeout) should next be called: the earliest

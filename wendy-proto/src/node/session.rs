@@ -9,7 +9,7 @@
 //! Plaintext (`insecure_plaintext`): `Hello` / `HelloAck` / `Auth` with an HMAC, keyed by the
 //! credentials' pre-shared key, over both nonces, both ids and the prover's role.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
@@ -25,6 +25,10 @@ use crate::wire::{self, Message, WireError, NONCE_LEN};
 use super::connections::Phase;
 use super::membership::{proximity, Peer};
 use super::Node;
+
+/// Records larger than this are not opened into memory the connection keeps for the next one:
+/// an idle connection holds at most this much.
+const RX_KEEP: usize = 16 << 10;
 
 const ROLE_ACCEPTOR: u8 = 1;
 const ROLE_DIALER: u8 = 2;
@@ -87,7 +91,7 @@ impl Node {
                     self.protocol_error(now, conn, "encrypted data before the handshake completed");
                     return;
                 };
-                let plain = match ch.open(&body[1..]) {
+                let plain = match ch.open(&body[1..], &mut c.rx) {
                     Ok(p) => p,
                     Err(error) => {
                         self.stats.auth_failures += 1;
@@ -96,19 +100,11 @@ impl Node {
                     }
                 };
                 c.heard = true;
-                if plain.len() > self.cfg.max_frame_size {
-                    let error = WireError::FrameTooLarge { len: plain.len(), max: self.cfg.max_frame_size };
-                    self.decode_error(now, conn, error);
-                    return;
+                if body.len() > RX_KEEP {
+                    // A large record: its memory goes with its payloads, not kept for the next.
+                    c.rx = bytes::BytesMut::new();
                 }
-                match wire::decode_body(plain) {
-                    Ok(msg) if !msg.is_handshake() && !matches!(msg, Message::Reject { .. }) => {
-                        self.stats.frames_in += 1;
-                        self.on_message(now, conn, msg);
-                    }
-                    Ok(_) => self.protocol_error(now, conn, "handshake message inside an encrypted connection"),
-                    Err(error) => self.decode_error(now, conn, error),
-                }
+                self.on_record(now, conn, plain);
             }
             Some(secure::KIND_HANDSHAKE) => {
                 self.stats.frames_in += 1;
@@ -120,6 +116,50 @@ impl Node {
             }
             Some(kind) => self.decode_error(now, conn, WireError::FrameKind(kind)),
             None => self.decode_error(now, conn, WireError::Empty),
+        }
+    }
+
+    /// The plaintext of an authenticated record: whole wire frames, handled in order until
+    /// one of them closes the connection.
+    fn on_record(&mut self, now: Instant, conn: ConnId, mut plain: Bytes) {
+        if plain.is_empty() {
+            self.decode_error(now, conn, WireError::Empty);
+            return;
+        }
+        while !plain.is_empty() && self.conns.contains_key(&conn) {
+            let Some(len) = plain.get(..wire::LENGTH_PREFIX).map(|p| {
+                let mut b = [0u8; wire::LENGTH_PREFIX];
+                b.copy_from_slice(p);
+                u32::from_be_bytes(b) as usize
+            }) else {
+                self.decode_error(now, conn, WireError::Malformed);
+                return;
+            };
+            if len > self.cfg.max_frame_size {
+                self.decode_error(now, conn, WireError::FrameTooLarge { len, max: self.cfg.max_frame_size });
+                return;
+            }
+            let end = wire::LENGTH_PREFIX + len;
+            if plain.len() < end {
+                self.decode_error(now, conn, WireError::Malformed);
+                return;
+            }
+            let body = plain.slice(wire::LENGTH_PREFIX..end);
+            plain.advance(end);
+            match wire::decode_body(body) {
+                Ok(msg) if !msg.is_handshake() && !matches!(msg, Message::Reject { .. }) => {
+                    self.stats.frames_in += 1;
+                    self.on_message(now, conn, msg);
+                }
+                Ok(_) => {
+                    self.protocol_error(now, conn, "handshake message inside an encrypted connection");
+                    return;
+                }
+                Err(error) => {
+                    self.decode_error(now, conn, error);
+                    return;
+                }
+            }
         }
     }
 
