@@ -65,7 +65,7 @@ fn keys(n: usize) -> Vec<NodeId> {
 }
 
 fn route_msg(key: NodeId, payload: Bytes) -> Message {
-    Message::Route(Route { key, purpose: 16, origin: NodeId::hash(b"bench-client"), hops: 1, payload })
+    Message::Route(Route { key, purpose: 16, origin: NodeId::hash(b"bench-client"), hops: 1, seq: 0, payload })
 }
 
 fn next_hop(c: &mut Criterion, h: &Harness) {

@@ -401,6 +401,9 @@ pub struct Stats {
     pub reroutes: u64,
     /// Routed messages given up on and reported [`NodeError::Undeliverable`].
     pub undeliverable: u64,
+    /// Routed messages not delivered here because a copy of them (same origin and number)
+    /// was delivered here within the last 30 s: the sender had rerouted it.
+    pub duplicates_dropped: u64,
     /// Application messages delivered here.
     pub delivered: u64,
     /// Application messages forwarded.

@@ -18,7 +18,7 @@ use crate::id::NodeId;
 use crate::info::NodeInfo;
 
 /// The protocol version this crate speaks; a frame with another version is rejected.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Bytes before the body: the `u32` length prefix.
 pub const LENGTH_PREFIX: usize = 4;
 /// Default largest body accepted: 1 MiB.
@@ -171,10 +171,29 @@ pub struct Route {
     pub origin: NodeId,
     /// Hops taken so far.
     pub hops: u8,
+    /// The origin's number for this message (from a random start): a root that has already
+    /// delivered a message with this origin and number drops a rerouted copy of it. Eight
+    /// fixed bytes on the wire.
+    #[serde(with = "fixed_u64")]
+    pub seq: u64,
     /// The application payload (carried after the postcard value).
     #[serde(skip)]
     #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_bytes))]
     pub payload: Bytes,
+}
+
+/// A `u64` as 8 big-endian bytes (postcard writes a byte array as is), so that a routed
+/// message's head has a fixed layout.
+mod fixed_u64 {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        v.to_be_bytes().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        <[u8; 8]>::deserialize(d).map(u64::from_be_bytes)
+    }
 }
 
 /// An application message sent straight to one node (the Go wendy's SendToIP).
@@ -316,6 +335,7 @@ pub fn encode_into(msg: &Message, out: &mut Vec<u8>) {
         out.extend_from_slice(&[r.purpose, 16]);
         out.extend_from_slice(&r.origin.to_bytes());
         out.push(r.hops);
+        out.extend_from_slice(&r.seq.to_be_bytes());
     } else {
         // Serialising into a Vec cannot fail for these types: every field is a plain value.
         let mut buf = core::mem::take(out);
@@ -354,8 +374,9 @@ pub fn decode_body(body: Bytes) -> Result<Message, WireError> {
 
 /// Postcard's variant index of [`Message::Route`] (a one-byte varint).
 const ROUTE_TAG: u8 = 3;
-/// Bytes of a `Route` before its payload: tag, key (length 16 + 16 bytes), purpose, origin, hops.
-const ROUTE_HEAD: usize = 1 + 17 + 1 + 17 + 1;
+/// Bytes of a `Route` before its payload: tag, key (length 16 + 16 bytes), purpose, origin,
+/// hops, seq.
+const ROUTE_HEAD: usize = 1 + 17 + 1 + 17 + 1 + 8;
 
 /// The fixed-layout fast path for the one message on the data path, byte for byte what
 /// postcard writes for it (a test holds the two together); `None` sends the caller to postcard.
@@ -369,7 +390,10 @@ fn decode_route_head(rest: &[u8]) -> Option<Route> {
         b.copy_from_slice(&head[at..at + 16]);
         NodeId::from_u128(u128::from_be_bytes(b))
     };
-    Some(Route { key: id(2), purpose: head[18], origin: id(20), hops: head[36], payload: Bytes::new() })
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&head[37..45]);
+    let seq = u64::from_be_bytes(seq);
+    Some(Route { key: id(2), purpose: head[18], origin: id(20), hops: head[36], seq, payload: Bytes::new() })
 }
 
 /// Decodes one whole frame (length prefix included), as produced by [`encode`].
@@ -522,6 +546,7 @@ mod tests {
                 purpose: 16,
                 origin: NodeId::from_u128(3),
                 hops: 2,
+                seq: 0x0102_0304_0506_0708,
                 payload: Bytes::from_static(b"hello world"),
             }),
             Message::Direct(Direct { purpose: 200, origin: NodeId::from_u128(5), payload: Bytes::new() }),
@@ -552,8 +577,8 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn route_fast_path_is_postcard(key: u128, origin: u128, purpose: u8, hops: u8, payload: Vec<u8>) {
-            let r = Route { key: NodeId::from_u128(key), purpose, origin: NodeId::from_u128(origin), hops, payload: Bytes::from(payload.clone()) };
+        fn route_fast_path_is_postcard(key: u128, origin: u128, purpose: u8, hops: u8, seq: u64, payload: Vec<u8>) {
+            let r = Route { key: NodeId::from_u128(key), purpose, origin: NodeId::from_u128(origin), hops, seq, payload: Bytes::from(payload.clone()) };
             let msg = Message::Route(r);
             let mut fast = Vec::new();
             encode_into(&msg, &mut fast);

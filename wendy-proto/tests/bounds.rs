@@ -23,7 +23,14 @@ fn node_with(cfg: impl FnOnce(&mut Config)) -> Node {
 const NOW: Instant = Instant::from_secs(1);
 
 fn route(key: NodeId, i: u8) -> Message {
-    Message::Route(Route { key, purpose: 16, origin: NodeId::from_u128(42), hops: 1, payload: Bytes::from(vec![i; 8]) })
+    Message::Route(Route {
+        key,
+        purpose: 16,
+        origin: NodeId::from_u128(42),
+        hops: 1,
+        seq: u64::from(i),
+        payload: Bytes::from(vec![i; 8]),
+    })
 }
 
 fn queue_full(out: &[Output]) -> usize {

@@ -47,7 +47,7 @@ fn forwarding_allocates_nothing_per_frame_in_steady_state() {
     // Every record of the run, sealed in advance (the peers' work is not measured): A's routed
     // messages, and B's acknowledgements of them.
     let payload = Bytes::from(vec![0xab; 32]);
-    let route = Message::Route(Route { key: bid, purpose: 16, origin: aid, hops: 0, payload });
+    let route = Message::Route(Route { key: bid, purpose: 16, origin: aid, hops: 0, seq: 0, payload });
     let rounds = WARM + WINDOWS * MEASURED;
     let from_a: Vec<Bytes> = (0..rounds).map(|_| a.seal(&vec![route.clone(); PER_ROUND]).expect("seal")).collect();
     let from_b: Vec<Bytes> =

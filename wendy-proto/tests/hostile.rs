@@ -47,8 +47,14 @@ fn a_reserved_purpose_from_the_network_closes_the_connection() {
     let mut b = node(2, 2, None);
     a.join(now, &[addr(2)]).unwrap();
     let conn_b = handshake(&mut a, &mut b, now).conn_b;
-    let bad =
-        Message::Route(Route { key: NodeId::from_u128(1), purpose: 3, origin: a.id(), hops: 0, payload: Bytes::new() });
+    let bad = Message::Route(Route {
+        key: NodeId::from_u128(1),
+        purpose: 3,
+        origin: a.id(),
+        hops: 0,
+        seq: 0,
+        payload: Bytes::new(),
+    });
     b.handle_data(now, conn_b, &wire::encode(&bad));
     let outs = drain(&mut b);
     assert!(closed(&outs, conn_b));

@@ -407,7 +407,10 @@ fn plaintext_and_encrypted_nodes_do_not_talk_and_say_so() {
     net.nodes[1].join(Instant::ZERO, &[addr(1)]).unwrap();
     net.run(Duration::from_secs(2), &mut pass());
     let e = net.errors(0);
-    assert!(matches!(e[0], NodeError::Decode { error: WireError::FrameKind(1), .. }), "{e:?}");
+    assert!(
+        matches!(e[0], NodeError::Decode { error: WireError::FrameKind(wendy_proto::wire::PROTOCOL_VERSION), .. }),
+        "{e:?}"
+    );
     assert!(e[0].to_string().contains("insecure plaintext"));
     assert!(net.nodes[0].leaf_set().is_empty() && net.nodes[1].leaf_set().is_empty());
 }

@@ -209,7 +209,14 @@ mod tests {
 
     fn route(key: u128) -> Message {
         let origin = Identity::from_secret([0x34; 32]).node_id();
-        Message::Route(Route { key: NodeId::from_u128(key), purpose: 16, origin, hops: 0, payload: Bytes::new() })
+        Message::Route(Route {
+            key: NodeId::from_u128(key),
+            purpose: 16,
+            origin,
+            hops: 0,
+            seq: 0,
+            payload: Bytes::new(),
+        })
     }
 
     #[test]

@@ -43,6 +43,39 @@ pub(super) struct Flight {
     pub(super) timer: Option<Instant>,
 }
 
+/// Routed messages delivered here lately, by origin and number, oldest first: a copy of one
+/// of them (its ack was lost, and the sender rerouted it) is dropped instead of delivered
+/// twice. Kept for [`RECENT_WINDOW`], at most [`RECENT_MAX`] of them.
+#[derive(Debug, Default)]
+pub(super) struct Recent {
+    seen: std::collections::BTreeSet<(NodeId, u64)>,
+    order: VecDeque<(Instant, NodeId, u64)>,
+}
+
+/// How long a delivered message is remembered: longer than a message can take to be
+/// rerouted `max_reroutes` times with the longest ack timeout, and parked meanwhile.
+pub(super) const RECENT_WINDOW: core::time::Duration = core::time::Duration::from_secs(30);
+/// Delivered messages remembered at most (the oldest are forgotten first).
+pub(super) const RECENT_MAX: usize = 4096;
+
+impl Recent {
+    /// Records `(origin, seq)` delivered at `now`; false if it was delivered already.
+    pub(super) fn first(&mut self, now: Instant, origin: NodeId, seq: u64) -> bool {
+        while let Some(&(t, o, s)) = self.order.front() {
+            if now - t < RECENT_WINDOW && self.order.len() < RECENT_MAX {
+                break;
+            }
+            self.order.pop_front();
+            self.seen.remove(&(o, s));
+        }
+        if !self.seen.insert((origin, seq)) {
+            return false;
+        }
+        self.order.push_back((now, origin, seq));
+        true
+    }
+}
+
 /// A rerouted message whose root, by our leaf set, is a suspect: delivering it here would
 /// only be right if the suspect is dead, so it waits until the suspect's probe settles.
 #[derive(Debug)]
@@ -250,6 +283,12 @@ impl Node {
             self.route_excluding(now, p.route, None);
             self.reroutes_ctx = 0;
         }
+    }
+
+    /// The number of the next routed message we originate.
+    pub(super) fn next_route_seq(&mut self) -> u64 {
+        self.route_seq = self.route_seq.wrapping_add(1);
+        self.route_seq
     }
 
     /// Gives up on a routed message: counted and reported with its key and purpose.

@@ -44,7 +44,8 @@ impl Node {
     pub fn route_layer(&mut self, now: Instant, key: NodeId, purpose: u8, payload: Bytes) -> Result<(), CommandError> {
         let now = self.tick_now(now);
         self.check_layer(purpose, payload.len())?;
-        let route = Route { key, purpose, origin: self.id(), hops: 0, payload };
+        let seq = self.next_route_seq();
+        let route = Route { key, purpose, origin: self.id(), hops: 0, seq, payload };
         let r = self.route_app(now, route, true);
         self.finish();
         r

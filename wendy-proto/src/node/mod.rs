@@ -66,6 +66,10 @@ pub struct Node {
     conns: BTreeMap<ConnId, Box<Conn>>,
     next_conn: u64,
     held: VecDeque<Held>,
+    /// The number of the next message we originate (from a random start).
+    route_seq: u64,
+    /// Routed messages delivered here lately, so that a rerouted copy is not delivered twice.
+    recent: acks::Recent,
     /// Candidates for occupied routing-table cells being measured, with when their probe went.
     candidates: BTreeMap<NodeId, Instant>,
     /// Rerouted messages waiting for a suspected root's probe to settle ([`acks`]).
@@ -122,6 +126,10 @@ impl Node {
         let me = config.info.id;
         let mut crypto = CryptoRng::new(session::crypto_seed(&config));
         let identity = config.identity.clone().unwrap_or_else(|| Identity::from_secret(crypto.seed()));
+        // Message numbers start at random (the driver's entropy), so that a restarted node's
+        // numbers do not repeat its previous life's.
+        let seq_seed = crypto.seed();
+        let route_seq = u64::from_be_bytes(seq_seed[..8].try_into().unwrap_or_default());
         let mut node = Node {
             rng: Rng::new(config.seed),
             crypto,
@@ -136,6 +144,8 @@ impl Node {
             held: VecDeque::new(),
             parked: Vec::new(),
             candidates: BTreeMap::new(),
+            route_seq,
+            recent: acks::Recent::default(),
             failed: BTreeMap::new(),
             lost_leaves: BTreeMap::new(),
             out: VecDeque::new(),
@@ -265,7 +275,8 @@ impl Node {
         let now = self.tick_now(now);
         self.check_app(purpose, payload.len())?;
         let me = self.id();
-        let route = Route { key, purpose, origin: me, hops: 0, payload };
+        let seq = self.next_route_seq();
+        let route = Route { key, purpose, origin: me, hops: 0, seq, payload };
         let r = self.route_app(now, route, true);
         self.finish();
         r

@@ -176,6 +176,12 @@ impl Node {
 
     /// Delivers a routed message here: we are its root, or the forward hook consumed it.
     fn deliver_route(&mut self, route: Route, intercepted: bool) {
+        if !self.recent.first(self.last_now, route.origin, route.seq) {
+            // A copy of one delivered here already: its sender rerouted it when an ack was
+            // lost or late.
+            self.stats.duplicates_dropped += 1;
+            return;
+        }
         self.stats.delivered += 1;
         self.out.push_back(Output::Deliver(Delivery {
             key: route.key,
@@ -252,7 +258,7 @@ mod tests {
         // The only connection slot is taken by a dial still in progress.
         n.dial(now, p1.global, Some(p1.id)).unwrap();
         while n.poll_output().is_some() {}
-        let route = Route { key: p2.id, purpose: 16, origin: p1.id, hops: 1, payload: Bytes::new() };
+        let route = Route { key: p2.id, purpose: 16, origin: p1.id, hops: 1, seq: 0, payload: Bytes::new() };
         assert_eq!(n.route_app(now, route, false), Ok(()));
         assert_eq!(n.stats().dropped, 1);
         let errors = std::iter::from_fn(|| n.poll_output())

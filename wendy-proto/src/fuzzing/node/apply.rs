@@ -116,7 +116,7 @@ impl NodeHarness {
         let key = self.key(key);
         let origin = self.pool[usize::from(len) % POOL].id;
         let payload = Bytes::from(vec![len; usize::from(len)]);
-        Message::Route(Route { key, purpose, origin, hops, payload })
+        Message::Route(Route { key, purpose, origin, hops, seq: u64::from(len), payload })
     }
 
     /// Raw bytes in two inputs: the first copied, the second owned.
