@@ -104,16 +104,16 @@ pub struct MemoryReport {
     /// Hosts up.
     pub live: u64,
     /// Bytes by structure: element size times allocated capacity (exact for vectors, queues
-    /// and hash maps; for B-trees, entries times entry size, a lower bound). The nodes' own
-    /// state is counted as the shallow `size_of::<Node>()` only: wendy-proto does not tell the
-    /// heap bytes behind it.
+    /// and hash maps; B-trees at their average fill). The nodes' state is the shallow
+    /// `size_of::<Node>()` (`node_structs_shallow`) plus, under `node.*`, the sum over live
+    /// nodes of [`Node::memory_footprint`](wendy_proto::Node::memory_footprint).
     pub structures: BTreeMap<String, u64>,
     /// Sum of `structures`.
     pub total_bytes: u64,
     /// Resident set size of the process now (VmRSS; 0 where unknown).
     pub rss_bytes: u64,
-    /// `rss_bytes - total_bytes` per live host: the nodes' heap state plus allocator slack and
-    /// whatever else the process holds. An upper bound for what a node costs, not a measure.
+    /// `rss_bytes - total_bytes` per live host: allocator slack (freed memory not returned,
+    /// rounding of allocations), what the estimates miss, and whatever else the process holds.
     pub rest_per_live_host: u64,
 }
 
@@ -523,7 +523,7 @@ impl Report {
         }
         writeln!(
             f,
-            "    RSS now {:.1} MiB; RSS less the above: {} bytes per live host (nodes' heap, allocator slack, rest)",
+            "    RSS now {:.1} MiB; RSS less the above: {} bytes per live host (allocator slack, rest)",
             m.rss_bytes as f64 / (1024.0 * 1024.0),
             m.rest_per_live_host
         )

@@ -43,6 +43,13 @@ pub(super) struct Flight {
     pub(super) timer: Option<Instant>,
 }
 
+impl Flight {
+    /// Bytes it holds: itself and its queue's allocation.
+    pub(super) fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Flight>() + self.unacked.capacity() * std::mem::size_of::<Option<InFlight>>()
+    }
+}
+
 #[derive(Debug)]
 struct InFlight {
     route: Route,

@@ -8,6 +8,7 @@
 
 mod acks;
 mod connections;
+mod footprint;
 mod invariants;
 mod join;
 mod kbr;
@@ -42,6 +43,9 @@ use join::Held;
 use membership::Peer;
 use routing::Hop;
 use timers::{NodeTimer, TimerKey, TimerTable};
+
+/// Outputs an idle node keeps room for; a larger queue is shrunk once drained.
+const OUT_KEEP: usize = 16;
 
 /// A Pastry node. See the [crate documentation](crate) for how a driver runs it.
 ///
@@ -338,7 +342,12 @@ impl Node {
 
     /// The next output, in the order the node produced them. Drain until `None` after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        let o = self.out.pop_front();
+        if o.is_none() && self.out.capacity() > OUT_KEEP {
+            // A burst (a join, a failure) is over: an idle node keeps a small queue.
+            self.out.shrink_to(OUT_KEEP);
+        }
+        o
     }
 
     /// When [`handle_timeout`](Node::handle_timeout) should next be called: the earliest
