@@ -197,6 +197,10 @@ impl Node {
     /// Stops sending to `peer` over `conn`: its next message uses another open connection or a
     /// new one.
     pub(super) fn detach(&mut self, peer: NodeId, conn: ConnId) {
+        // Only the peer's current connection needs a replacement (looked for among all).
+        if !self.peers.get(&peer).is_some_and(|p| p.conn == Some(conn)) {
+            return;
+        }
         let other = self
             .conns
             .iter()
