@@ -274,7 +274,7 @@ impl Sim {
         let Some(mut node) = self.take(h) else { return };
         let now = Instant::from_micros(self.now);
         match item {
-            Some(data) => node.handle_data(now, ConnId(conn), &data),
+            Some(data) => node.handle_bytes(now, ConnId(conn), data),
             None => {
                 self.links.all[l as usize].open[s] = false;
                 self.hosts[h as usize].conns.remove(conn);
