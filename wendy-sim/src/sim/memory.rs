@@ -53,14 +53,11 @@ impl Sim {
         put("ids", id_map_bytes(&self.ids));
         let links = &self.links;
         put("links", links.all.capacity() * size_of::<super::links::Link>() + links.free.capacity() * size_of::<u32>());
-        let (mut fifo_slots, mut in_flight) = (0usize, 0usize);
-        for l in &links.all {
-            for q in &l.fifo {
-                fifo_slots += q.capacity();
-                in_flight += q.iter().flatten().map(Bytes::len).sum::<usize>();
-            }
-        }
-        put("link_fifos", fifo_slots * size_of::<Option<Bytes>>());
+        let in_flight: usize = links.segments.iter().flatten().map(Bytes::len).sum();
+        put(
+            "link_fifos",
+            links.segments.capacity() * size_of::<Option<Bytes>>() + links.free_segments.capacity() * size_of::<u32>(),
+        );
         put("frames_in_flight", in_flight);
         put("event_queue", self.queue.heap_bytes());
         let o = &self.oracle;
