@@ -329,7 +329,7 @@ fn main() -> ExitCode {
     let bar = cfg.progress.then(|| {
         let pb = ProgressBar::new(1000);
         pb.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {percent}% {msg}")
+            ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {percent}% eta {eta} {msg}")
                 .expect("the template is valid")
                 .progress_chars("=> "),
         );
