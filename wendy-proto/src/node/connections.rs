@@ -198,7 +198,7 @@ impl Node {
     /// new one.
     pub(super) fn detach(&mut self, peer: NodeId, conn: ConnId) {
         // Only the peer's current connection needs a replacement (looked for among all).
-        if !self.peers.get(&peer).is_some_and(|p| p.conn == Some(conn)) {
+        if self.peers.get(&peer).is_none_or(|p| p.conn != Some(conn)) {
             return;
         }
         let other = self
