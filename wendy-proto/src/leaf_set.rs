@@ -98,6 +98,11 @@ impl LeafSet {
         self.half
     }
 
+    /// Bytes allocated for the two sides.
+    pub fn heap_bytes(&self) -> usize {
+        (self.cw.capacity() + self.ccw.capacity()) * core::mem::size_of::<NodeId>()
+    }
+
     /// True if the leaf set spans the whole ring: a side is not full (so it holds every node
     /// known), or the two sides meet (a ring of at most L other nodes, seen from both sides).
     pub fn is_whole_ring(&self) -> bool {

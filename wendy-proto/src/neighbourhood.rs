@@ -57,6 +57,11 @@ impl Neighbourhood {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// Bytes allocated for the entries.
+    pub fn heap_bytes(&self) -> usize {
+        self.entries.capacity() * core::mem::size_of::<(u64, NodeId)>()
+    }
 }
 
 #[cfg(test)]

@@ -123,6 +123,11 @@ impl RoutingTable {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Bytes allocated for the rows.
+    pub fn heap_bytes(&self) -> usize {
+        self.rows.capacity() * core::mem::size_of::<[Option<Cell>; BASE]>()
+    }
 }
 
 #[cfg(test)]

@@ -329,7 +329,7 @@ fn main() -> ExitCode {
     let bar = cfg.progress.then(|| {
         let pb = ProgressBar::new(1000);
         pb.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {percent}% {msg}")
+            ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {percent}% eta {eta} {msg}")
                 .expect("the template is valid")
                 .progress_chars("=> "),
         );
@@ -411,7 +411,13 @@ mod tests {
             assert!(m.structures.get(s).is_some_and(|&b| b > 0), "{s}: {:?}", m.structures);
         }
         assert_eq!(m.total_bytes, m.structures.values().sum::<u64>());
-        assert!(report.to_string().contains("sim memory"));
+        for s in ["node.peers", "node.conns", "node.timers", "node.tables"] {
+            assert!(m.structures.get(s).is_some_and(|&b| b > 0), "the nodes' own structures: {s}");
+        }
+        let j = report.memory_after_joins.as_ref().expect("measured when the population has joined");
+        assert_eq!(j.live, 20);
+        assert!(j.at_s <= m.at_s);
+        assert!(report.to_string().contains("sim memory   after joins"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! Events at the same instant run in the order they were scheduled, which makes a run a pure
 //! function of its seed. Entries are small (32 bytes): the bytes of frames in flight wait in
-//! per-connection queues, not here.
+//! the links' segment slab, named by slot, not here.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -19,8 +19,9 @@ pub(crate) enum Ev {
     SynAck { link: u32, gen: u32 },
     /// The dialler learns that its connection attempt failed (refused or timed out).
     Refused { link: u32, gen: u32 },
-    /// The next frame (or the close) queued towards `side` of the link arrives.
-    Arrive { link: u32, gen: u32, side: u8 },
+    /// The segment (or the close) in `slot` of the links' segment slab arrives at `side`
+    /// of the link.
+    Arrive { link: u32, gen: u32, side: u8, slot: u32 },
     /// A scenario action.
     Ctl(Ctl),
 }
@@ -130,6 +131,11 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 32);
+    }
 
     #[test]
     fn orders_by_time_then_sequence() {

@@ -104,16 +104,16 @@ pub struct MemoryReport {
     /// Hosts up.
     pub live: u64,
     /// Bytes by structure: element size times allocated capacity (exact for vectors, queues
-    /// and hash maps; for B-trees, entries times entry size, a lower bound). The nodes' own
-    /// state is counted as the shallow `size_of::<Node>()` only: wendy-proto does not tell the
-    /// heap bytes behind it.
+    /// and hash maps; B-trees at their average fill). The nodes' state is the shallow
+    /// `size_of::<Node>()` (`node_structs_shallow`) plus, under `node.*`, the sum over live
+    /// nodes of [`Node::memory_footprint`](wendy_proto::Node::memory_footprint).
     pub structures: BTreeMap<String, u64>,
     /// Sum of `structures`.
     pub total_bytes: u64,
     /// Resident set size of the process now (VmRSS; 0 where unknown).
     pub rss_bytes: u64,
-    /// `rss_bytes - total_bytes` per live host: the nodes' heap state plus allocator slack and
-    /// whatever else the process holds. An upper bound for what a node costs, not a measure.
+    /// `rss_bytes - total_bytes` per live host: allocator slack (freed memory not returned,
+    /// rounding of allocations), what the estimates miss, and whatever else the process holds.
     pub rest_per_live_host: u64,
 }
 
@@ -295,6 +295,9 @@ pub struct Report {
     pub kv: Option<KvReport>,
     /// The simulator's own memory by structure (with `SimConfig::memory_report`).
     pub memory: Option<MemoryReport>,
+    /// The same, measured when the initial population had joined: while nodes join they hold
+    /// more peers and connections than later, so this is nearer the peak.
+    pub memory_after_joins: Option<MemoryReport>,
     /// Parameters worth knowing when reading the figures.
     pub params: BTreeMap<String, String>,
     /// Time series.
@@ -347,8 +350,18 @@ impl Report {
     /// A copy without the figures that depend on the machine (wall time, rates, memory), for
     /// comparing two runs.
     pub fn without_machine_figures(&self) -> Report {
-        let memory = self.memory.clone().map(|m| MemoryReport { rss_bytes: 0, rest_per_live_host: 0, ..m });
-        Report { wall_s: 0.0, events_per_s: 0.0, peak_rss_bytes: 0, bytes_per_node: 0, memory, ..self.clone() }
+        let strip =
+            |m: &Option<MemoryReport>| m.clone().map(|m| MemoryReport { rss_bytes: 0, rest_per_live_host: 0, ..m });
+        let (memory, memory_after_joins) = (strip(&self.memory), strip(&self.memory_after_joins));
+        Report {
+            wall_s: 0.0,
+            events_per_s: 0.0,
+            peak_rss_bytes: 0,
+            bytes_per_node: 0,
+            memory,
+            memory_after_joins,
+            ..self.clone()
+        }
     }
 }
 
@@ -415,7 +428,12 @@ impl fmt::Display for Report {
             self.peak_rss_bytes as f64 / (1024.0 * 1024.0),
             self.bytes_per_node
         )?;
-        self.fmt_memory(f)?;
+        if let Some(m) = &self.memory_after_joins {
+            fmt_memory(f, m, "after joins")?;
+        }
+        if let Some(m) = &self.memory {
+            fmt_memory(f, m, "at the end")?;
+        }
         writeln!(
             f,
             "  connections  {:.1} per node (nodes' count), {:.1} simulated links per node",
@@ -506,28 +524,27 @@ impl Report {
         }
         Ok(())
     }
+}
 
-    fn fmt_memory(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Some(m) = &self.memory else { return Ok(()) };
-        let per_host = |b: u64| b / m.hosts.max(1);
-        writeln!(
-            f,
-            "  sim memory   at {:.1}s, {} hosts ({} up): {} bytes per host in the simulator's structures",
-            m.at_s,
-            m.hosts,
-            m.live,
-            per_host(m.total_bytes)
-        )?;
-        for (name, &bytes) in &m.structures {
-            writeln!(f, "    {name:<24} {:>10} bytes per host", per_host(bytes))?;
-        }
-        writeln!(
-            f,
-            "    RSS now {:.1} MiB; RSS less the above: {} bytes per live host (nodes' heap, allocator slack, rest)",
-            m.rss_bytes as f64 / (1024.0 * 1024.0),
-            m.rest_per_live_host
-        )
+fn fmt_memory(f: &mut fmt::Formatter<'_>, m: &MemoryReport, when: &str) -> fmt::Result {
+    let per_host = |b: u64| b / m.hosts.max(1);
+    writeln!(
+        f,
+        "  sim memory   {when}, at {:.1}s, {} hosts ({} up): {} bytes per host in the simulator's structures",
+        m.at_s,
+        m.hosts,
+        m.live,
+        per_host(m.total_bytes)
+    )?;
+    for (name, &bytes) in &m.structures {
+        writeln!(f, "    {name:<24} {:>10} bytes per host", per_host(bytes))?;
     }
+    writeln!(
+        f,
+        "    RSS now {:.1} MiB; RSS less the above: {} bytes per live host (allocator slack, rest)",
+        m.rss_bytes as f64 / (1024.0 * 1024.0),
+        m.rest_per_live_host
+    )
 }
 
 /// Resident set size of this process now, in bytes, from /proc/self/status (0 if unknown).

@@ -59,6 +59,12 @@ pub(super) const RECENT_WINDOW: core::time::Duration = core::time::Duration::fro
 pub(super) const RECENT_MAX: usize = 4096;
 
 impl Recent {
+    /// Bytes it holds.
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.seen.len() * core::mem::size_of::<(NodeId, u64)>() * 3 / 2
+            + self.order.capacity() * core::mem::size_of::<(Instant, NodeId, u64)>()
+    }
+
     /// Records `(origin, seq)` delivered at `now`; false if it was delivered already.
     pub(super) fn first(&mut self, now: Instant, origin: NodeId, seq: u64) -> bool {
         while let Some(&(t, o, s)) = self.order.front() {
@@ -83,6 +89,13 @@ pub(super) struct Parked {
     suspect: NodeId,
     pub(super) route: Route,
     reroutes: u8,
+}
+
+impl Flight {
+    /// Bytes it holds: itself and its queue's allocation.
+    pub(super) fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Flight>() + self.unacked.capacity() * std::mem::size_of::<Option<InFlight>>()
+    }
 }
 
 #[derive(Debug)]

@@ -77,6 +77,13 @@ pub(super) struct Tx {
 }
 
 impl Tx {
+    /// Bytes its buffers hold.
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.pool.iter().map(Vec::capacity).sum::<usize>()
+            + self.dirty.capacity() * core::mem::size_of::<ConnId>()
+            + self.sealed.capacity()
+    }
+
     /// True if some connection has frames waiting to be sealed.
     pub(super) fn has_pending(&self) -> bool {
         !self.dirty.is_empty()
@@ -240,6 +247,10 @@ impl Node {
     /// Stops sending to `peer` over `conn`: its next message uses another open connection or a
     /// new one.
     pub(super) fn detach(&mut self, peer: NodeId, conn: ConnId) {
+        // Only the peer's current connection needs a replacement (looked for among all).
+        if self.peers.get(&peer).is_none_or(|p| p.conn != Some(conn)) {
+            return;
+        }
         let other = self
             .conns
             .iter()

@@ -49,7 +49,7 @@ impl Node {
         if self.out.is_empty() {
             // A burst (a join, a repair) must not pin its peak output queue for the node's
             // lifetime; between ticks a busy node keeps its capacity.
-            self.out.shrink_to(64);
+            self.out.shrink_to(super::OUT_KEEP);
         }
         if matches!(self.state, State::Ready | State::Announcing { .. }) {
             // MSPastry: a heartbeat to the nearest member on one side only; it answers, so

@@ -8,6 +8,7 @@
 
 mod acks;
 mod connections;
+mod footprint;
 mod invariants;
 mod join;
 mod kbr;
@@ -42,6 +43,10 @@ use join::Held;
 use membership::Peer;
 use routing::Hop;
 use timers::{NodeTimer, TimerKey, TimerTable};
+
+/// Outputs an idle node keeps room for: a larger, drained queue is shrunk at the heartbeat tick
+/// (not at every poll, which would reallocate it at every burst).
+pub(super) const OUT_KEEP: usize = 16;
 
 /// A Pastry node. See the [crate documentation](crate) for how a driver runs it.
 ///

@@ -17,7 +17,7 @@ impl Sim {
             Ev::Syn { link, gen } => self.on_syn(link, gen),
             Ev::SynAck { link, gen } => self.on_syn_ack(link, gen),
             Ev::Refused { link, gen } => self.on_refused(link, gen),
-            Ev::Arrive { link, gen, side } => self.on_arrive(link, gen, side),
+            Ev::Arrive { link, gen, side, slot } => self.on_arrive(link, gen, side, slot),
             Ev::Ctl(c) => self.on_ctl(c),
         }
         true

@@ -115,6 +115,16 @@ impl ConnMap {
     }
 }
 
+/// When a node (and its storage layer) next needs `handle_timeout`, microseconds, never
+/// before `now`.
+fn deadline(node: &Node, store: Option<&Store>, now: u64) -> Option<u64> {
+    let next = match (node.poll_timeout(), store.and_then(|s| s.poll_timeout())) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    next.map(|t| t.as_micros().max(now))
+}
+
 impl Sim {
     /// Adds a host with a fresh random id and place and starts its node (a ring of one).
     /// Returns its index.
@@ -318,23 +328,16 @@ impl Sim {
         host.ack_seen = (st.acks_out, st.reroutes);
         self.m.acks += da;
         self.m.reroutes += dr;
-        let store_t = store.as_ref().and_then(|s| s.poll_timeout());
-        let next = match (node.poll_timeout(), store_t) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let next = next.map(|t| t.as_micros().max(self.now));
+        let next = deadline(&node, store.as_deref(), self.now);
         host.node = Some(node);
         if host.up {
             host.store = store;
         }
         match next {
-            Some(t) if t != host.timer_at => {
-                host.timer_gen += 1;
-                host.timer_at = t;
-                let gen = host.timer_gen;
-                self.queue.push(t, Ev::Timer { host: h, gen });
-            }
+            // A later deadline keeps the pending event: when it comes due, `on_timer` finds
+            // nothing due yet and schedules the real one. So a node whose deadline moves
+            // back at every input leaves no trail of stale events in the queue.
+            Some(t) if t < host.timer_at => self.arm_host(h, t),
             Some(_) => {}
             None => {
                 host.timer_gen += 1;
@@ -346,12 +349,30 @@ impl Sim {
         }
     }
 
+    /// Schedules host `h`'s timer event at `t`; any other pending one goes stale.
+    fn arm_host(&mut self, h: u32, t: u64) {
+        let host = &mut self.hosts[h as usize];
+        host.timer_gen += 1;
+        host.timer_at = t;
+        let gen = host.timer_gen;
+        self.queue.push(t, Ev::Timer { host: h, gen });
+    }
+
     pub(super) fn on_timer(&mut self, h: u32, gen: u32) {
         let host = &mut self.hosts[h as usize];
         if host.timer_gen != gen || !host.up {
             return;
         }
         host.timer_at = NEVER;
+        let next = host.node.as_deref().and_then(|n| deadline(n, host.store.as_deref(), self.now));
+        match next {
+            Some(t) if t > self.now => {
+                self.arm_host(h, t);
+                return;
+            }
+            Some(_) => {}
+            None => return,
+        }
         let Some(mut node) = self.take(h) else { return };
         let now = Instant::from_micros(self.now);
         node.handle_timeout(now);

@@ -1,15 +1,20 @@
 //! Links: TCP-like connections between hosts. A connection attempt, its answer, frames in
 //! order on each side (jitter and loss drawn per segment), the close, resets from a later
 //! life of a host, and the network faults: partition/repair and hold/release.
+//!
+//! A link costs nothing while idle beyond its fixed record: the segments in flight wait in one
+//! slab shared by all links, each named by the event that delivers it. Segments towards one
+//! side never overtake each other (each is scheduled no earlier than the one before), so the
+//! events deliver them in the order they were sent.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
 use wendy_proto::rng::Rng;
 use wendy_proto::{ConnId, Instant};
 
-use super::{Sim, NONE};
+use super::{Sim, NEVER, NONE};
 use crate::config::SplitMode;
 use crate::net::{addr_host, ephemeral_addr, host_addr};
 use crate::queue::Ev;
@@ -27,11 +32,11 @@ pub(super) struct Link {
     pub(super) lat: u64,
     /// Latest arrival scheduled towards each side: frames never overtake each other.
     pub(super) last: [u64; 2],
-    /// Frames in flight towards each side, in order; `None` is the close.
-    pub(super) fifo: [VecDeque<Option<Bytes>>; 2],
     /// The event during which the last segment towards each side was queued: frames written
     /// on one connection while handling one input travel together, as one write.
     pub(super) batch: [u64; 2],
+    /// That segment's slot in [`Links::segments`] (valid while `batch` is the current event).
+    pub(super) tail: [u32; 2],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,8 +56,12 @@ pub(super) struct Links {
     pub(super) split: Option<SplitMode>,
     drop_pairs: BTreeSet<(u32, u32)>,
     pub(super) hold_pairs: BTreeSet<(u32, u32)>,
-    /// Held segments: (link, generation, towards side).
-    held: Vec<(u32, u32, u8)>,
+    /// Held segments: (link, generation, towards side, slot).
+    held: Vec<(u32, u32, u8, u32)>,
+    /// Segments in flight, each owned by the one event that delivers it; `None` is a close.
+    pub(super) segments: Vec<Option<Bytes>>,
+    /// Free slots of `segments`.
+    pub(super) free_segments: Vec<u32>,
 }
 
 impl Links {
@@ -65,7 +74,29 @@ impl Links {
             drop_pairs: BTreeSet::new(),
             hold_pairs: BTreeSet::new(),
             held: Vec::new(),
+            segments: Vec::new(),
+            free_segments: Vec::new(),
         }
+    }
+
+    /// Stores a segment (or a close) in flight; returns its slot.
+    fn put_segment(&mut self, item: Option<Bytes>) -> u32 {
+        match self.free_segments.pop() {
+            Some(i) => {
+                self.segments[i as usize] = item;
+                i
+            }
+            None => {
+                self.segments.push(item);
+                (self.segments.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Takes the segment out of its slot, freeing it.
+    fn take_segment(&mut self, i: u32) -> Option<Bytes> {
+        self.free_segments.push(i);
+        self.segments[i as usize].take()
     }
 
     /// The two hosts of link `l`, lower first.
@@ -119,6 +150,8 @@ impl Sim {
         link.open = [true, false];
         link.lat = lat;
         link.last = [0, 0];
+        // A reused record may remember a batch of its former life: no coalescing into that.
+        link.batch = [NEVER, NEVER];
         let gen = link.gen;
         self.hosts[h as usize].conns.insert(conn.0, l << 1);
         match target {
@@ -224,15 +257,15 @@ impl Sim {
         match self.blocked(from_host, to_host) {
             Some(Block::Drop) => return,
             Some(Block::Hold) => {
-                self.links.all[l as usize].fifo[t].push_back(item);
-                self.links.held.push((l, gen, to));
+                let slot = self.links.put_segment(item);
+                self.links.held.push((l, gen, to, slot));
                 return;
             }
             None => {}
         }
-        let link = &mut self.links.all[l as usize];
+        let link = &self.links.all[l as usize];
         if let (Some(data), true) = (&item, link.batch[t] == self.events && self.net.cfg().coalesce) {
-            if let Some(Some(last)) = link.fifo[t].back_mut() {
+            if let Some(last) = self.links.segments[link.tail[t] as usize].as_mut() {
                 let mut seg = BytesMut::with_capacity(last.len() + data.len());
                 seg.extend_from_slice(last);
                 seg.extend_from_slice(data);
@@ -242,21 +275,22 @@ impl Sim {
         }
         let delay = if item.is_some() { self.net.frame_delay(&mut self.links.rng, lat) } else { Some(lat) };
         let Some(delay) = delay else { return };
+        let slot = self.links.put_segment(item);
         let link = &mut self.links.all[l as usize];
         let at = (self.now + delay).max(link.last[t]);
         link.last[t] = at;
         link.batch[t] = self.events;
-        link.fifo[t].push_back(item);
-        self.queue.push(at, Ev::Arrive { link: l, gen, side: to });
+        link.tail[t] = slot;
+        self.queue.push(at, Ev::Arrive { link: l, gen, side: to, slot });
     }
 
-    pub(super) fn on_arrive(&mut self, l: u32, gen: u32, side: u8) {
+    pub(super) fn on_arrive(&mut self, l: u32, gen: u32, side: u8, slot: u32) {
         let s = usize::from(side);
-        let link = &mut self.links.all[l as usize];
+        let item = self.links.take_segment(slot);
+        let link = &self.links.all[l as usize];
         if link.gen != gen {
             return;
         }
-        let Some(item) = link.fifo[s].pop_front() else { return };
         let (h, conn, inc, open) = (link.host[s], link.conn[s], link.inc[s], link.open[s]);
         if !self.end_live(l, side) {
             // A host that is up again (bounced), or up without the process (refuse_dead),
@@ -274,7 +308,7 @@ impl Sim {
         let Some(mut node) = self.take(h) else { return };
         let now = Instant::from_micros(self.now);
         match item {
-            Some(data) => node.handle_data(now, ConnId(conn), &data),
+            Some(data) => node.handle_bytes(now, ConnId(conn), data),
             None => {
                 self.links.all[l as usize].open[s] = false;
                 self.hosts[h as usize].conns.remove(conn);
@@ -316,10 +350,7 @@ impl Sim {
         link.gen = link.gen.wrapping_add(1);
         link.host = [NONE, NONE];
         link.open = [false, false];
-        link.fifo[0].clear();
-        link.fifo[1].clear();
-        link.fifo[0].shrink_to(4);
-        link.fifo[1].shrink_to(4);
+        // Its segments still in flight are freed as their (now stale) events come due.
         self.links.free.push(l);
     }
 
@@ -346,18 +377,19 @@ impl Sim {
     fn release_where(&mut self, pred: impl Fn(&Sim, u32) -> bool) {
         let held = std::mem::take(&mut self.links.held);
         let mut keep = Vec::new();
-        for (l, gen, side) in held {
+        for (l, gen, side, slot) in held {
             if self.links.all[l as usize].gen != gen {
+                self.links.take_segment(slot);
                 continue;
             }
             if !pred(self, l) {
-                keep.push((l, gen, side));
+                keep.push((l, gen, side, slot));
                 continue;
             }
             let link = &mut self.links.all[l as usize];
             let at = (self.now + link.lat).max(link.last[usize::from(side)]);
             link.last[usize::from(side)] = at;
-            self.queue.push(at, Ev::Arrive { link: l, gen, side });
+            self.queue.push(at, Ev::Arrive { link: l, gen, side, slot });
         }
         self.links.held = keep;
     }

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use super::hosts::ERROR_KINDS;
 use super::{Outcome, Sim, SEC};
-use crate::report::{peak_rss_bytes, quantile, Bucket, ChurnReport, CrashReport, JoinStats, Report, Window};
+use crate::report::{
+    peak_rss_bytes, quantile, Bucket, ChurnReport, CrashReport, JoinStats, MemoryReport, Report, Window,
+};
 use crate::trace::TraceHash;
 
 /// Counters of the run.
@@ -57,7 +59,7 @@ pub(super) struct Metrics {
 }
 
 /// Counter values taken at the phase boundaries of a run, for the per-phase rates.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct PhaseMarks {
     /// When the initial population had joined (or the join phase gave up).
     pub(super) join_end: u64,
@@ -75,6 +77,8 @@ pub(super) struct PhaseMarks {
     /// The counters at the start and at the end of the steady-state window.
     pub(super) steady_from: Option<Mark>,
     pub(super) steady_to: Option<Mark>,
+    /// The memory report when the initial population had joined (with `--memory-report`).
+    pub(super) memory_after_joins: Option<MemoryReport>,
 }
 
 /// Control counters and the live integral at one instant.
@@ -212,7 +216,7 @@ impl Sim {
     }
 
     /// Builds the report at the end of a run.
-    pub(super) fn report(&mut self, marks: PhaseMarks, wall_s: f64) -> Report {
+    pub(super) fn report(&mut self, mut marks: PhaseMarks, wall_s: f64) -> Report {
         let end = self.now;
         let (n_up, n_conns) = self
             .hosts
@@ -260,6 +264,7 @@ impl Sim {
             crash,
             churn,
             memory,
+            memory_after_joins: marks.memory_after_joins.take(),
             params: self.params(),
             timeline: self.timeline(),
             ..Report::default()

@@ -1,7 +1,7 @@
-//! The simulator's own memory, by structure, computed from element sizes and allocated
-//! capacities (`--memory-report`). What the nodes hold behind their `Box<Node>` is not
-//! visible from here: wendy-proto has no size accounting, and a counting allocator would need
-//! `unsafe` code, which the workspace forbids.
+//! The simulator's memory, by structure, computed from element sizes and allocated capacities
+//! (`--memory-report`): the simulator's own structures, and the nodes' by
+//! [`Node::memory_footprint`] summed over live nodes (`node.*`). A counting allocator would
+//! measure exactly but needs `unsafe` code, which the workspace forbids.
 
 use std::collections::BTreeMap;
 use std::mem::size_of;
@@ -40,17 +40,24 @@ impl Sim {
         put("hosts", self.hosts.capacity() * size_of::<super::hosts::Host>());
         put("host_conn_maps", self.hosts.iter().map(|h| h.conns.0.capacity() * size_of::<(u64, u32)>()).sum());
         put("node_structs_shallow", live * size_of::<Node>());
+        let mut node_parts: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for n in self.hosts.iter().filter_map(|h| h.node.as_deref()) {
+            // The struct itself is `node_structs_shallow`.
+            for (name, bytes) in n.memory_footprint().into_iter().filter(|e| e.0 != "node") {
+                *node_parts.entry(name).or_default() += bytes;
+            }
+        }
+        for (name, bytes) in node_parts {
+            put(&format!("node.{name}"), bytes);
+        }
         put("ids", id_map_bytes(&self.ids));
         let links = &self.links;
         put("links", links.all.capacity() * size_of::<super::links::Link>() + links.free.capacity() * size_of::<u32>());
-        let (mut fifo_slots, mut in_flight) = (0usize, 0usize);
-        for l in &links.all {
-            for q in &l.fifo {
-                fifo_slots += q.capacity();
-                in_flight += q.iter().flatten().map(Bytes::len).sum::<usize>();
-            }
-        }
-        put("link_fifos", fifo_slots * size_of::<Option<Bytes>>());
+        let in_flight: usize = links.segments.iter().flatten().map(Bytes::len).sum();
+        put(
+            "link_fifos",
+            links.segments.capacity() * size_of::<Option<Bytes>>() + links.free_segments.capacity() * size_of::<u32>(),
+        );
         put("frames_in_flight", in_flight);
         put("event_queue", self.queue.heap_bytes());
         let o = &self.oracle;

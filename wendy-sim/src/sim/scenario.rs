@@ -99,6 +99,7 @@ impl Sim {
         }
         self.integrate();
         PhaseMarks {
+            memory_after_joins: self.cfg.memory_report.then(|| self.memory_report()),
             join_end: self.now,
             join_ctl: (self.m.ctl_frames, self.m.ctl_bytes),
             join_live_int: self.m.live_int,

@@ -1,0 +1,109 @@
+//! What a node's memory holds, by structure: estimated from element sizes, lengths and
+//! allocated capacities ([`Node::memory_footprint`]). A counting allocator would measure
+//! exactly but needs `unsafe` code, which the crate forbids; the estimate is what a simulator
+//! of many nodes needs to see where its memory goes.
+
+use std::mem::size_of;
+
+use crate::id::NodeId;
+use crate::info::NodeInfo;
+use crate::output::{ConnId, Output};
+use crate::time::Instant;
+use crate::wire::Message;
+
+use super::connections::{Conn, Phase};
+use super::join::Held;
+use super::membership::Peer;
+use super::timers::TimerKey;
+use super::Node;
+
+/// Estimated heap bytes of a `BTreeMap` of `len` entries of `(K, V)`: std's B-tree nodes hold
+/// up to 11 entries and are on average about two-thirds full; each internal node adds 12 edges.
+pub(super) fn btree_bytes<K, V>(len: usize) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    let leaf = 11 * (size_of::<K>() + size_of::<V>()) + 16;
+    let leaves = len.div_ceil(7);
+    let internal = if leaves > 1 { leaves.div_ceil(7) } else { 0 };
+    leaves * leaf + internal * (leaf + 12 * size_of::<usize>())
+}
+
+/// Heap bytes of a region name (empty names do not allocate).
+fn info_heap(info: &NodeInfo) -> usize {
+    info.region.capacity()
+}
+
+impl Node {
+    /// Estimated bytes this node holds, by structure: `(name, bytes)` in a fixed order, the
+    /// node's own struct (`node`) included. The estimate counts element sizes times lengths or
+    /// allocated capacities, and B-tree nodes at their average fill, so it is close to, but not
+    /// exactly, what the allocator handed out (its own slack is not counted).
+    pub fn memory_footprint(&self) -> Vec<(&'static str, usize)> {
+        let peers = btree_bytes::<NodeId, Box<Peer>>(self.peers.len())
+            + self.peers.values().map(|p| size_of::<Peer>() + info_heap(&p.info)).sum::<usize>();
+        let mut conns = btree_bytes::<ConnId, Box<Conn>>(self.conns.len());
+        let mut conn_queues = 0;
+        let mut acks = 0;
+        for c in self.conns.values() {
+            conns += size_of::<Conn>();
+            conns += match &c.phase {
+                Phase::AwaitAuth { info, .. } => size_of::<NodeInfo>() + info_heap(info),
+                Phase::AwaitReply(_) | Phase::AwaitFinish(_) => size_of::<crate::secure::Handshake>(),
+                _ => 0,
+            };
+            conns += c.channel.as_ref().map_or(0, |_| size_of::<crate::secure::Channel>());
+            conn_queues += c.pending.capacity() * size_of::<Message>() + c.tx.capacity() + c.rx.capacity();
+            acks += c.flight.as_ref().map_or(0, |f| f.heap_bytes());
+        }
+        let timers = btree_bytes::<(Instant, TimerKey), ()>(self.timers.len());
+        let tables = self.table.heap_bytes() + self.leaf.heap_bytes() + self.hood.heap_bytes();
+        let failed = btree_bytes::<NodeId, Instant>(self.failed.len())
+            + btree_bytes::<NodeId, (NodeInfo, Instant)>(self.lost_leaves.len())
+            + self.lost_leaves.values().map(|(i, _)| info_heap(i)).sum::<usize>();
+        let queues = self.out.capacity() * size_of::<Output>()
+            + self.held.capacity() * size_of::<Held>()
+            + self.ack_due.capacity() * size_of::<ConnId>()
+            + self.published_leaves.capacity() * size_of::<NodeId>()
+            + self.tx.heap_bytes()
+            + self.parked.capacity() * size_of::<super::acks::Parked>()
+            + self.recent.heap_bytes()
+            + btree_bytes::<NodeId, Instant>(self.candidates.len());
+        vec![
+            ("node", size_of::<Node>()),
+            ("peers", peers),
+            ("conns", conns),
+            ("conn_queues", conn_queues),
+            ("acks", acks),
+            ("timers", timers),
+            ("tables", tables),
+            ("failed", failed),
+            ("queues", queues),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn btree_estimate_grows_with_entries() {
+        assert_eq!(btree_bytes::<u64, u64>(0), 0);
+        let one = btree_bytes::<u64, u64>(1);
+        assert!(one >= 11 * 16);
+        assert!(btree_bytes::<u64, u64>(1000) > 1000 * 16, "at least the entries themselves");
+        assert!(btree_bytes::<u64, u64>(1000) < 1000 * 16 * 3, "and not wildly more");
+    }
+
+    #[test]
+    fn a_fresh_node_reports_every_structure() {
+        let cfg = crate::Config::with_trusted_id(NodeId::from_u128(7), "127.0.0.1:1".parse().unwrap());
+        let node = Node::new(cfg, Instant::ZERO).unwrap();
+        let f = node.memory_footprint();
+        let names: Vec<&str> = f.iter().map(|e| e.0).collect();
+        assert_eq!(names, ["node", "peers", "conns", "conn_queues", "acks", "timers", "tables", "failed", "queues"]);
+        assert_eq!(f[0].1, size_of::<Node>());
+        assert_eq!(f[1].1, 0, "no peers yet");
+    }
+}
