@@ -65,6 +65,8 @@
 //! ```
 
 mod backend;
+#[cfg(all(feature = "arbitrary", feature = "testing"))]
+pub mod fuzz;
 mod limits;
 mod maintenance;
 pub mod msg;
