@@ -335,6 +335,7 @@ impl<R: Io> Core<R> {
             tasks: rt.tasks(),
             events_dropped: self.events_dropped,
             stats,
+            store: self.store.as_ref().map(Store::stats),
         }
     }
 

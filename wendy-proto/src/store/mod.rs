@@ -266,6 +266,8 @@ pub struct StoreEvent {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StoreStats {
+    /// Storage messages received (the node counts them among its deliveries).
+    pub messages_in: u64,
     /// Storage messages sent.
     pub messages_out: u64,
     /// Bytes of storage messages sent (payloads).
@@ -487,6 +489,7 @@ impl Store {
     // ----- private ------------------------------------------------------------------------
 
     fn on_delivery(&mut self, now: Instant, node: &mut Node, d: Delivery) {
+        self.stats.messages_in += 1;
         let msg = match StoreMsg::decode(&d.payload) {
             Ok(m) => m,
             Err(_) => {
