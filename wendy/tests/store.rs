@@ -3,7 +3,8 @@
 //! the limit is refused as too large; nodes killed and restarted from their data directories
 //! serve their values again. Every wait has a deadline; a few seconds in all.
 
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -19,9 +20,10 @@ impl Drop for Proc {
     }
 }
 
-fn node(dir: &Path, listen: SocketAddr, bootstrap: Option<SocketAddr>) -> Proc {
+fn node(dir: &Path, listen: SocketAddr, metrics: SocketAddr, bootstrap: Option<SocketAddr>) -> Proc {
     let mut cmd = Command::new(WENDY);
-    cmd.args(["node", "--listen", &listen.to_string(), "--replicas", "2", "--data-dir"])
+    cmd.args(["node", "--listen", &listen.to_string(), "--metrics", &metrics.to_string()])
+        .args(["--replicas", "2", "--data-dir"])
         .arg(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -38,6 +40,31 @@ fn wendy(args: &[&str]) -> Output {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).trim().to_owned()
+}
+
+/// The leaf-set size a node's `/metrics` shows.
+fn leaf_set_size(metrics: SocketAddr) -> Option<u64> {
+    let mut s = TcpStream::connect_timeout(&metrics, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.lines().find_map(|l| l.strip_prefix("wendy_leaf_set_size ")?.parse().ok())
+}
+
+/// Starts the three nodes and waits until each has the other two in its leaf set.
+fn ring(root: &Path, addrs: &[SocketAddr]) -> Vec<Proc> {
+    let mut nodes = vec![node(&root.join("0"), addrs[0], addrs[3], None)];
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 1..3 {
+        nodes.push(node(&root.join(i.to_string()), addrs[i], addrs[3 + i], Some(addrs[0])));
+    }
+    let end = Instant::now() + Duration::from_secs(20);
+    while !(3..6).all(|i| leaf_set_size(addrs[i]) == Some(2)) {
+        assert!(Instant::now() < end, "the three nodes did not form a ring");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nodes
 }
 
 /// Runs `wendy` until it succeeds (the ring may still be forming); panics after `limit`.
@@ -57,15 +84,11 @@ fn until_ok(limit: Duration, args: &[&str]) -> Output {
 fn put_get_delete_through_running_nodes() {
     let root = std::env::temp_dir().join(format!("wendy-store-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    let ports: Vec<TcpListener> = (0..3).map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port")).collect();
+    let ports: Vec<TcpListener> = (0..6).map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port")).collect();
     let addrs: Vec<SocketAddr> = ports.iter().map(|l| l.local_addr().expect("bound")).collect();
     drop(ports);
     let a = |i: usize| addrs[i].to_string();
-    let mut nodes = vec![node(&root.join("0"), addrs[0], None)];
-    std::thread::sleep(Duration::from_millis(300));
-    for i in 1..3 {
-        nodes.push(node(&root.join(i.to_string()), addrs[i], Some(addrs[0])));
-    }
+    let nodes = ring(&root, &addrs);
     let limit = Duration::from_secs(15);
 
     let out = until_ok(limit, &["put", "--via", &a(1), "colour", "blue"]);
@@ -84,11 +107,7 @@ fn put_get_delete_through_running_nodes() {
     // A write is on disk within one commit of its acknowledgement (see RedbBackend).
     std::thread::sleep(Duration::from_millis(500));
     drop(nodes);
-    let mut nodes = vec![node(&root.join("0"), addrs[0], None)];
-    std::thread::sleep(Duration::from_millis(300));
-    for i in 1..3 {
-        nodes.push(node(&root.join(i.to_string()), addrs[i], Some(addrs[0])));
-    }
+    let nodes = ring(&root, &addrs);
     let out = until_ok(limit, &["get", "--via", &a(2), "shape"]);
     assert_eq!(text(&out.stdout), "round");
 
