@@ -71,6 +71,21 @@ fn replay_node_corpus() {
     replay("node", fuzzing::node);
 }
 
+#[test]
+fn replay_store_corpus() {
+    replay("store", wendy_proto::store::fuzz::store);
+}
+
+proptest! {
+    // Each input builds a ring of four stores: fewer cases.
+    #![proptest_config(ProptestConfig { cases: CASES / 30, ..proptest_config() })]
+
+    #[test]
+    fn store_on_random_bytes(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        wendy_proto::store::fuzz::store(&data);
+    }
+}
+
 proptest! {
     #![proptest_config(proptest_config())]
 

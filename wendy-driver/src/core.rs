@@ -194,6 +194,13 @@ impl<R: Io> Core<R> {
         }
     }
 
+    /// A graceful stop: the store's records reach the disk; the store is gone afterwards.
+    pub fn close_store(&mut self) {
+        if let Some(mut s) = self.store.take() {
+            s.close();
+        }
+    }
+
     /// Reads the clock: the time of the next inputs.
     pub fn tick(&mut self) {
         let micros = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -379,6 +386,7 @@ impl<R: Io> Core<R> {
             tasks: rt.tasks(),
             events_dropped: self.events_dropped,
             stats,
+            store: self.store.as_ref().map(Store::stats),
         }
     }
 

@@ -1,6 +1,7 @@
 //! A snapshot of what a node is doing, for monitoring (the `wendy` command serves it as
 //! Prometheus text).
 
+use wendy_proto::store::StoreStats;
 use wendy_proto::Stats;
 
 /// What a node is doing, at one moment (see `NodeHandle::metrics`).
@@ -24,5 +25,8 @@ pub struct Metrics {
     /// Events dropped because the application did not read them.
     pub events_dropped: u64,
     /// The protocol's counters: delivered, forwarded, rejected peers, decode errors, ...
+    /// (`delivered` counts the storage layer's messages too: see `store`).
     pub stats: Stats,
+    /// The storage layer's counters, if the node runs one.
+    pub store: Option<StoreStats>,
 }

@@ -266,6 +266,8 @@ impl<R: Runtime> Driver<R> {
             Ok(())
         };
         let _ = runtime::timeout(&self.rt, std::time::Instant::now() + FLUSH_LIMIT, flushed).await;
+        // A graceful stop: the store's last writes reach the disk (one commit at most).
+        core.close_store();
         tracing::debug!("node stopped");
     }
 }

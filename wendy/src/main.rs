@@ -5,6 +5,8 @@
 //! wendy node --listen 127.0.0.1:7000 --secret-file secret --identity id.txt --metrics 127.0.0.1:9000
 //! wendy node --listen 127.0.0.2:7000 --bootstrap 127.0.0.1:7000 --secret-file secret --data-dir node2
 //! wendy send --via 127.0.0.1:7000 --secret-file secret hello-key "some text"
+//! wendy put --via 127.0.0.1:7000 --secret-file secret colour blue
+//! wendy get --via 127.0.0.2:7000 --secret-file secret colour
 //! wendy cluster --nodes 20 --messages 10000
 //! ```
 
@@ -12,6 +14,7 @@
 
 mod cluster;
 mod files;
+mod kv;
 mod logging;
 mod metrics;
 mod node;
@@ -41,6 +44,12 @@ enum Cmd {
     Node(node::Args),
     /// Route one message towards a key through a running node.
     Send(send::Args),
+    /// Store a value under a key through a running node (on the key's replicas).
+    Put(kv::PutArgs),
+    /// Read the newest value of a key through a running node.
+    Get(kv::GetArgs),
+    /// Delete a key through a running node.
+    Delete(kv::DeleteArgs),
     /// Start many nodes in this process, route messages through them, and check where they
     /// arrive.
     Cluster(cluster::Args),
@@ -59,6 +68,9 @@ fn main() -> ExitCode {
         match cli.command {
             Cmd::Node(args) => node::run(args).await,
             Cmd::Send(args) => send::run(args).await,
+            Cmd::Put(args) => kv::put(args).await,
+            Cmd::Get(args) => kv::get(args).await,
+            Cmd::Delete(args) => kv::delete(args).await,
             Cmd::Cluster(args) => cluster::run(args).await,
         }
     });

@@ -46,7 +46,17 @@ pub fn render(m: &Metrics) -> String {
     gauge(&mut reg, "wendy_queued_bytes", "Bytes waiting to be written to sockets", n(m.queued_bytes));
     gauge(&mut reg, "wendy_tasks", "Tasks of the node still running", n(m.tasks));
     let s = &m.stats;
-    counter(&mut reg, "wendy_messages_delivered", "Application messages delivered here", s.delivered);
+    let store = m.store.unwrap_or_default();
+    let delivered = s.delivered.saturating_sub(store.messages_in);
+    counter(&mut reg, "wendy_messages_delivered", "Application messages delivered here", delivered);
+    counter(&mut reg, "wendy_store_messages_in", "Storage-layer messages received", store.messages_in);
+    counter(&mut reg, "wendy_store_bytes_out", "Storage-layer bytes sent", store.bytes_out);
+    counter(
+        &mut reg,
+        "wendy_store_maintenance_bytes_out",
+        "Storage-layer maintenance bytes sent (digests, key lists, transfers, repairs)",
+        store.maintenance_bytes_out,
+    );
     counter(&mut reg, "wendy_messages_forwarded", "Application messages forwarded", s.forwarded);
     counter(&mut reg, "wendy_messages_dropped", "Messages dropped (full queues, hop limit, no route)", s.dropped);
     counter(&mut reg, "wendy_peers_rejected", "Handshakes failed (bad credentials, wrong id)", s.rejected_peers);
@@ -149,6 +159,8 @@ mod tests {
             "wendy_ready 1",
             "wendy_leaf_set_size 4",
             "wendy_routing_table_size 0",
+            "wendy_store_messages_in_total 0",
+            "wendy_store_maintenance_bytes_out_total 0",
             "wendy_connections 0",
             "wendy_messages_delivered_total 0",
             "wendy_messages_forwarded_total 0",

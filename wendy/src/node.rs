@@ -7,11 +7,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::signal::unix::{signal, SignalKind};
-use wendy_driver::describe_rejection;
+use wendy_driver::{describe_rejection, StoreOptions};
+use wendy_proto::store::StoreConfig;
 use wendy_proto::{Config, Event, NodeError, NodeId, SharedSecret};
 use wendy_tokio::{NodeEvent, NodeHandle, Options, Sender};
 
+use crate::kv::{self, STORE_REQUEST_PURPOSE};
 use crate::{files, logging, metrics, Error, RELAY_PURPOSE, TEXT_PURPOSE};
+
+/// Store requests of `wendy put`/`get`/`delete` served at once; more are dropped.
+const MAX_STORE_REQUESTS: usize = 256;
 
 /// How often the peers a node knows are saved to its data directory.
 const SAVE_PEERS_EVERY: Duration = Duration::from_secs(10);
@@ -46,9 +51,14 @@ pub struct Args {
     /// (default: DATA_DIR/identity).
     #[arg(long)]
     identity: Option<PathBuf>,
-    /// Directory for the node's identity and the peers it knew (to rejoin after a restart).
+    /// Directory for the node's identity, the peers it knew (to rejoin after a restart) and
+    /// its store's replicas (store.redb; without it, they are kept in memory).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Replicas per key of the store (`wendy put`/`get`/`delete`); every node of a ring
+    /// should use the same.
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
@@ -99,6 +109,11 @@ pub async fn run(args: Args) -> Result<(), Error> {
     opts.listen = Some(args.listen);
     opts.report_heartbeats = false;
     opts.report_forwarded = false;
+    let store = StoreConfig::default().with_replicas(args.replicas.max(1));
+    opts.store = Some(match &args.data_dir {
+        Some(dir) => StoreOptions::on_disk(store, dir),
+        None => StoreOptions::in_memory(store),
+    });
     let mut node = NodeHandle::start_with(config, opts)
         .await
         .map_err(|e| format!("cannot start a node listening on {}: {e}", args.listen))?;
@@ -208,15 +223,33 @@ async fn join(
     }
 }
 
-/// Logs deliveries, relays `wendy send`'s messages on towards their key, and passes the
+/// Logs deliveries, relays `wendy send`'s messages on towards their key, serves the store
+/// requests of `wendy put`/`get`/`delete`, and passes the
 /// refusals of our handshakes on to the join.
 async fn handle_events(
     mut events: wendy_driver::Events,
     sender: Sender,
     rejected: tokio::sync::mpsc::UnboundedSender<(SocketAddr, String)>,
 ) {
+    let serving = Arc::new(tokio::sync::Semaphore::new(MAX_STORE_REQUESTS));
     while let Some(ev) = events.recv().await {
         match ev {
+            NodeEvent::Deliver(d) if d.direct && d.purpose == STORE_REQUEST_PURPOSE => {
+                let Some(req) = kv::decode_request(&d.payload) else {
+                    tracing::warn!(origin = %d.origin, "malformed store request: dropped");
+                    continue;
+                };
+                let Ok(permit) = serving.clone().try_acquire_owned() else {
+                    tracing::warn!(origin = %d.origin, "too many store requests at once: dropped");
+                    continue;
+                };
+                tracing::info!(origin = %d.origin, op = ?req.op, "serving a store request");
+                let sender = sender.clone();
+                tokio::spawn(async move {
+                    kv::serve(sender, req).await;
+                    drop(permit);
+                });
+            }
             NodeEvent::Deliver(d) if d.direct && d.purpose == RELAY_PURPOSE => {
                 let Some((key, text)) = relayed(&d.payload) else {
                     tracing::warn!(origin = %d.origin, "relay request without a key: dropped");

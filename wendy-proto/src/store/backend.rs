@@ -30,13 +30,17 @@ impl std::error::Error for BackendError {}
 pub trait Backend: Send {
     /// The record of `key`, if any.
     fn get(&self, key: NodeId) -> Result<Option<Record>, BackendError>;
-    /// Stores `record` under `key`, replacing what was there (durably, for a persistent backend,
-    /// before returning).
+    /// Stores `record` under `key`, replacing what was there. A persistent backend may make
+    /// it durable after returning (see [`close`](Backend::close)), but [`get`](Backend::get)
+    /// sees it at once.
     fn put(&mut self, key: NodeId, record: &Record) -> Result<(), BackendError>;
     /// Removes `key`.
     fn remove(&mut self, key: NodeId) -> Result<(), BackendError>;
     /// Every key and what it holds, in key order (once, when the layer starts).
     fn scan(&self) -> Result<Vec<(NodeId, Meta)>, BackendError>;
+    /// Makes every change durable and releases what the backend holds (a graceful stop; the
+    /// backend is not used afterwards). Nothing to do for a memory backend.
+    fn close(&mut self) {}
 }
 
 /// Records in memory, in a B-tree.

@@ -106,11 +106,13 @@ impl Store {
         self.confirmed.remove(&key);
     }
 
-    /// True if this node takes records of `key` from `from`: it is ready, it is among the
-    /// key's `k + 1` closest nodes it knows (one of slack for views that differ for a moment),
-    /// and `from` is itself or a leaf-set member among the key's `2k + 1` closest.
+    /// True if this node takes records of `key` from `from`: it is ready or completing its
+    /// join (the others already count it among the replicas: refusing would fail their
+    /// writes until the join completes), it is among the key's `k + 1` closest nodes it
+    /// knows (one of slack for views that differ for a moment), and `from` is itself or a
+    /// leaf-set member among the key's `2k + 1` closest.
     pub(super) fn accepts(&self, node: &Node, key: NodeId, from: NodeId) -> bool {
-        if !node.is_ready() {
+        if !node.is_ready() && !node.is_joining() {
             return false;
         }
         let v = View::new(node, self.cfg.replicas);

@@ -65,6 +65,8 @@
 //! ```
 
 mod backend;
+#[cfg(all(feature = "arbitrary", feature = "testing"))]
+pub mod fuzz;
 mod limits;
 mod maintenance;
 pub mod msg;
@@ -264,6 +266,8 @@ pub struct StoreEvent {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StoreStats {
+    /// Storage messages received (the node counts them among its deliveries).
+    pub messages_in: u64,
     /// Storage messages sent.
     pub messages_out: u64,
     /// Bytes of storage messages sent (payloads).
@@ -374,12 +378,7 @@ impl Store {
 
     /// Reads the newest value of `key` on its replica set.
     pub fn get(&mut self, now: Instant, node: &mut Node, key: NodeId) -> Result<OpId, StoreError> {
-        self.arm_sync(now, node);
-        self.next_op += 1;
-        let op = self.next_op;
-        self.route(now, node, key, &StoreMsg::Get { op }).map_err(StoreError::Command)?;
-        self.ops.insert(op, ClientOp { key, kind: ops::Kind::Get, deadline: now + self.cfg.op_timeout });
-        Ok(OpId(op))
+        self.start_op(now, node, key, ops::Kind::Get, |op| StoreMsg::Get { op })
     }
 
     // ----- inputs -------------------------------------------------------------------------
@@ -394,6 +393,7 @@ impl Store {
             }
             Output::Event(Event::LeafSetChanged { .. }) => {
                 self.arm_sync(now, node);
+                self.writes_follow_leaf_set(now, node);
                 let soon = now + self.cfg.settle_delay;
                 if self.sync_soon.is_none_or(|t| t > soon) {
                     self.sync_soon = Some(soon);
@@ -423,6 +423,12 @@ impl Store {
         }
     }
 
+    /// A graceful stop: makes every record durable in the backend ([`Backend::close`]).
+    /// The store is not used afterwards.
+    pub fn close(&mut self) {
+        self.backend.close();
+    }
+
     // ----- outputs ------------------------------------------------------------------------
 
     /// The next completed operation.
@@ -432,7 +438,7 @@ impl Store {
 
     /// When [`handle_timeout`](Store::handle_timeout) should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let ops = self.ops.values().map(|o| o.deadline);
+        let ops = self.ops.values().map(|o| o.resend.unwrap_or(o.deadline));
         let writes = self.writes.values().map(|w| w.deadline);
         let reads = self.reads.values().map(|r| r.deadline);
         ops.chain(writes).chain(reads).chain(self.next_sync).chain(self.sync_soon).min()
@@ -483,6 +489,7 @@ impl Store {
     // ----- private ------------------------------------------------------------------------
 
     fn on_delivery(&mut self, now: Instant, node: &mut Node, d: Delivery) {
+        self.stats.messages_in += 1;
         let msg = match StoreMsg::decode(&d.payload) {
             Ok(m) => m,
             Err(_) => {
@@ -496,10 +503,14 @@ impl Store {
                 self.on_put(now, node, d.key, from, op, value.map(|b| b.0), ttl_ms)
             }
             StoreMsg::Get { op } if !d.direct => self.on_get(now, node, d.key, from, op, d.hops),
-            StoreMsg::PutDone { op, code, stored, wanted, version } => {
-                self.on_put_done(op, code, stored, wanted, version)
+            // Answers are routed towards the client's id: taken only by that very node (when
+            // the client is gone, the node now closest to its id must not take them).
+            StoreMsg::PutDone { op, key, code, stored, wanted, version } if d.key == node.id() => {
+                self.on_put_done(op, key, code, stored, wanted, version)
             }
-            StoreMsg::GetDone { op, code, record, hops } => self.on_get_done(op, code, record, hops),
+            StoreMsg::GetDone { op, key, code, record, hops } if d.key == node.id() => {
+                self.on_get_done(op, key, code, record, hops)
+            }
             StoreMsg::Replicate { tag, records } if d.direct => self.on_replicate(now, node, from, tag, records),
             StoreMsg::Stored { tag, code, held } if d.direct => self.on_stored(now, node, from, tag, code, held),
             StoreMsg::Fetch { tag, keys } if d.direct => self.on_fetch(now, node, from, tag, keys),

@@ -16,7 +16,7 @@ use crate::id::NodeId;
 use super::record::Version;
 
 /// The version of the storage layer's messages; another version is refused.
-pub const STORE_WIRE_VERSION: u8 = 1;
+pub const STORE_WIRE_VERSION: u8 = 2;
 /// Largest number of entries (keys, records) one storage message may carry.
 pub const MAX_STORE_ENTRIES: usize = 4096;
 /// Number of buckets of a digest.
@@ -99,6 +99,8 @@ pub enum StoreMsg {
     PutDone {
         /// The client's operation number.
         op: u64,
+        /// The operation's key.
+        key: NodeId,
         /// How it ended.
         code: Code,
         /// Replicas that took it.
@@ -117,6 +119,8 @@ pub enum StoreMsg {
     GetDone {
         /// The client's operation number.
         op: u64,
+        /// The operation's key.
+        key: NodeId,
         /// How it ended.
         code: Code,
         /// The record, when found.
@@ -256,8 +260,8 @@ mod tests {
         let m = StoreMsg::Replicate { tag: 9, records: vec![(NodeId::from_u128(1), rec)] };
         assert_eq!(StoreMsg::decode(&m.encode()), Ok(m.clone()));
         assert_eq!(StoreMsg::decode(&[]), Err(MsgError::Empty));
-        assert_eq!(StoreMsg::decode(&[2, 0]), Err(MsgError::Version(2)));
-        assert_eq!(StoreMsg::decode(&[1, 200, 200]), Err(MsgError::Malformed));
+        assert_eq!(StoreMsg::decode(&[1, 0]), Err(MsgError::Version(1)));
+        assert_eq!(StoreMsg::decode(&[STORE_WIRE_VERSION, 200, 200]), Err(MsgError::Malformed));
         let mut trailing = m.encode().to_vec();
         trailing.push(0);
         assert_eq!(StoreMsg::decode(&trailing), Err(MsgError::Malformed));
@@ -266,6 +270,6 @@ mod tests {
         let long = StoreMsg::Have { keys: vec![NodeId::ZERO; MAX_STORE_ENTRIES + 1] };
         assert_eq!(StoreMsg::decode(&long.encode()), Err(MsgError::OutOfBounds));
         // A length prefix claiming far more than the payload holds allocates nothing big.
-        assert_eq!(StoreMsg::decode(&[1, 6, 0xff, 0xff, 0xff, 0xff, 0x0f]), Err(MsgError::Malformed));
+        assert_eq!(StoreMsg::decode(&[STORE_WIRE_VERSION, 6, 0xff, 0xff, 0xff, 0xff, 0x0f]), Err(MsgError::Malformed));
     }
 }

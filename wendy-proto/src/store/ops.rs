@@ -34,6 +34,9 @@ pub(super) enum Kind {
 pub(super) struct ClientOp {
     pub(super) key: NodeId,
     pub(super) kind: Kind,
+    /// The request, sent again once at `resend` if no answer came by then.
+    pub(super) request: StoreMsg,
+    pub(super) resend: Option<Instant>,
     pub(super) deadline: Instant,
 }
 
@@ -45,13 +48,16 @@ pub(super) struct Write {
     key: NodeId,
     record: Record,
     ttl_ms: Option<u64>,
+    /// Replicas sent the record that have not answered.
     awaiting: BTreeSet<NodeId>,
-    stored: u8,
-    wanted: u8,
+    /// Nodes that hold the record (this one included).
+    holders: BTreeSet<NodeId>,
     /// The newest version a replica showed it holds, if newer than ours.
     newer: Option<Version>,
     full: bool,
     retries: u8,
+    /// True once the deadline was extended (see [`Store::write_late`]).
+    extended: bool,
     pub(super) deadline: Instant,
 }
 
@@ -78,18 +84,49 @@ impl Store {
         value: Option<Bytes>,
         ttl: Option<Duration>,
     ) -> Result<OpId, StoreError> {
-        self.arm_sync(now, node);
-        self.next_op += 1;
-        let op = self.next_op;
         let kind = match &value {
             Some(v) => Kind::Put { len: v.len() },
             None => Kind::Delete,
         };
         let ttl_ms = ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
-        let msg = StoreMsg::Put { op, value: value.map(Blob), ttl_ms };
-        self.route(now, node, key, &msg).map_err(StoreError::Command)?;
-        self.ops.insert(op, ClientOp { key, kind, deadline: now + self.cfg.op_timeout });
+        self.start_op(now, node, key, kind, |op| StoreMsg::Put { op, value: value.map(Blob), ttl_ms })
+    }
+
+    /// Sends a client request towards `key`'s root and waits for its answer.
+    pub(super) fn start_op(
+        &mut self,
+        now: Instant,
+        node: &mut Node,
+        key: NodeId,
+        kind: Kind,
+        request: impl FnOnce(u64) -> StoreMsg,
+    ) -> Result<OpId, StoreError> {
+        self.arm_sync(now, node);
+        let op = self.new_op(node);
+        let request = request(op);
+        self.route(now, node, key, &request).map_err(StoreError::Command)?;
+        let resend = Some(now + self.cfg.op_timeout / 2);
+        self.ops.insert(op, ClientOp { key, kind, request, resend, deadline: now + self.cfg.op_timeout });
         Ok(OpId(op))
+    }
+
+    /// A fresh operation number. Numbers start at a point drawn from the node's entropy, so
+    /// that an answer meant for an operation of an earlier run of this node (same id,
+    /// restarted) does not match one of this run.
+    fn new_op(&mut self, node: &Node) -> u64 {
+        if self.next_op == 0 {
+            let c = node.config();
+            let mut s = c.seed;
+            for w in c.entropy.chunks_exact(8) {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(w);
+                s ^= crate::rng::splitmix64(&mut u64::from_le_bytes(b).wrapping_add(s));
+            }
+            // 32 random high bits; the low half counts.
+            self.next_op = (crate::rng::splitmix64(&mut s) | 1) << 32;
+        }
+        self.next_op = self.next_op.wrapping_add(1).max(1);
+        self.next_op
     }
 
     /// A put or delete reached us, the key's root.
@@ -104,10 +141,14 @@ impl Store {
         value: Option<Bytes>,
         ttl_ms: Option<u64>,
     ) {
-        let refuse = |code| StoreMsg::PutDone { op, code, stored: 0, wanted: 0, version: Version::default() };
+        let refuse = |code| StoreMsg::PutDone { op, key, code, stored: 0, wanted: 0, version: Version::default() };
         if value.as_ref().is_some_and(|v| v.len() > self.cfg.max_value_size) {
             self.stats.refused_too_large += 1;
             let _ = self.route(now, node, origin, &refuse(Code::TooLarge));
+            return;
+        }
+        if self.writes.values().any(|w| w.origin == origin && w.op == op) {
+            // The client sent it again while we still coordinate it.
             return;
         }
         let rate = f64::from(self.cfg.puts_per_peer);
@@ -135,43 +176,91 @@ impl Store {
         retries: u8,
     ) {
         record.expires = self.expiry(now, record.is_tombstone(), ttl_ms);
-        let me = node.id();
-        let set: Vec<NodeId> = node.replica_set(key, self.cfg.replicas).into_iter().map(|i| i.id).collect();
-        let mut w = Write {
+        let w = Write {
             origin,
             op,
             key,
-            record: record.clone(),
+            record,
             ttl_ms,
             awaiting: BTreeSet::new(),
-            stored: 0,
-            wanted: set.len() as u8,
+            holders: BTreeSet::new(),
             newer: None,
             full: false,
             retries,
+            extended: false,
             deadline: now + self.cfg.ack_timeout,
         };
-        if set.contains(&me) {
-            match self.apply(now, key, record.clone()) {
-                Ok(v) if v == record.version => w.stored += 1,
-                Ok(v) => w.newer = Some(v),
-                Err(Code::Full) => w.full = true,
-                Err(_) => {}
-            }
-        }
         self.next_tag += 1;
         let tag = self.next_tag;
-        let wire = self.to_wire(now, &record);
-        let msg = StoreMsg::Replicate { tag, records: vec![(key, wire)] };
-        for id in set.into_iter().filter(|&id| id != me) {
-            if self.send(now, node, id, &msg) > 0 {
-                w.awaiting.insert(id);
+        self.writes.insert(tag, w);
+        self.advance_write(now, node, tag, false);
+    }
+
+    /// Brings write `tag` up to date with the key's replica set as this node sees it now:
+    /// sends the record to the members that neither hold it nor were sent it (all those that
+    /// do not hold it, if `again`), stops waiting for nodes no longer in the set, and ends
+    /// the write once every member holds it.
+    fn advance_write(&mut self, now: Instant, node: &mut Node, tag: u64, again: bool) {
+        let Some(w) = self.writes.get(&tag) else { return };
+        let (key, record) = (w.key, w.record.clone());
+        let me = node.id();
+        let set: Vec<NodeId> = node.replica_set(key, self.cfg.replicas).into_iter().map(|i| i.id).collect();
+        let targets: Vec<NodeId> = set
+            .iter()
+            .copied()
+            .filter(|&id| id != me && !w.holders.contains(&id) && (again || !w.awaiting.contains(&id)))
+            .collect();
+        let mut mine = None;
+        if set.contains(&me) && !w.holders.contains(&me) {
+            mine = Some(self.apply(now, key, record.clone()));
+        }
+        let mut sent = Vec::new();
+        if !targets.is_empty() {
+            let msg = StoreMsg::Replicate { tag, records: vec![(key, self.to_wire(now, &record))] };
+            for id in targets {
+                if self.send(now, node, id, &msg) > 0 {
+                    sent.push(id);
+                }
             }
         }
-        self.writes.insert(tag, w);
-        if self.writes[&tag].awaiting.is_empty() {
+        let Some(w) = self.writes.get_mut(&tag) else { return };
+        match mine {
+            Some(Ok(v)) if v == record.version => {
+                w.holders.insert(me);
+            }
+            Some(Ok(v)) => w.newer = w.newer.max(Some(v)),
+            Some(Err(Code::Full)) => w.full = true,
+            _ => {}
+        }
+        w.awaiting.extend(sent);
+        w.awaiting.retain(|id| set.contains(id));
+        if w.awaiting.is_empty() {
             self.finish_write(now, node, tag);
         }
+    }
+
+    /// The leaf set changed: every write in progress follows the key's replica set (a
+    /// replica found dead is no longer waited for; its successor is sent the record).
+    pub(super) fn writes_follow_leaf_set(&mut self, now: Instant, node: &mut Node) {
+        let tags: Vec<u64> = self.writes.keys().copied().collect();
+        for tag in tags {
+            self.advance_write(now, node, tag, false);
+        }
+    }
+
+    /// Write `tag` passed its deadline with replicas that did not answer: the first time,
+    /// the record is sent again to the replica set as it is now and the deadline extended
+    /// once (long enough for a crashed replica to be found dead and replaced); then the
+    /// write ends with what it has.
+    pub(super) fn write_late(&mut self, now: Instant, node: &mut Node, tag: u64) {
+        let Some(w) = self.writes.get_mut(&tag) else { return };
+        if w.extended {
+            self.finish_write(now, node, tag);
+            return;
+        }
+        w.extended = true;
+        w.deadline = now + self.cfg.ack_timeout;
+        self.advance_write(now, node, tag, true);
     }
 
     /// A replica answered a write of ours; true if `tag` was one.
@@ -189,7 +278,9 @@ impl Store {
             return true;
         }
         match held.iter().find(|(k, _)| *k == w.key) {
-            Some(&(_, v)) if v == w.record.version => w.stored += 1,
+            Some(&(_, v)) if v == w.record.version => {
+                w.holders.insert(from);
+            }
             Some(&(_, v)) if v > w.record.version => w.newer = w.newer.max(Some(v)),
             _ => {}
         }
@@ -204,7 +295,10 @@ impl Store {
 
     pub(super) fn finish_write(&mut self, now: Instant, node: &mut Node, tag: u64) {
         let Some(w) = self.writes.remove(&tag) else { return };
-        if w.stored < w.wanted && w.retries < MAX_RETRIES {
+        let set: Vec<NodeId> = node.replica_set(w.key, self.cfg.replicas).into_iter().map(|i| i.id).collect();
+        let wanted = set.len() as u8;
+        let stored = set.iter().filter(|id| w.holders.contains(id)).count() as u8;
+        if stored < wanted && w.retries < MAX_RETRIES {
             if let Some(v) = w.newer {
                 // A replica holds a newer version than we knew: write past it.
                 let record = Record { version: v.next(w.origin), value: w.record.value, expires: None };
@@ -212,18 +306,21 @@ impl Store {
                 return;
             }
         }
-        let code = if w.stored >= w.wanted {
+        let code = if stored >= wanted {
             Code::Ok
         } else if w.full {
             Code::Full
         } else {
             Code::Partial
         };
-        let msg = StoreMsg::PutDone { op: w.op, code, stored: w.stored, wanted: w.wanted, version: w.record.version };
+        let msg = StoreMsg::PutDone { op: w.op, key: w.key, code, stored, wanted, version: w.record.version };
         let _ = self.route(now, node, w.origin, &msg);
     }
 
-    pub(super) fn on_put_done(&mut self, op: u64, code: Code, stored: u8, wanted: u8, version: Version) {
+    pub(super) fn on_put_done(&mut self, op: u64, key: NodeId, code: Code, stored: u8, wanted: u8, version: Version) {
+        if self.ops.get(&op).is_none_or(|o| o.key != key || o.kind == Kind::Get) {
+            return;
+        }
         let Some(o) = self.ops.remove(&op) else { return };
         let result = match (code, o.kind) {
             (Code::Ok, Kind::Delete) => Ok(Outcome::Deleted { version, replicas: stored }),
@@ -316,15 +413,22 @@ impl Store {
             }
         }
         let msg = match r.best {
-            Some(b) if !b.is_tombstone() => {
-                StoreMsg::GetDone { op: r.op, code: Code::Ok, record: Some(self.to_wire(now, &b)), hops: r.hops }
-            }
-            _ => StoreMsg::GetDone { op: r.op, code: Code::NotFound, record: None, hops: r.hops },
+            Some(b) if !b.is_tombstone() => StoreMsg::GetDone {
+                op: r.op,
+                key: r.key,
+                code: Code::Ok,
+                record: Some(self.to_wire(now, &b)),
+                hops: r.hops,
+            },
+            _ => StoreMsg::GetDone { op: r.op, key: r.key, code: Code::NotFound, record: None, hops: r.hops },
         };
         let _ = self.route(now, node, r.origin, &msg);
     }
 
-    pub(super) fn on_get_done(&mut self, op: u64, code: Code, record: Option<WireRecord>, hops: u8) {
+    pub(super) fn on_get_done(&mut self, op: u64, key: NodeId, code: Code, record: Option<WireRecord>, hops: u8) {
+        if self.ops.get(&op).is_none_or(|o| o.key != key || o.kind != Kind::Get) {
+            return;
+        }
         let Some(o) = self.ops.remove(&op) else { return };
         let result = match (code, record) {
             (Code::Ok, Some(WireRecord { version, value: Some(v), .. })) => {
@@ -346,9 +450,20 @@ impl Store {
                 self.emit(op, o.key, Err(StoreError::Timeout));
             }
         }
+        // No answer yet: the request or its answer may have been lost with a node that
+        // crashed on the way; send it again, once (the root ignores a write it still
+        // coordinates; a write it finished is written again, with a newer version).
+        let slow: Vec<u64> =
+            self.ops.iter().filter(|(_, o)| o.resend.is_some_and(|t| t <= now)).map(|(&k, _)| k).collect();
+        for op in slow {
+            let Some(o) = self.ops.get_mut(&op) else { continue };
+            o.resend = None;
+            let (key, request) = (o.key, o.request.clone());
+            let _ = self.route(now, node, key, &request);
+        }
         let late: Vec<u64> = self.writes.iter().filter(|(_, w)| w.deadline <= now).map(|(&k, _)| k).collect();
         for tag in late {
-            self.finish_write(now, node, tag);
+            self.write_late(now, node, tag);
         }
         let late: Vec<u64> = self.reads.iter().filter(|(_, r)| r.deadline <= now).map(|(&k, _)| k).collect();
         for tag in late {

@@ -54,6 +54,8 @@ pub(super) struct Kv {
     pending: BTreeMap<(u32, u32, u64), Purpose>,
     /// Final gets to issue again (their client crashed).
     retry: Vec<u32>,
+    /// Puts to issue again (their client crashed before the answer).
+    retry_puts: Vec<u32>,
     final_started: bool,
     finals_done: usize,
     probes: u64,
@@ -87,6 +89,7 @@ impl Kv {
             next_final: 0,
             pending: BTreeMap::new(),
             retry: Vec::new(),
+            retry_puts: Vec::new(),
             final_started: false,
             finals_done: 0,
             probes: 0,
@@ -143,6 +146,11 @@ impl Sim {
         let Some(kv) = self.kv.as_mut() else { return };
         match c {
             Ctl::KvPut => {
+                if let Some(i) = kv.retry_puts.pop() {
+                    let (key, value) = (kv.keys[i as usize].key, value_of(i, kv.cfg.value_size));
+                    self.kv_issue(Purpose::Put(i), |s, now, n| s.put(now, n, key, value, None));
+                    return;
+                }
                 if kv.next_put >= kv.keys.len() {
                     return;
                 }
@@ -273,8 +281,13 @@ impl Sim {
         let Some(kv) = self.kv.as_mut() else { return };
         let lost: Vec<(u32, u32, u64)> = kv.pending.range((h, 0, 0)..(h + 1, 0, 0)).map(|(&k, _)| k).collect();
         for k in lost {
-            if let Some(Purpose::Final(i)) = kv.pending.remove(&k) {
-                kv.retry.push(i);
+            match kv.pending.remove(&k) {
+                Some(Purpose::Final(i)) => kv.retry.push(i),
+                Some(Purpose::Put(i)) => {
+                    kv.retry_puts.push(i);
+                    self.queue.push(self.now, Ev::Ctl(Ctl::KvPut));
+                }
+                _ => {}
             }
         }
     }
