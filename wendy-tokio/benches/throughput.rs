@@ -73,6 +73,7 @@ fn route_frame() -> Bytes {
         purpose: PURPOSE,
         origin: NodeId::from_u128(7),
         hops: 1,
+        seq: 1,
         payload: Bytes::from(vec![0xab; PAYLOAD]),
     }))
 }
