@@ -65,13 +65,17 @@ impl Node {
         if row >= crate::id::DIGITS {
             return Hop::Here;
         }
+        // Outside the leaf set, a suspect (silent past its ack timeout, being probed) is
+        // routed around while an alternative exists (MSPastry): it is only a shortcut.
+        let trusted = |id: NodeId| ok(id) && self.peers.get(&id).is_none_or(|p| p.suspected.is_none());
         if let Some(cell) = self.table.get(row, usize::from(key.digit(row))) {
-            if ok(cell.id) {
+            if trusted(cell.id) {
                 return Hop::Next(cell.id);
             }
         }
         // The rare case: anyone sharing as long a prefix and numerically closer.
         let mut best = me;
+        let ok = trusted;
         let candidates = self.leaf.cw().iter().chain(self.leaf.ccw()).copied();
         let candidates = candidates.chain(self.table.iter().map(|c| c.id)).chain(self.hood.iter().map(|e| e.1));
         for x in candidates {
