@@ -1,0 +1,97 @@
+//! Documented bounds of issue 9, through the public API: the root drops a copy of a routed
+//! message it has delivered already (same origin and number, as a sender's reroute after a lost
+//! ack produces) for 30 s and up to 4,096 messages; a silent neighbour is probed
+//! `probe_attempts` times before it is declared gone.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use wendy_proto::harness::script::{self, addr, drain, info};
+use wendy_proto::wire::{Message, Route};
+use wendy_proto::{Config, Instant, Node, NodeId, Output};
+
+const ME: u128 = 1 << 127;
+const NOW: Instant = Instant::from_secs(1);
+
+fn route(seq: u64) -> Message {
+    // Towards our own id: delivered here whatever the peer's id.
+    Message::Route(Route {
+        key: NodeId::from_u128(ME),
+        purpose: 16,
+        origin: NodeId::from_u128(42),
+        hops: 1,
+        seq,
+        payload: Bytes::from_static(b"once"),
+    })
+}
+
+fn delivered(out: &[Output]) -> usize {
+    out.iter().filter(|o| matches!(o, Output::Deliver(_))).count()
+}
+
+#[test]
+fn a_copy_with_the_same_origin_and_number_is_delivered_once() {
+    let c = Config::with_trusted_id(NodeId::from_u128(ME), addr(255, 1)).insecure_plaintext();
+    let mut node = Node::new(c, NOW).expect("valid config");
+    let conn = script::authed(&mut node, NOW, &info(ME + 1, 1, 1));
+    drain(&mut node);
+    let mut deliveries = 0;
+    for seq in [7, 7, 8, 7] {
+        deliveries += delivered(&script::send(&mut node, NOW, conn, &route(seq)));
+    }
+    assert_eq!(deliveries, 2, "7 once, 8 once");
+    assert_eq!(node.stats().duplicates_dropped, 2);
+    // Remembered for 30 s: a copy arriving later than that is delivered.
+    let later = NOW + Duration::from_secs(31);
+    assert_eq!(delivered(&script::send(&mut node, later, conn, &route(7))), 1);
+}
+
+#[test]
+fn at_most_4096_delivered_messages_are_remembered() {
+    let c = Config::with_trusted_id(NodeId::from_u128(ME), addr(255, 1)).insecure_plaintext();
+    let mut node = Node::new(c, NOW).expect("valid config");
+    let conn = script::authed(&mut node, NOW, &info(ME + 1, 1, 1));
+    drain(&mut node);
+    let mut deliveries = 0;
+    for seq in 0..=4096u64 {
+        deliveries += delivered(&script::send(&mut node, NOW, conn, &route(seq)));
+    }
+    assert_eq!(deliveries, 4097);
+    // The oldest was forgotten to make room: delivered again. The newest is still known.
+    assert_eq!(delivered(&script::send(&mut node, NOW, conn, &route(0))), 1);
+    assert_eq!(delivered(&script::send(&mut node, NOW, conn, &route(4096))), 0);
+}
+
+/// A silent neighbour is declared gone only after `suspect_timeout` and `probe_attempts`
+/// unanswered probes (`Config::probing_time`), never after one lost probe.
+#[test]
+fn a_silent_neighbour_is_probed_probe_attempts_times_before_it_is_declared_gone() {
+    let c = Config::with_trusted_id(NodeId::from_u128(ME), addr(255, 1)).insecure_plaintext();
+    let (suspect, probing, bound) = (c.suspect_timeout, c.probing_time(), c.leaf_detection_time());
+    assert_eq!(probing, c.probe_timeout * c.probe_attempts);
+    let mut node = Node::new(c, NOW).expect("valid config");
+    let peer = info(ME + 1, 1, 1);
+    let conn = script::authed(&mut node, NOW, &peer);
+    // The peer tells of itself, then pings: heard from directly, it joins our leaf set.
+    script::send(&mut node, NOW, conn, &Message::LeafSet { leaves: vec![peer.clone()] });
+    script::send(&mut node, NOW, conn, &Message::Ping { seq: 1 });
+    assert!(node.leaf_set().contains(peer.id));
+    let mut pings_after_suspicion = 0;
+    let mut gone = None;
+    while gone.is_none() {
+        let t = node.poll_timeout().expect("the node has deadlines");
+        assert!(t <= NOW + bound, "still not declared gone at {t}");
+        node.handle_timeout(t);
+        let out = drain(&mut node);
+        if t >= NOW + suspect {
+            pings_after_suspicion +=
+                script::messages(&out, conn).iter().filter(|m| matches!(m, Message::Ping { .. })).count();
+        }
+        if out.iter().any(|o| matches!(o, Output::Event(wendy_proto::Event::NodeLeft(i)) if i.id == peer.id)) {
+            gone = Some(t);
+        }
+    }
+    let gone = gone.unwrap_or(NOW);
+    assert!(gone >= NOW + suspect + probing, "declared gone at {gone}, before {:?} of silence", suspect + probing);
+    assert!(pings_after_suspicion >= 3, "{pings_after_suspicion} probes before the failure");
+}
