@@ -223,6 +223,7 @@ pub enum NodeError {
     },
     /// A routed message could not be delivered: its next hops failed (it was rerouted
     /// `max_reroutes` times) or no route was left, or the node left while holding it.
+    /// Reported at the message's origin: the node that gives up routes the report back to it.
     Undeliverable {
         /// Its key.
         key: NodeId,

@@ -157,6 +157,20 @@ pub enum Message {
         /// Routed messages received on this connection so far.
         count: u64,
     },
+    /// A routed message given up on where it was: routed back towards its origin, which
+    /// reports it to its application as [`crate::NodeError::Undeliverable`].
+    Bounce {
+        /// The message's origin; the bounce is routed towards its id.
+        origin: NodeId,
+        /// The message's key.
+        key: NodeId,
+        /// Its purpose.
+        purpose: u8,
+        /// Its number ([`Route::seq`]).
+        seq: u64,
+        /// Hops the bounce has taken.
+        hops: u8,
+    },
 }
 
 /// An application message on its way towards `key`.

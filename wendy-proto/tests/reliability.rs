@@ -95,3 +95,53 @@ fn a_silent_neighbour_is_probed_probe_attempts_times_before_it_is_declared_gone(
     assert!(gone >= NOW + suspect + probing, "declared gone at {gone}, before {:?} of silence", suspect + probing);
     assert!(pings_after_suspicion >= 3, "{pings_after_suspicion} probes before the failure");
 }
+
+/// A message given up on at an intermediate node is reported at its origin, not where it was
+/// given up: the giving-up node routes a `Bounce` back.
+#[test]
+fn an_undeliverable_message_is_reported_to_its_origin() {
+    use wendy_proto::harness::Harness;
+    use wendy_proto::rng::Rng;
+    use wendy_proto::{Event, NodeError};
+
+    let seed = 5;
+    let mut h = Harness::new(seed);
+    // No reroutes: the first hop that fails makes the message undeliverable where it is.
+    h.configure = Box::new(|id, addr| {
+        let mut c = Config::with_trusted_id(id, addr).insecure_plaintext();
+        c.max_reroutes = 0;
+        // A small leaf set, so that routes take more than one hop.
+        c.leaf_set_size = 4;
+        c
+    });
+    h.grow(40, &mut Rng::new(seed), None);
+    assert!(h.run_until_ready(Duration::from_secs(60)));
+    h.run_for(Duration::from_secs(5));
+    // A key whose route from node 0 takes two hops: 0 -> a -> root.
+    let index = |h: &Harness, id: NodeId| (0..h.len()).find(|&i| h.node(i).id() == id).expect("a node");
+    let mut rng = Rng::new(seed);
+    let mut tries = 0;
+    let (key, a, root) = loop {
+        tries += 1;
+        assert!(tries < 100_000, "no key routed in two hops from node 0");
+        let key = NodeId::from_u128(rng.next_u128());
+        let Some(first) = h.node(0).next_hop(key) else { continue };
+        let a = index(&h, first);
+        if let Some(second) = h.node(a).next_hop(key) {
+            break (key, a, index(&h, second));
+        }
+    };
+    assert!(root != 0 && root != a);
+    h.crash(root);
+    h.clear_observations();
+    h.send(0, key, 16, b"lost");
+    h.run_for(Duration::from_secs(5));
+    let reported_at: Vec<usize> = h
+        .events()
+        .iter()
+        .filter(|(_, _, e)| matches!(e, Event::Error(NodeError::Undeliverable { key: k, purpose: 16 }) if *k == key))
+        .map(|(i, _, _)| *i)
+        .collect();
+    let delivered = h.deliveries().iter().filter(|o| o.delivery.key == key).count();
+    assert_eq!((reported_at, delivered), (vec![0], 0), "given up at node {a}, reported at the origin only");
+}

@@ -298,17 +298,22 @@ fn six_processes_two_regions_and_their_faults() {
         + nodes[0].metric("wendy_rejected_by_peers_total").expect("metric");
     assert!(refusals >= 1, "the bootstrap counted no refused handshake");
 
-    // Many connections opened and closed leave the resident set within a few MB.
-    let before = nodes[0].resident();
+    // Many connections opened and closed leave the resident set within a few MB. The first
+    // batches warm the buffer pools and the allocator's per-thread arenas (up to 50
+    // connections at once): the growth is measured over the 4,000 connections after them.
     let idle = nodes[0].metric("wendy_connections").expect("metric");
+    let mut before = 0;
     for batch in 0..100 {
+        if batch == 20 {
+            before = nodes[0].resident();
+        }
         let conns: Vec<TcpStream> = (0..50).filter_map(|_| TcpStream::connect(first).ok()).collect();
         assert_eq!(conns.len(), 50, "batch {batch}");
         drop(conns);
         wait(Duration::from_secs(10), || nodes[0].metric("wendy_connections").filter(|c| *c <= idle + 2));
     }
     let grown = nodes[0].resident().saturating_sub(before);
-    eprintln!("5,000 connections: resident set grew by {grown} KiB");
+    eprintln!("4,000 connections after 1,000: resident set grew by {grown} KiB");
     assert!(grown < 4 << 10, "resident set grew by {grown} KiB");
     let _ = std::fs::remove_dir_all(&root_dir);
 }

@@ -10,7 +10,8 @@
 //! next best hop, the suspect excluded. When a connection breaks or its peer is declared
 //! failed, everything still in flight on it is routed again at once. A message that has been
 //! rerouted `max_reroutes` times, or finds no route, is reported
-//! [`NodeError::Undeliverable`] with its key and purpose. A graceful close needs none of this:
+//! [`NodeError::Undeliverable`] with its key and purpose at its origin (a [`Message::Bounce`]
+//! carries the report back). A graceful close needs none of this:
 //! the peer has read everything before it answers `Closing`.
 
 use std::collections::VecDeque;
@@ -305,10 +306,35 @@ impl Node {
     }
 
     /// Gives up on a routed message: counted and reported with its key and purpose.
+    ///
+    /// The report goes to the message's origin: here if it is ours (or we are leaving), else
+    /// a [`Message::Bounce`] routed back towards the origin, which reports it there.
     pub(super) fn undeliverable(&mut self, route: Route) {
         self.stats.dropped += 1;
         self.stats.undeliverable += 1;
-        self.report(NodeError::Undeliverable { key: route.key, purpose: route.purpose });
+        if route.origin == self.id() || self.state == super::State::Left {
+            self.report(NodeError::Undeliverable { key: route.key, purpose: route.purpose });
+            return;
+        }
+        let now = self.last_now;
+        self.on_bounce(now, route.origin, route.key, route.purpose, route.seq, 0);
+    }
+
+    /// A bounce (see [`Node::undeliverable`]): reported here if we are its origin, else passed
+    /// on towards the origin. One whose origin is gone, or that exceeds the hop limit, is
+    /// dropped: nobody is left to tell.
+    pub(super) fn on_bounce(&mut self, now: Instant, origin: NodeId, key: NodeId, purpose: u8, seq: u64, hops: u8) {
+        if origin == self.id() {
+            self.report(NodeError::Undeliverable { key, purpose });
+            return;
+        }
+        if hops >= self.cfg.max_hops || !self.is_ready() {
+            return;
+        }
+        if let super::routing::Hop::Next(next) = self.decide(origin, None) {
+            let msg = Message::Bounce { origin, key, purpose, seq, hops: hops.saturating_add(1) };
+            let _ = self.send_msg(now, next, msg);
+        }
     }
 
     /// Sets `conn`'s in-flight check (never before the next microsecond).

@@ -504,6 +504,7 @@ impl Node {
             Message::Closing => self.on_closing(now, conn, from),
             Message::Reject { reason } => self.on_rejected(now, conn, reason),
             Message::Ack { count } => self.on_ack(now, conn, count),
+            Message::Bounce { origin, key, purpose, seq, hops } => self.on_bounce(now, origin, key, purpose, seq, hops),
             Message::Hello { .. } | Message::HelloAck { .. } | Message::Auth { .. } => {}
         }
     }
