@@ -25,16 +25,25 @@ fn route(seq: u64) -> Message {
     })
 }
 
+fn config() -> Config {
+    Config::with_trusted_id(NodeId::from_u128(ME), addr(255, 1)).insecure_plaintext()
+}
+
+/// A node (plaintext, so the test plays its peer by hand) with one authenticated peer.
+fn node_with_a_peer() -> (Node, wendy_proto::ConnId) {
+    let mut node = Node::new(config(), NOW).expect("valid config");
+    let conn = script::authed(&mut node, NOW, &info(ME + 1, 1, 1));
+    drain(&mut node);
+    (node, conn)
+}
+
 fn delivered(out: &[Output]) -> usize {
     out.iter().filter(|o| matches!(o, Output::Deliver(_))).count()
 }
 
 #[test]
 fn a_copy_with_the_same_origin_and_number_is_delivered_once() {
-    let c = Config::with_trusted_id(NodeId::from_u128(ME), addr(255, 1)).insecure_plaintext();
-    let mut node = Node::new(c, NOW).expect("valid config");
-    let conn = script::authed(&mut node, NOW, &info(ME + 1, 1, 1));
-    drain(&mut node);
+    let (mut node, conn) = node_with_a_peer();
     let mut deliveries = 0;
     for seq in [7, 7, 8, 7] {
         deliveries += delivered(&script::send(&mut node, NOW, conn, &route(seq)));
@@ -48,10 +57,7 @@ fn a_copy_with_the_same_origin_and_number_is_delivered_once() {
 
 #[test]
 fn at_most_4096_delivered_messages_are_remembered() {
-    let c = Config::with_trusted_id(NodeId::from_u128(ME), addr(255, 1)).insecure_plaintext();
-    let mut node = Node::new(c, NOW).expect("valid config");
-    let conn = script::authed(&mut node, NOW, &info(ME + 1, 1, 1));
-    drain(&mut node);
+    let (mut node, conn) = node_with_a_peer();
     let mut deliveries = 0;
     for seq in 0..=4096u64 {
         deliveries += delivered(&script::send(&mut node, NOW, conn, &route(seq)));
@@ -66,7 +72,7 @@ fn at_most_4096_delivered_messages_are_remembered() {
 /// unanswered probes (`Config::probing_time`), never after one lost probe.
 #[test]
 fn a_silent_neighbour_is_probed_probe_attempts_times_before_it_is_declared_gone() {
-    let c = Config::with_trusted_id(NodeId::from_u128(ME), addr(255, 1)).insecure_plaintext();
+    let c = config();
     let (suspect, probing, bound) = (c.suspect_timeout, c.probing_time(), c.leaf_detection_time());
     assert_eq!(probing, c.probe_timeout * c.probe_attempts);
     let mut node = Node::new(c, NOW).expect("valid config");

@@ -13,18 +13,17 @@
 //! node that is no replica is refused) and needs no change to wendy-proto. The answer goes
 //! to the address the command gives, over a connection of its own.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use wendy_driver::{describe_rejection, Error as DriverError};
 use wendy_proto::store::StoreError;
-use wendy_proto::{Config, Event, NodeError, SharedSecret, Target};
-use wendy_tokio::{NodeEvent, NodeHandle, Options, Sender};
+use wendy_proto::{Event, NodeError, Target};
+use wendy_tokio::{NodeEvent, NodeHandle, Sender};
 
-use crate::{files, Error};
+use crate::Error;
 
 /// The purpose of a store request from `wendy put`/`get`/`delete` to `wendy node`.
 pub const STORE_REQUEST_PURPOSE: u8 = 254;
@@ -213,27 +212,12 @@ pub async fn delete(a: DeleteArgs) -> Result<(), Error> {
 
 /// Sends one request through `via` and waits for its answer.
 async fn request(c: &Common, op: Op, value: Bytes) -> Result<Bytes, Error> {
-    let via = tokio::net::lookup_host(c.via.as_str())
-        .await
-        .map_err(|e| format!("cannot resolve {}: {e}", c.via))?
-        .next()
-        .ok_or_else(|| format!("{} resolves to no address", c.via))?;
-    let secret = files::secret(c.secret_file.as_deref())?;
-    // Listen on every address; the answer comes to the one that reaches `via` (a UDP socket
-    // "connected" to it names that address without sending anything).
-    let any = match via.ip() {
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    };
+    let (via, mut node) = crate::send::client_node(&c.via, c.secret_file.as_deref()).await?;
+    // The node listens on every address; the answer comes to the one that reaches `via` (a
+    // UDP socket "connected" to it names that address without sending anything).
+    let any = crate::send::unspecified(via);
     let probe = UdpSocket::bind(SocketAddr::new(any, 0)).and_then(|s| s.connect(via).and(s.local_addr()));
     let here = probe.map_err(|e| format!("no route to {via}: {e}"))?.ip();
-    let mut config = Config::new(wendy_driver::generate_identity()?, SocketAddr::new(any, 0));
-    if let Some(s) = &secret {
-        config = config.with_credentials(Arc::new(SharedSecret::new(s)));
-    }
-    let mut opts = Options::default();
-    opts.report_heartbeats = false;
-    let mut node = NodeHandle::start_with(config, opts).await?;
     let reply_to = SocketAddr::new(here, node.local_addr().port());
     let id = u64::from_le_bytes(wendy_driver::os_entropy()?[..8].try_into().unwrap_or_default());
     let key = Bytes::from(c.key.clone().into_bytes());

@@ -8,7 +8,7 @@
 //! handshake is the same as between members, so a wrong secret is reported as such.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,25 +40,36 @@ pub struct Args {
     text: String,
 }
 
-pub async fn run(args: Args) -> Result<(), Error> {
-    let via = tokio::net::lookup_host(args.via.as_str())
+/// Resolves `via` and starts the short-lived node of a client command (`wendy send`, `put`,
+/// `get`, `delete`): it never joins, listens on every address of `via`'s family, and proves
+/// the ring's secret, if one is configured, in the same handshake as members do.
+pub(crate) async fn client_node(via: &str, secret_file: Option<&Path>) -> Result<(SocketAddr, NodeHandle), Error> {
+    let addr = tokio::net::lookup_host(via)
         .await
-        .map_err(|e| format!("cannot resolve {}: {e}", args.via))?
+        .map_err(|e| format!("cannot resolve {via}: {e}"))?
         .next()
-        .ok_or_else(|| format!("{} resolves to no address", args.via))?;
-    let key = parse_key(&args.key);
-    let secret = files::secret(args.secret_file.as_deref())?;
-    let any = match via.ip() {
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    };
-    let mut config = Config::new(wendy_driver::generate_identity()?, SocketAddr::new(any, 0));
+        .ok_or_else(|| format!("{via} resolves to no address"))?;
+    let secret = files::secret(secret_file)?;
+    let mut config = Config::new(wendy_driver::generate_identity()?, SocketAddr::new(unspecified(addr), 0));
     if let Some(s) = &secret {
         config = config.with_credentials(Arc::new(SharedSecret::new(s)));
     }
     let mut opts = Options::default();
     opts.report_heartbeats = false;
-    let mut node = NodeHandle::start_with(config, opts).await?;
+    Ok((addr, NodeHandle::start_with(config, opts).await?))
+}
+
+/// The unspecified address of `addr`'s family.
+pub(crate) fn unspecified(addr: SocketAddr) -> IpAddr {
+    match addr.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+pub async fn run(args: Args) -> Result<(), Error> {
+    let key = parse_key(&args.key);
+    let (via, mut node) = client_node(&args.via, args.secret_file.as_deref()).await?;
     let mut payload = BytesMut::with_capacity(16 + args.text.len());
     payload.put_slice(&key.to_bytes());
     payload.put_slice(args.text.as_bytes());
