@@ -17,10 +17,12 @@ pub const MIN_APP_PURPOSE: u8 = 16;
 /// Bytes of a frame kept for a routed message's header (key, origin, purpose, hops, tags).
 pub const APP_HEADER_ALLOWANCE: usize = 64;
 
-const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
+const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_PROBE_ATTEMPTS: u32 = 3;
 const SUSPECT_HEARTBEATS: u32 = 3;
-const TABLE_PROBE_HEARTBEATS: u32 = 10;
+const TABLE_PROBE_HEARTBEATS: u32 = 60;
+const DEFAULT_STALE_TARGET: f64 = 0.05;
 /// The smallest `max_frame_size` accepted: room for an application header and a small payload.
 pub const MIN_FRAME: usize = 512;
 
@@ -65,10 +67,22 @@ pub struct Config {
     /// frame must not make a live node look dead, since its neighbours would then deliver
     /// messages for keys it still owns.
     pub probe_attempts: u32,
-    /// Every other table member (leaf set beyond the neighbours, routing table, neighbourhood)
-    /// silent this long is probed. Probes open a connection if needed, which then idles out;
-    /// messages routed through a member, and their per-hop acks, count as hearing from it.
+    /// The longest any other table member (leaf set beyond the neighbours, routing table,
+    /// neighbourhood) may stay silent before it is probed. Routing-table members are probed
+    /// sooner, at a period the node tunes from the failures it observes (see
+    /// [`Config::table_stale_target`]), never below [`Config::table_probe_min`]. Messages
+    /// routed through a member, and their per-hop acks, count as hearing from it.
     pub table_probe_interval: Duration,
+    /// The shortest period at which routing-table members are probed (reached when many of
+    /// them fail, e.g. after a mass crash).
+    pub table_probe_min: Duration,
+    /// Self-tuned probing (MSPastry): the fraction of routing-table entries that may be dead
+    /// when a message is sent through them, on average (default 0.05). The node estimates how
+    /// often its table members fail and probes its routing table at the longest period that
+    /// keeps this fraction, between `table_probe_min` and `table_probe_interval`. A message
+    /// that meets a dead entry is not lost: its per-hop ack times out and it is rerouted.
+    /// Lower values cost more probes.
+    pub table_stale_target: f64,
     /// How long a connection may take to be dialled and authenticated.
     pub connect_timeout: Duration,
     /// A connection idle in both directions this long is closed (except to leaf-set members).
@@ -146,14 +160,16 @@ impl Config {
             region_factor: 5,
             heartbeat_interval: DEFAULT_HEARTBEAT,
             suspect_timeout: DEFAULT_HEARTBEAT * SUSPECT_HEARTBEATS,
-            probe_timeout: DEFAULT_HEARTBEAT,
+            probe_timeout: DEFAULT_PROBE_TIMEOUT,
             probe_attempts: DEFAULT_PROBE_ATTEMPTS,
             table_probe_interval: DEFAULT_HEARTBEAT * TABLE_PROBE_HEARTBEATS,
+            table_probe_min: DEFAULT_HEARTBEAT,
+            table_stale_target: DEFAULT_STALE_TARGET,
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(20),
             join_timeout: Duration::from_secs(10),
             join_attempts: 3,
-            leaf_exchange_interval: Duration::from_secs(30),
+            leaf_exchange_interval: Duration::from_secs(120),
             max_frame_size: DEFAULT_MAX_FRAME,
             max_pending_per_peer: 1024,
             max_pending_total: 16 * 1024,
@@ -207,13 +223,16 @@ impl Config {
     }
 
     /// Sets the heartbeat interval and the liveness timers derived from it: suspicion after
-    /// three silent intervals, a probe answered within one, routing-table members probed
-    /// after ten. These ratios are the defaults' (1 s, 3 s, 1 s, 10 s) and live only here.
+    /// three silent intervals; a probe answered within one interval or one second, whichever is
+    /// shorter; table members probed after at most sixty intervals of silence, and
+    /// routing-table members after at least one. These ratios are the defaults' (10 s, 30 s,
+    /// 1 s, 600 s, 10 s) and live only here.
     pub fn with_heartbeat(mut self, interval: Duration) -> Self {
         self.heartbeat_interval = interval;
         self.suspect_timeout = interval * SUSPECT_HEARTBEATS;
-        self.probe_timeout = interval;
+        self.probe_timeout = interval.min(DEFAULT_PROBE_TIMEOUT);
         self.table_probe_interval = interval * TABLE_PROBE_HEARTBEATS;
+        self.table_probe_min = interval;
         self
     }
 
@@ -227,6 +246,7 @@ impl Config {
             ("suspect_timeout", self.suspect_timeout),
             ("probe_timeout", self.probe_timeout),
             ("table_probe_interval", self.table_probe_interval),
+            ("table_probe_min", self.table_probe_min),
             ("connect_timeout", self.connect_timeout),
             ("idle_timeout", self.idle_timeout),
             ("join_timeout", self.join_timeout),
@@ -260,6 +280,12 @@ impl Config {
         }
         if self.ack_timeout_max < self.ack_timeout_min {
             return Err(ConfigError::AckTimeouts);
+        }
+        if self.table_probe_interval < self.table_probe_min {
+            return Err(ConfigError::TableProbeRange);
+        }
+        if !(self.table_stale_target > 0.0 && self.table_stale_target < 1.0) {
+            return Err(ConfigError::StaleTarget);
         }
         if self.suspect_timeout < self.heartbeat_interval {
             return Err(ConfigError::SuspectBeforeHeartbeat);
@@ -362,6 +388,10 @@ pub enum ConfigError {
     SuspectBeforeHeartbeat,
     /// `ack_timeout_max` is shorter than `ack_timeout_min`.
     AckTimeouts,
+    /// `table_probe_interval` (the longest probe period) is shorter than `table_probe_min`.
+    TableProbeRange,
+    /// `table_stale_target` is not a fraction strictly between 0 and 1.
+    StaleTarget,
     /// The region name is longer than [`MAX_REGION_LEN`](crate::info::MAX_REGION_LEN) bytes.
     InvalidInfo,
     /// The id is not derived from the static key (or there is no key) and the configuration
@@ -387,6 +417,12 @@ impl core::fmt::Display for ConfigError {
                 f.write_str("config: suspect_timeout must be at least one heartbeat_interval")
             }
             ConfigError::AckTimeouts => f.write_str("config: ack_timeout_max must be at least ack_timeout_min"),
+            ConfigError::TableProbeRange => {
+                f.write_str("config: table_probe_interval must be at least table_probe_min")
+            }
+            ConfigError::StaleTarget => {
+                f.write_str("config: table_stale_target must be a fraction strictly between 0 and 1")
+            }
             ConfigError::InvalidInfo => {
                 write!(f, "config: the region name is longer than {} bytes", crate::info::MAX_REGION_LEN)
             }

@@ -327,6 +327,10 @@ fn forward_hook_vetoes_and_rewrites() {
         h.deliveries().iter().filter(|o| o.delivery.purpose == 18 && &o.delivery.payload[..] == b"rewritten");
     assert_eq!(d17, 50 - remote17, "vetoed messages that had to travel are not delivered");
     assert_eq!(rewritten.count(), remote18, "every forwarded message was rewritten");
+    // A neighbour heard from within a heartbeat gets none: wait out a whole suspicion.
+    let c = h.node(0).config();
+    let wait = c.suspect_timeout + c.heartbeat_interval * 2;
+    h.run_for(wait);
     assert!(h.heartbeats() > 0);
 }
 
@@ -445,6 +449,9 @@ fn idle_connections_close_without_losing_messages() {
         c.heartbeat_interval = Duration::from_millis(100);
         c.suspect_timeout = Duration::from_millis(600);
         c.probe_timeout = Duration::from_millis(300);
+        // Connections the peer dialled are kept for one longest probe period more.
+        c.table_probe_interval = Duration::from_millis(300);
+        c.table_probe_min = Duration::from_millis(100);
         c.leaf_set_size = 8;
         c
     });
@@ -455,9 +462,10 @@ fn idle_connections_close_without_losing_messages() {
     let closes = h.closes() - closes_before;
     eprintln!("delivered {}/{m}, wrong {}, Closing frames {closing}, closes {closes}", o.delivered, o.wrong);
     assert_eq!((o.delivered, o.wrong, o.duplicates), (m, 0, 0), "seed {seed}");
-    // Connections did idle out while the lookups flowed: each graceful close is a `Closing`
+    // Connections did idle out while the lookups flowed (those to table members stay open,
+    // so fewer than when every idle connection closed): each graceful close is a `Closing`
     // from the idle side and one in answer, then a close at each end.
-    assert!(closing >= 10 * n as u64, "seed {seed}: only {closing} Closing frames among {n} nodes");
+    assert!(closing >= 4 * n as u64, "seed {seed}: only {closing} Closing frames among {n} nodes");
     // Counted at an arbitrary instant, a few closes are still in flight (a `Closing` written,
     // its answer or the close not yet): allow 1 %.
     assert!(closes * 100 >= closing * 99, "seed {seed}: {closing} Closing frames but only {closes} closes");
@@ -468,7 +476,9 @@ fn a_healed_partition_merges_into_one_ring() {
     let seed = 101;
     let n = 60;
     let mut h = cluster_with(n, seed, true, |id, addr| {
-        let mut c = wendy_proto::Config::with_trusted_id(id, addr);
+        // A 1 s heartbeat: the halves declare each other gone within a minute, well inside
+        // the ten minutes a departed leaf-set member is re-probed.
+        let mut c = wendy_proto::Config::with_trusted_id(id, addr).with_heartbeat(Duration::from_secs(1));
         c.leaf_exchange_interval = Duration::from_secs(5);
         c
     });

@@ -53,13 +53,26 @@ fn unusable_configs_are_refused_with_the_field_named() {
 
 #[test]
 fn heartbeat_scales_the_liveness_timers_in_one_place() {
-    let c = cfg().with_heartbeat(Duration::from_secs(10));
     let d = cfg();
-    assert_eq!(c.heartbeat_interval, Duration::from_secs(10));
+    assert_eq!(d.heartbeat_interval, Duration::from_secs(10));
+    assert_eq!(d.probe_timeout, Duration::from_secs(1));
+    let c = cfg().with_heartbeat(Duration::from_secs(2));
+    assert_eq!(c.heartbeat_interval, Duration::from_secs(2));
     assert_eq!(c.suspect_timeout.as_secs_f64() / c.heartbeat_interval.as_secs_f64(), 3.0);
-    assert_eq!(c.table_probe_interval, d.table_probe_interval * 10);
-    assert_eq!(c.probe_timeout, c.heartbeat_interval);
+    assert_eq!(c.table_probe_interval, d.table_probe_interval / 5);
+    assert_eq!(c.table_probe_min, c.heartbeat_interval);
+    // A probe is answered within a round trip: a second at most, however slow the heartbeat.
+    assert_eq!(c.probe_timeout, Duration::from_secs(1));
+    assert_eq!(cfg().with_heartbeat(Duration::from_millis(100)).probe_timeout, Duration::from_millis(100));
     assert_eq!(c.validate(), Ok(()));
+    let mut bad = c.clone();
+    bad.table_probe_min = bad.table_probe_interval * 2;
+    assert_eq!(bad.validate(), Err(ConfigError::TableProbeRange));
+    for target in [0.0, 1.0, f64::NAN, -0.5] {
+        let mut bad = c.clone();
+        bad.table_stale_target = target;
+        assert_eq!(bad.validate(), Err(ConfigError::StaleTarget), "{target}");
+    }
 }
 
 #[test]

@@ -91,14 +91,14 @@ pub struct NodeParams {
     pub heartbeat: Duration,
     /// Silence before a leaf is suspected (default: wendy-proto's ratio, 3 heartbeats).
     pub suspect: Option<Duration>,
-    /// Probe timeout (default: wendy-proto's ratio, 1 heartbeat).
+    /// Probe timeout (default: wendy-proto's, 1 heartbeat or 1 s, whichever is shorter).
     pub probe: Option<Duration>,
     /// Leaf-set exchange interval.
     pub leaf_exchange: Duration,
     /// Idle timeout of connections to nodes outside the leaf set.
     pub idle_timeout: Duration,
-    /// Silence before a routing-table member is probed (default: wendy-proto's ratio, 10
-    /// heartbeats).
+    /// Longest silence before a table member is probed (default: wendy-proto's ratio, 60
+    /// heartbeats; routing-table members are probed at a self-tuned period below it).
     pub table_probe: Option<Duration>,
     /// Connection set-up timeout.
     pub connect_timeout: Duration,
@@ -116,10 +116,10 @@ pub struct NodeParams {
 impl Default for NodeParams {
     fn default() -> Self {
         NodeParams {
-            heartbeat: Duration::from_secs(1),
+            heartbeat: Duration::from_secs(10),
             suspect: None,
             probe: None,
-            leaf_exchange: Duration::from_secs(30),
+            leaf_exchange: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(20),
             table_probe: None,
             connect_timeout: Duration::from_secs(5),

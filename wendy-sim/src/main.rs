@@ -112,8 +112,8 @@ struct Cli {
     /// Connection attempts to crashed nodes are refused (RST) instead of going unanswered.
     #[arg(long)]
     refuse_dead: bool,
-    /// Node heartbeat interval (also its maintenance tick), ms.
-    #[arg(long, default_value_t = 1000)]
+    /// Node heartbeat interval (also its maintenance tick), ms (wendy-proto's default: 10,000).
+    #[arg(long, default_value_t = 10000)]
     heartbeat_ms: u64,
     /// Run the nodes without encryption (insecure; for the largest runs and to measure the cost).
     #[arg(long)]
@@ -121,13 +121,14 @@ struct Cli {
     /// Silence before a leaf is suspected, ms (default 3 heartbeats).
     #[arg(long)]
     suspect_ms: Option<u64>,
-    /// Probe timeout, ms (default 1 heartbeat).
+    /// Probe timeout, ms (default 1 heartbeat or 1 s, whichever is shorter).
     #[arg(long)]
     probe_ms: Option<u64>,
-    /// Leaf-set exchange interval, s.
-    #[arg(long, default_value_t = 30)]
+    /// Leaf-set exchange interval, s (wendy-proto's default: 120).
+    #[arg(long, default_value_t = 120)]
     leaf_exchange_s: u64,
-    /// Silence before a routing-table or neighbourhood member is probed, ms (default 10 heartbeats).
+    /// Longest silence before a table member is probed, ms (default 60 heartbeats); routing-table
+    /// members are probed sooner, at a period each node tunes from the failures it sees.
     #[arg(long)]
     table_probe_ms: Option<u64>,
     /// Idle timeout of connections outside the leaf set, s (wendy-proto's default: 20).

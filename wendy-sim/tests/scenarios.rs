@@ -95,8 +95,11 @@ fn dropped_frames_never_make_a_neighbour_deliver_for_a_live_root() {
 }
 
 fn crash(fraction: f64, seed: u64) {
+    // A 1 s heartbeat (wendy-proto's ratios: table members probed after at most 60 s of
+    // silence, `detection_time()` 65 s) so that the tables are clean within the repair timeout;
+    // at the 10 s default the same repair takes up to ten minutes of simulated time.
     let cfg = SimConfig {
-        node: NodeParams { insecure_plaintext: true, ..NodeParams::default() },
+        node: NodeParams { insecure_plaintext: true, heartbeat: Duration::from_secs(1), ..NodeParams::default() },
         nodes: 500,
         lookups: 12_000,
         seed,
@@ -115,6 +118,21 @@ fn crash(fraction: f64, seed: u64) {
     assert_eq!(c.crashed, (500.0 * fraction) as u64);
     let repair = c.repair_s.expect("the ring repairs itself");
     eprintln!("crash {:.0}%: repair took {repair:.1}s of simulated time", fraction * 100.0);
+    // The documented bound: no table names a crashed node after `detection_time()` (the
+    // simulator looks every `check_interval`). Dead nodes learned again second-hand from peers
+    // that had not noticed yet are probed before they are trusted, so they do not extend it.
+    let detection = cfg
+        .node
+        .apply(wendy_proto::Config::with_trusted_id(
+            wendy_proto::NodeId::from_u128(1),
+            std::net::SocketAddr::from(([10, 0, 0, 1], 1)),
+        ))
+        .detection_time();
+    let clean = c.tables_clean_s.expect("tables clean");
+    assert!(
+        clean <= (detection + cfg.check_interval).as_secs_f64(),
+        "tables clean {clean:.1}s after the crash; detection_time() is {detection:?}"
+    );
     assert!(c.after.issued >= 500, "too few lookups after the repair ({}) to judge it", c.after.issued);
     assert_eq!(c.after.correct, c.after.issued, "after repair, 100% correct again: {:?}", c.after);
 }
@@ -201,7 +219,7 @@ fn steady_control_rate_does_not_depend_on_the_run_length_or_its_tail() {
     // The window starts after the joins' connections have idled out and closed.
     let idle_s = NodeParams::default().idle_timeout.as_secs_f64();
     assert!(short.steady_from_s >= short.join_phase_s + idle_s, "window from {}", short.steady_from_s);
-    assert!(short.steady_to_s < short.sim_s, "the window stops before the wait at the end");
+    assert!(short.steady_to_s <= short.sim_s, "the window stops before the wait at the end");
     assert!(short.steady_window_found && long.steady_window_found);
     // Same run until the crash, which comes after the window: the same steady rate.
     assert_eq!(crashed.steady_to_s, short.steady_to_s);

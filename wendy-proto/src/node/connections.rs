@@ -38,6 +38,9 @@ pub(super) struct Conn {
     /// An authenticated frame arrived after the handshake: from now on a plaintext refusal
     /// is not believed.
     pub(super) heard: bool,
+    /// The peer dialled this connection: it decides when it is no longer needed (see
+    /// [`Node::conn_timer`]).
+    pub(super) accepted: bool,
     /// Encrypted connections: the plaintext frames queued during this input, sealed together
     /// when the node's outputs are polled (a buffer of the node's pool while in use, empty
     /// and unallocated otherwise).
@@ -186,9 +189,13 @@ impl Node {
     }
 
     /// A connection's deadline: its set-up (dial and handshake) or its graceful close took
-    /// `connect_timeout`, or it sat idle in both directions for `idle_timeout` (connections to
-    /// leaf-set members excepted: heartbeats keep them).
+    /// `connect_timeout`, or it sat idle in both directions for `idle_timeout`. Connections to
+    /// members of our tables stay open (their probes and heartbeats use them), and so do, for
+    /// `table_probe_interval` more, connections the peer dialled: the dialler probes us at
+    /// most that far apart while we are in its tables, and closes the connection itself once
+    /// we are not. A probe then costs two frames, not a handshake and a close.
     pub(super) fn conn_timer(&mut self, now: Instant, conn: ConnId) {
+        let member = self.conns.get(&conn).and_then(|c| c.peer).is_some_and(|p| self.in_tables(p));
         let Some(c) = self.conns.get_mut(&conn) else { return };
         c.timer = None;
         let (connect, idle) = (self.cfg.connect_timeout, self.cfg.idle_timeout);
@@ -209,14 +216,17 @@ impl Node {
             } else {
                 self.arm_conn(conn, t + connect);
             }
-        } else if c.peer.is_some_and(|p| self.leaf.contains(p)) {
+        } else if member {
             let at = (c.last_active + idle).max(now + idle);
             self.arm_conn(conn, at);
-        } else if now - c.last_active >= idle {
-            self.start_closing(now, conn);
         } else {
-            let at = c.last_active + idle;
-            self.arm_conn(conn, at);
+            let limit = if c.accepted { idle + self.cfg.table_probe_interval } else { idle };
+            if now - c.last_active >= limit {
+                self.start_closing(now, conn);
+            } else {
+                let at = c.last_active + limit;
+                self.arm_conn(conn, at);
+            }
         }
     }
 
@@ -509,6 +519,7 @@ impl Conn {
         expected: Option<NodeId>,
         max_frame: usize,
     ) -> Self {
+        let accepted = matches!(phase, Phase::AwaitHello);
         Conn {
             addr,
             phase,
@@ -524,6 +535,7 @@ impl Conn {
             flight: None,
             channel: None,
             heard: false,
+            accepted,
             tx: Vec::new(),
             tx_slot: None,
             rx: bytes::BytesMut::new(),

@@ -139,7 +139,7 @@ impl Node {
     /// A bootstrap could not be reached or refused us: retry soon rather than at the deadline.
     pub(super) fn bootstrap_failed(&mut self, now: Instant, addr: SocketAddr) {
         if let State::Joining { bootstraps, .. } = &self.state {
-            let soon = now + self.cfg.heartbeat_interval;
+            let soon = now + self.cfg.heartbeat_interval.min(self.cfg.probe_timeout);
             if bootstraps.contains(&addr) && self.timers.get(NodeTimer::Join).is_none_or(|t| soon < t) {
                 self.timers.set(NodeTimer::Join, soon);
             }
@@ -221,8 +221,9 @@ impl Node {
         self.state = State::Ready;
         self.timers.stop(NodeTimer::Join);
         self.timers.stop(NodeTimer::Announce);
-        // The first exchanges come soon: they find neighbours that joined at the same time.
-        self.exchange_gap = self.cfg.heartbeat_interval.min(self.cfg.leaf_exchange_interval);
+        // The first exchanges come soon (1/64 of `leaf_exchange_interval` after, at most a
+        // heartbeat, then at doubling gaps): they find neighbours that joined at the same time.
+        self.exchange_gap = (self.cfg.leaf_exchange_interval / 64).min(self.cfg.heartbeat_interval);
         self.timers.set(NodeTimer::LeafExchange, now + self.exchange_gap);
         self.out.push_back(Output::Event(Event::Joined));
         let held: Vec<Held> = self.held.drain(..).collect();

@@ -52,6 +52,7 @@ impl Node {
             self.out.shrink_to(super::OUT_KEEP);
         }
         if matches!(self.state, State::Ready | State::Announcing { .. }) {
+            self.retune(now);
             // MSPastry: a heartbeat to the nearest member on one side only; it answers, so
             // each node hears from both its neighbours every interval. The others are probed
             // when silent for `table_probe_interval`, and learn of a failure from the
@@ -67,6 +68,9 @@ impl Node {
                     self.probe(now, id, false);
                 }
             }
+            if now >= self.row_ask_at && self.state == State::Ready {
+                self.ask_near_row(now);
+            }
             // A member that just became a neighbour is watched as one from now on.
             let near: Vec<NodeId> =
                 self.leaf.ccw().first().into_iter().chain(self.leaf.cw().first()).copied().collect();
@@ -77,9 +81,50 @@ impl Node {
         self.housekeeping(now);
     }
 
+    /// Self-tuned probing ([`super::tuning`]): accounts the members watched during the last
+    /// tick and recomputes the routing table's probe period. When it drops below half of what
+    /// the members' deadlines were armed with (a burst of failures), they are brought forward.
+    fn retune(&mut self, now: Instant) {
+        let members = self.table_members();
+        self.churn.observe(members.len(), self.cfg.heartbeat_interval);
+        let period = self.tuned_probe_period();
+        let shrunk = period < self.table_probe / 2;
+        self.table_probe = period;
+        if !shrunk {
+            return;
+        }
+        for id in members {
+            let Some(p) = self.peers.get(&id) else { continue };
+            if p.suspected.is_some() || self.is_neighbour(id) {
+                continue;
+            }
+            let due = p.last_heard.unwrap_or(p.added) + period;
+            if p.timer.is_none_or(|t| t > due) {
+                self.arm_peer(id, due.max(now));
+            }
+        }
+    }
+
+    /// The routing table's probe period for the failure rate observed so far.
+    pub(super) fn tuned_probe_period(&self) -> core::time::Duration {
+        let c = &self.cfg;
+        self.churn.period(c.table_stale_target, c.probing_time(), c.table_probe_min, c.table_probe_interval)
+    }
+
+    /// How long `id`, a table member, may stay silent before it is probed: `suspect_timeout`
+    /// for a neighbour, the tuned period (at most `table_probe_interval`) for the others.
+    fn silence_limit(&self, id: NodeId) -> core::time::Duration {
+        if self.is_neighbour(id) {
+            self.cfg.suspect_timeout
+        } else {
+            self.table_probe
+        }
+    }
+
     /// Expired failure records, and peers in no table and with no connection, are forgotten.
     fn housekeeping(&mut self, now: Instant) {
         self.failed.retain(|_, until| *until > now);
+        self.measured.retain(|_, until| *until > now);
         self.expire_candidates(now);
         let stale: Vec<NodeId> = self
             .peers
@@ -114,14 +159,23 @@ impl Node {
         }
         self.locate_self(now);
         self.reprobe_lost_leaves(now);
-        self.ask_near_row(now);
     }
 
     /// Proximity neighbour selection over time: ask a random member of the neighbourhood set
     /// (the nodes nearest to us by measured round trip) for a routing-table row we share with
     /// it. Its entries were chosen near it, so they are likely near us too; each that contends
     /// for a cell is measured and wins it if it is nearer (`learn`, `measure`).
+    ///
+    /// Each measurement costs a connection, so the asks back off: the gap between two asks
+    /// doubles (up to `table_probe_interval`) after an ask whose candidates all lost, and
+    /// halves (down to [`ROW_ASK_GAP`]) after one that won a cell.
     fn ask_near_row(&mut self, now: Instant) {
+        let won = self.pns_wins != self.pns_wins_seen;
+        self.pns_wins_seen = self.pns_wins;
+        let longest = self.cfg.table_probe_interval.max(ROW_ASK_GAP);
+        self.row_ask_gap =
+            if won { (self.row_ask_gap / 2).max(ROW_ASK_GAP) } else { (self.row_ask_gap * 2).min(longest) };
+        self.row_ask_at = now + self.row_ask_gap;
         let near: Vec<NodeId> = self.hood.iter().map(|e| e.1).collect();
         if near.is_empty() || self.table.row_count() == 0 {
             return;
@@ -130,6 +184,7 @@ impl Node {
         let shared = self.id().common_prefix_len(x).min(self.table.row_count() - 1);
         let row = self.rng.below(shared as u64 + 1);
         if let Ok(row) = u8::try_from(row) {
+            self.row_asked = Some((x, row));
             let _ = self.send_msg(now, x, Message::RowRequest { row });
         }
     }
@@ -139,8 +194,8 @@ impl Node {
     /// `table_probe_interval`, is suspected and probed; one that does not answer within
     /// `probe_attempts` probes `probe_timeout` apart is removed everywhere (and, if it was in the leaf set, reported to it).
     pub(super) fn peer_timer(&mut self, now: Instant, id: NodeId) {
-        let neighbour = self.is_neighbour(id);
         let member = self.in_tables(id);
+        let limit = self.silence_limit(id);
         let Some(p) = self.peers.get_mut(&id) else { return };
         p.timer = None;
         if self.state == State::Left || !member {
@@ -152,7 +207,6 @@ impl Node {
             self.arm_peer(id, now + self.cfg.heartbeat_interval);
             return;
         }
-        let limit = if neighbour { self.cfg.suspect_timeout } else { self.cfg.table_probe_interval };
         let gap = self.cfg.probe_timeout;
         match p.suspected {
             Some(t) => {
@@ -226,12 +280,14 @@ impl Node {
         self.leaf.cw().first() == Some(&id) || self.leaf.ccw().first() == Some(&id)
     }
 
-    /// We found `id` dead (its probe went unanswered): remove it and tell our leaf set, whose
-    /// other members do not heartbeat it, so that they check it at once.
+    /// We found `id` dead (its probe went unanswered): remove it, and if it was our neighbour,
+    /// tell our leaf set, whose other members do not heartbeat it, so that they check it at
+    /// once. (A member told so by a neighbour does not tell the others again: the leaf sets of
+    /// a node's two neighbours cover its own, and a cascade would cost a message per pair.)
     fn detected_failure(&mut self, now: Instant, id: NodeId) {
-        let was_leaf = self.leaf.contains(id);
+        let was_neighbour = self.is_neighbour(id);
         self.peer_failed(now, id);
-        if was_leaf && self.state != State::Left {
+        if was_neighbour && self.state != State::Left {
             for m in self.leaf.members() {
                 let _ = self.send_msg(now, m, Message::Failed { id });
             }
@@ -243,12 +299,11 @@ impl Node {
         if self.state == State::Left || !self.in_tables(id) {
             return;
         }
-        let neighbour = self.is_neighbour(id);
+        let limit = self.silence_limit(id);
         let Some(p) = self.peers.get(&id) else { return };
         if p.timer.is_some() {
             return;
         }
-        let limit = if neighbour { self.cfg.suspect_timeout } else { self.cfg.table_probe_interval };
         let at = match p.suspected {
             Some(t) => t + self.cfg.probe_timeout * u32::from(p.probes.max(1)),
             None => p.last_heard.unwrap_or(p.added) + limit,
@@ -283,6 +338,9 @@ impl Node {
     /// `id` left or stopped answering: remove it everywhere and repair.
     pub(super) fn peer_failed(&mut self, now: Instant, id: NodeId) {
         let was_member = self.in_tables(id);
+        if was_member {
+            self.churn.failure();
+        }
         let sides = self.leaf.remove(id);
         let slot = self.table.remove(id);
         self.hood.remove(id);
@@ -382,6 +440,9 @@ impl Node {
 
 /// The shortest step between now and a re-armed deadline, so that firing timers always ends.
 pub(super) const MIN_STEP: core::time::Duration = core::time::Duration::from_micros(1);
+
+/// The gap between two asks for a near node's routing-table row while they improve the table.
+pub(super) const ROW_ASK_GAP: core::time::Duration = core::time::Duration::from_secs(30);
 
 /// How long a departed leaf-set member is re-probed before it is forgotten.
 const LOST_LEAF_MEMORY: core::time::Duration = core::time::Duration::from_secs(600);

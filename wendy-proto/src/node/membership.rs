@@ -49,9 +49,20 @@ impl Node {
                 let _ = self.send_msg(now, from, Message::Row { row, entries });
             }
             Message::Locate { origin, hops } => self.route_locate(now, origin, hops),
-            Message::LeafSet { leaves: infos } | Message::Row { entries: infos, .. } => {
-                for i in infos {
+            Message::LeafSet { leaves } => {
+                for i in leaves {
                     self.learn(now, i, false);
+                }
+            }
+            // A row we asked of a node near us in the network (`ask_near_row`): its entries
+            // are worth measuring against the ones we hold. (A row repair fills the empty cell.)
+            Message::Row { row, entries } => {
+                let near = self.row_asked == Some((from, row));
+                if near {
+                    self.row_asked = None;
+                }
+                for i in entries {
+                    self.learn_as(now, i, false, near);
                 }
             }
             _ => {}
@@ -60,6 +71,14 @@ impl Node {
 
     /// Adds what we heard of `info` to the tables. `direct`: heard from the node itself.
     pub(super) fn learn(&mut self, now: Instant, info: NodeInfo, direct: bool) {
+        self.learn_as(now, info, direct, false);
+    }
+
+    /// [`Node::learn`]; `contend`: hearsay of a node that would contend for a routing-table
+    /// cell held by another is measured, to win the cell if it is nearer (proximity neighbour
+    /// selection). Only rows from nodes near us are worth it: leaf sets hold nodes from all
+    /// over the network, and measuring each would cost a connection per entry.
+    pub(super) fn learn_as(&mut self, now: Instant, info: NodeInfo, direct: bool, contend: bool) {
         let id = info.id;
         if id == self.id() || self.state == State::Left || !info.is_valid() {
             return;
@@ -91,7 +110,7 @@ impl Node {
             self.leaf_dirty = true;
         }
         if !self.in_tables(id) {
-            if !was_known && !direct && self.contends(id) {
+            if contend && !was_known && !direct && self.contends(id) {
                 // Proximity neighbour selection: a candidate for a routing-table cell held by
                 // another node is measured before it can win the cell (`measure`).
                 self.candidates.insert(id, now);
@@ -113,6 +132,11 @@ impl Node {
         let probing = matches!(self.state, State::Ready | State::Announcing { .. });
         if leaf_changed && !heard && probing && self.peers[&id].ping.is_none() {
             self.probe(now, id, true);
+        } else if !was_member && !heard && probing {
+            // Hearsay is not trusted until the node answers us: the peer that told us may not
+            // have noticed it died. It is probed now, routed around meanwhile, and removed
+            // after `probe_attempts` unanswered probes, as a suspect is.
+            self.suspect(now, id);
         }
     }
 
@@ -173,11 +197,15 @@ impl Node {
             return;
         }
         p.ping = None;
-        self.candidates.remove(&from);
+        let candidate = self.candidates.remove(&from).is_some();
         let prox = proximity(now - sent, &p.info.region, region, factor);
         p.proximity = prox;
         self.table.update_proximity(from, prox);
-        self.table.insert(from, prox);
+        if self.table.insert(from, prox) && candidate {
+            self.pns_wins = self.pns_wins.wrapping_add(1);
+        } else if candidate {
+            self.remember_measured(now, from);
+        }
         if self.in_tables(from) || self.hood.len() < self.cfg.neighbourhood_size {
             self.hood.insert(from, prox);
         }
@@ -188,19 +216,37 @@ impl Node {
     /// to: the cell is held by another node, we take part in the ring, and fewer than
     /// [`CANDIDATE_PROBES`] candidates are being measured.
     fn contends(&self, id: NodeId) -> bool {
-        if !matches!(self.state, State::Ready) || self.candidates.len() >= CANDIDATE_PROBES {
+        if !matches!(self.state, State::Ready)
+            || self.candidates.len() >= CANDIDATE_PROBES
+            || self.measured.contains_key(&id)
+        {
             return false;
         }
         let Some((row, col)) = self.table.slot(id) else { return false };
         self.table.get(row, col).is_some_and(|c| c.id != id)
     }
 
-    /// Candidates whose probe went unanswered for a whole probing time are dropped.
+    /// Candidates whose probe went unanswered for a whole probing time are dropped (and not
+    /// measured again for a while).
     pub(super) fn expire_candidates(&mut self, now: Instant) {
         let limit = self.cfg.probing_time();
         let gone: Vec<NodeId> = self.candidates.iter().filter(|(_, &t)| now - t >= limit).map(|(&id, _)| id).collect();
         for id in gone {
             self.candidates.remove(&id);
+            self.remember_measured(now, id);
+        }
+    }
+
+    /// A candidate measured (or silent) that did not win its cell is not measured again for
+    /// `table_probe_interval`: rows from near nodes overlap, and each measurement costs a
+    /// connection. At most [`MEASURED_MEMORY`] are remembered (the soonest to expire go).
+    fn remember_measured(&mut self, now: Instant, id: NodeId) {
+        self.measured.insert(id, now + self.cfg.table_probe_interval);
+        while self.measured.len() > MEASURED_MEMORY {
+            let first = self.measured.iter().min_by_key(|(&id, &until)| (until, id)).map(|(&id, _)| id);
+            if let Some(id) = first {
+                self.measured.remove(&id);
+            }
         }
     }
 
@@ -275,6 +321,8 @@ impl Peer {
 
 /// Candidates for occupied routing-table cells measured at once, at most.
 const CANDIDATE_PROBES: usize = 16;
+/// Candidates that lost their cell remembered, at most, so that they are not measured again.
+const MEASURED_MEMORY: usize = 64;
 
 /// Proximity of a node: the round trip in microseconds, times `factor` across regions.
 pub(super) fn proximity(rtt: core::time::Duration, their_region: &str, our_region: &str, factor: u64) -> u64 {

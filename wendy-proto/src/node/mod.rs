@@ -19,6 +19,7 @@ mod membership;
 mod routing;
 mod session;
 mod timers;
+mod tuning;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -95,7 +96,8 @@ pub struct Node {
     ack_due: Vec<ConnId>,
     /// How often the routed message being sent has been rerouted (read by `transmit`).
     reroutes_ctx: u8,
-    /// The gap to the next leaf-set exchange: one heartbeat after joining, doubling up to
+    /// The gap to the next leaf-set exchange: 1/64 of the interval after joining (at most a
+    /// heartbeat), doubling up to
     /// `leaf_exchange_interval`, so that neighbours that joined at the same time find each
     /// other within seconds.
     exchange_gap: core::time::Duration,
@@ -107,6 +109,22 @@ pub struct Node {
     layers: u16,
     /// Transmit and receive buffers, reused from frame to frame.
     tx: connections::Tx,
+    /// Failures of table members observed, for the self-tuned probe period ([`tuning`]).
+    churn: tuning::ChurnEstimate,
+    /// The current probe period of routing-table members ([`tuning`]).
+    table_probe: core::time::Duration,
+    /// Proximity neighbour selection over time: when the next routing-table row is asked of
+    /// a near node, the gap after it, and the candidates that won a cell so far (and when the
+    /// last row was asked). See `ask_near_row`.
+    row_ask_at: Instant,
+    row_ask_gap: core::time::Duration,
+    pns_wins: u32,
+    pns_wins_seen: u32,
+    /// The node and row last asked by `ask_near_row`: its answer's entries are measured.
+    row_asked: Option<(NodeId, u8)>,
+    /// Candidates measured lately that did not win their cell, and until when they are not
+    /// measured again (at most `MEASURED_MEMORY`).
+    measured: BTreeMap<NodeId, Instant>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,8 +186,17 @@ impl Node {
             reroutes_ctx: 0,
             tx: connections::Tx::default(),
             exchange_gap: config.leaf_exchange_interval,
+            churn: tuning::ChurnEstimate::default(),
+            table_probe: config.table_probe_interval,
+            row_ask_at: now + liveness::ROW_ASK_GAP,
+            row_ask_gap: liveness::ROW_ASK_GAP,
+            pns_wins: 0,
+            pns_wins_seen: 0,
+            row_asked: None,
+            measured: BTreeMap::new(),
             cfg: config,
         };
+        node.table_probe = node.tuned_probe_period();
         node.timers.set(NodeTimer::Heartbeat, now + node.cfg.heartbeat_interval);
         node.timers.set(NodeTimer::LeafExchange, now + node.cfg.leaf_exchange_interval);
         Ok(node)
@@ -439,6 +466,20 @@ impl Node {
     /// Measured proximity of a node (round trip in microseconds, times the region factor).
     pub fn proximity(&self, id: NodeId) -> Option<u64> {
         self.peers.get(&id).map(|p| p.proximity).filter(|&p| p != UNKNOWN_PROXIMITY)
+    }
+
+    /// The period at which routing-table members silent that long are probed now: tuned from
+    /// the failures of table members this node has seen, between
+    /// [`Config::table_probe_min`] and [`Config::table_probe_interval`] (see
+    /// [`Config::table_stale_target`]).
+    pub fn table_probe_period(&self) -> core::time::Duration {
+        self.table_probe
+    }
+
+    /// The failure rate of one table member, per second, as this node estimates it (from the
+    /// failures it saw in the last 30 to 60 minutes, and a prior of one per member-hour).
+    pub fn estimated_failure_rate(&self) -> f64 {
+        self.churn.rate()
     }
 
     /// Counters.
