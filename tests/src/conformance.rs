@@ -635,6 +635,166 @@ pub fn batches_and_slow_app<D: Driver>(driver: &D, seed: u64) {
     assert!(seen.is_none(), "[{}] part of a refused batch was delivered: {seen:?}", D::NAME);
 }
 
+/// A node is frozen (as `SIGSTOP` would freeze its process: its task stops, its listener and
+/// connections stay open) while several senders route messages towards keys it is the root
+/// of and towards keys whose first hop it is. Every message is then delivered exactly once,
+/// at the live node closest to its key (the root once the frozen node is declared failed),
+/// or reported `Undeliverable`, with its key and purpose, to its sender: none vanishes and
+/// none is delivered twice. The frozen node is then killed.
+///
+/// Leaf sets of 4 (instead of 32), so that 16 nodes route over their routing tables and the
+/// frozen node is an intermediate hop, not only a root.
+pub fn frozen_node<D: Driver>(driver: &D, seed: u64) {
+    let tweak = |mut c: Config| {
+        c.leaf_set_size = 4;
+        c
+    };
+    let cfg = tweak(test_config(NodeId::from_u128(0)));
+    let n = 16;
+    let mut c = Cluster::start(driver, n, seed, tweak);
+    c.wait_converged(cfg.detection_time());
+    // Where each node would send each of a sample of keys: the frozen node is the one that is
+    // the first hop, and not the root, of the most (sender, key) pairs.
+    let sample: Arc<Vec<NodeId>> = Arc::new((0..2000).map(|_| NodeId::from_u128(c.rng.next_u128())).collect());
+    let hops: Vec<Vec<Option<NodeId>>> = (0..n)
+        .map(|i| {
+            let keys = sample.clone();
+            c.nodes[i].query(move |x| keys.iter().map(|&k| x.next_hop(k)).collect()).expect("node runs")
+        })
+        .collect();
+    let roots: Vec<usize> = sample.iter().map(|&k| c.root_of(k)).collect();
+    let through_of = |f: usize, s: usize| -> Vec<NodeId> {
+        let fid = c.nodes[f].id();
+        (0..sample.len()).filter(|&j| hops[s][j] == Some(fid) && roots[j] != f).map(|j| sample[j]).collect()
+    };
+    let count = |f: usize| (0..n).map(|s| through_of(f, s).len().min(5)).sum::<usize>();
+    let frozen = (0..n).max_by_key(|&f| (count(f), std::cmp::Reverse(f))).expect("nodes");
+    let fid = c.nodes[frozen].id();
+    // Six senders, none of them the frozen node, those with the most routes through it first.
+    let mut senders: Vec<usize> = (0..n).filter(|&i| i != frozen).collect();
+    senders.sort_by_key(|&s| (std::cmp::Reverse(through_of(frozen, s).len().min(5)), s));
+    senders.truncate(6);
+    // Per sender: keys rooted at the frozen node, and keys it is the first hop of but not the
+    // root of. Each message has a key of its own, so an `Undeliverable` report names it.
+    let per_sender = 5;
+    let mut msgs: Vec<(usize, NodeId)> = Vec::new();
+    let (mut rooted, mut through) = (0, 0);
+    for &s in &senders {
+        let mut near = Vec::new();
+        while near.len() < per_sender {
+            let k = NodeId::from_u128(fid.as_u128().wrapping_add(u128::from(c.rng.next_u64()) << 32));
+            if c.root_of(k) == frozen {
+                near.push(k);
+            }
+        }
+        let via: Vec<NodeId> = through_of(frozen, s).into_iter().take(per_sender).collect();
+        rooted += near.len();
+        through += via.len();
+        msgs.extend(near.into_iter().chain(via).map(|k| (s, k)));
+    }
+    assert!(
+        rooted > 0 && through > 0,
+        "[{} seed {seed}] no keys found: {rooted} rooted at the frozen node, {through} routed through it",
+        D::NAME
+    );
+    for node in &c.nodes {
+        node.drain_events();
+    }
+    c.nodes[frozen].freeze();
+    c.alive[frozen] = false;
+    let started = Instant::now();
+    for (k, &(s, key)) in msgs.iter().enumerate() {
+        let payload = Bytes::copy_from_slice(&(k as u64).to_be_bytes());
+        c.nodes[s]
+            .send(key, PURPOSE, payload)
+            .unwrap_or_else(|e| panic!("[{} seed {seed}] send of msg {k} from node {s}: {e}", D::NAME));
+    }
+    // Each time a message meets the frozen node it waits at most two ack timeouts before it is
+    // rerouted (at most `max_reroutes` times); one that finds the frozen node its root waits
+    // for the probes to settle, once the frozen node's neighbours have suspected it.
+    let reroutes = u32::from(cfg.max_reroutes) + 1;
+    let bound = cfg.leaf_detection_time() + cfg.probing_time() + 2 * cfg.ack_timeout_max * reroutes;
+    // After the last message is accounted for, a copy rerouted late still has this long to
+    // show up as a duplicate.
+    let grace = 2 * cfg.ack_timeout_max;
+    let mut delivered: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let mut bounced: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let mut other_errors = Vec::new();
+    let index: BTreeMap<NodeId, usize> = msgs.iter().enumerate().map(|(k, &(_, key))| (key, k)).collect();
+    let mut settled_at = None;
+    loop {
+        let mut idle = true;
+        for i in (0..n).filter(|&i| i != frozen) {
+            for ev in c.nodes[i].drain_events() {
+                match ev {
+                    Ev::Deliver(d) if d.purpose == PURPOSE && d.payload.len() == 8 => {
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(&d.payload);
+                        delivered.entry(u64::from_be_bytes(b) as usize).or_default().push(i);
+                        idle = false;
+                    }
+                    Ev::Event(Event::Error(NodeError::Undeliverable { key, purpose })) if purpose == PURPOSE => {
+                        match index.get(&key) {
+                            Some(&k) => bounced.entry(k).or_default().push(i),
+                            None => other_errors.push(format!("node {i}: undeliverable {key}")),
+                        }
+                        idle = false;
+                    }
+                    Ev::Event(Event::Error(e @ (NodeError::QueueFull { .. } | NodeError::HopLimit { .. }))) => {
+                        other_errors.push(format!("node {i}: {e}"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let accounted = (0..msgs.len()).filter(|k| delivered.contains_key(k) || bounced.contains_key(k)).count();
+        if accounted == msgs.len() && settled_at.is_none() {
+            settled_at = Some(Instant::now());
+        }
+        let now = Instant::now();
+        if settled_at.is_some_and(|t| now - t >= grace) || now - started >= bound + grace {
+            break;
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let took = settled_at.map(|t| t - started);
+    let mut wrong = Vec::new();
+    for (k, &(s, key)) in msgs.iter().enumerate() {
+        let root = c.root_of(key);
+        let got = delivered.get(&k).map_or(&[][..], Vec::as_slice);
+        let told = bounced.get(&k).map_or(&[][..], Vec::as_slice);
+        match (got, told) {
+            ([at], []) if *at == root => {}
+            ([], [at]) if *at == s => {}
+            _ => wrong
+                .push(format!("msg {k} from {s} key {key}: delivered at {got:?} (root {root}), reported at {told:?}")),
+        }
+    }
+    let undeliverable = bounced.len();
+    assert!(
+        wrong.is_empty() && other_errors.is_empty(),
+        "[{} seed {seed}] frozen node {frozen}: {} of {} messages wrong (first: {:?}); other errors: {:?}",
+        D::NAME,
+        wrong.len(),
+        msgs.len(),
+        &wrong[..wrong.len().min(5)],
+        &other_errors[..other_errors.len().min(5)]
+    );
+    // The frozen node is declared failed everywhere, and its keys are served by the new roots.
+    c.wait_converged(cfg.detection_time());
+    let keys: Vec<NodeId> = msgs.iter().map(|&(_, k)| k).collect();
+    c.route_keys_and_check(&keys, bound);
+    c.nodes[frozen].crash();
+    eprintln!(
+        "[{}] frozen node {frozen}: {} messages ({rooted} rooted at it, {through} through it) accounted for in \
+         {took:?}, {undeliverable} reported undeliverable",
+        D::NAME,
+        msgs.len()
+    );
+}
+
 /// Instantiates every conformance scenario as a `#[test]` for a driver.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -682,6 +842,10 @@ macro_rules! conformance_tests {
         #[test]
         fn direct_and_hook() {
             $crate::conformance::direct_and_hook(&$driver, 19);
+        }
+        #[test]
+        fn frozen_node() {
+            $crate::conformance::frozen_node(&$driver, 31);
         }
         #[test]
         fn store_survives_crashes() {
