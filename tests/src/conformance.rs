@@ -640,14 +640,34 @@ pub fn batches_and_slow_app<D: Driver>(driver: &D, seed: u64) {
 /// of and towards keys whose first hop it is. Every message is then delivered exactly once,
 /// at the live node closest to its key (the root once the frozen node is declared failed),
 /// or reported `Undeliverable`, with its key and purpose, to its sender: none vanishes and
-/// none is delivered twice. The frozen node is then killed.
+/// none is delivered twice. The frozen node is then killed (see [`frozen_node_thawed`]).
 ///
 /// Leaf sets of 4 (instead of 32), so that 16 nodes route over their routing tables and the
 /// frozen node is an intermediate hop, not only a root.
 pub fn frozen_node<D: Driver>(driver: &D, seed: u64) {
+    frozen_node_with(driver, seed, 5, |c| c, false);
+}
+
+/// Like [`frozen_node`], the frozen node thawed at the end instead of killed, long after it
+/// was declared failed: it delivers none of the messages it was sent while frozen (they were
+/// delivered or reported already; it closes its stale connections unread), and it comes back
+/// into the ring, which then routes as before.
+pub fn frozen_node_thawed<D: Driver>(driver: &D, seed: u64) {
+    frozen_node_with(driver, seed, 5, |c| c, true);
+}
+
+/// [`frozen_node`] with `per_sender` messages of each kind per sender, the configuration
+/// changed by `tweak`, and the frozen node thawed at the end instead of killed if `thaw`.
+pub fn frozen_node_with<D: Driver>(
+    driver: &D,
+    seed: u64,
+    per_sender: usize,
+    tweak: impl Fn(Config) -> Config,
+    thaw: bool,
+) {
     let tweak = |mut c: Config| {
         c.leaf_set_size = 4;
-        c
+        tweak(c)
     };
     let cfg = tweak(test_config(NodeId::from_u128(0)));
     let n = 16;
@@ -655,7 +675,8 @@ pub fn frozen_node<D: Driver>(driver: &D, seed: u64) {
     c.wait_converged(cfg.detection_time());
     // Where each node would send each of a sample of keys: the frozen node is the one that is
     // the first hop, and not the root, of the most (sender, key) pairs.
-    let sample: Arc<Vec<NodeId>> = Arc::new((0..2000).map(|_| NodeId::from_u128(c.rng.next_u128())).collect());
+    let sample: Arc<Vec<NodeId>> =
+        Arc::new((0..400 * per_sender).map(|_| NodeId::from_u128(c.rng.next_u128())).collect());
     let hops: Vec<Vec<Option<NodeId>>> = (0..n)
         .map(|i| {
             let keys = sample.clone();
@@ -667,16 +688,15 @@ pub fn frozen_node<D: Driver>(driver: &D, seed: u64) {
         let fid = c.nodes[f].id();
         (0..sample.len()).filter(|&j| hops[s][j] == Some(fid) && roots[j] != f).map(|j| sample[j]).collect()
     };
-    let count = |f: usize| (0..n).map(|s| through_of(f, s).len().min(5)).sum::<usize>();
+    let count = |f: usize| (0..n).map(|s| through_of(f, s).len().min(per_sender)).sum::<usize>();
     let frozen = (0..n).max_by_key(|&f| (count(f), std::cmp::Reverse(f))).expect("nodes");
     let fid = c.nodes[frozen].id();
     // Six senders, none of them the frozen node, those with the most routes through it first.
     let mut senders: Vec<usize> = (0..n).filter(|&i| i != frozen).collect();
-    senders.sort_by_key(|&s| (std::cmp::Reverse(through_of(frozen, s).len().min(5)), s));
+    senders.sort_by_key(|&s| (std::cmp::Reverse(through_of(frozen, s).len().min(per_sender)), s));
     senders.truncate(6);
     // Per sender: keys rooted at the frozen node, and keys it is the first hop of but not the
     // root of. Each message has a key of its own, so an `Undeliverable` report names it.
-    let per_sender = 5;
     let mut msgs: Vec<(usize, NodeId)> = Vec::new();
     let (mut rooted, mut through) = (0, 0);
     for &s in &senders {
@@ -786,7 +806,38 @@ pub fn frozen_node<D: Driver>(driver: &D, seed: u64) {
     c.wait_converged(cfg.detection_time());
     let keys: Vec<NodeId> = msgs.iter().map(|&(_, k)| k).collect();
     c.route_keys_and_check(&keys, bound);
-    c.nodes[frozen].crash();
+    if !thaw {
+        c.nodes[frozen].crash();
+    } else {
+        // Thawed, it finds what it was sent while frozen: every message of it was delivered or
+        // reported already, so none may be delivered again, there or at the roots it would
+        // forward to (within an ack timeout). Then it comes back into the ring.
+        c.nodes[frozen].thaw();
+        let end = Instant::now() + grace;
+        let mut again = Vec::new();
+        while Instant::now() < end {
+            for (i, node) in c.nodes.iter().enumerate() {
+                for ev in node.drain_events() {
+                    if let Ev::Deliver(d) = ev {
+                        if d.purpose == PURPOSE && index.contains_key(&d.key) {
+                            again.push(format!("msg to {} again at node {i}", d.key));
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            again.is_empty(),
+            "[{} seed {seed}] thawed node {frozen}: {} stale messages delivered again (first: {:?})",
+            D::NAME,
+            again.len(),
+            &again[..again.len().min(5)]
+        );
+        c.alive[frozen] = true;
+        c.wait_converged(cfg.detection_time());
+        c.route_and_check(100, bound);
+    }
     eprintln!(
         "[{}] frozen node {frozen}: {} messages ({rooted} rooted at it, {through} through it) accounted for in \
          {took:?}, {undeliverable} reported undeliverable",
@@ -846,6 +897,10 @@ macro_rules! conformance_tests {
         #[test]
         fn frozen_node() {
             $crate::conformance::frozen_node(&$driver, 31);
+        }
+        #[test]
+        fn frozen_node_thawed() {
+            $crate::conformance::frozen_node_thawed(&$driver, 37);
         }
         #[test]
         fn store_survives_crashes() {
