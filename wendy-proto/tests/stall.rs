@@ -42,7 +42,7 @@ fn a_node_not_run_for_longer_than_its_peers_wait_closes_its_connections_unread()
     // Run on time (every heartbeat), the node keeps its connection and delivers.
     let mut t = NOW;
     for seq in 0..5 {
-        t = t + beat;
+        t += beat;
         node.handle_timeout(t);
         let out = script::send(&mut node, t, conn, &route(seq));
         assert!(!script::closed(&out, conn), "closed after {seq} heartbeats on time");
