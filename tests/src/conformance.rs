@@ -635,6 +635,231 @@ pub fn batches_and_slow_app<D: Driver>(driver: &D, seed: u64) {
     assert!(seen.is_none(), "[{}] part of a refused batch was delivered: {seen:?}", D::NAME);
 }
 
+/// A node is frozen (as `SIGSTOP` would freeze its process: its task stops, its listener and
+/// connections stay open) while several senders route messages towards keys it is the root
+/// of and towards keys whose first hop it is. Every message is then delivered exactly once,
+/// at the live node closest to its key (the root once the frozen node is declared failed),
+/// or reported `Undeliverable`, with its key and purpose, to its sender: none vanishes and
+/// none is delivered twice. The frozen node is then killed (see [`frozen_node_thawed`]).
+///
+/// Leaf sets of 4 (instead of 32), so that 16 nodes route over their routing tables and the
+/// frozen node is an intermediate hop, not only a root.
+pub fn frozen_node<D: Driver>(driver: &D, seed: u64) {
+    frozen_node_with(driver, seed, 5, |c| c, false);
+}
+
+/// Like [`frozen_node`], the frozen node thawed at the end instead of killed, long after it
+/// was declared failed: it delivers none of the messages it was sent while frozen (they were
+/// delivered or reported already; it closes its stale connections unread), and it comes back
+/// into the ring, which then routes as before.
+pub fn frozen_node_thawed<D: Driver>(driver: &D, seed: u64) {
+    frozen_node_with(driver, seed, 5, |c| c, true);
+}
+
+/// [`frozen_node`] with `per_sender` messages of each kind per sender, the configuration
+/// changed by `tweak`, and the frozen node thawed at the end instead of killed if `thaw`.
+pub fn frozen_node_with<D: Driver>(
+    driver: &D,
+    seed: u64,
+    per_sender: usize,
+    tweak: impl Fn(Config) -> Config,
+    thaw: bool,
+) {
+    let tweak = |mut c: Config| {
+        c.leaf_set_size = 4;
+        tweak(c)
+    };
+    let cfg = tweak(test_config(NodeId::from_u128(0)));
+    let n = 16;
+    let mut c = Cluster::start(driver, n, seed, tweak);
+    c.wait_converged(cfg.detection_time());
+    // Where each node would send each of a sample of keys: the frozen node is the one that is
+    // the first hop, and not the root, of the most (sender, key) pairs.
+    let sample: Arc<Vec<NodeId>> =
+        Arc::new((0..400 * per_sender).map(|_| NodeId::from_u128(c.rng.next_u128())).collect());
+    let hops: Vec<Vec<Option<NodeId>>> = (0..n)
+        .map(|i| {
+            let keys = sample.clone();
+            c.nodes[i].query(move |x| keys.iter().map(|&k| x.next_hop(k)).collect()).expect("node runs")
+        })
+        .collect();
+    let roots: Vec<usize> = sample.iter().map(|&k| c.root_of(k)).collect();
+    let through_of = |f: usize, s: usize| -> Vec<NodeId> {
+        let fid = c.nodes[f].id();
+        (0..sample.len()).filter(|&j| hops[s][j] == Some(fid) && roots[j] != f).map(|j| sample[j]).collect()
+    };
+    let count = |f: usize| (0..n).map(|s| through_of(f, s).len().min(per_sender)).sum::<usize>();
+    let frozen = (0..n).max_by_key(|&f| (count(f), std::cmp::Reverse(f))).expect("nodes");
+    let fid = c.nodes[frozen].id();
+    // Six senders, none of them the frozen node, those with the most routes through it first.
+    let mut senders: Vec<usize> = (0..n).filter(|&i| i != frozen).collect();
+    senders.sort_by_key(|&s| (std::cmp::Reverse(through_of(frozen, s).len().min(per_sender)), s));
+    senders.truncate(6);
+    // Per sender: keys rooted at the frozen node, and keys it is the first hop of but not the
+    // root of. Each message has a key of its own, so an `Undeliverable` report names it.
+    let mut msgs: Vec<(usize, NodeId)> = Vec::new();
+    let (mut rooted, mut through) = (0, 0);
+    for &s in &senders {
+        let mut near = Vec::new();
+        while near.len() < per_sender {
+            let k = NodeId::from_u128(fid.as_u128().wrapping_add(u128::from(c.rng.next_u64()) << 32));
+            if c.root_of(k) == frozen {
+                near.push(k);
+            }
+        }
+        let via: Vec<NodeId> =
+            through_of(frozen, s).into_iter().filter(|k| !msgs.iter().any(|m| m.1 == *k)).take(per_sender).collect();
+        rooted += near.len();
+        through += via.len();
+        msgs.extend(near.into_iter().chain(via).map(|k| (s, k)));
+    }
+    assert!(
+        rooted > 0 && through > 0,
+        "[{} seed {seed}] no keys found: {rooted} rooted at the frozen node, {through} routed through it",
+        D::NAME
+    );
+    for node in &c.nodes {
+        node.drain_events();
+    }
+    c.nodes[frozen].freeze();
+    c.alive[frozen] = false;
+    let started = Instant::now();
+    // A send the node refuses (its queue towards the next hop is full) is reported to its
+    // sender too: by the send itself.
+    let mut bounced: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (k, &(s, key)) in msgs.iter().enumerate() {
+        let payload = Bytes::copy_from_slice(&(k as u64).to_be_bytes());
+        if c.nodes[s].send(key, PURPOSE, payload).is_err() {
+            bounced.entry(k).or_default().push(s);
+        }
+    }
+    // Each time a message meets the frozen node it waits at most two ack timeouts before it is
+    // rerouted (at most `max_reroutes` times); one that finds the frozen node its root waits
+    // for the probes to settle, once the frozen node's neighbours have suspected it.
+    let reroutes = u32::from(cfg.max_reroutes) + 1;
+    let bound = cfg.leaf_detection_time() + cfg.probing_time() + 2 * cfg.ack_timeout_max * reroutes;
+    // After the last message is accounted for, a copy rerouted late still has this long to
+    // show up as a duplicate.
+    let grace = 2 * cfg.ack_timeout_max;
+    let mut delivered: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let mut other_errors = Vec::new();
+    let index: BTreeMap<NodeId, usize> = msgs.iter().enumerate().map(|(k, &(_, key))| (key, k)).collect();
+    let mut settled_at = None;
+    loop {
+        let mut idle = true;
+        for i in (0..n).filter(|&i| i != frozen) {
+            for ev in c.nodes[i].drain_events() {
+                match ev {
+                    Ev::Deliver(d) if d.purpose == PURPOSE && d.payload.len() == 8 => {
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(&d.payload);
+                        delivered.entry(u64::from_be_bytes(b) as usize).or_default().push(i);
+                        idle = false;
+                    }
+                    Ev::Event(Event::Error(NodeError::Undeliverable { key, purpose })) if purpose == PURPOSE => {
+                        match index.get(&key) {
+                            Some(&k) => bounced.entry(k).or_default().push(i),
+                            None => other_errors.push(format!("node {i}: undeliverable {key}")),
+                        }
+                        idle = false;
+                    }
+                    Ev::Event(Event::Error(e @ (NodeError::QueueFull { .. } | NodeError::HopLimit { .. }))) => {
+                        other_errors.push(format!("node {i}: {e}"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let accounted = (0..msgs.len()).filter(|k| delivered.contains_key(k) || bounced.contains_key(k)).count();
+        if accounted == msgs.len() && settled_at.is_none() {
+            settled_at = Some(Instant::now());
+        }
+        let now = Instant::now();
+        if settled_at.is_some_and(|t| now - t >= grace) || now - started >= bound + grace {
+            break;
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let took = settled_at.map(|t| t - started);
+    let mut wrong = Vec::new();
+    for (k, &(s, key)) in msgs.iter().enumerate() {
+        let root = c.root_of(key);
+        let got = delivered.get(&k).map_or(&[][..], Vec::as_slice);
+        let told = bounced.get(&k).map_or(&[][..], Vec::as_slice);
+        match (got, told) {
+            ([at], []) if *at == root => {}
+            ([], [at]) if *at == s => {}
+            _ => wrong
+                .push(format!("msg {k} from {s} key {key}: delivered at {got:?} (root {root}), reported at {told:?}")),
+        }
+    }
+    let undeliverable = bounced.len();
+    if !wrong.is_empty() || !other_errors.is_empty() {
+        // What the live nodes hold and dropped: (index, messages waiting, dropped, undeliverable).
+        let held: Vec<(usize, usize, u64, u64)> = (0..n)
+            .filter(|&i| i != frozen)
+            .filter_map(|i| {
+                let (p, s) = c.nodes[i].query(|x| (x.pending_messages(), x.stats()))?;
+                Some((i, p, s.dropped, s.undeliverable))
+            })
+            .filter(|&(_, p, d, u)| p + d as usize + u as usize > 0)
+            .collect();
+        panic!(
+            "[{} seed {seed}] frozen node {frozen}: {} of {} messages wrong (first: {:?}); other errors: {:?}; \
+             nodes holding or dropping messages (node, waiting, dropped, undeliverable): {held:?}",
+            D::NAME,
+            wrong.len(),
+            msgs.len(),
+            &wrong[..wrong.len().min(5)],
+            &other_errors[..other_errors.len().min(5)]
+        );
+    }
+    // The frozen node is declared failed everywhere, and its keys are served by the new roots.
+    c.wait_converged(cfg.detection_time());
+    let keys: Vec<NodeId> = msgs.iter().map(|&(_, k)| k).collect();
+    c.route_keys_and_check(&keys, bound);
+    if !thaw {
+        c.nodes[frozen].crash();
+    } else {
+        // Thawed, it finds what it was sent while frozen: every message of it was delivered or
+        // reported already, so none may be delivered again, there or at the roots it would
+        // forward to (within an ack timeout). Then it comes back into the ring.
+        c.nodes[frozen].thaw();
+        let end = Instant::now() + grace;
+        let mut again = Vec::new();
+        while Instant::now() < end {
+            for (i, node) in c.nodes.iter().enumerate() {
+                for ev in node.drain_events() {
+                    if let Ev::Deliver(d) = ev {
+                        if d.purpose == PURPOSE && index.contains_key(&d.key) {
+                            again.push(format!("msg to {} again at node {i}", d.key));
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            again.is_empty(),
+            "[{} seed {seed}] thawed node {frozen}: {} stale messages delivered again (first: {:?})",
+            D::NAME,
+            again.len(),
+            &again[..again.len().min(5)]
+        );
+        c.alive[frozen] = true;
+        c.wait_converged(cfg.detection_time());
+        c.route_and_check(100, bound);
+    }
+    eprintln!(
+        "[{}] frozen node {frozen}: {} messages ({rooted} rooted at it, {through} through it) accounted for in \
+         {took:?}, {undeliverable} reported undeliverable",
+        D::NAME,
+        msgs.len()
+    );
+}
+
 /// Instantiates every conformance scenario as a `#[test]` for a driver.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -682,6 +907,14 @@ macro_rules! conformance_tests {
         #[test]
         fn direct_and_hook() {
             $crate::conformance::direct_and_hook(&$driver, 19);
+        }
+        #[test]
+        fn frozen_node() {
+            $crate::conformance::frozen_node(&$driver, 31);
+        }
+        #[test]
+        fn frozen_node_thawed() {
+            $crate::conformance::frozen_node_thawed(&$driver, 37);
         }
         #[test]
         fn store_survives_crashes() {

@@ -86,6 +86,11 @@ pub trait TestNode: Send {
     fn leave(&self);
     /// Kills the node's task and sockets at once, as a crash would.
     fn crash(&self);
+    /// Freezes the node (as `SIGSTOP` would): its tasks stop, its sockets stay open. Commands
+    /// to a frozen node wait until it is thawed; [`crash`](Self::crash) still kills it.
+    fn freeze(&self);
+    /// Resumes a frozen node.
+    fn thaw(&self);
     /// The events reported so far (and not yet taken).
     fn events(&self) -> &mpsc::Receiver<Ev>;
     /// Puts `value` under `key` through the node's store.

@@ -115,6 +115,14 @@ impl TestNode for SmolNode {
         self.handle.abort();
     }
 
+    fn freeze(&self) {
+        self.handle.freeze();
+    }
+
+    fn thaw(&self) {
+        self.handle.thaw();
+    }
+
     fn put(&self, key: &[u8], value: Bytes) -> Result<(), String> {
         smol::block_on(self.handle.put(key, value)).map(|_| ()).map_err(|e| e.to_string())
     }

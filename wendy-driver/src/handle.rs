@@ -3,6 +3,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tracing::Instrument;
@@ -11,7 +12,7 @@ use wendy_proto::{Config, ForwardHook, Instant, Node, NodeId, NodeInfo, Stats, T
 
 use crate::command::{self, reply, Command, Inspector};
 use crate::runtime::{Listener, Runtime};
-use crate::task::{self, Task};
+use crate::task::{self, Gate, Task};
 use crate::{node_task, Error, Events, Metrics, NodeEvent, Options};
 
 /// A running node. Dropping it stops the node (abruptly: nothing is announced).
@@ -23,6 +24,8 @@ pub struct NodeHandle<R> {
     info: NodeInfo,
     events: Option<Events>,
     task: Task,
+    /// Every task of the node is behind it: see [`freeze`](Self::freeze).
+    gate: Arc<Gate>,
     _runtime: PhantomData<fn() -> R>,
 }
 
@@ -85,10 +88,12 @@ impl<R: Runtime> NodeHandle<R> {
         let (tx, rx) = async_channel::bounded(options.command_capacity.max(1));
         let (ev_tx, ev_rx) = crate::events::channel(options.event_capacity);
         let span = tracing::info_span!("wendy", node = %info.id, addr = %bound);
-        let run = node_task::run(rt.clone(), node, store, options, listener, rx, ev_tx);
-        let task = task::spawn(&rt, run.instrument(span));
+        let gate = Arc::new(Gate::default());
+        let run = node_task::run(rt.clone(), gate.clone(), node, store, options, listener, rx, ev_tx);
+        let task = task::spawn(&rt, &gate, run.instrument(span));
         tracing::debug!(node = %info.id, addr = %bound, "node started");
-        Ok(NodeHandle { sender: Sender { tx, max_payload }, info, events: Some(ev_rx), task, _runtime: PhantomData })
+        let sender = Sender { tx, max_payload };
+        Ok(NodeHandle { sender, info, events: Some(ev_rx), task, gate, _runtime: PhantomData })
     }
 }
 
@@ -229,6 +234,36 @@ impl<R> NodeHandle<R> {
     /// Kills the node at once, as a crash would: its tasks and sockets are dropped mid-flight.
     pub fn abort(&self) {
         self.task.abort();
+    }
+
+    /// Freezes the node, as stopping its process with `SIGSTOP` would: for fault-injection
+    /// tests of the nodes around it.
+    ///
+    /// From their next wake-up on, none of the node's tasks runs: the node task handles no
+    /// input, fires no timer (no heartbeats, no acknowledgements, no probes), and its
+    /// connections' readers and writers and its accept loop stop. Its listener and its
+    /// connections stay open: peers can still connect (the kernel completes the handshake
+    /// into the listen backlog) and write to it until the kernel's buffers are full, and they
+    /// get no answer. Commands sent meanwhile (`send`, `inspect`, ...) wait for
+    /// [`thaw`](Self::thaw); [`abort`](Self::abort) and dropping the handle still end the node
+    /// at once. Freezing a frozen node does nothing.
+    pub fn freeze(&self) {
+        self.gate.close();
+        tracing::debug!(node = %self.info.id, "node frozen");
+    }
+
+    /// Resumes a [frozen](Self::freeze) node where it stopped, as `SIGCONT` would: it reads
+    /// what arrived meanwhile, and its overdue timers fire at once (it finds, for instance,
+    /// that its peers have long been silent, and has been declared failed by them if it was
+    /// frozen longer than [`Config::detection_time`]). Thawing a running node does nothing.
+    pub fn thaw(&self) {
+        self.gate.open();
+        tracing::debug!(node = %self.info.id, "node thawed");
+    }
+
+    /// True while the node is [frozen](Self::freeze).
+    pub fn is_frozen(&self) -> bool {
+        self.gate.is_closed()
     }
 
     /// True once the node task has ended.

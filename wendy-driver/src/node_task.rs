@@ -17,7 +17,7 @@ use wendy_proto::{ConnId, Node};
 use crate::command::Command;
 use crate::core::{Core, Io, Link, Net};
 use crate::runtime::{self, Listener, Runtime, Socket, Timer};
-use crate::task::{self, Task, TaskSet};
+use crate::task::{self, Gate, Task, TaskSet};
 use crate::{EventSender, Options};
 
 /// Most network inputs handled before the batched frames are handed to the writers.
@@ -52,6 +52,8 @@ pub(crate) struct Driver<R: Runtime> {
     shared: Arc<Shared>,
     read_buffer: usize,
     connect_timeout: Duration,
+    /// The node's gate (see [`crate::NodeHandle::freeze`]): every task spawned here is behind it.
+    gate: Arc<Gate>,
 }
 
 /// An attached socket, as the node task holds it. Dropping it stops the reader; the writer
@@ -65,9 +67,12 @@ pub(crate) struct SocketLink<S> {
     shared: Arc<Shared>,
 }
 
-/// Runs a node until it is told to stop or every handle is gone.
+/// Runs a node until it is told to stop or every handle is gone. The tasks it spawns are
+/// behind `gate`, as the node task itself is.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run<R: Runtime>(
     rt: R,
+    gate: Arc<Gate>,
     node: Node,
     store: Option<wendy_proto::store::Store>,
     opts: Options,
@@ -84,9 +89,10 @@ pub(crate) async fn run<R: Runtime>(
         shared: Arc::new(Shared { queued: AtomicUsize::new(0), drained_tx, drained_rx }),
         read_buffer: opts.read_buffer.max(1),
         connect_timeout: node.config().connect_timeout,
+        gate,
     };
     let mut core = Core::new(node, store, opts, events);
-    let accept = task::spawn(&rt, accept_loop(rt.clone(), listener, io.net_tx.clone(), tracing::Span::current()));
+    let accept = io.spawn(accept_loop(rt.clone(), listener, io.net_tx.clone(), tracing::Span::current()));
     io.tasks.push(accept);
     let mut timer: Option<R::Timer> = None;
     let mut armed = None;
@@ -218,7 +224,7 @@ impl<R: Runtime> Io for Driver<R> {
         let tx = self.net_tx.clone();
         let deadline = std::time::Instant::now() + self.connect_timeout;
         let rt = self.rt.clone();
-        let task = task::spawn(&self.rt, async move {
+        let task = self.spawn(async move {
             let r = runtime::timeout(&rt, deadline, rt.connect(addr)).await;
             let _ = tx.send(Net::Connected(conn, r)).await;
         });
@@ -230,12 +236,10 @@ impl<R: Runtime> Io for Driver<R> {
         let socket = Arc::new(socket);
         let queued = Arc::new(AtomicUsize::new(0));
         let (wtx, wrx) = async_channel::unbounded();
-        let reader = task::spawn(&self.rt, read_loop(conn, socket.clone(), self.net_tx.clone(), self.read_buffer));
+        let reader = self.spawn(read_loop(conn, socket.clone(), self.net_tx.clone(), self.read_buffer));
         self.tasks.push(reader.clone());
-        let writer = task::spawn(
-            &self.rt,
-            write_loop(conn, socket.clone(), wrx, queued.clone(), self.shared.clone(), self.net_tx.clone()),
-        );
+        let writer =
+            self.spawn(write_loop(conn, socket.clone(), wrx, queued.clone(), self.shared.clone(), self.net_tx.clone()));
         self.tasks.push(writer);
         SocketLink { reader, socket, writer: wtx, queued, shared: self.shared.clone() }
     }
@@ -254,6 +258,11 @@ impl<R: Runtime> Io for Driver<R> {
 }
 
 impl<R: Runtime> Driver<R> {
+    /// Spawns one of the node's tasks, behind its gate.
+    fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) -> Task {
+        task::spawn(&self.rt, &self.gate, fut)
+    }
+
     /// Lets go of every connection, lets the writers finish (for a short while); every task
     /// still running is aborted when the driver is dropped.
     async fn shutdown(&mut self, core: &mut Core<Self>) {

@@ -1,5 +1,6 @@
 //! Cancellable tasks over any runtime: a spawned future wrapped so that a [`Task`] handle can
-//! end it and tell whether it has ended.
+//! end it and tell whether it has ended, and so that a [`Gate`] shared by a node's tasks can
+//! freeze them all.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -39,18 +40,73 @@ impl Task {
     }
 }
 
-/// Spawns `fut` on `rt`; the handle can end it.
-pub fn spawn<R: Runtime>(rt: &R, fut: impl Future<Output = ()> + Send + 'static) -> Task {
+/// A switch shared by the tasks of one node: while it is closed, none of them is polled, as if
+/// their process had been stopped (SIGSTOP). Their sockets stay open and their wake-ups are
+/// kept; opening the gate wakes every task that was held.
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    closed: AtomicBool,
+    /// Tasks woken while the gate was closed, to wake again when it opens.
+    held: Mutex<Vec<Waker>>,
+}
+
+impl Gate {
+    /// Closes the gate: the tasks behind it stop at their next wake-up.
+    pub(crate) fn close(&self) {
+        let _held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Opens the gate and wakes every task it held.
+    pub(crate) fn open(&self) {
+        let held = {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            self.closed.store(false, Ordering::Release);
+            std::mem::take(&mut *held)
+        };
+        for w in held {
+            w.wake();
+        }
+    }
+
+    /// True while the gate is closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// True if the task woken with `waker` must wait: the gate is closed (and will wake it when
+    /// it opens).
+    fn holds(&self, waker: &Waker) -> bool {
+        if !self.is_closed() {
+            return false;
+        }
+        // Checked again under the lock that `open` takes: no wake-up is lost in between.
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        if !held.iter().any(|w| w.will_wake(waker)) {
+            held.push(waker.clone());
+        }
+        true
+    }
+}
+
+/// Spawns `fut` on `rt` behind `gate`: it is not polled while the gate is closed. The handle
+/// can end it, closed gate or not.
+pub(crate) fn spawn<R: Runtime>(rt: &R, gate: &Arc<Gate>, fut: impl Future<Output = ()> + Send + 'static) -> Task {
+    let gate = gate.clone();
     let state = Arc::new(State::default());
     let task = Task { state: state.clone() };
-    rt.spawn(Box::pin(Abortable { fut: Box::pin(fut), state }));
+    rt.spawn(Box::pin(Abortable { fut: Box::pin(fut), state, gate }));
     task
 }
 
-/// A task's future with its abort flag.
+/// A task's future with its abort flag and its gate.
 struct Abortable<F> {
     fut: Pin<Box<F>>,
     state: Arc<State>,
+    gate: Arc<Gate>,
 }
 
 impl<F: Future<Output = ()>> Future for Abortable<F> {
@@ -64,6 +120,9 @@ impl<F: Future<Output = ()>> Future for Abortable<F> {
         // Checked again: an abort between the first check and storing the waker woke nobody.
         if self.state.aborted.load(Ordering::Acquire) {
             return Poll::Ready(());
+        }
+        if self.gate.holds(cx.waker()) {
+            return Poll::Pending;
         }
         self.fut.as_mut().poll(cx)
     }
@@ -117,7 +176,62 @@ impl Drop for TaskSet {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
     use super::*;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A task that counts its polls and never ends.
+    fn counted(gate: &Arc<Gate>) -> (Abortable<impl Future<Output = ()>>, Arc<AtomicUsize>, Task) {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let p = polls.clone();
+        let fut = std::future::poll_fn(move |_| {
+            p.fetch_add(1, Ordering::SeqCst);
+            Poll::Pending
+        });
+        let state = Arc::new(State::default());
+        let task = Task { state: state.clone() };
+        (Abortable { fut: Box::pin(fut), state, gate: gate.clone() }, polls, task)
+    }
+
+    #[test]
+    fn a_closed_gate_holds_its_tasks_until_it_opens_and_abort_still_ends_them() {
+        let gate = Arc::new(Gate::default());
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let (mut a, polls, _) = counted(&gate);
+        let (mut b, _, b_task) = counted(&gate);
+        assert!(Pin::new(&mut a).poll(&mut cx).is_pending());
+        assert_eq!(polls.load(Ordering::SeqCst), 1);
+        gate.close();
+        assert!(gate.is_closed());
+        for _ in 0..3 {
+            assert!(Pin::new(&mut a).poll(&mut cx).is_pending());
+        }
+        assert_eq!(polls.load(Ordering::SeqCst), 1, "a frozen task was polled");
+        // One waker kept however often the task was woken meanwhile.
+        assert_eq!(gate.held.lock().unwrap().len(), 1);
+        // Ending a frozen task works.
+        assert!(Pin::new(&mut b).poll(&mut cx).is_pending());
+        b_task.abort();
+        assert!(Pin::new(&mut b).poll(&mut cx).is_ready());
+        let before = wakes.0.load(Ordering::SeqCst);
+        gate.open();
+        assert!(!gate.is_closed());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), before + 1, "the held task was not woken");
+        assert!(Pin::new(&mut a).poll(&mut cx).is_pending());
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
+    }
 
     #[test]
     fn the_set_stays_as_small_as_what_runs() {

@@ -557,11 +557,41 @@ impl Node {
     }
 
     /// Time only moves forward: an earlier `now` than seen before is treated as the latest seen.
+    /// A jump longer than [`Node::stall_limit`] on a node in the ring means it was not run
+    /// meanwhile: see [`Node::recover_from_stall`].
     fn tick_now(&mut self, now: Instant) -> Instant {
         if now > self.last_now {
+            let gap = now - self.last_now;
             self.last_now = now;
+            if self.is_ready() && gap > self.stall_limit() {
+                self.recover_from_stall(now);
+            }
         }
         self.last_now
+    }
+
+    /// The longest silence of the driver (no input at all, not even a timer) that is not a
+    /// stall. A running node in the ring hears from its heartbeat timer every
+    /// `heartbeat_interval`; a silence that is also long enough for a sender to have declared
+    /// us failed (its ack timeout, then its probes) means we were not run: our process was
+    /// stopped, our machine suspended.
+    fn stall_limit(&self) -> core::time::Duration {
+        (self.cfg.ack_timeout_min + self.cfg.probing_time()).max(2 * self.cfg.heartbeat_interval)
+    }
+
+    /// We were not run for longer than a peer waits before it declares us failed and routes
+    /// what it sent us elsewhere: what our connections hold from that time is stale (a routed
+    /// message in it may have been delivered at another root meanwhile, and delivering it
+    /// here would deliver it twice). Every connection is closed unread, as if we had crashed;
+    /// what we had in flight is routed again (a copy that arrives twice is dropped at its
+    /// root), and our peers, silent to us all that time, are probed as their deadlines have
+    /// passed: those that had declared us failed learn us again.
+    fn recover_from_stall(&mut self, now: Instant) {
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.out.push_back(Output::Close { conn });
+            self.drop_conn(now, conn);
+        }
     }
 
     /// Emits what accumulated during one input: the coalesced leaf-set change.
