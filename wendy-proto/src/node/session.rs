@@ -388,7 +388,9 @@ impl Node {
         // make every node reached over a new connection look two or three times farther than
         // one reached over an open connection, so that it could never win a table cell).
         if let Some((seq, sent)) = peer.ping {
-            let queued = pending.iter().any(|m| matches!(m, Message::Ping { seq: s } | Message::Announce { seq: s } if *s == seq));
+            let queued = pending
+                .iter()
+                .any(|m| matches!(m, Message::Ping { seq: s } | Message::Announce { seq: s } if *s == seq));
             if queued && sent < now {
                 peer.ping = Some((seq, now));
             }
