@@ -1,6 +1,7 @@
 //! The join protocol: join requests routed to the root, state handed to the joiner, and the
 //! announcement to the leaf set that makes the joiner a root (MSPastry's consistent join).
 
+use core::time::Duration;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
@@ -34,8 +35,10 @@ const NEAR_KEEP: usize = 32;
 /// the round trip of that request (or of the connection's handshake, if shorter) measures
 /// the candidate, and the row of the nearest candidate is the next round's choice. The walk
 /// stops when a round finds no node nearer than the nearest so far, after [`NEAR_ROUNDS`]
-/// rounds, or after `join_timeout`. The bootstrap's answer is awaited `connect_timeout`, a
-/// round's answers `probe_timeout`. The join request then goes through the nearest node found
+/// rounds, or after `join_timeout`. The bootstrap's answer is awaited `connect_timeout`; a
+/// round ends when every candidate has answered, after `probe_timeout`, or once three round
+/// trips of the nearest node so far have passed (a fresh connection's set-up, handshake and
+/// request: a candidate still silent then is not nearer). The join request then goes through the nearest node found
 /// (the bootstrap if none was nearer, or if it never answered), and the nodes measured on
 /// the way enter the tables with their proximity.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,10 +117,14 @@ impl Node {
 
     /// Joins the ring that the nodes at `bootstraps` belong to.
     ///
-    /// Only a node that is still a ring of one may join. The node tries the addresses in
-    /// turn, `join_attempts` rounds over the list, one attempt every `join_timeout` (sooner
-    /// when a bootstrap cannot be reached or refuses us); from the second attempt on it also
-    /// asks the node it has learned that is numerically closest to its own id, if any.
+    /// Only a node that is still a ring of one may join. It first looks for the node nearest
+    /// to it by round trip, starting from the first address, and sends its join request
+    /// through that node, so that the tables it is handed start near it (nearest-node
+    /// discovery: at most 6 rounds of at most 16 measurements, within `join_timeout`; the
+    /// first attempt's deadline runs from its end). Then it tries the addresses in turn, `join_attempts` rounds over the list, one attempt every
+    /// `join_timeout` (sooner when a bootstrap cannot be reached or refuses us); from the
+    /// second attempt on it also asks the node it has learned that is numerically closest to
+    /// its own id, if any.
     /// [`Event::Joined`] follows when the node has its state and has been acknowledged by its
     /// leaf set; [`NodeError::JoinFailed`](crate::NodeError::JoinFailed) if every attempt failed.
     pub fn join(&mut self, now: Instant, bootstraps: &[SocketAddr]) -> Result<(), CommandError> {
@@ -204,16 +211,14 @@ impl Node {
                     return None;
                 };
                 n.probing[k].2 = true;
-                let rtt = proximity(now - n.probing[k].1, &self.cfg.info.region, &self.cfg.info.region, 1);
                 let Some(p) = self.peers.get_mut(&from) else {
                     self.put_near(n);
                     return None;
                 };
                 // The handshake of a connection opened for the request timed one round trip;
                 // the request's own answer took that and the connection's set-up.
-                let region = p.info.region.clone();
-                let factor = if region == self.cfg.info.region { 1 } else { self.cfg.region_factor };
-                p.proximity = p.proximity.min(rtt.saturating_mul(factor));
+                let rtt = proximity(now - n.probing[k].1, &p.info.region, &self.cfg.info.region, self.cfg.region_factor);
+                p.proximity = p.proximity.min(rtt);
                 let prox = p.proximity;
                 let info = p.info.clone();
                 if n.next.as_ref().is_none_or(|x| prox < x.0) {
@@ -224,11 +229,18 @@ impl Node {
                     n.next = Some((prox, from, keep));
                 }
                 let done = n.probing.iter().all(|p| p.2);
+                // A candidate still silent after three round trips of the nearest so far
+                // (a fresh connection's set-up, handshake and request) cannot be nearer.
+                let nearest = n.best.map_or(UNKNOWN_PROXIMITY, |b| b.0).min(prox);
+                let wait = Duration::from_micros(nearest.saturating_mul(3)).min(self.cfg.probe_timeout);
+                let cutoff = (n.probing[0].1 + wait).min(n.give_up);
                 self.put_near(n);
                 self.learn(now, info, true);
                 self.table.update_proximity(from, prox);
-                if done {
+                if done || now >= cutoff {
                     self.near_round_end(now);
+                } else if self.timers.get(NodeTimer::Join).is_none_or(|t| cutoff < t) {
+                    self.timers.set(NodeTimer::Join, cutoff);
                 }
                 None
             }
@@ -239,10 +251,11 @@ impl Node {
     /// Asks up to [`NEAR_PROBES`] of `infos` not asked before for their first row.
     fn near_probe(&mut self, now: Instant, mut n: Box<Near>, infos: Vec<NodeInfo>) {
         let me = self.id();
+        let mut ids = BTreeSet::new();
         let mut fresh: Vec<NodeInfo> = Vec::new();
         for i in infos {
             let new = i.id != me && i.is_valid() && !n.seen.contains(&i.id) && !self.failed.contains_key(&i.id);
-            if new && !fresh.iter().any(|f| f.id == i.id) {
+            if new && ids.insert(i.id) {
                 fresh.push(i);
             }
         }
