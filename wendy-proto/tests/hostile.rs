@@ -177,6 +177,7 @@ fn garbage_truncated_and_oversized_frames_close_only_their_connection() {
     let mut a = node(1, 1, None);
     a.join(now, &[addr(2)]).unwrap();
     let hs = handshake(&mut a, &mut b, now);
-    let answered_join = messages(&hs.b_outputs, hs.conn_b).iter().any(|m| matches!(m, Message::JoinState { .. }));
-    assert!(answered_join, "the node still answers a legitimate join");
+    // The joiner's first request is for the leaf set (nearest-node discovery).
+    let answered_join = messages(&hs.b_outputs, hs.conn_b).iter().any(|m| matches!(m, Message::LeafSet { .. }));
+    assert!(answered_join, "the node still answers a legitimate joiner");
 }

@@ -90,6 +90,9 @@ pub struct Harness {
     stores: Vec<Option<Store>>,
     store_config: Option<StoreConfig>,
     store_events: Vec<(usize, StoreEvent)>,
+    /// Messages sent between nodes, as (sender, receiver, message), once
+    /// [`Harness::record_messages`] was called (plaintext frames only).
+    recorded: Option<Vec<(usize, usize, Message)>>,
     /// Builds each node's config from its id and address; change it before adding nodes.
     /// By default [`Config::with_trusted_id`] (tests choose ids), encrypted; the harness then
     /// sets the node's seed and entropy from its own seed.
@@ -122,6 +125,7 @@ impl Harness {
             stores: Vec::new(),
             store_config: None,
             store_events: Vec::new(),
+            recorded: None,
             configure: Box::new(Config::with_trusted_id),
         }
     }
@@ -180,6 +184,17 @@ impl Harness {
             }
         }
         first..first + n
+    }
+
+    /// From now on, keeps every message a node sends to another (in plaintext frames, that is
+    /// between nodes configured with `insecure_plaintext`; encrypted frames are not read).
+    pub fn record_messages(&mut self) {
+        self.recorded.get_or_insert_with(Vec::new);
+    }
+
+    /// The messages kept since [`Harness::record_messages`]: (sender, receiver, message).
+    pub fn messages(&self) -> &[(usize, usize, Message)] {
+        self.recorded.as_deref().unwrap_or_default()
     }
 
     /// Node `i` joins through node `via`.
@@ -525,6 +540,11 @@ impl Harness {
                     self.mix(i as u64);
                     self.mix_bytes(&data);
                     if let Some(&(to, theirs)) = self.links.get(&(i, conn)) {
+                        if let Some(r) = self.recorded.as_mut() {
+                            if let Ok(msg) = wire::decode_frame(data.clone(), usize::MAX) {
+                                r.push((i, to, msg));
+                            }
+                        }
                         let at = now + self.latency(i, to);
                         self.push(at, Ev::Data { node: to, conn: theirs, data });
                     }

@@ -1,19 +1,64 @@
 //! The join protocol: join requests routed to the root, state handed to the joiner, and the
 //! announcement to the leaf set that makes the joiner a root (MSPastry's consistent join).
 
+use core::time::Duration;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use crate::id::NodeId;
 use crate::info::NodeInfo;
 use crate::output::{CommandError, ConnId, Event, NodeError, Output};
+use crate::routing_table::UNKNOWN_PROXIMITY;
 use crate::time::Instant;
 use crate::wire::{Message, Route};
 
-use super::membership::Peer;
+use super::membership::{proximity, Peer};
 use super::routing::Hop;
 use super::timers::NodeTimer;
 use super::{Node, State};
+
+/// Candidates measured at once in one round of nearest-node discovery, at most.
+pub(super) const NEAR_PROBES: usize = 16;
+/// Rounds of nearest-node discovery, at most: the bootstrap's leaf set, then the first row of
+/// each nearer node found.
+pub(super) const NEAR_ROUNDS: u8 = 6;
+/// Entries of a candidate's first row kept for the next round, at most.
+const NEAR_KEEP: usize = 32;
+
+/// Nearest-node discovery, after Castro, Druschel, Hu and Rowstron ("Exploiting network
+/// proximity in peer-to-peer overlay networks", 2002): before it asks to join, the joiner
+/// walks towards the node nearest to it, so that the tables it is handed start near it.
+///
+/// The joiner asks the bootstrap for its leaf set, whose members lie anywhere in the
+/// network. Each round then asks up to [`NEAR_PROBES`] candidates (a random choice among those
+/// not asked before) for their first routing-table row, a row of nodes chosen near its owner;
+/// the round trip of that request (or of the connection's handshake, if shorter) measures
+/// the candidate, and the row of the nearest candidate is the next round's choice. The walk
+/// stops when a round finds no node nearer than the nearest so far, after [`NEAR_ROUNDS`]
+/// rounds, or after `join_timeout`. The bootstrap's answer is awaited `connect_timeout`; a
+/// round ends when every candidate has answered, after `probe_timeout`, or once three round
+/// trips of the nearest node so far have passed (a fresh connection's set-up, handshake and
+/// request: a candidate still silent then is not nearer). The join request then goes through the nearest node found
+/// (the bootstrap if none was nearer, or if it never answered), and the nodes measured on
+/// the way enter the tables with their proximity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Near {
+    /// Rounds completed.
+    round: u8,
+    /// Waiting for the bootstrap's leaf set.
+    awaiting_bootstrap: bool,
+    /// The nearest node measured so far, with its proximity.
+    best: Option<(u64, NodeId)>,
+    /// This round's candidates: when each was asked, and whether it answered.
+    probing: Vec<(NodeId, Instant, bool)>,
+    /// The nearest candidate of this round that answered, its proximity and its first row
+    /// (at most [`NEAR_KEEP`] entries).
+    next: Option<(u64, NodeId, Vec<NodeInfo>)>,
+    /// Every node measured or asked (at most [`NEAR_ROUNDS`] x [`NEAR_PROBES`] + 1).
+    seen: BTreeSet<NodeId>,
+    /// When the walk stops, wherever it is.
+    give_up: Instant,
+}
 
 #[derive(Debug)]
 pub(super) enum Held {
@@ -72,10 +117,14 @@ impl Node {
 
     /// Joins the ring that the nodes at `bootstraps` belong to.
     ///
-    /// Only a node that is still a ring of one may join. The node tries the addresses in
-    /// turn, `join_attempts` rounds over the list, one attempt every `join_timeout` (sooner
-    /// when a bootstrap cannot be reached or refuses us); from the second attempt on it also
-    /// asks the node it has learned that is numerically closest to its own id, if any.
+    /// Only a node that is still a ring of one may join. It first looks for the node nearest
+    /// to it by round trip, starting from the first address, and sends its join request
+    /// through that node, so that the tables it is handed start near it (nearest-node
+    /// discovery: at most 6 rounds of at most 16 measurements, within `join_timeout`; the
+    /// first attempt's deadline runs from its end). Then it tries the addresses in turn, `join_attempts` rounds over the list, one attempt every
+    /// `join_timeout` (sooner when a bootstrap cannot be reached or refuses us); from the
+    /// second attempt on it also asks the node it has learned that is numerically closest to
+    /// its own id, if any.
     /// [`Event::Joined`] follows when the node has its state and has been acknowledged by its
     /// leaf set; [`NodeError::JoinFailed`](crate::NodeError::JoinFailed) if every attempt failed.
     pub fn join(&mut self, now: Instant, bootstraps: &[SocketAddr]) -> Result<(), CommandError> {
@@ -96,17 +145,204 @@ impl Node {
             return Err(if bootstraps.is_empty() { CommandError::NoBootstrap } else { CommandError::SelfBootstrap });
         }
         let first = list[0];
-        self.state = State::Joining { bootstraps: list, attempt: 1 };
-        self.timers.set(NodeTimer::Join, now + self.cfg.join_timeout);
-        self.send_join_request(now, first);
+        let near = Near {
+            round: 0,
+            awaiting_bootstrap: true,
+            best: None,
+            probing: Vec::new(),
+            next: None,
+            seen: BTreeSet::new(),
+            give_up: now + self.cfg.join_timeout,
+        };
+        self.state = State::Joining { bootstraps: list, attempt: 1, near: Some(Box::new(near)) };
+        match self.conn_to_addr(now, first) {
+            Some(conn) if self.enqueue(conn, Message::LeafSetRequest) => {
+                self.stats.join_messages += 1;
+                self.timers.set(NodeTimer::Join, now + self.cfg.connect_timeout.min(self.cfg.join_timeout));
+            }
+            // No room for a connection now: join the plain way (the deadline retries).
+            _ => self.near_done(now),
+        }
         self.finish();
         Ok(())
+    }
+
+    /// True while the joiner looks for a node near it.
+    pub(super) fn discovering(&self) -> bool {
+        matches!(&self.state, State::Joining { near: Some(_), .. })
+    }
+
+    fn take_near(&mut self) -> Option<Box<Near>> {
+        match &mut self.state {
+            State::Joining { near, .. } => near.take(),
+            _ => None,
+        }
+    }
+
+    fn put_near(&mut self, n: Box<Near>) {
+        if let State::Joining { near, .. } = &mut self.state {
+            *near = Some(n);
+        }
+    }
+
+    /// A leaf set or row arrived while discovering: the bootstrap's leaf set, or a
+    /// candidate's first row, is consumed by the walk; any other message goes back to the caller.
+    pub(super) fn on_near_reply(&mut self, now: Instant, conn: ConnId, from: NodeId, msg: Message) -> Option<Message> {
+        let State::Joining { bootstraps, near: Some(n), .. } = &self.state else { return Some(msg) };
+        match msg {
+            Message::LeafSet { leaves }
+                if n.awaiting_bootstrap
+                    && self.conns.get(&conn).is_some_and(|c| bootstraps.first() == Some(&c.addr)) =>
+            {
+                let mut n = self.take_near()?;
+                n.awaiting_bootstrap = false;
+                n.seen.insert(from);
+                // The bootstrap's proximity was measured by the handshake.
+                let prox = self.peers.get(&from).map_or(UNKNOWN_PROXIMITY, |p| p.proximity);
+                n.best = Some((prox, from));
+                self.near_probe(now, n, leaves);
+                None
+            }
+            Message::Row { row: 0, entries } if n.seen.contains(&from) => {
+                let mut n = self.take_near()?;
+                let Some(k) = n.probing.iter().position(|p| p.0 == from && !p.2) else {
+                    // A late answer of an earlier round.
+                    self.put_near(n);
+                    return None;
+                };
+                n.probing[k].2 = true;
+                let Some(p) = self.peers.get_mut(&from) else {
+                    self.put_near(n);
+                    return None;
+                };
+                // The handshake of a connection opened for the request timed one round trip;
+                // the request's own answer took that and the connection's set-up.
+                let rtt =
+                    proximity(now - n.probing[k].1, &p.info.region, &self.cfg.info.region, self.cfg.region_factor);
+                p.proximity = p.proximity.min(rtt);
+                let prox = p.proximity;
+                let info = p.info.clone();
+                if n.next.as_ref().is_none_or(|x| prox < x.0) {
+                    let me = self.id();
+                    let mut keep = entries;
+                    keep.retain(|i| i.id != me && i.is_valid());
+                    keep.truncate(NEAR_KEEP);
+                    n.next = Some((prox, from, keep));
+                }
+                let done = n.probing.iter().all(|p| p.2);
+                // A candidate still silent after three round trips of the nearest so far
+                // (a fresh connection's set-up, handshake and request) cannot be nearer.
+                let nearest = n.best.map_or(UNKNOWN_PROXIMITY, |b| b.0).min(prox);
+                let wait = Duration::from_micros(nearest.saturating_mul(3)).min(self.cfg.probe_timeout);
+                let cutoff = (n.probing[0].1 + wait).min(n.give_up);
+                self.put_near(n);
+                self.learn(now, info, true);
+                self.table.update_proximity(from, prox);
+                if done || now >= cutoff {
+                    self.near_round_end(now);
+                } else if self.timers.get(NodeTimer::Join).is_none_or(|t| cutoff < t) {
+                    self.timers.set(NodeTimer::Join, cutoff);
+                }
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    /// Asks up to [`NEAR_PROBES`] of `infos` not asked before for their first row.
+    fn near_probe(&mut self, now: Instant, mut n: Box<Near>, infos: Vec<NodeInfo>) {
+        let me = self.id();
+        let mut ids = BTreeSet::new();
+        let mut fresh: Vec<NodeInfo> = Vec::new();
+        for i in infos {
+            let new = i.id != me && i.is_valid() && !n.seen.contains(&i.id) && !self.failed.contains_key(&i.id);
+            if new && ids.insert(i.id) {
+                fresh.push(i);
+            }
+        }
+        // A random choice of at most NEAR_PROBES (a partial Fisher-Yates shuffle).
+        let take = fresh.len().min(NEAR_PROBES);
+        for k in 0..take {
+            let j = k + self.rng.below((fresh.len() - k) as u64) as usize;
+            fresh.swap(k, j);
+        }
+        fresh.truncate(take);
+        n.probing.clear();
+        n.next = None;
+        for info in fresh {
+            let id = info.id;
+            n.seen.insert(id);
+            self.peers.entry(id).or_insert_with(|| Box::new(Peer::new(info, now)));
+            if self.send_msg(now, id, Message::RowRequest { row: 0 }).is_ok() {
+                self.stats.join_messages += 1;
+                n.probing.push((id, now, false));
+            }
+        }
+        if n.probing.is_empty() {
+            self.put_near(n);
+            self.near_done(now);
+        } else {
+            let at = (now + self.cfg.probe_timeout).min(n.give_up);
+            self.put_near(n);
+            self.timers.set(NodeTimer::Join, at);
+        }
+    }
+
+    /// The end of a round: go on from its nearest candidate if it is nearer than the nearest
+    /// so far, else stop.
+    fn near_round_end(&mut self, now: Instant) {
+        let Some(mut n) = self.take_near() else { return };
+        n.round = n.round.saturating_add(1);
+        let next = n.next.take().filter(|x| n.best.is_none_or(|b| (x.0, x.1) < b));
+        match next {
+            Some((prox, id, row)) => {
+                n.best = Some((prox, id));
+                if n.round < NEAR_ROUNDS && now < n.give_up {
+                    self.near_probe(now, n, row);
+                } else {
+                    self.put_near(n);
+                    self.near_done(now);
+                }
+            }
+            None => {
+                self.put_near(n);
+                self.near_done(now);
+            }
+        }
+    }
+
+    /// The deadline of a discovery step passed.
+    fn near_timer(&mut self, now: Instant) {
+        let State::Joining { near: Some(n), .. } = &self.state else { return };
+        if n.awaiting_bootstrap || now >= n.give_up {
+            self.near_done(now);
+        } else {
+            self.near_round_end(now);
+        }
+    }
+
+    /// Discovery is over: the join request goes through the nearest node found, or to the
+    /// bootstrap if none was measured.
+    fn near_done(&mut self, now: Instant) {
+        let best = self.take_near().and_then(|n| n.best);
+        let State::Joining { bootstraps, .. } = &self.state else { return };
+        let first = bootstraps[0];
+        self.timers.set(NodeTimer::Join, now + self.cfg.join_timeout);
+        let msg = Message::JoinRequest { joiner: self.cfg.info.clone(), hops: 0 };
+        match best {
+            Some((_, via)) if self.send_msg(now, via, msg).is_ok() => self.stats.join_messages += 1,
+            _ => self.send_join_request(now, first),
+        }
     }
 
     /// The join deadline passed: try the next bootstrap (and the best node learned so far),
     /// or give up after `join_attempts` rounds over the list.
     pub(super) fn join_timer(&mut self, now: Instant) {
-        let State::Joining { bootstraps, attempt } = &mut self.state else { return };
+        if self.discovering() {
+            self.near_timer(now);
+            return;
+        }
+        let State::Joining { bootstraps, attempt, .. } = &mut self.state else { return };
         let rounds = u64::from(self.cfg.join_attempts).saturating_mul(bootstraps.len() as u64);
         if u64::from(*attempt) >= rounds {
             let attempts = *attempt;
@@ -138,7 +374,15 @@ impl Node {
 
     /// A bootstrap could not be reached or refused us: retry soon rather than at the deadline.
     pub(super) fn bootstrap_failed(&mut self, now: Instant, addr: SocketAddr) {
-        if let State::Joining { bootstraps, .. } = &self.state {
+        if let State::Joining { bootstraps, near, .. } = &mut self.state {
+            if let Some(n) = near {
+                if !n.awaiting_bootstrap || bootstraps.first() != Some(&addr) {
+                    // The walk has left the bootstrap behind: its failure does not matter.
+                    return;
+                }
+                // The bootstrap never answered: no discovery; the deadline tries the next one.
+                *near = None;
+            }
             let soon = now + self.cfg.heartbeat_interval.min(self.cfg.probe_timeout);
             if bootstraps.contains(&addr) && self.timers.get(NodeTimer::Join).is_none_or(|t| soon < t) {
                 self.timers.set(NodeTimer::Join, soon);

@@ -131,8 +131,8 @@ pub struct Node {
 enum State {
     /// A ring of one: ready, root for every key, may still join another ring.
     Alone,
-    /// Waiting for the root's state.
-    Joining { bootstraps: Vec<SocketAddr>, attempt: u32 },
+    /// Waiting for the root's state; first, looking for a node near us to join through.
+    Joining { bootstraps: Vec<SocketAddr>, attempt: u32, near: Option<Box<join::Near>> },
     /// Announced; waiting for the leaf set's answers before acting as root.
     Announcing { awaiting: BTreeSet<NodeId> },
     /// A full member.
@@ -534,6 +534,11 @@ impl Node {
             | Message::JoinState { .. }
             | Message::Announce { .. }
             | Message::Welcome { .. } => self.on_join_message(now, conn, from, msg),
+            Message::LeafSet { .. } | Message::Row { .. } if self.discovering() => {
+                if let Some(msg) = self.on_near_reply(now, conn, from, msg) {
+                    self.on_table_message(now, from, msg);
+                }
+            }
             Message::LeafSetRequest
             | Message::LeafSet { .. }
             | Message::RowRequest { .. }

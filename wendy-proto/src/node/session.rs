@@ -383,6 +383,18 @@ impl Node {
         if let Some(rtt) = rtt {
             peer.proximity = proximity(rtt, &peer.info.region, &self.cfg.info.region, self.cfg.region_factor);
         }
+        // A probe queued while the connection was being set up leaves now: its round trip is
+        // timed from here, not from the dial (which would add the connection's own set-up and
+        // make every node reached over a new connection look two or three times farther than
+        // one reached over an open connection, so that it could never win a table cell).
+        if let Some((seq, sent)) = peer.ping {
+            let queued = pending
+                .iter()
+                .any(|m| matches!(m, Message::Ping { seq: s } | Message::Announce { seq: s } if *s == seq));
+            if queued && sent < now {
+                peer.ping = Some((seq, now));
+            }
+        }
         let current_open = peer
             .conn
             .is_some_and(|pc| pc != conn && self.conns.get(&pc).is_some_and(|x| matches!(x.phase, Phase::Open)));
