@@ -137,9 +137,10 @@ impl Node {
         }
     }
 
-    /// Every `leaf_exchange_interval` (and one heartbeat after the join): ask the nearest
-    /// leaf-set member on each side for its leaf set, route a [`Message::Locate`] towards our
-    /// own id, and re-probe departed members we still remember.
+    /// Every `leaf_exchange_interval` (and at doubling gaps from 1/64 of it after the join):
+    /// ask the nearest leaf-set member on each side for its leaf set, route a
+    /// [`Message::Locate`] towards our own id, and re-probe departed members we still
+    /// remember; during the doubling gaps, also ask a near node for a row (`ask_near_row`).
     pub(super) fn leaf_exchange_timer(&mut self, now: Instant) {
         if self.state == State::Left {
             return;
@@ -159,6 +160,11 @@ impl Node {
         }
         self.locate_self(now);
         self.reprobe_lost_leaves(now);
+        if self.exchange_gap < self.cfg.leaf_exchange_interval {
+            // Soon after the join, every exchange also asks a near node for a row: the tables
+            // a joiner starts with are improved within its first minute.
+            self.ask_near_row(now);
+        }
     }
 
     /// Proximity neighbour selection over time: ask a random member of the neighbourhood set
