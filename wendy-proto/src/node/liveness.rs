@@ -378,6 +378,14 @@ impl Node {
         }
         if !sides.is_empty() {
             self.repair_leaf(now, &sides);
+            // Our new nearest members are watched as neighbours at once, not at the next tick:
+            // when several neighbours in a row died, each link of the chain would otherwise
+            // wait up to a heartbeat.
+            let near: Vec<NodeId> =
+                self.leaf.ccw().first().into_iter().chain(self.leaf.cw().first()).copied().collect();
+            for id in near {
+                self.watch_neighbour(id);
+            }
         }
         if let Some((row, col)) = slot {
             self.repair_row(now, row, col);
