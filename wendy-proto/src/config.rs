@@ -68,20 +68,22 @@ pub struct Config {
     /// messages for keys it still owns.
     pub probe_attempts: u32,
     /// The longest any other table member (leaf set beyond the neighbours, routing table,
-    /// neighbourhood) may stay silent before it is probed. Routing-table members are probed
-    /// sooner, at a period the node tunes from the failures it observes (see
+    /// neighbourhood) may stay silent before it is probed. They are probed sooner when the
+    /// node sees failures, at a period it tunes from them (see
     /// [`Config::table_stale_target`]), never below [`Config::table_probe_min`]. Messages
     /// routed through a member, and their per-hop acks, count as hearing from it.
     pub table_probe_interval: Duration,
-    /// The shortest period at which routing-table members are probed (reached when many of
+    /// The shortest period at which silent table members are probed (reached when many of
     /// them fail, e.g. after a mass crash).
     pub table_probe_min: Duration,
-    /// Self-tuned probing (MSPastry): the fraction of routing-table entries that may be dead
-    /// when a message is sent through them, on average (default 0.05). The node estimates how
-    /// often its table members fail and probes its routing table at the longest period that
-    /// keeps this fraction, between `table_probe_min` and `table_probe_interval`. A message
-    /// that meets a dead entry is not lost: its per-hop ack times out and it is rerouted.
-    /// Lower values cost more probes.
+    /// Self-tuned probing (MSPastry): the fraction of table entries allowed to be dead when a
+    /// message is sent through them, on average (default 0.05). The node estimates how often
+    /// its table members fail and probes them at the longest period for which its model
+    /// (`rate * (period / 2 + probing_time)`, see `node/tuning.rs`) expects this fraction,
+    /// between `table_probe_min` and `table_probe_interval`. The fraction is the model's, not a
+    /// measured bound. A message that meets a dead entry waits for its per-hop ack to time out
+    /// and is rerouted (or reported undeliverable after `max_reroutes`). Lower values cost more
+    /// probes.
     pub table_stale_target: f64,
     /// How long a connection may take to be dialled and authenticated.
     pub connect_timeout: Duration,
@@ -224,8 +226,8 @@ impl Config {
 
     /// Sets the heartbeat interval and the liveness timers derived from it: suspicion after
     /// three silent intervals; a probe answered within one interval or one second, whichever is
-    /// shorter; table members probed after at most sixty intervals of silence, and
-    /// routing-table members after at least one. These ratios are the defaults' (10 s, 30 s,
+    /// shorter; table members probed after at most sixty intervals of silence, and after at
+    /// least one. These ratios are the defaults' (10 s, 30 s,
     /// 1 s, 600 s, 10 s) and live only here.
     pub fn with_heartbeat(mut self, interval: Duration) -> Self {
         self.heartbeat_interval = interval;

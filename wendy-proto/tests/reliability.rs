@@ -1,7 +1,9 @@
 //! Documented bounds of issue 9, through the public API: the root drops a copy of a routed
 //! message it has delivered already (same origin and number, as a sender's reroute after a lost
 //! ack produces) for 30 s and up to 4,096 messages; a silent neighbour is probed
-//! `probe_attempts` times before it is declared gone.
+//! `probe_attempts` times before it is declared gone; a node not run for longer than its peers
+//! wait before declaring it failed (its process stopped, its machine suspended) closes its
+//! connections unread rather than deliver a message a second time.
 
 use std::time::Duration;
 
@@ -158,4 +160,30 @@ fn an_undeliverable_message_is_reported_to_its_origin() {
         .collect();
     let delivered = h.deliveries().iter().filter(|o| o.delivery.key == key).count();
     assert_eq!((reported_at, delivered), (vec![0], 0), "given up at node {a}, reported at the origin only");
+}
+
+#[test]
+fn a_node_not_run_for_longer_than_its_peers_wait_closes_its_connections_unread() {
+    let cfg = config();
+    // The earliest a sender declares us failed: its shortest ack timeout, then its probes.
+    let declared = cfg.ack_timeout_min + cfg.probing_time();
+    let beat = cfg.heartbeat_interval;
+    let (mut node, conn) = node_with_a_peer();
+    assert!(node.is_ready(), "a ring of one is in the ring");
+    // Run on time (every heartbeat), the node keeps its connection and delivers.
+    let mut t = NOW;
+    for seq in 0..5 {
+        t += beat;
+        node.handle_timeout(t);
+        let out = script::send(&mut node, t, conn, &route(seq));
+        assert!(!script::closed(&out, conn), "closed after {seq} heartbeats on time");
+        assert_eq!(delivered(&out), 1);
+    }
+    // Then it is not run for longer than its peers wait: what arrives now may have been
+    // rerouted and delivered elsewhere already. The connection is closed, nothing delivered.
+    let t = t + declared.max(2 * beat) + Duration::from_millis(1);
+    let out = script::send(&mut node, t, conn, &route(99));
+    assert!(script::closed(&out, conn), "the stale connection is still open");
+    assert_eq!(delivered(&out), 0, "a stale message was delivered");
+    assert_eq!(node.connection_count(), 0);
 }

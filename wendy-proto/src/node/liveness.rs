@@ -72,17 +72,13 @@ impl Node {
                 self.ask_near_row(now);
             }
             // A member that just became a neighbour is watched as one from now on.
-            let near: Vec<NodeId> =
-                self.leaf.ccw().first().into_iter().chain(self.leaf.cw().first()).copied().collect();
-            for id in near {
-                self.watch_neighbour(id);
-            }
+            self.watch_neighbours();
         }
         self.housekeeping(now);
     }
 
     /// Self-tuned probing ([`super::tuning`]): accounts the members watched during the last
-    /// tick and recomputes the routing table's probe period. When it drops below half of what
+    /// tick and recomputes the table members' probe period. When it drops below half of what
     /// the members' deadlines were armed with (a burst of failures), they are brought forward.
     fn retune(&mut self, now: Instant) {
         let members = self.table_members();
@@ -105,7 +101,7 @@ impl Node {
         }
     }
 
-    /// The routing table's probe period for the failure rate observed so far.
+    /// The table members' probe period for the failure rate observed so far.
     pub(super) fn tuned_probe_period(&self) -> core::time::Duration {
         let c = &self.cfg;
         self.churn.period(c.table_stale_target, c.probing_time(), c.table_probe_min, c.table_probe_interval)
@@ -176,8 +172,7 @@ impl Node {
     /// doubles (up to `table_probe_interval`) after an ask whose candidates all lost, and
     /// halves (down to [`ROW_ASK_GAP`]) after one that won a cell.
     fn ask_near_row(&mut self, now: Instant) {
-        let won = self.pns_wins != self.pns_wins_seen;
-        self.pns_wins_seen = self.pns_wins;
+        let won = std::mem::take(&mut self.row_ask_won);
         let longest = self.cfg.table_probe_interval.max(ROW_ASK_GAP);
         self.row_ask_gap =
             if won { (self.row_ask_gap / 2).max(ROW_ASK_GAP) } else { (self.row_ask_gap * 2).min(longest) };
@@ -266,6 +261,14 @@ impl Node {
         p.probes = 1;
         self.probe(now, id, false);
         self.arm_peer(id, now + self.cfg.probe_timeout);
+    }
+
+    /// [`Node::watch_neighbour`] for our nearest member on each side.
+    fn watch_neighbours(&mut self) {
+        let near = [self.leaf.ccw().first().copied(), self.leaf.cw().first().copied()];
+        for id in near.into_iter().flatten() {
+            self.watch_neighbour(id);
+        }
     }
 
     /// Brings a neighbour's liveness deadline forward to `suspect_timeout` after its last word,
@@ -381,11 +384,7 @@ impl Node {
             // Our new nearest members are watched as neighbours at once, not at the next tick:
             // when several neighbours in a row died, each link of the chain would otherwise
             // wait up to a heartbeat.
-            let near: Vec<NodeId> =
-                self.leaf.ccw().first().into_iter().chain(self.leaf.cw().first()).copied().collect();
-            for id in near {
-                self.watch_neighbour(id);
-            }
+            self.watch_neighbours();
         }
         if let Some((row, col)) = slot {
             self.repair_row(now, row, col);

@@ -202,7 +202,7 @@ impl Node {
         p.proximity = prox;
         self.table.update_proximity(from, prox);
         if self.table.insert(from, prox) && candidate {
-            self.pns_wins = self.pns_wins.wrapping_add(1);
+            self.row_ask_won = true;
         } else if candidate {
             self.remember_measured(now, from);
         }
@@ -331,5 +331,32 @@ pub(super) fn proximity(rtt: core::time::Duration, their_region: &str, our_regio
         rtt
     } else {
         rtt.saturating_mul(factor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn at_most_measured_memory_losers_are_remembered_and_they_expire() {
+        let addr = SocketAddr::from(([10, 0, 0, 1], 7000));
+        let cfg = Config::with_trusted_id(NodeId::from_u128(1), addr);
+        let forget = cfg.table_probe_interval;
+        let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
+        for i in 0..(MEASURED_MEMORY as u128 + 36) {
+            node.remember_measured(
+                Instant::ZERO + core::time::Duration::from_secs(i as u64),
+                NodeId::from_u128(100 + i),
+            );
+        }
+        assert_eq!(node.measured.len(), MEASURED_MEMORY);
+        // The soonest to expire went first: the newest are kept.
+        assert!(node.measured.contains_key(&NodeId::from_u128(100 + MEASURED_MEMORY as u128 + 35)));
+        assert!(!node.measured.contains_key(&NodeId::from_u128(100)));
+        node.measured.retain(|_, until| *until > Instant::ZERO + forget + core::time::Duration::from_secs(200));
+        assert!(node.measured.is_empty(), "all expire after table_probe_interval");
     }
 }

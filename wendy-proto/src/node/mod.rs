@@ -111,15 +111,14 @@ pub struct Node {
     tx: connections::Tx,
     /// Failures of table members observed, for the self-tuned probe period ([`tuning`]).
     churn: tuning::ChurnEstimate,
-    /// The current probe period of routing-table members ([`tuning`]).
+    /// The current probe period of table members other than the neighbours ([`tuning`]).
     table_probe: core::time::Duration,
     /// Proximity neighbour selection over time: when the next routing-table row is asked of
-    /// a near node, the gap after it, and the candidates that won a cell so far (and when the
-    /// last row was asked). See `ask_near_row`.
+    /// a near node, the gap after it, and whether a candidate won a cell since the last ask.
+    /// See `ask_near_row`.
     row_ask_at: Instant,
     row_ask_gap: core::time::Duration,
-    pns_wins: u32,
-    pns_wins_seen: u32,
+    row_ask_won: bool,
     /// The node and row last asked by `ask_near_row`: its answer's entries are measured.
     row_asked: Option<(NodeId, u8)>,
     /// Candidates measured lately that did not win their cell, and until when they are not
@@ -190,8 +189,7 @@ impl Node {
             table_probe: config.table_probe_interval,
             row_ask_at: now + liveness::ROW_ASK_GAP,
             row_ask_gap: liveness::ROW_ASK_GAP,
-            pns_wins: 0,
-            pns_wins_seen: 0,
+            row_ask_won: false,
             row_asked: None,
             measured: BTreeMap::new(),
             cfg: config,
@@ -468,7 +466,8 @@ impl Node {
         self.peers.get(&id).map(|p| p.proximity).filter(|&p| p != UNKNOWN_PROXIMITY)
     }
 
-    /// The period at which routing-table members silent that long are probed now: tuned from
+    /// The period after which a silent table member (other than our two neighbours) is
+    /// probed now: tuned from
     /// the failures of table members this node has seen, between
     /// [`Config::table_probe_min`] and [`Config::table_probe_interval`] (see
     /// [`Config::table_stale_target`]).

@@ -1,10 +1,10 @@
-//! Self-tuned probing of routing-table members (MSPastry's self-tuning).
+//! Self-tuned probing of table members (MSPastry's self-tuning).
 //!
 //! A routing-table entry that died is found either by the per-hop ack of a message sent
 //! through it (which costs that message a reroute) or by a probe. Probing every entry often
 //! keeps the table clean at a high cost; probing rarely is cheap and leaves more dead entries
 //! to be met by messages. The node estimates the rate at which the members of its tables fail
-//! and chooses the longest probe period that keeps the expected fraction of dead routing-table
+//! and chooses the longest probe period that keeps the expected fraction of dead table
 //! entries at [`Config::table_stale_target`](crate::Config::table_stale_target):
 //!
 //! an entry that fails at a uniformly random moment between two probes stays for half a period
@@ -105,14 +105,13 @@ impl ChurnEstimate {
     /// The probe period that keeps the expected dead fraction of the routing table at
     /// `target`, given `probing` (suspicion to declared failure), within `[min, max]`.
     pub(super) fn period(&self, target: f64, probing: Duration, min: Duration, max: Duration) -> Duration {
+        let (min, max) = (min.min(max), max);
         let ideal = 2.0 * (target / self.rate() - probing.as_secs_f64());
-        if !ideal.is_finite() || ideal <= min.as_secs_f64() {
-            return min.min(max);
+        if !ideal.is_finite() {
+            return min;
         }
-        if ideal >= max.as_secs_f64() {
-            return max;
-        }
-        Duration::from_micros((ideal * 1e6) as u64).clamp(min.min(max), max)
+        let secs = ideal.clamp(min.as_secs_f64(), max.as_secs_f64());
+        Duration::from_micros((secs * 1e6) as u64).clamp(min, max)
     }
 }
 
