@@ -87,7 +87,10 @@ pub struct Config {
     pub table_stale_target: f64,
     /// How long a connection may take to be dialled and authenticated.
     pub connect_timeout: Duration,
-    /// A connection idle in both directions this long is closed (except to leaf-set members).
+    /// A connection we dialled to a node in none of our tables (a candidate measured, a joiner
+    /// answered, a direct message) closes after this long idle in both directions; one the
+    /// peer dialled, `table_probe_interval` later. Connections to table members stay open, and
+    /// give their buffers back after this long idle.
     pub idle_timeout: Duration,
     /// How long to wait for the join to progress before retrying through the bootstrap.
     pub join_timeout: Duration,
@@ -168,7 +171,7 @@ impl Config {
             table_probe_min: DEFAULT_HEARTBEAT,
             table_stale_target: DEFAULT_STALE_TARGET,
             connect_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(5),
             join_timeout: Duration::from_secs(10),
             join_attempts: 3,
             leaf_exchange_interval: Duration::from_secs(120),

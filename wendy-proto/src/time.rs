@@ -1,6 +1,7 @@
 //! The protocol's own notion of time: a monotonic instant supplied by the driver.
 
 use core::fmt;
+use core::num::NonZeroU64;
 use core::ops::{Add, AddAssign, Sub};
 use core::time::Duration;
 
@@ -11,44 +12,82 @@ use serde::{Deserialize, Serialize};
 /// wendy-proto never reads a clock: every time-dependent call takes `now: Instant`. A driver
 /// usually measures microseconds since it started (`std::time::Instant::elapsed`); a simulator
 /// uses its virtual clock. Wall-clock jumps therefore cannot affect the protocol.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub struct Instant(u64);
+///
+/// It is eight bytes, and so is an `Option<Instant>`: a node keeps several optional
+/// deadlines per peer and per connection.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Instant(NonZeroU64);
 
 impl Instant {
     /// The origin of time.
-    pub const ZERO: Instant = Instant(0);
-    /// The largest representable instant.
-    pub const MAX: Instant = Instant(u64::MAX);
+    pub const ZERO: Instant = Instant::from_micros(0);
+    /// The largest representable instant, `u64::MAX - 1` microseconds after the origin (about
+    /// 584,000 years).
+    pub const MAX: Instant = Instant::from_micros(u64::MAX);
 
-    /// An instant `micros` microseconds after the origin.
+    /// An instant `micros` microseconds after the origin (at most [`Instant::MAX`]).
     pub const fn from_micros(micros: u64) -> Self {
-        Instant(micros)
+        // Stored plus one, so that zero is free for `Option<Instant>`'s `None`.
+        match NonZeroU64::new(micros.saturating_add(1)) {
+            Some(v) => Instant(v),
+            None => Instant(NonZeroU64::MAX),
+        }
     }
 
     /// An instant `millis` milliseconds after the origin.
     pub const fn from_millis(millis: u64) -> Self {
-        Instant(millis.saturating_mul(1_000))
+        Instant::from_micros(millis.saturating_mul(1_000))
     }
 
     /// An instant `secs` seconds after the origin.
     pub const fn from_secs(secs: u64) -> Self {
-        Instant(secs.saturating_mul(1_000_000))
+        Instant::from_micros(secs.saturating_mul(1_000_000))
     }
 
     /// Microseconds since the origin.
     pub const fn as_micros(self) -> u64 {
-        self.0
+        self.0.get() - 1
     }
 
     /// The time from `earlier` to `self`, or zero if `earlier` is later.
     pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
-        Duration::from_micros(self.0.saturating_sub(earlier.0))
+        Duration::from_micros(self.as_micros().saturating_sub(earlier.as_micros()))
     }
 
     /// `self + d`, saturating at [`Instant::MAX`].
     pub fn saturating_add(self, d: Duration) -> Instant {
-        Instant(self.0.saturating_add(duration_micros(d)))
+        Instant::from_micros(self.as_micros().saturating_add(duration_micros(d)))
+    }
+}
+
+impl Default for Instant {
+    fn default() -> Self {
+        Instant::ZERO
+    }
+}
+
+impl fmt::Debug for Instant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Instant({})", self.as_micros())
+    }
+}
+
+impl Serialize for Instant {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.as_micros())
+    }
+}
+
+impl<'de> Deserialize<'de> for Instant {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u64::deserialize(d).map(Instant::from_micros)
+    }
+}
+
+#[cfg(feature = "arbitrary")]
+impl<'a> arbitrary::Arbitrary<'a> for Instant {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        u64::arbitrary(u).map(Instant::from_micros)
     }
 }
 
@@ -79,7 +118,7 @@ impl Sub<Instant> for Instant {
 
 impl fmt::Display for Instant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:06}s", self.0 / 1_000_000, self.0 % 1_000_000)
+        write!(f, "{}.{:06}s", self.as_micros() / 1_000_000, self.as_micros() % 1_000_000)
     }
 }
 
@@ -94,5 +133,15 @@ mod tests {
         assert_eq!(Instant::ZERO - t, Duration::ZERO);
         assert_eq!(Instant::MAX + Duration::from_secs(1), Instant::MAX);
         assert_eq!(t.to_string(), "1.000000s");
+        assert_eq!(Instant::from_micros(u64::MAX), Instant::MAX);
+        assert_eq!(Instant::MAX.as_micros(), u64::MAX - 1);
+        assert_eq!(Instant::default(), Instant::ZERO);
+        assert_eq!(Instant::ZERO.as_micros(), 0);
+    }
+
+    #[test]
+    fn an_optional_instant_is_eight_bytes() {
+        assert_eq!(core::mem::size_of::<Option<Instant>>(), 8);
+        assert!(None < Some(Instant::ZERO));
     }
 }

@@ -525,3 +525,43 @@ fn a_healed_partition_merges_into_one_ring() {
     let o = lookups(&mut h, 500, seed);
     assert_eq!((o.delivered, o.wrong), (500, 0), "seed {seed}: one ring again after the partition healed");
 }
+
+/// Sums a footprint entry over every node of the cluster.
+fn footprint_total(h: &Harness, name: &str) -> (usize, usize) {
+    let (mut bytes, mut conns) = (0, 0);
+    for i in 0..h.len() {
+        let n = h.node(i);
+        bytes += n.memory_footprint().iter().filter(|e| e.0 == name).map(|e| e.1).sum::<usize>();
+        conns += n.connection_count();
+    }
+    (bytes, conns)
+}
+
+#[test]
+fn idle_connections_give_their_buffers_back() {
+    // `Config::idle_timeout`: a connection kept open to a table member gives its buffers back
+    // once it has been idle that long. Encrypted (the default), so that every connection that
+    // carried a record holds a receive buffer while it is in use.
+    let seed = 17;
+    let n = 12;
+    let mut h = cluster_with(n, seed, false, |id, addr| {
+        let mut c = wendy_proto::Config::with_trusted_id(id, addr);
+        // Table members probed at the longest period: the quiet phase below is quiet.
+        c.table_probe_min = c.table_probe_interval;
+        c
+    });
+    let out = lookups(&mut h, 400, seed);
+    assert_eq!(out.delivered, 400);
+    let (busy_queues, busy_count) = footprint_total(&h, "conn_queues");
+    let (busy_conns, _) = footprint_total(&h, "conns");
+    assert!(busy_queues > 0 && busy_count > 0);
+    // Quiet: only heartbeats (to one neighbour each) and rare probes keep a connection busy.
+    let idle = wendy_proto::Config::with_trusted_id(NodeId::from_u128(1), Harness::addr_of(0)).idle_timeout;
+    h.run_for(idle * 3);
+    let (quiet_queues, quiet_count) = footprint_total(&h, "conn_queues");
+    let (quiet_conns, _) = footprint_total(&h, "conns");
+    assert_eq!(quiet_count, busy_count, "connections to table members stay open");
+    assert!(quiet_queues * 4 < busy_queues, "buffers held: {busy_queues} B busy, {quiet_queues} B after {idle:?} idle");
+    let (busy_per, quiet_per) = (busy_conns / busy_count, quiet_conns / quiet_count);
+    assert!(quiet_per + 100 < busy_per, "per connection: {busy_per} B busy, {quiet_per} B idle");
+}

@@ -120,7 +120,7 @@ impl Default for NodeParams {
             suspect: None,
             probe: None,
             leaf_exchange: Duration::from_secs(120),
-            idle_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(5),
             table_probe: None,
             connect_timeout: Duration::from_secs(5),
             join_timeout: Duration::from_secs(10),

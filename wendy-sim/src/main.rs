@@ -131,8 +131,8 @@ struct Cli {
     /// members are probed sooner, at a period each node tunes from the failures it sees.
     #[arg(long)]
     table_probe_ms: Option<u64>,
-    /// Idle timeout of connections outside the leaf set, s (wendy-proto's default: 20).
-    #[arg(long, default_value_t = 20)]
+    /// Idle timeout of connections to nodes outside our tables, s (wendy-proto's default: 5).
+    #[arg(long, default_value_t = 5)]
     idle_timeout_s: u64,
     /// Connection set-up timeout, s.
     #[arg(long, default_value_t = 5)]

@@ -235,8 +235,10 @@ pub struct Report {
     /// Steady-state control bytes per live node per second, same window.
     pub control_bytes_per_node_per_s: f64,
     /// Start of the steady-state window, simulated seconds: the start of the measurement
-    /// phase, or the end of the join phase plus the idle timeout plus two heartbeats (the
-    /// connections the joins opened have timed out and closed), whichever is later.
+    /// phase, or the end of the join phase plus the longer of the idle timeout and the
+    /// leaf-set exchange interval plus two heartbeats (the connections the joins opened have
+    /// timed out and closed, and the last joiner's early exchanges are over), whichever is
+    /// later.
     pub steady_from_s: f64,
     /// End of the steady-state window: the planned end of the measurement phase (before the
     /// wait for the last lookups and for repair). When the window would be empty, the window

@@ -19,8 +19,17 @@ use super::{Node, State};
 pub(super) struct Conn {
     pub(super) addr: SocketAddr,
     pub(super) phase: Phase,
-    pub(super) decoder: FrameDecoder,
-    pub(super) pending: VecDeque<Message>,
+    /// What the connection holds only while it carries traffic ([`ConnIo`]): allocated on
+    /// first use, released when the connection falls idle ([`Conn::release_idle`]).
+    pub(super) io: Option<Box<ConnIo>>,
+    /// The largest frame body its decoder accepts (the handshake's limit until it opens).
+    pub(super) max_frame: u32,
+    /// An authenticated frame arrived after the handshake: from now on a plaintext refusal
+    /// is not believed.
+    pub(super) heard: bool,
+    /// The peer dialled this connection: it decides when it is no longer needed (see
+    /// [`Node::conn_timer`]).
+    pub(super) accepted: bool,
     pub(super) opened: Instant,
     pub(super) last_active: Instant,
     /// When we sent our first handshake message: its answer gives a free round-trip sample.
@@ -35,12 +44,16 @@ pub(super) struct Conn {
     pub(super) flight: Option<Box<Flight>>,
     /// The transport keys, once an encrypted connection's handshake completed.
     pub(super) channel: Option<Box<Channel>>,
-    /// An authenticated frame arrived after the handshake: from now on a plaintext refusal
-    /// is not believed.
-    pub(super) heard: bool,
-    /// The peer dialled this connection: it decides when it is no longer needed (see
-    /// [`Node::conn_timer`]).
-    pub(super) accepted: bool,
+}
+
+/// A connection's buffers and queues: what it needs only while frames come and go. An idle
+/// connection (most connections to table members, which are kept open for their rare probes)
+/// holds none of it.
+#[derive(Debug)]
+pub(super) struct ConnIo {
+    pub(super) decoder: FrameDecoder,
+    /// Messages waiting for the connection to open.
+    pub(super) pending: VecDeque<Message>,
     /// Encrypted connections: the plaintext frames queued during this input, sealed together
     /// when the node's outputs are polled (a buffer of the node's pool while in use, empty
     /// and unallocated otherwise).
@@ -53,6 +66,23 @@ pub(super) struct Conn {
     /// connection, since payloads live as long as their next hop takes to acknowledge them;
     /// not kept after a record of more than 16 KiB.
     pub(super) rx: bytes::BytesMut,
+}
+
+impl ConnIo {
+    pub(super) fn new(max_frame: usize) -> Self {
+        ConnIo {
+            decoder: FrameDecoder::new(max_frame),
+            pending: VecDeque::new(),
+            tx: Vec::new(),
+            tx_slot: None,
+            rx: bytes::BytesMut::new(),
+        }
+    }
+
+    /// Holds nothing that must survive: no partial frame, queued message or unsealed frame.
+    fn is_idle(&self) -> bool {
+        self.decoder.buffered() == 0 && self.pending.is_empty() && self.tx_slot.is_none() && self.tx.is_empty()
+    }
 }
 
 /// Most plaintext buffers kept for reuse, and the largest capacity kept.
@@ -105,11 +135,7 @@ pub(super) enum Phase {
     },
     /// Accepted: waiting for the dialler's first handshake message (either handshake).
     AwaitHello,
-    AwaitAuth {
-        dialer_nonce: [u8; NONCE_LEN],
-        my_nonce: [u8; NONCE_LEN],
-        info: Box<NodeInfo>,
-    },
+    AwaitAuth(Box<AwaitAuth>),
     /// Dialled, first Noise message sent: waiting for the acceptor's.
     AwaitReply(Box<Handshake>),
     /// Accepted, second Noise message sent: waiting for the dialler's last.
@@ -117,10 +143,19 @@ pub(super) enum Phase {
     Open,
 }
 
+/// Accepted, plaintext handshake: the dialler's `Hello` answered, waiting for its `Auth`
+/// (boxed: a connection is in this phase for one round trip of its life).
+#[derive(Debug)]
+pub(super) struct AwaitAuth {
+    pub(super) dialer_nonce: [u8; NONCE_LEN],
+    pub(super) my_nonce: [u8; NONCE_LEN],
+    pub(super) info: NodeInfo,
+}
+
 impl Phase {
     /// True while we wait for the dialler to finish its handshake (an inbound connection).
     pub(super) fn is_inbound_setup(&self) -> bool {
-        matches!(self, Phase::AwaitHello | Phase::AwaitAuth { .. } | Phase::AwaitFinish(_))
+        matches!(self, Phase::AwaitHello | Phase::AwaitAuth(_) | Phase::AwaitFinish(_))
     }
 }
 
@@ -193,7 +228,8 @@ impl Node {
     /// members of our tables stay open (their probes and heartbeats use them), and so do, for
     /// `table_probe_interval` more, connections the peer dialled: the dialler probes us at
     /// most that far apart while we are in its tables, and closes the connection itself once
-    /// we are not. A probe then costs two frames, not a handshake and a close.
+    /// we are not. A probe then costs two frames, not a handshake and a close. A connection
+    /// idle for `idle_timeout` that stays open gives its buffers back ([`Conn::release_idle`]).
     pub(super) fn conn_timer(&mut self, now: Instant, conn: ConnId) {
         let member = self.conns.get(&conn).and_then(|c| c.peer).is_some_and(|p| self.in_tables(p));
         let Some(c) = self.conns.get_mut(&conn) else { return };
@@ -217,16 +253,35 @@ impl Node {
                 self.arm_conn(conn, t + connect);
             }
         } else if member {
-            let at = (c.last_active + idle).max(now + idle);
+            // Looked at again after `suspect_timeout` (or `idle_timeout`, if longer): a member
+            // that leaves our tables has its connection closed that much later at most.
+            if now - c.last_active >= idle {
+                c.release_idle();
+            }
+            let recheck = self.cfg.suspect_timeout.max(idle);
+            let at = if now - c.last_active >= idle { now + recheck } else { c.last_active + idle };
             self.arm_conn(conn, at);
         } else {
             let limit = if c.accepted { idle + self.cfg.table_probe_interval } else { idle };
             if now - c.last_active >= limit {
                 self.start_closing(now, conn);
             } else {
-                let at = c.last_active + limit;
+                if now - c.last_active >= idle {
+                    c.release_idle();
+                }
+                let at = if now - c.last_active >= idle { c.last_active + limit } else { c.last_active + idle };
                 self.arm_conn(conn, at);
             }
+        }
+    }
+
+    /// `conn` allocated its buffers again ([`Conn::io`]): if it is open, it is looked at once
+    /// it has been idle `idle_timeout` again, to give them back.
+    pub(super) fn recheck_idle(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get(&conn) else { return };
+        let at = self.last_now + self.cfg.idle_timeout;
+        if c.closing.is_none() && matches!(c.phase, Phase::Open) && c.timer.is_none_or(|t| at < t) {
+            self.arm_conn(conn, at);
         }
     }
 
@@ -320,10 +375,10 @@ impl Node {
             self.transmit(conn, &msg);
             return true;
         }
-        if c.pending.len() >= self.cfg.max_pending_per_peer || self.pending_total >= self.cfg.max_pending_total {
+        if c.pending_len() >= self.cfg.max_pending_per_peer || self.pending_total >= self.cfg.max_pending_total {
             return false;
         }
-        c.pending.push_back(msg);
+        c.io().pending.push_back(msg);
         self.pending_total += 1;
         true
     }
@@ -338,16 +393,21 @@ impl Node {
         if self.cfg.insecure_plaintext {
             self.send_frame(conn, wire::encode(msg), application);
         } else if c.channel.is_some() {
-            if c.tx_slot.is_none() {
-                c.tx = self.tx.pool.pop().unwrap_or_default();
-                c.tx_slot = Some(self.tx.polled + self.out.len() as u64);
+            if c.io.is_none() {
+                c.io();
+                self.recheck_idle(conn);
+            }
+            let Some(io) = self.conns.get_mut(&conn).and_then(|c| c.io.as_deref_mut()) else { return };
+            if io.tx_slot.is_none() {
+                io.tx = self.tx.pool.pop().unwrap_or_default();
+                io.tx_slot = Some(self.tx.polled + self.out.len() as u64);
                 // A placeholder, filled in when the connection's frames are sealed.
                 self.out.push_back(Output::Transmit { conn, data: bytes::Bytes::new() });
                 self.tx.dirty.push(conn);
             }
-            let before = c.tx.len();
-            wire::encode_into(msg, &mut c.tx);
-            let len = (c.tx.len() - before) as u64;
+            let before = io.tx.len();
+            wire::encode_into(msg, &mut io.tx);
+            let len = (io.tx.len() - before) as u64;
             self.stats.frames_out += 1;
             if !application {
                 self.stats.control_frames_out += 1;
@@ -395,8 +455,9 @@ impl Node {
     /// Seals the frames `conn` queued, if any, into the `Transmit` that holds their place.
     fn seal_conn(&mut self, conn: ConnId) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
-        let Some(slot) = c.tx_slot.take() else { return };
-        let mut plain = std::mem::take(&mut c.tx);
+        let Some(io) = c.io.as_mut() else { return };
+        let Some(slot) = io.tx_slot.take() else { return };
+        let mut plain = std::mem::take(&mut io.tx);
         let sealed = match c.channel.as_mut() {
             Some(ch) => ch.seal_frames(&plain, &mut self.tx.sealed).ok(),
             None => None,
@@ -430,13 +491,13 @@ impl Node {
         self.seal_conn(conn);
         let Some(mut c) = self.conns.remove(&conn) else { return };
         self.timers.disarm(TimerKey::Conn(conn), c.timer);
-        self.pending_total -= c.pending.len();
+        self.pending_total -= c.pending_len();
         if let Some(pid) = c.peer.or(c.expected) {
             self.detach(pid, conn);
         }
         let flight = c.flight.take();
         let peer = c.peer.or(c.expected);
-        for m in c.pending {
+        for m in c.io.take().map(|io| io.pending).unwrap_or_default() {
             self.requeue(now, m, peer);
         }
         // What the peer had not acknowledged may be lost with the connection: route it again.
@@ -523,8 +584,10 @@ impl Conn {
         Conn {
             addr,
             phase,
-            decoder: FrameDecoder::new(max_frame.min(wire::MAX_HANDSHAKE_FRAME)),
-            pending: VecDeque::new(),
+            io: None,
+            max_frame: u32::try_from(max_frame.min(wire::MAX_HANDSHAKE_FRAME)).unwrap_or(u32::MAX),
+            heard: false,
+            accepted,
             opened: now,
             last_active: now,
             handshake_sent: None,
@@ -534,11 +597,34 @@ impl Conn {
             timer: None,
             flight: None,
             channel: None,
-            heard: false,
-            accepted,
-            tx: Vec::new(),
-            tx_slot: None,
-            rx: bytes::BytesMut::new(),
+        }
+    }
+
+    /// Its buffers, allocated now if it had none.
+    pub(super) fn io(&mut self) -> &mut ConnIo {
+        let max_frame = self.max_frame as usize;
+        self.io.get_or_insert_with(|| Box::new(ConnIo::new(max_frame)))
+    }
+
+    /// Messages waiting for it to open.
+    pub(super) fn pending_len(&self) -> usize {
+        self.io.as_ref().map_or(0, |io| io.pending.len())
+    }
+
+    /// Sets the largest frame body accepted from now on.
+    pub(super) fn set_max_frame(&mut self, limit: usize) {
+        self.max_frame = u32::try_from(limit).unwrap_or(u32::MAX);
+        if let Some(io) = self.io.as_mut() {
+            io.decoder.set_max_frame(limit);
+        }
+    }
+
+    /// Gives its buffers back if they hold nothing that must survive: called when it has been
+    /// idle for `idle_timeout`, so that a connection kept open for rare probes costs only this
+    /// struct.
+    pub(super) fn release_idle(&mut self) {
+        if self.io.as_ref().is_some_and(|io| io.is_idle()) {
+            self.io = None;
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::output::{ConnId, Output};
 use crate::time::Instant;
 use crate::wire::Message;
 
-use super::connections::{Conn, Phase};
+use super::connections::{Conn, ConnIo, Phase};
 use super::join::Held;
 use super::membership::Peer;
 use super::timers::TimerKey;
@@ -48,12 +48,15 @@ impl Node {
         for c in self.conns.values() {
             conns += size_of::<Conn>();
             conns += match &c.phase {
-                Phase::AwaitAuth { info, .. } => size_of::<NodeInfo>() + info_heap(info),
+                Phase::AwaitAuth(w) => size_of::<super::connections::AwaitAuth>() + info_heap(&w.info),
                 Phase::AwaitReply(_) | Phase::AwaitFinish(_) => size_of::<crate::secure::Handshake>(),
                 _ => 0,
             };
             conns += c.channel.as_ref().map_or(0, |_| size_of::<crate::secure::Channel>());
-            conn_queues += c.pending.capacity() * size_of::<Message>() + c.tx.capacity() + c.rx.capacity();
+            if let Some(io) = &c.io {
+                conns += size_of::<ConnIo>();
+                conn_queues += io.pending.capacity() * size_of::<Message>() + io.tx.capacity() + io.rx.capacity();
+            }
             acks += c.flight.as_ref().map_or(0, |f| f.heap_bytes());
         }
         let timers = btree_bytes::<(Instant, TimerKey), ()>(self.timers.len());

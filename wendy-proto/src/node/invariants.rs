@@ -37,11 +37,11 @@ impl Node {
             }
         }
         let queued: usize =
-            self.conns.values().map(|c| c.pending.len()).sum::<usize>() + self.held.len() + self.parked.len();
+            self.conns.values().map(|c| c.pending_len()).sum::<usize>() + self.held.len() + self.parked.len();
         if queued != self.pending_total || queued > self.cfg.max_pending_total {
             return Err(format!("pending count {} vs {queued}", self.pending_total));
         }
-        if self.conns.values().any(|c| c.pending.len() > self.cfg.max_pending_per_peer) {
+        if self.conns.values().any(|c| c.pending_len() > self.cfg.max_pending_per_peer) {
             return Err("a per-peer queue is over its bound".into());
         }
         if self.conns.len() > self.cfg.max_connections {

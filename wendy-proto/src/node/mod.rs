@@ -264,10 +264,14 @@ impl Node {
             self.finish();
             return;
         }
-        c.decoder.push_bytes(data);
+        let fresh = c.io.is_none();
+        c.io().decoder.push_bytes(data);
         c.last_active = now;
+        if fresh {
+            self.recheck_idle(conn);
+        }
         while let Some(c) = self.conns.get_mut(&conn) {
-            match c.decoder.next_frame() {
+            match c.io().decoder.next_frame() {
                 Ok(None) => break,
                 Ok(Some(body)) => self.on_frame(now, conn, body),
                 Err(error) => self.decode_error(now, conn, error),

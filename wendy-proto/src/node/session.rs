@@ -22,7 +22,7 @@ use crate::secure::{self, Handshake, Payload};
 use crate::time::Instant;
 use crate::wire::{self, Message, WireError, NONCE_LEN};
 
-use super::connections::Phase;
+use super::connections::{AwaitAuth, ConnIo, Phase};
 use super::membership::{proximity, Peer};
 use super::Node;
 
@@ -87,11 +87,13 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         match body.first().copied() {
             Some(secure::KIND_DATA) => {
+                let max_frame = c.max_frame as usize;
                 let Some(ch) = c.channel.as_mut() else {
                     self.protocol_error(now, conn, "encrypted data before the handshake completed");
                     return;
                 };
-                let plain = match ch.open(&body[1..], &mut c.rx) {
+                let io = c.io.get_or_insert_with(|| Box::new(ConnIo::new(max_frame)));
+                let plain = match ch.open(&body[1..], &mut io.rx) {
                     Ok(p) => p,
                     Err(error) => {
                         self.stats.auth_failures += 1;
@@ -102,7 +104,7 @@ impl Node {
                 c.heard = true;
                 if body.len() > RX_KEEP {
                     // A large record: its memory goes with its payloads, not kept for the next.
-                    c.rx = bytes::BytesMut::new();
+                    io.rx = bytes::BytesMut::new();
                 }
                 self.on_record(now, conn, plain);
             }
@@ -320,7 +322,7 @@ impl Node {
                 let proof = self.prove(&transcript(ROLE_ACCEPTOR, &nonce, &my_nonce, me, info.id));
                 let ack = Message::HelloAck { info: self.cfg.info.clone(), nonce: my_nonce, proof };
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.phase = Phase::AwaitAuth { dialer_nonce: nonce, my_nonce, info: Box::new(info) };
+                    c.phase = Phase::AwaitAuth(Box::new(AwaitAuth { dialer_nonce: nonce, my_nonce, info }));
                     c.handshake_sent = Some(now);
                 }
                 self.transmit(conn, &ack);
@@ -344,9 +346,10 @@ impl Node {
                 self.transmit(conn, &Message::Auth { proof });
                 self.open(now, conn, info);
             }
-            (Phase::AwaitAuth { dialer_nonce, my_nonce, info }, Message::Auth { proof }) => {
+            (Phase::AwaitAuth(w), Message::Auth { proof }) => {
+                let AwaitAuth { dialer_nonce, my_nonce, info } = *w;
                 if self.verify(&transcript(ROLE_DIALER, &dialer_nonce, &my_nonce, info.id, me), &proof) {
-                    self.open(now, conn, *info);
+                    self.open(now, conn, info);
                 } else {
                     self.reject(now, conn, Some(info.id), RejectReason::BadCredentials);
                 }
@@ -371,12 +374,12 @@ impl Node {
         } else {
             secure::sealed_max(self.cfg.max_frame_size)
         };
-        c.decoder.set_max_frame(limit);
+        c.set_max_frame(limit);
         c.last_active = now;
         self.arm_conn(conn, now + self.cfg.idle_timeout);
         let Some(c) = self.conns.get_mut(&conn) else { return };
         let rtt = c.handshake_sent.map(|t| now - t);
-        let pending = std::mem::take(&mut c.pending);
+        let pending = c.io.as_mut().map(|io| std::mem::take(&mut io.pending)).unwrap_or_default();
         self.pending_total -= pending.len();
         let peer = self.peers.entry(id).or_insert_with(|| Box::new(Peer::new(info.clone(), now)));
         peer.info = info;

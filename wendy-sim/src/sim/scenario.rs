@@ -126,10 +126,13 @@ impl Sim {
         marks.measure_live0 = self.m.live_int;
         marks.measure_joined0 = self.m.joined_int;
         marks.measure_ctl0 = (self.m.ctl_frames, self.m.ctl_bytes);
-        // The connections the joins opened close at the first heartbeat after they have been
-        // idle for the idle timeout; the wave of closes is over one more heartbeat later.
+        // The joins settle when the connections they opened have idled out and closed, and
+        // when the last joiner's leaf-set exchanges, at doubling gaps from 1/64 of the
+        // interval (each also asking a near node for a row), have reached the full interval:
+        // about one interval after the join. Two heartbeats more for the wave to pass.
         let node = &self.cfg.node;
-        let joins_settled = marks.join_end + (node.idle_timeout + 2 * node.heartbeat).as_micros() as u64;
+        let settle = node.idle_timeout.max(node.leaf_exchange) + 2 * node.heartbeat;
+        let joins_settled = marks.join_end + settle.as_micros() as u64;
         marks.steady = (self.sc.measure_start.max(joins_settled), self.sc.measure_end);
         let cfg = self.cfg.clone();
         self.kv_start();
