@@ -312,15 +312,24 @@ impl Node {
     /// Stops sending to `peer` over `conn`: its next message uses another open connection or a
     /// new one.
     pub(super) fn detach(&mut self, peer: NodeId, conn: ConnId) {
-        // Only the peer's current connection needs a replacement (looked for among all).
-        if self.peers.get(&peer).is_none_or(|p| p.conn != Some(conn)) {
+        // Only the peer's current connection needs a replacement, looked for among all only
+        // if some other connection names the peer (rare: both sides dialled at once).
+        let Some(p) = self.peers.get(&peer) else { return };
+        if p.conn != Some(conn) {
             return;
         }
-        let other = self
-            .conns
-            .iter()
-            .find(|(&k, x)| k != conn && x.peer == Some(peer) && matches!(x.phase, Phase::Open) && x.closing.is_none())
-            .map(|(&k, _)| k);
+        let this = usize::from(self.conns.get(&conn).is_some_and(|c| c.peer == Some(peer)));
+        let others = usize::from(p.named_by).saturating_sub(this);
+        let other = (others > 0)
+            .then(|| {
+                self.conns
+                    .iter()
+                    .find(|(&k, x)| {
+                        k != conn && x.peer == Some(peer) && matches!(x.phase, Phase::Open) && x.closing.is_none()
+                    })
+                    .map(|(&k, _)| k)
+            })
+            .flatten();
         if let Some(p) = self.peers.get_mut(&peer) {
             if p.conn == Some(conn) {
                 p.conn = other;
@@ -491,6 +500,9 @@ impl Node {
         self.seal_conn(conn);
         let Some(mut c) = self.conns.remove(&conn) else { return };
         self.timers.disarm(TimerKey::Conn(conn), c.timer);
+        if let Some(p) = c.peer.and_then(|id| self.peers.get_mut(&id)) {
+            p.named_by = p.named_by.saturating_sub(1);
+        }
         self.pending_total -= c.pending_len();
         if let Some(pid) = c.peer.or(c.expected) {
             self.detach(pid, conn);

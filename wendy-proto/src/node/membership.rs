@@ -22,6 +22,9 @@ pub(super) struct Peer {
     pub(super) suspected: Option<Instant>,
     /// Probes sent since it was suspected.
     pub(super) probes: u8,
+    /// Connections that name it as their peer (opened, not yet forgotten): when its current
+    /// one closes, the others are looked for only if there are any ([`Node::detach`]).
+    pub(super) named_by: u16,
     pub(super) ping: Option<(u32, Instant)>,
     pub(super) conn: Option<ConnId>,
     /// This peer's liveness entry in the timer table (table members only).
@@ -310,6 +313,7 @@ impl Peer {
             last_heard: None,
             suspected: None,
             probes: 0,
+            named_by: 0,
             ping: None,
             conn: None,
             timer: None,

@@ -382,6 +382,7 @@ impl Node {
         let pending = c.io.as_mut().map(|io| std::mem::take(&mut io.pending)).unwrap_or_default();
         self.pending_total -= pending.len();
         let peer = self.peers.entry(id).or_insert_with(|| Box::new(Peer::new(info.clone(), now)));
+        peer.named_by = peer.named_by.saturating_add(1);
         peer.info = info;
         if let Some(rtt) = rtt {
             peer.proximity = proximity(rtt, &peer.info.region, &self.cfg.info.region, self.cfg.region_factor);
