@@ -4,35 +4,39 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::task::Poll;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use wendy_proto::store::{OpId, Store};
-use wendy_proto::{ConnId, Event, Instant, Node, NodeError, Output, RejectReason};
+use wendy_proto::{CommandError, ConnId, Event, Instant, Node, NodeError, Output, RejectReason};
 
 use crate::command::{Command, Reply, StoreResult};
 use crate::hostile::HostileLog;
 use crate::{Error, EventSender, Forwarded, Metrics, NodeEvent, Options};
 
-/// What the runtime side of the node task does for [`Core`]: dial peers and run the sockets'
-/// readers and writers. [`Core`] calls it while it carries out the node's outputs.
+/// What the runtime side of the node task does for [`Core`]: dial peers, tell which sockets to
+/// read and run their writers. [`Core`] calls it while it carries out the node's outputs.
 pub(crate) trait Io {
     /// A connected socket, not yet attached to a connection.
     type Stream;
-    /// The node task's hold on an attached socket; dropping it stops the reader, and the
+    /// The node task's hold on an attached socket; dropping it stops the reading, and the
     /// writer closes the socket once it has written what it has.
     type Link: Link;
 
     /// Starts dialing `addr` for `conn`, giving up after the connect timeout; the outcome comes
     /// back as [`Net::Connected`].
     fn connect(&mut self, conn: ConnId, addr: SocketAddr);
-    /// Starts the reader and writer of `stream` for `conn` (the reader reports [`Net::Data`],
-    /// then [`Net::Closed`]).
+    /// Attaches `stream` to `conn`: starts its writer, and reports the connection readable
+    /// (through [`take_readable`](Self::take_readable)) whenever its socket may have bytes,
+    /// first right away.
     fn attach(&mut self, conn: ConnId, stream: Self::Stream, addr: SocketAddr) -> Self::Link;
+    /// Moves the connections reported readable since the last call into `into`.
+    fn take_readable(&mut self, into: &mut Vec<ConnId>);
     /// The peer's address of a connected stream.
     fn peer_addr(stream: &Self::Stream) -> io::Result<SocketAddr>;
     /// Bytes handed to writers and not yet written, all connections together.
     fn unwritten(&self) -> usize;
-    /// Tasks of the node still running (accept loop, dials, readers, writers).
+    /// Tasks of the node still running (accept loop, dials, writers).
     fn tasks(&self) -> usize;
 }
 
@@ -45,19 +49,23 @@ pub(crate) trait Link {
     fn try_write(&self, buf: &[u8]) -> usize;
     /// Hands `data` to the writer, counting it as queued until written.
     fn queue(&self, data: Bytes);
+    /// Reads what the socket has, without waiting: `Pending` if it has nothing now, and then
+    /// the connection is reported readable again once it has. `Ok(0)` at the end of the stream.
+    fn try_read(&self, buf: &mut [u8]) -> Poll<io::Result<usize>>;
+    /// Reports the connection readable again (it had more than one round's share to read).
+    fn read_later(&self);
 }
 
-/// An input from the network side. The runtime sends them all through one channel, so that a
-/// connection's data never overtakes the news that it was established.
+/// An input from the network side other than bytes (which the node task reads itself, see
+/// [`Core::on_readable`]): a socket is only read once it was attached, so its data never
+/// overtakes the news that it was established.
 #[derive(Debug)]
 pub(crate) enum Net<S> {
     /// A peer connected to us.
     Accepted(S, SocketAddr),
     /// A dial ended.
     Connected(ConnId, io::Result<S>),
-    /// Bytes read from a connection.
-    Data(ConnId, Bytes),
-    /// A connection was closed by the peer or failed.
+    /// A connection failed (its writer could not write).
     Closed(ConnId),
 }
 
@@ -118,12 +126,19 @@ impl Batch {
     }
 }
 
+/// The node's answer to a send, given at the end of the round.
+enum Verdict {
+    One(Reply<Result<(), CommandError>>, Result<(), CommandError>),
+    Batch(Reply<Vec<(usize, CommandError)>>, Vec<(usize, CommandError)>),
+}
+
 /// The node task's state, apart from the runtime: the [`Node`], its connections' batches, the
 /// events of the round and the callers waiting for a join.
 ///
 /// A driver's loop: read the clock ([`tick`](Self::tick)) and feed inputs
 /// ([`handle_timeout`](Self::handle_timeout), [`on_net`](Self::on_net),
-/// [`on_commands`](Self::on_commands)), then [`flush`](Self::flush); sleep until
+/// [`on_readable`](Self::on_readable), [`on_commands`](Self::on_commands)), then
+/// [`flush`](Self::flush); sleep until
 /// [`deadline`](Self::deadline) or the next input, not reading the network while
 /// [`is_lagging`](Self::is_lagging) (wait for [`EventSender::room`] instead) and not taking
 /// commands while [`is_congested`](Self::is_congested).
@@ -149,6 +164,13 @@ pub(crate) struct Core<R: Io> {
     outbox: Vec<NodeEvent>,
     /// True while the application has no room for `outbox`.
     lagging: bool,
+    /// The answers to this round's sends, given once its frames were handed to the sockets
+    /// (waking a sender before writing would put its wake-up ahead of the write).
+    verdicts: Vec<Verdict>,
+    /// The connections being read this round (the memory is kept from round to round).
+    readable: Vec<ConnId>,
+    /// Where sockets are read into; what a read filled is split off and handed to the node.
+    read_buf: BytesMut,
     events_dropped: u64,
     join_waiters: Vec<Reply<Result<(), Error>>>,
     /// Rate-limited logging of hostile or broken peers.
@@ -163,6 +185,9 @@ pub(crate) struct Core<R: Io> {
     drained: bool,
 }
 
+/// Reads of one connection per round of [`Core::on_readable`] (each up to
+/// [`Options::read_buffer`] bytes); a connection with more waits for the next round.
+const READS_PER_ROUND: usize = 4;
 /// Sends of a `send_batch` between two drains of the node's outputs.
 const SEND_BATCH_DRAIN: usize = 256;
 /// Bytes batched by a run of commands after which the frames are handed to the writers.
@@ -184,6 +209,9 @@ impl<R: Io> Core<R> {
             events,
             outbox: Vec::new(),
             lagging: false,
+            verdicts: Vec::new(),
+            readable: Vec::new(),
+            read_buf: BytesMut::new(),
             events_dropped: 0,
             join_waiters: Vec::new(),
             hostile: HostileLog::default(),
@@ -243,20 +271,67 @@ impl<R: Io> Core<R> {
                     self.node.handle_connect_failed(now, conn);
                 }
             }
-            Net::Data(conn, data) => {
-                if self.conns.contains_key(&conn) {
-                    self.node.handle_bytes(now, conn, data);
+            Net::Closed(conn) => self.closed_by_peer(conn, None),
+        }
+        self.drain(rt);
+    }
+
+    /// Reads the connections reported readable, a few reads each (those with more are
+    /// reported readable again), feeding the node what they have. Call it only while not
+    /// [`is_lagging`](Self::is_lagging): a node whose application lags reads nothing.
+    pub fn on_readable(&mut self, rt: &mut R) {
+        let mut ready = std::mem::take(&mut self.readable);
+        rt.take_readable(&mut ready);
+        if ready.is_empty() {
+            self.readable = ready;
+            return;
+        }
+        self.tick();
+        let now = self.clock;
+        let size = self.opts.read_buffer.max(1);
+        for conn in ready.drain(..) {
+            for reads in 1.. {
+                let Some(link) = self.conns.get(&conn).and_then(|c| c.link.as_ref()) else { break };
+                if self.read_buf.len() < size / 4 + 1 {
+                    self.read_buf = BytesMut::zeroed(size);
                 }
-            }
-            Net::Closed(conn) => {
-                if self.conns.remove(&conn).is_some() {
-                    // Dropping the link stops its reader.
-                    tracing::debug!(%conn, "closed by peer");
-                    self.node.handle_closed(now, conn);
+                match link.try_read(&mut self.read_buf) {
+                    Poll::Pending => break,
+                    Poll::Ready(Ok(0)) => {
+                        self.closed_by_peer(conn, None);
+                        break;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        self.closed_by_peer(conn, Some(e));
+                        break;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        if reads == READS_PER_ROUND {
+                            link.read_later();
+                        }
+                        let data = self.read_buf.split_to(n).freeze();
+                        self.node.handle_bytes(now, conn, data);
+                        self.drain(rt);
+                        if reads == READS_PER_ROUND {
+                            break;
+                        }
+                    }
                 }
             }
         }
-        self.drain(rt);
+        self.readable = ready;
+    }
+
+    /// The peer closed `conn`, or it failed: the node forgets it (dropping its link, whose
+    /// writer then ends).
+    fn closed_by_peer(&mut self, conn: ConnId, error: Option<io::Error>) {
+        if self.conns.remove(&conn).is_some() {
+            match error {
+                Some(error) => tracing::debug!(%conn, %error, "connection failed"),
+                None => tracing::debug!(%conn, "closed by peer"),
+            }
+            self.node.handle_closed(self.clock, conn);
+        }
     }
 
     /// Handles `first`, then the commands `next` has ready, while the writers keep up and the
@@ -320,6 +395,12 @@ impl<R: Io> Core<R> {
         }
         self.batched = 0;
         self.publish();
+        for v in self.verdicts.drain(..) {
+            match v {
+                Verdict::One(reply, verdict) => reply.send(verdict),
+                Verdict::Batch(reply, refused) => reply.send(refused),
+            }
+        }
     }
 
     /// Hands what is batched to the writers and lets go of every connection: the writers
@@ -403,9 +484,13 @@ impl<R: Io> Core<R> {
                 Ok(()) => self.join_waiters.push(reply),
                 Err(e) => reply.send(Err(Error::Command(e))),
             },
-            Command::Send { key, purpose, payload, reply } => reply.send(self.node.send(now, key, purpose, payload)),
+            Command::Send { key, purpose, payload, reply } => {
+                let verdict = self.node.send(now, key, purpose, payload);
+                self.verdicts.push(Verdict::One(reply, verdict));
+            }
             Command::SendTo { target, purpose, payload, reply } => {
-                reply.send(self.node.send_to(now, target, purpose, payload));
+                let verdict = self.node.send_to(now, target, purpose, payload);
+                self.verdicts.push(Verdict::One(reply, verdict));
             }
             Command::SendBatch(batch, reply) => {
                 let mut refused = Vec::new();
@@ -421,7 +506,7 @@ impl<R: Io> Core<R> {
                     }
                 }
                 self.drain(rt);
-                reply.send(refused);
+                self.verdicts.push(Verdict::Batch(reply, refused));
             }
             Command::Hook(h) => self.node.set_forward_hook(h),
             Command::Write { key, value, ttl, reply } => {
@@ -593,7 +678,7 @@ impl<R: Io> Core<R> {
         }
     }
 
-    /// Starts the reader and writer of a socket for `conn`.
+    /// Attaches a socket to `conn` (starts its writer; it is read from now on).
     fn attach(&mut self, rt: &mut R, conn: ConnId, stream: R::Stream, addr: SocketAddr) {
         let link = rt.attach(conn, stream, addr);
         self.conns.entry(conn).or_insert_with(|| Conn { link: None, batch: Batch::default() }).link = Some(link);
