@@ -506,3 +506,49 @@ async fn write_all<S: Socket>(socket: &S, mut buf: &[u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_socket_wake_reports_its_connection_once_and_wakes_the_node_task_once() {
+        let readable = Arc::new(Readable::default());
+        let node = Arc::new(Wakes::default());
+        let node_waker = Waker::from(node.clone());
+        let mut cx = Context::from_waker(&node_waker);
+        assert!(readable.poll(&mut cx).is_pending());
+        let conn = |c| Arc::new(ReadWaker { conn: c, reported: AtomicBool::new(false), readable: readable.clone() });
+        let (a, b) = (conn(ConnId(1)), conn(ConnId(2)));
+        let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        wa.wake_by_ref();
+        wa.wake_by_ref();
+        wb.wake_by_ref();
+        // One wake-up of the node task for any number of reports; each connection once.
+        assert_eq!(node.0.load(Ordering::SeqCst), 1);
+        assert!(readable.poll(&mut cx).is_ready());
+        let mut got = Vec::new();
+        readable.take(&mut got);
+        assert_eq!(got, [ConnId(1), ConnId(2)]);
+        assert!(!readable.is_reported());
+        // Not reported again until read (a read clears the mark).
+        wa.wake_by_ref();
+        assert!(!readable.is_reported());
+        a.reported.store(false, Ordering::Release);
+        assert!(readable.poll(&mut cx).is_pending());
+        wa.wake_by_ref();
+        assert_eq!(node.0.load(Ordering::SeqCst), 2);
+        readable.take(&mut got);
+        assert_eq!(got, [ConnId(1), ConnId(2), ConnId(1)]);
+    }
+}
