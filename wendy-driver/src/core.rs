@@ -11,6 +11,7 @@ use wendy_proto::store::{OpId, Store};
 use wendy_proto::{ConnId, Event, Instant, Node, NodeError, Output, RejectReason};
 
 use crate::command::{Command, Reply, StoreResult};
+use crate::events::Offered;
 use crate::hostile::HostileLog;
 use crate::{Error, EventSender, Forwarded, Metrics, NodeEvent, Options};
 
@@ -656,15 +657,14 @@ impl<R: Io> Core<R> {
             self.lagging = false;
             return;
         }
-        if self.events.is_closed() {
-            // Nobody reads events any more.
-            self.outbox.clear();
-            self.lagging = false;
-            return;
-        }
-        self.lagging = !self.events.has_room();
-        if !self.lagging && self.events.send(std::mem::take(&mut self.outbox)).is_err() {
-            self.outbox.clear();
+        match self.events.offer(&mut self.outbox) {
+            Offered::Sent => self.lagging = false,
+            Offered::Full => self.lagging = true,
+            Offered::Closed => {
+                // Nobody reads events any more.
+                self.outbox.clear();
+                self.lagging = false;
+            }
         }
     }
 
