@@ -53,8 +53,6 @@ pub(crate) trait Link {
     /// Reads what the socket has, without waiting: `Pending` if it has nothing now, and then
     /// the connection is reported readable again once it has. `Ok(0)` at the end of the stream.
     fn try_read(&self, buf: &mut [u8]) -> Poll<io::Result<usize>>;
-    /// Reports the connection readable again (it had more than one round's share to read).
-    fn read_later(&self);
 }
 
 /// An input from the network side other than bytes (which the node task reads itself, see
@@ -159,8 +157,10 @@ pub(crate) struct Core<R: Io> {
     outbox: Vec<NodeEvent>,
     /// True while the application has no room for `outbox`.
     lagging: bool,
-    /// The connections being read this round (the memory is kept from round to round).
+    /// The connections to read: left over from the last round, then those reported since.
     readable: Vec<ConnId>,
+    /// The connections with more to read than a round's share (the memory is kept).
+    read_again: Vec<ConnId>,
     /// Where sockets are read into; what a read filled is split off and handed to the node.
     read_buf: BytesMut,
     events_dropped: u64,
@@ -179,7 +179,9 @@ pub(crate) struct Core<R: Io> {
 
 /// Reads of one connection per round of [`Core::on_readable`] (each up to
 /// [`Options::read_buffer`] bytes); a connection with more waits for the next round.
-const READS_PER_ROUND: usize = 4;
+const READS_PER_CONN: usize = 4;
+/// Reads of all connections together per round of [`Core::on_readable`].
+const READS_PER_ROUND: usize = 256;
 /// Sends of a `send_batch` between two drains of the node's outputs.
 const SEND_BATCH_DRAIN: usize = 256;
 /// Bytes batched by a run of commands after which the frames are handed to the writers.
@@ -202,6 +204,7 @@ impl<R: Io> Core<R> {
             outbox: Vec::new(),
             lagging: false,
             readable: Vec::new(),
+            read_again: Vec::new(),
             read_buf: BytesMut::new(),
             events_dropped: 0,
             join_waiters: Vec::new(),
@@ -267,8 +270,10 @@ impl<R: Io> Core<R> {
         self.drain(rt);
     }
 
-    /// Reads the connections reported readable, a few reads each (those with more are
-    /// reported readable again), feeding the node what they have. Call it only while not
+    /// Reads the connections reported readable (and those left over from the last round), a
+    /// few reads each and [`READS_PER_ROUND`] in all, feeding the node what they have; those
+    /// with more, and those not reached, are read next round first
+    /// ([`has_unread`](Self::has_unread)). Call it only while not
     /// [`is_lagging`](Self::is_lagging): a node whose application lags reads nothing.
     pub fn on_readable(&mut self, rt: &mut R) {
         let mut ready = std::mem::take(&mut self.readable);
@@ -280,8 +285,15 @@ impl<R: Io> Core<R> {
         self.tick();
         let now = self.clock;
         let size = self.opts.read_buffer.max(1);
-        for conn in ready.drain(..) {
-            for reads in 1.. {
+        let mut more = std::mem::take(&mut self.read_again);
+        let mut budget = READS_PER_ROUND;
+        let mut taken = 0;
+        for &conn in &ready {
+            if budget == 0 {
+                break;
+            }
+            taken += 1;
+            for reads in 1..=READS_PER_CONN {
                 let Some(link) = self.conns.get(&conn).and_then(|c| c.link.as_ref()) else { break };
                 if self.read_buf.len() < size / 4 + 1 {
                     self.read_buf = BytesMut::zeroed(size);
@@ -297,20 +309,30 @@ impl<R: Io> Core<R> {
                         break;
                     }
                     Poll::Ready(Ok(n)) => {
-                        if reads == READS_PER_ROUND {
-                            link.read_later();
-                        }
                         let data = self.read_buf.split_to(n).freeze();
                         self.node.handle_bytes(now, conn, data);
                         self.drain(rt);
-                        if reads == READS_PER_ROUND {
+                        budget -= 1;
+                        if reads == READS_PER_CONN || budget == 0 {
+                            // It may have more (its socket's waker is not set until a read
+                            // finds nothing).
+                            more.push(conn);
                             break;
                         }
                     }
                 }
             }
         }
+        // Those not reached first, then those with more.
+        ready.drain(..taken);
+        ready.append(&mut more);
         self.readable = ready;
+        self.read_again = more;
+    }
+
+    /// True if connections are left to read from the last [`on_readable`](Self::on_readable).
+    pub fn has_unread(&self) -> bool {
+        !self.readable.is_empty()
     }
 
     /// The peer closed `conn`, or it failed: the node forgets it (dropping its link, whose

@@ -208,6 +208,7 @@ pub(crate) async fn run<R: Runtime>(
             _ => {}
         }
         let lagging = core.is_lagging();
+        let unread = core.has_unread();
         let congested = core.is_congested(&io);
         let events = core.events();
         // Everything ready is taken in one wake-up and handled before one flush, so that the
@@ -220,7 +221,7 @@ pub(crate) async fn run<R: Runtime>(
             if lagging {
                 w.room = events.poll_room(cx).is_ready();
             } else {
-                w.readable = readable.poll(cx).is_ready();
+                w.readable = unread || readable.poll(cx).is_ready();
                 // The driver holds a sender itself: the channel never closes here.
                 if let Poll::Ready(ev) = net_rx.as_mut().poll_next(cx) {
                     w.net = ev;
@@ -276,7 +277,7 @@ pub(crate) async fn run<R: Runtime>(
             }
             return;
         }
-        if woken.readable && readable.is_reported() {
+        if woken.readable && (core.has_unread() || readable.is_reported()) {
             // Some connection has more than a round's share (or the runtime asked its tasks
             // to take turns, as Tokio's cooperative budget does): let other tasks run first.
             yield_now().await;
@@ -456,10 +457,6 @@ impl<S: Socket> Link for SocketLink<S> {
         // Cleared before reading: a wake-up from here on reports the connection again.
         self.read_waker.reported.store(false, Ordering::Release);
         self.socket.poll_read(&mut Context::from_waker(&self.waker), buf)
-    }
-
-    fn read_later(&self) {
-        self.waker.wake_by_ref();
     }
 }
 
