@@ -4,35 +4,40 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::task::Poll;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use wendy_proto::store::{OpId, Store};
 use wendy_proto::{ConnId, Event, Instant, Node, NodeError, Output, RejectReason};
 
 use crate::command::{Command, Reply, StoreResult};
+use crate::events::Offered;
 use crate::hostile::HostileLog;
 use crate::{Error, EventSender, Forwarded, Metrics, NodeEvent, Options};
 
-/// What the runtime side of the node task does for [`Core`]: dial peers and run the sockets'
-/// readers and writers. [`Core`] calls it while it carries out the node's outputs.
+/// What the runtime side of the node task does for [`Core`]: dial peers, tell which sockets to
+/// read and run their writers. [`Core`] calls it while it carries out the node's outputs.
 pub(crate) trait Io {
     /// A connected socket, not yet attached to a connection.
     type Stream;
-    /// The node task's hold on an attached socket; dropping it stops the reader, and the
+    /// The node task's hold on an attached socket; dropping it stops the reading, and the
     /// writer closes the socket once it has written what it has.
     type Link: Link;
 
     /// Starts dialing `addr` for `conn`, giving up after the connect timeout; the outcome comes
     /// back as [`Net::Connected`].
     fn connect(&mut self, conn: ConnId, addr: SocketAddr);
-    /// Starts the reader and writer of `stream` for `conn` (the reader reports [`Net::Data`],
-    /// then [`Net::Closed`]).
+    /// Attaches `stream` to `conn`: starts its writer, and reports the connection readable
+    /// (through [`take_readable`](Self::take_readable)) whenever its socket may have bytes,
+    /// first right away.
     fn attach(&mut self, conn: ConnId, stream: Self::Stream, addr: SocketAddr) -> Self::Link;
+    /// Moves the connections reported readable since the last call into `into`.
+    fn take_readable(&mut self, into: &mut Vec<ConnId>);
     /// The peer's address of a connected stream.
     fn peer_addr(stream: &Self::Stream) -> io::Result<SocketAddr>;
     /// Bytes handed to writers and not yet written, all connections together.
     fn unwritten(&self) -> usize;
-    /// Tasks of the node still running (accept loop, dials, readers, writers).
+    /// Tasks of the node still running (accept loop, dials, writers).
     fn tasks(&self) -> usize;
 }
 
@@ -45,19 +50,21 @@ pub(crate) trait Link {
     fn try_write(&self, buf: &[u8]) -> usize;
     /// Hands `data` to the writer, counting it as queued until written.
     fn queue(&self, data: Bytes);
+    /// Reads what the socket has, without waiting: `Pending` if it has nothing now, and then
+    /// the connection is reported readable again once it has. `Ok(0)` at the end of the stream.
+    fn try_read(&self, buf: &mut [u8]) -> Poll<io::Result<usize>>;
 }
 
-/// An input from the network side. The runtime sends them all through one channel, so that a
-/// connection's data never overtakes the news that it was established.
+/// An input from the network side other than bytes (which the node task reads itself, see
+/// [`Core::on_readable`]): a socket is only read once it was attached, so its data never
+/// overtakes the news that it was established.
 #[derive(Debug)]
 pub(crate) enum Net<S> {
     /// A peer connected to us.
     Accepted(S, SocketAddr),
     /// A dial ended.
     Connected(ConnId, io::Result<S>),
-    /// Bytes read from a connection.
-    Data(ConnId, Bytes),
-    /// A connection was closed by the peer or failed.
+    /// A connection failed (its writer could not write).
     Closed(ConnId),
 }
 
@@ -123,7 +130,8 @@ impl Batch {
 ///
 /// A driver's loop: read the clock ([`tick`](Self::tick)) and feed inputs
 /// ([`handle_timeout`](Self::handle_timeout), [`on_net`](Self::on_net),
-/// [`on_commands`](Self::on_commands)), then [`flush`](Self::flush); sleep until
+/// [`on_readable`](Self::on_readable), [`on_commands`](Self::on_commands)), then
+/// [`flush`](Self::flush); sleep until
 /// [`deadline`](Self::deadline) or the next input, not reading the network while
 /// [`is_lagging`](Self::is_lagging) (wait for [`EventSender::room`] instead) and not taking
 /// commands while [`is_congested`](Self::is_congested).
@@ -149,6 +157,12 @@ pub(crate) struct Core<R: Io> {
     outbox: Vec<NodeEvent>,
     /// True while the application has no room for `outbox`.
     lagging: bool,
+    /// The connections to read: left over from the last round, then those reported since.
+    readable: Vec<ConnId>,
+    /// The connections with more to read than a round's share (the memory is kept).
+    read_again: Vec<ConnId>,
+    /// Where sockets are read into; what a read filled is split off and handed to the node.
+    read_buf: BytesMut,
     events_dropped: u64,
     join_waiters: Vec<Reply<Result<(), Error>>>,
     /// Rate-limited logging of hostile or broken peers.
@@ -163,6 +177,11 @@ pub(crate) struct Core<R: Io> {
     drained: bool,
 }
 
+/// Reads of one connection per round of [`Core::on_readable`] (each up to
+/// [`Options::read_buffer`] bytes); a connection with more waits for the next round.
+const READS_PER_CONN: usize = 4;
+/// Reads of all connections together per round of [`Core::on_readable`].
+const READS_PER_ROUND: usize = 256;
 /// Sends of a `send_batch` between two drains of the node's outputs.
 const SEND_BATCH_DRAIN: usize = 256;
 /// Bytes batched by a run of commands after which the frames are handed to the writers.
@@ -184,6 +203,9 @@ impl<R: Io> Core<R> {
             events,
             outbox: Vec::new(),
             lagging: false,
+            readable: Vec::new(),
+            read_again: Vec::new(),
+            read_buf: BytesMut::new(),
             events_dropped: 0,
             join_waiters: Vec::new(),
             hostile: HostileLog::default(),
@@ -243,20 +265,86 @@ impl<R: Io> Core<R> {
                     self.node.handle_connect_failed(now, conn);
                 }
             }
-            Net::Data(conn, data) => {
-                if self.conns.contains_key(&conn) {
-                    self.node.handle_bytes(now, conn, data);
-                }
+            Net::Closed(conn) => self.closed_by_peer(conn, None),
+        }
+        self.drain(rt);
+    }
+
+    /// Reads the connections reported readable (and those left over from the last round), a
+    /// few reads each and [`READS_PER_ROUND`] in all, feeding the node what they have; those
+    /// with more, and those not reached, are read next round first
+    /// ([`has_unread`](Self::has_unread)). Call it only while not
+    /// [`is_lagging`](Self::is_lagging): a node whose application lags reads nothing.
+    pub fn on_readable(&mut self, rt: &mut R) {
+        let mut ready = std::mem::take(&mut self.readable);
+        rt.take_readable(&mut ready);
+        if ready.is_empty() {
+            self.readable = ready;
+            return;
+        }
+        self.tick();
+        let now = self.clock;
+        let size = self.opts.read_buffer.max(1);
+        let mut more = std::mem::take(&mut self.read_again);
+        let mut budget = READS_PER_ROUND;
+        let mut taken = 0;
+        for &conn in &ready {
+            if budget == 0 {
+                break;
             }
-            Net::Closed(conn) => {
-                if self.conns.remove(&conn).is_some() {
-                    // Dropping the link stops its reader.
-                    tracing::debug!(%conn, "closed by peer");
-                    self.node.handle_closed(now, conn);
+            taken += 1;
+            for reads in 1..=READS_PER_CONN {
+                let Some(link) = self.conns.get(&conn).and_then(|c| c.link.as_ref()) else { break };
+                if self.read_buf.len() < size / 4 + 1 {
+                    self.read_buf = BytesMut::zeroed(size);
+                }
+                match link.try_read(&mut self.read_buf) {
+                    Poll::Pending => break,
+                    Poll::Ready(Ok(0)) => {
+                        self.closed_by_peer(conn, None);
+                        break;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        self.closed_by_peer(conn, Some(e));
+                        break;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        let data = self.read_buf.split_to(n).freeze();
+                        self.node.handle_bytes(now, conn, data);
+                        self.drain(rt);
+                        budget -= 1;
+                        if reads == READS_PER_CONN || budget == 0 {
+                            // It may have more (its socket's waker is not set until a read
+                            // finds nothing).
+                            more.push(conn);
+                            break;
+                        }
+                    }
                 }
             }
         }
-        self.drain(rt);
+        // Those not reached first, then those with more.
+        ready.drain(..taken);
+        ready.append(&mut more);
+        self.readable = ready;
+        self.read_again = more;
+    }
+
+    /// True if connections are left to read from the last [`on_readable`](Self::on_readable).
+    pub fn has_unread(&self) -> bool {
+        !self.readable.is_empty()
+    }
+
+    /// The peer closed `conn`, or it failed: the node forgets it (dropping its link, whose
+    /// writer then ends).
+    fn closed_by_peer(&mut self, conn: ConnId, error: Option<io::Error>) {
+        if self.conns.remove(&conn).is_some() {
+            match error {
+                Some(error) => tracing::debug!(%conn, %error, "connection failed"),
+                None => tracing::debug!(%conn, "closed by peer"),
+            }
+            self.node.handle_closed(self.clock, conn);
+        }
     }
 
     /// Handles `first`, then the commands `next` has ready, while the writers keep up and the
@@ -290,6 +378,10 @@ impl<R: Io> Core<R> {
     /// Hands every connection's batch to its writer and the round's events to the application;
     /// disconnects peers that fell too far behind.
     pub fn flush(&mut self, rt: &mut R) {
+        // Events first: the application's answer to a delivery is what a peer waits for,
+        // while the frames of the round (acknowledgements, mostly, when a message is
+        // delivered) can go out while it runs.
+        self.publish();
         self.batched = 0;
         let mut slow = Vec::new();
         for conn in std::mem::take(&mut self.dirty) {
@@ -319,7 +411,10 @@ impl<R: Io> Core<R> {
             }
         }
         self.batched = 0;
-        self.publish();
+        if !self.outbox.is_empty() {
+            // Events of the slow peers' closing.
+            self.publish();
+        }
     }
 
     /// Hands what is batched to the writers and lets go of every connection: the writers
@@ -403,6 +498,9 @@ impl<R: Io> Core<R> {
                 Ok(()) => self.join_waiters.push(reply),
                 Err(e) => reply.send(Err(Error::Command(e))),
             },
+            // Answered at once, before the frames are written: the sender prepares its next
+            // message meanwhile (answering after the write halved the rate of one `send` at a
+            // time).
             Command::Send { key, purpose, payload, reply } => reply.send(self.node.send(now, key, purpose, payload)),
             Command::SendTo { target, purpose, payload, reply } => {
                 reply.send(self.node.send_to(now, target, purpose, payload));
@@ -581,19 +679,18 @@ impl<R: Io> Core<R> {
             self.lagging = false;
             return;
         }
-        if self.events.is_closed() {
-            // Nobody reads events any more.
-            self.outbox.clear();
-            self.lagging = false;
-            return;
-        }
-        self.lagging = !self.events.has_room();
-        if !self.lagging && self.events.send(std::mem::take(&mut self.outbox)).is_err() {
-            self.outbox.clear();
+        match self.events.offer(&mut self.outbox) {
+            Offered::Sent => self.lagging = false,
+            Offered::Full => self.lagging = true,
+            Offered::Closed => {
+                // Nobody reads events any more.
+                self.outbox.clear();
+                self.lagging = false;
+            }
         }
     }
 
-    /// Starts the reader and writer of a socket for `conn`.
+    /// Attaches a socket to `conn` (starts its writer; it is read from now on).
     fn attach(&mut self, rt: &mut R, conn: ConnId, stream: R::Stream, addr: SocketAddr) {
         let link = rt.attach(conn, stream, addr);
         self.conns.entry(conn).or_insert_with(|| Conn { link: None, batch: Batch::default() }).link = Some(link);
@@ -625,4 +722,102 @@ fn hand_over<L: Link>(c: &mut Conn<L>) {
         }
     }
     link.queue(c.batch.take_from(written));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use wendy_proto::{Config, NodeId};
+
+    use super::*;
+
+    /// A socket that always has one more byte: a length prefix announcing a 1000-byte frame,
+    /// then the frame's bytes, one per read.
+    struct Endless {
+        reads: Rc<Cell<usize>>,
+    }
+
+    impl Link for Endless {
+        fn queued(&self) -> usize {
+            0
+        }
+
+        fn try_write(&self, buf: &[u8]) -> usize {
+            buf.len()
+        }
+
+        fn queue(&self, _: Bytes) {}
+
+        fn try_read(&self, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+            let i = self.reads.get();
+            self.reads.set(i + 1);
+            buf[0] = [0, 0, 3, 232].get(i).copied().unwrap_or(0);
+            Poll::Ready(Ok(1))
+        }
+    }
+
+    /// Every attached socket is reported readable once.
+    #[derive(Default)]
+    struct Sockets {
+        reported: Vec<ConnId>,
+        reads: Vec<Rc<Cell<usize>>>,
+    }
+
+    impl Io for Sockets {
+        type Stream = ();
+        type Link = Endless;
+
+        fn connect(&mut self, _: ConnId, _: SocketAddr) {}
+
+        fn attach(&mut self, conn: ConnId, _: (), _: SocketAddr) -> Endless {
+            self.reported.push(conn);
+            let reads = Rc::new(Cell::new(0));
+            self.reads.push(reads.clone());
+            Endless { reads }
+        }
+
+        fn take_readable(&mut self, into: &mut Vec<ConnId>) {
+            into.append(&mut self.reported);
+        }
+
+        fn peer_addr(_: &()) -> io::Result<SocketAddr> {
+            Ok(SocketAddr::from(([127, 0, 0, 1], 1)))
+        }
+
+        fn unwritten(&self) -> usize {
+            0
+        }
+
+        fn tasks(&self) -> usize {
+            0
+        }
+    }
+
+    #[test]
+    fn a_round_reads_a_bounded_share_of_each_connection_and_reaches_every_one_in_turn() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 7000));
+        let config = Config::with_trusted_id(NodeId::from_u128(1), addr).with_entropy([7; 32]);
+        let node = Node::new(config, Instant::ZERO).expect("valid config");
+        let (events, _app) = crate::events::channel(1024);
+        let mut core = Core::new(node, None, Options::default(), events);
+        let mut io = Sockets::default();
+        for port in 0..100 {
+            core.on_net(&mut io, Net::Accepted((), SocketAddr::from(([127, 0, 0, 1], 8000 + port))));
+        }
+        let reads = |io: &Sockets| io.reads.iter().map(|r| r.get()).collect::<Vec<_>>();
+        core.on_readable(&mut io);
+        let first = reads(&io);
+        assert_eq!(first.iter().sum::<usize>(), READS_PER_ROUND);
+        assert!(first.iter().all(|&n| n <= READS_PER_CONN));
+        assert!(core.has_unread());
+        // 100 endless connections take 400 reads to get their share each: the next round
+        // reaches those the first did not, before the first ones again.
+        core.on_readable(&mut io);
+        let second = reads(&io);
+        assert_eq!(second.iter().sum::<usize>(), 2 * READS_PER_ROUND);
+        assert!(second.iter().all(|&n| (READS_PER_CONN..=2 * READS_PER_CONN).contains(&n)), "{second:?}");
+        assert!(core.has_unread());
+    }
 }

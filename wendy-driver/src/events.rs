@@ -52,6 +52,17 @@ struct State {
     room: Option<Waker>,
 }
 
+/// What became of a batch offered with [`EventSender::offer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Offered {
+    /// Handed over.
+    Sent,
+    /// The application has no room: the batch is kept.
+    Full,
+    /// The application dropped its end.
+    Closed,
+}
+
 /// A bounded, batched event channel holding up to `capacity` events in flight.
 pub(crate) fn channel(capacity: usize) -> (EventSender, Events) {
     let state = State {
@@ -95,6 +106,27 @@ impl EventSender {
             w.wake();
         }
         Ok(())
+    }
+
+    /// Hands over `batch` (leaving it empty) if the application has room for events: one lock
+    /// where [`has_room`](Self::has_room) and [`send`](Self::send) take two.
+    pub(crate) fn offer(&self, batch: &mut Vec<NodeEvent>) -> Offered {
+        let waker = {
+            let mut s = self.shared.lock();
+            if s.receiver_gone {
+                return Offered::Closed;
+            }
+            if s.queued >= self.shared.capacity {
+                return Offered::Full;
+            }
+            s.queued += batch.len();
+            s.batches.push_back(std::mem::take(batch));
+            s.receiver.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Offered::Sent
     }
 
     /// Ready when the application has made room (or dropped its end).
@@ -257,5 +289,40 @@ impl Drop for Events {
         if let Some(w) = waker {
             w.wake();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wendy_proto::Event;
+
+    use super::*;
+
+    fn batch(n: usize) -> Vec<NodeEvent> {
+        (0..n).map(|_| NodeEvent::Event(Event::Joined)).collect()
+    }
+
+    #[test]
+    fn an_offer_is_taken_below_capacity_kept_at_it_and_refused_once_the_application_is_gone() {
+        let (tx, mut rx) = channel(4);
+        let mut b = batch(3);
+        assert_eq!(tx.offer(&mut b), Offered::Sent);
+        assert!(b.is_empty());
+        // Below capacity a batch may overshoot it; at capacity it is kept.
+        let mut b = batch(2);
+        assert_eq!(tx.offer(&mut b), Offered::Sent);
+        let mut b = batch(1);
+        assert_eq!(tx.offer(&mut b), Offered::Full);
+        assert_eq!(b.len(), 1);
+        let mut got = 0;
+        while rx.try_recv().is_some() {
+            got += 1;
+        }
+        assert_eq!(got, 5);
+        assert_eq!(tx.offer(&mut b), Offered::Sent);
+        drop(rx);
+        let mut b = batch(1);
+        assert_eq!(tx.offer(&mut b), Offered::Closed);
+        assert_eq!(b.len(), 1);
     }
 }

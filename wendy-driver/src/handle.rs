@@ -240,8 +240,8 @@ impl<R> NodeHandle<R> {
     /// tests of the nodes around it.
     ///
     /// From their next wake-up on, none of the node's tasks runs: the node task handles no
-    /// input, fires no timer (no heartbeats, no acknowledgements, no probes), and its
-    /// connections' readers and writers and its accept loop stop. Its listener and its
+    /// input, reads no socket, fires no timer (no heartbeats, no acknowledgements, no probes),
+    /// and its connections' writers and its accept loop stop. Its listener and its
     /// connections stay open: peers can still connect (the kernel completes the handshake
     /// into the listen backlog) and write to it until the kernel's buffers are full, and they
     /// get no answer. Commands sent meanwhile (`send`, `inspect`, ...) wait for

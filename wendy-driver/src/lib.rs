@@ -3,14 +3,16 @@
 //! A driver runs a [`wendy_proto`] node over some async runtime's sockets, tasks and timers.
 //! Everything is here, once: the application's [`NodeHandle`] and [`Sender`], the batched,
 //! bounded event stream [`Events`] (a [`Stream`](futures_core::Stream)), the node task that
-//! feeds the node its inputs and carries out its outputs, and each connection's reader and
-//! writer. What needs a runtime, spawning, timers and TCP, is asked of a [`Runtime`]
+//! feeds the node its inputs, reads the sockets and carries out its outputs, and each
+//! connection's writer. What needs a runtime, spawning, timers and TCP, is asked of a [`Runtime`]
 //! (quinn's `Runtime` is the model); `wendy-tokio` and `wendy-smol` implement it and name
 //! `NodeHandle<TheirRuntime>` for their users.
 //!
 //! - one task owns the [`Node`](wendy_proto::Node) (no locks on it); it waits on application
-//!   commands, bytes from per-connection reader tasks, accepted sockets, dial results and its
-//!   timer;
+//!   commands, readable sockets (it reads them itself: each socket's waker marks its
+//!   connection readable and wakes the node task, so bytes cross no channel and no other
+//!   task), accepted sockets, dial results and its timer, and handles everything ready in one
+//!   wake-up before writing;
 //! - one persistent TCP connection per peer, reused for every message;
 //! - frames produced while handling a batch of inputs are written together, many per syscall:
 //!   straight from the node task when the socket takes them, else by the connection's writer

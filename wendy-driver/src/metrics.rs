@@ -20,7 +20,7 @@ pub struct Metrics {
     pub pending_messages: usize,
     /// Bytes waiting to be written to sockets.
     pub queued_bytes: usize,
-    /// Tasks of the node still running (accept loop, dials, connection readers and writers).
+    /// Tasks of the node still running (accept loop, dials, connection writers).
     pub tasks: usize,
     /// Events dropped because the application did not read them.
     pub events_dropped: u64,

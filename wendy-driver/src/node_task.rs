@@ -1,16 +1,18 @@
-//! The node task, written once over any [`Runtime`]: it owns the [`Core`], accepts, dials,
-//! runs each connection's reader and writer, and sleeps until the node's next deadline or
-//! the next input.
+//! The node task, written once over any [`Runtime`]: it owns the [`Core`], reads every
+//! connection's socket itself (each socket wakes it through a waker of its own that marks the
+//! connection readable, so a read costs no task switch and no channel), accepts and dials
+//! (in tasks of their own), runs each connection's writer, and sleeps until the node's next
+//! deadline or the next input.
 
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_core::Stream;
 use wendy_proto::{ConnId, Node};
 
@@ -20,7 +22,8 @@ use crate::runtime::{self, Listener, Runtime, Socket, Timer};
 use crate::task::{self, Gate, Task, TaskSet};
 use crate::{EventSender, Options};
 
-/// Most network inputs handled before the batched frames are handed to the writers.
+/// Most accepted sockets and dial results handled before the batched frames are handed to
+/// the writers.
 const BATCH: usize = 256;
 /// How long a stopping node waits for its writers to finish what they have.
 const FLUSH_LIMIT: Duration = Duration::from_secs(1);
@@ -44,23 +47,107 @@ impl Shared {
     }
 }
 
+/// The connections whose sockets may have bytes to read, as their wakers report them, and
+/// the node task's waker, to wake when the first is reported.
+#[derive(Default)]
+struct Readable {
+    state: Mutex<ReadableState>,
+}
+
+#[derive(Default)]
+struct ReadableState {
+    conns: Vec<ConnId>,
+    /// The node task, waiting; taken by the first report.
+    waker: Option<Waker>,
+}
+
+impl Readable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReadableState> {
+        // Every update is one step: a panic while holding the lock leaves it consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ready if some connection was reported; else the node task is woken by the next report.
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.lock();
+        if !s.conns.is_empty() {
+            return Poll::Ready(());
+        }
+        if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            s.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// True if some connection was reported and not taken yet.
+    fn is_reported(&self) -> bool {
+        !self.lock().conns.is_empty()
+    }
+
+    /// Moves the reported connections into `into`.
+    fn take(&self, into: &mut Vec<ConnId>) {
+        let mut s = self.lock();
+        if into.is_empty() {
+            std::mem::swap(into, &mut s.conns);
+        } else {
+            into.append(&mut s.conns);
+        }
+    }
+
+    fn report(&self, conn: ConnId) {
+        let waker = {
+            let mut s = self.lock();
+            s.conns.push(conn);
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// The waker a connection's socket is read with: waking it reports the connection readable
+/// (once until it is read again).
+struct ReadWaker {
+    conn: ConnId,
+    /// Reported and not read since.
+    reported: AtomicBool,
+    readable: Arc<Readable>,
+}
+
+impl Wake for ReadWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.reported.swap(true, Ordering::AcqRel) {
+            self.readable.report(self.conn);
+        }
+    }
+}
+
 /// The runtime side of the node task: what [`Core`] asks of it.
 pub(crate) struct Driver<R: Runtime> {
     rt: R,
     net_tx: async_channel::Sender<Net<R::Socket>>,
+    /// Connections to read.
+    readable: Arc<Readable>,
     tasks: TaskSet,
     shared: Arc<Shared>,
-    read_buffer: usize,
     connect_timeout: Duration,
     /// The node's gate (see [`crate::NodeHandle::freeze`]): every task spawned here is behind it.
     gate: Arc<Gate>,
 }
 
-/// An attached socket, as the node task holds it. Dropping it stops the reader; the writer
+/// An attached socket, as the node task holds it. Dropping it stops the reading; the writer
 /// finishes what it has, then lets go of the socket (closing it).
 pub(crate) struct SocketLink<S> {
-    reader: Task,
     socket: Arc<S>,
+    /// What reading the socket reports to.
+    read_waker: Arc<ReadWaker>,
+    /// `read_waker` as a [`Waker`].
+    waker: Waker,
     writer: async_channel::Sender<Bytes>,
     /// Bytes handed to the writer and not yet written.
     queued: Arc<AtomicUsize>,
@@ -85,9 +172,9 @@ pub(crate) async fn run<R: Runtime>(
     let mut io = Driver {
         rt: rt.clone(),
         net_tx,
+        readable: Arc::new(Readable::default()),
         tasks: TaskSet::default(),
         shared: Arc::new(Shared { queued: AtomicUsize::new(0), drained_tx, drained_rx }),
-        read_buffer: opts.read_buffer.max(1),
         connect_timeout: node.config().connect_timeout,
         gate,
     };
@@ -100,69 +187,87 @@ pub(crate) async fn run<R: Runtime>(
     let mut net_rx = std::pin::pin!(net_rx);
     let mut commands = std::pin::pin!(commands);
     let mut drained = std::pin::pin!(io.shared.drained_rx.clone());
+    let readable = io.readable.clone();
     loop {
-        let deadline = core.deadline();
-        if deadline != armed {
-            match (deadline, timer.as_mut()) {
-                (Some(t), Some(timer)) => timer.reset(t),
-                (Some(t), None) => timer = Some(rt.timer(t)),
-                (None, _) => timer = None,
+        // The timer is moved only when the node wants it earlier than it is set: a later
+        // deadline (an acknowledgement came, a retransmission check was moved back) leaves it
+        // where it is, and firing early is harmless (the node finds nothing due and the timer
+        // is set again). Moving a runtime's timer earlier can cost a wake-up of the thread
+        // that waits on timers, and per-hop acknowledgements move the node's deadline back and
+        // forth with every message.
+        match core.deadline() {
+            Some(t) if armed.is_none_or(|a| t < a) => {
+                match timer.as_mut() {
+                    Some(timer) => timer.reset(t),
+                    None => timer = Some(rt.timer(t)),
+                }
+                armed = Some(t);
             }
-            armed = deadline;
+            // It fired (or was never set) and nothing is due.
+            None if armed.is_none() => timer = None,
+            _ => {}
         }
         let lagging = core.is_lagging();
+        let unread = core.has_unread();
         let congested = core.is_congested(&io);
         let events = core.events();
-        // Biased towards the timer, then the network, then the application.
-        let wake = poll_fn(|cx| {
+        // Everything ready is taken in one wake-up and handled before one flush, so that the
+        // frames it produces go out together.
+        let woken = poll_fn(|cx| {
+            let mut w = Woken::default();
             if let Some(t) = timer.as_mut() {
-                if t.poll_elapsed(cx).is_ready() {
-                    return Poll::Ready(Wake::Timer);
-                }
+                w.timer = t.poll_elapsed(cx).is_ready();
             }
             if lagging {
-                if events.poll_room(cx).is_ready() {
-                    return Poll::Ready(Wake::Room);
-                }
-            } else if let Poll::Ready(ev) = net_rx.as_mut().poll_next(cx) {
+                w.room = events.poll_room(cx).is_ready();
+            } else {
+                w.readable = unread || readable.poll(cx).is_ready();
                 // The driver holds a sender itself: the channel never closes here.
-                return Poll::Ready(ev.map_or(Wake::Closed, Wake::Net));
+                if let Poll::Ready(ev) = net_rx.as_mut().poll_next(cx) {
+                    w.net = ev;
+                }
             }
             if congested {
-                if drained.as_mut().poll_next(cx).is_ready() {
-                    return Poll::Ready(Wake::Drained);
-                }
+                w.drained = drained.as_mut().poll_next(cx).is_ready();
             } else if let Poll::Ready(cmd) = commands.as_mut().poll_next(cx) {
-                return Poll::Ready(cmd.map_or(Wake::Closed, Wake::Command));
+                // `None`: every handle is gone.
+                w.closed = cmd.is_none();
+                w.command = cmd;
             }
-            Poll::Pending
+            if w.is_empty() {
+                Poll::Pending
+            } else {
+                Poll::Ready(w)
+            }
         })
         .await;
-        match wake {
-            Wake::Timer => {
-                // Re-armed (reset) at the top of the loop.
-                armed = None;
-                core.handle_timeout(&mut io);
-            }
-            Wake::Net(ev) => {
-                core.on_net(&mut io, ev);
-                for _ in 0..BATCH {
-                    match net_rx.try_recv() {
-                        Ok(ev) => core.on_net(&mut io, ev),
-                        Err(_) => break,
-                    }
+        if woken.timer {
+            // Set again (or dropped) at the top of the loop.
+            armed = None;
+            core.handle_timeout(&mut io);
+        }
+        if let Some(ev) = woken.net {
+            core.on_net(&mut io, ev);
+            for _ in 0..BATCH {
+                match net_rx.try_recv() {
+                    Ok(ev) => core.on_net(&mut io, ev),
+                    Err(_) => break,
                 }
             }
-            Wake::Command(cmd) => {
-                if let Some(stop) = core.on_commands(&mut io, cmd, || commands.try_recv().ok()) {
-                    core.flush(&mut io);
-                    io.shutdown(&mut core).await;
-                    stop.send(());
-                    return;
-                }
+        }
+        if woken.readable {
+            core.on_readable(&mut io);
+        }
+        if let Some(cmd) = woken.command {
+            if let Some(stop) = core.on_commands(&mut io, cmd, || commands.try_recv().ok()) {
+                core.flush(&mut io);
+                io.shutdown(&mut core).await;
+                stop.send(());
+                return;
             }
-            Wake::Drained | Wake::Room => {}
-            Wake::Closed => break,
+        }
+        if woken.closed {
+            break;
         }
         core.flush(&mut io);
         if let Some(waiting) = core.left() {
@@ -172,20 +277,61 @@ pub(crate) async fn run<R: Runtime>(
             }
             return;
         }
+        if woken.readable && (core.has_unread() || readable.is_reported()) {
+            // Some connection has more than a round's share (or the runtime asked its tasks
+            // to take turns, as Tokio's cooperative budget does): let other tasks run first.
+            yield_now().await;
+        }
     }
     core.flush(&mut io);
     io.shutdown(&mut core).await;
 }
 
-/// Why the node task woke up.
-enum Wake<S> {
-    Timer,
-    Net(Net<S>),
-    Command(Command),
-    Drained,
-    Room,
+/// What woke the node task: everything that was ready.
+struct Woken<S> {
+    timer: bool,
+    /// Some connection may have bytes to read.
+    readable: bool,
+    net: Option<Net<S>>,
+    command: Option<Command>,
+    /// The writers wrote something.
+    drained: bool,
+    /// The application made room for events.
+    room: bool,
     /// Every handle is gone.
-    Closed,
+    closed: bool,
+}
+
+impl<S> Default for Woken<S> {
+    fn default() -> Self {
+        Woken { timer: false, readable: false, net: None, command: None, drained: false, room: false, closed: false }
+    }
+}
+
+impl<S> Woken<S> {
+    fn is_empty(&self) -> bool {
+        !(self.timer
+            || self.readable
+            || self.net.is_some()
+            || self.command.is_some()
+            || self.drained
+            || self.room
+            || self.closed)
+    }
+}
+
+/// Lets the runtime run its other tasks before this one goes on.
+async fn yield_now() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
 }
 
 /// Accepts connections until the node task ends (or stops reading them).
@@ -236,12 +382,19 @@ impl<R: Runtime> Io for Driver<R> {
         let socket = Arc::new(socket);
         let queued = Arc::new(AtomicUsize::new(0));
         let (wtx, wrx) = async_channel::unbounded();
-        let reader = self.spawn(read_loop(conn, socket.clone(), self.net_tx.clone(), self.read_buffer));
-        self.tasks.push(reader.clone());
         let writer =
             self.spawn(write_loop(conn, socket.clone(), wrx, queued.clone(), self.shared.clone(), self.net_tx.clone()));
         self.tasks.push(writer);
-        SocketLink { reader, socket, writer: wtx, queued, shared: self.shared.clone() }
+        let read_waker =
+            Arc::new(ReadWaker { conn, reported: AtomicBool::new(false), readable: self.readable.clone() });
+        let waker = Waker::from(read_waker.clone());
+        // Read it right away: the first read also registers the waker with the socket.
+        waker.wake_by_ref();
+        SocketLink { socket, read_waker, waker, writer: wtx, queued, shared: self.shared.clone() }
+    }
+
+    fn take_readable(&mut self, into: &mut Vec<ConnId>) {
+        self.readable.take(into);
     }
 
     fn peer_addr(socket: &R::Socket) -> io::Result<SocketAddr> {
@@ -299,36 +452,12 @@ impl<S: Socket> Link for SocketLink<S> {
             self.shared.give_back(n);
         }
     }
-}
 
-impl<S> Drop for SocketLink<S> {
-    fn drop(&mut self) {
-        // Stop reading; the writer finishes what it has (its channel is closed by this drop).
-        self.reader.abort();
+    fn try_read(&self, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        // Cleared before reading: a wake-up from here on reports the connection again.
+        self.read_waker.reported.store(false, Ordering::Release);
+        self.socket.poll_read(&mut Context::from_waker(&self.waker), buf)
     }
-}
-
-/// Reads a connection until it ends, passing the bytes to the node task.
-async fn read_loop<S: Socket>(conn: ConnId, socket: Arc<S>, tx: async_channel::Sender<Net<S>>, size: usize) {
-    let mut buf = BytesMut::zeroed(size);
-    loop {
-        if buf.len() < size / 4 + 1 {
-            buf = BytesMut::zeroed(size);
-        }
-        match poll_fn(|cx| socket.poll_read(cx, &mut buf)).await {
-            Ok(0) => break,
-            Ok(n) => {
-                if tx.send(Net::Data(conn, buf.split_to(n).freeze())).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                tracing::debug!(%conn, error = %e, "read failed");
-                break;
-            }
-        }
-    }
-    let _ = tx.send(Net::Closed(conn)).await;
 }
 
 /// Writes what the node task queues for a connection, many chunks per write.
@@ -373,4 +502,50 @@ async fn write_all<S: Socket>(socket: &S, mut buf: &[u8]) -> io::Result<()> {
         buf = &buf[n..];
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_socket_wake_reports_its_connection_once_and_wakes_the_node_task_once() {
+        let readable = Arc::new(Readable::default());
+        let node = Arc::new(Wakes::default());
+        let node_waker = Waker::from(node.clone());
+        let mut cx = Context::from_waker(&node_waker);
+        assert!(readable.poll(&mut cx).is_pending());
+        let conn = |c| Arc::new(ReadWaker { conn: c, reported: AtomicBool::new(false), readable: readable.clone() });
+        let (a, b) = (conn(ConnId(1)), conn(ConnId(2)));
+        let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        wa.wake_by_ref();
+        wa.wake_by_ref();
+        wb.wake_by_ref();
+        // One wake-up of the node task for any number of reports; each connection once.
+        assert_eq!(node.0.load(Ordering::SeqCst), 1);
+        assert!(readable.poll(&mut cx).is_ready());
+        let mut got = Vec::new();
+        readable.take(&mut got);
+        assert_eq!(got, [ConnId(1), ConnId(2)]);
+        assert!(!readable.is_reported());
+        // Not reported again until read (a read clears the mark).
+        wa.wake_by_ref();
+        assert!(!readable.is_reported());
+        a.reported.store(false, Ordering::Release);
+        assert!(readable.poll(&mut cx).is_pending());
+        wa.wake_by_ref();
+        assert_eq!(node.0.load(Ordering::SeqCst), 2);
+        readable.take(&mut got);
+        assert_eq!(got, [ConnId(1), ConnId(2), ConnId(1)]);
+    }
 }

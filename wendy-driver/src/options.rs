@@ -14,7 +14,8 @@ pub struct Options {
     /// A peer that lets more unwritten bytes than this pile up for it is disconnected, so a
     /// slow peer cannot make the node use unbounded memory.
     pub max_conn_queue_bytes: usize,
-    /// Size of each read from a socket.
+    /// Size of each read from a socket (the node task reads every socket into one buffer of
+    /// this size).
     pub read_buffer: usize,
     /// Events handed to the application and not yet read, at most. Past it the node keeps
     /// deliveries (and stops reading the network until the application catches up); other

@@ -1,7 +1,7 @@
 //! What a driver needs from an async runtime, and nothing more (quinn's `Runtime` is the
 //! model): spawning, timers, and TCP listening, dialling, reading and writing.
 //!
-//! Everything else, the node task, its handle, the connections' readers and writers, is
+//! Everything else, the node task, its handle, reading the sockets, the connections' writers, is
 //! written once in this crate over these traits. An adapter (`wendy-tokio`, `wendy-smol`)
 //! implements them in a hundred or two lines.
 
@@ -55,10 +55,12 @@ pub trait Listener: Send + Sync + 'static {
     fn local_addr(&self) -> io::Result<SocketAddr>;
 }
 
-/// A connected TCP socket, read by one task and written by another (or by the node task
-/// directly), hence `&self` everywhere.
+/// A connected TCP socket, read by the node task and written by it or by a writer task,
+/// hence `&self` everywhere.
 pub trait Socket: Send + Sync + 'static {
-    /// Reads into `buf`; `Ok(0)` at the end of the stream.
+    /// Reads into `buf`; `Ok(0)` at the end of the stream. When `Pending`, `cx`'s waker is woken
+    /// once the socket may be readable (the node task reads each socket with a waker of its
+    /// own).
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>>;
     /// Writes from `buf`.
     fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;

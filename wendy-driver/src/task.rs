@@ -116,7 +116,12 @@ impl<F: Future<Output = ()>> Future for Abortable<F> {
         if self.state.aborted.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
-        *self.state.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+        {
+            let mut waker = self.state.waker.lock().unwrap_or_else(|e| e.into_inner());
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
+        }
         // Checked again: an abort between the first check and storing the waker woke nobody.
         if self.state.aborted.load(Ordering::Acquire) {
             return Poll::Ready(());

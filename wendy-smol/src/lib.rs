@@ -1,7 +1,7 @@
 //! Runs a [`wendy_proto`] Pastry node over smol (async-io) TCP sockets and timers.
 //!
-//! This crate is a thin adapter: the node task, the handle, the connections' readers and
-//! writers are written once in `wendy-driver` over its [`Runtime`](wendy_driver::Runtime) trait; this crate implements
+//! This crate is a thin adapter: the node task, the handle, the reading of the sockets and
+//! the connections' writers are written once in `wendy-driver` over its [`Runtime`](wendy_driver::Runtime) trait; this crate implements
 //! that trait with smol and names [`NodeHandle`] for it. `wendy-tokio` has the same API over
 //! Tokio; no Tokio crate is in this crate's dependency tree. Tasks run on smol's global
 //! executor (`SMOL_THREADS` sets its thread count).

@@ -23,6 +23,10 @@
 //! Every connection is encrypted (Noise, the default). Then the batched chain (2) and the
 //! in-memory chain (4) run again with `Config::insecure_plaintext`, and the run reports what
 //! encryption keeps of the plaintext rate.
+//!
+//! On Linux the run also reports the CPU time the process spent (all threads, user and
+//! system, from `/proc/self/stat`) per raw frame and per routed message of (2) and (3): on a
+//! shared machine the rates move with the load, the CPU spent per message much less.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -82,11 +86,12 @@ async fn run() {
     // For profiling one part: WENDY_BENCH_ONLY=chain (or chain1, cluster, proto, latency).
     match std::env::var("WENDY_BENCH_ONLY").as_deref() {
         Ok("chain") => {
-            println!("3-node chain: {:.0} msgs/s", chain3(1_000_000, true).await);
+            let (rate, cpu) = chain3(1_000_000, true).await;
+            println!("3-node chain: {rate:.0} msgs/s, {} CPU per message", show_ns(cpu));
             return;
         }
         Ok("chain1") => {
-            println!("3-node chain, one per call: {:.0} msgs/s", chain3(300_000, false).await);
+            println!("3-node chain, one per call: {:.0} msgs/s", chain3(300_000, false).await.0);
             return;
         }
         Ok("latency") => {
@@ -102,28 +107,36 @@ async fn run() {
             return;
         }
         Ok("cluster") => {
-            println!("20-node cluster: {:.0} msgs/s", cluster20(1_000_000).await.0);
+            let (rate, _, cpu) = cluster20(1_000_000).await;
+            println!("20-node cluster: {rate:.0} msgs/s, {} CPU per message", show_ns(cpu));
             return;
         }
         _ => {}
     }
     let frame = route_frame();
     println!("wendy-tokio throughput (payload {PAYLOAD} B, frame {} B on the wire)", frame.len());
-    let raw = raw_frames(&frame, Duration::from_secs(2)).await;
+    let (raw, raw_cpu) = raw_frames(&frame, Duration::from_secs(2)).await;
     println!("raw batched TCP:        {:>12.0} frames/s", raw);
     let raw_rtt = raw_round_trip(&frame, 20_000).await;
     println!("raw TCP round trip:     {:>12.1} us (median)", raw_rtt);
-    let chain = chain3(1_000_000, true).await;
+    let (chain, chain_cpu) = chain3(1_000_000, true).await;
     println!("3-node chain (2 hops):  {:>12.0} msgs/s  ({:.1}% of raw; batched API)", chain, 100.0 * chain / raw);
-    let chain1 = chain3(300_000, false).await;
+    let chain1 = chain3(300_000, false).await.0;
     println!("  same, one per call:   {:>12.0} msgs/s  ({:.1}% of raw)", chain1, 100.0 * chain1 / raw);
-    let (cluster, hops) = cluster20(1_000_000).await;
+    let (cluster, hops, cluster_cpu) = cluster20(1_000_000).await;
     println!(
         "20-node cluster:        {:>12.0} msgs/s  ({:.1}% of raw, {hops:.2} hops mean, {:.0} hops/s; batched API)",
         cluster,
         100.0 * cluster / raw,
         cluster * hops
     );
+    if let (Some(raw_cpu), Some(chain_cpu), Some(cluster_cpu)) = (raw_cpu, chain_cpu, cluster_cpu) {
+        println!(
+            "CPU time (all threads):  raw {raw_cpu:.0} ns/frame; chain {chain_cpu:.0} ns/msg ({:.1}x raw); cluster {cluster_cpu:.0} ns/msg ({:.1}x raw)",
+            chain_cpu / raw_cpu,
+            cluster_cpu / raw_cpu
+        );
+    }
     let ceiling = proto_chain3(1_000_000);
     println!(
         "wendy-proto alone:      {:>12.0} msgs/s  ({:.1}% of raw; the 3-node chain in memory, 1 thread, no I/O)",
@@ -139,7 +152,7 @@ async fn run() {
     );
     println!("routed per-hop latency: {:>12.1} us (median; {:.2}x the raw round trip)", hop, hop / raw_rtt);
     PLAINTEXT.store(true, Ordering::Relaxed);
-    let chain_plain = chain3(1_000_000, true).await;
+    let chain_plain = chain3(1_000_000, true).await.0;
     let ceiling_plain = proto_chain3(1_000_000);
     PLAINTEXT.store(false, Ordering::Relaxed);
     println!(
@@ -175,14 +188,41 @@ async fn run() {
             "chain3_encrypted_over_plaintext": chain / chain_plain,
             "proto_chain3_in_memory_plaintext_msgs_per_s": ceiling_plain,
             "proto_chain3_encrypted_over_plaintext": ceiling / ceiling_plain,
+            "raw_cpu_ns_per_frame": raw_cpu,
+            "chain3_cpu_ns_per_msg": chain_cpu,
+            "chain3_cpu_over_raw": chain_cpu.zip(raw_cpu).map(|(c, r)| c / r),
+            "cluster20_cpu_ns_per_msg": cluster_cpu,
+            "cluster20_cpu_over_raw": cluster_cpu.zip(raw_cpu).map(|(c, r)| c / r),
         });
         std::fs::write(&path, serde_json::to_string_pretty(&v).expect("json") + "\n").expect("write json");
         println!("wrote {path}");
     }
 }
 
-/// Frames/s from one task to another over loopback TCP, written 64 KiB at a time.
-async fn raw_frames(frame: &[u8], dur: Duration) -> f64 {
+/// CPU time the process has spent, all threads, user and system; `None` where
+/// `/proc/self/stat` cannot be read.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name (which may hold spaces) in parentheses: utime and
+    // stime are the 12th and 13th, in clock ticks (USER_HZ, 100 on Linux).
+    let mut f = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let ticks = f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Nanoseconds of CPU time per item since `since`.
+fn cpu_per(since: Option<Duration>, items: u64) -> Option<f64> {
+    let spent = cpu_time()?.checked_sub(since?)?;
+    Some(spent.as_nanos() as f64 / items.max(1) as f64)
+}
+
+fn show_ns(ns: Option<f64>) -> String {
+    ns.map_or_else(|| "unknown".into(), |ns| format!("{ns:.0} ns"))
+}
+
+/// Frames/s from one task to another over loopback TCP, written 64 KiB at a time, and the CPU
+/// time per frame.
+async fn raw_frames(frame: &[u8], dur: Duration) -> (f64, Option<f64>) {
     let listener = TcpListener::bind(loopback()).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let reader = tokio::spawn(async move {
@@ -200,6 +240,7 @@ async fn raw_frames(frame: &[u8], dur: Duration) -> f64 {
     s.set_nodelay(true).expect("nodelay");
     let per_batch = (64 << 10) / frame.len();
     let batch: Vec<u8> = frame.iter().copied().cycle().take(per_batch * frame.len()).collect();
+    let cpu = cpu_time();
     let start = Instant::now();
     let mut sent = 0u64;
     while start.elapsed() < dur {
@@ -212,7 +253,7 @@ async fn raw_frames(frame: &[u8], dur: Duration) -> f64 {
     let bytes = reader.await.expect("reader");
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(bytes, sent * frame.len() as u64);
-    sent as f64 / secs
+    (sent as f64 / secs, cpu_per(cpu, sent))
 }
 
 /// Median round trip of one frame bounced between two tasks.
@@ -270,8 +311,9 @@ async fn ring(ids: &[NodeId]) -> Vec<NodeHandle> {
     nodes
 }
 
-/// A -> B -> C: msgs/s arriving at C; `batched` uses `send_batch` and `recv_batch`.
-async fn chain3(n: u64, batched: bool) -> f64 {
+/// A -> B -> C: msgs/s arriving at C, and the CPU time per message; `batched` uses
+/// `send_batch` and `recv_batch`.
+async fn chain3(n: u64, batched: bool) -> (f64, Option<f64>) {
     let ids: Vec<NodeId> = [1u128, 2, 3].iter().map(|i| NodeId::from_u128(i * (u128::MAX / 4))).collect();
     let mut nodes = ring(&ids).await;
     let (a, b, c) = (nodes[0].sender(), nodes[1].sender(), nodes[2].id());
@@ -332,6 +374,7 @@ async fn chain3(n: u64, batched: bool) -> f64 {
     });
     let bid = nodes[1].id();
     let payload = Bytes::from(vec![0xab; PAYLOAD]);
+    let cpu = cpu_time();
     let start = Instant::now();
     if batched {
         let mut left = n as usize;
@@ -346,6 +389,7 @@ async fn chain3(n: u64, batched: bool) -> f64 {
         }
     }
     let (got, end) = counter.await.expect("counter");
+    let cpu = cpu_per(cpu, got);
     relay.abort();
     if got < n {
         eprintln!("chain: only {got} of {n} arrived");
@@ -353,7 +397,7 @@ async fn chain3(n: u64, batched: bool) -> f64 {
     for node in &mut nodes {
         node.stop().await;
     }
-    got as f64 / end.duration_since(start).as_secs_f64()
+    (got as f64 / end.duration_since(start).as_secs_f64(), cpu)
 }
 
 /// The 3-node chain with the nodes wired together in memory: what the protocol alone costs.
@@ -436,8 +480,9 @@ fn proto_chain3(n: u64) -> f64 {
     got as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Every node of 20 routes towards random keys: total msgs/s delivered, and mean hops.
-async fn cluster20(n: u64) -> (f64, f64) {
+/// Every node of 20 routes towards random keys: total msgs/s delivered, mean hops, and the CPU
+/// time per message.
+async fn cluster20(n: u64) -> (f64, f64, Option<f64>) {
     let mut rng = Rng::new(20);
     let ids: Vec<NodeId> = (0..20).map(|_| NodeId::from_u128(rng.next_u128())).collect();
     let mut nodes = ring(&ids).await;
@@ -468,6 +513,7 @@ async fn cluster20(n: u64) -> (f64, f64) {
     }
     let per = n / nodes.len() as u64;
     let total = per * nodes.len() as u64;
+    let cpu = cpu_time();
     let start = Instant::now();
     let mut senders = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
@@ -493,6 +539,7 @@ async fn cluster20(n: u64) -> (f64, f64) {
     }
     let secs = start.elapsed().as_secs_f64();
     let got = delivered.load(Ordering::Relaxed);
+    let cpu = cpu_per(cpu, got);
     if got < total {
         eprintln!("cluster: only {got} of {total} arrived");
     }
@@ -502,7 +549,7 @@ async fn cluster20(n: u64) -> (f64, f64) {
     for node in &mut nodes {
         node.stop().await;
     }
-    (got as f64 / secs, hops.load(Ordering::Relaxed) as f64 / got.max(1) as f64)
+    (got as f64 / secs, hops.load(Ordering::Relaxed) as f64 / got.max(1) as f64, cpu)
 }
 
 /// Median routed round trip: A and C bounce a message, one routed hop each way.
