@@ -115,8 +115,9 @@ pub struct Config {
     /// round trip measured yet.
     pub ack_timeout_max: Duration,
     /// How many times a routed message is sent again through another hop before it is
-    /// reported undeliverable (default 5: with 30 % of the nodes crashing at once, a message can
-    /// meet several dead hops in a row).
+    /// reported undeliverable (default 8: with 30 % of the nodes crashing at once, a message can
+    /// meet several dead hops in a row; it tries each at most once, since suspects are routed
+    /// around, and each costs at most two `ack_timeout_max`).
     pub max_reroutes: u8,
     /// Membership over the peers' proven keys (and the pre-shared key, if they have one);
     /// `None` admits every peer that completes the handshake.
@@ -182,7 +183,7 @@ impl Config {
             max_hops: 64,
             ack_timeout_min: Duration::from_millis(100),
             ack_timeout_max: Duration::from_secs(1),
-            max_reroutes: 5,
+            max_reroutes: 8,
             credentials: None,
             identity: None,
             trusted_ids: true,

@@ -7,7 +7,9 @@
 //! them as TCP does (`srtt + 4 rttvar`, bounded by `ack_timeout_min` and `ack_timeout_max`).
 //! A message unacknowledged after one timeout makes the hop suspect (it is probed, and
 //! declared failed if the probe goes unanswered); after two it is routed again through the
-//! next best hop, the suspect excluded. When a connection breaks or its peer is declared
+//! next best hop, every suspect excluded (so that it meets each dead hop once, not back and
+//! forth between two of them), or waits for a suspect that is its root by our leaf set
+//! ([`Node::park`]). When a connection breaks or its peer is declared
 //! failed, everything still in flight on it is routed again at once. A message that has been
 //! rerouted `max_reroutes` times, or finds no route, is reported
 //! [`NodeError::Undeliverable`] with its key and purpose at its origin (a [`Message::Bounce`]
@@ -83,8 +85,9 @@ impl Recent {
     }
 }
 
-/// A rerouted message whose root, by our leaf set, is a suspect: delivering it here would
-/// only be right if the suspect is dead, so it waits until the suspect's probe settles.
+/// A rerouted message whose root, by our leaf set, is a suspect (or the hop that failed) while
+/// every other route would deliver it here: delivering it here would only be right if the
+/// suspect is dead, so it waits until the suspect's probe settles.
 #[derive(Debug)]
 pub(super) struct Parked {
     suspect: NodeId,
@@ -279,7 +282,8 @@ impl Node {
     }
 
     /// Routes again the parked messages whose suspect is no longer one: it answered (routed to
-    /// it) or was declared failed (delivered here, or wherever the repaired leaf set says).
+    /// it) or was declared failed (delivered here, or wherever the repaired leaf set says; or
+    /// parked again, on the next suspect).
     pub(super) fn release_parked(&mut self) {
         let now = self.last_now;
         let waiting = |n: &Node, p: &Parked| {
