@@ -91,6 +91,8 @@ pub(crate) struct Queue {
     head: usize,
     /// The time last taken (the key that bucket 0 holds).
     last: u64,
+    /// Bit `i - 1` set if bucket `i` (1..=64) is not empty.
+    occupied: u64,
     /// The least time in buckets 1.., when known (bucket 0 is then empty).
     next_min: Cell<Option<u64>>,
     /// Events scheduled before `last`, by (time, sequence number).
@@ -127,6 +129,7 @@ impl Default for Queue {
             buckets: vec![Vec::new(); BUCKETS],
             head: 0,
             last: 0,
+            occupied: 0,
             next_min: Cell::new(None),
             early: BinaryHeap::new(),
             seq: 0,
@@ -154,6 +157,7 @@ impl Queue {
         }
         let b = bucket(time, self.last);
         if b > 0 {
+            self.occupied |= 1 << (b - 1);
             if let Some(m) = self.next_min.get() {
                 self.next_min.set(Some(m.min(time)));
             }
@@ -163,7 +167,10 @@ impl Queue {
 
     /// The least time in buckets 1.. (bucket 0 being empty), and the first non-empty bucket.
     fn min_above(&self) -> Option<(usize, u64)> {
-        let i = (1..BUCKETS).find(|&i| !self.buckets[i].is_empty())?;
+        if self.occupied == 0 {
+            return None;
+        }
+        let i = self.occupied.trailing_zeros() as usize + 1;
         let m = match self.next_min.get() {
             Some(m) => m,
             None => {
@@ -188,10 +195,19 @@ impl Queue {
             self.last = m;
             self.next_min.set(None);
             let mut from = std::mem::take(&mut self.buckets[i]);
+            self.occupied &= !(1 << (i - 1));
             for e in from.drain(..) {
-                self.buckets[bucket(e.time, m)].push(e);
+                let b = bucket(e.time, m);
+                if b > 0 {
+                    self.occupied |= 1 << (b - 1);
+                }
+                self.buckets[b].push(e);
             }
-            self.buckets[i] = from;
+            // A drained bucket keeps its allocation only if small next to the queue: each
+            // bucket filling up in turn would otherwise hold the sum of their peaks.
+            if from.capacity() <= 64.max(self.len / 4) {
+                self.buckets[i] = from;
+            }
         }
         let e = self.buckets[0][self.head];
         self.head += 1;
