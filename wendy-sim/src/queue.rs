@@ -1,10 +1,11 @@
-//! The event queue: a binary min-heap ordered by (time, sequence number).
+//! The event queue: a radix heap ordered by time, first in first out at the same time.
 //!
 //! Events at the same instant run in the order they were scheduled, which makes a run a pure
-//! function of its seed. Entries are small (32 bytes): the bytes of frames in flight wait in
+//! function of its seed. Entries are small (24 bytes): the bytes of frames in flight wait in
 //! the links' segment slab, named by slot, not here.
 
-use std::cmp::Ordering;
+use std::cell::Cell;
+use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 /// What happens when an event comes due. Everything is named by index and generation, so an
@@ -61,60 +62,173 @@ pub(crate) enum Ctl {
     KvFinal,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 struct Entry {
     time: u64,
-    seq: u64,
     ev: Ev,
 }
 
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        (self.time, self.seq) == (other.time, other.seq)
+/// Buckets of the radix heap: one for keys equal to the last one taken, one per bit position
+/// of the highest bit in which a key differs from it.
+const BUCKETS: usize = 65;
+
+/// A min-queue of events by (time in microseconds, order of scheduling), as a radix heap.
+///
+/// Times only move forward (every event is scheduled at or after the one being handled), which
+/// a radix heap exploits: an entry sits in the bucket of the highest bit in which its time
+/// differs from `last`, the time last taken; bucket 0 holds the entries due at `last`. Taking
+/// the earliest is O(1) from bucket 0; when that is empty the first non-empty bucket is spread
+/// over the lower ones around its least time, and an entry moves at most 64 times in its life,
+/// with no comparisons of sequence numbers: entries with the same time always share a bucket
+/// and keep their order in it (pushes append, spreading preserves order), so events due at the
+/// same instant come out in the order they were scheduled, exactly as from a heap ordered by
+/// (time, sequence number). An event scheduled before `last` (which the simulator never does)
+/// waits in a small ordinary heap that is served first, so the order holds for any input.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    buckets: Vec<Vec<Entry>>,
+    /// Entries of bucket 0 already taken (it is a FIFO, refilled only once empty).
+    head: usize,
+    /// The time last taken (the key that bucket 0 holds).
+    last: u64,
+    /// Bit `i - 1` set if bucket `i` (1..=64) is not empty.
+    occupied: u64,
+    /// The least time in buckets 1.., when known (bucket 0 is then empty).
+    next_min: Cell<Option<u64>>,
+    /// Events scheduled before `last`, by (time, sequence number).
+    early: BinaryHeap<Reverse<(u64, u64, EarlyEv)>>,
+    seq: u64,
+    len: usize,
+    peak: usize,
+}
+
+/// An event in the early heap (ordered by time and sequence number only).
+#[derive(Clone, Copy, Debug)]
+struct EarlyEv(Ev);
+
+impl PartialEq for EarlyEv {
+    fn eq(&self, _: &Self) -> bool {
+        true
     }
 }
-impl Eq for Entry {}
-impl PartialOrd for Entry {
+impl Eq for EarlyEv {}
+impl PartialOrd for EarlyEv {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Entry {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // Reversed: BinaryHeap is a max-heap, we want the earliest first.
-        (other.time, other.seq).cmp(&(self.time, self.seq))
+impl Ord for EarlyEv {
+    fn cmp(&self, _: &Self) -> Ordering {
+        Ordering::Equal
     }
 }
 
-/// A min-heap of events by (time in microseconds, sequence number).
-#[derive(Debug, Default)]
-pub(crate) struct Queue {
-    heap: BinaryHeap<Entry>,
-    seq: u64,
-    peak: usize,
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            buckets: vec![Vec::new(); BUCKETS],
+            head: 0,
+            last: 0,
+            occupied: 0,
+            next_min: Cell::new(None),
+            early: BinaryHeap::new(),
+            seq: 0,
+            len: 0,
+            peak: 0,
+        }
+    }
+}
+
+/// The bucket of `time` relative to `last` (`time >= last`).
+#[inline]
+fn bucket(time: u64, last: u64) -> usize {
+    (64 - (time ^ last).leading_zeros()) as usize
 }
 
 impl Queue {
     /// Schedules `ev` at `time` (microseconds).
     pub(crate) fn push(&mut self, time: u64, ev: Ev) {
-        self.seq += 1;
-        self.heap.push(Entry { time, seq: self.seq, ev });
-        self.peak = self.peak.max(self.heap.len());
+        self.len += 1;
+        self.peak = self.peak.max(self.len);
+        if time < self.last {
+            self.seq += 1;
+            self.early.push(Reverse((time, self.seq, EarlyEv(ev))));
+            return;
+        }
+        let b = bucket(time, self.last);
+        if b > 0 {
+            self.occupied |= 1 << (b - 1);
+            if let Some(m) = self.next_min.get() {
+                self.next_min.set(Some(m.min(time)));
+            }
+        }
+        self.buckets[b].push(Entry { time, ev });
+    }
+
+    /// The least time in buckets 1.. (bucket 0 being empty), and the first non-empty bucket.
+    fn min_above(&self) -> Option<(usize, u64)> {
+        if self.occupied == 0 {
+            return None;
+        }
+        let i = self.occupied.trailing_zeros() as usize + 1;
+        let m = match self.next_min.get() {
+            Some(m) => m,
+            None => {
+                let m = self.buckets[i].iter().map(|e| e.time).min().expect("the bucket is not empty");
+                self.next_min.set(Some(m));
+                m
+            }
+        };
+        Some((i, m))
     }
 
     /// The earliest event, if any.
     pub(crate) fn pop(&mut self) -> Option<(u64, Ev)> {
-        self.heap.pop().map(|e| (e.time, e.ev))
+        if let Some(Reverse((t, _, EarlyEv(ev)))) = self.early.pop() {
+            self.len -= 1;
+            return Some((t, ev));
+        }
+        if self.head == self.buckets[0].len() {
+            self.buckets[0].clear();
+            self.head = 0;
+            let (i, m) = self.min_above()?;
+            self.last = m;
+            self.next_min.set(None);
+            let mut from = std::mem::take(&mut self.buckets[i]);
+            self.occupied &= !(1 << (i - 1));
+            for e in from.drain(..) {
+                let b = bucket(e.time, m);
+                if b > 0 {
+                    self.occupied |= 1 << (b - 1);
+                }
+                self.buckets[b].push(e);
+            }
+            // A drained bucket keeps its allocation only if small next to the queue: each
+            // bucket filling up in turn would otherwise hold the sum of their peaks.
+            if from.capacity() <= 64.max(self.len / 4) {
+                self.buckets[i] = from;
+            }
+        }
+        let e = self.buckets[0][self.head];
+        self.head += 1;
+        self.len -= 1;
+        Some((e.time, e.ev))
     }
 
     /// Time of the earliest event.
     pub(crate) fn peek_time(&self) -> Option<u64> {
-        self.heap.peek().map(|e| e.time)
+        if let Some(Reverse((t, _, _))) = self.early.peek() {
+            return Some(*t);
+        }
+        if self.head < self.buckets[0].len() {
+            return Some(self.last);
+        }
+        self.min_above().map(|(_, m)| m)
     }
 
     /// Events pending.
     pub(crate) fn len(&self) -> usize {
-        self.heap.len()
+        self.len
     }
 
     /// Most events ever pending at once.
@@ -124,7 +238,9 @@ impl Queue {
 
     /// Heap bytes the queue holds (entries times allocated capacity).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.heap.capacity() * std::mem::size_of::<Entry>()
+        self.buckets.iter().map(Vec::capacity).sum::<usize>() * std::mem::size_of::<Entry>()
+            + self.buckets.capacity() * std::mem::size_of::<Vec<Entry>>()
+            + self.early.capacity() * std::mem::size_of::<Reverse<(u64, u64, EarlyEv)>>()
     }
 }
 
@@ -133,8 +249,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_entry_is_32_bytes() {
-        assert_eq!(std::mem::size_of::<Entry>(), 32);
+    fn an_entry_is_24_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 24);
     }
 
     #[test]
@@ -154,5 +270,44 @@ mod tests {
                 (5, Ev::Ctl(Ctl::Arrival))
             ]
         );
+    }
+
+    /// Against a reference heap ordered by (time, sequence number): random pushes at or after
+    /// the time last taken (many at the same instant), some before it, interleaved with pops
+    /// and peeks, give the same events in the same order.
+    #[test]
+    fn same_order_as_a_heap_by_time_then_sequence() {
+        let mut rng = wendy_proto::rng::Rng::new(7);
+        let mut q = Queue::default();
+        let mut reference = BinaryHeap::new();
+        let mut seq = 0u32;
+        let mut now = 0u64;
+        for _ in 0..200_000 {
+            if rng.below(5) < 3 {
+                let time = match rng.below(20) {
+                    0 => now.saturating_sub(rng.below(50)),
+                    1..=8 => now,
+                    9..=15 => now + rng.below(100),
+                    _ => now + rng.below(1 << 40),
+                };
+                seq += 1;
+                let ev = Ev::Timer { host: seq, gen: 0 };
+                q.push(time, ev);
+                reference.push(Reverse((time, seq)));
+            } else {
+                assert_eq!(q.peek_time(), reference.peek().map(|r| r.0 .0));
+                let got = q.pop();
+                let want = reference.pop().map(|Reverse((t, s))| (t, Ev::Timer { host: s, gen: 0 }));
+                assert_eq!(got, want);
+                if let Some((t, _)) = got {
+                    now = now.max(t);
+                }
+            }
+            assert_eq!(q.len(), reference.len());
+        }
+        while let Some(Reverse((t, s))) = reference.pop() {
+            assert_eq!(q.pop(), Some((t, Ev::Timer { host: s, gen: 0 })));
+        }
+        assert_eq!(q.pop(), None);
     }
 }
