@@ -365,17 +365,10 @@ impl Node {
         }
     }
 
-    /// The leaf set had `connect_timeout` to answer our announcement: act as root from now
-    /// on. A member that did not answer may never have heard of us (the announcement or its
-    /// answer lost with a connection), and would deliver our keys itself: it is suspected
-    /// at once, so it is probed `probe_attempts` times (a `Ping` teaches it our id), routed
-    /// around meanwhile, and removed if it stays silent.
+    /// The leaf set had its chance to answer our announcement: act as root from now on.
     pub(super) fn announce_timer(&mut self, now: Instant) {
-        let State::Announcing { awaiting } = &self.state else { return };
-        let silent: Vec<NodeId> = awaiting.iter().copied().filter(|&id| self.leaf.contains(id)).collect();
-        self.become_ready(now);
-        for id in silent {
-            self.suspect(now, id);
+        if matches!(self.state, State::Announcing { .. }) {
+            self.become_ready(now);
         }
     }
 
