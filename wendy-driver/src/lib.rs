@@ -37,6 +37,7 @@ mod events;
 mod handle;
 mod hostile;
 mod metrics;
+mod node_io;
 mod node_task;
 mod options;
 mod redb_backend;
