@@ -121,13 +121,7 @@ fn crash(fraction: f64, seed: u64) {
     // The documented bound: no table names a crashed node after `detection_time()` (the
     // simulator looks every `check_interval`). Dead nodes learned again second-hand from peers
     // that had not noticed yet are probed before they are trusted, so they do not extend it.
-    let detection = cfg
-        .node
-        .apply(wendy_proto::Config::with_trusted_id(
-            wendy_proto::NodeId::from_u128(1),
-            std::net::SocketAddr::from(([10, 0, 0, 1], 1)),
-        ))
-        .detection_time();
+    let detection = detection_time(&cfg);
     let clean = c.tables_clean_s.expect("tables clean");
     assert!(
         clean <= (detection + cfg.check_interval).as_secs_f64(),
@@ -176,15 +170,18 @@ fn lookups_issued_after_a_30_percent_crash_are_all_delivered() {
     assert_eq!(r.node_errors.get("undeliverable"), None, "reported undeliverable: {:?}", r.node_errors);
     // Those in flight at the crash are lost only with a node that held them: a few.
     assert!(c.before.lost <= 10, "lost before the crash: {:?}", c.before);
-    let detection = cfg
-        .node
-        .apply(wendy_proto::Config::with_trusted_id(
-            wendy_proto::NodeId::from_u128(1),
-            std::net::SocketAddr::from(([10, 0, 0, 1], 1)),
-        ))
-        .detection_time();
+    let detection = detection_time(&cfg);
     let clean = c.tables_clean_s.expect("tables clean");
     assert!(clean <= (detection + cfg.check_interval).as_secs_f64(), "tables clean {clean:.1}s after the crash");
+}
+
+/// `Config::detection_time()` of the nodes `cfg` runs.
+fn detection_time(cfg: &SimConfig) -> Duration {
+    let any = wendy_proto::Config::with_trusted_id(
+        wendy_proto::NodeId::from_u128(1),
+        std::net::SocketAddr::from(([10, 0, 0, 1], 1)),
+    );
+    cfg.node.apply(any).detection_time()
 }
 
 /// Median session of 30 minutes over one simulated hour. 100 nodes with a 5 s heartbeat
