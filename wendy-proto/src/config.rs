@@ -19,7 +19,7 @@ pub const APP_HEADER_ALLOWANCE: usize = 64;
 
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-const DEFAULT_PROBE_ATTEMPTS: u32 = 3;
+const DEFAULT_PROBE_ATTEMPTS: u32 = 5;
 const SUSPECT_HEARTBEATS: u32 = 3;
 const TABLE_PROBE_HEARTBEATS: u32 = 60;
 const DEFAULT_STALE_TARGET: f64 = 0.05;
@@ -59,13 +59,16 @@ pub struct Config {
     /// A neighbour (the nearest leaf-set member on either side) silent this long is suspected
     /// and probed.
     pub suspect_timeout: Duration,
-    /// A suspected member is probed `probe_attempts` times, `probe_timeout` apart (each
-    /// attempt over a fresh connection if the last one broke), and declared gone when the last
-    /// goes unanswered for `probe_timeout`.
+    /// A suspected member is probed `probe_attempts` times, `probe_timeout` apart (every
+    /// attempt after an unanswered one over a fresh connection, as is the first when the
+    /// suspicion came from a missing per-hop ack), and declared gone when the last goes
+    /// unanswered for `probe_timeout`.
     pub probe_timeout: Duration,
-    /// Probes sent to a suspected member before it is declared gone (default 3): one lost
-    /// frame must not make a live node look dead, since its neighbours would then deliver
-    /// messages for keys it still owns.
+    /// Probes sent to a suspected member before it is declared gone (default 5): lost frames
+    /// must not make a live node look dead, since its neighbours would then deliver messages
+    /// for keys it still owns. Each attempt over a fresh connection costs a handshake, which
+    /// with 5 % of frames lost fails about one time in five; five attempts make a false
+    /// declaration rare (at 3, 1,000 nodes at 5 % loss delivered lookups at the wrong node).
     pub probe_attempts: u32,
     /// The longest any other table member (leaf set beyond the neighbours, routing table,
     /// neighbourhood) may stay silent before it is probed. They are probed sooner when the

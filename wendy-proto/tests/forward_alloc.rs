@@ -38,10 +38,14 @@ fn forwarding_allocates_nothing_per_frame_in_steady_state() {
     let (mut b, conn_b) =
         SecurePeer::connect(&mut node, now, Identity::from_secret([3; 32]), script::addr(3, 3)).expect("b connects");
     let (aid, bid) = (a.info().id, b.info().id);
-    // A tells the node of B (a leaf-set exchange): B is then the closest node to its own id.
-    let leaves = Message::LeafSet { leaves: vec![a.info().clone(), b.info().clone()] };
-    node.handle_bytes(now, conn_a, a.seal(&[leaves]).expect("seal"));
-    script::drain(&mut node);
+    // A and B join through the node (they announce themselves to it): B is then the closest
+    // node to its own id.
+    node.handle_bytes(now, conn_a, a.seal(&[Message::Announce { seq: 1 }]).expect("seal"));
+    node.handle_bytes(now, conn_b, b.seal(&[Message::Announce { seq: 1 }]).expect("seal"));
+    let welcomes = script::drain(&mut node);
+    // The peers read the node's welcomes (their receive nonces move on).
+    a.open_outputs(&welcomes, conn_a).expect("a opens its welcome");
+    b.open_outputs(&welcomes, conn_b).expect("b opens its welcome");
     assert_eq!(node.next_hop(bid), Some(bid), "the node forwards towards B to B");
 
     // Every record of the run, sealed in advance (the peers' work is not measured): A's routed

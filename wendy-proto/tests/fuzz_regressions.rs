@@ -117,7 +117,7 @@ fn a_node_that_left_does_not_repair_or_dial() {
     let me = node.id().as_u128();
     let a = info(me + (1 << 90), 1, 1);
     let conn = script::authed(&mut node, now, &a);
-    node.handle_data(now, conn, &wire::encode(&Message::Ping { seq: 1 }));
+    node.handle_data(now, conn, &wire::encode(&Message::Announce { seq: 1 }));
     drain(&mut node);
     assert!(node.is_ready());
     let others: Vec<NodeInfo> = (2..6u8).map(|i| info(me + (u128::from(i) << 90), 1, i)).collect();

@@ -35,8 +35,34 @@ fn config() -> Config {
 fn node_with_a_peer() -> (Node, wendy_proto::ConnId) {
     let mut node = Node::new(config(), NOW).expect("valid config");
     let conn = script::authed(&mut node, NOW, &info(ME + 1, 1, 1));
+    // It joins through us: a ring of two.
+    script::send(&mut node, NOW, conn, &Message::Announce { seq: 1 });
     drain(&mut node);
     (node, conn)
+}
+
+/// A ring of one (a node whose join failed, or a restarted node that has not joined yet) that
+/// a ring still has in its tables tells that ring it is not a member, rather than take every
+/// key it is sent; it becomes a member only through the join protocol.
+#[test]
+fn a_ring_of_one_is_not_adopted_by_a_ring_that_knows_it() {
+    let mut node = Node::new(config(), NOW).expect("valid config");
+    let peer = info(ME + 1, 1, 1);
+    let conn = script::authed(&mut node, NOW, &peer);
+    drain(&mut node);
+    for msg in [Message::Ping { seq: 1 }, route(1)] {
+        let out = script::send(&mut node, NOW, conn, &msg);
+        assert_eq!(delivered(&out), 0, "a ring of one does not take another ring's keys");
+        let sent = script::messages(&out, conn);
+        assert!(sent.iter().any(|m| matches!(m, Message::Leaving)), "{msg:?} answered {sent:?}");
+        assert!(!sent.iter().any(|m| matches!(m, Message::Pong { .. } | Message::Ack { .. })));
+    }
+    script::send(&mut node, NOW, conn, &Message::LeafSet { leaves: vec![peer.clone()] });
+    assert!(node.leaf_set().is_empty(), "nothing learned but through the join protocol");
+    // The peer joins through us: now we are a ring of two and take our keys.
+    script::send(&mut node, NOW, conn, &Message::Announce { seq: 2 });
+    assert!(node.leaf_set().contains(peer.id));
+    assert_eq!(delivered(&script::send(&mut node, NOW, conn, &route(2))), 1);
 }
 
 fn delivered(out: &[Output]) -> usize {
@@ -88,9 +114,8 @@ fn a_silent_neighbour_is_probed_probe_attempts_times_before_it_is_declared_gone(
     let mut node = Node::new(c, NOW).expect("valid config");
     let peer = info(ME + 1, 1, 1);
     let conn = script::authed(&mut node, NOW, &peer);
-    // The peer tells of itself, then pings: heard from directly, it joins our leaf set.
-    script::send(&mut node, NOW, conn, &Message::LeafSet { leaves: vec![peer.clone()] });
-    script::send(&mut node, NOW, conn, &Message::Ping { seq: 1 });
+    // The peer joins through us (a ring of one takes members only so): it is in our leaf set.
+    script::send(&mut node, NOW, conn, &Message::Announce { seq: 1 });
     assert!(node.leaf_set().contains(peer.id));
     let mut pings_after_suspicion = 0;
     let mut gone = None;
@@ -100,8 +125,19 @@ fn a_silent_neighbour_is_probed_probe_attempts_times_before_it_is_declared_gone(
         node.handle_timeout(t);
         let out = drain(&mut node);
         if t >= NOW + suspect {
+            // The first probe goes over the open connection; each one after an unanswered
+            // probe over a fresh one (it is dialled, and the probe waits for it to open).
             pings_after_suspicion +=
                 script::messages(&out, conn).iter().filter(|m| matches!(m, Message::Ping { .. })).count();
+            pings_after_suspicion += out
+                .iter()
+                .filter(|o| matches!(o, Output::Connect { addr, .. } if *addr == peer.local || *addr == peer.global))
+                .count();
+            assert!(
+                !out.iter().any(|o| matches!(o, Output::Event(wendy_proto::Event::NodeLeft(_))))
+                    || t >= NOW + suspect + probing,
+                "declared gone before its probes ran out"
+            );
         }
         if out.iter().any(|o| matches!(o, Output::Event(wendy_proto::Event::NodeLeft(i)) if i.id == peer.id)) {
             gone = Some(t);
@@ -109,7 +145,8 @@ fn a_silent_neighbour_is_probed_probe_attempts_times_before_it_is_declared_gone(
     }
     let gone = gone.unwrap_or(NOW);
     assert!(gone >= NOW + suspect + probing, "declared gone at {gone}, before {:?} of silence", suspect + probing);
-    assert!(pings_after_suspicion >= 3, "{pings_after_suspicion} probes before the failure");
+    let attempts = usize::try_from(config().probe_attempts).unwrap_or(usize::MAX);
+    assert!(pings_after_suspicion >= attempts, "{pings_after_suspicion} probes before the failure");
 }
 
 /// A message given up on at an intermediate node is reported at its origin, not where it was

@@ -12,9 +12,10 @@
 //! let now = Instant::from_secs(1);
 //! let mut node = Node::new(Config::new(Identity::from_secret([1; 32]), script::addr(1, 1)), now).unwrap();
 //! let (mut peer, conn) = SecurePeer::connect(&mut node, now, Identity::from_secret([2; 32]), script::addr(2, 2)).unwrap();
-//! node.handle_bytes(now, conn, peer.seal(&[Message::Ping { seq: 7 }]).unwrap());
+//! // The peer joins through the node (a ring of one), which welcomes it.
+//! node.handle_bytes(now, conn, peer.seal(&[Message::Announce { seq: 7 }]).unwrap());
 //! let answers = peer.open_outputs(&script::drain(&mut node), conn).unwrap();
-//! assert!(answers.contains(&Message::Pong { seq: 7, ready: true }));
+//! assert!(answers.iter().any(|m| matches!(m, Message::Welcome { seq: 7, ready: true, .. })));
 //! ```
 
 use std::net::SocketAddr;

@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 
 use crate::id::NodeId;
-use crate::output::{ConnId, NodeError};
+use crate::output::{ConnId, NodeError, Output};
 use crate::time::{duration_micros, Instant};
 use crate::wire::{Message, Route};
 
@@ -231,7 +231,16 @@ impl Node {
             self.arm_ack(conn, at);
         }
         if overdue {
-            if let Some(p) = peer {
+            if let Some(p) = peer.filter(|p| self.peers.get(p).is_some_and(|p| p.suspected.is_none())) {
+                // An unacknowledged hop on a connection that works would be rare; a connection
+                // that lost a frame is the usual cause (an encrypted stream that lost one is
+                // broken for good). The suspect's probes go over a fresh connection, and what
+                // this one carried is routed again around it.
+                self.close_conns_of(now, p);
+                if self.conns.contains_key(&conn) {
+                    self.out.push_back(Output::Close { conn });
+                    self.drop_conn(now, conn);
+                }
                 self.suspect(now, p);
             }
         }

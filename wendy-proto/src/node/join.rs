@@ -71,6 +71,11 @@ impl Node {
     pub(super) fn on_join_message(&mut self, now: Instant, conn: ConnId, from: NodeId, msg: Message) {
         match msg {
             Message::JoinRequest { joiner, hops } => self.route_join(now, joiner, hops, Some(conn)),
+            // A state that arrives after we gave up joining (`JoinFailed`) is stale: learning
+            // its sender would make us a member of its ring without a join (a ring of one
+            // takes the first node that contacts it), unannounced and with the application
+            // told the join failed.
+            Message::JoinState { .. } if self.state == State::Alone => {}
             Message::JoinState { rows, hood, leaves } => {
                 if let Some(info) = self.peer_info(from) {
                     self.learn(now, info, true);
@@ -87,6 +92,10 @@ impl Node {
                 }
             }
             Message::Announce { seq } => {
+                if self.state == State::Alone {
+                    // The first node to join through a ring of one makes it a ring of two.
+                    self.state = State::Ready;
+                }
                 if let Some(info) = self.peer_info(from) {
                     self.learn(now, info, true);
                 }
@@ -104,6 +113,7 @@ impl Node {
                 for i in leaves {
                     self.learn(now, i, false);
                 }
+                self.unwelcomed.retain(|&id| id != from);
                 if let State::Announcing { awaiting, .. } = &mut self.state {
                     awaiting.remove(&from);
                     if awaiting.is_empty() {
@@ -365,11 +375,43 @@ impl Node {
         }
     }
 
-    /// The leaf set had its chance to answer our announcement: act as root from now on.
+    /// The leaf set had its chance to answer our announcement: act as root from now on. The
+    /// members that did not answer are announced to again, over fresh connections,
+    /// `probe_attempts` times `probe_timeout` apart (see [`Node::reannounce`]).
     pub(super) fn announce_timer(&mut self, now: Instant) {
-        if matches!(self.state, State::Announcing { .. }) {
-            self.become_ready(now);
+        match &mut self.state {
+            State::Announcing { awaiting } => {
+                self.unwelcomed = std::mem::take(awaiting).into_iter().collect();
+                self.reannounces = 0;
+                self.become_ready(now);
+                self.reannounce(now);
+            }
+            State::Ready => self.reannounce(now),
+            _ => {}
         }
+    }
+
+    /// Announces us again to the leaf-set members that have not answered our announcement.
+    ///
+    /// A member that missed it (its frame was lost, and with an encrypted connection the
+    /// connection with it) would not know us, and would deliver the keys between it and us
+    /// that are ours. Each round closes the connections the members had and dials them anew,
+    /// since the old one may be broken. Members that stay silent are not declared failed
+    /// here: their liveness is what the probes decide.
+    fn reannounce(&mut self, now: Instant) {
+        let leaf = &self.leaf;
+        self.unwelcomed.retain(|&id| leaf.contains(id));
+        if self.unwelcomed.is_empty() || self.reannounces >= self.cfg.probe_attempts {
+            self.unwelcomed = Vec::new();
+            return;
+        }
+        self.reannounces += 1;
+        for id in self.unwelcomed.clone() {
+            self.close_conns_of(now, id);
+            self.probe(now, id, true);
+            self.stats.join_messages += 1;
+        }
+        self.timers.set(NodeTimer::Announce, now + self.cfg.probe_timeout);
     }
 
     /// A bootstrap could not be reached or refused us: retry soon rather than at the deadline.

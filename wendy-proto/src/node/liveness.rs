@@ -7,7 +7,6 @@ use crate::output::{ConnId, Event, Output};
 use crate::time::Instant;
 use crate::wire::Message;
 
-use super::connections::Phase;
 use super::membership::Peer;
 use super::timers::{NodeTimer, TimerKey};
 use super::{Node, State};
@@ -220,15 +219,12 @@ impl Node {
                     // The last probe went unanswered: try again (a lost frame, a connection
                     // broken under it) before declaring a live node dead.
                     p.probes = p.probes.saturating_add(1);
-                    let stuck = p.conn.filter(|c| {
-                        self.conns.get(c).is_some_and(|c| !matches!(c.phase, Phase::Open) && now - c.opened >= gap)
-                    });
-                    if let Some(conn) = stuck {
-                        // Still being set up after a whole probe timeout: its handshake was
-                        // lost. The next probe goes over a fresh connection.
-                        self.out.push_back(Output::Close { conn });
-                        self.drop_conn(now, conn);
-                    }
+                    // Nothing came back on the connection the last probe took (hearing from
+                    // the peer would have ended the suspicion): its set-up was lost, or a
+                    // frame on it was, and an encrypted stream that lost a frame is broken for
+                    // good. The next probe goes over a fresh connection, so that a live node
+                    // is not declared dead for a connection's fault.
+                    self.close_conns_of(now, id);
                     self.probe(now, id, false);
                     self.arm_peer(id, t + gap * (sent + 1));
                 }
@@ -261,6 +257,38 @@ impl Node {
         p.probes = 1;
         self.probe(now, id, false);
         self.arm_peer(id, now + self.cfg.probe_timeout);
+    }
+
+    /// `from`, which we declared failed, has sent us `msg`: our probes were lost, not the
+    /// node. If the message shows it takes part in the ring (only members route, acknowledge
+    /// and repair), it is learned again at once; otherwise (it may be a restarted node still
+    /// joining) it is probed, and learned again if it answers as a member. Until then the
+    /// keys between it and our other leaf-set members would be delivered here.
+    pub(super) fn heard_from_failed(&mut self, now: Instant, from: NodeId, msg: &Message) {
+        let member = matches!(
+            msg,
+            Message::Route(_)
+                | Message::Ack { .. }
+                | Message::Bounce { .. }
+                | Message::Locate { .. }
+                | Message::Failed { .. }
+        );
+        if member {
+            if let Some(info) = self.peer_info(from) {
+                self.learn(now, info, true);
+            }
+        } else if !matches!(msg, Message::Pong { .. }) && self.peers.get(&from).is_some_and(|p| p.ping.is_none()) {
+            self.probe(now, from, false);
+        }
+    }
+
+    /// Closes every connection we have with `id` (dropping one hands the peer the next): the
+    /// next message to it goes over a fresh one.
+    pub(super) fn close_conns_of(&mut self, now: Instant, id: NodeId) {
+        while let Some(conn) = self.peers.get(&id).and_then(|p| p.conn).filter(|c| self.conns.contains_key(c)) {
+            self.out.push_back(Output::Close { conn });
+            self.drop_conn(now, conn);
+        }
     }
 
     /// [`Node::watch_neighbour`] for our nearest member on each side.

@@ -83,15 +83,15 @@ impl Node {
     /// over the network, and measuring each would cost a connection per entry.
     pub(super) fn learn_as(&mut self, now: Instant, info: NodeInfo, direct: bool, contend: bool) {
         let id = info.id;
-        if id == self.id() || self.state == State::Left || !info.is_valid() {
+        // A ring of one takes members only through the join protocol (`on_join_message`): a
+        // node that gave up joining, or restarted and has not joined yet, must not be adopted
+        // by a ring that still has it in its tables.
+        if id == self.id() || matches!(self.state, State::Left | State::Alone) || !info.is_valid() {
             return;
         }
         if direct {
             self.failed.remove(&id);
             self.lost_leaves.remove(&id);
-            if self.state == State::Alone {
-                self.state = State::Ready;
-            }
         } else if self.failed.contains_key(&id) {
             return;
         }

@@ -124,6 +124,10 @@ pub struct Node {
     /// Candidates measured lately that did not win their cell, and until when they are not
     /// measured again (at most `MEASURED_MEMORY`).
     measured: BTreeMap<NodeId, Instant>,
+    /// Leaf-set members that did not answer our announcement, and the rounds of announcing
+    /// to them again so far ([`Node::reannounce`]).
+    unwelcomed: Vec<NodeId>,
+    reannounces: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -192,6 +196,8 @@ impl Node {
             row_ask_won: false,
             row_asked: None,
             measured: BTreeMap::new(),
+            unwelcomed: Vec::new(),
+            reannounces: 0,
             cfg: config,
         };
         node.table_probe = node.tuned_probe_period();
@@ -530,6 +536,23 @@ impl Node {
         if let Some(p) = self.peers.get_mut(&from) {
             p.last_heard = Some(now);
             p.suspected = None;
+        }
+        if self.failed.contains_key(&from) {
+            self.heard_from_failed(now, from, &msg);
+        }
+        let ring_traffic = match &msg {
+            // (A reserved purpose is a protocol error whatever our state: checked below.)
+            Message::Route(r) => self.accepts_purpose(r.purpose),
+            Message::Ping { .. } | Message::Locate { .. } => true,
+            _ => false,
+        };
+        if self.state == State::Alone && ring_traffic {
+            // The sender has us in its tables but we are not in its ring (our join failed, or
+            // we restarted and have not joined again). A ring of one would take every key:
+            // the sender is told we are not a member, forgets us and routes the message
+            // (unacknowledged here) again without us.
+            let _ = self.send_msg(now, from, Message::Leaving);
+            return;
         }
         match msg {
             Message::Route(_) | Message::Direct(_) => self.on_app_message(now, conn, msg),

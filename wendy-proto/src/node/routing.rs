@@ -334,6 +334,8 @@ mod tests {
         let mut c = Config::with_trusted_id(NodeId::from_u128(1 << 124), addr(1));
         c.max_connections = 1;
         let mut n = Node::new(c, now).unwrap();
+        // A member of a ring (a ring of one learns nobody but through the join protocol).
+        n.state = super::State::Ready;
         let (p1, p2) =
             (NodeInfo::new(NodeId::from_u128(2 << 124), addr(2)), NodeInfo::new(NodeId::from_u128(9 << 124), addr(3)));
         n.learn(now, p1.clone(), true);
@@ -357,6 +359,7 @@ mod tests {
     fn node_knowing(me: u128, others: &[u128]) -> (Node, Vec<NodeId>) {
         let now = Instant::from_secs(1);
         let mut n = Node::new(Config::with_trusted_id(NodeId::from_u128(me << 120), addr(1)), now).unwrap();
+        n.state = super::State::Ready;
         let ids: Vec<NodeId> = others.iter().map(|&x| NodeId::from_u128(x << 120)).collect();
         for (i, &id) in ids.iter().enumerate() {
             n.learn(now, NodeInfo::new(id, addr(2 + i as u16)), true);
