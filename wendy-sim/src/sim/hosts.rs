@@ -103,7 +103,7 @@ pub(super) struct ConnMap {
     slots: Box<[(u32, u32)]>,
     len: u32,
     /// Entries whose conn does not fit the table (`EMPTY` or more).
-    wide: Option<Box<std::collections::BTreeMap<u64, u32>>>,
+    wide: std::collections::BTreeMap<u64, u32>,
 }
 
 /// The conn of a free slot.
@@ -158,7 +158,7 @@ impl ConnMap {
 
     pub(super) fn insert(&mut self, conn: u64, code: u32) {
         let Some(conn) = Self::narrow(conn) else {
-            self.wide.get_or_insert_with(Default::default).insert(conn, code);
+            self.wide.insert(conn, code);
             return;
         };
         if let Some(i) = self.find(conn) {
@@ -175,18 +175,13 @@ impl ConnMap {
     pub(super) fn get(&self, conn: u64) -> Option<u32> {
         match Self::narrow(conn) {
             Some(c) => self.find(c).map(|i| self.slots[i].1),
-            None => self.wide.as_ref()?.get(&conn).copied(),
+            None => self.wide.get(&conn).copied(),
         }
     }
 
     pub(super) fn remove(&mut self, conn: u64) -> Option<u32> {
         let Some(conn) = Self::narrow(conn) else {
-            let wide = self.wide.as_mut()?;
-            let code = wide.remove(&conn);
-            if wide.is_empty() {
-                self.wide = None;
-            }
-            return code;
+            return self.wide.remove(&conn);
         };
         let mut hole = self.find(conn)?;
         let code = self.slots[hole].1;
@@ -218,7 +213,7 @@ impl ConnMap {
     /// Heap bytes the map holds (the ordered map of wide conns counted by entry).
     pub(super) fn heap_bytes(&self) -> usize {
         self.slots.len() * std::mem::size_of::<(u32, u32)>()
-            + self.wide.as_ref().map_or(0, |w| w.len() * std::mem::size_of::<(u64, u32)>() * 2)
+            + self.wide.len() * std::mem::size_of::<(u64, u32)>() * 2
     }
 
     /// The entries, by increasing conn.
@@ -227,7 +222,7 @@ impl ConnMap {
             self.slots.iter().filter(|e| e.0 != EMPTY).map(|&(c, code)| (u64::from(c), code)).collect();
         v.sort_unstable_by_key(|e| e.0);
         // Every wide conn is above every narrow one.
-        v.extend(self.wide.into_iter().flat_map(|w| w.into_iter()));
+        v.extend(self.wide);
         v
     }
 }
@@ -547,7 +542,7 @@ mod tests {
     /// its bounds (at most 7/8 full, at least a quarter full above 64 slots).
     #[test]
     fn a_conn_map_is_small() {
-        assert_eq!(std::mem::size_of::<ConnMap>(), 32);
+        assert_eq!(std::mem::size_of::<ConnMap>(), 48);
         assert_eq!(std::mem::size_of::<(u32, u32)>(), 8);
     }
 
