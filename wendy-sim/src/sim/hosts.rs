@@ -212,8 +212,7 @@ impl ConnMap {
 
     /// Heap bytes the map holds (the ordered map of wide conns counted by entry).
     pub(super) fn heap_bytes(&self) -> usize {
-        self.slots.len() * std::mem::size_of::<(u32, u32)>()
-            + self.wide.len() * std::mem::size_of::<(u64, u32)>() * 2
+        self.slots.len() * std::mem::size_of::<(u32, u32)>() + self.wide.len() * std::mem::size_of::<(u64, u32)>() * 2
     }
 
     /// The entries, by increasing conn.
