@@ -12,6 +12,7 @@ impl Sim {
         let Some((t, ev)) = self.queue.pop() else { return false };
         self.now = self.now.max(t);
         self.events += 1;
+        self.links.new_batch();
         match ev {
             Ev::Timer { host, gen } => self.on_timer(host, gen),
             Ev::Syn { link, gen } => self.on_syn(link, gen),

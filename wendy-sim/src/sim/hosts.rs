@@ -93,17 +93,21 @@ pub(super) type IdMap<V> = HashMap<NodeId, V, BuildHasherDefault<IdHasher>>;
 /// (masked) spreads them over the slots, and a look-up (one per frame sent) reads one slot,
 /// where a binary search over a sorted vector waited on a cache miss at every step.
 ///
-/// The table (24 bytes inline, as the vector was) is a power of two of slots, at most 7/8 full, and shrinks when under a quarter
-/// full; removals shift the following entries back (no tombstones).
+/// The table is a power of two of 8-byte slots (the conn number as 32 bits, the code), at most
+/// 7/8 full, and shrinks when under a quarter full; removals shift the following entries back
+/// (no tombstones). A node would have to open four billion connections in one life before its
+/// numbers no longer fit in 32 bits; those that do not wait in an ordered map beside the table.
 #[derive(Debug, Default)]
 pub(super) struct ConnMap {
     /// `(conn, code)`; `EMPTY` as conn marks a free slot. Empty or a power of two long.
-    pub(super) slots: Box<[(u64, u32)]>,
+    slots: Box<[(u32, u32)]>,
     len: u32,
+    /// Entries whose conn does not fit the table (`EMPTY` or more).
+    wide: std::collections::BTreeMap<u64, u32>,
 }
 
-/// The conn of a free slot (a node numbers its connections from 1 up and never gets there).
-const EMPTY: u64 = u64::MAX;
+/// The conn of a free slot.
+const EMPTY: u32 = u32::MAX;
 
 impl ConnMap {
     fn mask(&self) -> usize {
@@ -111,7 +115,7 @@ impl ConnMap {
     }
 
     /// The slot holding `conn`, if any.
-    fn find(&self, conn: u64) -> Option<usize> {
+    fn find(&self, conn: u32) -> Option<usize> {
         if self.slots.is_empty() {
             return None;
         }
@@ -138,7 +142,7 @@ impl ConnMap {
     }
 
     /// Puts an entry not in the table into its first free slot.
-    fn place(&mut self, conn: u64, code: u32) {
+    fn place(&mut self, conn: u32, code: u32) {
         let mask = self.mask();
         let mut i = conn as usize & mask;
         while self.slots[i].0 != EMPTY {
@@ -147,8 +151,16 @@ impl ConnMap {
         self.slots[i] = (conn, code);
     }
 
+    /// `conn` as a key of the table, if it fits.
+    fn narrow(conn: u64) -> Option<u32> {
+        u32::try_from(conn).ok().filter(|&c| c != EMPTY)
+    }
+
     pub(super) fn insert(&mut self, conn: u64, code: u32) {
-        debug_assert_ne!(conn, EMPTY);
+        let Some(conn) = Self::narrow(conn) else {
+            self.wide.insert(conn, code);
+            return;
+        };
         if let Some(i) = self.find(conn) {
             self.slots[i].1 = code;
             return;
@@ -161,10 +173,16 @@ impl ConnMap {
     }
 
     pub(super) fn get(&self, conn: u64) -> Option<u32> {
-        self.find(conn).map(|i| self.slots[i].1)
+        match Self::narrow(conn) {
+            Some(c) => self.find(c).map(|i| self.slots[i].1),
+            None => self.wide.get(&conn).copied(),
+        }
     }
 
     pub(super) fn remove(&mut self, conn: u64) -> Option<u32> {
+        let Some(conn) = Self::narrow(conn) else {
+            return self.wide.remove(&conn);
+        };
         let mut hole = self.find(conn)?;
         let code = self.slots[hole].1;
         let mask = self.mask();
@@ -192,10 +210,18 @@ impl ConnMap {
         Some(code)
     }
 
+    /// Heap bytes the map holds (the ordered map of wide conns counted by entry).
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.slots.len() * std::mem::size_of::<(u32, u32)>() + self.wide.len() * std::mem::size_of::<(u64, u32)>() * 2
+    }
+
     /// The entries, by increasing conn.
     pub(super) fn into_sorted(self) -> Vec<(u64, u32)> {
-        let mut v: Vec<(u64, u32)> = self.slots.iter().copied().filter(|e| e.0 != EMPTY).collect();
+        let mut v: Vec<(u64, u32)> =
+            self.slots.iter().filter(|e| e.0 != EMPTY).map(|&(c, code)| (u64::from(c), code)).collect();
         v.sort_unstable_by_key(|e| e.0);
+        // Every wide conn is above every narrow one.
+        v.extend(self.wide);
         v
     }
 }
@@ -514,8 +540,32 @@ mod tests {
     /// some long-lived, against a sorted map: the same look-ups, and the table stays within
     /// its bounds (at most 7/8 full, at least a quarter full above 64 slots).
     #[test]
-    fn a_conn_map_is_as_small_as_a_vector() {
-        assert_eq!(std::mem::size_of::<ConnMap>(), std::mem::size_of::<Vec<(u64, u32)>>());
+    fn a_conn_map_is_small() {
+        assert_eq!(std::mem::size_of::<ConnMap>(), 48);
+        assert_eq!(std::mem::size_of::<(u32, u32)>(), 8);
+    }
+
+    /// Conns that do not fit in 32 bits (a node four billion connections into its life) are
+    /// kept too, and listed after the others.
+    #[test]
+    fn wide_conns_are_kept() {
+        let mut m = ConnMap::default();
+        let wide = [u64::from(u32::MAX), 1 << 32, u64::MAX - 1];
+        for (i, &c) in wide.iter().enumerate() {
+            m.insert(c, i as u32);
+            m.insert(c - (1 << 31), 10 + i as u32);
+        }
+        for (i, &c) in wide.iter().enumerate() {
+            assert_eq!(m.get(c), Some(i as u32));
+        }
+        assert_eq!(m.remove(1 << 32), Some(1));
+        assert_eq!(m.get(1 << 32), None);
+        let sorted = m.into_sorted();
+        let keys: Vec<u64> = sorted.iter().map(|e| e.0).collect();
+        let mut want = keys.clone();
+        want.sort_unstable();
+        assert_eq!(keys, want);
+        assert_eq!(sorted.len(), 5);
     }
 
     #[test]

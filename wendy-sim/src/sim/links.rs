@@ -14,29 +14,79 @@ use bytes::{Bytes, BytesMut};
 use wendy_proto::rng::Rng;
 use wendy_proto::{ConnId, Instant};
 
-use super::{Sim, NEVER, NONE};
+use super::{Sim, NONE};
 use crate::config::SplitMode;
 use crate::net::{addr_host, ephemeral_addr, host_addr};
 use crate::queue::Ev;
 
 /// A stream connection between two hosts. Side 0 dialled, side 1 accepted.
+///
+/// 64 bytes. Its latency is not kept: it is computed again from the two hosts' places when a
+/// segment leaves (the same function of the same two places, so the same value).
 #[derive(Debug, Default)]
 pub(super) struct Link {
     pub(super) gen: u32,
     pub(super) host: [u32; 2],
     pub(super) inc: [u32; 2],
-    /// The node's name for it on each side (0: not named yet).
-    pub(super) conn: [u64; 2],
     /// The side has not closed it.
     pub(super) open: [bool; 2],
-    pub(super) lat: u64,
+    /// The slot in [`Links::segments`] of the last segment queued towards each side during the
+    /// current event, `NONE` if none: frames written on one connection while handling one
+    /// input travel together, as one write. Reset when the next event starts
+    /// ([`Links::new_batch`]).
+    pub(super) tail: [u32; 2],
+    /// The node's name for it on each side (0: not named yet).
+    pub(super) conn: [u64; 2],
     /// Latest arrival scheduled towards each side: frames never overtake each other.
     pub(super) last: [u64; 2],
-    /// The event during which the last segment towards each side was queued: frames written
-    /// on one connection while handling one input travel together, as one write.
-    pub(super) batch: [u64; 2],
-    /// That segment's slot in [`Links::segments`] (valid while `batch` is the current event).
-    pub(super) tail: [u32; 2],
+}
+
+/// Links per chunk of [`LinkSlab`] (64 KiB of records).
+const CHUNK: usize = 1024;
+
+/// The link records, in chunks of [`CHUNK`]: the slab grows a chunk at a time, never copying
+/// the records or doubling its capacity (a vector holds up to twice its peak, and both the old
+/// and the new buffer while it grows).
+#[derive(Debug, Default)]
+pub(super) struct LinkSlab {
+    chunks: Vec<Box<[Link]>>,
+    len: usize,
+}
+
+impl LinkSlab {
+    /// Records in use or free (free ones are in [`Links::free`]).
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Records allocated.
+    pub(super) fn capacity(&self) -> usize {
+        self.chunks.len() * CHUNK
+    }
+
+    /// A new record at the end; returns its index.
+    fn push(&mut self) -> u32 {
+        if self.len == self.capacity() {
+            self.chunks.push((0..CHUNK).map(|_| Link::default()).collect());
+        }
+        self.len += 1;
+        (self.len - 1) as u32
+    }
+}
+
+impl std::ops::Index<usize> for LinkSlab {
+    type Output = Link;
+    fn index(&self, i: usize) -> &Link {
+        debug_assert!(i < self.len);
+        &self.chunks[i / CHUNK][i % CHUNK]
+    }
+}
+
+impl std::ops::IndexMut<usize> for LinkSlab {
+    fn index_mut(&mut self, i: usize) -> &mut Link {
+        debug_assert!(i < self.len);
+        &mut self.chunks[i / CHUNK][i % CHUNK]
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,8 +98,10 @@ enum Block {
 /// Every link, the free list, and the faults in force between hosts.
 #[derive(Debug)]
 pub(super) struct Links {
-    pub(super) all: Vec<Link>,
+    pub(super) all: LinkSlab,
     pub(super) free: Vec<u32>,
+    /// The (link, side) whose `tail` was set during the current event.
+    touched: Vec<(u32, u8)>,
     /// Jitter and loss draws.
     rng: Rng,
     /// The network-wide split in force, if any.
@@ -67,8 +119,9 @@ pub(super) struct Links {
 impl Links {
     pub(super) fn new(rng: Rng) -> Self {
         Links {
-            all: Vec::new(),
+            all: LinkSlab::default(),
             free: Vec::new(),
+            touched: Vec::new(),
             rng,
             split: None,
             drop_pairs: BTreeSet::new(),
@@ -97,6 +150,13 @@ impl Links {
     fn take_segment(&mut self, i: u32) -> Option<Bytes> {
         self.free_segments.push(i);
         self.segments[i as usize].take()
+    }
+
+    /// A new event starts: the segments queued during the previous one take no more frames.
+    pub(super) fn new_batch(&mut self) {
+        for (l, side) in self.touched.drain(..) {
+            self.all[l as usize].tail[usize::from(side)] = NONE;
+        }
     }
 
     /// The two hosts of link `l`, lower first.
@@ -141,6 +201,7 @@ impl Sim {
 
     pub(super) fn on_connect(&mut self, h: u32, conn: ConnId, addr: SocketAddr) {
         let target = addr_host(addr).filter(|&t| (t as usize) < self.hosts.len());
+        // An address outside the plan is refused after a millisecond.
         let lat = target.map_or(1_000, |t| self.latency(h, t));
         let l = self.alloc_link();
         let link = &mut self.links.all[l as usize];
@@ -148,10 +209,9 @@ impl Sim {
         link.inc = [self.hosts[h as usize].inc, 0];
         link.conn = [conn.0, 0];
         link.open = [true, false];
-        link.lat = lat;
         link.last = [0, 0];
         // A reused record may remember a batch of its former life: no coalescing into that.
-        link.batch = [NEVER, NEVER];
+        link.tail = [NONE, NONE];
         let gen = link.gen;
         self.hosts[h as usize].conns.insert(conn.0, l << 1);
         match target {
@@ -165,11 +225,12 @@ impl Sim {
         if link.gen != gen {
             return;
         }
-        let (d, t, lat) = (link.host[0], link.host[1], link.lat);
+        let (d, t) = (link.host[0], link.host[1]);
         if !self.end_live(l, 0) {
             self.maybe_free(l);
             return;
         }
+        let lat = self.latency(d, t);
         let blocked = self.blocked(d, t).is_some();
         if !self.hosts[t as usize].up || blocked {
             let delay = if self.net.cfg().refuse_dead && !blocked {
@@ -253,7 +314,7 @@ impl Sim {
     fn send_on(&mut self, l: u32, to: u8, item: Option<Bytes>) {
         let t = usize::from(to);
         let link = &self.links.all[l as usize];
-        let (from_host, to_host, lat, gen) = (link.host[1 - t], link.host[t], link.lat, link.gen);
+        let (from_host, to_host, gen, tail) = (link.host[1 - t], link.host[t], link.gen, link.tail[t]);
         match self.blocked(from_host, to_host) {
             Some(Block::Drop) => return,
             Some(Block::Hold) => {
@@ -263,9 +324,8 @@ impl Sim {
             }
             None => {}
         }
-        let link = &self.links.all[l as usize];
-        if let (Some(data), true) = (&item, link.batch[t] == self.events && self.net.cfg().coalesce) {
-            if let Some(last) = self.links.segments[link.tail[t] as usize].as_mut() {
+        if let (Some(data), true) = (&item, tail != NONE && self.net.cfg().coalesce) {
+            if let Some(last) = self.links.segments[tail as usize].as_mut() {
                 let mut seg = BytesMut::with_capacity(last.len() + data.len());
                 seg.extend_from_slice(last);
                 seg.extend_from_slice(data);
@@ -273,13 +333,16 @@ impl Sim {
                 return;
             }
         }
+        let lat = self.link_latency(l);
         let delay = if item.is_some() { self.net.frame_delay(&mut self.links.rng, lat) } else { Some(lat) };
         let Some(delay) = delay else { return };
         let slot = self.links.put_segment(item);
         let link = &mut self.links.all[l as usize];
         let at = (self.now + delay).max(link.last[t]);
         link.last[t] = at;
-        link.batch[t] = self.events;
+        if link.tail[t] == NONE {
+            self.links.touched.push((l, to));
+        }
         link.tail[t] = slot;
         self.queue.push(at, Ev::Arrive { link: l, gen, side: to, slot });
     }
@@ -323,8 +386,7 @@ impl Sim {
         if let Some(l) = self.links.free.pop() {
             return l;
         }
-        self.links.all.push(Link::default());
-        (self.links.all.len() - 1) as u32
+        self.links.all.push()
     }
 
     /// True if side `s` of link `l` is open and its host still in the same life.
@@ -386,8 +448,9 @@ impl Sim {
                 keep.push((l, gen, side, slot));
                 continue;
             }
+            let lat = self.link_latency(l);
             let link = &mut self.links.all[l as usize];
-            let at = (self.now + link.lat).max(link.last[usize::from(side)]);
+            let at = (self.now + lat).max(link.last[usize::from(side)]);
             link.last[usize::from(side)] = at;
             self.queue.push(at, Ev::Arrive { link: l, gen, side, slot });
         }
@@ -397,6 +460,12 @@ impl Sim {
     /// Model one-way latency between hosts `a` and `b`, microseconds.
     pub(super) fn latency(&self, a: u32, b: u32) -> u64 {
         self.net.latency_us(&self.hosts[a as usize].place, &self.hosts[b as usize].place)
+    }
+
+    /// Model one-way latency of link `l` (both of its hosts are set).
+    fn link_latency(&self, l: u32) -> u64 {
+        let [a, b] = self.links.all[l as usize].host;
+        self.latency(a, b)
     }
 
     /// The address `from` uses to reach `to`: local in the same region, else global.

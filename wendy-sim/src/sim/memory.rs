@@ -38,7 +38,7 @@ impl Sim {
         };
         let live = self.hosts.iter().filter(|h| h.node.is_some()).count();
         put("hosts", self.hosts.capacity() * size_of::<super::hosts::Host>());
-        put("host_conn_maps", self.hosts.iter().map(|h| h.conns.slots.len() * size_of::<(u64, u32)>()).sum());
+        put("host_conn_maps", self.hosts.iter().map(|h| h.conns.heap_bytes()).sum());
         put("node_structs_shallow", live * size_of::<Node>());
         let mut node_parts: BTreeMap<&'static str, usize> = BTreeMap::new();
         for n in self.hosts.iter().filter_map(|h| h.node.as_deref()) {
