@@ -20,8 +20,13 @@ pub(super) struct Conn {
     pub(super) addr: SocketAddr,
     pub(super) phase: Phase,
     /// What the connection holds only while it carries traffic ([`ConnIo`]): allocated on
-    /// first use, released when the connection falls idle ([`Conn::release_idle`]).
+    /// first use, released when the connection falls idle ([`Conn::release_idle`]). A
+    /// plaintext connection gives it back as soon as it holds nothing ([`Conn::trim_io`]).
     pub(super) io: Option<Box<ConnIo>>,
+    /// In use since it last fell idle: set on first use, cleared by [`Conn::release_idle`].
+    /// Its buffers are allocated whenever this is set, except on a plaintext connection
+    /// between inputs, which needs none; the idle check is armed when it becomes set.
+    pub(super) in_use: bool,
     /// The largest frame body its decoder accepts (the handshake's limit until it opens).
     pub(super) max_frame: u32,
     /// An authenticated frame arrived after the handshake: from now on a plaintext refusal
@@ -402,7 +407,7 @@ impl Node {
         if self.cfg.insecure_plaintext {
             self.send_frame(conn, wire::encode(msg), application);
         } else if c.channel.is_some() {
-            if c.io.is_none() {
+            if !c.in_use {
                 c.io();
                 self.recheck_idle(conn);
             }
@@ -597,6 +602,7 @@ impl Conn {
             addr,
             phase,
             io: None,
+            in_use: false,
             max_frame: u32::try_from(max_frame.min(wire::MAX_HANDSHAKE_FRAME)).unwrap_or(u32::MAX),
             heard: false,
             accepted,
@@ -612,10 +618,20 @@ impl Conn {
         }
     }
 
-    /// Its buffers, allocated now if it had none.
+    /// Its buffers, allocated now if it had none; it is in use from now on.
     pub(super) fn io(&mut self) -> &mut ConnIo {
         let max_frame = self.max_frame as usize;
+        self.in_use = true;
         self.io.get_or_insert_with(|| Box::new(ConnIo::new(max_frame)))
+    }
+
+    /// Frees its buffers if they hold nothing, keeping it in use: called on plaintext
+    /// connections after each input. An encrypted connection keeps them while in use (its
+    /// receive buffer is reused from record to record).
+    pub(super) fn trim_io(&mut self) {
+        if self.io.as_ref().is_some_and(|io| io.is_idle()) {
+            self.io = None;
+        }
     }
 
     /// Messages waiting for it to open.
@@ -635,8 +651,9 @@ impl Conn {
     /// idle for `idle_timeout`, so that a connection kept open for rare probes costs only this
     /// struct.
     pub(super) fn release_idle(&mut self) {
-        if self.io.as_ref().is_some_and(|io| io.is_idle()) {
+        if self.in_use && self.io.as_ref().is_none_or(|io| io.is_idle()) {
             self.io = None;
+            self.in_use = false;
         }
     }
 }

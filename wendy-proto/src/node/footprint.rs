@@ -14,7 +14,6 @@ use crate::wire::Message;
 use super::connections::{Conn, ConnIo, Phase};
 use super::join::Held;
 use super::membership::Peer;
-use super::timers::TimerKey;
 use super::Node;
 
 /// Estimated heap bytes of a `BTreeMap` of `len` entries of `(K, V)`: std's B-tree nodes hold
@@ -59,7 +58,7 @@ impl Node {
             }
             acks += c.flight.as_ref().map_or(0, |f| f.heap_bytes());
         }
-        let timers = btree_bytes::<(Instant, TimerKey), ()>(self.timers.len());
+        let timers = self.timers.heap_bytes();
         let tables = self.table.heap_bytes() + self.leaf.heap_bytes() + self.hood.heap_bytes();
         let failed = btree_bytes::<NodeId, Instant>(self.failed.len())
             + btree_bytes::<NodeId, (NodeInfo, Instant)>(self.lost_leaves.len())

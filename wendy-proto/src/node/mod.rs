@@ -48,6 +48,10 @@ use timers::{NodeTimer, TimerKey, TimerTable};
 /// Outputs an idle node keeps room for: a larger, drained queue is shrunk at the heartbeat tick
 /// (not at every poll, which would reallocate it at every burst).
 pub(super) const OUT_KEEP: usize = 16;
+/// A drained output queue with room for more than this many is shrunk to [`OUT_KEEP`] at once:
+/// only a rare burst (the node's own join, which reports every peer it learns) grows it so far,
+/// and its memory must not wait for the next heartbeat tick.
+const OUT_BURST: usize = 4 * OUT_KEEP;
 
 /// A Pastry node. See the [crate documentation](crate) for how a driver runs it.
 ///
@@ -264,7 +268,7 @@ impl Node {
             self.finish();
             return;
         }
-        let fresh = c.io.is_none();
+        let fresh = !c.in_use;
         c.io().decoder.push_bytes(data);
         c.last_active = now;
         if fresh {
@@ -275,6 +279,11 @@ impl Node {
                 Ok(None) => break,
                 Ok(Some(body)) => self.on_frame(now, conn, body),
                 Err(error) => self.decode_error(now, conn, error),
+            }
+        }
+        if self.cfg.insecure_plaintext {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.trim_io();
             }
         }
         self.finish();
@@ -402,6 +411,9 @@ impl Node {
         let out = self.out.pop_front();
         if out.is_some() {
             self.tx.polled += 1;
+            if self.out.is_empty() && self.out.capacity() > OUT_BURST {
+                self.out.shrink_to(OUT_KEEP);
+            }
         }
         out
     }
