@@ -28,6 +28,16 @@ pub(super) fn btree_bytes<K, V>(len: usize) -> usize {
     leaves * leaf + internal * (leaf + 12 * size_of::<usize>())
 }
 
+/// Estimated heap bytes of a sorted-vector map ([`litemap::LiteMap`]) of `len` entries of
+/// `(K, V)`: a vector grown one entry at a time holds a power of two of them, at least 4. It
+/// does not shrink when entries go, so after a peak this counts less than it holds.
+pub(super) fn vec_map_bytes<K, V>(len: usize) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    len.next_power_of_two().max(4) * size_of::<(K, V)>()
+}
+
 /// Heap bytes of a region name (empty names do not allocate).
 fn info_heap(info: &NodeInfo) -> usize {
     info.region.capacity()
@@ -39,9 +49,9 @@ impl Node {
     /// allocated capacities, and B-tree nodes at their average fill, so it is close to, but not
     /// exactly, what the allocator handed out (its own slack is not counted).
     pub fn memory_footprint(&self) -> Vec<(&'static str, usize)> {
-        let peers = btree_bytes::<NodeId, Box<Peer>>(self.peers.len())
+        let peers = vec_map_bytes::<NodeId, Box<Peer>>(self.peers.len())
             + self.peers.values().map(|p| size_of::<Peer>() + info_heap(&p.info)).sum::<usize>();
-        let mut conns = btree_bytes::<ConnId, Box<Conn>>(self.conns.len());
+        let mut conns = vec_map_bytes::<ConnId, Box<Conn>>(self.conns.len());
         let mut conn_queues = 0;
         let mut acks = 0;
         for c in self.conns.values() {
@@ -96,6 +106,18 @@ mod tests {
         assert!(one >= 11 * 16);
         assert!(btree_bytes::<u64, u64>(1000) > 1000 * 16, "at least the entries themselves");
         assert!(btree_bytes::<u64, u64>(1000) < 1000 * 16 * 3, "and not wildly more");
+    }
+
+    #[test]
+    fn vec_map_estimate_is_a_grown_vectors_capacity() {
+        assert_eq!(vec_map_bytes::<u64, u64>(0), 0);
+        assert_eq!(vec_map_bytes::<u64, u64>(1), 4 * 16);
+        assert_eq!(vec_map_bytes::<u64, u64>(5), 8 * 16);
+        let mut v: Vec<(u64, u64)> = Vec::new();
+        for i in 0..1000 {
+            v.push((i, i));
+            assert!(v.capacity() * 16 >= vec_map_bytes::<u64, u64>(v.len()), "never more than a grown vector holds");
+        }
     }
 
     #[test]
