@@ -129,14 +129,16 @@ impl Tx {
 }
 
 /// Where a connection's set-up stands. `AwaitHelloAck` and `AwaitAuth` belong to the
-/// plaintext handshake, `AwaitReply` and `AwaitFinish` to the Noise one.
+/// plaintext handshake, `AwaitReply` and `AwaitFinish` to the Noise one. What a phase holds is
+/// boxed, so that it is 16 bytes: a connection is in these phases for a round trip or two of
+/// its life, and open for the rest.
 #[derive(Debug)]
 pub(super) enum Phase {
     Dialing {
-        nonce: [u8; NONCE_LEN],
+        nonce: Box<[u8; NONCE_LEN]>,
     },
     AwaitHelloAck {
-        nonce: [u8; NONCE_LEN],
+        nonce: Box<[u8; NONCE_LEN]>,
     },
     /// Accepted: waiting for the dialler's first handshake message (either handshake).
     AwaitHello,
@@ -203,7 +205,7 @@ impl Node {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill_bytes(&mut nonce);
         self.conns
-            .insert(id, Box::new(Conn::new(addr, Phase::Dialing { nonce }, now, expected, self.cfg.max_frame_size)));
+            .insert(id, Box::new(Conn::new(addr, Phase::Dialing { nonce: Box::new(nonce) }, now, expected, self.cfg.max_frame_size)));
         self.arm_conn(id, now + self.cfg.connect_timeout);
         self.out.push_back(Output::Connect { conn: id, addr });
         Some(id)

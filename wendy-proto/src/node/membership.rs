@@ -25,7 +25,11 @@ pub(super) struct Peer {
     /// Connections that name it as their peer (opened, not yet forgotten): when its current
     /// one closes, the others are looked for only if there are any ([`Node::detach`]).
     pub(super) named_by: u16,
-    pub(super) ping: Option<(u32, Instant)>,
+    /// The number of the probe awaiting its answer, if `ping_sent` is set ([`Peer::ping`]).
+    ping_seq: u32,
+    /// When that probe went. Apart from `ping_seq`, which fits beside the other 32-bit fields,
+    /// so that the record is 184 bytes, not the 192 of an `Option<(u32, Instant)>`.
+    ping_sent: Option<Instant>,
     pub(super) conn: Option<ConnId>,
     /// This peer's liveness entry in the timer table (table members only).
     pub(super) timer: Option<Instant>,
@@ -133,7 +137,7 @@ impl Node {
             self.out.push_back(Output::Event(Event::NodeJoined(info)));
         }
         let probing = matches!(self.state, State::Ready | State::Announcing { .. });
-        if leaf_changed && !heard && probing && self.peers[&id].ping.is_none() {
+        if leaf_changed && !heard && probing && self.peers[&id].ping().is_none() {
             self.probe(now, id, true);
         } else if !was_member && !heard && probing {
             // Hearsay is not trusted until the node answers us: the peer that told us may not
@@ -185,7 +189,7 @@ impl Node {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         if let Some(p) = self.peers.get_mut(&id) {
-            p.ping = Some((seq, now));
+            p.set_ping(Some((seq, now)));
         }
         let msg = if announce { Message::Announce { seq } } else { Message::Ping { seq } };
         let _ = self.send_msg(now, id, msg);
@@ -195,11 +199,11 @@ impl Node {
         let region = &self.cfg.info.region;
         let factor = self.cfg.region_factor;
         let Some(p) = self.peers.get_mut(&from) else { return };
-        let Some((s, sent)) = p.ping else { return };
+        let Some((s, sent)) = p.ping() else { return };
         if s != seq {
             return;
         }
-        p.ping = None;
+        p.set_ping(None);
         let candidate = self.candidates.remove(&from).is_some();
         let prox = proximity(now - sent, &p.info.region, region, factor);
         p.proximity = prox;
@@ -314,12 +318,24 @@ impl Peer {
             suspected: None,
             probes: 0,
             named_by: 0,
-            ping: None,
+            ping_seq: 0,
+            ping_sent: None,
             conn: None,
             timer: None,
             srtt: 0,
             rttvar: 0,
         }
+    }
+
+    /// The probe awaiting its answer: its number and when it went.
+    pub(super) fn ping(&self) -> Option<(u32, Instant)> {
+        self.ping_sent.map(|t| (self.ping_seq, t))
+    }
+
+    /// Records the probe awaiting its answer, or none.
+    pub(super) fn set_ping(&mut self, ping: Option<(u32, Instant)>) {
+        self.ping_seq = ping.map_or(0, |p| p.0);
+        self.ping_sent = ping.map(|p| p.1);
     }
 }
 
@@ -343,6 +359,18 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use std::net::SocketAddr;
+
+    #[test]
+    fn a_peer_record_is_184_bytes() {
+        // 8 fewer than with the probe as one `Option<(u32, Instant)>`.
+        assert_eq!(std::mem::size_of::<Peer>(), 184);
+        let mut p = Peer::new(NodeInfo::new(NodeId::from_u128(1), "127.0.0.1:1".parse().unwrap()), Instant::ZERO);
+        assert_eq!(p.ping(), None);
+        p.set_ping(Some((7, Instant::from_secs(2))));
+        assert_eq!(p.ping(), Some((7, Instant::from_secs(2))));
+        p.set_ping(None);
+        assert_eq!(p.ping(), None);
+    }
 
     #[test]
     fn at_most_measured_memory_losers_are_remembered_and_they_expire() {

@@ -52,11 +52,12 @@ impl Node {
     /// Our outbound connection is established: the first handshake message goes out.
     pub(super) fn start_handshake(&mut self, now: Instant, conn: ConnId) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
-        let Phase::Dialing { nonce } = c.phase else { return };
+        let Phase::Dialing { nonce } = &c.phase else { return };
+        let nonce = **nonce;
         c.last_active = now;
         c.handshake_sent = Some(now);
         if self.cfg.insecure_plaintext {
-            c.phase = Phase::AwaitHelloAck { nonce };
+            c.phase = Phase::AwaitHelloAck { nonce: Box::new(nonce) };
             let hello = Message::Hello { info: self.cfg.info.clone(), nonce };
             self.transmit(conn, &hello);
             return;
@@ -328,6 +329,7 @@ impl Node {
                 self.transmit(conn, &ack);
             }
             (Phase::AwaitHelloAck { nonce }, Message::HelloAck { info, nonce: their, proof }) => {
+                let nonce = *nonce;
                 let expected = c.expected;
                 let reason = if info.id == me {
                     Some(RejectReason::SelfId)
@@ -391,12 +393,12 @@ impl Node {
         // timed from here, not from the dial (which would add the connection's own set-up and
         // make every node reached over a new connection look two or three times farther than
         // one reached over an open connection, so that it could never win a table cell).
-        if let Some((seq, sent)) = peer.ping {
+        if let Some((seq, sent)) = peer.ping() {
             let queued = pending
                 .iter()
                 .any(|m| matches!(m, Message::Ping { seq: s } | Message::Announce { seq: s } if *s == seq));
             if queued && sent < now {
-                peer.ping = Some((seq, now));
+                peer.set_ping(Some((seq, now)));
             }
         }
         let current_open = peer

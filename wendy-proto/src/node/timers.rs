@@ -1,6 +1,6 @@
 //! The timer table: every deadline of the node is its own entry, and `poll_timeout` is the
 //! earliest of them (quinn-proto's `TimerTable`, extended to per-connection and per-peer
-//! entries, each kind kept in a set of its own).
+//! entries, each kind kept in a sorted vector of its own).
 //!
 //! Entries due at the same instant fire in a fixed order (node timers first, in the order of
 //! [`NodeTimer`], then connections by id, then peers by id), so a run is deterministic.
@@ -9,13 +9,9 @@
 //! from it, acting if it has passed and re-arming otherwise. So the table is touched only
 //! when a deadline changes in kind (a dial, an open, a suspicion), never per message.
 
-use std::collections::BTreeSet;
-
 use crate::id::NodeId;
 use crate::output::ConnId;
 use crate::time::Instant;
-
-use super::footprint::btree_bytes;
 
 /// Timers of the node as a whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -46,19 +42,71 @@ pub(super) enum TimerKey {
     Ack(ConnId),
 }
 
-/// The deadlines: each kind of entry in a set of its own, ordered by (instant, id), so that an
-/// entry is 16 bytes (24 for a peer's) rather than the 32 of one set of (instant, any key). The
-/// next entry to fire is the earliest of the sets' first ones, ties broken in [`TimerKey`]'s
-/// order: the same order as one set of (instant, key) would give.
+/// The deadlines: each kind of entry in a sorted vector of its own, ordered by (instant, id),
+/// so that an entry is 16 bytes (24 for a peer's) rather than the 32 of one set of (instant,
+/// any key), with no per-node overhead of a tree. The next entry to fire is the earliest of the
+/// vectors' first ones, ties broken in [`TimerKey`]'s order: the same order as one set of
+/// (instant, key) would give.
 #[derive(Debug, Default)]
 pub(super) struct TimerTable {
     node: [Option<Instant>; NODE_TIMERS],
-    conns: BTreeSet<(Instant, ConnId)>,
-    peers: BTreeSet<(Instant, NodeId)>,
-    acks: BTreeSet<(Instant, ConnId)>,
-    /// The earliest deadline, kept beside the sets: `poll_timeout` is asked after every input,
-    /// and reading it here saves a descent through each set.
+    conns: Sorted<(Instant, ConnId)>,
+    peers: Sorted<(Instant, NodeId)>,
+    acks: Sorted<(Instant, ConnId)>,
+    /// The earliest deadline, kept beside the vectors: `poll_timeout` is asked after every
+    /// input, and reading it here saves a look at each vector.
     earliest: Option<Instant>,
+}
+
+/// Distinct entries in a vector sorted in decreasing order: the first (smallest) entry is
+/// the last element, so that firing it moves nothing. Inserting or removing another moves
+/// the entries after it; a table holds a few hundred at most (one per connection and table
+/// member), and entries change only when a deadline changes in kind.
+#[derive(Debug)]
+struct Sorted<T>(Vec<T>);
+
+impl<T> Default for Sorted<T> {
+    fn default() -> Self {
+        Sorted(Vec::new())
+    }
+}
+
+impl<T: Ord + Copy> Sorted<T> {
+    fn position(&self, e: &T) -> Result<usize, usize> {
+        self.0.binary_search_by(|x| e.cmp(x))
+    }
+
+    fn insert(&mut self, e: T) {
+        if let Err(i) = self.position(&e) {
+            self.0.insert(i, e);
+        }
+    }
+
+    fn remove(&mut self, e: &T) -> bool {
+        match self.position(e) {
+            Ok(i) => {
+                self.0.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn first(&self) -> Option<&T> {
+        self.0.last()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn bytes(&self) -> usize {
+        self.0.capacity() * core::mem::size_of::<T>()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
 }
 
 const NODE_ORDER: [NodeTimer; NODE_TIMERS] =
@@ -165,11 +213,9 @@ impl TimerTable {
         self.node.iter().flatten().count() + self.conns.len() + self.peers.len() + self.acks.len()
     }
 
-    /// Estimated bytes its sets hold ([`Node::memory_footprint`](super::Node::memory_footprint)).
+    /// Bytes its vectors hold ([`Node::memory_footprint`](super::Node::memory_footprint)).
     pub(super) fn heap_bytes(&self) -> usize {
-        btree_bytes::<(Instant, ConnId), ()>(self.conns.len())
-            + btree_bytes::<(Instant, NodeId), ()>(self.peers.len())
-            + btree_bytes::<(Instant, ConnId), ()>(self.acks.len())
+        self.conns.bytes() + self.peers.bytes() + self.acks.bytes()
     }
 
     /// Forgets every deadline.
@@ -185,6 +231,21 @@ impl TimerTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn entries_are_16_bytes_24_for_a_peer_and_one_set_would_take_32() {
+        use core::mem::size_of;
+        assert_eq!(size_of::<(Instant, ConnId)>(), 16);
+        assert_eq!(size_of::<(Instant, NodeId)>(), 24);
+        assert_eq!(size_of::<(Instant, TimerKey)>(), 32);
+        let mut t = TimerTable::default();
+        for i in 0..100u64 {
+            t.arm(TimerKey::Conn(ConnId(i)), None, Instant::from_micros(1000 - i));
+            t.arm(TimerKey::Peer(NodeId::from_u128(u128::from(i))), None, Instant::from_micros(i));
+        }
+        assert_eq!(t.heap_bytes(), 128 * 16 + 128 * 24, "two vectors grown to 128 entries each");
+    }
 
     #[test]
     fn entries_fire_in_deadline_then_key_order() {
@@ -224,7 +285,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// The sets fire in the order of one set of (instant, key), the table's order before
+        /// The vectors fire in the order of one set of (instant, key), the table's order before
         /// it was split by kind, and the kept earliest is always the next entry's instant.
         #[test]
         fn the_split_table_fires_as_one_ordered_set(ops in proptest::collection::vec((0u8..4, 0u8..16, 0u64..50), 0..300)) {
