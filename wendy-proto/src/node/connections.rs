@@ -362,7 +362,7 @@ impl Node {
             // A node that has left only says goodbye on the connections it has.
             None if self.state == State::Left => return Err(SendFail::Unknown),
             None => {
-                let addr = peer.info.addr_from(&self.cfg.info.region);
+                let addr = peer.addr_from(&self.cfg.info.region);
                 let Some(c) = self.dial(now, addr, Some(to)) else {
                     // Counted, if it is an application message, where it is dropped.
                     return Err(SendFail::Full);

@@ -50,7 +50,7 @@ impl Node {
     /// exactly, what the allocator handed out (its own slack is not counted).
     pub fn memory_footprint(&self) -> Vec<(&'static str, usize)> {
         let peers = vec_map_bytes::<NodeId, Box<Peer>>(self.peers.len())
-            + self.peers.values().map(|p| size_of::<Peer>() + info_heap(&p.info)).sum::<usize>();
+            + self.peers.values().map(|p| size_of::<Peer>() + p.heap_bytes()).sum::<usize>();
         let mut conns = vec_map_bytes::<ConnId, Box<Conn>>(self.conns.len());
         let mut conn_queues = 0;
         let mut acks = 0;

@@ -218,10 +218,10 @@ impl Node {
                 // The handshake of a connection opened for the request timed one round trip;
                 // the request's own answer took that and the connection's set-up.
                 let rtt =
-                    proximity(now - n.probing[k].1, &p.info.region, &self.cfg.info.region, self.cfg.region_factor);
+                    proximity(now - n.probing[k].1, p.region(), &self.cfg.info.region, self.cfg.region_factor);
                 p.proximity = p.proximity.min(rtt);
                 let prox = p.proximity;
-                let info = p.info.clone();
+                let info = p.info();
                 if n.next.as_ref().is_none_or(|x| prox < x.0) {
                     let me = self.id();
                     let mut keep = entries;
@@ -410,7 +410,7 @@ impl Node {
             let mut rows: Vec<NodeInfo> = (0..=depth.min(crate::id::DIGITS - 1))
                 .flat_map(|r| self.table.row(r).collect::<Vec<_>>())
                 .filter(|c| c.id != joiner.id)
-                .filter_map(|c| self.peers.get(&c.id).map(|p| p.info.clone()))
+                .filter_map(|c| self.peers.get(&c.id).map(|p| p.info()))
                 .collect();
             rows.push(self.cfg.info.clone());
             let hood = if hops == 0 { self.infos(self.hood.iter().map(|e| e.1)) } else { Vec::new() };

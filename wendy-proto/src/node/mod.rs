@@ -474,9 +474,9 @@ impl Node {
         &self.hood
     }
 
-    /// What we know of a node, if anything.
-    pub fn peer(&self, id: NodeId) -> Option<&NodeInfo> {
-        self.peers.get(&id).map(|p| &p.info)
+    /// What we know of a node, if anything (a copy: the node keeps peers compacted).
+    pub fn peer(&self, id: NodeId) -> Option<NodeInfo> {
+        self.peers.get(&id).map(|p| p.info())
     }
 
     /// Measured proximity of a node (round trip in microseconds, times the region factor).

@@ -385,9 +385,9 @@ impl Node {
         self.pending_total -= pending.len();
         let peer = self.peers.entry(id).or_insert_with(|| Box::new(Peer::new(info.clone(), now)));
         peer.named_by = peer.named_by.saturating_add(1);
-        peer.info = info;
+        peer.set_info(info);
         if let Some(rtt) = rtt {
-            peer.proximity = proximity(rtt, &peer.info.region, &self.cfg.info.region, self.cfg.region_factor);
+            peer.proximity = proximity(rtt, peer.region(), &self.cfg.info.region, self.cfg.region_factor);
         }
         // A probe queued while the connection was being set up leaves now: its round trip is
         // timed from here, not from the dial (which would add the connection's own set-up and
