@@ -17,7 +17,8 @@ use super::{Node, State};
 
 #[derive(Debug)]
 pub(super) struct Conn {
-    pub(super) addr: SocketAddr,
+    /// The remote address ([`Conn::addr`]).
+    addr: ConnAddr,
     pub(super) phase: Phase,
     /// What the connection holds only while it carries traffic ([`ConnIo`]): allocated on
     /// first use, released when the connection falls idle ([`Conn::release_idle`]). A
@@ -49,6 +50,14 @@ pub(super) struct Conn {
     pub(super) flight: Option<Box<Flight>>,
     /// The transport keys, once an encrypted connection's handshake completed.
     pub(super) channel: Option<Box<Channel>>,
+}
+
+/// A connection's remote address: 16 bytes where a `SocketAddr` takes 32, IPv4 (the common
+/// case) inline, others boxed.
+#[derive(Debug)]
+enum ConnAddr {
+    V4(std::net::SocketAddrV4),
+    Other(Box<SocketAddr>),
 }
 
 /// A connection's buffers and queues: what it needs only while frames come and go. An idle
@@ -349,7 +358,7 @@ impl Node {
         let existing = self
             .conns
             .iter()
-            .find(|(_, c)| c.addr == addr && c.closing.is_none() && !c.phase.is_inbound_setup())
+            .find(|(_, c)| c.addr() == addr && c.closing.is_none() && !c.phase.is_inbound_setup())
             .map(|(&k, _)| k);
         existing.or_else(|| self.dial(now, addr, None))
     }
@@ -544,7 +553,7 @@ impl Node {
     /// An outbound connection failed, or a connection failed before its handshake completed.
     pub(super) fn conn_failed(&mut self, now: Instant, conn: ConnId) {
         let Some(c) = self.conns.get(&conn) else { return };
-        let (addr, expected) = (c.addr, c.expected);
+        let (addr, expected) = (c.addr(), c.expected);
         self.stats.connect_failures += 1;
         self.report(NodeError::ConnectFailed { addr });
         self.bootstrap_failed(now, addr);
@@ -600,6 +609,10 @@ impl Conn {
         max_frame: usize,
     ) -> Self {
         let accepted = matches!(phase, Phase::AwaitHello);
+        let addr = match addr {
+            SocketAddr::V4(a) => ConnAddr::V4(a),
+            other => ConnAddr::Other(Box::new(other)),
+        };
         Conn {
             addr,
             phase,
@@ -617,6 +630,22 @@ impl Conn {
             timer: None,
             flight: None,
             channel: None,
+        }
+    }
+
+    /// The remote address.
+    pub(super) fn addr(&self) -> SocketAddr {
+        match &self.addr {
+            ConnAddr::V4(a) => SocketAddr::V4(*a),
+            ConnAddr::Other(a) => **a,
+        }
+    }
+
+    /// Bytes it holds beyond itself (an address other than IPv4).
+    pub(super) fn addr_heap_bytes(&self) -> usize {
+        match self.addr {
+            ConnAddr::V4(_) => 0,
+            ConnAddr::Other(_) => core::mem::size_of::<SocketAddr>(),
         }
     }
 
@@ -656,6 +685,27 @@ impl Conn {
         if self.in_use && self.io.as_ref().is_none_or(|io| io.is_idle()) {
             self.io = None;
             self.in_use = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn a_connection_record_is_152_bytes_and_keeps_its_address() {
+        // The address compacted from 32 bytes to 16, the phase from 24 to 16 (its nonce boxed).
+        assert_eq!(size_of::<SocketAddr>(), 32);
+        assert_eq!(size_of::<ConnAddr>(), 16);
+        assert_eq!(size_of::<Phase>(), 16);
+        assert_eq!(size_of::<Conn>(), 152);
+        for addr in ["10.1.2.3:4000", "[2001:db8::1]:7000"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let c = Conn::new(addr, Phase::AwaitHello, Instant::ZERO, None, 1 << 16);
+            assert_eq!(c.addr(), addr);
+            assert_eq!(c.addr_heap_bytes(), if addr.is_ipv4() { 0 } else { size_of::<SocketAddr>() });
         }
     }
 }

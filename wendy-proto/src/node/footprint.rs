@@ -55,7 +55,7 @@ impl Node {
         let mut conn_queues = 0;
         let mut acks = 0;
         for c in self.conns.values() {
-            conns += size_of::<Conn>();
+            conns += size_of::<Conn>() + c.addr_heap_bytes();
             conns += match &c.phase {
                 Phase::AwaitAuth(w) => size_of::<super::connections::AwaitAuth>() + info_heap(&w.info),
                 Phase::AwaitReply(_) | Phase::AwaitFinish(_) => size_of::<crate::secure::Handshake>(),

@@ -192,7 +192,7 @@ impl Node {
         match msg {
             Message::LeafSet { leaves }
                 if n.awaiting_bootstrap
-                    && self.conns.get(&conn).is_some_and(|c| bootstraps.first() == Some(&c.addr)) =>
+                    && self.conns.get(&conn).is_some_and(|c| bootstraps.first() == Some(&c.addr())) =>
             {
                 let mut n = self.take_near()?;
                 n.awaiting_bootstrap = false;

@@ -415,7 +415,7 @@ impl Node {
     pub(super) fn reject(&mut self, now: Instant, conn: ConnId, claimed: Option<NodeId>, reason: RejectReason) {
         self.stats.rejected_peers += 1;
         let Some(c) = self.conns.get(&conn) else { return };
-        let (addr, expected) = (c.addr, c.expected);
+        let (addr, expected) = (c.addr(), c.expected);
         self.out.push_back(Output::Event(Event::PeerRejected { addr, claimed, reason }));
         // Tell the other side why, so that it need not wait for a timeout to find out.
         self.transmit(conn, &Message::Reject { reason: reason.code() });
@@ -429,7 +429,7 @@ impl Node {
     /// The other side refused our handshake and said why.
     pub(super) fn on_rejected(&mut self, now: Instant, conn: ConnId, reason: u8) {
         let Some(c) = self.conns.get(&conn) else { return };
-        let (addr, peer) = (c.addr, c.peer.or(c.expected));
+        let (addr, peer) = (c.addr(), c.peer.or(c.expected));
         let reason = RejectReason::from_code(reason);
         self.stats.rejected_by_peers += 1;
         self.out.push_back(Output::Event(Event::RejectedByPeer { addr, reason }));
