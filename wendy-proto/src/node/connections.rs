@@ -331,7 +331,7 @@ impl Node {
         // Only the peer's current connection needs a replacement, looked for among all only
         // if some other connection names the peer (rare: both sides dialled at once).
         let Some(p) = self.peers.get(&peer) else { return };
-        if p.conn != Some(conn) {
+        if p.conn() != Some(conn) {
             return;
         }
         let this = usize::from(self.conns.get(&conn).is_some_and(|c| c.peer == Some(peer)));
@@ -347,8 +347,8 @@ impl Node {
             })
             .flatten();
         if let Some(p) = self.peers.get_mut(&peer) {
-            if p.conn == Some(conn) {
-                p.conn = other;
+            if p.conn() == Some(conn) {
+                p.set_conn(other);
             }
         }
     }
@@ -366,7 +366,7 @@ impl Node {
     /// Sends `msg` to a known node, dialling it if needed.
     pub(super) fn send_msg(&mut self, now: Instant, to: NodeId, msg: Message) -> Result<(), SendFail> {
         let Some(peer) = self.peers.get(&to) else { return Err(SendFail::Unknown) };
-        let conn = match peer.conn.filter(|c| self.conns.contains_key(c)) {
+        let conn = match peer.conn().filter(|c| self.conns.contains_key(c)) {
             Some(c) => c,
             // A node that has left only says goodbye on the connections it has.
             None if self.state == State::Left => return Err(SendFail::Unknown),
@@ -377,7 +377,7 @@ impl Node {
                     return Err(SendFail::Full);
                 };
                 if let Some(p) = self.peers.get_mut(&to) {
-                    p.conn = Some(c);
+                    p.set_conn(Some(c));
                 }
                 c
             }

@@ -125,7 +125,7 @@ impl Node {
         let stale: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(&id, p)| !self.in_tables(id) && !p.conn.is_some_and(|c| self.conns.contains_key(&c)))
+            .filter(|(&id, p)| !self.in_tables(id) && !p.conn().is_some_and(|c| self.conns.contains_key(&c)))
             .map(|(&id, _)| id)
             .collect();
         for id in stale {
@@ -220,7 +220,7 @@ impl Node {
                     // The last probe went unanswered: try again (a lost frame, a connection
                     // broken under it) before declaring a live node dead.
                     p.probes = p.probes.saturating_add(1);
-                    let stuck = p.conn.filter(|c| {
+                    let stuck = p.conn().filter(|c| {
                         self.conns.get(c).is_some_and(|c| !matches!(c.phase, Phase::Open) && now - c.opened >= gap)
                     });
                     if let Some(conn) = stuck {

@@ -402,10 +402,10 @@ impl Node {
             }
         }
         let current_open = peer
-            .conn
+            .conn()
             .is_some_and(|pc| pc != conn && self.conns.get(&pc).is_some_and(|x| matches!(x.phase, Phase::Open)));
         if !current_open {
-            peer.conn = Some(conn);
+            peer.set_conn(Some(conn));
         }
         for m in pending {
             self.transmit(conn, &m);
