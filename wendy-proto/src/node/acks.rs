@@ -127,7 +127,7 @@ impl Node {
         }
         f.unacked.push_back(Some(InFlight { route: route.clone(), sent: now, reroutes }));
         if f.timer.is_none() {
-            let peer = c.peer;
+            let peer = c.peer();
             let at = now + self.ack_timeout(peer);
             self.arm_ack(conn, at);
         }
@@ -172,7 +172,7 @@ impl Node {
     /// The peer on `conn` has received `count` routed messages from us in all.
     pub(super) fn on_ack(&mut self, now: Instant, conn: ConnId, count: u64) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
-        let peer = c.peer;
+        let peer = c.peer();
         let Some(f) = c.flight.as_mut() else { return };
         let mut sample = None;
         while f.acked_out < count {
@@ -211,7 +211,7 @@ impl Node {
 
     /// The in-flight check of `conn`: suspect a silent hop, reroute what it sat on too long.
     pub(super) fn ack_timer(&mut self, now: Instant, conn: ConnId) {
-        let peer = self.conns.get(&conn).and_then(|c| c.peer);
+        let peer = self.conns.get(&conn).and_then(|c| c.peer());
         let rto = self.ack_timeout(peer);
         let Some(f) = self.conns.get_mut(&conn).and_then(|c| c.flight.as_mut()) else { return };
         f.timer = None;

@@ -42,8 +42,14 @@ pub(super) struct Conn {
     pub(super) handshake_sent: Option<Instant>,
     /// When we sent `Closing` on it: it carries nothing more from us and closes on the answer.
     pub(super) closing: Option<Instant>,
-    pub(super) expected: Option<NodeId>,
-    pub(super) peer: Option<NodeId>,
+    /// The node we dialled, if we know its id ([`Conn::expected`]); meaningful if `ids` says so.
+    expected: NodeId,
+    /// The authenticated node at the other end, once the handshake completed ([`Conn::peer`]);
+    /// meaningful if `ids` says so.
+    peer: NodeId,
+    /// Which of `expected` ([`EXPECTED`]) and `peer` ([`PEER`]) are set: 8 bytes fewer than two
+    /// `Option<NodeId>`.
+    ids: u8,
     /// This connection's entry in the timer table.
     pub(super) timer: Option<Instant>,
     /// Per-hop acknowledgement state, from the first routed message on.
@@ -51,6 +57,11 @@ pub(super) struct Conn {
     /// The transport keys, once an encrypted connection's handshake completed.
     pub(super) channel: Option<Box<Channel>>,
 }
+
+/// [`Conn::ids`]: the connection was dialled to a known id.
+const EXPECTED: u8 = 1;
+/// [`Conn::ids`]: the handshake authenticated the node at the other end.
+const PEER: u8 = 2;
 
 /// A connection's remote address: 16 bytes where a `SocketAddr` takes 32, IPv4 (the common
 /// case) inline, others boxed.
@@ -229,7 +240,7 @@ impl Node {
             self.conns
                 .iter()
                 .filter(|(_, c)| matches!(c.phase, Phase::Open))
-                .filter(|(_, c)| !c.peer.is_some_and(|p| self.leaf.contains(p)))
+                .filter(|(_, c)| !c.peer().is_some_and(|p| self.leaf.contains(p)))
                 .min_by_key(|(&k, c)| (c.last_active, k))
                 .map(|(&k, _)| k)
         });
@@ -247,7 +258,7 @@ impl Node {
     /// we are not. A probe then costs two frames, not a handshake and a close. A connection
     /// idle for `idle_timeout` that stays open gives its buffers back ([`Conn::release_idle`]).
     pub(super) fn conn_timer(&mut self, now: Instant, conn: ConnId) {
-        let member = self.conns.get(&conn).and_then(|c| c.peer).is_some_and(|p| self.in_tables(p));
+        let member = self.conns.get(&conn).and_then(|c| c.peer()).is_some_and(|p| self.in_tables(p));
         let Some(c) = self.conns.get_mut(&conn) else { return };
         c.timer = None;
         let (connect, idle) = (self.cfg.connect_timeout, self.cfg.idle_timeout);
@@ -317,7 +328,7 @@ impl Node {
     pub(super) fn start_closing(&mut self, now: Instant, conn: ConnId) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         c.closing = Some(now);
-        let peer = c.peer;
+        let peer = c.peer();
         self.arm_conn(conn, now + self.cfg.connect_timeout);
         self.transmit(conn, &Message::Closing);
         if let Some(pid) = peer {
@@ -334,14 +345,14 @@ impl Node {
         if p.conn() != Some(conn) {
             return;
         }
-        let this = usize::from(self.conns.get(&conn).is_some_and(|c| c.peer == Some(peer)));
+        let this = usize::from(self.conns.get(&conn).is_some_and(|c| c.peer() == Some(peer)));
         let others = usize::from(p.named_by).saturating_sub(this);
         let other = (others > 0)
             .then(|| {
                 self.conns
                     .iter()
                     .find(|(&k, x)| {
-                        k != conn && x.peer == Some(peer) && matches!(x.phase, Phase::Open) && x.closing.is_none()
+                        k != conn && x.peer() == Some(peer) && matches!(x.phase, Phase::Open) && x.closing.is_none()
                     })
                     .map(|(&k, _)| k)
             })
@@ -516,21 +527,21 @@ impl Node {
         self.seal_conn(conn);
         let Some(mut c) = self.conns.remove(&conn) else { return };
         self.timers.disarm(TimerKey::Conn(conn), c.timer);
-        if let Some(p) = c.peer.and_then(|id| self.peers.get_mut(&id)) {
+        if let Some(p) = c.peer().and_then(|id| self.peers.get_mut(&id)) {
             p.named_by = p.named_by.saturating_sub(1);
         }
         self.pending_total -= c.pending_len();
-        if let Some(pid) = c.peer.or(c.expected) {
+        if let Some(pid) = c.peer().or(c.expected()) {
             self.detach(pid, conn);
         }
         let flight = c.flight.take();
-        let peer = c.peer.or(c.expected);
+        let peer = c.peer().or(c.expected());
         for m in c.io.take().map(|io| io.pending).unwrap_or_default() {
             self.requeue(now, m, peer);
         }
         // What the peer had not acknowledged may be lost with the connection: route it again.
         if self.state != State::Left {
-            self.reroute_flight(now, conn, flight, c.peer);
+            self.reroute_flight(now, conn, flight, c.peer());
         }
     }
 
@@ -553,7 +564,7 @@ impl Node {
     /// An outbound connection failed, or a connection failed before its handshake completed.
     pub(super) fn conn_failed(&mut self, now: Instant, conn: ConnId) {
         let Some(c) = self.conns.get(&conn) else { return };
-        let (addr, expected) = (c.addr(), c.expected);
+        let (addr, expected) = (c.addr(), c.expected());
         self.stats.connect_failures += 1;
         self.report(NodeError::ConnectFailed { addr });
         self.bootstrap_failed(now, addr);
@@ -591,7 +602,7 @@ impl Node {
 
     pub(super) fn close_bad(&mut self, now: Instant, conn: ConnId) {
         let expected =
-            self.conns.get(&conn).and_then(|c| if matches!(c.phase, Phase::Open) { None } else { c.expected });
+            self.conns.get(&conn).and_then(|c| if matches!(c.phase, Phase::Open) { None } else { c.expected() });
         self.out.push_back(Output::Close { conn });
         self.drop_conn(now, conn);
         if let Some(id) = expected {
@@ -625,12 +636,29 @@ impl Conn {
             last_active: now,
             handshake_sent: None,
             closing: None,
-            expected,
-            peer: None,
+            expected: expected.unwrap_or_default(),
+            peer: NodeId::default(),
+            ids: if expected.is_some() { EXPECTED } else { 0 },
             timer: None,
             flight: None,
             channel: None,
         }
+    }
+
+    /// The node we dialled, if we know its id.
+    pub(super) fn expected(&self) -> Option<NodeId> {
+        (self.ids & EXPECTED != 0).then_some(self.expected)
+    }
+
+    /// The authenticated node at the other end, once the handshake completed.
+    pub(super) fn peer(&self) -> Option<NodeId> {
+        (self.ids & PEER != 0).then_some(self.peer)
+    }
+
+    /// The handshake completed with `id`.
+    pub(super) fn set_peer(&mut self, id: NodeId) {
+        self.peer = id;
+        self.ids |= PEER;
     }
 
     /// The remote address.
@@ -695,17 +723,28 @@ mod tests {
     use core::mem::size_of;
 
     #[test]
-    fn a_connection_record_is_152_bytes_and_keeps_its_address() {
-        // The address compacted from 32 bytes to 16, the phase from 24 to 16 (its nonce boxed).
+    fn a_connection_record_is_136_bytes_and_keeps_its_address_and_ids() {
+        // The address compacted from 32 bytes to 16, the phase from 24 to 16 (its nonce boxed),
+        // the two ids 8 bytes fewer than two `Option<NodeId>`.
         assert_eq!(size_of::<SocketAddr>(), 32);
         assert_eq!(size_of::<ConnAddr>(), 16);
         assert_eq!(size_of::<Phase>(), 16);
-        assert_eq!(size_of::<Conn>(), 152);
+        assert_eq!(size_of::<Option<NodeId>>() * 2, size_of::<NodeId>() * 2 + 16);
+        assert_eq!(size_of::<Conn>(), 136);
         for addr in ["10.1.2.3:4000", "[2001:db8::1]:7000"] {
             let addr: SocketAddr = addr.parse().unwrap();
             let c = Conn::new(addr, Phase::AwaitHello, Instant::ZERO, None, 1 << 16);
             assert_eq!(c.addr(), addr);
             assert_eq!(c.addr_heap_bytes(), if addr.is_ipv4() { 0 } else { size_of::<SocketAddr>() });
         }
+        let addr: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let mut c = Conn::new(addr, Phase::AwaitHello, Instant::ZERO, None, 1 << 16);
+        assert_eq!((c.expected(), c.peer()), (None, None));
+        c.set_peer(NodeId::default());
+        assert_eq!((c.expected(), c.peer()), (None, Some(NodeId::default())), "the zero id is an id");
+        let mut d = Conn::new(addr, Phase::AwaitHello, Instant::ZERO, Some(NodeId::from_u128(5)), 1 << 16);
+        assert_eq!((d.expected(), d.peer()), (Some(NodeId::from_u128(5)), None));
+        d.set_peer(NodeId::from_u128(6));
+        assert_eq!((d.expected(), d.peer()), (Some(NodeId::from_u128(5)), Some(NodeId::from_u128(6))));
     }
 }

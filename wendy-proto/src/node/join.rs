@@ -418,7 +418,7 @@ impl Node {
                 .then(|| self.infos(self.leaf.members().into_iter().filter(|&x| x != joiner.id)));
             let state = Message::JoinState { rows, hood, leaves };
             let direct =
-                via.filter(|c| self.conns.get(c).is_some_and(|c| c.peer == Some(joiner.id) && c.closing.is_none()));
+                via.filter(|c| self.conns.get(c).is_some_and(|c| c.peer() == Some(joiner.id) && c.closing.is_none()));
             match direct {
                 Some(conn) => {
                     self.enqueue(conn, state);

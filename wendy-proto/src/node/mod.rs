@@ -533,7 +533,7 @@ impl Node {
             self.on_handshake(now, conn, msg);
             return;
         }
-        let Some(from) = c.peer else { return };
+        let Some(from) = c.peer() else { return };
         if msg.is_handshake() {
             self.protocol_error(now, conn, "handshake message on an open connection");
             return;

@@ -196,7 +196,7 @@ impl Node {
                 let Some((info, key, proof)) = self.peer_payload(now, conn, &payload, hs.remote_key()) else {
                     return;
                 };
-                let expected = self.conns.get(&conn).and_then(|c| c.expected);
+                let expected = self.conns.get(&conn).and_then(|c| c.expected());
                 let reason = if expected.is_some_and(|e| e != info.id) {
                     Some(RejectReason::WrongId)
                 } else {
@@ -330,7 +330,7 @@ impl Node {
             }
             (Phase::AwaitHelloAck { nonce }, Message::HelloAck { info, nonce: their, proof }) => {
                 let nonce = *nonce;
-                let expected = c.expected;
+                let expected = c.expected();
                 let reason = if info.id == me {
                     Some(RejectReason::SelfId)
                 } else if expected.is_some_and(|e| e != info.id) {
@@ -370,7 +370,7 @@ impl Node {
         let id = info.id;
         let Some(c) = self.conns.get_mut(&conn) else { return };
         c.phase = Phase::Open;
-        c.peer = Some(id);
+        c.set_peer(id);
         let limit = if self.cfg.insecure_plaintext {
             self.cfg.max_frame_size
         } else {
@@ -415,7 +415,7 @@ impl Node {
     pub(super) fn reject(&mut self, now: Instant, conn: ConnId, claimed: Option<NodeId>, reason: RejectReason) {
         self.stats.rejected_peers += 1;
         let Some(c) = self.conns.get(&conn) else { return };
-        let (addr, expected) = (c.addr(), c.expected);
+        let (addr, expected) = (c.addr(), c.expected());
         self.out.push_back(Output::Event(Event::PeerRejected { addr, claimed, reason }));
         // Tell the other side why, so that it need not wait for a timeout to find out.
         self.transmit(conn, &Message::Reject { reason: reason.code() });
@@ -429,7 +429,7 @@ impl Node {
     /// The other side refused our handshake and said why.
     pub(super) fn on_rejected(&mut self, now: Instant, conn: ConnId, reason: u8) {
         let Some(c) = self.conns.get(&conn) else { return };
-        let (addr, peer) = (c.addr(), c.peer.or(c.expected));
+        let (addr, peer) = (c.addr(), c.peer().or(c.expected()));
         let reason = RejectReason::from_code(reason);
         self.stats.rejected_by_peers += 1;
         self.out.push_back(Output::Event(Event::RejectedByPeer { addr, reason }));
