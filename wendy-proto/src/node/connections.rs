@@ -224,8 +224,16 @@ impl Node {
         let id = self.alloc_conn();
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill_bytes(&mut nonce);
-        self.conns
-            .insert(id, Box::new(Conn::new(addr, Phase::Dialing { nonce: Box::new(nonce) }, now, expected, self.cfg.max_frame_size)));
+        self.conns.insert(
+            id,
+            Box::new(Conn::new(
+                addr,
+                Phase::Dialing { nonce: Box::new(nonce) },
+                now,
+                expected,
+                self.cfg.max_frame_size,
+            )),
+        );
         self.arm_conn(id, now + self.cfg.connect_timeout);
         self.out.push_back(Output::Connect { conn: id, addr });
         Some(id)

@@ -217,8 +217,7 @@ impl Node {
                 };
                 // The handshake of a connection opened for the request timed one round trip;
                 // the request's own answer took that and the connection's set-up.
-                let rtt =
-                    proximity(now - n.probing[k].1, p.region(), &self.cfg.info.region, self.cfg.region_factor);
+                let rtt = proximity(now - n.probing[k].1, p.region(), &self.cfg.info.region, self.cfg.region_factor);
                 p.proximity = p.proximity.min(rtt);
                 let prox = p.proximity;
                 let info = p.info();

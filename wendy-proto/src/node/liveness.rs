@@ -360,8 +360,12 @@ impl Node {
                 self.become_ready(now);
             }
         }
-        let conns: Vec<ConnId> =
-            self.conns.iter().filter(|(_, c)| c.peer() == Some(id) || c.expected() == Some(id)).map(|(&k, _)| k).collect();
+        let conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.peer() == Some(id) || c.expected() == Some(id))
+            .map(|(&k, _)| k)
+            .collect();
         let info = self.forget_peer(id).map(|p| p.info());
         if let (false, Some(info)) = (sides.is_empty(), &info) {
             self.remember_lost_leaf(now, info.clone());

@@ -53,11 +53,8 @@ impl Node {
                 let _ = self.send_msg(now, from, Message::LeafSet { leaves });
             }
             Message::RowRequest { row } => {
-                let entries = self
-                    .table
-                    .row(usize::from(row))
-                    .filter_map(|c| self.peers.get(&c.id).map(|p| p.info()))
-                    .collect();
+                let entries =
+                    self.table.row(usize::from(row)).filter_map(|c| self.peers.get(&c.id).map(|p| p.info())).collect();
                 let _ = self.send_msg(now, from, Message::Row { row, entries });
             }
             Message::Locate { origin, hops } => self.route_locate(now, origin, hops),
