@@ -100,6 +100,14 @@ impl Flight {
     pub(super) fn heap_bytes(&self) -> usize {
         std::mem::size_of::<Flight>() + self.unacked.capacity() * std::mem::size_of::<Option<InFlight>>()
     }
+
+    /// Everything sent was acknowledged: the queue keeps room for one message (the common
+    /// case of a connection carrying a lookup at a time), not what a burst grew it to, which
+    /// an idle connection would hold for its whole life.
+    fn drained(&mut self) {
+        debug_assert!(self.unacked.is_empty());
+        self.unacked.shrink_to(1);
+    }
 }
 
 #[derive(Debug)]
@@ -183,6 +191,7 @@ impl Node {
             }
         }
         if f.unacked.is_empty() {
+            f.drained();
             let t = f.timer.take();
             self.timers.disarm(TimerKey::Ack(conn), t);
         }
@@ -350,5 +359,34 @@ impl Node {
         if let Some(f) = self.conns.get_mut(&conn).and_then(|c| c.flight.as_mut()) {
             f.timer = self.timers.arm(TimerKey::Ack(conn), f.timer, at);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn a_drained_flight_keeps_room_for_one_message() {
+        let mut f = Flight::default();
+        let route = Route {
+            key: NodeId::from_u128(1),
+            purpose: 16,
+            origin: NodeId::from_u128(2),
+            hops: 0,
+            seq: 0,
+            payload: Bytes::new(),
+        };
+        for _ in 0..40 {
+            f.unacked.push_back(Some(InFlight { route: route.clone(), sent: Instant::ZERO, reroutes: 0 }));
+        }
+        let burst = f.heap_bytes();
+        f.unacked.clear();
+        f.drained();
+        assert!(f.unacked.capacity() <= 1);
+        let one = std::mem::size_of::<Option<InFlight>>();
+        assert_eq!(f.heap_bytes(), std::mem::size_of::<Flight>() + f.unacked.capacity() * one);
+        assert!(f.heap_bytes() * 10 < burst, "{} B after a burst of 40, {} B drained", burst, f.heap_bytes());
     }
 }
