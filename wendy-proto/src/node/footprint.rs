@@ -46,7 +46,8 @@ fn info_heap(info: &NodeInfo) -> usize {
 impl Node {
     /// Estimated bytes this node holds, by structure: `(name, bytes)` in a fixed order, the
     /// node's own struct (`node`) included. The estimate counts element sizes times lengths or
-    /// allocated capacities, and B-tree nodes at their average fill, so it is close to, but not
+    /// allocated capacities, B-tree nodes at their average fill and sorted-vector maps at the
+    /// capacity their growth gave them ([`vec_map_bytes`]), so it is close to, but not
     /// exactly, what the allocator handed out (its own slack is not counted).
     pub fn memory_footprint(&self) -> Vec<(&'static str, usize)> {
         let peers = vec_map_bytes::<NodeId, Box<Peer>>(self.peers.len())
@@ -117,6 +118,18 @@ mod tests {
         for i in 0..1000 {
             v.push((i, i));
             assert!(v.capacity() * 16 >= vec_map_bytes::<u64, u64>(v.len()), "never more than a grown vector holds");
+        }
+    }
+
+    #[test]
+    fn peers_and_connections_cost_a_sorted_vector_entry_not_a_tree_nodes_share() {
+        // `Node::peers` and `Node::conns`: 24 and 16 bytes an entry, where a B-tree's nodes cost
+        // about twice that.
+        assert_eq!(size_of::<(NodeId, Box<Peer>)>(), 24);
+        assert_eq!(size_of::<(ConnId, Box<Conn>)>(), 16);
+        for n in [100, 222, 1000] {
+            assert!(btree_bytes::<NodeId, Box<Peer>>(n) * 10 > vec_map_bytes::<NodeId, Box<Peer>>(n) * 15);
+            assert!(btree_bytes::<NodeId, Box<Peer>>(n) > 2 * n * 24 * 9 / 10);
         }
     }
 
