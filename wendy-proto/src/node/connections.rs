@@ -714,13 +714,16 @@ impl Conn {
         }
     }
 
-    /// Gives its buffers back if they hold nothing that must survive: called when it has been
-    /// idle for `idle_timeout`, so that a connection kept open for rare probes costs only this
-    /// struct.
+    /// Gives its buffers back if they hold nothing that must survive, and its in-flight queue
+    /// if it is empty: called when it has been idle for `idle_timeout`, so that a connection
+    /// kept open for rare probes costs only this struct (and its acknowledgement counters).
     pub(super) fn release_idle(&mut self) {
         if self.in_use && self.io.as_ref().is_none_or(|io| io.is_idle()) {
             self.io = None;
             self.in_use = false;
+        }
+        if let Some(f) = self.flight.as_mut() {
+            f.release_idle();
         }
     }
 }

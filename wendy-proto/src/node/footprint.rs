@@ -47,7 +47,7 @@ impl Node {
     /// Estimated bytes this node holds, by structure: `(name, bytes)` in a fixed order, the
     /// node's own struct (`node`) included. The estimate counts element sizes times lengths or
     /// allocated capacities, B-tree nodes at their average fill and sorted-vector maps at the
-    /// capacity their growth gave them ([`vec_map_bytes`]), so it is close to, but not
+    /// capacity their growth gave them, so it is close to, but not
     /// exactly, what the allocator handed out (its own slack is not counted).
     pub fn memory_footprint(&self) -> Vec<(&'static str, usize)> {
         let peers = vec_map_bytes::<NodeId, Box<Peer>>(self.peers.len())
