@@ -47,8 +47,8 @@ pub(super) struct Conn {
     /// The authenticated node at the other end, once the handshake completed ([`Conn::peer`]);
     /// meaningful if `ids` says so.
     peer: NodeId,
-    /// Which of `expected` ([`EXPECTED`]) and `peer` ([`PEER`]) are set: 8 bytes fewer than two
-    /// `Option<NodeId>`.
+    /// Which of `expected` ([`EXPECTED`]) and `peer` ([`PEER`]) are set: the two ids take 16
+    /// bytes fewer than two `Option<NodeId>`, and the bits fit in the record's padding.
     ids: u8,
     /// This connection's entry in the timer table.
     pub(super) timer: Option<Instant>,
@@ -736,7 +736,7 @@ mod tests {
     #[test]
     fn a_connection_record_is_136_bytes_and_keeps_its_address_and_ids() {
         // The address compacted from 32 bytes to 16, the phase from 24 to 16 (its nonce boxed),
-        // the two ids 8 bytes fewer than two `Option<NodeId>`.
+        // the two ids 16 bytes fewer than two `Option<NodeId>`.
         assert_eq!(size_of::<SocketAddr>(), 32);
         assert_eq!(size_of::<ConnAddr>(), 16);
         assert_eq!(size_of::<Phase>(), 16);
