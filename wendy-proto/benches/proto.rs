@@ -131,7 +131,7 @@ fn forward(c: &mut Criterion, h: &mut Harness) {
         Some(conn) => {
             node.handle_connected(now, conn);
             drain(node);
-            let next_info = node.peer(next).expect("known next hop").clone();
+            let next_info = node.peer(next).expect("known next hop");
             let ack = Message::HelloAck { info: next_info, nonce: [2; NONCE_LEN], proof: Vec::new() };
             node.handle_data(now, conn, &wire::encode(&ack));
             drain(node);

@@ -554,13 +554,16 @@ fn idle_connections_give_their_buffers_back() {
     assert_eq!(out.delivered, 400);
     let (busy_queues, busy_count) = footprint_total(&h, "conn_queues");
     let (busy_conns, _) = footprint_total(&h, "conns");
+    let (busy_acks, _) = footprint_total(&h, "acks");
     assert!(busy_queues > 0 && busy_count > 0);
     // Quiet: only heartbeats (to one neighbour each) and rare probes keep a connection busy.
     let idle = wendy_proto::Config::with_trusted_id(NodeId::from_u128(1), Harness::addr_of(0)).idle_timeout;
     h.run_for(idle * 3);
     let (quiet_queues, quiet_count) = footprint_total(&h, "conn_queues");
     let (quiet_conns, _) = footprint_total(&h, "conns");
+    let (quiet_acks, _) = footprint_total(&h, "acks");
     assert_eq!(quiet_count, busy_count, "connections to table members stay open");
+    assert!(quiet_acks * 2 < busy_acks, "in-flight queues: {busy_acks} B busy, {quiet_acks} B after {idle:?} idle");
     assert!(quiet_queues * 4 < busy_queues, "buffers held: {busy_queues} B busy, {quiet_queues} B after {idle:?} idle");
     let (busy_per, quiet_per) = (busy_conns / busy_count, quiet_conns / quiet_count);
     assert!(quiet_per + 100 < busy_per, "per connection: {busy_per} B busy, {quiet_per} B idle");

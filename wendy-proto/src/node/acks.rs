@@ -100,6 +100,15 @@ impl Flight {
     pub(super) fn heap_bytes(&self) -> usize {
         std::mem::size_of::<Flight>() + self.unacked.capacity() * std::mem::size_of::<Option<InFlight>>()
     }
+
+    /// The connection fell idle ([`Conn::release_idle`](super::connections::Conn::release_idle)):
+    /// if everything sent was acknowledged, the queue gives back what its bursts grew it to
+    /// (while busy it keeps it, so that forwarding allocates nothing per message).
+    pub(super) fn release_idle(&mut self) {
+        if self.unacked.is_empty() {
+            self.unacked = VecDeque::new();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -127,7 +136,7 @@ impl Node {
         }
         f.unacked.push_back(Some(InFlight { route: route.clone(), sent: now, reroutes }));
         if f.timer.is_none() {
-            let peer = c.peer;
+            let peer = c.peer();
             let at = now + self.ack_timeout(peer);
             self.arm_ack(conn, at);
         }
@@ -172,7 +181,7 @@ impl Node {
     /// The peer on `conn` has received `count` routed messages from us in all.
     pub(super) fn on_ack(&mut self, now: Instant, conn: ConnId, count: u64) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
-        let peer = c.peer;
+        let peer = c.peer();
         let Some(f) = c.flight.as_mut() else { return };
         let mut sample = None;
         while f.acked_out < count {
@@ -211,7 +220,7 @@ impl Node {
 
     /// The in-flight check of `conn`: suspect a silent hop, reroute what it sat on too long.
     pub(super) fn ack_timer(&mut self, now: Instant, conn: ConnId) {
-        let peer = self.conns.get(&conn).and_then(|c| c.peer);
+        let peer = self.conns.get(&conn).and_then(|c| c.peer());
         let rto = self.ack_timeout(peer);
         let Some(f) = self.conns.get_mut(&conn).and_then(|c| c.flight.as_mut()) else { return };
         f.timer = None;
@@ -359,5 +368,34 @@ impl Node {
         if let Some(f) = self.conns.get_mut(&conn).and_then(|c| c.flight.as_mut()) {
             f.timer = self.timers.arm(TimerKey::Ack(conn), f.timer, at);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn an_idle_flight_gives_its_queue_back_once_drained() {
+        let mut f = Flight::default();
+        let route = Route {
+            key: NodeId::from_u128(1),
+            purpose: 16,
+            origin: NodeId::from_u128(2),
+            hops: 0,
+            seq: 0,
+            payload: Bytes::new(),
+        };
+        for _ in 0..40 {
+            f.unacked.push_back(Some(InFlight { route: route.clone(), sent: Instant::ZERO, reroutes: 0 }));
+        }
+        let burst = f.heap_bytes();
+        f.release_idle();
+        assert_eq!(f.heap_bytes(), burst, "not while messages are in flight");
+        f.unacked.clear();
+        f.release_idle();
+        assert_eq!(f.unacked.capacity(), 0);
+        assert_eq!(f.heap_bytes(), std::mem::size_of::<Flight>());
     }
 }

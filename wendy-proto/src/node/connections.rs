@@ -17,11 +17,17 @@ use super::{Node, State};
 
 #[derive(Debug)]
 pub(super) struct Conn {
-    pub(super) addr: SocketAddr,
+    /// The remote address ([`Conn::addr`]).
+    addr: ConnAddr,
     pub(super) phase: Phase,
     /// What the connection holds only while it carries traffic ([`ConnIo`]): allocated on
-    /// first use, released when the connection falls idle ([`Conn::release_idle`]).
+    /// first use, released when the connection falls idle ([`Conn::release_idle`]). A
+    /// plaintext connection gives it back as soon as it holds nothing ([`Conn::trim_io`]).
     pub(super) io: Option<Box<ConnIo>>,
+    /// In use since it last fell idle: set on first use, cleared by [`Conn::release_idle`].
+    /// Its buffers are allocated whenever this is set, except on a plaintext connection
+    /// between inputs, which needs none; the idle check is armed when it becomes set.
+    pub(super) in_use: bool,
     /// The largest frame body its decoder accepts (the handshake's limit until it opens).
     pub(super) max_frame: u32,
     /// An authenticated frame arrived after the handshake: from now on a plaintext refusal
@@ -36,14 +42,33 @@ pub(super) struct Conn {
     pub(super) handshake_sent: Option<Instant>,
     /// When we sent `Closing` on it: it carries nothing more from us and closes on the answer.
     pub(super) closing: Option<Instant>,
-    pub(super) expected: Option<NodeId>,
-    pub(super) peer: Option<NodeId>,
+    /// The node we dialled, if we know its id ([`Conn::expected`]); meaningful if `ids` says so.
+    expected: NodeId,
+    /// The authenticated node at the other end, once the handshake completed ([`Conn::peer`]);
+    /// meaningful if `ids` says so.
+    peer: NodeId,
+    /// Which of `expected` ([`EXPECTED`]) and `peer` ([`PEER`]) are set: the two ids take 16
+    /// bytes fewer than two `Option<NodeId>`, and the bits fit in the record's padding.
+    ids: u8,
     /// This connection's entry in the timer table.
     pub(super) timer: Option<Instant>,
     /// Per-hop acknowledgement state, from the first routed message on.
     pub(super) flight: Option<Box<Flight>>,
     /// The transport keys, once an encrypted connection's handshake completed.
     pub(super) channel: Option<Box<Channel>>,
+}
+
+/// [`Conn::ids`]: the connection was dialled to a known id.
+const EXPECTED: u8 = 1;
+/// [`Conn::ids`]: the handshake authenticated the node at the other end.
+const PEER: u8 = 2;
+
+/// A connection's remote address: 16 bytes where a `SocketAddr` takes 32, IPv4 (the common
+/// case) inline, others boxed.
+#[derive(Debug)]
+enum ConnAddr {
+    V4(std::net::SocketAddrV4),
+    Other(Box<SocketAddr>),
 }
 
 /// A connection's buffers and queues: what it needs only while frames come and go. An idle
@@ -124,14 +149,16 @@ impl Tx {
 }
 
 /// Where a connection's set-up stands. `AwaitHelloAck` and `AwaitAuth` belong to the
-/// plaintext handshake, `AwaitReply` and `AwaitFinish` to the Noise one.
+/// plaintext handshake, `AwaitReply` and `AwaitFinish` to the Noise one. What a phase holds is
+/// boxed, so that it is 16 bytes: a connection is in these phases for a round trip or two of
+/// its life, and open for the rest.
 #[derive(Debug)]
 pub(super) enum Phase {
     Dialing {
-        nonce: [u8; NONCE_LEN],
+        nonce: Box<[u8; NONCE_LEN]>,
     },
     AwaitHelloAck {
-        nonce: [u8; NONCE_LEN],
+        nonce: Box<[u8; NONCE_LEN]>,
     },
     /// Accepted: waiting for the dialler's first handshake message (either handshake).
     AwaitHello,
@@ -197,8 +224,16 @@ impl Node {
         let id = self.alloc_conn();
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill_bytes(&mut nonce);
-        self.conns
-            .insert(id, Box::new(Conn::new(addr, Phase::Dialing { nonce }, now, expected, self.cfg.max_frame_size)));
+        self.conns.insert(
+            id,
+            Box::new(Conn::new(
+                addr,
+                Phase::Dialing { nonce: Box::new(nonce) },
+                now,
+                expected,
+                self.cfg.max_frame_size,
+            )),
+        );
         self.arm_conn(id, now + self.cfg.connect_timeout);
         self.out.push_back(Output::Connect { conn: id, addr });
         Some(id)
@@ -213,7 +248,7 @@ impl Node {
             self.conns
                 .iter()
                 .filter(|(_, c)| matches!(c.phase, Phase::Open))
-                .filter(|(_, c)| !c.peer.is_some_and(|p| self.leaf.contains(p)))
+                .filter(|(_, c)| !c.peer().is_some_and(|p| self.leaf.contains(p)))
                 .min_by_key(|(&k, c)| (c.last_active, k))
                 .map(|(&k, _)| k)
         });
@@ -231,7 +266,7 @@ impl Node {
     /// we are not. A probe then costs two frames, not a handshake and a close. A connection
     /// idle for `idle_timeout` that stays open gives its buffers back ([`Conn::release_idle`]).
     pub(super) fn conn_timer(&mut self, now: Instant, conn: ConnId) {
-        let member = self.conns.get(&conn).and_then(|c| c.peer).is_some_and(|p| self.in_tables(p));
+        let member = self.conns.get(&conn).and_then(|c| c.peer()).is_some_and(|p| self.in_tables(p));
         let Some(c) = self.conns.get_mut(&conn) else { return };
         c.timer = None;
         let (connect, idle) = (self.cfg.connect_timeout, self.cfg.idle_timeout);
@@ -301,7 +336,7 @@ impl Node {
     pub(super) fn start_closing(&mut self, now: Instant, conn: ConnId) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         c.closing = Some(now);
-        let peer = c.peer;
+        let peer = c.peer();
         self.arm_conn(conn, now + self.cfg.connect_timeout);
         self.transmit(conn, &Message::Closing);
         if let Some(pid) = peer {
@@ -315,24 +350,24 @@ impl Node {
         // Only the peer's current connection needs a replacement, looked for among all only
         // if some other connection names the peer (rare: both sides dialled at once).
         let Some(p) = self.peers.get(&peer) else { return };
-        if p.conn != Some(conn) {
+        if p.conn() != Some(conn) {
             return;
         }
-        let this = usize::from(self.conns.get(&conn).is_some_and(|c| c.peer == Some(peer)));
+        let this = usize::from(self.conns.get(&conn).is_some_and(|c| c.peer() == Some(peer)));
         let others = usize::from(p.named_by).saturating_sub(this);
         let other = (others > 0)
             .then(|| {
                 self.conns
                     .iter()
                     .find(|(&k, x)| {
-                        k != conn && x.peer == Some(peer) && matches!(x.phase, Phase::Open) && x.closing.is_none()
+                        k != conn && x.peer() == Some(peer) && matches!(x.phase, Phase::Open) && x.closing.is_none()
                     })
                     .map(|(&k, _)| k)
             })
             .flatten();
         if let Some(p) = self.peers.get_mut(&peer) {
-            if p.conn == Some(conn) {
-                p.conn = other;
+            if p.conn() == Some(conn) {
+                p.set_conn(other);
             }
         }
     }
@@ -342,7 +377,7 @@ impl Node {
         let existing = self
             .conns
             .iter()
-            .find(|(_, c)| c.addr == addr && c.closing.is_none() && !c.phase.is_inbound_setup())
+            .find(|(_, c)| c.addr() == addr && c.closing.is_none() && !c.phase.is_inbound_setup())
             .map(|(&k, _)| k);
         existing.or_else(|| self.dial(now, addr, None))
     }
@@ -350,18 +385,18 @@ impl Node {
     /// Sends `msg` to a known node, dialling it if needed.
     pub(super) fn send_msg(&mut self, now: Instant, to: NodeId, msg: Message) -> Result<(), SendFail> {
         let Some(peer) = self.peers.get(&to) else { return Err(SendFail::Unknown) };
-        let conn = match peer.conn.filter(|c| self.conns.contains_key(c)) {
+        let conn = match peer.conn().filter(|c| self.conns.contains_key(c)) {
             Some(c) => c,
             // A node that has left only says goodbye on the connections it has.
             None if self.state == State::Left => return Err(SendFail::Unknown),
             None => {
-                let addr = peer.info.addr_from(&self.cfg.info.region);
+                let addr = peer.addr_from(&self.cfg.info.region);
                 let Some(c) = self.dial(now, addr, Some(to)) else {
                     // Counted, if it is an application message, where it is dropped.
                     return Err(SendFail::Full);
                 };
                 if let Some(p) = self.peers.get_mut(&to) {
-                    p.conn = Some(c);
+                    p.set_conn(Some(c));
                 }
                 c
             }
@@ -402,7 +437,7 @@ impl Node {
         if self.cfg.insecure_plaintext {
             self.send_frame(conn, wire::encode(msg), application);
         } else if c.channel.is_some() {
-            if c.io.is_none() {
+            if !c.in_use {
                 c.io();
                 self.recheck_idle(conn);
             }
@@ -500,21 +535,21 @@ impl Node {
         self.seal_conn(conn);
         let Some(mut c) = self.conns.remove(&conn) else { return };
         self.timers.disarm(TimerKey::Conn(conn), c.timer);
-        if let Some(p) = c.peer.and_then(|id| self.peers.get_mut(&id)) {
+        if let Some(p) = c.peer().and_then(|id| self.peers.get_mut(&id)) {
             p.named_by = p.named_by.saturating_sub(1);
         }
         self.pending_total -= c.pending_len();
-        if let Some(pid) = c.peer.or(c.expected) {
+        if let Some(pid) = c.peer().or(c.expected()) {
             self.detach(pid, conn);
         }
         let flight = c.flight.take();
-        let peer = c.peer.or(c.expected);
+        let peer = c.peer().or(c.expected());
         for m in c.io.take().map(|io| io.pending).unwrap_or_default() {
             self.requeue(now, m, peer);
         }
         // What the peer had not acknowledged may be lost with the connection: route it again.
         if self.state != State::Left {
-            self.reroute_flight(now, conn, flight, c.peer);
+            self.reroute_flight(now, conn, flight, c.peer());
         }
     }
 
@@ -537,7 +572,7 @@ impl Node {
     /// An outbound connection failed, or a connection failed before its handshake completed.
     pub(super) fn conn_failed(&mut self, now: Instant, conn: ConnId) {
         let Some(c) = self.conns.get(&conn) else { return };
-        let (addr, expected) = (c.addr, c.expected);
+        let (addr, expected) = (c.addr(), c.expected());
         self.stats.connect_failures += 1;
         self.report(NodeError::ConnectFailed { addr });
         self.bootstrap_failed(now, addr);
@@ -575,7 +610,7 @@ impl Node {
 
     pub(super) fn close_bad(&mut self, now: Instant, conn: ConnId) {
         let expected =
-            self.conns.get(&conn).and_then(|c| if matches!(c.phase, Phase::Open) { None } else { c.expected });
+            self.conns.get(&conn).and_then(|c| if matches!(c.phase, Phase::Open) { None } else { c.expected() });
         self.out.push_back(Output::Close { conn });
         self.drop_conn(now, conn);
         if let Some(id) = expected {
@@ -593,10 +628,15 @@ impl Conn {
         max_frame: usize,
     ) -> Self {
         let accepted = matches!(phase, Phase::AwaitHello);
+        let addr = match addr {
+            SocketAddr::V4(a) => ConnAddr::V4(a),
+            other => ConnAddr::Other(Box::new(other)),
+        };
         Conn {
             addr,
             phase,
             io: None,
+            in_use: false,
             max_frame: u32::try_from(max_frame.min(wire::MAX_HANDSHAKE_FRAME)).unwrap_or(u32::MAX),
             heard: false,
             accepted,
@@ -604,18 +644,61 @@ impl Conn {
             last_active: now,
             handshake_sent: None,
             closing: None,
-            expected,
-            peer: None,
+            expected: expected.unwrap_or_default(),
+            peer: NodeId::default(),
+            ids: if expected.is_some() { EXPECTED } else { 0 },
             timer: None,
             flight: None,
             channel: None,
         }
     }
 
-    /// Its buffers, allocated now if it had none.
+    /// The node we dialled, if we know its id.
+    pub(super) fn expected(&self) -> Option<NodeId> {
+        (self.ids & EXPECTED != 0).then_some(self.expected)
+    }
+
+    /// The authenticated node at the other end, once the handshake completed.
+    pub(super) fn peer(&self) -> Option<NodeId> {
+        (self.ids & PEER != 0).then_some(self.peer)
+    }
+
+    /// The handshake completed with `id`.
+    pub(super) fn set_peer(&mut self, id: NodeId) {
+        self.peer = id;
+        self.ids |= PEER;
+    }
+
+    /// The remote address.
+    pub(super) fn addr(&self) -> SocketAddr {
+        match &self.addr {
+            ConnAddr::V4(a) => SocketAddr::V4(*a),
+            ConnAddr::Other(a) => **a,
+        }
+    }
+
+    /// Bytes it holds beyond itself (an address other than IPv4).
+    pub(super) fn addr_heap_bytes(&self) -> usize {
+        match self.addr {
+            ConnAddr::V4(_) => 0,
+            ConnAddr::Other(_) => core::mem::size_of::<SocketAddr>(),
+        }
+    }
+
+    /// Its buffers, allocated now if it had none; it is in use from now on.
     pub(super) fn io(&mut self) -> &mut ConnIo {
         let max_frame = self.max_frame as usize;
+        self.in_use = true;
         self.io.get_or_insert_with(|| Box::new(ConnIo::new(max_frame)))
+    }
+
+    /// Frees its buffers if they hold nothing, keeping it in use: called on plaintext
+    /// connections after each input. An encrypted connection keeps them while in use (its
+    /// receive buffer is reused from record to record).
+    pub(super) fn trim_io(&mut self) {
+        if self.io.as_ref().is_some_and(|io| io.is_idle()) {
+            self.io = None;
+        }
     }
 
     /// Messages waiting for it to open.
@@ -631,12 +714,48 @@ impl Conn {
         }
     }
 
-    /// Gives its buffers back if they hold nothing that must survive: called when it has been
-    /// idle for `idle_timeout`, so that a connection kept open for rare probes costs only this
-    /// struct.
+    /// Gives its buffers back if they hold nothing that must survive, and its in-flight queue
+    /// if it is empty: called when it has been idle for `idle_timeout`, so that a connection
+    /// kept open for rare probes costs only this struct (and its acknowledgement counters).
     pub(super) fn release_idle(&mut self) {
-        if self.io.as_ref().is_some_and(|io| io.is_idle()) {
+        if self.in_use && self.io.as_ref().is_none_or(|io| io.is_idle()) {
             self.io = None;
+            self.in_use = false;
         }
+        if let Some(f) = self.flight.as_mut() {
+            f.release_idle();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn a_connection_record_is_136_bytes_and_keeps_its_address_and_ids() {
+        // The address compacted from 32 bytes to 16, the phase from 24 to 16 (its nonce boxed),
+        // the two ids 16 bytes fewer than two `Option<NodeId>`.
+        assert_eq!(size_of::<SocketAddr>(), 32);
+        assert_eq!(size_of::<ConnAddr>(), 16);
+        assert_eq!(size_of::<Phase>(), 16);
+        assert_eq!(size_of::<Option<NodeId>>() * 2, size_of::<NodeId>() * 2 + 16);
+        assert_eq!(size_of::<Conn>(), 136);
+        for addr in ["10.1.2.3:4000", "[2001:db8::1]:7000"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let c = Conn::new(addr, Phase::AwaitHello, Instant::ZERO, None, 1 << 16);
+            assert_eq!(c.addr(), addr);
+            assert_eq!(c.addr_heap_bytes(), if addr.is_ipv4() { 0 } else { size_of::<SocketAddr>() });
+        }
+        let addr: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let mut c = Conn::new(addr, Phase::AwaitHello, Instant::ZERO, None, 1 << 16);
+        assert_eq!((c.expected(), c.peer()), (None, None));
+        c.set_peer(NodeId::default());
+        assert_eq!((c.expected(), c.peer()), (None, Some(NodeId::default())), "the zero id is an id");
+        let mut d = Conn::new(addr, Phase::AwaitHello, Instant::ZERO, Some(NodeId::from_u128(5)), 1 << 16);
+        assert_eq!((d.expected(), d.peer()), (Some(NodeId::from_u128(5)), None));
+        d.set_peer(NodeId::from_u128(6));
+        assert_eq!((d.expected(), d.peer()), (Some(NodeId::from_u128(5)), Some(NodeId::from_u128(6))));
     }
 }

@@ -14,7 +14,6 @@ use crate::wire::Message;
 use super::connections::{Conn, ConnIo, Phase};
 use super::join::Held;
 use super::membership::Peer;
-use super::timers::TimerKey;
 use super::Node;
 
 /// Estimated heap bytes of a `BTreeMap` of `len` entries of `(K, V)`: std's B-tree nodes hold
@@ -29,6 +28,16 @@ pub(super) fn btree_bytes<K, V>(len: usize) -> usize {
     leaves * leaf + internal * (leaf + 12 * size_of::<usize>())
 }
 
+/// Estimated heap bytes of a sorted-vector map ([`litemap::LiteMap`]) of `len` entries of
+/// `(K, V)`: a vector grown one entry at a time holds a power of two of them, at least 4. It
+/// does not shrink when entries go, so after a peak this counts less than it holds.
+pub(super) fn vec_map_bytes<K, V>(len: usize) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    len.next_power_of_two().max(4) * size_of::<(K, V)>()
+}
+
 /// Heap bytes of a region name (empty names do not allocate).
 fn info_heap(info: &NodeInfo) -> usize {
     info.region.capacity()
@@ -37,16 +46,17 @@ fn info_heap(info: &NodeInfo) -> usize {
 impl Node {
     /// Estimated bytes this node holds, by structure: `(name, bytes)` in a fixed order, the
     /// node's own struct (`node`) included. The estimate counts element sizes times lengths or
-    /// allocated capacities, and B-tree nodes at their average fill, so it is close to, but not
+    /// allocated capacities, B-tree nodes at their average fill and sorted-vector maps at the
+    /// capacity their growth gave them, so it is close to, but not
     /// exactly, what the allocator handed out (its own slack is not counted).
     pub fn memory_footprint(&self) -> Vec<(&'static str, usize)> {
-        let peers = btree_bytes::<NodeId, Box<Peer>>(self.peers.len())
-            + self.peers.values().map(|p| size_of::<Peer>() + info_heap(&p.info)).sum::<usize>();
-        let mut conns = btree_bytes::<ConnId, Box<Conn>>(self.conns.len());
+        let peers = vec_map_bytes::<NodeId, Box<Peer>>(self.peers.len())
+            + self.peers.values().map(|p| size_of::<Peer>() + p.heap_bytes()).sum::<usize>();
+        let mut conns = vec_map_bytes::<ConnId, Box<Conn>>(self.conns.len());
         let mut conn_queues = 0;
         let mut acks = 0;
         for c in self.conns.values() {
-            conns += size_of::<Conn>();
+            conns += size_of::<Conn>() + c.addr_heap_bytes();
             conns += match &c.phase {
                 Phase::AwaitAuth(w) => size_of::<super::connections::AwaitAuth>() + info_heap(&w.info),
                 Phase::AwaitReply(_) | Phase::AwaitFinish(_) => size_of::<crate::secure::Handshake>(),
@@ -59,7 +69,7 @@ impl Node {
             }
             acks += c.flight.as_ref().map_or(0, |f| f.heap_bytes());
         }
-        let timers = btree_bytes::<(Instant, TimerKey), ()>(self.timers.len());
+        let timers = self.timers.heap_bytes();
         let tables = self.table.heap_bytes() + self.leaf.heap_bytes() + self.hood.heap_bytes();
         let failed = btree_bytes::<NodeId, Instant>(self.failed.len())
             + btree_bytes::<NodeId, (NodeInfo, Instant)>(self.lost_leaves.len())
@@ -97,6 +107,30 @@ mod tests {
         assert!(one >= 11 * 16);
         assert!(btree_bytes::<u64, u64>(1000) > 1000 * 16, "at least the entries themselves");
         assert!(btree_bytes::<u64, u64>(1000) < 1000 * 16 * 3, "and not wildly more");
+    }
+
+    #[test]
+    fn vec_map_estimate_is_a_grown_vectors_capacity() {
+        assert_eq!(vec_map_bytes::<u64, u64>(0), 0);
+        assert_eq!(vec_map_bytes::<u64, u64>(1), 4 * 16);
+        assert_eq!(vec_map_bytes::<u64, u64>(5), 8 * 16);
+        let mut v: Vec<(u64, u64)> = Vec::new();
+        for i in 0..1000 {
+            v.push((i, i));
+            assert!(v.capacity() * 16 >= vec_map_bytes::<u64, u64>(v.len()), "never more than a grown vector holds");
+        }
+    }
+
+    #[test]
+    fn peers_and_connections_cost_a_sorted_vector_entry_not_a_tree_nodes_share() {
+        // `Node::peers` and `Node::conns`: 24 and 16 bytes an entry, where a B-tree's nodes cost
+        // about twice that.
+        assert_eq!(size_of::<(NodeId, Box<Peer>)>(), 24);
+        assert_eq!(size_of::<(ConnId, Box<Conn>)>(), 16);
+        for n in [100, 222, 1000] {
+            assert!(btree_bytes::<NodeId, Box<Peer>>(n) * 10 > vec_map_bytes::<NodeId, Box<Peer>>(n) * 15);
+            assert!(btree_bytes::<NodeId, Box<Peer>>(n) > 2 * n * 24 * 9 / 10);
+        }
     }
 
     #[test]

@@ -202,7 +202,7 @@ impl Node {
         match msg {
             Message::LeafSet { leaves }
                 if n.awaiting_bootstrap
-                    && self.conns.get(&conn).is_some_and(|c| bootstraps.first() == Some(&c.addr)) =>
+                    && self.conns.get(&conn).is_some_and(|c| bootstraps.first() == Some(&c.addr())) =>
             {
                 let mut n = self.take_near()?;
                 n.awaiting_bootstrap = false;
@@ -227,11 +227,10 @@ impl Node {
                 };
                 // The handshake of a connection opened for the request timed one round trip;
                 // the request's own answer took that and the connection's set-up.
-                let rtt =
-                    proximity(now - n.probing[k].1, &p.info.region, &self.cfg.info.region, self.cfg.region_factor);
+                let rtt = proximity(now - n.probing[k].1, p.region(), &self.cfg.info.region, self.cfg.region_factor);
                 p.proximity = p.proximity.min(rtt);
                 let prox = p.proximity;
-                let info = p.info.clone();
+                let info = p.info();
                 if n.next.as_ref().is_none_or(|x| prox < x.0) {
                     let me = self.id();
                     let mut keep = entries;
@@ -452,7 +451,7 @@ impl Node {
             let mut rows: Vec<NodeInfo> = (0..=depth.min(crate::id::DIGITS - 1))
                 .flat_map(|r| self.table.row(r).collect::<Vec<_>>())
                 .filter(|c| c.id != joiner.id)
-                .filter_map(|c| self.peers.get(&c.id).map(|p| p.info.clone()))
+                .filter_map(|c| self.peers.get(&c.id).map(|p| p.info()))
                 .collect();
             rows.push(self.cfg.info.clone());
             let hood = if hops == 0 { self.infos(self.hood.iter().map(|e| e.1)) } else { Vec::new() };
@@ -460,7 +459,7 @@ impl Node {
                 .then(|| self.infos(self.leaf.members().into_iter().filter(|&x| x != joiner.id)));
             let state = Message::JoinState { rows, hood, leaves };
             let direct =
-                via.filter(|c| self.conns.get(c).is_some_and(|c| c.peer == Some(joiner.id) && c.closing.is_none()));
+                via.filter(|c| self.conns.get(c).is_some_and(|c| c.peer() == Some(joiner.id) && c.closing.is_none()));
             match direct {
                 Some(conn) => {
                     self.enqueue(conn, state);

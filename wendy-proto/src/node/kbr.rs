@@ -62,7 +62,7 @@ impl Node {
         ids.sort_by(|&a, &b| key.cmp_closeness(a, b));
         ids.truncate(max_rank.min(self.leaf.half() + 1));
         ids.into_iter()
-            .filter_map(|id| if id == self.id() { Some(self.cfg.info.clone()) } else { self.peer(id).cloned() })
+            .filter_map(|id| if id == self.id() { Some(self.cfg.info.clone()) } else { self.peer(id) })
             .collect()
     }
 

@@ -80,7 +80,7 @@ impl Node {
     /// whatever it claims (a layer trusts the origin of what it is sent directly).
     pub(super) fn layer_origin(&self, conn: ConnId, mut d: Direct) -> Direct {
         if d.purpose < MIN_APP_PURPOSE {
-            if let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer) {
+            if let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer()) {
                 d.origin = peer;
             }
         }

@@ -124,7 +124,7 @@ impl Node {
         let stale: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(&id, p)| !self.in_tables(id) && !p.conn.is_some_and(|c| self.conns.contains_key(&c)))
+            .filter(|(&id, p)| !self.in_tables(id) && !p.conn().is_some_and(|c| self.conns.contains_key(&c)))
             .map(|(&id, _)| id)
             .collect();
         for id in stale {
@@ -277,7 +277,7 @@ impl Node {
             if let Some(info) = self.peer_info(from) {
                 self.learn(now, info, true);
             }
-        } else if !matches!(msg, Message::Pong { .. }) && self.peers.get(&from).is_some_and(|p| p.ping.is_none()) {
+        } else if !matches!(msg, Message::Pong { .. }) && self.peers.get(&from).is_some_and(|p| p.ping().is_none()) {
             self.probe(now, from, false);
         }
     }
@@ -285,7 +285,7 @@ impl Node {
     /// Closes every connection we have with `id` (dropping one hands the peer the next): the
     /// next message to it goes over a fresh one.
     pub(super) fn close_conns_of(&mut self, now: Instant, id: NodeId) {
-        while let Some(conn) = self.peers.get(&id).and_then(|p| p.conn).filter(|c| self.conns.contains_key(c)) {
+        while let Some(conn) = self.peers.get(&id).and_then(|p| p.conn()).filter(|c| self.conns.contains_key(c)) {
             self.out.push_back(Output::Close { conn });
             self.drop_conn(now, conn);
         }
@@ -388,9 +388,13 @@ impl Node {
                 self.become_ready(now);
             }
         }
-        let conns: Vec<ConnId> =
-            self.conns.iter().filter(|(_, c)| c.peer == Some(id) || c.expected == Some(id)).map(|(&k, _)| k).collect();
-        let info = self.forget_peer(id).map(|p| p.info);
+        let conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.peer() == Some(id) || c.expected() == Some(id))
+            .map(|(&k, _)| k)
+            .collect();
+        let info = self.forget_peer(id).map(|p| p.info());
         if let (false, Some(info)) = (sides.is_empty(), &info) {
             self.remember_lost_leaf(now, info.clone());
         }

@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use litemap::LiteMap;
 
 use crate::config::{Config, ConfigError};
 use crate::id::NodeId;
@@ -48,6 +49,10 @@ use timers::{NodeTimer, TimerKey, TimerTable};
 /// Outputs an idle node keeps room for: a larger, drained queue is shrunk at the heartbeat tick
 /// (not at every poll, which would reallocate it at every burst).
 pub(super) const OUT_KEEP: usize = 16;
+/// A drained output queue with room for more than this many is shrunk to [`OUT_KEEP`] at once:
+/// only a rare burst (the node's own join, which reports every peer it learns) grows it so far,
+/// and its memory must not wait for the next heartbeat tick.
+const OUT_BURST: usize = 4 * OUT_KEEP;
 
 /// A Pastry node. See the [crate documentation](crate) for how a driver runs it.
 ///
@@ -66,10 +71,11 @@ pub struct Node {
     leaf: LeafSet,
     table: RoutingTable,
     hood: Neighbourhood,
-    // Boxed: a B-tree node allocates room for 11 values, so large values inline would cost
-    // twice their size in a sparsely filled map; a box costs a pointer.
-    peers: BTreeMap<NodeId, Box<Peer>>,
-    conns: BTreeMap<ConnId, Box<Conn>>,
+    // Sorted vectors of (key, box): 24 and 16 bytes an entry, where a B-tree's nodes, two-thirds
+    // full on average and allocated one by one, cost about twice that. Boxed values: moving an
+    // entry on insertion moves a pointer, and a record keeps its size whatever the map's fill.
+    peers: LiteMap<NodeId, Box<Peer>>,
+    conns: LiteMap<ConnId, Box<Conn>>,
     next_conn: u64,
     held: VecDeque<Held>,
     /// The number of the next message we originate (from a random start).
@@ -164,8 +170,8 @@ impl Node {
             leaf: LeafSet::new(me, config.leaf_set_size),
             table: RoutingTable::new(me),
             hood: Neighbourhood::new(config.neighbourhood_size),
-            peers: BTreeMap::new(),
-            conns: BTreeMap::new(),
+            peers: LiteMap::new(),
+            conns: LiteMap::new(),
             next_conn: 0,
             held: VecDeque::new(),
             parked: Vec::new(),
@@ -270,7 +276,7 @@ impl Node {
             self.finish();
             return;
         }
-        let fresh = c.io.is_none();
+        let fresh = !c.in_use;
         c.io().decoder.push_bytes(data);
         c.last_active = now;
         if fresh {
@@ -281,6 +287,11 @@ impl Node {
                 Ok(None) => break,
                 Ok(Some(body)) => self.on_frame(now, conn, body),
                 Err(error) => self.decode_error(now, conn, error),
+            }
+        }
+        if self.cfg.insecure_plaintext {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.trim_io();
             }
         }
         self.finish();
@@ -408,6 +419,9 @@ impl Node {
         let out = self.out.pop_front();
         if out.is_some() {
             self.tx.polled += 1;
+            if self.out.is_empty() && self.out.capacity() > OUT_BURST {
+                self.out.shrink_to(OUT_KEEP);
+            }
         }
         out
     }
@@ -466,9 +480,9 @@ impl Node {
         &self.hood
     }
 
-    /// What we know of a node, if anything.
-    pub fn peer(&self, id: NodeId) -> Option<&NodeInfo> {
-        self.peers.get(&id).map(|p| &p.info)
+    /// What we know of a node, if anything (a copy: the node keeps peers compacted).
+    pub fn peer(&self, id: NodeId) -> Option<NodeInfo> {
+        self.peers.get(&id).map(|p| p.info())
     }
 
     /// Measured proximity of a node (round trip in microseconds, times the region factor).
@@ -525,7 +539,7 @@ impl Node {
             self.on_handshake(now, conn, msg);
             return;
         }
-        let Some(from) = c.peer else { return };
+        let Some(from) = c.peer() else { return };
         if msg.is_handshake() {
             self.protocol_error(now, conn, "handshake message on an open connection");
             return;

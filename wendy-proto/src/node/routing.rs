@@ -185,7 +185,7 @@ impl Node {
                 }
                 // Layer messages (purposes below 16) are not the application's to judge.
                 if let Some(hook) = self.hook.as_mut().filter(|_| route.purpose >= MIN_APP_PURPOSE) {
-                    let info = &self.peers[&next].info;
+                    let info = self.peers[&next].info();
                     let mut f = Forwarding {
                         key: route.key,
                         purpose: route.purpose,
@@ -193,7 +193,7 @@ impl Node {
                         hops: route.hops,
                         payload: route.payload,
                     };
-                    let verdict = hook.on_forward(&mut f, info);
+                    let verdict = hook.on_forward(&mut f, &info);
                     route.purpose = f.purpose;
                     route.payload = f.payload;
                     match verdict {

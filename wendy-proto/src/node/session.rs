@@ -52,11 +52,12 @@ impl Node {
     /// Our outbound connection is established: the first handshake message goes out.
     pub(super) fn start_handshake(&mut self, now: Instant, conn: ConnId) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
-        let Phase::Dialing { nonce } = c.phase else { return };
+        let Phase::Dialing { nonce } = &c.phase else { return };
+        let nonce = **nonce;
         c.last_active = now;
         c.handshake_sent = Some(now);
         if self.cfg.insecure_plaintext {
-            c.phase = Phase::AwaitHelloAck { nonce };
+            c.phase = Phase::AwaitHelloAck { nonce: Box::new(nonce) };
             let hello = Message::Hello { info: self.cfg.info.clone(), nonce };
             self.transmit(conn, &hello);
             return;
@@ -195,7 +196,7 @@ impl Node {
                 let Some((info, key, proof)) = self.peer_payload(now, conn, &payload, hs.remote_key()) else {
                     return;
                 };
-                let expected = self.conns.get(&conn).and_then(|c| c.expected);
+                let expected = self.conns.get(&conn).and_then(|c| c.expected());
                 let reason = if expected.is_some_and(|e| e != info.id) {
                     Some(RejectReason::WrongId)
                 } else {
@@ -328,7 +329,8 @@ impl Node {
                 self.transmit(conn, &ack);
             }
             (Phase::AwaitHelloAck { nonce }, Message::HelloAck { info, nonce: their, proof }) => {
-                let expected = c.expected;
+                let nonce = *nonce;
+                let expected = c.expected();
                 let reason = if info.id == me {
                     Some(RejectReason::SelfId)
                 } else if expected.is_some_and(|e| e != info.id) {
@@ -368,7 +370,7 @@ impl Node {
         let id = info.id;
         let Some(c) = self.conns.get_mut(&conn) else { return };
         c.phase = Phase::Open;
-        c.peer = Some(id);
+        c.set_peer(id);
         let limit = if self.cfg.insecure_plaintext {
             self.cfg.max_frame_size
         } else {
@@ -383,27 +385,27 @@ impl Node {
         self.pending_total -= pending.len();
         let peer = self.peers.entry(id).or_insert_with(|| Box::new(Peer::new(info.clone(), now)));
         peer.named_by = peer.named_by.saturating_add(1);
-        peer.info = info;
+        peer.set_info(info);
         if let Some(rtt) = rtt {
-            peer.proximity = proximity(rtt, &peer.info.region, &self.cfg.info.region, self.cfg.region_factor);
+            peer.proximity = proximity(rtt, peer.region(), &self.cfg.info.region, self.cfg.region_factor);
         }
         // A probe queued while the connection was being set up leaves now: its round trip is
         // timed from here, not from the dial (which would add the connection's own set-up and
         // make every node reached over a new connection look two or three times farther than
         // one reached over an open connection, so that it could never win a table cell).
-        if let Some((seq, sent)) = peer.ping {
+        if let Some((seq, sent)) = peer.ping() {
             let queued = pending
                 .iter()
                 .any(|m| matches!(m, Message::Ping { seq: s } | Message::Announce { seq: s } if *s == seq));
             if queued && sent < now {
-                peer.ping = Some((seq, now));
+                peer.set_ping(Some((seq, now)));
             }
         }
         let current_open = peer
-            .conn
+            .conn()
             .is_some_and(|pc| pc != conn && self.conns.get(&pc).is_some_and(|x| matches!(x.phase, Phase::Open)));
         if !current_open {
-            peer.conn = Some(conn);
+            peer.set_conn(Some(conn));
         }
         for m in pending {
             self.transmit(conn, &m);
@@ -413,7 +415,7 @@ impl Node {
     pub(super) fn reject(&mut self, now: Instant, conn: ConnId, claimed: Option<NodeId>, reason: RejectReason) {
         self.stats.rejected_peers += 1;
         let Some(c) = self.conns.get(&conn) else { return };
-        let (addr, expected) = (c.addr, c.expected);
+        let (addr, expected) = (c.addr(), c.expected());
         self.out.push_back(Output::Event(Event::PeerRejected { addr, claimed, reason }));
         // Tell the other side why, so that it need not wait for a timeout to find out.
         self.transmit(conn, &Message::Reject { reason: reason.code() });
@@ -427,7 +429,7 @@ impl Node {
     /// The other side refused our handshake and said why.
     pub(super) fn on_rejected(&mut self, now: Instant, conn: ConnId, reason: u8) {
         let Some(c) = self.conns.get(&conn) else { return };
-        let (addr, peer) = (c.addr, c.peer.or(c.expected));
+        let (addr, peer) = (c.addr(), c.peer().or(c.expected()));
         let reason = RejectReason::from_code(reason);
         self.stats.rejected_by_peers += 1;
         self.out.push_back(Output::Event(Event::RejectedByPeer { addr, reason }));

@@ -1,6 +1,6 @@
 //! The timer table: every deadline of the node is its own entry, and `poll_timeout` is the
 //! earliest of them (quinn-proto's `TimerTable`, extended to per-connection and per-peer
-//! entries).
+//! entries, each kind kept in a sorted vector of its own).
 //!
 //! Entries due at the same instant fire in a fixed order (node timers first, in the order of
 //! [`NodeTimer`], then connections by id, then peers by id), so a run is deterministic.
@@ -8,8 +8,6 @@
 //! only records a timestamp, and when the entry fires the owner computes its real deadline
 //! from it, acting if it has passed and re-arming otherwise. So the table is touched only
 //! when a deadline changes in kind (a dial, an open, a suspicion), never per message.
-
-use std::collections::BTreeSet;
 
 use crate::id::NodeId;
 use crate::output::ConnId;
@@ -30,7 +28,8 @@ pub(super) enum NodeTimer {
 
 const NODE_TIMERS: usize = 4;
 
-/// What a deadline belongs to.
+/// What a deadline belongs to. Keys of one instant fire in this order: node timers, then
+/// connections, peers and in-flight checks, each by id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum TimerKey {
     /// A node-wide timer.
@@ -43,41 +42,130 @@ pub(super) enum TimerKey {
     Ack(ConnId),
 }
 
-/// The deadlines, ordered by (instant, key).
+/// The deadlines: each kind of entry in a sorted vector of its own, ordered by (instant, id),
+/// so that an entry is 16 bytes (24 for a peer's) rather than the 32 of one set of (instant,
+/// any key), with no per-node overhead of a tree. The next entry to fire is the earliest of the
+/// vectors' first ones, ties broken in [`TimerKey`]'s order: the same order as one set of
+/// (instant, key) would give.
 #[derive(Debug, Default)]
 pub(super) struct TimerTable {
-    queue: BTreeSet<(Instant, TimerKey)>,
     node: [Option<Instant>; NODE_TIMERS],
-    /// The earliest deadline, kept beside the tree: `poll_timeout` is asked after every input,
-    /// and reading it here saves a descent through the tree's nodes.
+    conns: Sorted<(Instant, ConnId)>,
+    peers: Sorted<(Instant, NodeId)>,
+    acks: Sorted<(Instant, ConnId)>,
+    /// The earliest deadline, kept beside the vectors: `poll_timeout` is asked after every
+    /// input, and reading it here saves a look at each vector.
     earliest: Option<Instant>,
 }
+
+/// Distinct entries in a vector sorted in decreasing order: the first (smallest) entry is
+/// the last element, so that firing it moves nothing. Inserting or removing another moves
+/// the entries after it; a table holds a few hundred at most (one per connection and table
+/// member), and entries change only when a deadline changes in kind.
+#[derive(Debug)]
+struct Sorted<T>(Vec<T>);
+
+impl<T> Default for Sorted<T> {
+    fn default() -> Self {
+        Sorted(Vec::new())
+    }
+}
+
+impl<T: Ord + Copy> Sorted<T> {
+    fn position(&self, e: &T) -> Result<usize, usize> {
+        self.0.binary_search_by(|x| e.cmp(x))
+    }
+
+    fn insert(&mut self, e: T) {
+        if let Err(i) = self.position(&e) {
+            self.0.insert(i, e);
+        }
+    }
+
+    fn remove(&mut self, e: &T) -> bool {
+        match self.position(e) {
+            Ok(i) => {
+                self.0.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn first(&self) -> Option<&T> {
+        self.0.last()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn bytes(&self) -> usize {
+        self.0.capacity() * core::mem::size_of::<T>()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+const NODE_ORDER: [NodeTimer; NODE_TIMERS] =
+    [NodeTimer::Join, NodeTimer::Announce, NodeTimer::Heartbeat, NodeTimer::LeafExchange];
 
 impl TimerTable {
     /// Sets node timer `t` to fire at `at`, replacing its previous deadline.
     pub(super) fn set(&mut self, t: NodeTimer, at: Instant) {
         if let Some(old) = self.node[t as usize].replace(at) {
-            self.remove(old, TimerKey::Node(t));
+            if self.earliest == Some(old) {
+                self.earliest = self.head().map(|h| h.0);
+            }
         }
-        self.insert(at, TimerKey::Node(t));
+        self.lower_earliest(at);
     }
 
-    fn insert(&mut self, at: Instant, key: TimerKey) {
-        self.queue.insert((at, key));
+    fn lower_earliest(&mut self, at: Instant) {
         if self.earliest.is_none_or(|e| at < e) {
             self.earliest = Some(at);
         }
     }
 
+    fn insert(&mut self, at: Instant, key: TimerKey) {
+        match key {
+            TimerKey::Node(t) => {
+                self.set(t, at);
+                return;
+            }
+            TimerKey::Conn(c) => self.conns.insert((at, c)),
+            TimerKey::Peer(p) => self.peers.insert((at, p)),
+            TimerKey::Ack(c) => self.acks.insert((at, c)),
+        };
+        self.lower_earliest(at);
+    }
+
     fn remove(&mut self, at: Instant, key: TimerKey) {
-        if self.queue.remove(&(at, key)) && self.earliest == Some(at) {
-            self.earliest = self.queue.first().map(|&(t, _)| t);
+        let removed = match key {
+            TimerKey::Node(t) => self.node[t as usize].take_if(|old| *old == at).is_some(),
+            TimerKey::Conn(c) => self.conns.remove(&(at, c)),
+            TimerKey::Peer(p) => self.peers.remove(&(at, p)),
+            TimerKey::Ack(c) => self.acks.remove(&(at, c)),
+        };
+        if removed && self.earliest == Some(at) {
+            self.earliest = self.head().map(|h| h.0);
         }
+    }
+
+    /// The entry that fires next: the earliest, ties broken in [`TimerKey`]'s order.
+    fn head(&self) -> Option<(Instant, TimerKey)> {
+        let node = NODE_ORDER.iter().filter_map(|&t| self.node[t as usize].map(|at| (at, TimerKey::Node(t))));
+        let conn = self.conns.first().map(|&(at, c)| (at, TimerKey::Conn(c)));
+        let peer = self.peers.first().map(|&(at, p)| (at, TimerKey::Peer(p)));
+        let ack = self.acks.first().map(|&(at, c)| (at, TimerKey::Ack(c)));
+        node.chain(conn).chain(peer).chain(ack).min()
     }
 
     /// Stops node timer `t`.
     pub(super) fn stop(&mut self, t: NodeTimer) {
-        if let Some(old) = self.node[t as usize].take() {
+        if let Some(old) = self.node[t as usize] {
             self.remove(old, TimerKey::Node(t));
         }
     }
@@ -115,22 +203,26 @@ impl TimerTable {
         if self.earliest? > now {
             return None;
         }
-        let (_, key) = self.queue.pop_first()?;
-        self.earliest = self.queue.first().map(|&(t, _)| t);
-        if let TimerKey::Node(t) = key {
-            self.node[t as usize] = None;
-        }
+        let (at, key) = self.head()?;
+        self.remove(at, key);
         Some(key)
     }
 
     /// Number of entries (for the invariant checks).
     pub(super) fn len(&self) -> usize {
-        self.queue.len()
+        self.node.iter().flatten().count() + self.conns.len() + self.peers.len() + self.acks.len()
+    }
+
+    /// Bytes its vectors hold ([`Node::memory_footprint`](super::Node::memory_footprint)).
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.conns.bytes() + self.peers.bytes() + self.acks.bytes()
     }
 
     /// Forgets every deadline.
     pub(super) fn clear(&mut self) {
-        self.queue.clear();
+        self.conns.clear();
+        self.peers.clear();
+        self.acks.clear();
         self.node = [None; NODE_TIMERS];
         self.earliest = None;
     }
@@ -139,6 +231,21 @@ impl TimerTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn entries_are_16_bytes_24_for_a_peer_and_one_set_would_take_32() {
+        use core::mem::size_of;
+        assert_eq!(size_of::<(Instant, ConnId)>(), 16);
+        assert_eq!(size_of::<(Instant, NodeId)>(), 24);
+        assert_eq!(size_of::<(Instant, TimerKey)>(), 32);
+        let mut t = TimerTable::default();
+        for i in 0..100u64 {
+            t.arm(TimerKey::Conn(ConnId(i)), None, Instant::from_micros(1000 - i));
+            t.arm(TimerKey::Peer(NodeId::from_u128(u128::from(i))), None, Instant::from_micros(i));
+        }
+        assert_eq!(t.heap_bytes(), 128 * 16 + 128 * 24, "two vectors grown to 128 entries each");
+    }
 
     #[test]
     fn entries_fire_in_deadline_then_key_order() {
@@ -166,24 +273,71 @@ mod tests {
         assert_eq!(t.len(), 0);
     }
 
+    /// Key `k` of a small mixed set: node timers, connections, peers and in-flight checks,
+    /// with ids that tie at one instant.
+    fn key_of(k: u8) -> TimerKey {
+        match k % 4 {
+            0 => TimerKey::Node(NODE_ORDER[usize::from(k / 4) % NODE_TIMERS]),
+            1 => TimerKey::Conn(ConnId(u64::from(k / 4))),
+            2 => TimerKey::Peer(NodeId::from_u128(u128::from(k / 4) << 100 | 3)),
+            _ => TimerKey::Ack(ConnId(u64::from(k / 4))),
+        }
+    }
+
     proptest::proptest! {
+        /// The vectors fire in the order of one set of (instant, key), the table's order before
+        /// it was split by kind, and the kept earliest is always the next entry's instant.
         #[test]
-        fn the_kept_earliest_is_the_trees_first(ops in proptest::collection::vec((0u8..4, 0u64..8, 0u64..50), 0..200)) {
+        fn the_split_table_fires_as_one_ordered_set(ops in proptest::collection::vec((0u8..4, 0u8..16, 0u64..50), 0..300)) {
             let mut t = TimerTable::default();
-            let mut armed: [Option<Instant>; 8] = [None; 8];
+            let mut model: BTreeSet<(Instant, TimerKey)> = BTreeSet::new();
+            let mut armed: [Option<Instant>; 16] = [None; 16];
             for (op, k, at) in ops {
-                let key = TimerKey::Conn(ConnId(k));
+                let key = key_of(k);
                 let at = Instant::from_micros(at);
-                match op {
-                    0 | 1 => armed[k as usize] = t.arm(key, armed[k as usize], at),
-                    2 => t.disarm(key, armed[k as usize].take()),
+                let slot = usize::from(k);
+                match (op, key) {
+                    (0 | 1, TimerKey::Node(n)) => {
+                        if let Some(old) = armed[slot] {
+                            model.remove(&(old, key));
+                        }
+                        t.set(n, at);
+                        model.insert((at, key));
+                        armed[slot] = Some(at);
+                    }
+                    (0 | 1, _) => {
+                        if let Some(old) = armed[slot] {
+                            model.remove(&(old, key));
+                        }
+                        armed[slot] = t.arm(key, armed[slot], at);
+                        model.insert((at, key));
+                    }
+                    (2, TimerKey::Node(n)) => {
+                        t.stop(n);
+                        if let Some(old) = armed[slot].take() {
+                            model.remove(&(old, key));
+                        }
+                    }
+                    (2, _) => {
+                        let old = armed[slot].take();
+                        t.disarm(key, old);
+                        if let Some(old) = old {
+                            model.remove(&(old, key));
+                        }
+                    }
                     _ => {
-                        if let Some(TimerKey::Conn(ConnId(c))) = t.pop_due(at) {
-                            armed[c as usize] = None;
+                        let fired = t.pop_due(at);
+                        let due = model.first().copied().filter(|e| e.0 <= at);
+                        proptest::prop_assert_eq!(fired, due.map(|e| e.1));
+                        if let Some(e) = due {
+                            model.remove(&e);
+                            let k = (0..16u8).find(|&k| key_of(k) == e.1).expect("a key of the set");
+                            armed[usize::from(k)] = None;
                         }
                     }
                 }
-                proptest::prop_assert_eq!(t.next(), t.queue.first().map(|e| e.0));
+                proptest::prop_assert_eq!(t.next(), model.first().map(|e| e.0));
+                proptest::prop_assert_eq!(t.len(), model.len());
             }
         }
     }
