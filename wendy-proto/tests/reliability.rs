@@ -41,6 +41,47 @@ fn node_with_a_peer() -> (Node, wendy_proto::ConnId) {
     (node, conn)
 }
 
+/// A node whose join failed is a ring of one again. A node of the ring it tried to join may
+/// still have heard of it and announce itself to it; only a joiner it answered as their root
+/// makes it a ring of two.
+#[test]
+fn a_node_whose_join_failed_takes_only_its_own_joiners() {
+    let mut node = Node::new(config(), NOW).expect("valid config");
+    node.join(NOW, &[addr(9, 9)]).expect("a ring of one may join");
+    let mut now = NOW;
+    let mut failed = false;
+    while !failed {
+        let out = drain(&mut node);
+        for conn in script::connects(&out) {
+            node.handle_connect_failed(now, conn);
+        }
+        failed |= out
+            .iter()
+            .any(|o| matches!(o, Output::Event(wendy_proto::Event::Error(wendy_proto::NodeError::JoinFailed { .. }))));
+        if !failed {
+            now = node.poll_timeout().expect("a joining node has deadlines");
+            assert!(now < NOW + Duration::from_secs(600), "the join never gave up");
+            node.handle_timeout(now);
+        }
+    }
+    // A member of the other ring announces itself: it is told we are not in its ring.
+    let stranger = info(ME + 1, 1, 1);
+    let conn = script::authed(&mut node, now, &stranger);
+    drain(&mut node);
+    let out = script::send(&mut node, now, conn, &Message::Announce { seq: 1 });
+    assert!(script::messages(&out, conn).iter().any(|m| matches!(m, Message::Leaving)));
+    assert!(node.leaf_set().is_empty());
+    // A node that joins through us: we answer its request as its root, then take it.
+    let joiner = info(ME + 2, 1, 2);
+    let conn = script::authed(&mut node, now, &joiner);
+    drain(&mut node);
+    let out = script::send(&mut node, now, conn, &Message::JoinRequest { joiner: joiner.clone(), hops: 0 });
+    assert!(script::messages(&out, conn).iter().any(|m| matches!(m, Message::JoinState { leaves: Some(_), .. })));
+    script::send(&mut node, now, conn, &Message::Announce { seq: 2 });
+    assert!(node.leaf_set().contains(joiner.id));
+    assert!(!node.leaf_set().contains(stranger.id));
+}
+
 /// A ring of one (a node whose join failed, or a restarted node that has not joined yet) that
 /// a ring still has in its tables tells that ring it is not a member, rather than take every
 /// key it is sent; it becomes a member only through the join protocol.

@@ -94,6 +94,15 @@ impl Node {
             Message::Announce { seq } => {
                 if self.state == State::Alone {
                     // The first node to join through a ring of one makes it a ring of two.
+                    // After a failed join of our own, only a node whose join request we
+                    // answered as its root counts: another found us in its ring's tables,
+                    // which learned of us while we were joining, and is told we are not in
+                    // that ring.
+                    if self.gave_up_join.as_ref().is_some_and(|answered| !answered.contains(&from)) {
+                        let _ = self.send_msg(now, from, Message::Leaving);
+                        return;
+                    }
+                    self.gave_up_join = None;
                     self.state = State::Ready;
                 }
                 if let Some(info) = self.peer_info(from) {
@@ -356,6 +365,7 @@ impl Node {
         if u64::from(*attempt) >= rounds {
             let attempts = *attempt;
             self.state = State::Alone;
+            self.gave_up_join = Some(Vec::new());
             self.report(NodeError::JoinFailed { attempts });
             self.forget_all(now);
             return;
@@ -457,6 +467,13 @@ impl Node {
             let hood = if hops == 0 { self.infos(self.hood.iter().map(|e| e.1)) } else { Vec::new() };
             let leaves = matches!(hop, Hop::Here)
                 .then(|| self.infos(self.leaf.members().into_iter().filter(|&x| x != joiner.id)));
+            if let (State::Alone, Some(answered)) = (&self.state, self.gave_up_join.as_mut()) {
+                // (At most a few joiners' worth: the oldest is forgotten.)
+                if answered.len() >= ANSWERED_JOINERS {
+                    answered.remove(0);
+                }
+                answered.push(joiner.id);
+            }
             let state = Message::JoinState { rows, hood, leaves };
             let direct =
                 via.filter(|c| self.conns.get(c).is_some_and(|c| c.peer() == Some(joiner.id) && c.closing.is_none()));
@@ -523,3 +540,7 @@ impl Node {
         }
     }
 }
+
+/// Joiners a ring of one that gave up joining remembers having answered as their root: the
+/// ones whose announcement makes it a ring of two.
+const ANSWERED_JOINERS: usize = 16;

@@ -134,6 +134,9 @@ pub struct Node {
     /// to them again so far ([`Node::reannounce`]).
     unwelcomed: Vec<NodeId>,
     reannounces: u32,
+    /// Set when our join failed (`JoinFailed`): the joiners we answered as their root since,
+    /// the only nodes whose announcement makes this ring of one a ring of two.
+    gave_up_join: Option<Vec<NodeId>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -204,6 +207,7 @@ impl Node {
             measured: BTreeMap::new(),
             unwelcomed: Vec::new(),
             reannounces: 0,
+            gave_up_join: None,
             cfg: config,
         };
         node.table_probe = node.tuned_probe_period();
