@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 
 use crate::id::NodeId;
-use crate::output::{ConnId, NodeError, Output};
+use crate::output::{ConnId, NodeError};
 use crate::time::{duration_micros, Instant};
 use crate::wire::{Message, Route};
 
@@ -247,8 +247,7 @@ impl Node {
                 // this one carried is routed again around it.
                 self.close_conns_of(now, p);
                 if self.conns.contains_key(&conn) {
-                    self.out.push_back(Output::Close { conn });
-                    self.drop_conn(now, conn);
+                    self.close_conn(now, conn);
                 }
                 self.suspect(now, p);
             }

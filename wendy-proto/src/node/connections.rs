@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use crate::id::NodeId;
 use crate::info::NodeInfo;
 use crate::output::{ConnId, NodeError, Output};
-use crate::secure::{self, Channel, Handshake};
+use crate::secure::{Channel, Handshake};
 use crate::time::Instant;
 use crate::wire::{self, FrameDecoder, Message, NONCE_LEN};
 
@@ -110,44 +110,6 @@ impl ConnIo {
     }
 }
 
-/// Most plaintext buffers kept for reuse, and the largest capacity kept.
-const POOL_BUFFERS: usize = 16;
-const POOL_CAPACITY: usize = 1 << 16;
-
-/// The node's transmit buffers: what lets a node in steady state send and receive without a
-/// heap allocation per frame.
-///
-/// Encrypted connections queue their frames' plaintext in a buffer from `pool`; when the
-/// outputs are polled, each connection's frames are sealed together into `sealed`, split off
-/// it as one `Transmit` (a reference-counted slice: the driver writes it without copying,
-/// and once it drops it the next seal reuses the memory). Received records are opened the
-/// same way, into a buffer of their connection's ([`Conn::rx`]).
-#[derive(Debug, Default)]
-pub(super) struct Tx {
-    /// Plaintext buffers not in use by a connection.
-    pool: Vec<Vec<u8>>,
-    /// Connections with frames in `tx`, in the order they got their first.
-    dirty: Vec<ConnId>,
-    /// Outputs polled so far: turns the positions in `tx_slot` into queue indices.
-    pub(super) polled: u64,
-    /// Sealed frames, split off as they are handed out.
-    sealed: bytes::BytesMut,
-}
-
-impl Tx {
-    /// Bytes its buffers hold.
-    pub(super) fn heap_bytes(&self) -> usize {
-        self.pool.iter().map(Vec::capacity).sum::<usize>()
-            + self.dirty.capacity() * core::mem::size_of::<ConnId>()
-            + self.sealed.capacity()
-    }
-
-    /// True if some connection has frames waiting to be sealed.
-    pub(super) fn has_pending(&self) -> bool {
-        !self.dirty.is_empty()
-    }
-}
-
 /// Where a connection's set-up stands. `AwaitHelloAck` and `AwaitAuth` belong to the
 /// plaintext handshake, `AwaitReply` and `AwaitFinish` to the Noise one. What a phase holds is
 /// boxed, so that it is 16 bytes: a connection is in these phases for a round trip or two of
@@ -206,8 +168,7 @@ impl Node {
         if let Some(f) = self.conns.get_mut(&conn).and_then(|c| c.flight.take()) {
             self.timers.disarm(TimerKey::Ack(conn), f.timer);
         }
-        self.out.push_back(Output::Close { conn });
-        self.drop_conn(now, conn);
+        self.close_conn(now, conn);
     }
 
     pub(super) fn alloc_conn(&mut self) -> ConnId {
@@ -282,8 +243,7 @@ impl Node {
             }
         } else if let Some(t) = c.closing {
             if now - t >= connect {
-                self.out.push_back(Output::Close { conn });
-                self.drop_conn(now, conn);
+                self.close_conn(now, conn);
             } else {
                 self.arm_conn(conn, t + connect);
             }
@@ -382,151 +342,10 @@ impl Node {
         existing.or_else(|| self.dial(now, addr, None))
     }
 
-    /// Sends `msg` to a known node, dialling it if needed.
-    pub(super) fn send_msg(&mut self, now: Instant, to: NodeId, msg: Message) -> Result<(), SendFail> {
-        let Some(peer) = self.peers.get(&to) else { return Err(SendFail::Unknown) };
-        let conn = match peer.conn().filter(|c| self.conns.contains_key(c)) {
-            Some(c) => c,
-            // A node that has left only says goodbye on the connections it has.
-            None if self.state == State::Left => return Err(SendFail::Unknown),
-            None => {
-                let addr = peer.addr_from(&self.cfg.info.region);
-                let Some(c) = self.dial(now, addr, Some(to)) else {
-                    // Counted, if it is an application message, where it is dropped.
-                    return Err(SendFail::Full);
-                };
-                if let Some(p) = self.peers.get_mut(&to) {
-                    p.set_conn(Some(c));
-                }
-                c
-            }
-        };
-        if self.enqueue(conn, msg) {
-            Ok(())
-        } else {
-            Err(SendFail::Full)
-        }
-    }
-
-    /// Transmits on an open connection, or queues until it opens. False if the queue is full.
-    pub(super) fn enqueue(&mut self, conn: ConnId, msg: Message) -> bool {
-        let Some(c) = self.conns.get_mut(&conn) else { return false };
-        if c.closing.is_some() {
-            return false;
-        }
-        if matches!(c.phase, Phase::Open) {
-            c.last_active = self.last_now;
-            self.transmit(conn, &msg);
-            return true;
-        }
-        if c.pending_len() >= self.cfg.max_pending_per_peer || self.pending_total >= self.cfg.max_pending_total {
-            return false;
-        }
-        c.io().pending.push_back(msg);
-        self.pending_total += 1;
-        true
-    }
-
-    /// Sends `msg` on `conn`: in the clear in plaintext mode (a frame of its own); on an
-    /// encrypted connection, queued with the other frames of this input, to be sealed with them
-    /// ([`Node::seal_pending`]). On an encrypted connection without keys yet only a refusal goes
-    /// out (in the clear: it carries one reason code).
-    pub(super) fn transmit(&mut self, conn: ConnId, msg: &Message) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
-        let application = msg.is_application();
-        if self.cfg.insecure_plaintext {
-            self.send_frame(conn, wire::encode(msg), application);
-        } else if c.channel.is_some() {
-            if !c.in_use {
-                c.io();
-                self.recheck_idle(conn);
-            }
-            let Some(io) = self.conns.get_mut(&conn).and_then(|c| c.io.as_deref_mut()) else { return };
-            if io.tx_slot.is_none() {
-                io.tx = self.tx.pool.pop().unwrap_or_default();
-                io.tx_slot = Some(self.tx.polled + self.out.len() as u64);
-                // A placeholder, filled in when the connection's frames are sealed.
-                self.out.push_back(Output::Transmit { conn, data: bytes::Bytes::new() });
-                self.tx.dirty.push(conn);
-            }
-            let before = io.tx.len();
-            wire::encode_into(msg, &mut io.tx);
-            let len = (io.tx.len() - before) as u64;
-            self.stats.frames_out += 1;
-            if !application {
-                self.stats.control_frames_out += 1;
-                self.stats.control_bytes_out += len;
-            }
-        } else if let Message::Reject { reason } = msg {
-            self.send_frame(conn, secure::reject_frame(*reason), false);
-        } else {
-            return;
-        }
-        if let Message::Route(r) = msg {
-            self.track_route(conn, r);
-        }
-    }
-
-    /// Queues one whole frame for the driver, and counts it.
-    pub(super) fn send_frame(&mut self, conn: ConnId, data: bytes::Bytes, application: bool) {
-        // Frames queued for sealing on this connection go first.
-        self.seal_conn(conn);
-        self.stats.frames_out += 1;
-        self.stats.bytes_out += data.len() as u64;
-        if !application {
-            self.stats.control_frames_out += 1;
-            self.stats.control_bytes_out += data.len() as u64;
-        }
-        self.out.push_back(Output::Transmit { conn, data });
-    }
-
-    /// Seals the frames every encrypted connection queued (into the `Transmit` each holds a
-    /// place for); called before an output is handed out.
-    pub(super) fn seal_pending(&mut self) {
-        while !self.tx.dirty.is_empty() {
-            let mut dirty = std::mem::take(&mut self.tx.dirty);
-            for &conn in &dirty {
-                self.seal_conn(conn);
-            }
-            dirty.clear();
-            // Keep the list's memory unless sealing queued more (a failed seal reroutes).
-            if self.tx.dirty.is_empty() {
-                self.tx.dirty = dirty;
-            }
-        }
-    }
-
-    /// Seals the frames `conn` queued, if any, into the `Transmit` that holds their place.
-    fn seal_conn(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
-        let Some(io) = c.io.as_mut() else { return };
-        let Some(slot) = io.tx_slot.take() else { return };
-        let mut plain = std::mem::take(&mut io.tx);
-        let sealed = match c.channel.as_mut() {
-            Some(ch) => ch.seal_frames(&plain, &mut self.tx.sealed).ok(),
-            None => None,
-        };
-        if plain.capacity() <= POOL_CAPACITY && self.tx.pool.len() < POOL_BUFFERS {
-            plain.clear();
-            self.tx.pool.push(plain);
-        }
-        if let Some(i) = self.tx.dirty.iter().position(|&d| d == conn) {
-            self.tx.dirty.swap_remove(i);
-        }
-        let Some(data) = sealed else {
-            // Only a nonce counter at its end (2^64 messages) gets here; the placeholder
-            // stays empty (a write of nothing).
-            self.report(NodeError::Protocol { conn, what: "the connection's keys are exhausted" });
-            self.out.push_back(Output::Close { conn });
-            let now = self.last_now;
-            self.drop_conn(now, conn);
-            return;
-        };
-        self.stats.bytes_out += data.len() as u64;
-        let at = usize::try_from(slot - self.tx.polled).unwrap_or(usize::MAX);
-        if let Some(Output::Transmit { data: d, .. }) = self.out.get_mut(at) {
-            *d = data;
-        }
+    /// Closes `conn` and forgets it ([`Node::drop_conn`]).
+    pub(super) fn close_conn(&mut self, now: Instant, conn: ConnId) {
+        self.out.push_back(Output::Close { conn });
+        self.drop_conn(now, conn);
     }
 
     /// Forgets a connection; what was queued on it is re-routed or dropped.
@@ -611,8 +430,7 @@ impl Node {
     pub(super) fn close_bad(&mut self, now: Instant, conn: ConnId) {
         let expected =
             self.conns.get(&conn).and_then(|c| if matches!(c.phase, Phase::Open) { None } else { c.expected() });
-        self.out.push_back(Output::Close { conn });
-        self.drop_conn(now, conn);
+        self.close_conn(now, conn);
         if let Some(id) = expected {
             self.unreachable(now, id);
         }

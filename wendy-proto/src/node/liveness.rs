@@ -286,8 +286,7 @@ impl Node {
     /// next message to it goes over a fresh one.
     pub(super) fn close_conns_of(&mut self, now: Instant, id: NodeId) {
         while let Some(conn) = self.peers.get(&id).and_then(|p| p.conn()).filter(|c| self.conns.contains_key(c)) {
-            self.out.push_back(Output::Close { conn });
-            self.drop_conn(now, conn);
+            self.close_conn(now, conn);
         }
     }
 
@@ -399,8 +398,7 @@ impl Node {
             self.remember_lost_leaf(now, info.clone());
         }
         for conn in conns {
-            self.out.push_back(Output::Close { conn });
-            self.drop_conn(now, conn);
+            self.close_conn(now, conn);
         }
         if let (true, Some(info)) = (was_member, info) {
             self.out.push_back(Output::Event(Event::NodeLeft(info)));

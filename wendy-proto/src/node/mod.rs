@@ -2,7 +2,7 @@
 //!
 //! The node is one type whose state and methods are spread over modules by concern, as
 //! quinn-proto spreads its connection: [`session`] (handshake), [`connections`] (dial, accept,
-//! close, queues), [`routing`] (next hop, delivery), [`join`], [`membership`] (learning peers,
+//! close, failures), [`transmit`] (queues, frames, sealing), [`routing`] (next hop, delivery), [`join`], [`membership`] (learning peers,
 //! proximity), [`liveness`] (heartbeats, probes, failure and repair) and [`invariants`]. This
 //! file holds the public surface and the dispatcher of incoming messages.
 
@@ -19,6 +19,7 @@ mod membership;
 mod routing;
 mod session;
 mod timers;
+mod transmit;
 mod tuning;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -114,7 +115,7 @@ pub struct Node {
     /// Enabled layer purposes, one bit each ([`layers`]).
     layers: u16,
     /// Transmit and receive buffers, reused from frame to frame.
-    tx: connections::Tx,
+    tx: transmit::Tx,
     /// Failures of table members observed, for the self-tuned probe period ([`tuning`]).
     churn: tuning::ChurnEstimate,
     /// The current probe period of table members other than the neighbours ([`tuning`]).
@@ -196,7 +197,7 @@ impl Node {
             published_leaves: Vec::new(),
             ack_due: Vec::new(),
             reroutes_ctx: 0,
-            tx: connections::Tx::default(),
+            tx: transmit::Tx::default(),
             exchange_gap: config.leaf_exchange_interval,
             churn: tuning::ChurnEstimate::default(),
             table_probe: config.table_probe_interval,
@@ -638,8 +639,7 @@ impl Node {
     fn recover_from_stall(&mut self, now: Instant) {
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
-            self.out.push_back(Output::Close { conn });
-            self.drop_conn(now, conn);
+            self.close_conn(now, conn);
         }
     }
 

@@ -419,8 +419,7 @@ impl Node {
         self.out.push_back(Output::Event(Event::PeerRejected { addr, claimed, reason }));
         // Tell the other side why, so that it need not wait for a timeout to find out.
         self.transmit(conn, &Message::Reject { reason: reason.code() });
-        self.out.push_back(Output::Close { conn });
-        self.drop_conn(now, conn);
+        self.close_conn(now, conn);
         if let Some(id) = expected {
             self.peer_failed(now, id);
         }
@@ -433,8 +432,7 @@ impl Node {
         let reason = RejectReason::from_code(reason);
         self.stats.rejected_by_peers += 1;
         self.out.push_back(Output::Event(Event::RejectedByPeer { addr, reason }));
-        self.out.push_back(Output::Close { conn });
-        self.drop_conn(now, conn);
+        self.close_conn(now, conn);
         self.bootstrap_failed(now, addr);
         if let Some(id) = peer {
             self.peer_failed(now, id);
