@@ -71,10 +71,12 @@ pub struct Config {
     /// declaration rare (at 3, 1,000 nodes at 5 % loss delivered lookups at the wrong node).
     pub probe_attempts: u32,
     /// The longest any other table member (leaf set beyond the neighbours, routing table,
-    /// neighbourhood) may stay silent before it is probed. They are probed sooner when the
-    /// node sees failures, at a period it tunes from them (see
-    /// [`Config::table_stale_target`]), never below [`Config::table_probe_min`]. Messages
-    /// routed through a member, and their per-hop acks, count as hearing from it.
+    /// neighbourhood) may stay silent before it is probed. Routing-table entries, which
+    /// messages are sent through, are probed sooner when the node sees failures, at a period
+    /// it tunes from them (see [`Config::table_stale_target`]), never below
+    /// [`Config::table_probe_min`]; a leaf-set member's failure is reported by its own
+    /// neighbours (see [`Config::leaf_detection_time`]). Messages routed through a member, and
+    /// their per-hop acks, count as hearing from it.
     pub table_probe_interval: Duration,
     /// The shortest period at which silent table members are probed (reached when many of
     /// them fail, e.g. after a mass crash).

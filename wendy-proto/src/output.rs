@@ -379,6 +379,9 @@ pub struct Stats {
     /// Bytes of control frames transmitted (on encrypted connections, before sealing: a
     /// record is shared by many frames).
     pub control_bytes_out: u64,
+    /// Control frames transmitted, by kind: index `i` counts the frames of kind
+    /// [`FRAME_KINDS`](crate::wire::FRAME_KINDS)`[i]`.
+    pub control_frames_by_kind: [u64; crate::wire::FRAME_KINDS.len()],
     /// Connections closed for undecodable bytes.
     pub decode_errors: u64,
     /// Connections closed for protocol violations.

@@ -234,6 +234,10 @@ pub struct Report {
     pub control_msgs_per_node_per_s: f64,
     /// Steady-state control bytes per live node per second, same window.
     pub control_bytes_per_node_per_s: f64,
+    /// `control_msgs_per_node_per_s` by kind of frame (`ping`, `pong`, `ack`, `leaf_set`,
+    /// `hello`, `noise_handshake`, ...: `wendy_proto::wire::FRAME_KINDS`), same window; kinds
+    /// not sent are left out.
+    pub control_msgs_per_node_per_s_by_kind: BTreeMap<String, f64>,
     /// Start of the steady-state window, simulated seconds: the start of the measurement
     /// phase, or the end of the join phase plus the longer of the idle timeout and the
     /// leaf-set exchange interval plus two heartbeats (the connections the joins opened have
@@ -485,7 +489,14 @@ impl Report {
             self.join_control_msgs_per_node_per_s,
             self.join_control_bytes_per_node_per_s,
             self.join_control_msgs_per_join
-        )
+        )?;
+        let mut kinds: Vec<(&String, &f64)> = self.control_msgs_per_node_per_s_by_kind.iter().collect();
+        kinds.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
+        if !kinds.is_empty() {
+            let list: Vec<String> = kinds.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
+            writeln!(f, "               by kind (msgs/node/s, same window): {}", list.join(", "))?;
+        }
+        Ok(())
     }
 
     fn fmt_faults(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -8,6 +8,13 @@ use wendy_sim::{run, ChurnConfig, LossMode, NetConfig, NodeParams, Report, Sessi
 
 fn show(name: &str, cfg: &SimConfig, r: &Report) {
     eprintln!("--- {name} (seed {}) ---\n{r}", cfg.seed);
+    // The control traffic by kind adds up to the total, crashed nodes' frames included.
+    let sum: f64 = r.control_msgs_per_node_per_s_by_kind.values().sum();
+    let total = r.control_msgs_per_node_per_s;
+    assert!((sum - total).abs() <= 1e-9 * total.max(1.0), "{name}: by kind {sum} vs {total}");
+    if total > 0.0 {
+        assert!(r.control_msgs_per_node_per_s_by_kind.contains_key("ping"), "{name}: no heartbeat counted");
+    }
 }
 
 #[test]

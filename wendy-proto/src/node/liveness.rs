@@ -90,7 +90,7 @@ impl Node {
         }
         for id in members {
             let Some(p) = self.peers.get(&id) else { continue };
-            if p.suspected.is_some() || self.is_neighbour(id) {
+            if p.suspected.is_some() || self.is_neighbour(id) || !self.table.contains(id) {
                 continue;
             }
             let due = p.last_heard.unwrap_or(p.added) + period;
@@ -107,12 +107,19 @@ impl Node {
     }
 
     /// How long `id`, a table member, may stay silent before it is probed: `suspect_timeout`
-    /// for a neighbour, the tuned period (at most `table_probe_interval`) for the others.
+    /// for a neighbour; the tuned period (at most `table_probe_interval`) for a routing-table
+    /// entry, which messages are sent through; `table_probe_interval` for the others (leaf-set
+    /// members beyond the neighbours, whose failure their own neighbours detect and report to
+    /// us with `Message::Failed`, and neighbourhood members, which only help joiners and row
+    /// asks find near nodes). So the probes a node sends grow with its routing table, not
+    /// with everything it remembers (MSPastry probes only routing-table entries).
     fn silence_limit(&self, id: NodeId) -> core::time::Duration {
         if self.is_neighbour(id) {
             self.cfg.suspect_timeout
-        } else {
+        } else if self.table.contains(id) {
             self.table_probe
+        } else {
+            self.cfg.table_probe_interval
         }
     }
 

@@ -67,7 +67,7 @@ impl Node {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.phase = Phase::AwaitReply(Box::new(hs));
                 }
-                self.send_frame(conn, frame, false);
+                self.send_frame(conn, frame, Some(wire::NOISE_HANDSHAKE_KIND));
             }
             Err(_) => self.protocol_error(now, conn, "the Noise handshake could not start"),
         }
@@ -186,7 +186,7 @@ impl Node {
                 // The dialler's info comes with the last message; until then nothing is recorded.
                 c.phase = Phase::AwaitFinish(Box::new(hs));
                 c.handshake_sent = Some(now);
-                self.send_frame(conn, frame, false);
+                self.send_frame(conn, frame, Some(wire::NOISE_HANDSHAKE_KIND));
             }
             Phase::AwaitReply(mut hs) => {
                 let Ok(payload) = hs.read(&msg) else {
@@ -212,7 +212,7 @@ impl Node {
                     self.protocol_error(now, conn, "the Noise handshake could not complete");
                     return;
                 };
-                self.send_frame(conn, frame, false);
+                self.send_frame(conn, frame, Some(wire::NOISE_HANDSHAKE_KIND));
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.channel = Some(Box::new(channel));
                 }

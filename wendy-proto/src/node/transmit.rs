@@ -104,7 +104,7 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         let application = msg.is_application();
         if self.cfg.insecure_plaintext {
-            self.send_frame(conn, wire::encode(msg), application);
+            self.send_frame(conn, wire::encode(msg), (!application).then(|| msg.kind_index()));
         } else if c.channel.is_some() {
             if !c.in_use {
                 c.io();
@@ -125,9 +125,10 @@ impl Node {
             if !application {
                 self.stats.control_frames_out += 1;
                 self.stats.control_bytes_out += len;
+                self.stats.control_frames_by_kind[msg.kind_index()] += 1;
             }
         } else if let Message::Reject { reason } = msg {
-            self.send_frame(conn, secure::reject_frame(*reason), false);
+            self.send_frame(conn, secure::reject_frame(*reason), Some(msg.kind_index()));
         } else {
             return;
         }
@@ -136,15 +137,17 @@ impl Node {
         }
     }
 
-    /// Queues one whole frame for the driver, and counts it.
-    pub(super) fn send_frame(&mut self, conn: ConnId, data: bytes::Bytes, application: bool) {
+    /// Queues one whole frame for the driver, and counts it: `control` is the kind of a
+    /// control frame ([`wire::FRAME_KINDS`]), `None` for an application message.
+    pub(super) fn send_frame(&mut self, conn: ConnId, data: bytes::Bytes, control: Option<usize>) {
         // Frames queued for sealing on this connection go first.
         self.seal_conn(conn);
         self.stats.frames_out += 1;
         self.stats.bytes_out += data.len() as u64;
-        if !application {
+        if let Some(kind) = control {
             self.stats.control_frames_out += 1;
             self.stats.control_bytes_out += data.len() as u64;
+            self.stats.control_frames_by_kind[kind] += 1;
         }
         self.out.push_back(Output::Transmit { conn, data });
     }

@@ -366,7 +366,12 @@ impl Sim {
             return;
         }
         host.up = false;
-        host.node = None;
+        if let Some(node) = host.node.take() {
+            for (s, n) in self.m.gone_by_kind.iter_mut().zip(node.stats().control_frames_by_kind) {
+                *s += n;
+            }
+        }
+        let host = &mut self.hosts[h as usize];
         let store = host.store.take();
         host.inc += 1;
         host.timer_gen += 1;

@@ -9,6 +9,7 @@ use crate::report::{
     peak_rss_bytes, quantile, Bucket, ChurnReport, CrashReport, JoinStats, MemoryReport, Report, Window,
 };
 use crate::trace::TraceHash;
+use wendy_proto::wire::FRAME_KINDS;
 
 /// Counters of the run.
 #[derive(Debug, Default)]
@@ -35,6 +36,9 @@ pub(super) struct Metrics {
     pub(super) join_failures: u64,
     pub(super) ctl_frames: u64,
     pub(super) ctl_bytes: u64,
+    /// Control frames by kind sent by the nodes no longer running (crashed, left): with the
+    /// running nodes' own counts, every control frame sent so far, by kind.
+    pub(super) gone_by_kind: ByKind,
     pub(super) frames: u64,
     pub(super) bytes: u64,
     pub(super) errors: [u64; ERROR_KINDS.len()],
@@ -72,6 +76,8 @@ pub(super) struct PhaseMarks {
     pub(super) measure_joined0: u128,
     /// Control frames and bytes at the start of the measurement phase.
     pub(super) measure_ctl0: (u64, u64),
+    /// Control frames by kind at the start of the measurement phase.
+    pub(super) measure_by_kind0: ByKind,
     /// The planned steady-state window (from, to), microseconds; empty if from >= to.
     pub(super) steady: (u64, u64),
     /// The counters at the start and at the end of the steady-state window.
@@ -81,6 +87,9 @@ pub(super) struct PhaseMarks {
     pub(super) memory_after_joins: Option<MemoryReport>,
 }
 
+/// Control frames by kind ([`FRAME_KINDS`]).
+pub(super) type ByKind = [u64; FRAME_KINDS.len()];
+
 /// Control counters and the live integral at one instant.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Mark {
@@ -88,6 +97,8 @@ pub(super) struct Mark {
     ctl: (u64, u64),
     /// Live node-microseconds so far.
     live: u128,
+    /// Control frames sent so far, by kind.
+    by_kind: ByKind,
 }
 
 impl Mark {
@@ -95,6 +106,18 @@ impl Mark {
     fn rates_to(&self, later: &Mark) -> (f64, f64) {
         let node_s = ((later.live - self.live) as f64 / 1e6).max(1e-9);
         ((later.ctl.0 - self.ctl.0) as f64 / node_s, (later.ctl.1 - self.ctl.1) as f64 / node_s)
+    }
+
+    /// Control frames per live node per second from `self` to `later`, by kind (the kinds
+    /// sent at all).
+    fn kind_rates_to(&self, later: &Mark) -> BTreeMap<String, f64> {
+        let node_s = ((later.live - self.live) as f64 / 1e6).max(1e-9);
+        FRAME_KINDS
+            .iter()
+            .zip(self.by_kind.iter().zip(&later.by_kind))
+            .filter(|(_, (a, b))| b > a)
+            .map(|(name, (a, b))| (name.to_string(), (b - a) as f64 / node_s))
+            .collect()
     }
 }
 
@@ -197,7 +220,18 @@ impl Sim {
     pub(super) fn mark_at(&self, at: u64) -> Mark {
         let m = &self.m;
         let live = m.live_int + u128::from(at.saturating_sub(m.int_at)) * u128::from(m.alive);
-        Mark { ctl: (m.ctl_frames, m.ctl_bytes), live }
+        Mark { ctl: (m.ctl_frames, m.ctl_bytes), live, by_kind: self.control_by_kind() }
+    }
+
+    /// Control frames sent so far by all nodes, by kind (a pass over the hosts).
+    pub(super) fn control_by_kind(&self) -> ByKind {
+        let mut sum = self.m.gone_by_kind;
+        for node in self.hosts.iter().filter_map(|h| h.node.as_deref()) {
+            for (s, n) in sum.iter_mut().zip(node.stats().control_frames_by_kind) {
+                *s += n;
+            }
+        }
+        sum
     }
 
     /// Takes the steady-state window's marks that are due before the next event.
@@ -297,21 +331,23 @@ impl Sim {
         let end = self.now;
         let end_mark = self.mark_at(end);
         let (from, to, steady) = match (marks.steady_from, marks.steady_to) {
-            (Some(a), Some(b)) => (marks.steady.0, marks.steady.1, a.rates_to(&b)),
-            (Some(a), None) => (marks.steady.0, end, a.rates_to(&end_mark)),
+            (Some(a), Some(b)) => (marks.steady.0, marks.steady.1, (a.rates_to(&b), a.kind_rates_to(&b))),
+            (Some(a), None) => (marks.steady.0, end, (a.rates_to(&end_mark), a.kind_rates_to(&end_mark))),
             // No steady window: the whole measurement phase, the wait at the end included.
             (None, _) => {
-                let a = Mark { ctl: marks.measure_ctl0, live: marks.measure_live0 };
-                (self.sc.measure_start, end, a.rates_to(&end_mark))
+                let a = Mark { ctl: marks.measure_ctl0, live: marks.measure_live0, by_kind: marks.measure_by_kind0 };
+                (self.sc.measure_start, end, (a.rates_to(&end_mark), a.kind_rates_to(&end_mark)))
             }
         };
+        let (steady, by_kind) = steady;
+        r.control_msgs_per_node_per_s_by_kind = by_kind;
         (r.control_msgs_per_node_per_s, r.control_bytes_per_node_per_s) = steady;
         r.steady_from_s = from as f64 / 1e6;
         r.steady_window_found = marks.steady_from.is_some();
         r.steady_to_s = to as f64 / 1e6;
         (r.run_control_msgs_per_node_per_s, r.run_control_bytes_per_node_per_s) = Mark::default().rates_to(&end_mark);
         let join_start = Mark::default();
-        let join_end = Mark { ctl: marks.join_ctl, live: marks.join_live_int };
+        let join_end = Mark { ctl: marks.join_ctl, live: marks.join_live_int, by_kind: ByKind::default() };
         (r.join_control_msgs_per_node_per_s, r.join_control_bytes_per_node_per_s) = join_start.rates_to(&join_end);
         (r.join_control_msgs, r.join_control_bytes) = marks.join_ctl;
         r.join_control_msgs_per_join = marks.join_ctl.0 as f64 / r.initial_joins.joins.max(1) as f64;

@@ -126,6 +126,7 @@ impl Sim {
         marks.measure_live0 = self.m.live_int;
         marks.measure_joined0 = self.m.joined_int;
         marks.measure_ctl0 = (self.m.ctl_frames, self.m.ctl_bytes);
+        marks.measure_by_kind0 = self.control_by_kind();
         // The joins settle when the connections they opened have idled out and closed, and
         // when the last joiner's leaf-set exchanges, at doubling gaps from 1/64 of the
         // interval (each also asking a near node for a row), have reached the full interval:
