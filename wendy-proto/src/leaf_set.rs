@@ -34,13 +34,20 @@ impl LeafSet {
 
     /// Considers `id` for membership; true if the leaf set changed.
     pub fn insert(&mut self, id: NodeId) -> bool {
+        self.insert_evicting(id).0
+    }
+
+    /// Inserts `id` like [`LeafSet::insert`], and also returns the members it pushed out of
+    /// the set (the farthest of a full side), at most one per side.
+    pub fn insert_evicting(&mut self, id: NodeId) -> (bool, [Option<NodeId>; 2]) {
         if id == self.me {
-            return false;
+            return (false, [None, None]);
         }
         let me = self.me;
-        let a = insert_side(&mut self.cw, self.half, id, |x| me.cw_distance(x));
-        let b = insert_side(&mut self.ccw, self.half, id, |x| x.cw_distance(me));
-        a || b
+        let (a, out_a) = insert_side(&mut self.cw, self.half, id, |x| me.cw_distance(x));
+        let (b, out_b) = insert_side(&mut self.ccw, self.half, id, |x| x.cw_distance(me));
+        let gone = |x: Option<NodeId>| x.filter(|&x| !self.cw.contains(&x) && !self.ccw.contains(&x));
+        (a || b, [gone(out_a), gone(out_b)])
     }
 
     /// Removes `id`; returns the sides it was removed from (empty if it was not a member).
@@ -172,16 +179,23 @@ impl LeafSet {
     }
 }
 
-fn insert_side(side: &mut Vec<NodeId>, half: usize, id: NodeId, dist: impl Fn(NodeId) -> u128) -> bool {
+/// Inserts `id` in one side if it is among the `half` nearest; returns whether it went in and
+/// the member it pushed out.
+fn insert_side(
+    side: &mut Vec<NodeId>,
+    half: usize,
+    id: NodeId,
+    dist: impl Fn(NodeId) -> u128,
+) -> (bool, Option<NodeId>) {
     let d = dist(id);
     match side.binary_search_by_key(&d, |&x| dist(x)) {
-        Ok(_) => false,
+        Ok(_) => (false, None),
         Err(pos) if pos < half => {
             side.insert(pos, id);
-            side.truncate(half);
-            true
+            let out = if side.len() > half { side.pop() } else { None };
+            (true, out)
         }
-        Err(_) => false,
+        Err(_) => (false, None),
     }
 }
 

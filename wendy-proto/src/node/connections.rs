@@ -227,7 +227,7 @@ impl Node {
     /// we are not. A probe then costs two frames, not a handshake and a close. A connection
     /// idle for `idle_timeout` that stays open gives its buffers back ([`Conn::release_idle`]).
     pub(super) fn conn_timer(&mut self, now: Instant, conn: ConnId) {
-        let member = self.conns.get(&conn).and_then(|c| c.peer()).is_some_and(|p| self.in_tables(p));
+        let member = self.conns.get(&conn).and_then(|c| c.peer()).is_some_and(|p| self.keeps(p));
         let Some(c) = self.conns.get_mut(&conn) else { return };
         c.timer = None;
         let (connect, idle) = (self.cfg.connect_timeout, self.cfg.idle_timeout);

@@ -73,6 +73,7 @@ impl Node {
         let tables = self.table.heap_bytes() + self.leaf.heap_bytes() + self.hood.heap_bytes();
         let failed = btree_bytes::<NodeId, Instant>(self.failed.len())
             + btree_bytes::<NodeId, (NodeInfo, Instant)>(self.lost_leaves.len())
+            + btree_bytes::<NodeId, Instant>(self.former_leaves.len())
             + self.lost_leaves.values().map(|(i, _)| info_heap(i)).sum::<usize>();
         let queues = self.out.capacity() * size_of::<Output>()
             + self.held.capacity() * size_of::<Held>()

@@ -32,7 +32,15 @@ impl Node {
                 }
             }
             Message::Leaving => self.peer_failed(now, from),
-            Message::Failed { id } if id != self.id() => self.suspect(now, id),
+            Message::Failed { id } if id != self.id() => {
+                if self.former_leaves.remove(&id).is_some() && !self.in_tables(id) {
+                    // Not ours to probe: forgotten, so that it is trusted again only once it
+                    // answers.
+                    self.close_conns_of(now, id);
+                    self.forget_peer(id);
+                }
+                self.suspect(now, id)
+            }
             _ => {}
         }
     }
@@ -126,12 +134,13 @@ impl Node {
     /// Expired failure records, and peers in no table and with no connection, are forgotten.
     fn housekeeping(&mut self, now: Instant) {
         self.failed.retain(|_, until| *until > now);
+        self.former_leaves.retain(|_, until| *until > now);
         self.measured.retain(|_, until| *until > now);
         self.expire_candidates(now);
         let stale: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(&id, p)| !self.in_tables(id) && !p.conn().is_some_and(|c| self.conns.contains_key(&c)))
+            .filter(|(&id, p)| !self.keeps(id) && !p.conn().is_some_and(|c| self.conns.contains_key(&c)))
             .map(|(&id, _)| id)
             .collect();
         for id in stale {
@@ -384,6 +393,7 @@ impl Node {
         if was_member {
             self.churn.failure();
         }
+        self.former_leaves.remove(&id);
         let sides = self.leaf.remove(id);
         let slot = self.table.remove(id);
         self.hood.remove(id);

@@ -91,6 +91,11 @@ pub struct Node {
     /// Leaf-set members declared gone, re-probed at every leaf-set exchange for a while, so
     /// that two halves of a partitioned ring find each other again once it heals.
     lost_leaves: BTreeMap<NodeId, (NodeInfo, Instant)>,
+    /// Live leaf-set members that a nearer node pushed out of the leaf set, kept (peer record
+    /// and connection) until the given time: at the edge of a leaf set the same nodes leave
+    /// and come back with every arrival and departure among the members, and one that comes
+    /// back within this time needs no announcement over a fresh connection.
+    former_leaves: BTreeMap<NodeId, Instant>,
     out: VecDeque<Output>,
     pending_total: usize,
     timers: TimerTable,
@@ -184,6 +189,7 @@ impl Node {
             recent: acks::Recent::default(),
             failed: BTreeMap::new(),
             lost_leaves: BTreeMap::new(),
+            former_leaves: BTreeMap::new(),
             out: VecDeque::new(),
             pending_total: 0,
             timers: TimerTable::default(),
