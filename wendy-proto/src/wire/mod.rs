@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::id::NodeId;
 use crate::info::NodeInfo;
 
+mod kinds;
+pub use kinds::{FRAME_KINDS, NOISE_HANDSHAKE_KIND};
+
 /// The protocol version this crate speaks; a frame with another version is rejected.
 pub const PROTOCOL_VERSION: u8 = 2;
 /// Bytes before the body: the `u32` length prefix.
@@ -230,67 +233,7 @@ fn arbitrary_bytes(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<Byt
     Ok(Bytes::from(v))
 }
 
-/// The kinds of frame a node counts in [`Stats::control_frames_by_kind`](crate::Stats), by
-/// index ([`Message::kind_index`]); the last, `noise_handshake`, is a message of the Noise
-/// handshake of an encrypted connection, which is not a [`Message`].
-pub const FRAME_KINDS: [&str; 23] = [
-    "hello",
-    "hello_ack",
-    "auth",
-    "route",
-    "direct",
-    "join_request",
-    "join_state",
-    "announce",
-    "welcome",
-    "leaf_set_request",
-    "leaf_set",
-    "row_request",
-    "row",
-    "ping",
-    "pong",
-    "leaving",
-    "closing",
-    "reject",
-    "locate",
-    "failed",
-    "ack",
-    "bounce",
-    "noise_handshake",
-];
-
-/// The index in [`FRAME_KINDS`] of a Noise handshake message.
-pub const NOISE_HANDSHAKE_KIND: usize = 22;
-
 impl Message {
-    /// This message's index in [`FRAME_KINDS`].
-    pub fn kind_index(&self) -> usize {
-        match self {
-            Message::Hello { .. } => 0,
-            Message::HelloAck { .. } => 1,
-            Message::Auth { .. } => 2,
-            Message::Route(_) => 3,
-            Message::Direct(_) => 4,
-            Message::JoinRequest { .. } => 5,
-            Message::JoinState { .. } => 6,
-            Message::Announce { .. } => 7,
-            Message::Welcome { .. } => 8,
-            Message::LeafSetRequest => 9,
-            Message::LeafSet { .. } => 10,
-            Message::RowRequest { .. } => 11,
-            Message::Row { .. } => 12,
-            Message::Ping { .. } => 13,
-            Message::Pong { .. } => 14,
-            Message::Leaving => 15,
-            Message::Closing => 16,
-            Message::Reject { .. } => 17,
-            Message::Locate { .. } => 18,
-            Message::Failed { .. } => 19,
-            Message::Ack { .. } => 20,
-            Message::Bounce { .. } => 21,
-        }
-    }
-
     /// True for the application messages ([`Message::Route`], [`Message::Direct`]).
     pub fn is_application(&self) -> bool {
         matches!(self, Message::Route(_) | Message::Direct(_))
