@@ -62,6 +62,9 @@ pub(super) struct Conn {
 const EXPECTED: u8 = 1;
 /// [`Conn::ids`]: the handshake authenticated the node at the other end.
 const PEER: u8 = 2;
+/// [`Conn::ids`]: dialled only to time its set-up (a candidate's round trip), closed once
+/// established with nothing sent.
+const TIMING: u8 = 4;
 
 /// A connection's remote address: 16 bytes where a `SocketAddr` takes 32, IPv4 (the common
 /// case) inline, others boxed.
@@ -337,7 +340,7 @@ impl Node {
         let existing = self
             .conns
             .iter()
-            .find(|(_, c)| c.addr() == addr && c.closing.is_none() && !c.phase.is_inbound_setup())
+            .find(|(_, c)| c.addr() == addr && c.closing.is_none() && !c.phase.is_inbound_setup() && !c.timing())
             .map(|(&k, _)| k);
         existing.or_else(|| self.dial(now, addr, None))
     }
@@ -479,6 +482,16 @@ impl Conn {
     /// The authenticated node at the other end, once the handshake completed.
     pub(super) fn peer(&self) -> Option<NodeId> {
         (self.ids & PEER != 0).then_some(self.peer)
+    }
+
+    /// True if it was dialled only to time its set-up ([`Node::time_candidate`]).
+    pub(super) fn timing(&self) -> bool {
+        self.ids & TIMING != 0
+    }
+
+    /// Marks it as dialled only to time its set-up.
+    pub(super) fn set_timing(&mut self) {
+        self.ids |= TIMING;
     }
 
     /// The handshake completed with `id`.

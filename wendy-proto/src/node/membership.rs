@@ -129,7 +129,7 @@ impl Node {
                 // Proximity neighbour selection: a candidate for a routing-table cell held by
                 // another node is measured before it can win the cell (`measure`).
                 self.candidates.insert(id, now);
-                self.probe(now, id, false);
+                self.time_candidate(now, id);
                 return;
             }
             // Hearsay that found no place in any table is not kept: a peer cannot make us
@@ -239,6 +239,45 @@ impl Node {
         }
         let Some((row, col)) = self.table.slot(id) else { return false };
         self.table.get(row, col).is_some_and(|c| c.id != id)
+    }
+
+    /// Measures a candidate's round trip: by a ping over the connection we have to it, or else
+    /// by a connection dialled only to time its set-up (one round trip) and closed once
+    /// established, with nothing sent on it (`timed`). A candidate that loses (most do) then
+    /// costs no frame, where a connection of its own for a ping cost seven (set-up, ping,
+    /// pong, close).
+    pub(super) fn time_candidate(&mut self, now: Instant, id: NodeId) {
+        let Some(p) = self.peers.get(&id) else { return };
+        if p.conn().is_some_and(|c| self.conns.contains_key(&c)) {
+            self.probe(now, id, false);
+            return;
+        }
+        let addr = p.addr_from(&self.cfg.info.region);
+        if let Some(conn) = self.dial(now, addr, Some(id)) {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.set_timing();
+            }
+        }
+    }
+
+    /// The connection dialled to time candidate `id` was established `rtt` after it was
+    /// asked for. A candidate nearer than the holder of its cell takes the cell, and is then
+    /// probed before it is trusted, as any hearsay is (routed around until it answers); one
+    /// that is not is not measured again for a while.
+    pub(super) fn timed(&mut self, now: Instant, id: NodeId, rtt: core::time::Duration) {
+        if self.candidates.remove(&id).is_none() {
+            return;
+        }
+        let (region, factor) = (&self.cfg.info.region, self.cfg.region_factor);
+        let Some(p) = self.peers.get_mut(&id) else { return };
+        let prox = proximity(rtt, p.region(), region, factor);
+        p.proximity = prox;
+        if self.table.insert(id, prox) {
+            self.row_ask_won = true;
+            self.suspect(now, id);
+        } else {
+            self.remember_measured(now, id);
+        }
     }
 
     /// Candidates whose probe went unanswered for a whole probing time are dropped (and not
@@ -536,5 +575,83 @@ mod tests {
         assert!(!node.measured.contains_key(&NodeId::from_u128(100)));
         node.measured.retain(|_, until| *until > Instant::ZERO + forget + core::time::Duration::from_secs(200));
         assert!(node.measured.is_empty(), "all expire after table_probe_interval");
+    }
+
+    /// Our node (plaintext) with peer `a` in a routing-table cell at `a_proximity` (µs), the
+    /// connection to it, and a node `c` that contends for that cell, offered in a row we asked
+    /// `a` for.
+    fn with_a_candidate(a_proximity: u64) -> (Node, NodeId, ConnId) {
+        let me = 1u128 << 127;
+        let addr = |b: u8| SocketAddr::from(([10, 0, 0, b], 7000));
+        let mut cfg = Config::with_trusted_id(NodeId::from_u128(me), addr(1)).insecure_plaintext();
+        // One leaf-set member a side, held by our two ring neighbours: `c` fits in no leaf set.
+        cfg.leaf_set_size = 2;
+        let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
+        // `a` and `c` share their first digit unlike ours (row 1, column 1).
+        let a = NodeInfo::new(NodeId::from_u128(me + (1 << 120)), addr(2));
+        let c = NodeInfo::new(NodeId::from_u128(me + (1 << 120) + 5), addr(3));
+        let neighbours =
+            [NodeInfo::new(NodeId::from_u128(me + 1), addr(4)), NodeInfo::new(NodeId::from_u128(me - 1), addr(5))];
+        let mut conn = ConnId(0);
+        for who in std::iter::once(&a).chain(&neighbours) {
+            let k = node.handle_accepted(Instant::ZERO, who.global);
+            for msg in [
+                Message::Hello { info: who.clone(), nonce: [3; crate::wire::NONCE_LEN] },
+                Message::Auth { proof: Vec::new() },
+                Message::Announce { seq: 1 },
+            ] {
+                node.handle_data(Instant::ZERO, k, &crate::wire::encode(&msg));
+            }
+            if who.id == a.id {
+                conn = k;
+            }
+        }
+        assert!(node.is_ready() && node.table.contains(a.id) && !node.leaf.contains(a.id));
+        node.table.update_proximity(a.id, a_proximity);
+        while node.poll_output().is_some() {}
+        node.row_asked = Some((a.id, 1));
+        node.handle_data(Instant::ZERO, conn, &crate::wire::encode(&Message::Row { row: 1, entries: vec![c.clone()] }));
+        (node, c.id, conn)
+    }
+
+    /// What the node queued: the connections it dialled and closed, and the frames it sent
+    /// on each.
+    fn outputs(node: &mut Node) -> (Vec<ConnId>, Vec<ConnId>, Vec<ConnId>) {
+        let (mut dialled, mut closed, mut sent) = (Vec::new(), Vec::new(), Vec::new());
+        while let Some(o) = node.poll_output() {
+            match o {
+                Output::Connect { conn, .. } => dialled.push(conn),
+                Output::Close { conn } => closed.push(conn),
+                Output::Transmit { conn, .. } => sent.push(conn),
+                _ => {}
+            }
+        }
+        (dialled, closed, sent)
+    }
+
+    #[test]
+    fn a_candidate_without_a_connection_is_timed_by_its_set_up_alone() {
+        let rtt = core::time::Duration::from_millis(20);
+        // The holder of the cell was measured nearer: the candidate loses, and cost nothing
+        // but a connection's set-up, closed unused.
+        let (mut node, c, _) = with_a_candidate(1_000);
+        let (dialled, _, _) = outputs(&mut node);
+        assert_eq!(dialled.len(), 1, "the candidate is dialled");
+        node.handle_connected(Instant::ZERO + rtt, dialled[0]);
+        let (more, closed, sent) = outputs(&mut node);
+        assert_eq!(closed, dialled, "the timing connection is closed once established");
+        assert!(sent.is_empty() && more.is_empty(), "nothing sent: {sent:?}, {more:?}");
+        assert!(!node.table.contains(c) && node.measured.contains_key(&c));
+        // The holder is farther: the candidate takes the cell on its round trip, and is probed
+        // (over a connection of its own) before it is trusted.
+        let (mut node, c, _) = with_a_candidate(100_000);
+        let (dialled, _, _) = outputs(&mut node);
+        node.handle_connected(Instant::ZERO + rtt, dialled[0]);
+        let (probe, closed, _) = outputs(&mut node);
+        assert_eq!(closed, dialled);
+        assert!(node.table.contains(c), "a nearer candidate takes the cell");
+        assert_eq!(node.peers[&c].proximity, 20_000);
+        assert!(node.peers[&c].suspected.is_some(), "and is not trusted until it answers");
+        assert_eq!(probe.len(), 1, "its probe dials it");
     }
 }

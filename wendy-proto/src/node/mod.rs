@@ -262,7 +262,9 @@ impl Node {
     /// `conn` was closed by the peer or broke.
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
         let now = self.tick_now(now);
-        let open = self.conns.get(&conn).map(|c| matches!(c.phase, Phase::Open));
+        // An accepted connection closed before it sent a byte failed nothing of ours: a
+        // candidate's dialler timed its set-up (`time_candidate`), or a scanner.
+        let open = self.conns.get(&conn).map(|c| matches!(c.phase, Phase::Open) || c.accepted && !c.in_use);
         match open {
             Some(true) => self.drop_conn(now, conn),
             Some(false) => self.conn_failed(now, conn),

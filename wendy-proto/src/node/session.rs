@@ -53,6 +53,14 @@ impl Node {
     pub(super) fn start_handshake(&mut self, now: Instant, conn: ConnId) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         let Phase::Dialing { nonce } = &c.phase else { return };
+        if c.timing() {
+            let (rtt, id) = (now - c.opened, c.expected());
+            self.close_conn(now, conn);
+            if let Some(id) = id {
+                self.timed(now, id, rtt);
+            }
+            return;
+        }
         let nonce = **nonce;
         c.last_active = now;
         c.handshake_sent = Some(now);
