@@ -92,10 +92,11 @@ pub struct Config {
     pub table_stale_target: f64,
     /// How long a connection may take to be dialled and authenticated.
     pub connect_timeout: Duration,
-    /// A connection we dialled to a node in none of our tables (a candidate measured, a joiner
-    /// answered, a direct message) closes after this long idle in both directions; one the
-    /// peer dialled, `table_probe_interval` later. Connections to table members stay open, and
-    /// give their buffers back after this long idle.
+    /// A connection we dialled to a node in none of our tables (a joiner answered, a row
+    /// asked, a direct message) closes after this long idle in both directions; one the peer
+    /// dialled, `table_probe_interval` later. Connections to table members, and to leaf-set
+    /// members pushed out lately, stay open, and give their buffers back after this long idle.
+    /// (A connection dialled only to time a proximity candidate closes once established.)
     pub idle_timeout: Duration,
     /// How long to wait for the join to progress before retrying through the bootstrap.
     pub join_timeout: Duration,
