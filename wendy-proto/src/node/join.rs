@@ -377,7 +377,10 @@ impl Node {
         let me = self.id();
         let learned = self.table_members().into_iter().reduce(|b, x| if me.is_closer(x, b) { x } else { b });
         if let Some(via) = learned {
-            let msg = Message::JoinRequest { joiner: self.cfg.info.clone(), hops: 0 };
+            // Counted as a hop already: we reached `via` through a ring's tables, not by an
+            // address we were given, so a ring of one that gave up its own join refuses it
+            // (`Leaving`) rather than answer as the root of a ring it is not in.
+            let msg = Message::JoinRequest { joiner: self.cfg.info.clone(), hops: 1 };
             if self.send_msg(now, via, msg).is_ok() {
                 self.stats.join_messages += 1;
             }
@@ -544,3 +547,39 @@ impl Node {
 /// Joiners a ring of one that gave up joining remembers having answered as their root: the
 /// ones whose announcement makes it a ring of two.
 const ANSWERED_JOINERS: usize = 16;
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::config::Config;
+
+    /// A join retry also asks the node our tables name closest to us, which a ring's answers
+    /// named to us: its request counts that as a hop, so a ring of one the ring wrongly
+    /// remembers refuses it rather than answer as the root (see `Node::on_message`).
+    #[test]
+    fn a_retry_through_a_learned_node_counts_as_a_hop() {
+        let addr = |b: u8| SocketAddr::from(([10, 0, 0, b], 7000));
+        let cfg = Config::with_trusted_id(NodeId::from_u128(1 << 127), addr(1)).insecure_plaintext();
+        let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
+        node.state = State::Joining { bootstraps: vec![addr(9)], attempt: 1, near: None };
+        let learned = NodeInfo::new(NodeId::from_u128((1 << 127) + 5), addr(2));
+        node.learn(Instant::ZERO, learned.clone(), false);
+        node.join_timer(Instant::ZERO);
+        let sent: Vec<(SocketAddr, &Message)> = node
+            .conns
+            .values()
+            .filter_map(|c| c.io.as_ref().map(|io| (c.addr(), io)))
+            .flat_map(|(a, io)| io.pending.iter().map(move |m| (a, m)))
+            .collect();
+        let hops_to = |a: SocketAddr| {
+            sent.iter().find_map(|(to, m)| match m {
+                Message::JoinRequest { hops, .. } if *to == a => Some(*hops),
+                _ => None,
+            })
+        };
+        assert_eq!(hops_to(addr(9)), Some(0), "the bootstrap, by its address: {sent:?}");
+        assert_eq!(hops_to(learned.global), Some(1), "the learned node, through the tables: {sent:?}");
+    }
+}

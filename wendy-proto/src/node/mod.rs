@@ -570,7 +570,14 @@ impl Node {
         let ring_traffic = match &msg {
             // (A reserved purpose is a protocol error whatever our state: checked below.)
             Message::Route(r) => self.accepts_purpose(r.purpose),
-            Message::Ping { .. } | Message::Locate { .. } => true,
+            // A row request is what a joiner's nearest-node discovery asks of the nodes a ring
+            // named to it: answered, it could make us that joiner's nearest node, and its join
+            // request (sent straight to us) a ring of two inside the other ring.
+            // So is a join request that a node of a ring forwarded, or that a joiner sent us
+            // because a ring named us to it (`hops` above 0; a joiner given our address as its
+            // bootstrap sends 0).
+            Message::Ping { .. } | Message::Locate { .. } | Message::RowRequest { .. } => true,
+            Message::JoinRequest { hops, .. } => *hops > 0,
             _ => false,
         };
         if self.state == State::Alone && ring_traffic {

@@ -70,7 +70,8 @@ pub enum Message {
     JoinRequest {
         /// The joining node.
         joiner: NodeInfo,
-        /// Hops taken so far.
+        /// Hops taken so far: 0 from a joiner to the node whose address it was given (or that
+        /// its nearest-node discovery chose), at least 1 once a ring's tables chose the node.
         hops: u8,
     },
     /// State sent to a joiner by each node on its join route.
