@@ -1,7 +1,7 @@
 //! Documented bounds of issue 9, through the public API: the root drops a copy of a routed
 //! message it has delivered already (same origin and number, as a sender's reroute after a lost
 //! ack produces) for 30 s and up to 4,096 messages; a silent neighbour is probed
-//! `probe_attempts` times before it is declared gone; a node not run for longer than its peers
+//! `neighbour_probe_attempts` times before it is declared gone; a node not run for longer than its peers
 //! wait before declaring it failed (its process stopped, its machine suspended) closes its
 //! connections unread rather than deliver a message a second time.
 
@@ -157,13 +157,15 @@ fn at_most_4096_delivered_messages_are_remembered() {
     assert_eq!(delivered(&script::send(&mut node, NOW, conn, &route(4096))), 0);
 }
 
-/// A silent neighbour is declared gone only after `suspect_timeout` and `probe_attempts`
-/// unanswered probes (`Config::probing_time`), never after one lost probe.
+/// A silent neighbour is declared gone only after `suspect_timeout` and
+/// `neighbour_probe_attempts` unanswered probes (`Config::neighbour_probing_time`), never after
+/// one lost probe, and within `Config::leaf_detection_time`.
 #[test]
-fn a_silent_neighbour_is_probed_probe_attempts_times_before_it_is_declared_gone() {
+fn a_silent_neighbour_is_probed_neighbour_probe_attempts_times_before_it_is_declared_gone() {
     let c = config();
-    let (suspect, probing, bound) = (c.suspect_timeout, c.probing_time(), c.leaf_detection_time());
-    assert_eq!(probing, c.probe_timeout * c.probe_attempts);
+    let (suspect, probing, bound) = (c.suspect_timeout, c.neighbour_probing_time(), c.leaf_detection_time());
+    assert_eq!(probing, c.probe_timeout * c.neighbour_probe_attempts);
+    assert!(c.neighbour_probe_attempts > c.probe_attempts, "a neighbour gets more probes than other members");
     let mut node = Node::new(c, NOW).expect("valid config");
     let peer = info(ME + 1, 1, 1);
     let conn = script::authed(&mut node, NOW, &peer);
@@ -198,7 +200,7 @@ fn a_silent_neighbour_is_probed_probe_attempts_times_before_it_is_declared_gone(
     }
     let gone = gone.unwrap_or(NOW);
     assert!(gone >= NOW + suspect + probing, "declared gone at {gone}, before {:?} of silence", suspect + probing);
-    let attempts = usize::try_from(config().probe_attempts).unwrap_or(usize::MAX);
+    let attempts = usize::try_from(config().neighbour_probe_attempts).unwrap_or(usize::MAX);
     assert!(pings_after_suspicion >= attempts, "{pings_after_suspicion} probes before the failure");
 }
 

@@ -208,10 +208,12 @@ impl Node {
     /// A table member's liveness deadline. A neighbour (nearest leaf-set member on either side)
     /// silent for `suspect_timeout`, or any other table member silent for
     /// `table_probe_interval`, is suspected and probed; one that does not answer within
-    /// `probe_attempts` probes `probe_timeout` apart is removed everywhere (and, if it was in the leaf set, reported to it).
+    /// `probe_attempts` probes (`neighbour_probe_attempts` for a neighbour) `probe_timeout` apart
+    /// is removed everywhere (and, if it was in the leaf set, reported to it).
     pub(super) fn peer_timer(&mut self, now: Instant, id: NodeId) {
         let member = self.in_tables(id);
         let limit = self.silence_limit(id);
+        let attempts = self.probe_attempts_for(id);
         let Some(p) = self.peers.get_mut(&id) else { return };
         p.timer = None;
         if self.state == State::Left || !member {
@@ -229,7 +231,7 @@ impl Node {
                 let sent = u32::from(p.probes.max(1));
                 if now - t < gap * sent {
                     self.arm_peer(id, t + gap * sent);
-                } else if sent >= self.cfg.probe_attempts {
+                } else if sent >= attempts {
                     self.detected_failure(now, id);
                 } else {
                     // The last probe went unanswered: try again (a lost frame, a connection
@@ -295,6 +297,17 @@ impl Node {
             }
         } else if !matches!(msg, Message::Pong { .. }) && self.peers.get(&from).is_some_and(|p| p.ping().is_none()) {
             self.probe(now, from, false);
+        }
+    }
+
+    /// Probes a suspect gets before it is declared failed: more for a neighbour, whose false
+    /// declaration would make us deliver its keys ([`crate::Config::neighbour_probe_attempts`]).
+    fn probe_attempts_for(&self, id: NodeId) -> u32 {
+        let c = &self.cfg;
+        if self.is_neighbour(id) {
+            c.neighbour_probe_attempts.max(c.probe_attempts)
+        } else {
+            c.probe_attempts
         }
     }
 
