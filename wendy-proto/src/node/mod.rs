@@ -186,7 +186,7 @@ impl Node {
             parked: Vec::new(),
             candidates: BTreeMap::new(),
             route_seq,
-            recent: acks::Recent::default(),
+            recent: acks::Recent::new(&config),
             failed: BTreeMap::new(),
             lost_leaves: BTreeMap::new(),
             former_leaves: BTreeMap::new(),
