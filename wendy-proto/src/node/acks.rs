@@ -430,7 +430,7 @@ mod tests {
             let mut now = Instant::ZERO;
             for (origin, seq, step) in ops {
                 // Mostly small steps; a few jump past the window.
-                now = now + core::time::Duration::from_micros(step % 97 * 100 + step / 5_900_000 * 31_000_000);
+                now += core::time::Duration::from_micros(step % 97 * 100 + step / 5_900_000 * 31_000_000);
                 let (origin, seq) = (NodeId::from_u128(u128::from(origin) << 120), seq);
                 while let Some(&(t, o, s)) = order.front() {
                     if now - t < RECENT_WINDOW && order.len() < RECENT_MAX {
