@@ -64,9 +64,12 @@ impl LeafSet {
         sides
     }
 
-    /// True if `id` is a member.
+    /// True if `id` is a member: a binary search of each side by distance from us (the sides
+    /// are kept sorted that way, and distinct ids lie at distinct distances).
     pub fn contains(&self, id: NodeId) -> bool {
-        self.cw.contains(&id) || self.ccw.contains(&id)
+        let me = self.me;
+        self.cw.binary_search_by_key(&me.cw_distance(id), |&x| me.cw_distance(x)).is_ok()
+            || self.ccw.binary_search_by_key(&id.cw_distance(me), |&x| x.cw_distance(me)).is_ok()
     }
 
     /// The members clockwise of us, nearest first.
@@ -302,6 +305,9 @@ mod tests {
                 let unique: BTreeSet<_> = members.iter().copied().collect();
                 prop_assert_eq!(unique.len(), members.len());
                 prop_assert!(unique.iter().all(|x| model.contains(x)));
+                for x in (0..64).map(NodeId::from_u128) {
+                    prop_assert_eq!(ls.contains(x), members.contains(&x));
+                }
             }
         }
     }

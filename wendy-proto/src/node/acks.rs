@@ -49,10 +49,22 @@ pub(super) struct Flight {
 /// Routed messages delivered here lately, by origin and number, oldest first: a copy of one
 /// of them (its ack was lost, and the sender rerouted it) is dropped instead of delivered
 /// twice. Kept for [`RECENT_WINDOW`], at most [`RECENT_MAX`] of them.
-#[derive(Debug, Default)]
+///
+/// The messages are kept in order of delivery in `order`; `index` finds one by a hash of its
+/// origin and number (SipHash, keyed by a secret derived from the node's entropy, so that
+/// senders cannot make its entries collide) and holds only its serial number, four bytes.
+/// One delivery costs a hash, a probe and an append, where a tree of the pairs cost a dozen
+/// comparisons and nodes shifted at each insertion and removal. The index may also hold
+/// stale serials of forgotten entries, at most as many as the live ones (and 64).
+#[derive(Debug)]
 pub(super) struct Recent {
-    seen: std::collections::BTreeSet<(NodeId, u64)>,
+    /// Serial numbers of the entries of `order` (the front's is `base`), by hash.
+    index: hashbrown::HashTable<u32>,
     order: VecDeque<(Instant, NodeId, u64)>,
+    /// The serial number of `order`'s front (wrapping: at most `RECENT_MAX` are live).
+    base: u32,
+    /// The hash's secret key.
+    key: [u8; 16],
 }
 
 /// How long a delivered message is remembered: longer than a message can take to be
@@ -62,25 +74,54 @@ pub(super) const RECENT_WINDOW: core::time::Duration = core::time::Duration::fro
 pub(super) const RECENT_MAX: usize = 4096;
 
 impl Recent {
+    /// An empty record, its hash keyed from the node's configuration (its entropy and
+    /// identity, through a hash of its own: no generator of the node is drawn from).
+    pub(super) fn new(cfg: &crate::config::Config) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::new_with_prefix(b"wendy/recent/v1").chain_update(super::session::crypto_seed(cfg));
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest.finalize()[..16]);
+        Recent { index: hashbrown::HashTable::new(), order: VecDeque::new(), base: 0, key }
+    }
+
     /// Bytes it holds.
     pub(super) fn heap_bytes(&self) -> usize {
-        self.seen.len() * core::mem::size_of::<(NodeId, u64)>() * 3 / 2
-            + self.order.capacity() * core::mem::size_of::<(Instant, NodeId, u64)>()
+        self.index.allocation_size() + self.order.capacity() * core::mem::size_of::<(Instant, NodeId, u64)>()
+    }
+
+    fn hash(key: &[u8; 16], origin: NodeId, seq: u64) -> u64 {
+        use core::hash::Hasher;
+        let mut h = siphasher::sip::SipHasher13::new_with_key(key);
+        h.write_u128(origin.as_u128());
+        h.write_u64(seq);
+        h.finish()
     }
 
     /// Records `(origin, seq)` delivered at `now`; false if it was delivered already.
+    ///
+    /// A forgotten entry leaves the deque at once but its serial stays in the index, stale
+    /// (it names no entry of the deque), until the index holds twice the deque and is swept
+    /// in one pass: so forgetting costs neither a hash nor a probe.
     pub(super) fn first(&mut self, now: Instant, origin: NodeId, seq: u64) -> bool {
-        while let Some(&(t, o, s)) = self.order.front() {
-            if now - t < RECENT_WINDOW && self.order.len() < RECENT_MAX {
+        let Recent { index, order, base, key } = self;
+        while let Some(&(t, _, _)) = order.front() {
+            if now - t < RECENT_WINDOW && order.len() < RECENT_MAX {
                 break;
             }
-            self.order.pop_front();
-            self.seen.remove(&(o, s));
+            order.pop_front();
+            *base = base.wrapping_add(1);
         }
-        if !self.seen.insert((origin, seq)) {
+        let at = |x: u32| x.wrapping_sub(*base) as usize;
+        if index.len() > 2 * order.len() + 64 {
+            index.retain(|x| at(*x) < order.len());
+        }
+        let h = Self::hash(key, origin, seq);
+        if index.find(h, |&x| order.get(at(x)).is_some_and(|e| e.1 == origin && e.2 == seq)).is_some() {
             return false;
         }
-        self.order.push_back((now, origin, seq));
+        let serial = base.wrapping_add(order.len() as u32);
+        index.insert_unique(h, serial, |&x| order.get(at(x)).map_or(0, |e| Self::hash(key, e.1, e.2)));
+        order.push_back((now, origin, seq));
         true
     }
 }
@@ -374,6 +415,53 @@ impl Node {
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    proptest::proptest! {
+        /// The hashed record answers as a tree of the pairs with its own expiry did (the
+        /// record before it): forgotten after the window, or when full, oldest first.
+        #[test]
+        fn recent_deliveries_are_remembered_as_by_a_tree(
+            ops in proptest::collection::vec((0u8..6, 0u64..40, 0u64..6_000_000), 1..3000),
+        ) {
+            let cfg = crate::config::Config::with_trusted_id(NodeId::from_u128(1), ([127, 0, 0, 1], 1).into());
+            let mut r = Recent::new(&cfg);
+            let mut seen = std::collections::BTreeSet::new();
+            let mut order = VecDeque::new();
+            let mut now = Instant::ZERO;
+            for (origin, seq, step) in ops {
+                // Mostly small steps; a few jump past the window.
+                now += core::time::Duration::from_micros(step % 97 * 100 + step / 5_900_000 * 31_000_000);
+                let (origin, seq) = (NodeId::from_u128(u128::from(origin) << 120), seq);
+                while let Some(&(t, o, s)) = order.front() {
+                    if now - t < RECENT_WINDOW && order.len() < RECENT_MAX {
+                        break;
+                    }
+                    order.pop_front();
+                    seen.remove(&(o, s));
+                }
+                let first = seen.insert((origin, seq));
+                if first {
+                    order.push_back((now, origin, seq));
+                }
+                proptest::prop_assert_eq!(r.first(now, origin, seq), first);
+                proptest::prop_assert_eq!(r.order.len(), seen.len());
+                proptest::prop_assert!(r.index.len() <= 2 * seen.len() + 65);
+            }
+        }
+    }
+
+    #[test]
+    fn recent_forgets_the_oldest_when_full() {
+        let cfg = crate::config::Config::with_trusted_id(NodeId::from_u128(1), ([127, 0, 0, 1], 1).into());
+        let mut r = Recent::new(&cfg);
+        let origin = NodeId::from_u128(7);
+        for seq in 0..RECENT_MAX as u64 + 10 {
+            assert!(r.first(Instant::ZERO, origin, seq));
+        }
+        assert_eq!(r.order.len(), RECENT_MAX);
+        assert!(r.first(Instant::ZERO, origin, 0), "forgotten: the oldest went first");
+        assert!(!r.first(Instant::ZERO, origin, RECENT_MAX as u64 + 9), "still remembered");
+    }
 
     #[test]
     fn an_idle_flight_gives_its_queue_back_once_drained() {

@@ -50,9 +50,9 @@ use timers::{NodeTimer, TimerKey, TimerTable};
 /// Outputs an idle node keeps room for: a larger, drained queue is shrunk at the heartbeat tick
 /// (not at every poll, which would reallocate it at every burst).
 pub(super) const OUT_KEEP: usize = 16;
-/// A drained output queue with room for more than this many is shrunk to [`OUT_KEEP`] at once:
-/// only a rare burst (the node's own join, which reports every peer it learns) grows it so far,
-/// and its memory must not wait for the next heartbeat tick.
+/// A drained output queue with room for more than this many is shrunk to [`OUT_KEEP`] at once
+/// (at most every 100 ms): a rare burst (the node's own join, which reports every peer it
+/// learns) grows it so far, and its memory must not wait for the next heartbeat tick.
 const OUT_BURST: usize = 4 * OUT_KEEP;
 
 /// A Pastry node. See the [crate documentation](crate) for how a driver runs it.
@@ -186,7 +186,7 @@ impl Node {
             parked: Vec::new(),
             candidates: BTreeMap::new(),
             route_seq,
-            recent: acks::Recent::default(),
+            recent: acks::Recent::new(&config),
             failed: BTreeMap::new(),
             lost_leaves: BTreeMap::new(),
             former_leaves: BTreeMap::new(),
@@ -432,7 +432,7 @@ impl Node {
         let out = self.out.pop_front();
         if out.is_some() {
             self.tx.polled += 1;
-            if self.out.is_empty() && self.out.capacity() > OUT_BURST {
+            if self.out.is_empty() && self.out.capacity() > OUT_BURST && self.tx.may_shrink_out(self.last_now) {
                 self.out.shrink_to(OUT_KEEP);
             }
         }

@@ -1,6 +1,6 @@
 //! The timer table: every deadline of the node is its own entry, and `poll_timeout` is the
 //! earliest of them (quinn-proto's `TimerTable`, extended to per-connection and per-peer
-//! entries, each kind kept in a sorted vector of its own).
+//! entries, each kind kept in a sorted ring buffer of its own).
 //!
 //! Entries due at the same instant fire in a fixed order (node timers first, in the order of
 //! [`NodeTimer`], then connections by id, then peers by id), so a run is deterministic.
@@ -8,6 +8,8 @@
 //! only records a timestamp, and when the entry fires the owner computes its real deadline
 //! from it, acting if it has passed and re-arming otherwise. So the table is touched only
 //! when a deadline changes in kind (a dial, an open, a suspicion), never per message.
+
+use std::collections::VecDeque;
 
 use crate::id::NodeId;
 use crate::output::ConnId;
@@ -42,7 +44,7 @@ pub(super) enum TimerKey {
     Ack(ConnId),
 }
 
-/// The deadlines: each kind of entry in a sorted vector of its own, ordered by (instant, id),
+/// The deadlines: each kind of entry in a sorted ring buffer of its own, ordered by (instant, id),
 /// so that an entry is 16 bytes (24 for a peer's) rather than the 32 of one set of (instant,
 /// any key), with no per-node overhead of a tree. The next entry to fire is the earliest of the
 /// vectors' first ones, ties broken in [`TimerKey`]'s order: the same order as one set of
@@ -58,32 +60,36 @@ pub(super) struct TimerTable {
     earliest: Option<Instant>,
 }
 
-/// Distinct entries in a vector sorted in decreasing order: the first (smallest) entry is
-/// the last element, so that firing it moves nothing. Inserting or removing another moves
-/// the entries after it; a table holds a few hundred at most (one per connection and table
-/// member), and entries change only when a deadline changes in kind.
+/// Distinct entries in a ring buffer sorted in increasing order: the first (smallest) entry
+/// is the front, so that firing it moves nothing, and a deadline later than every other (a
+/// timer re-armed some interval from now, the usual case) is appended, with neither a search
+/// nor a move. Inserting or removing another moves the entries on the shorter side of it; a
+/// table holds a few hundred at most (one per connection and table member), and entries
+/// change only when a deadline changes in kind.
 #[derive(Debug)]
-struct Sorted<T>(Vec<T>);
+struct Sorted<T>(VecDeque<T>);
 
 impl<T> Default for Sorted<T> {
     fn default() -> Self {
-        Sorted(Vec::new())
+        Sorted(VecDeque::new())
     }
 }
 
 impl<T: Ord + Copy> Sorted<T> {
-    fn position(&self, e: &T) -> Result<usize, usize> {
-        self.0.binary_search_by(|x| e.cmp(x))
-    }
-
     fn insert(&mut self, e: T) {
-        if let Err(i) = self.position(&e) {
+        if self.0.back().is_none_or(|last| *last < e) {
+            self.0.push_back(e);
+        } else if let Err(i) = self.0.binary_search(&e) {
             self.0.insert(i, e);
         }
     }
 
     fn remove(&mut self, e: &T) -> bool {
-        match self.position(e) {
+        if self.0.front() == Some(e) {
+            self.0.pop_front();
+            return true;
+        }
+        match self.0.binary_search(e) {
             Ok(i) => {
                 self.0.remove(i);
                 true
@@ -93,7 +99,7 @@ impl<T: Ord + Copy> Sorted<T> {
     }
 
     fn first(&self) -> Option<&T> {
-        self.0.last()
+        self.0.front()
     }
 
     fn len(&self) -> usize {

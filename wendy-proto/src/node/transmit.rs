@@ -15,6 +15,11 @@ use super::{Node, State};
 /// Most plaintext buffers kept for reuse, and the largest capacity kept.
 const POOL_BUFFERS: usize = 16;
 const POOL_CAPACITY: usize = 1 << 16;
+/// A drained output queue grown past `OUT_BURST` is shrunk at once at most this often: a node
+/// that forwards a burst every few milliseconds keeps its queue's room between them (shrinking
+/// it after each cost a reallocation per doubling and a copy of every output once more), and
+/// the heartbeat tick shrinks it when it falls idle.
+const OUT_SHRINK_GAP: core::time::Duration = core::time::Duration::from_millis(100);
 
 /// The node's transmit buffers: what lets a node in steady state send and receive without a
 /// heap allocation per frame.
@@ -34,6 +39,8 @@ pub(super) struct Tx {
     pub(super) polled: u64,
     /// Sealed frames, split off as they are handed out.
     sealed: bytes::BytesMut,
+    /// When a drained output queue was last shrunk at once (by `poll_output`).
+    out_shrunk: Option<Instant>,
 }
 
 impl Tx {
@@ -47,6 +54,16 @@ impl Tx {
     /// True if some connection has frames waiting to be sealed.
     pub(super) fn has_pending(&self) -> bool {
         !self.dirty.is_empty()
+    }
+
+    /// True (and remembered) if a drained output queue past its burst size may be shrunk at
+    /// `now`: the first time, and then at most once per [`OUT_SHRINK_GAP`].
+    pub(super) fn may_shrink_out(&mut self, now: Instant) -> bool {
+        if self.out_shrunk.is_some_and(|t| now - t < OUT_SHRINK_GAP) {
+            return false;
+        }
+        self.out_shrunk = Some(now);
+        true
     }
 }
 
@@ -199,5 +216,21 @@ impl Node {
         if let Some(Output::Transmit { data: d, .. }) = self.out.get_mut(at) {
             *d = data;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drained_output_queue_is_shrunk_at_once_at_most_every_gap() {
+        let mut tx = Tx::default();
+        let t0 = Instant::from_secs(5);
+        assert!(tx.may_shrink_out(t0), "the first burst is given back at once");
+        assert!(!tx.may_shrink_out(t0 + OUT_SHRINK_GAP / 2));
+        assert!(!tx.may_shrink_out(t0 + (OUT_SHRINK_GAP - core::time::Duration::from_micros(1))));
+        assert!(tx.may_shrink_out(t0 + OUT_SHRINK_GAP));
+        assert!(!tx.may_shrink_out(t0 + OUT_SHRINK_GAP));
     }
 }
