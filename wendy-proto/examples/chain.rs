@@ -13,17 +13,14 @@
 #![forbid(unsafe_code)]
 #![allow(missing_docs)]
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Instant as WallClock;
 
 use bytes::Bytes;
-use wendy_proto::{Config, ConnId, Instant, Node, NodeId, Output, Stats};
+use wendy_proto::harness::chain::Chain;
+use wendy_proto::{Config, Instant, NodeId, Stats};
 
 const PAYLOAD: usize = 32;
-const PURPOSE: u8 = 16;
-const RELAY: u8 = 17;
-const BATCH: usize = 256;
 
 fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16))
@@ -53,84 +50,22 @@ fn cpu_time() -> Option<f64> {
 fn chain(n: u64, plaintext: bool) -> (f64, Option<f64>, [[u64; 4]; 3]) {
     let t0 = WallClock::now();
     let now = || Instant::from_micros(t0.elapsed().as_micros() as u64);
-    let ids: Vec<NodeId> = [1u128, 2, 3].iter().map(|i| NodeId::from_u128(i * (u128::MAX / 4))).collect();
-    let mut nodes: Vec<Node> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, &id)| Node::new(config(id, i, plaintext), now()).expect("valid config"))
-        .collect();
-    let mut links: BTreeMap<(usize, ConnId), (usize, ConnId)> = BTreeMap::new();
-    let mut wire: BTreeMap<(usize, ConnId), Vec<u8>> = BTreeMap::new();
-    let mut relays: Vec<Bytes> = Vec::new();
-    let (bid, cid) = (ids[1], ids[2]);
+    let ids = [1u128, 2, 3].map(|i| NodeId::from_u128(i * (u128::MAX / 4)));
+    let configs = [0, 1, 2].map(|i| config(ids[i], i, plaintext));
+    let mut chain = Chain::new(configs, &now);
     let payload = Bytes::from(vec![0xab; PAYLOAD]);
-    let mut got = 0u64;
-    let mut round = |nodes: &mut Vec<Node>, got: &mut u64| {
-        let t = now();
-        for i in 0..nodes.len() {
-            while let Some(out) = nodes[i].poll_output() {
-                match out {
-                    Output::Connect { conn, addr } => {
-                        let j = usize::from(addr.port() - 7000);
-                        let theirs = nodes[j].handle_accepted(t, addr);
-                        links.insert((i, conn), (j, theirs));
-                        links.insert((j, theirs), (i, conn));
-                        nodes[i].handle_connected(t, conn);
-                    }
-                    Output::Transmit { conn, data } => {
-                        if let Some(&to) = links.get(&(i, conn)) {
-                            wire.entry(to).or_default().extend_from_slice(&data);
-                        }
-                    }
-                    Output::Deliver(d) if d.purpose == RELAY => relays.push(d.payload),
-                    Output::Deliver(d) if d.purpose == PURPOSE => *got += 1,
-                    _ => {}
-                }
-            }
-            for p in relays.drain(..) {
-                nodes[i].send(t, cid, PURPOSE, p).expect("relay");
-            }
-        }
-        for ((j, conn), buf) in wire.iter_mut() {
-            if !buf.is_empty() {
-                nodes[*j].handle_data(t, *conn, buf);
-                buf.clear();
-            }
-        }
-        for node in nodes.iter_mut() {
-            if node.poll_timeout().is_some_and(|d| d <= t) {
-                node.handle_timeout(t);
-            }
-        }
-    };
-    nodes[1].join(now(), &[addr(0)]).expect("join");
-    nodes[2].join(now(), &[addr(0)]).expect("join");
-    for _ in 0..200 {
-        round(&mut nodes, &mut got);
-    }
-    assert!(nodes.iter().all(Node::is_ready), "in-memory ring did not form");
-    assert_eq!(nodes[0].next_hop(bid), Some(bid));
-    got = 0;
-    let mut sent = 0u64;
-    let before = [nodes[0].stats(), nodes[1].stats(), nodes[2].stats()];
+    let stats = |c: &Chain| [0, 1, 2].map(|i| c.nodes()[i].stats());
+    let before = stats(&chain);
     let cpu = cpu_time();
     let start = WallClock::now();
-    while got < n {
-        if sent < n {
-            let t = now();
-            for _ in 0..BATCH {
-                nodes[0].send(t, bid, RELAY, payload.clone()).expect("send");
-            }
-            sent += BATCH as u64;
-        }
-        round(&mut nodes, &mut got);
-    }
-    let rate = got as f64 / start.elapsed().as_secs_f64();
-    let cpu_rate = cpu.zip(cpu_time()).map(|(a, b)| got as f64 / (b - a).max(0.01));
+    chain.run(n, &payload, &now);
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    let cpu_rate = cpu.zip(cpu_time()).map(|(a, b)| n as f64 / (b - a).max(0.01));
     let diff = |a: Stats, b: Stats| {
         [a.frames_in - b.frames_in, a.frames_out - b.frames_out, a.bytes_out - b.bytes_out, a.acks_out - b.acks_out]
     };
-    (rate, cpu_rate, [0, 1, 2].map(|i| diff(nodes[i].stats(), before[i])))
+    let after = stats(&chain);
+    (rate, cpu_rate, [0, 1, 2].map(|i| diff(after[i], before[i])))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

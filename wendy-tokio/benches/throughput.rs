@@ -28,7 +28,6 @@
 //! system, from `/proc/self/stat`) per raw frame and per routed message of (2) and (3): on a
 //! shared machine the rates move with the load, the CPU spent per message much less.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,9 +36,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use wendy_proto::harness::chain::Chain;
 use wendy_proto::rng::Rng;
 use wendy_proto::wire::{self, Message, Route};
-use wendy_proto::{ConnId, Node, Output};
+
 use wendy_tokio::{Config, NodeEvent, NodeHandle, NodeId, Options};
 
 const PAYLOAD: usize = 32;
@@ -400,84 +400,20 @@ async fn chain3(n: u64, batched: bool) -> (f64, Option<f64>) {
     (got as f64 / end.duration_since(start).as_secs_f64(), cpu)
 }
 
-/// The 3-node chain with the nodes wired together in memory: what the protocol alone costs.
-/// Each round A routes a batch towards B; every node's transmits of the round are concatenated
-/// per connection and fed to the peer in one `handle_data`, as one socket read would.
+/// The 3-node chain with the nodes wired together in memory: what the protocol alone costs
+/// (`wendy_proto::harness::chain`: each round A routes a batch towards B; every node's
+/// transmits of the round are concatenated per connection and fed to the peer in one
+/// `handle_data`, as one socket read would).
 fn proto_chain3(n: u64) -> f64 {
     let t0 = Instant::now();
     let now = || wendy_proto::Instant::from_micros(t0.elapsed().as_micros() as u64);
     let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16));
-    let ids: Vec<NodeId> = [1u128, 2, 3].iter().map(|i| NodeId::from_u128(i * (u128::MAX / 4))).collect();
-    let mut nodes: Vec<Node> =
-        ids.iter().enumerate().map(|(i, &id)| Node::new(config(id, addr(i)), now()).expect("valid config")).collect();
-    let mut links: BTreeMap<(usize, ConnId), (usize, ConnId)> = BTreeMap::new();
-    let (bid, cid) = (ids[1], ids[2]);
+    let ids = [1u128, 2, 3].map(|i| NodeId::from_u128(i * (u128::MAX / 4)));
+    let mut chain = Chain::new([0, 1, 2].map(|i| config(ids[i], addr(i))), &now);
     let payload = Bytes::from(vec![0xab; PAYLOAD]);
-    let mut got = 0u64;
-    let mut sent = 0u64;
-    let mut wire: BTreeMap<(usize, ConnId), Vec<u8>> = BTreeMap::new();
-    let mut relays: Vec<Bytes> = Vec::new();
-    // One round: drain every node, then deliver the round's bytes.
-    let mut round = |nodes: &mut Vec<Node>, got: &mut u64| {
-        // One clock reading per round, as the driver does.
-        let t = now();
-        for i in 0..nodes.len() {
-            while let Some(out) = nodes[i].poll_output() {
-                match out {
-                    Output::Connect { conn, addr } => {
-                        let j = usize::from(addr.port() - 7000);
-                        let theirs = nodes[j].handle_accepted(t, addr);
-                        links.insert((i, conn), (j, theirs));
-                        links.insert((j, theirs), (i, conn));
-                        nodes[i].handle_connected(t, conn);
-                    }
-                    Output::Transmit { conn, data } => {
-                        if let Some(&to) = links.get(&(i, conn)) {
-                            wire.entry(to).or_default().extend_from_slice(&data);
-                        }
-                    }
-                    Output::Deliver(d) if d.purpose == RELAY => relays.push(d.payload),
-                    Output::Deliver(d) if d.purpose == PURPOSE => *got += 1,
-                    _ => {}
-                }
-            }
-            for p in relays.drain(..) {
-                nodes[i].send(t, cid, PURPOSE, p).expect("relay");
-            }
-        }
-        for ((j, conn), buf) in wire.iter_mut() {
-            if !buf.is_empty() {
-                nodes[*j].handle_data(t, *conn, buf);
-                buf.clear();
-            }
-        }
-        for node in nodes.iter_mut() {
-            if node.poll_timeout().is_some_and(|d| d <= t) {
-                node.handle_timeout(t);
-            }
-        }
-    };
-    // Join: B and C through A, then let the announcements settle.
-    nodes[1].join(now(), &[addr(0)]).expect("join");
-    nodes[2].join(now(), &[addr(0)]).expect("join");
-    for _ in 0..200 {
-        round(&mut nodes, &mut got);
-    }
-    assert!(nodes.iter().all(|x| x.is_ready()), "in-memory ring did not form");
-    assert_eq!(nodes[0].next_hop(bid), Some(bid));
-    got = 0;
     let start = Instant::now();
-    while got < n {
-        if sent < n {
-            let t = now();
-            for _ in 0..BATCH {
-                nodes[0].send(t, bid, RELAY, payload.clone()).expect("send");
-            }
-            sent += BATCH as u64;
-        }
-        round(&mut nodes, &mut got);
-    }
-    got as f64 / start.elapsed().as_secs_f64()
+    chain.run(n, &payload, &now);
+    n as f64 / start.elapsed().as_secs_f64()
 }
 
 /// Every node of 20 routes towards random keys: total msgs/s delivered, mean hops, and the CPU

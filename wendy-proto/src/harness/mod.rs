@@ -40,6 +40,7 @@ use crate::time::Instant;
 use crate::wire::{self, Message};
 use crate::Node;
 
+pub mod chain;
 pub mod script;
 pub mod secure_peer;
 
