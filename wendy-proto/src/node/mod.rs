@@ -143,6 +143,8 @@ pub struct Node {
     /// Set when our join failed (`JoinFailed`): the joiners we answered as their root since,
     /// the only nodes whose announcement makes this ring of one a ring of two.
     gave_up_join: Option<Vec<NodeId>>,
+    /// Hearsay that entered our tables in this input ([`Node::vet_learned`]); `true`: the leaf set.
+    learned: Vec<(NodeId, bool)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -215,6 +217,7 @@ impl Node {
             unwelcomed: Vec::new(),
             reannounces: 0,
             gave_up_join: None,
+            learned: Vec::new(),
             cfg: config,
         };
         node.table_probe = node.tuned_probe_period();
@@ -664,6 +667,9 @@ impl Node {
             self.release_parked();
         }
         self.flush_acks();
+        if !self.learned.is_empty() {
+            self.vet_learned();
+        }
         if std::mem::take(&mut self.leaf_dirty) {
             let now = self.leaf.members();
             let added: Vec<NodeId> = now.iter().copied().filter(|x| !self.published_leaves.contains(x)).collect();
