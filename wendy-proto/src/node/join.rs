@@ -51,9 +51,10 @@ pub(super) struct Near {
     best: Option<(u64, NodeId)>,
     /// This round's candidates: when each was asked, and whether it answered.
     probing: Vec<(NodeId, Instant, bool)>,
-    /// The nearest candidate of this round that answered, its proximity and its first row
-    /// (at most [`NEAR_KEEP`] entries).
-    next: Option<(u64, NodeId, Vec<NodeInfo>)>,
+    /// The nearest candidate of this round timed so far, with its proximity.
+    next: Option<(u64, NodeId)>,
+    /// The round's nearest candidate, asked for its first row (the next round's candidates).
+    asking: Option<NodeId>,
     /// Every node measured or asked (at most [`NEAR_ROUNDS`] x [`NEAR_PROBES`] + 1).
     seen: BTreeSet<NodeId>,
     /// When the walk stops, wherever it is.
@@ -139,8 +140,10 @@ impl Node {
     /// Only a node that is still a ring of one may join. It first looks for the node nearest
     /// to it by round trip, starting from the first address, and sends its join request
     /// through that node, so that the tables it is handed start near it (nearest-node
-    /// discovery: at most 6 rounds of at most 16 measurements, within `join_timeout`; the
-    /// first attempt's deadline runs from its end). Then it tries the addresses in turn, `join_attempts` rounds over the list, one attempt every
+    /// discovery: at most 6 rounds, each timing at most 16 candidates by a connection's
+    /// set-up alone and asking the nearest for its first row, within `join_timeout`; the
+    /// first attempt's deadline runs from its end). Then it tries the addresses in turn,
+    /// `join_attempts` rounds over the list, one attempt every
     /// `join_timeout` (sooner when a bootstrap cannot be reached or refuses us); from the
     /// second attempt on it also asks the node it has learned that is numerically closest to
     /// its own id, if any.
@@ -170,6 +173,7 @@ impl Node {
             best: None,
             probing: Vec::new(),
             next: None,
+            asking: None,
             seen: BTreeSet::new(),
             give_up: now + self.cfg.join_timeout,
         };
@@ -222,45 +226,17 @@ impl Node {
                 self.near_probe(now, n, leaves);
                 None
             }
-            Message::Row { row: 0, entries } if n.seen.contains(&from) => {
+            Message::Row { row: 0, entries } if n.asking == Some(from) => {
                 let mut n = self.take_near()?;
-                let Some(k) = n.probing.iter().position(|p| p.0 == from && !p.2) else {
-                    // A late answer of an earlier round.
-                    self.put_near(n);
-                    return None;
-                };
-                n.probing[k].2 = true;
-                let Some(p) = self.peers.get_mut(&from) else {
-                    self.put_near(n);
-                    return None;
-                };
-                // The handshake of a connection opened for the request timed one round trip;
-                // the request's own answer took that and the connection's set-up.
-                let rtt = proximity(now - n.probing[k].1, p.region(), &self.cfg.info.region, self.cfg.region_factor);
-                p.proximity = p.proximity.min(rtt);
-                let prox = p.proximity;
-                let info = p.info();
-                if n.next.as_ref().is_none_or(|x| prox < x.0) {
-                    let me = self.id();
-                    let mut keep = entries;
-                    keep.retain(|i| i.id != me && i.is_valid());
-                    keep.truncate(NEAR_KEEP);
-                    n.next = Some((prox, from, keep));
+                n.asking = None;
+                let me = self.id();
+                let mut next: Vec<NodeInfo> = entries;
+                next.retain(|i| i.id != me && i.is_valid());
+                next.truncate(NEAR_KEEP);
+                if let Some(info) = self.peer_info(from) {
+                    self.learn(now, info, true);
                 }
-                let done = n.probing.iter().all(|p| p.2);
-                // A candidate still silent after three round trips of the nearest so far
-                // (a fresh connection's set-up, handshake and request) cannot be nearer.
-                let nearest = n.best.map_or(UNKNOWN_PROXIMITY, |b| b.0).min(prox);
-                let wait = Duration::from_micros(nearest.saturating_mul(3)).min(self.cfg.probe_timeout);
-                let cutoff = (n.probing[0].1 + wait).min(n.give_up);
-                self.put_near(n);
-                self.learn(now, info, true);
-                self.table.update_proximity(from, prox);
-                if done || now >= cutoff {
-                    self.near_round_end(now);
-                } else if self.timers.get(NodeTimer::Join).is_none_or(|t| cutoff < t) {
-                    self.timers.set(NodeTimer::Join, cutoff);
-                }
+                self.near_probe(now, n, next);
                 None
             }
             other => Some(other),
@@ -290,9 +266,15 @@ impl Node {
         for info in fresh {
             let id = info.id;
             n.seen.insert(id);
+            let addr = info.addr_from(&self.cfg.info.region);
             self.peers.entry(id).or_insert_with(|| Box::new(Peer::new(info, now)));
-            if self.send_msg(now, id, Message::RowRequest { row: 0 }).is_ok() {
-                self.stats.join_messages += 1;
+            // Timed by a connection's set-up alone, closed once established: a candidate
+            // costs no frame (asking each for its row cost seven: set-up, request, answer,
+            // close). Only the round's nearest is asked for its row.
+            if let Some(conn) = self.dial(now, addr, Some(id)) {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.set_timing();
+                }
                 n.probing.push((id, now, false));
             }
         }
@@ -306,17 +288,62 @@ impl Node {
         }
     }
 
+    /// A candidate of the walk was timed by its connection's set-up (`rtt`): true if it was
+    /// one of this round's. It is learned (as hearsay, with its round trip, so that the
+    /// joiner's tables start from measured nodes), and the round ends once every candidate
+    /// is timed or three round trips of the nearest so far have passed.
+    pub(super) fn near_timed(&mut self, now: Instant, id: NodeId, rtt: Duration) -> bool {
+        let Some(mut n) = self.take_near() else { return false };
+        let Some(k) = n.probing.iter().position(|p| p.0 == id && !p.2) else {
+            self.put_near(n);
+            return false;
+        };
+        n.probing[k].2 = true;
+        let Some(p) = self.peers.get_mut(&id) else {
+            self.put_near(n);
+            return true;
+        };
+        let prox = proximity(rtt, p.region(), &self.cfg.info.region, self.cfg.region_factor);
+        p.proximity = p.proximity.min(prox);
+        let prox = p.proximity;
+        let info = p.info();
+        if n.next.is_none_or(|x| (prox, id) < x) {
+            n.next = Some((prox, id));
+        }
+        let done = n.probing.iter().all(|p| p.2);
+        let nearest = n.best.map_or(UNKNOWN_PROXIMITY, |b| b.0).min(prox);
+        let wait = Duration::from_micros(nearest.saturating_mul(3)).min(self.cfg.probe_timeout);
+        let cutoff = (n.probing[0].1 + wait).min(n.give_up);
+        self.put_near(n);
+        self.learn(now, info, false);
+        self.table.update_proximity(id, prox);
+        if done || now >= cutoff {
+            self.near_round_end(now);
+        } else if self.timers.get(NodeTimer::Join).is_none_or(|t| cutoff < t) {
+            self.timers.set(NodeTimer::Join, cutoff);
+        }
+        true
+    }
+
     /// The end of a round: go on from its nearest candidate if it is nearer than the nearest
     /// so far, else stop.
     fn near_round_end(&mut self, now: Instant) {
         let Some(mut n) = self.take_near() else { return };
         n.round = n.round.saturating_add(1);
-        let next = n.next.take().filter(|x| n.best.is_none_or(|b| (x.0, x.1) < b));
+        let next = n.next.take().filter(|x| n.best.is_none_or(|b| *x < b));
         match next {
-            Some((prox, id, row)) => {
+            Some((prox, id)) => {
                 n.best = Some((prox, id));
-                if n.round < NEAR_ROUNDS && now < n.give_up {
-                    self.near_probe(now, n, row);
+                if n.round < NEAR_ROUNDS
+                    && now < n.give_up
+                    && self.send_msg(now, id, Message::RowRequest { row: 0 }).is_ok()
+                {
+                    self.stats.join_messages += 1;
+                    n.asking = Some(id);
+                    n.probing.clear();
+                    let at = (now + self.cfg.probe_timeout).min(n.give_up);
+                    self.put_near(n);
+                    self.timers.set(NodeTimer::Join, at);
                 } else {
                     self.put_near(n);
                     self.near_done(now);
@@ -332,7 +359,7 @@ impl Node {
     /// The deadline of a discovery step passed.
     fn near_timer(&mut self, now: Instant) {
         let State::Joining { near: Some(n), .. } = &self.state else { return };
-        if n.awaiting_bootstrap || now >= n.give_up {
+        if n.awaiting_bootstrap || n.asking.is_some() || now >= n.give_up {
             self.near_done(now);
         } else {
             self.near_round_end(now);

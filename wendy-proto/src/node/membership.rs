@@ -295,6 +295,9 @@ impl Node {
     /// probed before it is trusted, as any hearsay is (routed around until it answers); one
     /// that is not is not measured again for a while.
     pub(super) fn timed(&mut self, now: Instant, id: NodeId, rtt: core::time::Duration) {
+        if self.discovering() && self.near_timed(now, id, rtt) {
+            return;
+        }
         if self.candidates.remove(&id).is_none() {
             return;
         }
