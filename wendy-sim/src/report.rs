@@ -177,6 +177,10 @@ pub struct Report {
     /// Never delivered: not within the lookup timeout and not later before the run ended
     /// (including those the origin refused to send).
     pub lost: u64,
+    /// Of `lost`, those whose origin crashed (under churn or a crash) between issuing them and
+    /// their lookup timeout: the node that issued them went, with whatever of them it still
+    /// held.
+    pub lost_origin_crashed: u64,
     /// Lookups delivered after their lookup timeout had passed (counted in `delivered`, not in
     /// `lost`): in flight for longer than the timeout, e.g. across a crash.
     pub late: u64,
@@ -385,7 +389,7 @@ impl fmt::Display for Report {
         self.fmt_joins(f)?;
         writeln!(
             f,
-            "  lookups      {} issued: {} delivered ({:.3}%), {} correct ({:.3}%), {} incorrect, {} lost, {} late",
+            "  lookups      {} issued: {} delivered ({:.3}%), {} correct ({:.3}%), {} incorrect, {} lost{}, {} late",
             self.issued,
             self.delivered,
             pct(self.delivered, self.issued),
@@ -393,6 +397,10 @@ impl fmt::Display for Report {
             pct(self.correct, self.issued),
             self.incorrect,
             self.lost,
+            match self.lost_origin_crashed {
+                0 => String::new(),
+                n => format!(" ({n} with their origin crashed)"),
+            },
             self.late
         )?;
         writeln!(

@@ -355,6 +355,7 @@ impl Sim {
 
     /// Lookup outcomes, hops and stretch.
     fn fill_lookups(&mut self, r: &mut Report) {
+        r.lost_origin_crashed = self.lost_with_origin();
         let m = &mut self.m;
         let delivered_hops: u64 = m.hops.iter().sum();
         let hops_sum: u64 = m.hops.iter().enumerate().map(|(h, &c)| h as u64 * c).sum();

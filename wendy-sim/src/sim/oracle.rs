@@ -16,6 +16,8 @@ pub(super) struct LookupRec {
     pub(super) issued: u64,
     pub(super) key: NodeId,
     pub(super) origin: u32,
+    /// The origin host's incarnation when it issued the lookup ([`super::hosts::Host::inc`]).
+    pub(super) origin_inc: u32,
     /// Sum of the model latencies of the hops it was forwarded over.
     pub(super) path_us: u64,
     pub(super) done: bool,
@@ -25,6 +27,8 @@ pub(super) struct LookupRec {
 #[derive(Debug)]
 pub(super) struct TimedOut {
     rec: LookupRec,
+    /// Its origin had crashed by the timeout.
+    origin_gone: bool,
     /// Its entry in the crash windows' outcome list, if kept there.
     kept: Option<usize>,
 }
@@ -66,7 +70,8 @@ impl Sim {
         let id = self.oracle.recs_base + self.oracle.recs.len() as u64;
         self.m.issued += 1;
         self.oracle.last_issue = self.now;
-        self.oracle.recs.push_back(LookupRec { issued: self.now, key, origin, path_us: 0, done: false });
+        let origin_inc = self.hosts[origin as usize].inc;
+        self.oracle.recs.push_back(LookupRec { issued: self.now, key, origin, origin_inc, path_us: 0, done: false });
         self.oracle.by_key.insert(key, id);
         self.m.bucket(self.now).lookups.issued += 1;
         let mut payload = vec![0u8; self.cfg.payload_bytes.max(8)];
@@ -181,6 +186,13 @@ impl Sim {
         }
     }
 
+    /// Lookups never delivered whose origin crashed between issuing them and their timeout:
+    /// what the origin still held (a message not yet acknowledged by its first hop) went with
+    /// it.
+    pub(super) fn lost_with_origin(&self) -> u64 {
+        self.oracle.late.values().filter(|t| t.origin_gone).count() as u64
+    }
+
     /// Declares lost every lookup older than the timeout (all pending ones if `all`).
     pub(super) fn sweep(&mut self, all: bool) {
         let timeout = self.cfg.lookup_timeout.as_micros() as u64;
@@ -195,8 +207,9 @@ impl Sim {
             } else {
                 let rec = r.clone();
                 let kept = (self.cfg.crash_fraction > 0.0).then_some(self.m.outcomes.len());
+                let origin_gone = self.hosts[rec.origin as usize].inc != rec.origin_inc;
                 self.resolve(id, Outcome::Lost);
-                self.oracle.late.insert(id, TimedOut { rec, kept });
+                self.oracle.late.insert(id, TimedOut { rec, origin_gone, kept });
             }
         }
     }
