@@ -203,6 +203,17 @@ impl Node {
         Some(id)
     }
 
+    /// Dials `id` at `addr` only to time the connection's set-up: closed once established,
+    /// with nothing sent on it, it costs no frame ([`Node::timed`] gets the round trip).
+    /// False if no connection can be had now.
+    pub(super) fn dial_to_time(&mut self, now: Instant, addr: SocketAddr, id: NodeId) -> bool {
+        let Some(conn) = self.dial(now, addr, Some(id)) else { return false };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.set_timing();
+        }
+        true
+    }
+
     /// Frees a connection slot at once: a connection already closing gracefully, else the least
     /// recently used open one that no leaf-set member depends on. This is the hard limit, so
     /// the close is abrupt (idle connections normally close gracefully long before).

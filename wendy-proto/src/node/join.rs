@@ -271,10 +271,7 @@ impl Node {
             // Timed by a connection's set-up alone, closed once established: a candidate
             // costs no frame (asking each for its row cost seven: set-up, request, answer,
             // close). Only the round's nearest is asked for its row.
-            if let Some(conn) = self.dial(now, addr, Some(id)) {
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.set_timing();
-                }
+            if self.dial_to_time(now, addr, id) {
                 n.probing.push((id, now, false));
             }
         }

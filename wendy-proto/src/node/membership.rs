@@ -283,11 +283,7 @@ impl Node {
             return;
         }
         let addr = p.addr_from(&self.cfg.info.region);
-        if let Some(conn) = self.dial(now, addr, Some(id)) {
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.set_timing();
-            }
-        }
+        self.dial_to_time(now, addr, id);
     }
 
     /// The connection dialled to time candidate `id` was established `rtt` after it was

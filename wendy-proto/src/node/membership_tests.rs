@@ -75,19 +75,9 @@ fn with_a_candidate(a_proximity: u64) -> (Node, NodeId, ConnId) {
     let c = NodeInfo::new(NodeId::from_u128(me + (1 << 120) + 5), addr(3));
     let neighbours =
         [NodeInfo::new(NodeId::from_u128(me + 1), addr(4)), NodeInfo::new(NodeId::from_u128(me - 1), addr(5))];
-    let mut conn = ConnId(0);
-    for who in std::iter::once(&a).chain(&neighbours) {
-        let k = node.handle_accepted(Instant::ZERO, who.global);
-        for msg in [
-            Message::Hello { info: who.clone(), nonce: [3; crate::wire::NONCE_LEN] },
-            Message::Auth { proof: Vec::new() },
-            Message::Announce { seq: 1 },
-        ] {
-            node.handle_data(Instant::ZERO, k, &crate::wire::encode(&msg));
-        }
-        if who.id == a.id {
-            conn = k;
-        }
+    let conn = announced(&mut node, &a);
+    for who in &neighbours {
+        announced(&mut node, who);
     }
     assert!(node.is_ready() && node.table.contains(a.id) && !node.leaf.contains(a.id));
     node.table.update_proximity(a.id, a_proximity);
@@ -95,6 +85,20 @@ fn with_a_candidate(a_proximity: u64) -> (Node, NodeId, ConnId) {
     node.row_asked = Some((a.id, 1));
     node.handle_data(Instant::ZERO, conn, &crate::wire::encode(&Message::Row { row: 1, entries: vec![c.clone()] }));
     (node, c.id, conn)
+}
+
+/// `who` dials our plaintext node, authenticates and announces itself (so it is heard from
+/// and, where it fits, in our tables): the connection.
+fn announced(node: &mut Node, who: &NodeInfo) -> ConnId {
+    let k = node.handle_accepted(Instant::ZERO, who.global);
+    for msg in [
+        Message::Hello { info: who.clone(), nonce: [3; crate::wire::NONCE_LEN] },
+        Message::Auth { proof: Vec::new() },
+        Message::Announce { seq: 1 },
+    ] {
+        node.handle_data(Instant::ZERO, k, &crate::wire::encode(&msg));
+    }
+    k
 }
 
 /// What the node queued: the connections it dialled and closed, and the frames it sent
@@ -123,15 +127,7 @@ fn a_leaf_set_naming_many_nearer_nodes_dials_only_the_ones_that_stay() {
     let members = [me + 100, me + 200, me - 1, me - 2];
     let mut conn = ConnId(0);
     for (i, &m) in members.iter().enumerate() {
-        let who = NodeInfo::new(NodeId::from_u128(m), addr(2 + i as u8));
-        let k = node.handle_accepted(Instant::ZERO, who.global);
-        for msg in [
-            Message::Hello { info: who.clone(), nonce: [3; crate::wire::NONCE_LEN] },
-            Message::Auth { proof: Vec::new() },
-            Message::Announce { seq: 1 },
-        ] {
-            node.handle_data(Instant::ZERO, k, &crate::wire::encode(&msg));
-        }
+        let k = announced(&mut node, &NodeInfo::new(NodeId::from_u128(m), addr(2 + i as u8)));
         if m == me + 100 {
             conn = k;
         }

@@ -667,9 +667,7 @@ impl Node {
             self.release_parked();
         }
         self.flush_acks();
-        if !self.learned.is_empty() {
-            self.vet_learned();
-        }
+        self.vet_learned();
         if std::mem::take(&mut self.leaf_dirty) {
             let now = self.leaf.members();
             let added: Vec<NodeId> = now.iter().copied().filter(|x| !self.published_leaves.contains(x)).collect();
