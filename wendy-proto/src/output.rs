@@ -403,6 +403,9 @@ pub struct Stats {
     pub acks_out: u64,
     /// Routed messages sent again through another hop (their hop failed or stayed silent).
     pub reroutes: u64,
+    /// Of those, copies routed again because the hop that had received them was declared
+    /// failed before it handed them on (custody: see `Message::Ack`).
+    pub custody_reroutes: u64,
     /// Routed messages given up on and reported [`NodeError::Undeliverable`].
     pub undeliverable: u64,
     /// Routed messages not delivered here because a copy of them (same origin and number)

@@ -192,6 +192,9 @@ pub struct Report {
     /// Routed messages (lookups) sent again through another hop after theirs failed or
     /// stayed silent.
     pub reroutes: u64,
+    /// Of those, copies sent again by the hop before a node that was declared failed while
+    /// it held them, acknowledged and not yet handed on (custody).
+    pub custody_reroutes: u64,
     /// Lookups whose `send` returned an error at the origin (counted in `lost` too).
     pub send_errors: u64,
     /// delivered / issued.

@@ -10,11 +10,16 @@
 //! next best hop, every suspect excluded (so that it meets each dead hop once, not back and
 //! forth between two of them), or waits for a suspect that is its root by our leaf set
 //! ([`Node::park`]). When a connection breaks or its peer is declared
-//! failed, everything still in flight on it is routed again at once. A message that has been
+//! failed, everything still in flight on it that the peer had not received is routed again at
+//! once. A message that has been
 //! rerouted `max_reroutes` times, or finds no route, is reported
 //! [`NodeError::Undeliverable`] with its key and purpose at its origin (a [`Message::Bounce`]
 //! carries the report back). A graceful close needs none of this:
 //! the peer has read everything before it answers `Closing`.
+//!
+//! An acknowledgement also counts the messages the peer has handed on, and the queue keeps a
+//! message the peer received until then, so that a peer that crashes holding it does not take
+//! it away ([`super::custody`]).
 
 use std::collections::VecDeque;
 
@@ -23,6 +28,7 @@ use crate::output::{ConnId, NodeError};
 use crate::time::{duration_micros, Instant};
 use crate::wire::{Message, Route};
 
+use super::custody::Token;
 use super::liveness::MIN_STEP;
 use super::timers::TimerKey;
 use super::Node;
@@ -38,9 +44,19 @@ pub(super) struct Flight {
     routes_in: u64,
     /// The count we last acknowledged.
     acked_in: u64,
-    /// Routed messages the peer has acknowledged (the index of `unacked`'s front).
+    /// Of the routed messages received, how many have been handed on, counted from the first
+    /// (the index of `held_in`'s front).
+    pub(super) passed_in: u64,
+    /// The `passed_in` we last reported.
+    reported_passed: u64,
+    /// For each routed message received from `passed_in` on: whether it has been handed on.
+    pub(super) held_in: VecDeque<bool>,
+    /// The index of `unacked`'s front: the peer has handed on every message before it.
+    base: u64,
+    /// Routed messages the peer has acknowledged receiving.
     acked_out: u64,
-    /// Sent and not yet acknowledged, oldest first; `None` once rerouted.
+    /// Sent and not yet handed on by the peer, oldest first (those from `acked_out` on not yet
+    /// received either); `None` once rerouted or given up.
     unacked: VecDeque<Option<InFlight>>,
     /// The retransmission check's entry in the timer table.
     pub(super) timer: Option<Instant>,
@@ -134,12 +150,16 @@ pub(super) struct Parked {
     suspect: NodeId,
     pub(super) route: Route,
     reroutes: u8,
+    /// Our custody of it towards the node that sent it to us, if any.
+    token: Option<Token>,
 }
 
 impl Flight {
     /// Bytes it holds: itself and its queue's allocation.
     pub(super) fn heap_bytes(&self) -> usize {
-        std::mem::size_of::<Flight>() + self.unacked.capacity() * std::mem::size_of::<Option<InFlight>>()
+        std::mem::size_of::<Flight>()
+            + self.unacked.capacity() * std::mem::size_of::<Option<InFlight>>()
+            + self.held_in.capacity()
     }
 
     /// The connection fell idle ([`Conn::release_idle`](super::connections::Conn::release_idle)):
@@ -149,48 +169,73 @@ impl Flight {
         if self.unacked.is_empty() {
             self.unacked = VecDeque::new();
         }
+        if self.held_in.is_empty() {
+            self.held_in = VecDeque::new();
+        }
     }
 }
 
 #[derive(Debug)]
-struct InFlight {
-    route: Route,
-    sent: Instant,
+pub(super) struct InFlight {
+    pub(super) route: Route,
+    /// When it was sent; once the peer received it, when that was acknowledged.
+    pub(super) sent: Instant,
     reroutes: u8,
+    /// Our custody of it towards the node that sent it to us, if any: passed once the peer
+    /// acknowledges receiving it.
+    token: Option<Token>,
+    /// The peer received it and has held it past `custody_hold`: it has been probed.
+    pub(super) checked: bool,
 }
 
 impl Node {
     /// Records a routed message written on `conn`, to be acknowledged.
     pub(super) fn track_route(&mut self, conn: ConnId, route: &Route) {
         let now = self.last_now;
-        let reroutes = self.reroutes_ctx;
+        let reroutes = self.custody.reroutes;
         // In flight on one connection: room for a few queues' worth before the oldest entries
         // stop being tracked (bounded memory towards a peer that reads but never acks).
         let max = self.cfg.max_pending_per_peer.max(1) * IN_FLIGHT_PER_QUEUE;
+        let token = self.custody.ctx.take();
         let Some(c) = self.conns.get_mut(&conn) else { return };
         let f = c.flight.get_or_insert_with(Box::default);
+        let mut dropped = None;
         if f.unacked.len() >= max {
             // The peer acknowledges nothing: stop tracking the oldest, which is then no longer
-            // rerouted if the connection breaks.
-            f.unacked.pop_front();
-            f.acked_out += 1;
+            // rerouted if the connection breaks (and whose custody we give up).
+            dropped = f.unacked.pop_front().flatten().and_then(|e| e.token);
+            f.base += 1;
+            f.acked_out = f.acked_out.max(f.base);
         }
-        f.unacked.push_back(Some(InFlight { route: route.clone(), sent: now, reroutes }));
+        f.unacked.push_back(Some(InFlight { route: route.clone(), sent: now, reroutes, token, checked: false }));
         if f.timer.is_none() {
             let peer = c.peer();
             let at = now + self.ack_timeout(peer);
             self.arm_ack(conn, at);
         }
+        if let Some(t) = dropped {
+            self.pass_custody(t);
+        }
     }
 
-    /// A routed message arrived on `conn`: it is acknowledged at the end of this input.
-    pub(super) fn route_received(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+    /// A routed message arrived on `conn`: it is acknowledged at the end of this input, and
+    /// reported handed on once it is ([`Node::pass_custody`] with the token returned).
+    pub(super) fn route_received(&mut self, conn: ConnId) -> Option<Token> {
+        let max = self.cfg.max_pending_per_peer.max(1) * IN_FLIGHT_PER_QUEUE;
+        let c = self.conns.get_mut(&conn)?;
         let f = c.flight.get_or_insert_with(Box::default);
+        let index = f.routes_in;
         f.routes_in += 1;
+        f.held_in.push_back(false);
+        while f.held_in.len() > max {
+            // Bounded towards a peer that floods us: the oldest is reported handed on.
+            f.held_in.pop_front();
+            f.passed_in += 1;
+        }
         if !self.ack_due.contains(&conn) {
             self.ack_due.push(conn);
         }
+        Some((conn, index))
     }
 
     /// Sends the acknowledgements due (one per connection that received routed messages).
@@ -210,32 +255,50 @@ impl Node {
             return;
         }
         let Some(f) = c.flight.as_mut() else { return };
-        if f.routes_in == f.acked_in {
+        if f.routes_in == f.acked_in && f.passed_in == f.reported_passed {
             return;
         }
         f.acked_in = f.routes_in;
-        let count = f.routes_in;
+        f.reported_passed = f.passed_in;
+        let (count, passed) = (f.routes_in, f.passed_in);
         self.stats.acks_out += 1;
-        self.transmit(conn, &Message::Ack { count });
+        self.transmit(conn, &Message::Ack { count, passed });
     }
 
-    /// The peer on `conn` has received `count` routed messages from us in all.
-    pub(super) fn on_ack(&mut self, now: Instant, conn: ConnId, count: u64) {
+    /// The peer on `conn` has received `count` routed messages from us in all, and handed on
+    /// the first `passed` of them: our custody of those it received passes on, and our copies
+    /// of those it handed on are dropped.
+    pub(super) fn on_ack(&mut self, now: Instant, conn: ConnId, count: u64, passed: u64) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         let peer = c.peer();
         let Some(f) = c.flight.as_mut() else { return };
         let mut sample = None;
+        let mut passed_on = std::mem::take(&mut self.custody.buf);
+        let count = count.min(f.base + f.unacked.len() as u64);
         while f.acked_out < count {
-            let Some(e) = f.unacked.pop_front() else { break };
+            let i = (f.acked_out - f.base) as usize;
             f.acked_out += 1;
-            if let Some(e) = e.filter(|e| e.reroutes == 0) {
+            let Some(Some(e)) = f.unacked.get_mut(i) else { continue };
+            if e.reroutes == 0 {
                 sample = Some(now - e.sent);
             }
+            // The custody clock starts from its receipt.
+            e.sent = now;
+            passed_on.extend(e.token.take());
+        }
+        let passed = passed.min(f.acked_out);
+        while f.base < passed {
+            f.unacked.pop_front();
+            f.base += 1;
         }
         if f.unacked.is_empty() {
             let t = f.timer.take();
             self.timers.disarm(TimerKey::Ack(conn), t);
         }
+        for t in passed_on.drain(..) {
+            self.pass_custody(t);
+        }
+        self.custody.buf = passed_on;
         if let (Some(rtt), Some(p)) = (sample, peer.and_then(|p| self.peers.get_mut(&p))) {
             let s = u32::try_from(duration_micros(rtt)).unwrap_or(u32::MAX);
             if p.srtt == 0 {
@@ -263,22 +326,48 @@ impl Node {
     pub(super) fn ack_timer(&mut self, now: Instant, conn: ConnId) {
         let peer = self.conns.get(&conn).and_then(|c| c.peer());
         let rto = self.ack_timeout(peer);
+        let (hold, give_up) = (self.custody_hold(), self.custody_give_up());
         let Some(f) = self.conns.get_mut(&conn).and_then(|c| c.flight.as_mut()) else { return };
         f.timer = None;
         let mut late = Vec::new();
         let mut oldest = None;
-        for slot in f.unacked.iter_mut() {
+        let (mut custody_due, mut custody_overdue): (Option<Instant>, bool) = (None, false);
+        let received = f.acked_out - f.base;
+        for (i, slot) in f.unacked.iter_mut().enumerate() {
             let Some(e) = slot else { continue };
-            if now - e.sent >= rto * 2 {
+            if (i as u64) < received {
+                // Received, not yet handed on: the peer may be holding it (parked, rerouted) or
+                // may have crashed with it. Probed once after `hold`, given up after `give_up`.
+                let age = now - e.sent;
+                if age >= give_up {
+                    *slot = None;
+                    continue;
+                }
+                if age >= hold && !e.checked {
+                    e.checked = true;
+                    custody_overdue = true;
+                }
+                let due = e.sent + if e.checked { give_up } else { hold };
+                custody_due = Some(custody_due.map_or(due, |d| d.min(due)));
+            } else if now - e.sent >= rto * 2 {
                 late.extend(slot.take());
             } else if oldest.is_none() {
                 oldest = Some(e.sent);
             }
         }
+        while f.base < f.acked_out && matches!(f.unacked.front(), Some(None)) {
+            f.unacked.pop_front();
+            f.base += 1;
+        }
         let overdue = !late.is_empty() || oldest.is_some_and(|t| now - t >= rto);
-        if let Some(t) = oldest {
-            let at = if now - t >= rto { t + rto * 2 } else { t + rto };
+        let next = oldest.map(|t| if now - t >= rto { t + rto * 2 } else { t + rto });
+        if let Some(at) = [next, custody_due].into_iter().flatten().min() {
             self.arm_ack(conn, at);
+        }
+        if custody_overdue && !overdue {
+            if let Some(p) = peer {
+                self.suspect(now, p);
+            }
         }
         if overdue {
             if let Some(p) = peer.filter(|p| self.peers.get(p).is_some_and(|p| p.suspected.is_none())) {
@@ -308,20 +397,29 @@ impl Node {
     ) {
         let Some(f) = flight else { return };
         self.timers.disarm(TimerKey::Ack(conn), f.timer);
-        for e in f.unacked.into_iter().flatten() {
-            self.reroute(now, e, peer);
+        let received = (f.acked_out - f.base) as usize;
+        for (i, e) in f.unacked.into_iter().enumerate() {
+            let Some(e) = e else { continue };
+            match peer {
+                // The peer has it: kept until the peer is declared failed or the custody
+                // times out.
+                Some(p) if i < received => self.orphan(p, e),
+                _ => self.reroute(now, e, peer),
+            }
         }
     }
 
-    fn reroute(&mut self, now: Instant, e: InFlight, failed: Option<NodeId>) {
-        if e.reroutes >= self.cfg.max_reroutes {
-            self.undeliverable(e.route);
-            return;
-        }
-        self.stats.reroutes += 1;
-        self.reroutes_ctx = e.reroutes + 1;
-        self.route_excluding(now, e.route, failed);
-        self.reroutes_ctx = 0;
+    pub(super) fn reroute(&mut self, now: Instant, e: InFlight, failed: Option<NodeId>) {
+        self.with_custody(e.token, |n| {
+            if e.reroutes >= n.cfg.max_reroutes {
+                n.undeliverable(e.route);
+                return;
+            }
+            n.stats.reroutes += 1;
+            n.custody.reroutes = e.reroutes + 1;
+            n.route_excluding(now, e.route, failed);
+            n.custody.reroutes = 0;
+        });
     }
 
     /// Parks `route` until `suspect`, its root by our leaf set, is declared failed or answers
@@ -335,8 +433,9 @@ impl Node {
         }
         self.suspect(now, suspect);
         self.pending_total += 1;
-        let reroutes = self.reroutes_ctx;
-        self.parked.push(Parked { suspect, route, reroutes });
+        let reroutes = self.custody.reroutes;
+        let token = self.custody.ctx.take();
+        self.parked.push(Parked { suspect, route, reroutes, token });
     }
 
     /// Routes again the parked messages whose suspect is no longer one: it answered (routed to
@@ -355,9 +454,11 @@ impl Node {
         self.parked = still;
         for p in settled {
             self.pending_total -= 1;
-            self.reroutes_ctx = p.reroutes;
-            self.route_excluding(now, p.route, None);
-            self.reroutes_ctx = 0;
+            self.with_custody(p.token, |n| {
+                n.custody.reroutes = p.reroutes;
+                n.route_excluding(now, p.route, None);
+                n.custody.reroutes = 0;
+            });
         }
     }
 
@@ -475,7 +576,8 @@ mod tests {
             payload: Bytes::new(),
         };
         for _ in 0..40 {
-            f.unacked.push_back(Some(InFlight { route: route.clone(), sent: Instant::ZERO, reroutes: 0 }));
+            let e = InFlight { route: route.clone(), sent: Instant::ZERO, reroutes: 0, token: None, checked: false };
+            f.unacked.push_back(Some(e));
         }
         let burst = f.heap_bytes();
         f.release_idle();

@@ -378,8 +378,13 @@ impl Node {
         let flight = c.flight.take();
         let peer = c.peer().or(c.expected());
         for m in c.io.take().map(|io| io.pending).unwrap_or_default() {
-            self.requeue(now, m, peer);
+            let token = match &m {
+                Message::Route(r) => self.take_pending_custody(conn, r),
+                _ => None,
+            };
+            self.with_custody(token, |n| n.requeue(now, m, peer));
         }
+        self.drop_pending_custody(conn);
         // What the peer had not acknowledged may be lost with the connection: route it again.
         if self.state != State::Left {
             self.reroute_flight(now, conn, flight, c.peer());

@@ -82,6 +82,7 @@ impl Node {
             + self.tx.heap_bytes()
             + self.parked.capacity() * size_of::<super::acks::Parked>()
             + self.recent.heap_bytes()
+            + self.custody.heap_bytes()
             + btree_bytes::<NodeId, Instant>(self.candidates.len());
         vec![
             ("node", size_of::<Node>()),

@@ -47,6 +47,9 @@ impl Node {
         if self.conns.len() > self.cfg.max_connections {
             return Err("too many connections".into());
         }
+        if self.custody.orphans() > super::custody::MAX_ORPHANS {
+            return Err("too many copies kept for peers".into());
+        }
         if let Some(t) = self.poll_timeout() {
             if t < self.last_now {
                 return Err("poll_timeout is in the past".into());

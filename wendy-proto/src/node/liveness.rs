@@ -82,6 +82,7 @@ impl Node {
             self.watch_neighbours();
         }
         self.housekeeping(now);
+        self.sweep_orphans(now);
     }
 
     /// Self-tuned probing ([`super::tuning`]): accounts the members watched during the last
@@ -430,6 +431,7 @@ impl Node {
         for conn in conns {
             self.close_conn(now, conn);
         }
+        self.reroute_orphans(now, id);
         if let (true, Some(info)) = (was_member, info) {
             self.out.push_back(Output::Event(Event::NodeLeft(info)));
         }

@@ -176,7 +176,14 @@ impl Node {
                 continue;
             }
             if entered_leaf && self.leaf.contains(id) && p.suspected.is_none() {
+                // Announced to, and a suspect until it answers: a dead node that a peer had
+                // not yet removed is declared failed within `probing_time`, not after a
+                // connection timeout first.
                 self.probe(now, id, true);
+                if let Some(p) = self.peers.get_mut(&id) {
+                    (p.suspected, p.probes) = (Some(now), 1);
+                }
+                self.arm_peer(id, now + self.cfg.probe_timeout);
             } else if p.suspected.is_some() {
                 self.probe(now, id, false);
             } else {

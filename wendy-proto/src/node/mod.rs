@@ -8,6 +8,7 @@
 
 mod acks;
 mod connections;
+mod custody;
 mod footprint;
 mod invariants;
 mod join;
@@ -106,12 +107,11 @@ pub struct Node {
     seq: u32,
     /// Connections that received routed messages during this input: acknowledged in `finish`.
     ack_due: Vec<ConnId>,
-    /// How often the routed message being sent has been rerouted (read by `transmit`).
-    reroutes_ctx: u8,
+    /// The routed message being handled (its reroutes and custody), and copies held for peers.
+    custody: custody::Custody,
     /// The gap to the next leaf-set exchange: 1/64 of the interval after joining (at most a
-    /// heartbeat), doubling up to
-    /// `leaf_exchange_interval`, so that neighbours that joined at the same time find each
-    /// other within seconds.
+    /// heartbeat), doubling up to `leaf_exchange_interval`, so that neighbours that joined at
+    /// the same time find each other within seconds.
     exchange_gap: core::time::Duration,
     /// The leaf set as last reported in `Event::LeafSetChanged`.
     published_leaves: Vec<NodeId>,
@@ -204,7 +204,7 @@ impl Node {
             layers: 0,
             published_leaves: Vec::new(),
             ack_due: Vec::new(),
-            reroutes_ctx: 0,
+            custody: custody::Custody::default(),
             tx: transmit::Tx::default(),
             exchange_gap: config.leaf_exchange_interval,
             churn: tuning::ChurnEstimate::default(),
@@ -612,7 +612,7 @@ impl Node {
             }
             Message::Closing => self.on_closing(now, conn, from),
             Message::Reject { reason } => self.on_rejected(now, conn, reason),
-            Message::Ack { count } => self.on_ack(now, conn, count),
+            Message::Ack { count, passed } => self.on_ack(now, conn, count, passed),
             Message::Bounce { origin, key, purpose, seq, hops } => self.on_bounce(now, origin, key, purpose, seq, hops),
             Message::Hello { .. } | Message::HelloAck { .. } | Message::Auth { .. } => {}
         }

@@ -46,13 +46,15 @@ impl Node {
     pub(super) fn on_app_message(&mut self, now: Instant, conn: ConnId, msg: Message) {
         match msg {
             Message::Route(r) => {
-                self.route_received(conn);
+                let token = self.route_received(conn);
                 if !self.accepts_purpose(r.purpose) {
                     self.protocol_error(now, conn, "routed message with a reserved purpose");
                     return;
                 }
                 // A failure was already counted and reported inside route_app.
-                let _ = self.route_app(now, r, false);
+                self.with_custody(token, |n| {
+                    let _ = n.route_app(now, r, false);
+                });
             }
             Message::Direct(d) => {
                 if !self.accepts_purpose(d.purpose) {

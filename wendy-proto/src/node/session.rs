@@ -416,7 +416,11 @@ impl Node {
             peer.set_conn(Some(conn));
         }
         for m in pending {
-            self.transmit(conn, &m);
+            let token = match &m {
+                Message::Route(r) => self.take_pending_custody(conn, r),
+                _ => None,
+            };
+            self.with_custody(token, |n| n.transmit(conn, &m));
         }
     }
 

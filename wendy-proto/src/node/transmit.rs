@@ -108,6 +108,10 @@ impl Node {
         if c.pending_len() >= self.cfg.max_pending_per_peer || self.pending_total >= self.cfg.max_pending_total {
             return false;
         }
+        if let Message::Route(r) = &msg {
+            self.keep_pending_custody(conn, r);
+        }
+        let Some(c) = self.conns.get_mut(&conn) else { return false };
         c.io().pending.push_back(msg);
         self.pending_total += 1;
         true

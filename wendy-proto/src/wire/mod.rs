@@ -156,10 +156,16 @@ pub enum Message {
         id: NodeId,
     },
     /// Per-hop acknowledgement: the sender has received `count` routed messages on this
-    /// connection in all (cumulative, so a lost or merged ack loses nothing).
+    /// connection in all, and has handed on the first `passed` of them (cumulative, so a lost
+    /// or merged ack loses nothing). A message is handed on once it is delivered, dropped, or
+    /// acknowledged as received by the next hop: until then the node that sent it to us keeps
+    /// a copy, so that a hop that crashes holding it does not take it away (custody, see
+    /// `node/acks.rs`).
     Ack {
         /// Routed messages received on this connection so far.
         count: u64,
+        /// Of those, the first `passed` have been handed on (at most `count`).
+        passed: u64,
     },
     /// A routed message given up on where it was: routed back towards its origin, which
     /// reports it to its application as [`crate::NodeError::Undeliverable`].

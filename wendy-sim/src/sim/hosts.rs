@@ -54,7 +54,7 @@ pub(super) struct Host {
     /// Control frames and bytes already counted from the node's stats.
     pub(super) ctl_seen: (u64, u64),
     /// The node's ack and reroute counters as last seen.
-    pub(super) ack_seen: (u64, u64),
+    pub(super) ack_seen: (u64, u64, u64),
     /// Split side (0 or 1).
     pub(super) side: u8,
     /// The node's storage layer, with the key-value workload (in memory: lost in a crash).
@@ -263,7 +263,7 @@ impl Sim {
             joined_pos: NONE,
             join_started: NEVER,
             ctl_seen: (0, 0),
-            ack_seen: (0, 0),
+            ack_seen: (0, 0, 0),
             side: 0,
             store: None,
             kv_seen: (0, 0),
@@ -302,7 +302,7 @@ impl Sim {
         host.kv_seen = (0, 0);
         host.up = true;
         host.ctl_seen = (0, 0);
-        host.ack_seen = (0, 0);
+        host.ack_seen = (0, 0, 0);
         self.count_alive(1);
         let node = self.hosts[h as usize].node.take().expect("just started");
         self.finish(h, node);
@@ -443,9 +443,11 @@ impl Sim {
         let (df, db) = (st.control_frames_out - host.ctl_seen.0, st.control_bytes_out - host.ctl_seen.1);
         host.ctl_seen = (st.control_frames_out, st.control_bytes_out);
         let (da, dr) = (st.acks_out - host.ack_seen.0, st.reroutes - host.ack_seen.1);
-        host.ack_seen = (st.acks_out, st.reroutes);
+        let dc = st.custody_reroutes - host.ack_seen.2;
+        host.ack_seen = (st.acks_out, st.reroutes, st.custody_reroutes);
         self.m.acks += da;
         self.m.reroutes += dr;
+        self.m.custody_reroutes += dc;
         let next = deadline(&node, store.as_deref(), self.now);
         host.node = Some(node);
         if host.up {

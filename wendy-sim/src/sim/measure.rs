@@ -24,6 +24,7 @@ pub(super) struct Metrics {
     pub(super) acks: u64,
     /// Routed messages sent again through another hop.
     pub(super) reroutes: u64,
+    pub(super) custody_reroutes: u64,
     pub(super) send_errors: u64,
     /// Delivered lookups by hop count (64: 64 or more).
     pub(super) hops: Vec<u64>,
@@ -377,6 +378,7 @@ impl Sim {
         r.duplicates = m.duplicates;
         r.acks = m.acks;
         r.reroutes = m.reroutes;
+        r.custody_reroutes = m.custody_reroutes;
         r.send_errors = m.send_errors;
         r.delivery_ratio = ratio(m.delivered, m.issued);
         r.correct_ratio = ratio(m.correct, m.issued);
