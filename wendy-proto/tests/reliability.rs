@@ -3,7 +3,9 @@
 //! ack produces) for 30 s and up to 4,096 messages; a silent neighbour is probed
 //! `neighbour_probe_attempts` times before it is declared gone; a node not run for longer than its peers
 //! wait before declaring it failed (its process stopped, its machine suspended) closes its
-//! connections unread rather than deliver a message a second time.
+//! connections unread rather than deliver a message a second time; a message a peer received
+//! and had not handed on when it left is routed again by its sender, and copies are dropped
+//! once handed on or after `custody_give_up` (custody).
 
 use std::time::Duration;
 
@@ -371,4 +373,44 @@ fn a_leaf_set_member_pushed_out_and_back_costs_no_new_connection() {
     assert!(node.leaf_set().contains(x.id));
     assert!(script::connects(&out).is_empty(), "a new connection: {out:?}");
     assert!(script::messages(&out, cx).is_empty(), "X was announced to again: {out:?}");
+}
+
+/// Custody, through the public API: a message our peer acknowledged receiving but has not
+/// handed on is still ours. If the peer leaves (or is declared failed) before it hands the
+/// message on, we route our copy again (here, in a ring of two, we are then its root); if it
+/// reports the message handed on, or keeps it past `custody_give_up` (probed meanwhile, and
+/// answering), our copy is gone: nothing is delivered twice and the copies do not pile up.
+#[test]
+fn a_peer_that_leaves_holding_our_messages_does_not_take_them_away() {
+    let peer = NodeId::from_u128(ME + 1);
+    let payload = Bytes::from_static(b"custody");
+    // Sends three messages to the peer, which acknowledges receiving them and reports
+    // `passed` of them handed on; the peer then answers every probe until `wait` has passed,
+    // and leaves. Returns what was delivered here.
+    let run = |passed: u64, wait: Duration| {
+        let (mut node, conn) = node_with_a_peer();
+        for _ in 0..3 {
+            node.send(NOW, peer, 16, payload.clone()).expect("accepted");
+        }
+        let out = drain(&mut node);
+        let routed = script::messages(&out, conn).iter().filter(|m| matches!(m, Message::Route(_))).count();
+        assert_eq!(routed, 3, "sent to the peer, their root");
+        script::send(&mut node, NOW, conn, &Message::Ack { count: 3, passed });
+        let end = NOW + wait;
+        while let Some(t) = node.poll_timeout().filter(|&t| t <= end) {
+            node.handle_timeout(t);
+            for m in script::messages(&drain(&mut node), conn) {
+                if let Message::Ping { seq } = m {
+                    script::send(&mut node, t, conn, &Message::Pong { seq, ready: true });
+                }
+            }
+        }
+        let out = script::send(&mut node, end, conn, &Message::Leaving);
+        out.iter().filter(|o| matches!(o, Output::Deliver(d) if d.payload == payload)).count()
+    };
+    assert_eq!(run(0, Duration::from_secs(2)), 3, "held by the peer when it left: routed again, here");
+    assert_eq!(run(3, Duration::from_secs(2)), 0, "handed on: nothing kept, nothing twice");
+    // Past `neighbour_probing_time + 3 ack_timeout_max` the peer is probed; it answers, and
+    // `neighbour_probing_time + ack_timeout_max` later the copies are dropped.
+    assert_eq!(run(0, Duration::from_secs(25)), 0, "kept past custody_give_up: dropped");
 }
