@@ -331,7 +331,7 @@ impl Node {
         f.timer = None;
         let mut late = Vec::new();
         let mut oldest = None;
-        let (mut custody_due, mut custody_overdue): (Option<Instant>, bool) = (None, false);
+        let (mut custody_due, mut custody_overdue): (Option<Instant>, Option<Instant>) = (None, None);
         let received = f.acked_out - f.base;
         for (i, slot) in f.unacked.iter_mut().enumerate() {
             let Some(e) = slot else { continue };
@@ -345,7 +345,7 @@ impl Node {
                 }
                 if age >= hold && !e.checked {
                     e.checked = true;
-                    custody_overdue = true;
+                    custody_overdue = Some(custody_overdue.map_or(e.sent, |t| t.min(e.sent)));
                 }
                 let due = e.sent + if e.checked { give_up } else { hold };
                 custody_due = Some(custody_due.map_or(due, |d| d.min(due)));
@@ -364,10 +364,8 @@ impl Node {
         if let Some(at) = [next, custody_due].into_iter().flatten().min() {
             self.arm_ack(conn, at);
         }
-        if custody_overdue && !overdue {
-            if let Some(p) = peer {
-                self.suspect(now, p);
-            }
+        if let (Some(since), Some(p), false) = (custody_overdue, peer, overdue) {
+            self.check_custodian(now, p, since);
         }
         if overdue {
             if let Some(p) = peer.filter(|p| self.peers.get(p).is_some_and(|p| p.suspected.is_none())) {

@@ -168,10 +168,19 @@ impl Node {
         for (peer, e) in self.custody.orphans.iter_mut() {
             if now - e.sent >= hold && !e.checked {
                 e.checked = true;
-                due.push(*peer);
+                due.push((*peer, e.sent));
             }
         }
-        for peer in due {
+        for (peer, since) in due {
+            self.check_custodian(now, peer, since);
+        }
+    }
+
+    /// `peer` has held a copy it received at `since` past `custody_hold`: probed, unless we
+    /// heard from it since (it was alive after it took the message, so it has it in hand or
+    /// handed it on and its report was lost; a probe would only risk a false declaration).
+    pub(super) fn check_custodian(&mut self, now: Instant, peer: NodeId, since: Instant) {
+        if self.peers.get(&peer).is_some_and(|p| p.last_heard.is_none_or(|t| t <= since)) {
             self.suspect(now, peer);
         }
     }
