@@ -378,10 +378,7 @@ impl Node {
         let flight = c.flight.take();
         let peer = c.peer().or(c.expected());
         for m in c.io.take().map(|io| io.pending).unwrap_or_default() {
-            let token = match &m {
-                Message::Route(r) => self.take_pending_custody(conn, r),
-                _ => None,
-            };
+            let token = self.take_pending_custody(conn, &m);
             self.with_custody(token, |n| n.requeue(now, m, peer));
         }
         self.drop_pending_custody(conn);

@@ -14,10 +14,12 @@
 //! dropped, or acknowledged as received by the next hop. The sender keeps its copy of a
 //! message until the peer reports it handed on. When the peer is declared failed, the copies
 //! it had received but not handed on are routed again around it (a copy it had handed on after
-//! all is a duplicate, which its root drops: [`super::acks::Recent`]). A copy the peer holds
-//! longer than [`Node::custody_hold`] makes the peer a suspect (it is probed, and declared
-//! failed if it does not answer); one held longer than [`Node::custody_give_up`] is dropped:
-//! by then the peer answered its probe and is still working on it.
+//! all is a duplicate, which its root drops ([`super::acks::Recent`]), or delivered again if
+//! its root changed meanwhile). A copy the peer holds longer than [`Node::custody_hold`] makes
+//! the peer a suspect (it is probed, and declared failed if it does not answer), unless we
+//! heard from it since it took the copy; one held longer than [`Node::custody_give_up`] is
+//! dropped: by then the peer was alive after it took the message, and still has it or
+//! handed it on.
 //!
 //! Within a node, the custody of the message being handled travels in `Custody::ctx`, set
 //! where a routed message is received, rerouted or released from parking: whatever holds the
@@ -30,7 +32,7 @@ use std::collections::VecDeque;
 use crate::id::NodeId;
 use crate::output::ConnId;
 use crate::time::Instant;
-use crate::wire::Route;
+use crate::wire::{Message, Route};
 
 use super::acks::InFlight;
 use super::Node;
@@ -121,8 +123,10 @@ impl Node {
         }
     }
 
-    /// The custody of a routed message that was queued on `conn` and leaves the queue now.
-    pub(super) fn take_pending_custody(&mut self, conn: ConnId, route: &Route) -> Option<Token> {
+    /// The custody of a message that was queued on `conn` and leaves the queue now (only a
+    /// routed message has one).
+    pub(super) fn take_pending_custody(&mut self, conn: ConnId, msg: &Message) -> Option<Token> {
+        let Message::Route(route) = msg else { return None };
         let i = self.custody.pending.iter().position(|e| e.0 == conn && e.1 == route.origin && e.2 == route.seq)?;
         Some(self.custody.pending.swap_remove(i).3)
     }

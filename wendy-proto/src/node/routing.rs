@@ -156,9 +156,7 @@ impl Node {
         // The rare case: anyone sharing as long a prefix and numerically closer.
         let mut best = me;
         let ok = trusted;
-        let candidates = self.leaf.cw().iter().chain(self.leaf.ccw()).copied();
-        let candidates = candidates.chain(self.table.iter().map(|c| c.id)).chain(self.hood.iter().map(|e| e.1));
-        for x in candidates {
+        for x in self.known_members() {
             if ok(x) && x.common_prefix_len(key) >= row && key.is_closer(x, best) {
                 best = x;
             }
@@ -168,6 +166,12 @@ impl Node {
         } else {
             Hop::Next(best)
         }
+    }
+
+    /// Every member of our tables (leaf set, routing table, neighbourhood), with repeats.
+    fn known_members(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let leaf = self.leaf.cw().iter().chain(self.leaf.ccw()).copied();
+        leaf.chain(self.table.iter().map(|c| c.id)).chain(self.hood.iter().map(|e| e.1))
     }
 
     /// The next hop of a routed message that has taken `hops` hops: by the tables, or past
@@ -184,10 +188,8 @@ impl Node {
         if hops < LOOP_HOPS || !self.is_ready() {
             return self.decide(key, None);
         }
-        let leaf = self.leaf.cw().iter().chain(self.leaf.ccw()).copied();
-        let known = leaf.chain(self.table.iter().map(|c| c.id)).chain(self.hood.iter().map(|e| e.1));
-        let best =
-            known.filter(|&x| !self.is_suspect(x)).fold(self.id(), |b, x| if key.is_closer(x, b) { x } else { b });
+        let known = self.known_members().filter(|&x| !self.is_suspect(x));
+        let best = known.fold(self.id(), |b, x| if key.is_closer(x, b) { x } else { b });
         if best == self.id() {
             self.decide(key, None)
         } else {
@@ -360,14 +362,20 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], p))
     }
 
+    /// A node with configuration `c`, a member of a ring (a ring of one learns nobody but
+    /// through the join protocol).
+    fn member(c: Config, now: Instant) -> Node {
+        let mut n = Node::new(c, now).unwrap();
+        n.state = super::State::Ready;
+        n
+    }
+
     #[test]
     fn a_message_dropped_for_want_of_a_connection_is_counted_once() {
         let now = Instant::from_secs(1);
         let mut c = Config::with_trusted_id(NodeId::from_u128(1 << 124), addr(1));
         c.max_connections = 1;
-        let mut n = Node::new(c, now).unwrap();
-        // A member of a ring (a ring of one learns nobody but through the join protocol).
-        n.state = super::State::Ready;
+        let mut n = member(c, now);
         let (p1, p2) =
             (NodeInfo::new(NodeId::from_u128(2 << 124), addr(2)), NodeInfo::new(NodeId::from_u128(9 << 124), addr(3)));
         n.learn(now, p1.clone(), true);
@@ -407,8 +415,7 @@ mod tests {
         let now = Instant::from_secs(1);
         let mut c = Config::with_trusted_id(NodeId::from_u128(0x80 << 120), addr(1));
         c.leaf_set_size = 2;
-        let mut n = Node::new(c, now).unwrap();
-        n.state = super::State::Ready;
+        let mut n = member(c, now);
         // Learned first, `far` holds the routing-table cell of digit 7; `near` is our only
         // leaf-set member below, and the key lies beyond it.
         let (far, near, above) =

@@ -416,10 +416,7 @@ impl Node {
             peer.set_conn(Some(conn));
         }
         for m in pending {
-            let token = match &m {
-                Message::Route(r) => self.take_pending_custody(conn, r),
-                _ => None,
-            };
+            let token = self.take_pending_custody(conn, &m);
             self.with_custody(token, |n| n.transmit(conn, &m));
         }
     }
