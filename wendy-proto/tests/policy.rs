@@ -421,3 +421,30 @@ fn a_crashed_leaf_member_leaves_every_leaf_set_within_leaf_detection_time() {
     h.run_for(h.node(0).config().leaf_detection_time() + Duration::from_millis(100));
     assert_eq!(holders(&h), 0, "still in some leaf set after leaf_detection_time()");
 }
+
+/// A neighbour that stops answering us but is alive is not declared failed for it: before
+/// the last probes, its other neighbours are asked to tell it, and it contacts us over a
+/// connection of its own. Here every dial from `y` to its neighbour `x` goes unanswered (a
+/// firewall; in the simulator, a run of lost frames) while `x` can still dial `y`. A
+/// message from `y` to `x`'s own id goes unacknowledged, so `y` suspects `x` and parks the
+/// message while it probes. Without the helpers, `y` declared `x` failed after
+/// `neighbour_probing_time()` and delivered `x`'s key itself.
+#[test]
+fn a_live_neighbour_we_cannot_reach_is_not_declared_failed() {
+    let mut h = routed_ring(40, 21);
+    let index = |h: &Harness, id: NodeId| (0..h.len()).find(|&i| h.node(i).id() == id).unwrap();
+    let y = 3;
+    let x_id = h.node(y).leaf_set().cw()[0];
+    let x = index(&h, x_id);
+    h.block_dials(y, x);
+    h.send(y, x_id, 16, b"to a neighbour we cannot dial");
+    let c = h.node(y).config().clone();
+    h.run_for(c.ack_timeout_max * 2 + c.neighbour_probing_time() + Duration::from_secs(5));
+    assert!(h.node(y).leaf_set().contains(x_id), "a live neighbour was declared failed");
+    let got: Vec<usize> = h.deliveries().iter().map(|o| o.node).collect();
+    assert_eq!(got, vec![x], "delivered once, at its root");
+    // The suspicion ended by the suspect's own word, not by a timeout.
+    let frames = h.node(y).stats().control_frames_by_kind
+        [wendy_proto::wire::FRAME_KINDS.iter().position(|&k| k == "unreachable").unwrap()];
+    assert!(frames >= 1, "the helpers were asked");
+}

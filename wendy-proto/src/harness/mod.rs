@@ -72,6 +72,8 @@ pub struct Harness {
     nodes: Vec<Node>,
     alive: Vec<bool>,
     group: Vec<u8>,
+    /// (dialler, acceptor) pairs whose dials go unanswered ([`Harness::block_dials`]).
+    blocked: BTreeSet<(usize, usize)>,
     addrs: BTreeMap<SocketAddr, usize>,
     links: BTreeMap<(usize, ConnId), (usize, ConnId)>,
     queue: BTreeMap<(Instant, u64), Ev>,
@@ -109,6 +111,7 @@ impl Harness {
             nodes: Vec::new(),
             alive: Vec::new(),
             group: Vec::new(),
+            blocked: BTreeSet::new(),
             addrs: BTreeMap::new(),
             links: BTreeMap::new(),
             queue: BTreeMap::new(),
@@ -305,12 +308,22 @@ impl Harness {
         self.links.retain(|&(a, _), &mut (b, _)| group[a] == group[b]);
     }
 
-    /// Heals a partition: every node can reach every other again (severed connections stay
+    /// `from` can no longer reach `to`, while `to` still reaches `from` (a node behind a
+    /// firewall or a NAT that takes no incoming connections from `from`): the connections
+    /// between them go silent (frames vanish, nobody is told), and from now on dials from
+    /// `from` to `to` are never answered. Connections that `to` dials work both ways.
+    pub fn block_dials(&mut self, from: usize, to: usize) {
+        self.blocked.insert((from, to));
+        self.links.retain(|&(a, _), &mut (b, _)| !((a, b) == (from, to) || (a, b) == (to, from)));
+    }
+
+    /// Heals a partition (and [`Harness::block_dials`]): every node can reach every other again (severed connections stay
     /// dead; the nodes must notice and dial anew).
     pub fn repair(&mut self) {
         for g in &mut self.group {
             *g = 0;
         }
+        self.blocked.clear();
     }
 
     /// Node `i` stops at once: no goodbye, frames to it vanish, connecting to it fails.
@@ -452,7 +465,7 @@ impl Harness {
         let now = self.now;
         match ev {
             Ev::Accept { from, conn, to } => {
-                if self.group[from] != self.group[to] {
+                if self.group[from] != self.group[to] || self.blocked.contains(&(from, to)) {
                     // Across a partition the dial is never answered; the dialler times out.
                     return;
                 }

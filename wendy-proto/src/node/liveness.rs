@@ -11,6 +11,10 @@ use super::membership::Peer;
 use super::timers::{NodeTimer, TimerKey};
 use super::{Node, State};
 
+/// A neighbour that has not answered this many probes in a row (and every this many after)
+/// is reported to its other neighbours before it is declared failed ([`Node::ask_helpers`]).
+const HELPER_ROUND: u32 = 3;
+
 impl Node {
     /// A heartbeat, its answer, or a goodbye.
     pub(super) fn on_liveness_message(&mut self, now: Instant, from: NodeId, msg: Message) {
@@ -41,7 +45,48 @@ impl Node {
                 }
                 self.suspect(now, id)
             }
+            Message::Unreachable { id, by } => self.on_unreachable(now, from, id, by),
             _ => {}
+        }
+    }
+
+    /// [`Message::Unreachable`]: passed on to the suspect by a helper, answered by the
+    /// suspect with a ping to the node that cannot reach it. Each frame received sends at
+    /// most one, and only to members of our tables, so it cannot be used to make us dial
+    /// strangers; a helper passes on only what the suspecting node says of itself.
+    fn on_unreachable(&mut self, now: Instant, from: NodeId, id: NodeId, by: NodeId) {
+        if !self.is_ready() || !self.in_tables(by) {
+            return;
+        }
+        if id == self.id() {
+            // Someone could not reach us: show we are alive, over a fresh connection of our
+            // own (unless a ping of ours is already on its way to it). Whatever connection we
+            // have with it carried nothing to it lately, or it would not be asking.
+            let pinging =
+                self.peers.get(&by).and_then(|p| p.ping()).is_some_and(|(_, at)| now - at < self.cfg.probe_timeout);
+            if !pinging {
+                self.close_conns_of(now, by);
+                self.probe(now, by, false);
+            }
+        } else if by == from && self.in_tables(id) && !self.failed.contains_key(&id) {
+            let _ = self.send_msg(now, id, Message::Unreachable { id, by });
+        }
+    }
+
+    /// A neighbour `id` has not answered several probes: before we declare it failed, ask
+    /// the members of our leaf set nearest to it (its own neighbours, which hear from it
+    /// over connections of their own) to tell it, so that a live node whose frames to or
+    /// from us were lost contacts us (see [`Message::Unreachable`]).
+    fn ask_helpers(&mut self, now: Instant, id: NodeId) {
+        const HELPERS: usize = 2;
+        let (near, far) = match self.leaf.side_of(id) {
+            Side::Cw => (self.leaf.cw(), self.leaf.ccw()),
+            Side::Ccw => (self.leaf.ccw(), self.leaf.cw()),
+        };
+        let beyond = near.iter().skip_while(|&&x| x != id).skip(1);
+        let helpers: Vec<NodeId> = beyond.chain(far.iter()).copied().filter(|&x| x != id).take(HELPERS).collect();
+        for h in helpers {
+            let _ = self.send_msg(now, h, Message::Unreachable { id, by: self.id() });
         }
     }
 
@@ -245,6 +290,9 @@ impl Node {
                     // is not declared dead for a connection's fault.
                     self.close_conns_of(now, id);
                     self.probe(now, id, false);
+                    if self.is_neighbour(id) && (sent + 1) % HELPER_ROUND == 0 {
+                        self.ask_helpers(now, id);
+                    }
                     self.arm_peer(id, t + gap * (sent + 1));
                 }
             }

@@ -607,9 +607,11 @@ impl Node {
             | Message::RowRequest { .. }
             | Message::Row { .. }
             | Message::Locate { .. } => self.on_table_message(now, from, msg),
-            Message::Ping { .. } | Message::Pong { .. } | Message::Leaving | Message::Failed { .. } => {
-                self.on_liveness_message(now, from, msg)
-            }
+            Message::Ping { .. }
+            | Message::Pong { .. }
+            | Message::Leaving
+            | Message::Failed { .. }
+            | Message::Unreachable { .. } => self.on_liveness_message(now, from, msg),
             Message::Closing => self.on_closing(now, conn, from),
             Message::Reject { reason } => self.on_rejected(now, conn, reason),
             Message::Ack { count, passed } => self.on_ack(now, conn, count, passed),

@@ -6,7 +6,7 @@ use super::Message;
 /// The kinds of frame a node counts in [`Stats::control_frames_by_kind`](crate::Stats), by
 /// index ([`Message::kind_index`]); the last, `noise_handshake`, is a message of the Noise
 /// handshake of an encrypted connection, which is not a [`Message`].
-pub const FRAME_KINDS: [&str; 23] = [
+pub const FRAME_KINDS: [&str; 24] = [
     "hello",
     "hello_ack",
     "auth",
@@ -29,11 +29,12 @@ pub const FRAME_KINDS: [&str; 23] = [
     "failed",
     "ack",
     "bounce",
+    "unreachable",
     "noise_handshake",
 ];
 
 /// The index in [`FRAME_KINDS`] of a Noise handshake message.
-pub const NOISE_HANDSHAKE_KIND: usize = 22;
+pub const NOISE_HANDSHAKE_KIND: usize = 23;
 
 impl Message {
     /// This message's index in [`FRAME_KINDS`].
@@ -61,6 +62,7 @@ impl Message {
             Message::Failed { .. } => 19,
             Message::Ack { .. } => 20,
             Message::Bounce { .. } => 21,
+            Message::Unreachable { .. } => 22,
         }
     }
 }

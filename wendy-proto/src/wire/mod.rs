@@ -181,6 +181,17 @@ pub enum Message {
         /// Hops the bounce has taken.
         hops: u8,
     },
+    /// `by` gets no answer from `id` and is about to declare it failed. Sent by `by` to a
+    /// few members of its leaf set near `id`, which pass it on to `id`; `id`, if alive,
+    /// contacts `by` itself (a ping over a connection of its own), which ends the suspicion.
+    /// So a node is not declared failed because the one path between two nodes lost its
+    /// frames, while a crashed node costs one extra frame per helper.
+    Unreachable {
+        /// The suspected node.
+        id: NodeId,
+        /// The node that cannot reach it (the sender, on the first leg).
+        by: NodeId,
+    },
 }
 
 /// An application message on its way towards `key`.
