@@ -554,6 +554,9 @@ impl Node {
         // heartbeat, then at doubling gaps): they find neighbours that joined at the same time.
         self.exchange_gap = (self.cfg.leaf_exchange_interval / 64).min(self.cfg.heartbeat_interval);
         self.timers.set(NodeTimer::LeafExchange, now + self.exchange_gap);
+        // The first of those asks near nodes for rows as if the last had won a cell: a
+        // joiner's table is worth improving until asks show it is not.
+        self.row_ask_won = true;
         self.out.push_back(Output::Event(Event::Joined));
         let held: Vec<Held> = self.held.drain(..).collect();
         self.pending_total -= held.len();

@@ -66,10 +66,8 @@ impl Node {
             // A row we asked of a node near us in the network (`ask_near_row`): its entries
             // are worth measuring against the ones we hold. (A row repair fills the empty cell.)
             Message::Row { row, entries } => {
-                let near = self.row_asked == Some((from, row));
-                if near {
-                    self.row_asked = None;
-                }
+                let asked = self.row_asked.iter().position(|&a| a == (from, row));
+                let near = asked.map(|i| self.row_asked.swap_remove(i)).is_some();
                 for i in entries {
                     self.learn_as(now, i, false, near);
                 }

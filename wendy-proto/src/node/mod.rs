@@ -131,8 +131,9 @@ pub struct Node {
     row_ask_at: Instant,
     row_ask_gap: core::time::Duration,
     row_ask_won: bool,
-    /// The node and row last asked by `ask_near_row`: its answer's entries are measured.
-    row_asked: Option<(NodeId, u8)>,
+    /// The nodes and rows asked by `ask_near_row` and not answered yet (at most
+    /// `liveness::EARLY_ROW_ASKS`): their answers' entries are measured.
+    row_asked: Vec<(NodeId, u8)>,
     /// Candidates measured lately that did not win their cell, and until when they are not
     /// measured again (at most `MEASURED_MEMORY`).
     measured: BTreeMap<NodeId, Instant>,
@@ -212,7 +213,7 @@ impl Node {
             row_ask_at: now + liveness::ROW_ASK_GAP,
             row_ask_gap: liveness::ROW_ASK_GAP,
             row_ask_won: false,
-            row_asked: None,
+            row_asked: Vec::new(),
             measured: BTreeMap::new(),
             unwelcomed: Vec::new(),
             reannounces: 0,
