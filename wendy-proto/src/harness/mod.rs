@@ -317,8 +317,8 @@ impl Harness {
         self.links.retain(|&(a, _), &mut (b, _)| !((a, b) == (from, to) || (a, b) == (to, from)));
     }
 
-    /// Heals a partition (and [`Harness::block_dials`]): every node can reach every other again (severed connections stay
-    /// dead; the nodes must notice and dial anew).
+    /// Heals a partition (and [`Harness::block_dials`]): every node can reach every other
+    /// again (severed connections stay dead; the nodes must notice and dial anew).
     pub fn repair(&mut self) {
         for g in &mut self.group {
             *g = 0;

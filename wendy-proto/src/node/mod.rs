@@ -125,14 +125,12 @@ pub struct Node {
     churn: tuning::ChurnEstimate,
     /// The current probe period of table members other than the neighbours ([`tuning`]).
     table_probe: core::time::Duration,
-    /// Proximity neighbour selection over time: when the next routing-table row is asked of
-    /// a near node, the gap after it, and whether a candidate won a cell since the last ask.
-    /// See `ask_near_row`.
+    /// Proximity neighbour selection over time (`ask_near_row`): when near nodes are next
+    /// asked for rows, the gap after that, whether a candidate won a cell since the last
+    /// asks, and the (node, row) asks not answered yet, whose answers are measured.
     row_ask_at: Instant,
     row_ask_gap: core::time::Duration,
     row_ask_won: bool,
-    /// The nodes and rows asked by `ask_near_row` and not answered yet (at most
-    /// `liveness::EARLY_ROW_ASKS`): their answers' entries are measured.
     row_asked: Vec<(NodeId, u8)>,
     /// Candidates measured lately that did not win their cell, and until when they are not
     /// measured again (at most `MEASURED_MEMORY`).

@@ -398,8 +398,7 @@ mod tests {
     /// A node at `me` that knows `others` directly (all in its leaf set).
     fn node_knowing(me: u128, others: &[u128]) -> (Node, Vec<NodeId>) {
         let now = Instant::from_secs(1);
-        let mut n = Node::new(Config::with_trusted_id(NodeId::from_u128(me << 120), addr(1)), now).unwrap();
-        n.state = super::State::Ready;
+        let mut n = member(Config::with_trusted_id(NodeId::from_u128(me << 120), addr(1)), now);
         let ids: Vec<NodeId> = others.iter().map(|&x| NodeId::from_u128(x << 120)).collect();
         for (i, &id) in ids.iter().enumerate() {
             n.learn(now, NodeInfo::new(id, addr(2 + i as u16)), true);
