@@ -143,6 +143,36 @@ fn leave_is_followed_by_drained_once_nothing_is_queued() {
     assert_eq!(drained, 1, "Drained is said once");
 }
 
+/// A leaf-set member whose connection with us has just broken (a suspicion closed it, or a
+/// reset reached us first) still hears that we leave: the goodbye goes over a new connection,
+/// and `Drained` waits for it. Before, a node that had left only used the connections it had,
+/// and the member kept our keys' range until its failure detection found us gone (it made
+/// the six-process test flaky after a neighbour's SIGSTOP).
+#[test]
+fn a_leaf_member_whose_connection_just_broke_hears_that_we_leave() {
+    for seed in [13, 14, 15] {
+        let mut h = Harness::new(seed);
+        let mut rng = wendy_proto::rng::Rng::new(seed);
+        h.grow(8, &mut rng, None);
+        assert!(h.run_until_ready(Duration::from_secs(30)));
+        h.run_for(Duration::from_secs(5));
+        let (a, b) = (3, 5);
+        let a_id = h.node(a).id();
+        assert!(h.node(a).leaf_set().members().contains(&h.node(b).id()));
+        assert!(h.node(b).leaf_set().members().contains(&a_id));
+        h.sever(a, b);
+        h.leave(a);
+        assert!(!h.events().iter().any(|(i, _, e)| *i == a && *e == Event::Drained), "seed {seed}: Drained waits");
+        h.run_for(Duration::from_millis(500));
+        assert!(
+            !h.node(b).leaf_set().members().contains(&a_id),
+            "seed {seed}: the member whose connection broke still holds the node that left"
+        );
+        let drained = h.events().iter().filter(|(i, _, e)| *i == a && *e == Event::Drained).count();
+        assert_eq!(drained, 1, "seed {seed}: Drained once the goodbye is out");
+    }
+}
+
 #[test]
 fn drained_waits_for_a_connection_that_is_still_being_set_up() {
     let now = Instant::ZERO;

@@ -317,6 +317,20 @@ impl Harness {
         self.links.retain(|&(a, _), &mut (b, _)| !((a, b) == (from, to) || (a, b) == (to, from)));
     }
 
+    /// Node `a`'s connections with `b` break under it: `a` is told at once (its driver saw
+    /// them reset), while `b`'s ends go silent, as if the reset were still on its way. Dials
+    /// between them still work.
+    pub fn sever(&mut self, a: usize, b: usize) {
+        let mine: Vec<ConnId> =
+            self.links.iter().filter(|(&(x, _), &(y, _))| x == a && y == b).map(|(&(_, c), _)| c).collect();
+        self.links.retain(|&(x, _), &mut (y, _)| !((x, y) == (a, b) || (x, y) == (b, a)));
+        let now = self.now;
+        for conn in mine {
+            self.nodes[a].handle_closed(now, conn);
+        }
+        self.drain(a);
+    }
+
     /// Heals a partition (and [`Harness::block_dials`]): every node can reach every other
     /// again (severed connections stay dead; the nodes must notice and dial anew).
     pub fn repair(&mut self) {

@@ -380,8 +380,8 @@ impl Node {
         r
     }
 
-    /// Leaves the ring gracefully: tells every node in our tables that we have a connection
-    /// to (leaf-set members always: heartbeats keep theirs open), then goes inert.
+    /// Leaves the ring gracefully: tells every leaf-set member (over a new connection if a
+    /// suspicion or a reset just closed ours) and every table member we have one to; goes inert.
     ///
     /// Messages held while joining are reported [`NodeError::Undeliverable`]. When nothing
     /// more is queued inside the node (at once, or when connections still being set up have
@@ -404,7 +404,7 @@ impl Node {
         if was_member {
             for id in self.table_members() {
                 // Best effort: a full queue towards one peer must not stop the others.
-                let _ = self.send_msg(now, id, Message::Leaving);
+                self.say_goodbye(now, id, self.leaf.contains(id));
             }
         }
         let held: Vec<Held> = self.held.drain(..).collect();

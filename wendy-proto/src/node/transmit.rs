@@ -94,6 +94,26 @@ impl Node {
         }
     }
 
+    /// A leaving node's `Leaving` to `to`: on the connection we have with it, or, if `dial`
+    /// (a leaf-set member, which takes over our keys), on a new one; [`crate::Event::Drained`]
+    /// waits for its set-up. Best effort: a full queue or no room for a connection is
+    /// skipped (the peer's failure detection covers it).
+    pub(super) fn say_goodbye(&mut self, now: Instant, to: NodeId, dial: bool) {
+        let Some(peer) = self.peers.get(&to) else { return };
+        let has_conn = peer.conn().is_some_and(|c| self.conns.contains_key(&c));
+        if has_conn || !dial {
+            let _ = self.send_msg(now, to, Message::Leaving);
+            return;
+        }
+        let addr = peer.addr_from(&self.cfg.info.region);
+        if let Some(c) = self.dial(now, addr, Some(to)) {
+            if let Some(p) = self.peers.get_mut(&to) {
+                p.set_conn(Some(c));
+            }
+            self.enqueue(c, Message::Leaving);
+        }
+    }
+
     /// Transmits on an open connection, or queues until it opens. False if the queue is full.
     pub(super) fn enqueue(&mut self, conn: ConnId, msg: Message) -> bool {
         let Some(c) = self.conns.get_mut(&conn) else { return false };
