@@ -452,6 +452,24 @@ fn a_crashed_leaf_member_leaves_every_leaf_set_within_leaf_detection_time() {
     assert_eq!(holders(&h), 0, "still in some leaf set after leaf_detection_time()");
 }
 
+/// A killed process (`kill -9`): its operating system resets its connections, and every
+/// leaf-set member that had one probes it at once instead of waiting for its next heartbeat
+/// or probe, so it is out of every leaf set within `neighbour_probing_time()` (8 s) and a few
+/// round trips. Before, it took up to a heartbeat longer (13-21 s over real sockets).
+#[test]
+fn a_killed_process_is_out_of_every_leaf_set_within_the_probing_time() {
+    let mut h = routed_ring(60, 19);
+    let victim = 17;
+    let id = h.node(victim).id();
+    let holders = |h: &Harness| (0..h.len()).filter(|&i| i != victim && h.node(i).leaf_set().contains(id)).count();
+    assert!(holders(&h) > 0);
+    h.kill(victim);
+    let c = h.node(0).config().clone();
+    h.run_for(c.neighbour_probing_time() + Duration::from_millis(500));
+    assert_eq!(holders(&h), 0, "still in some leaf set after neighbour_probing_time()");
+    assert!(c.neighbour_probing_time() + Duration::from_millis(500) < c.heartbeat_interval + c.probing_time());
+}
+
 /// A neighbour that stops answering us but is alive is not declared failed for it: before
 /// the last probes, its other neighbours are asked to tell it, and it contacts us over a
 /// connection of its own. Here every dial from `y` to its neighbour `x` goes unanswered (a

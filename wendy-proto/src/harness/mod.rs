@@ -346,6 +346,18 @@ impl Harness {
         self.links.retain(|&(a, _), &mut (b, _)| a != i && b != i);
     }
 
+    /// Node `i`'s process dies (`kill -9`): like [`Harness::crash`], and its operating system
+    /// resets its connections, so each peer sees its end close one latency later.
+    pub fn kill(&mut self, i: usize) {
+        let ends: Vec<(usize, ConnId)> =
+            self.links.iter().filter(|(&(a, _), _)| a == i).map(|(_, &(b, conn))| (b, conn)).collect();
+        self.crash(i);
+        for (b, conn) in ends {
+            let at = self.now + self.latency(i, b);
+            self.push(at, Ev::Closed { node: b, conn });
+        }
+    }
+
     /// Mutable access to a node (drain afterwards with [`Harness::drain`] if you feed it input).
     pub fn node_mut(&mut self, i: usize) -> &mut Node {
         &mut self.nodes[i]

@@ -445,6 +445,30 @@ impl Node {
         }
     }
 
+    /// An open connection ended under us without `Closing` (a graceful close says it first):
+    /// reset, or ended by a process that died. If we are a member of the ring, it was our
+    /// last one with a leaf-set member, it had been open for two `connect_timeout`s and we
+    /// heard from the member since it opened, the member is probed at once, over a new
+    /// connection: a crashed process is found in the probing time, not first at the next
+    /// heartbeat or probe (`kill -9` of a node took 13-21 s to be seen by every member of its
+    /// leaf set over real sockets).
+    pub(super) fn conn_lost(&mut self, now: Instant, conn: ConnId) {
+        // A connection whose set-up half failed (a lost handshake frame, the other side timing
+        // out) or a joiner's new one says nothing of the process at the other end: probing
+        // for those (or while joining) made 5 to 77 of 1,000 joins fail at 5 % dropped frames.
+        let settled = self.conns.get(&conn).and_then(|c| {
+            let id = c.peer()?;
+            let heard = self.peers.get(&id)?.last_heard.is_some_and(|t| t > c.opened);
+            (heard && now - c.opened >= 2 * self.cfg.connect_timeout).then_some(id)
+        });
+        self.drop_conn(now, conn);
+        let Some(id) = settled.filter(|&p| self.state == State::Ready && self.leaf.contains(p)) else { return };
+        let connected = self.peers.get(&id).and_then(|p| p.conn()).is_some_and(|c| self.conns.contains_key(&c));
+        if !connected {
+            self.suspect(now, id);
+        }
+    }
+
     /// Removes a peer's liveness deadline.
     pub(super) fn disarm_peer(&mut self, id: NodeId) {
         if let Some(p) = self.peers.get_mut(&id) {

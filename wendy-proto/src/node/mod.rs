@@ -268,7 +268,7 @@ impl Node {
         // candidate's dialler timed its set-up (`time_candidate`), or a scanner.
         let open = self.conns.get(&conn).map(|c| matches!(c.phase, Phase::Open) || c.accepted && !c.in_use);
         match open {
-            Some(true) => self.drop_conn(now, conn),
+            Some(true) => self.conn_lost(now, conn),
             Some(false) => self.conn_failed(now, conn),
             None => {}
         }
