@@ -167,10 +167,10 @@ impl Node {
             self.detach(from, conn);
             self.transmit(conn, &Message::Closing);
         }
-        // A graceful close: the peer read everything we sent before it sent `Closing`.
-        if let Some(f) = self.conns.get_mut(&conn).and_then(|c| c.flight.take()) {
-            self.timers.disarm(TimerKey::Ack(conn), f.timer);
-        }
+        // What the peer acknowledged before its `Closing` stays in our custody until handed
+        // on; what it did not may have crossed its `Closing` (or been lost), and is routed
+        // again (`drop_conn`). Dropping it, as if the peer had read everything, lost a message
+        // in 30,000 at 5 % dropped frames.
         self.close_conn(now, conn);
     }
 
