@@ -23,6 +23,17 @@ fn node_with(cfg: impl FnOnce(&mut Config)) -> Node {
     Node::new(c, NOW).expect("valid config")
 }
 
+/// A node made ready by one peer's announcement: the node, the peer and its connection.
+fn ready_with_one_peer() -> (Node, NodeInfo, wendy_proto::ConnId) {
+    let mut node = node_with(|_| {});
+    let a = info(node.id().as_u128() + (1 << 90), 1, 1);
+    let conn = script::authed(&mut node, NOW, &a);
+    node.handle_data(NOW, conn, &wire::encode(&Message::Announce { seq: 1 }));
+    drain(&mut node);
+    assert!(node.is_ready());
+    (node, a, conn)
+}
+
 /// Finding 1: an authenticated peer floods JoinRequests for made-up joiners. The node answers
 /// each joiner with its state over a *new outbound connection*; outbound connections were not
 /// limited by `max_connections`, so the count grew with the number of requests (and the node
@@ -112,14 +123,9 @@ fn ipv6_flowinfo_and_scope_id_do_not_travel() {
 /// peers if needed.
 #[test]
 fn a_node_that_left_does_not_repair_or_dial() {
-    let mut node = node_with(|_| {});
+    let (mut node, _, conn) = ready_with_one_peer();
     let now = NOW;
     let me = node.id().as_u128();
-    let a = info(me + (1 << 90), 1, 1);
-    let conn = script::authed(&mut node, now, &a);
-    node.handle_data(now, conn, &wire::encode(&Message::Announce { seq: 1 }));
-    drain(&mut node);
-    assert!(node.is_ready());
     let others: Vec<NodeInfo> = (2..6u8).map(|i| info(me + (u128::from(i) << 90), 1, i)).collect();
     node.handle_data(now, conn, &wire::encode(&Message::LeafSet { leaves: others }));
     let dials = connects(&drain(&mut node));
@@ -163,14 +169,8 @@ fn unauthenticated_connections_buffer_little() {
 /// message waits while the peer is probed over a new connection.
 #[test]
 fn a_message_that_crosses_the_peers_closing_is_routed_again() {
-    let mut node = node_with(|_| {});
+    let (mut node, a, conn) = ready_with_one_peer();
     let now = NOW;
-    let me = node.id().as_u128();
-    let a = info(me + (1 << 90), 1, 1);
-    let conn = script::authed(&mut node, now, &a);
-    node.handle_data(now, conn, &wire::encode(&Message::Announce { seq: 1 }));
-    drain(&mut node);
-    assert!(node.is_ready());
     node.send(now, a.id, 16, Bytes::from_static(b"crossing")).expect("routed");
     let sent = drain(&mut node);
     assert!(sent.iter().any(|o| matches!(o, Output::Transmit { conn: c, .. } if *c == conn)));

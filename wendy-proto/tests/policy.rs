@@ -438,12 +438,17 @@ fn a_message_with_no_route_left_is_reported_undeliverable_to_its_sender() {
     }
 }
 
+/// How many other nodes hold node `victim` in their leaf sets.
+fn leaf_holders(h: &Harness, victim: usize) -> usize {
+    let id = h.node(victim).id();
+    (0..h.len()).filter(|&i| i != victim && h.node(i).leaf_set().contains(id)).count()
+}
+
 #[test]
 fn a_crashed_leaf_member_leaves_every_leaf_set_within_leaf_detection_time() {
     let mut h = routed_ring(60, 19);
     let victim = 17;
-    let id = h.node(victim).id();
-    let holders = |h: &Harness| (0..h.len()).filter(|&i| i != victim && h.node(i).leaf_set().contains(id)).count();
+    let holders = |h: &Harness| leaf_holders(h, victim);
     assert!(holders(&h) > 0);
     // One node fails alone: its neighbours survive it, as the bound assumes. The harness's
     // latency (under 20 ms a hop) is the only slack added.
@@ -460,8 +465,7 @@ fn a_crashed_leaf_member_leaves_every_leaf_set_within_leaf_detection_time() {
 fn a_killed_process_is_out_of_every_leaf_set_within_the_probing_time() {
     let mut h = routed_ring(60, 19);
     let victim = 17;
-    let id = h.node(victim).id();
-    let holders = |h: &Harness| (0..h.len()).filter(|&i| i != victim && h.node(i).leaf_set().contains(id)).count();
+    let holders = |h: &Harness| leaf_holders(h, victim);
     assert!(holders(&h) > 0);
     h.kill(victim);
     let c = h.node(0).config().clone();

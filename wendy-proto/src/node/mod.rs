@@ -404,7 +404,7 @@ impl Node {
         if was_member {
             for id in self.table_members() {
                 // Best effort: a full queue towards one peer must not stop the others.
-                self.say_goodbye(now, id, self.leaf.contains(id));
+                let _ = self.send_msg_dialling(now, id, Message::Leaving, self.leaf.contains(id));
             }
         }
         let held: Vec<Held> = self.held.drain(..).collect();

@@ -68,13 +68,27 @@ impl Tx {
 }
 
 impl Node {
-    /// Sends `msg` to a known node, dialling it if needed.
+    /// Sends `msg` to a known node, dialling it if needed (not once we have left).
     pub(super) fn send_msg(&mut self, now: Instant, to: NodeId, msg: Message) -> Result<(), SendFail> {
+        let dial = self.state != State::Left;
+        self.send_msg_dialling(now, to, msg, dial)
+    }
+
+    /// [`Node::send_msg`], dialling `to` if we have no connection with it only if `dial`. A
+    /// node that has left says goodbye on the connections it has, and to leaf-set members
+    /// (which take over its keys) on a new one if need be: [`crate::Event::Drained`] waits
+    /// for its set-up.
+    pub(super) fn send_msg_dialling(
+        &mut self,
+        now: Instant,
+        to: NodeId,
+        msg: Message,
+        dial: bool,
+    ) -> Result<(), SendFail> {
         let Some(peer) = self.peers.get(&to) else { return Err(SendFail::Unknown) };
         let conn = match peer.conn().filter(|c| self.conns.contains_key(c)) {
             Some(c) => c,
-            // A node that has left only says goodbye on the connections it has.
-            None if self.state == State::Left => return Err(SendFail::Unknown),
+            None if !dial => return Err(SendFail::Unknown),
             None => {
                 let addr = peer.addr_from(&self.cfg.info.region);
                 let Some(c) = self.dial(now, addr, Some(to)) else {
@@ -91,26 +105,6 @@ impl Node {
             Ok(())
         } else {
             Err(SendFail::Full)
-        }
-    }
-
-    /// A leaving node's `Leaving` to `to`: on the connection we have with it, or, if `dial`
-    /// (a leaf-set member, which takes over our keys), on a new one; [`crate::Event::Drained`]
-    /// waits for its set-up. Best effort: a full queue or no room for a connection is
-    /// skipped (the peer's failure detection covers it).
-    pub(super) fn say_goodbye(&mut self, now: Instant, to: NodeId, dial: bool) {
-        let Some(peer) = self.peers.get(&to) else { return };
-        let has_conn = peer.conn().is_some_and(|c| self.conns.contains_key(&c));
-        if has_conn || !dial {
-            let _ = self.send_msg(now, to, Message::Leaving);
-            return;
-        }
-        let addr = peer.addr_from(&self.cfg.info.region);
-        if let Some(c) = self.dial(now, addr, Some(to)) {
-            if let Some(p) = self.peers.get_mut(&to) {
-                p.set_conn(Some(c));
-            }
-            self.enqueue(c, Message::Leaving);
         }
     }
 
