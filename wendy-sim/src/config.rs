@@ -100,6 +100,9 @@ pub struct NodeParams {
     /// Longest silence before a table member is probed (default: wendy-proto's ratio, 60
     /// heartbeats; routing-table members are probed at a self-tuned period below it).
     pub table_probe: Option<Duration>,
+    /// The fraction of routing-table entries allowed to be dead when used, which the nodes'
+    /// self-tuned probing aims at (default: wendy-proto's, [`Config::table_stale_target`]).
+    pub table_stale_target: Option<f64>,
     /// Connection set-up timeout.
     pub connect_timeout: Duration,
     /// Join progress timeout.
@@ -122,6 +125,7 @@ impl Default for NodeParams {
             leaf_exchange: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(5),
             table_probe: None,
+            table_stale_target: None,
             connect_timeout: Duration::from_secs(5),
             join_timeout: Duration::from_secs(10),
             leaf_set_size: 32,
@@ -144,6 +148,9 @@ impl NodeParams {
         if let Some(d) = self.table_probe {
             c.table_probe_interval = d;
         }
+        if let Some(t) = self.table_stale_target {
+            c.table_stale_target = t;
+        }
         c.leaf_exchange_interval = self.leaf_exchange;
         c.idle_timeout = self.idle_timeout;
         c.connect_timeout = self.connect_timeout;
@@ -156,11 +163,22 @@ impl NodeParams {
         c
     }
 
+    /// The stale target the nodes' self-tuned probing aims at: the one given, or wendy-proto's
+    /// default.
+    pub fn table_stale_target(&self) -> f64 {
+        self.table_stale_target.unwrap_or_else(|| self.sample().table_stale_target)
+    }
+
+    /// These parameters applied to a configuration of a placeholder node.
+    fn sample(&self) -> Config {
+        let addr = std::net::SocketAddr::from(([10, 0, 0, 1], 7000));
+        self.apply(Config::with_trusted_id(NodeId::from_u128(1), addr))
+    }
+
     /// Whether a node can run with these parameters ([`Config::validate`]); the simulator
     /// panics on a node it cannot start, so check first.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let addr = std::net::SocketAddr::from(([10, 0, 0, 1], 7000));
-        self.apply(Config::with_trusted_id(NodeId::from_u128(1), addr)).validate()
+        self.sample().validate()
     }
 }
 
@@ -341,5 +359,23 @@ impl SimConfig {
             let rate = self.effective_lookup_rate().max(1e-9);
             Duration::from_secs_f64(self.lookups as f64 / rate)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stale_target_reaches_the_nodes_and_a_bad_one_is_refused() {
+        let default = NodeParams::default();
+        assert_eq!(default.table_stale_target(), 0.05, "wendy-proto's default");
+        let mut p = NodeParams { table_stale_target: Some(0.2), ..NodeParams::default() };
+        assert_eq!(p.sample().table_stale_target, 0.2);
+        assert_eq!(p.table_stale_target(), 0.2);
+        assert!(p.validate().is_ok());
+        p.table_stale_target = Some(1.5);
+        let err = p.validate().expect_err("a fraction above 1 cannot run");
+        assert!(err.to_string().contains("table_stale_target"), "{err}");
     }
 }

@@ -136,6 +136,10 @@ struct Cli {
     /// members are probed sooner, at a period each node tunes from the failures it sees.
     #[arg(long)]
     table_probe_ms: Option<u64>,
+    /// Self-tuned probing's target: the fraction of routing-table entries allowed to be dead
+    /// when a message is sent through them (default: wendy-proto's, 0.05).
+    #[arg(long)]
+    table_stale_target: Option<f64>,
     /// Idle timeout of connections to nodes outside our tables, s (wendy-proto's default: 5).
     #[arg(long, default_value_t = 5)]
     idle_timeout_s: u64,
@@ -249,6 +253,7 @@ fn node_params(cli: &Cli) -> NodeParams {
         heartbeat: Duration::from_millis(cli.heartbeat_ms.max(1)),
         suspect: cli.suspect_ms.map(Duration::from_millis),
         table_probe: cli.table_probe_ms.map(Duration::from_millis),
+        table_stale_target: cli.table_stale_target,
         probe: cli.probe_ms.map(Duration::from_millis),
         leaf_exchange: Duration::from_secs(cli.leaf_exchange_s),
         idle_timeout: Duration::from_secs(cli.idle_timeout_s),

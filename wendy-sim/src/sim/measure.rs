@@ -445,6 +445,7 @@ impl Sim {
         [
             ("heartbeat_ms", p.node.heartbeat.as_millis().to_string()),
             ("leaf_exchange_s", p.node.leaf_exchange.as_secs().to_string()),
+            ("table_stale_target", p.node.table_stale_target().to_string()),
             ("idle_timeout_s", p.node.idle_timeout.as_secs().to_string()),
             ("leaf_set_size", p.node.leaf_set_size.to_string()),
             ("encrypted", (!p.node.insecure_plaintext).to_string()),
