@@ -245,6 +245,9 @@ pub struct Report {
     /// `hello`, `noise_handshake`, ...: `wendy_proto::wire::FRAME_KINDS`), same window; kinds
     /// not sent are left out.
     pub control_msgs_per_node_per_s_by_kind: BTreeMap<String, f64>,
+    /// `control_msgs_per_node_per_s` less the per-hop acks (`ack` by kind), which grow with the
+    /// routed workload rather than with the ring's upkeep; same window.
+    pub control_msgs_per_node_per_s_without_acks: f64,
     /// Start of the steady-state window, simulated seconds: the start of the measurement
     /// phase, or the end of the join phase plus the longer of the idle timeout and the
     /// leaf-set exchange interval plus two heartbeats (the connections the joins opened have
@@ -482,8 +485,9 @@ impl Report {
     fn fmt_control(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "  control      {:.2} msgs/node/s, {:.0} B/node/s {} ({:.1}s to {:.1}s); whole run {:.2} msgs/node/s",
+            "  control      {:.2} msgs/node/s ({:.2} without per-hop acks), {:.0} B/node/s {} ({:.1}s to {:.1}s); whole run {:.2} msgs/node/s",
             self.control_msgs_per_node_per_s,
+            self.control_msgs_per_node_per_s_without_acks,
             self.control_bytes_per_node_per_s,
             if self.steady_window_found {
                 "steady"

@@ -12,6 +12,9 @@ fn show(name: &str, cfg: &SimConfig, r: &Report) {
     let sum: f64 = r.control_msgs_per_node_per_s_by_kind.values().sum();
     let total = r.control_msgs_per_node_per_s;
     assert!((sum - total).abs() <= 1e-9 * total.max(1.0), "{name}: by kind {sum} vs {total}");
+    let acks = r.control_msgs_per_node_per_s_by_kind.get("ack").copied().unwrap_or(0.0);
+    let without = r.control_msgs_per_node_per_s_without_acks;
+    assert!((without + acks - total).abs() <= 1e-9 * total.max(1.0), "{name}: {without} + acks {acks} vs {total}");
     if total > 0.0 {
         assert!(r.control_msgs_per_node_per_s_by_kind.contains_key("ping"), "{name}: no heartbeat counted");
     }

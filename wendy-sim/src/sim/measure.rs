@@ -341,8 +341,10 @@ impl Sim {
             }
         };
         let (steady, by_kind) = steady;
+        let acks = by_kind.get("ack").copied().unwrap_or(0.0);
         r.control_msgs_per_node_per_s_by_kind = by_kind;
         (r.control_msgs_per_node_per_s, r.control_bytes_per_node_per_s) = steady;
+        r.control_msgs_per_node_per_s_without_acks = (r.control_msgs_per_node_per_s - acks).max(0.0);
         r.steady_from_s = from as f64 / 1e6;
         r.steady_window_found = marks.steady_from.is_some();
         r.steady_to_s = to as f64 / 1e6;
