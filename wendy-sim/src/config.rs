@@ -109,6 +109,8 @@ pub struct NodeParams {
     pub join_timeout: Duration,
     /// Leaf-set size L.
     pub leaf_set_size: usize,
+    /// Neighbourhood-set size M (default: wendy-proto's, [`Config::neighbourhood_size`]).
+    pub neighbourhood_size: Option<usize>,
     /// Most connections a node keeps open.
     pub max_connections: usize,
     /// Run every node without encryption ([`Config::insecure_plaintext`]): for the largest
@@ -129,6 +131,7 @@ impl Default for NodeParams {
             connect_timeout: Duration::from_secs(5),
             join_timeout: Duration::from_secs(10),
             leaf_set_size: 32,
+            neighbourhood_size: None,
             max_connections: 4096,
             insecure_plaintext: false,
         }
@@ -156,6 +159,9 @@ impl NodeParams {
         c.connect_timeout = self.connect_timeout;
         c.join_timeout = self.join_timeout;
         c.leaf_set_size = self.leaf_set_size;
+        if let Some(m) = self.neighbourhood_size {
+            c.neighbourhood_size = m;
+        }
         c.max_connections = self.max_connections;
         if self.insecure_plaintext {
             c = c.insecure_plaintext();
@@ -167,6 +173,11 @@ impl NodeParams {
     /// default.
     pub fn table_stale_target(&self) -> f64 {
         self.table_stale_target.unwrap_or_else(|| self.sample().table_stale_target)
+    }
+
+    /// The neighbourhood-set size the nodes run with: the one given, or wendy-proto's default.
+    pub fn neighbourhood_size(&self) -> usize {
+        self.neighbourhood_size.unwrap_or_else(|| self.sample().neighbourhood_size)
     }
 
     /// These parameters applied to a configuration of a placeholder node.
@@ -377,5 +388,13 @@ mod tests {
         p.table_stale_target = Some(1.5);
         let err = p.validate().expect_err("a fraction above 1 cannot run");
         assert!(err.to_string().contains("table_stale_target"), "{err}");
+    }
+
+    #[test]
+    fn the_neighbourhood_size_reaches_the_nodes() {
+        assert_eq!(NodeParams::default().neighbourhood_size(), 32, "wendy-proto's default");
+        let p = NodeParams { neighbourhood_size: Some(8), ..NodeParams::default() };
+        assert_eq!(p.sample().neighbourhood_size, 8);
+        assert_eq!(p.neighbourhood_size(), 8);
     }
 }

@@ -149,6 +149,10 @@ struct Cli {
     /// Leaf-set size L.
     #[arg(long, default_value_t = 32)]
     leaf_set_size: usize,
+    /// Neighbourhood-set size M: the nodes nearest by measured round trip, asked for rows
+    /// (default: wendy-proto's, 32).
+    #[arg(long)]
+    neighbourhood_size: Option<usize>,
     /// Most connections a node keeps open (wendy-proto's max_connections).
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
@@ -259,6 +263,7 @@ fn node_params(cli: &Cli) -> NodeParams {
         idle_timeout: Duration::from_secs(cli.idle_timeout_s),
         connect_timeout: Duration::from_secs(cli.connect_timeout_s),
         leaf_set_size: cli.leaf_set_size,
+        neighbourhood_size: cli.neighbourhood_size,
         max_connections: cli.max_connections.max(1),
         insecure_plaintext: cli.insecure_plaintext,
         ..NodeParams::default()
@@ -463,6 +468,7 @@ mod tests {
             "run_control_msgs_per_node_per_s",
             "join_control_msgs",
             "join_control_msgs_per_join",
+            "join_control_msgs_per_join_by_kind",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }

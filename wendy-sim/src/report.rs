@@ -272,6 +272,8 @@ pub struct Report {
     pub join_control_bytes: u64,
     /// `join_control_msgs` per initial join.
     pub join_control_msgs_per_join: f64,
+    /// `join_control_msgs_per_join` by frame kind (the kinds sent at all).
+    pub join_control_msgs_per_join_by_kind: BTreeMap<String, f64>,
     /// Control frames per live node per second while the population joined.
     pub join_control_msgs_per_node_per_s: f64,
     /// Control bytes per live node per second while the population joined.
@@ -505,11 +507,24 @@ impl Report {
             self.join_control_bytes_per_node_per_s,
             self.join_control_msgs_per_join
         )?;
-        let mut kinds: Vec<(&String, &f64)> = self.control_msgs_per_node_per_s_by_kind.iter().collect();
-        kinds.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
-        if !kinds.is_empty() {
-            let list: Vec<String> = kinds.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
-            writeln!(f, "               by kind (msgs/node/s, same window): {}", list.join(", "))?;
+        let by_kind = |map: &BTreeMap<String, f64>, digits: usize| {
+            let mut kinds: Vec<(&String, &f64)> = map.iter().collect();
+            kinds.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
+            kinds.iter().map(|(k, v)| format!("{k} {v:.digits$}")).collect::<Vec<String>>().join(", ")
+        };
+        if !self.join_control_msgs_per_join_by_kind.is_empty() {
+            writeln!(
+                f,
+                "               per initial join by kind: {}",
+                by_kind(&self.join_control_msgs_per_join_by_kind, 1)
+            )?;
+        }
+        if !self.control_msgs_per_node_per_s_by_kind.is_empty() {
+            writeln!(
+                f,
+                "               by kind (msgs/node/s, same window): {}",
+                by_kind(&self.control_msgs_per_node_per_s_by_kind, 3)
+            )?;
         }
         Ok(())
     }

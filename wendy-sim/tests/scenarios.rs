@@ -18,6 +18,13 @@ fn show(name: &str, cfg: &SimConfig, r: &Report) {
     if total > 0.0 {
         assert!(r.control_msgs_per_node_per_s_by_kind.contains_key("ping"), "{name}: no heartbeat counted");
     }
+    // So does the join phase's, per initial join.
+    let per_join: f64 = r.join_control_msgs_per_join_by_kind.values().sum();
+    let expected = r.join_control_msgs_per_join;
+    assert!((per_join - expected).abs() <= 1e-9 * expected.max(1.0), "{name}: join by kind {per_join} vs {expected}");
+    if r.initial_joins.joins > 0 {
+        assert!(r.join_control_msgs_per_join_by_kind.contains_key("join_request"), "{name}: no join request counted");
+    }
 }
 
 #[test]

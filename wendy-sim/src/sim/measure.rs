@@ -72,6 +72,8 @@ pub(super) struct PhaseMarks {
     pub(super) join_ctl: (u64, u64),
     /// Live node-microseconds during the join phase.
     pub(super) join_live_int: u128,
+    /// Control frames by kind sent during the join phase.
+    pub(super) join_by_kind: ByKind,
     /// Live and joined node-microseconds at the start of the measurement phase.
     pub(super) measure_live0: u128,
     pub(super) measure_joined0: u128,
@@ -353,7 +355,14 @@ impl Sim {
         let join_end = Mark { ctl: marks.join_ctl, live: marks.join_live_int, by_kind: ByKind::default() };
         (r.join_control_msgs_per_node_per_s, r.join_control_bytes_per_node_per_s) = join_start.rates_to(&join_end);
         (r.join_control_msgs, r.join_control_bytes) = marks.join_ctl;
-        r.join_control_msgs_per_join = marks.join_ctl.0 as f64 / r.initial_joins.joins.max(1) as f64;
+        let joins = r.initial_joins.joins.max(1) as f64;
+        r.join_control_msgs_per_join = marks.join_ctl.0 as f64 / joins;
+        r.join_control_msgs_per_join_by_kind = FRAME_KINDS
+            .iter()
+            .zip(marks.join_by_kind)
+            .filter(|&(_, n)| n > 0)
+            .map(|(name, n)| (name.to_string(), n as f64 / joins))
+            .collect();
     }
 
     /// Lookup outcomes, hops and stretch.
@@ -450,6 +459,7 @@ impl Sim {
             ("table_stale_target", p.node.table_stale_target().to_string()),
             ("idle_timeout_s", p.node.idle_timeout.as_secs().to_string()),
             ("leaf_set_size", p.node.leaf_set_size.to_string()),
+            ("neighbourhood_size", p.node.neighbourhood_size().to_string()),
             ("encrypted", (!p.node.insecure_plaintext).to_string()),
             ("join_rate", p.join_rate.to_string()),
             ("lookup_rate", p.effective_lookup_rate().to_string()),

@@ -103,6 +103,7 @@ impl Sim {
             join_end: self.now,
             join_ctl: (self.m.ctl_frames, self.m.ctl_bytes),
             join_live_int: self.m.live_int,
+            join_by_kind: self.control_by_kind(),
             ..PhaseMarks::default()
         }
     }
