@@ -563,7 +563,13 @@ fn idle_connections_give_their_buffers_back() {
     let (quiet_conns, _) = footprint_total(&h, "conns");
     let (quiet_acks, _) = footprint_total(&h, "acks");
     assert_eq!(quiet_count, busy_count, "connections to table members stay open");
-    assert!(quiet_acks * 2 < busy_acks, "in-flight queues: {busy_acks} B busy, {quiet_acks} B after {idle:?} idle");
+    // An in-flight queue that carried one message at a time is given back as soon as it is
+    // handed on; one a burst grew, once idle: what is left is each connection's counters.
+    assert!(quiet_acks <= busy_acks, "in-flight state: {busy_acks} B busy, {quiet_acks} B after {idle:?} idle");
+    assert!(
+        quiet_acks <= 160 * quiet_count,
+        "in-flight state after {idle:?} idle: {quiet_acks} B over {quiet_count} connections"
+    );
     assert!(quiet_queues * 4 < busy_queues, "buffers held: {busy_queues} B busy, {quiet_queues} B after {idle:?} idle");
     let (busy_per, quiet_per) = (busy_conns / busy_count, quiet_conns / quiet_count);
     assert!(quiet_per + 100 < busy_per, "per connection: {busy_per} B busy, {quiet_per} B idle");

@@ -62,6 +62,9 @@ pub struct Bucket {
     /// `control_msgs` divided by the live node-seconds of this bucket (time-weighted, so a
     /// bucket in which the population grows is divided by the nodes that were there).
     pub control_msgs_per_node_per_s: f64,
+    /// Resident set size of the process at the start of the bucket, bytes (VmRSS; 0 where
+    /// unknown). A machine figure: it depends on the allocator, not only on the seed.
+    pub rss_bytes: u64,
 }
 
 /// Count and times (from `join()` to `Event::Joined`) of a set of joins.
@@ -294,6 +297,9 @@ pub struct Report {
     pub wall_s: f64,
     /// Peak resident set size of the process, bytes (VmHWM; 0 where unknown).
     pub peak_rss_bytes: u64,
+    /// The simulated time of the largest RSS sample of the timeline (`Bucket::rss_bytes`):
+    /// where in the run the memory peaks (0 where unknown).
+    pub peak_rss_sample_at_s: f64,
     /// peak_rss_bytes / most hosts alive at once.
     pub bytes_per_node: u64,
     /// The trace hash (16 hex digits).
@@ -371,10 +377,13 @@ impl Report {
         let strip =
             |m: &Option<MemoryReport>| m.clone().map(|m| MemoryReport { rss_bytes: 0, rest_per_live_host: 0, ..m });
         let (memory, memory_after_joins) = (strip(&self.memory), strip(&self.memory_after_joins));
+        let timeline = self.timeline.iter().map(|b| Bucket { rss_bytes: 0, ..*b }).collect();
         Report {
             wall_s: 0.0,
             events_per_s: 0.0,
             peak_rss_bytes: 0,
+            peak_rss_sample_at_s: 0.0,
+            timeline,
             bytes_per_node: 0,
             memory,
             memory_after_joins,
@@ -446,9 +455,10 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  memory       peak RSS {:.1} MiB, {} bytes per node",
+            "  memory       peak RSS {:.1} MiB, {} bytes per node; the largest sample at {:.1}s simulated",
             self.peak_rss_bytes as f64 / (1024.0 * 1024.0),
-            self.bytes_per_node
+            self.bytes_per_node,
+            self.peak_rss_sample_at_s
         )?;
         if let Some(m) = &self.memory_after_joins {
             fmt_memory(f, m, "after joins")?;

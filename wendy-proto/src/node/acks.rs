@@ -154,12 +154,27 @@ pub(super) struct Parked {
     token: Option<Token>,
 }
 
+/// The most routed messages a connection's in-flight queue holds while it counts as carrying
+/// one at a time: a vector's smallest allocation for entries of this size ([`Flight::drained`]).
+const SPARSE_FLIGHT: usize = 4;
+
 impl Flight {
     /// Bytes it holds: itself and its queue's allocation.
     pub(super) fn heap_bytes(&self) -> usize {
         std::mem::size_of::<Flight>()
             + self.unacked.capacity() * std::mem::size_of::<Option<InFlight>>()
             + self.held_in.capacity()
+    }
+
+    /// Everything sent was handed on: a queue that never held more than
+    /// [`SPARSE_FLIGHT`] messages (a connection carrying one message at a time, the usual case
+    /// on the many connections to table members) gives its allocation back now rather than
+    /// when the connection falls idle, seconds later. One that grew in a burst keeps it, so
+    /// that a stream of messages allocates nothing per message.
+    pub(super) fn drained(&mut self) {
+        if self.unacked.is_empty() && self.unacked.capacity() <= SPARSE_FLIGHT {
+            self.unacked = VecDeque::new();
+        }
     }
 
     /// The connection fell idle ([`Conn::release_idle`](super::connections::Conn::release_idle)):
@@ -294,6 +309,7 @@ impl Node {
         if f.unacked.is_empty() {
             let t = f.timer.take();
             self.timers.disarm(TimerKey::Ack(conn), t);
+            f.drained();
         }
         for t in passed_on.drain(..) {
             self.pass_custody(t);
@@ -560,6 +576,36 @@ mod tests {
         assert_eq!(r.order.len(), RECENT_MAX);
         assert!(r.first(Instant::ZERO, origin, 0), "forgotten: the oldest went first");
         assert!(!r.first(Instant::ZERO, origin, RECENT_MAX as u64 + 9), "still remembered");
+    }
+
+    #[test]
+    fn a_flight_of_one_message_at_a_time_gives_its_queue_back_once_handed_on() {
+        let route = Route {
+            key: NodeId::from_u128(1),
+            purpose: 16,
+            origin: NodeId::from_u128(2),
+            hops: 0,
+            seq: 0,
+            payload: Bytes::new(),
+        };
+        let entry =
+            || Some(InFlight { route: route.clone(), sent: Instant::ZERO, reroutes: 0, token: None, checked: false });
+        let mut f = Flight::default();
+        f.unacked.push_back(entry());
+        assert!(f.unacked.capacity() <= SPARSE_FLIGHT, "one message takes the smallest allocation");
+        f.drained();
+        assert!(f.unacked.capacity() > 0, "not while it is in flight");
+        f.unacked.clear();
+        f.drained();
+        assert_eq!(f.heap_bytes(), std::mem::size_of::<Flight>() + f.held_in.capacity());
+        // A burst's queue is kept for the next burst.
+        for _ in 0..40 {
+            f.unacked.push_back(entry());
+        }
+        f.unacked.clear();
+        let burst = f.unacked.capacity();
+        f.drained();
+        assert_eq!(f.unacked.capacity(), burst);
     }
 
     #[test]

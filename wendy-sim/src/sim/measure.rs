@@ -306,6 +306,7 @@ impl Sim {
             timeline: self.timeline(),
             ..Report::default()
         };
+        r.peak_rss_sample_at_s = r.timeline.iter().max_by_key(|b| b.rss_bytes).map_or(0.0, |b| b.t_s);
         self.fill_lookups(&mut r);
         self.fill_joins(&mut r);
         self.fill_control(&mut r, &marks);

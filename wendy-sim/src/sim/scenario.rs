@@ -237,6 +237,7 @@ impl Sim {
                 let b = self.m.bucket(self.now);
                 b.live = alive;
                 b.joined = joined;
+                b.rss_bytes = crate::report::rss_bytes();
                 self.queue.push(self.now + self.m.bucket_us, Ev::Ctl(Ctl::Sample));
             }
         }
