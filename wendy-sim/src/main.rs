@@ -174,6 +174,11 @@ struct Cli {
     /// Do not print the summary.
     #[arg(long)]
     quiet: bool,
+    /// Print a progress line to stderr every this many seconds of wall time (simulated time,
+    /// nodes joined, events, RSS, share done and an estimate of the time left), for runs whose
+    /// stderr is a log rather than a terminal; it replaces the progress bar.
+    #[arg(long, value_name = "SECS")]
+    progress_every: Option<u64>,
     /// At the end, measure the simulator's own structures (bytes per host by structure) and
     /// print them with the summary and in the JSON (`memory`).
     #[arg(long)]
@@ -333,6 +338,23 @@ fn config(cli: &Cli) -> Result<SimConfig, String> {
     })
 }
 
+/// One line of `--progress-every`: where the run is, and an estimate of the wall time left
+/// from the share of the planned simulated time done so far (the join phase costs more per
+/// simulated second than the rest, so early estimates run long).
+fn progress_line(elapsed: Duration, frac: f64, s: &Sim) -> String {
+    let frac = frac.clamp(0.0, 1.0);
+    let left = if frac > 0.0 { format!("{:.0}s", elapsed.as_secs_f64() * (1.0 - frac) / frac) } else { "?".into() };
+    format!(
+        "wendy-sim: {:5.1}% after {:.0}s wall, about {left} left; t={} joined={} events={} rss={:.2} GiB",
+        100.0 * frac,
+        elapsed.as_secs_f64(),
+        s.now(),
+        s.joined_count(),
+        s.events(),
+        wendy_sim::report::rss_bytes() as f64 / (1u64 << 30) as f64
+    )
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let cfg = match config(&cli) {
@@ -351,11 +373,18 @@ fn main() -> ExitCode {
         );
         pb
     });
+    let every = cli.progress_every.map(|s| Duration::from_secs(s.max(1)));
+    let bar = bar.filter(|_| every.is_none());
+    let (start, mut last) = (std::time::Instant::now(), std::time::Instant::now());
     let sim = Sim::new(cfg);
     let report = sim.run(|s, frac| {
         if let Some(pb) = &bar {
             pb.set_position((frac.clamp(0.0, 1.0) * 1000.0) as u64);
             pb.set_message(format!("t={} joined={} events={}", s.now(), s.joined_count(), s.events()));
+        }
+        if every.is_some_and(|e| last.elapsed() >= e) {
+            last = std::time::Instant::now();
+            eprintln!("{}", progress_line(start.elapsed(), frac, s));
         }
     });
     if let Some(pb) = &bar {
@@ -415,6 +444,17 @@ mod tests {
         assert!(cfg.churn.is_some());
         let odd = Cli::try_parse_from(["wendy-sim", "--leaf-set-size", "7"]).unwrap();
         assert!(config(&odd).unwrap_err().contains("leaf"), "a node that cannot start is refused up front");
+    }
+
+    #[test]
+    fn a_progress_line_says_where_the_run_is() {
+        let cli = Cli::try_parse_from(["wendy-sim", "--nodes", "20", "--progress-every", "30"]).unwrap();
+        assert_eq!(cli.progress_every, Some(30));
+        let sim = Sim::new(config(&cli).unwrap());
+        let line = progress_line(Duration::from_secs(10), 0.25, &sim);
+        assert!(line.contains(" 25.0% after 10s wall, about 30s left;"), "{line}");
+        assert!(line.contains("joined=0 events=0"), "{line}");
+        assert!(progress_line(Duration::ZERO, 0.0, &sim).contains("about ? left"));
     }
 
     #[test]
