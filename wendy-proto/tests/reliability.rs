@@ -5,7 +5,8 @@
 //! wait before declaring it failed (its process stopped, its machine suspended) closes its
 //! connections unread rather than deliver a message a second time; a message a peer received
 //! and had not handed on when it left is routed again by its sender, and copies are dropped
-//! once handed on or after `custody_give_up` (custody).
+//! once handed on or after five `custody_give_up` periods (custody); a joining node that holds
+//! a message until it is ready does not report it handed on.
 
 use std::time::Duration;
 
@@ -377,9 +378,11 @@ fn a_leaf_set_member_pushed_out_and_back_costs_no_new_connection() {
 
 /// Custody, through the public API: a message our peer acknowledged receiving but has not
 /// handed on is still ours. If the peer leaves (or is declared failed) before it hands the
-/// message on, we route our copy again (here, in a ring of two, we are then its root); if it
-/// reports the message handed on, or keeps it past `custody_give_up` (probed meanwhile, and
-/// answering), our copy is gone: nothing is delivered twice and the copies do not pile up.
+/// message on, we route our copy again (here, in a ring of two, we are then its root), even
+/// after it has held it past `custody_give_up` while answering our probes (a live peer may hold
+/// a message for a reason, and crash with it later); if it reports the message handed on, or
+/// keeps it through four more such periods, our copy is gone: nothing is delivered twice and
+/// the copies do not pile up.
 #[test]
 fn a_peer_that_leaves_holding_our_messages_does_not_take_them_away() {
     let peer = NodeId::from_u128(ME + 1);
@@ -410,7 +413,33 @@ fn a_peer_that_leaves_holding_our_messages_does_not_take_them_away() {
     };
     assert_eq!(run(0, Duration::from_secs(2)), 3, "held by the peer when it left: routed again, here");
     assert_eq!(run(3, Duration::from_secs(2)), 0, "handed on: nothing kept, nothing twice");
-    // Past `neighbour_probing_time + 3 ack_timeout_max` the peer is probed; it answers, and
-    // `neighbour_probing_time + ack_timeout_max` later the copies are dropped.
-    assert_eq!(run(0, Duration::from_secs(25)), 0, "kept past custody_give_up: dropped");
+    // Past `neighbour_probing_time + 3 ack_timeout_max` the peer is probed; it answers. At
+    // `custody_give_up` it is probed again, and answers: the copies are still kept, and go
+    // round again when it leaves holding them.
+    assert_eq!(run(0, Duration::from_secs(25)), 3, "kept past custody_give_up while it holds them");
+    // After four more periods, each with a probe the peer answers, they are dropped.
+    assert_eq!(run(0, Duration::from_secs(200)), 0, "kept for a bounded time: dropped");
+}
+
+/// A joining node holds the routed messages it is sent until it is ready. It reports them
+/// received, not handed on: their sender keeps its copies, so that they survive the joiner's
+/// crash (at a 5-minute median session, lookups were lost when a joiner that held them
+/// crashed: its sender had dropped its copy on the joiner's first acknowledgement).
+#[test]
+fn a_joiner_holding_a_message_keeps_its_sender_s_copy() {
+    let mut node = Node::new(config(), NOW).expect("valid config");
+    node.join(NOW, &[addr(9, 9)]).expect("a ring of one may join");
+    drain(&mut node);
+    let conn = script::authed(&mut node, NOW, &info(ME + 1, 1, 1));
+    drain(&mut node);
+    let out = script::send(&mut node, NOW, conn, &route(7));
+    assert!(!out.iter().any(|o| matches!(o, Output::Deliver(_))), "held, not delivered: {out:?}");
+    let acks: Vec<(u64, u64)> = script::messages(&out, conn)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Ack { count, passed } => Some((count, passed)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, [(1, 0)], "received, and not handed on while held");
 }

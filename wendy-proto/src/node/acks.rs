@@ -154,6 +154,12 @@ pub(super) struct Parked {
     token: Option<Token>,
 }
 
+/// How many times a copy a peer has held past [`Node::custody_give_up`] is kept for another
+/// such period, the peer probed each time, before it is dropped: five periods in all, 100 s
+/// at the defaults (20 s each), longer than a joiner holds messages in the slowest joins seen
+/// under fast churn.
+const CUSTODY_ROUNDS: u8 = 4;
+
 /// The most routed messages a connection's in-flight queue holds while it counts as carrying
 /// one at a time: a vector's smallest allocation for entries of this size ([`Flight::drained`]).
 const SPARSE_FLIGHT: usize = 4;
@@ -193,7 +199,8 @@ impl Flight {
 #[derive(Debug)]
 pub(super) struct InFlight {
     pub(super) route: Route,
-    /// When it was sent; once the peer received it, when that was acknowledged.
+    /// When it was sent; once the peer received it, when that was acknowledged (and again
+    /// when a custody period restarts: each `custody_give_up`, and when it is orphaned).
     pub(super) sent: Instant,
     reroutes: u8,
     /// Our custody of it towards the node that sent it to us, if any: passed once the peer
@@ -201,6 +208,8 @@ pub(super) struct InFlight {
     token: Option<Token>,
     /// The peer received it and has held it past `custody_hold`: it has been probed.
     pub(super) checked: bool,
+    /// Times the peer has held it past `custody_give_up` ([`CUSTODY_ROUNDS`]).
+    pub(super) rounds: u8,
 }
 
 impl Node {
@@ -222,7 +231,14 @@ impl Node {
             f.base += 1;
             f.acked_out = f.acked_out.max(f.base);
         }
-        f.unacked.push_back(Some(InFlight { route: route.clone(), sent: now, reroutes, token, checked: false }));
+        f.unacked.push_back(Some(InFlight {
+            route: route.clone(),
+            sent: now,
+            reroutes,
+            token,
+            checked: false,
+            rounds: 0,
+        }));
         if f.timer.is_none() {
             let peer = c.peer();
             let at = now + self.ack_timeout(peer);
@@ -348,6 +364,7 @@ impl Node {
         let mut late = Vec::new();
         let mut oldest = None;
         let (mut custody_due, mut custody_overdue): (Option<Instant>, Option<Instant>) = (None, None);
+        let mut custody_probe = false;
         let received = f.acked_out - f.base;
         for (i, slot) in f.unacked.iter_mut().enumerate() {
             let Some(e) = slot else { continue };
@@ -356,8 +373,20 @@ impl Node {
                 // may have crashed with it. Probed once after `hold`, given up after `give_up`.
                 let age = now - e.sent;
                 if age >= give_up {
-                    *slot = None;
-                    continue;
+                    // Still not handed on, though the peer was alive after it took it (we
+                    // heard from it, or it answered the probe at `hold`). It may hold it for a
+                    // reason (a joiner holds messages until it is ready; a reroute can wait
+                    // for a suspect's probes), or it may have crashed since, with the message.
+                    // Our copy stays, and the peer is probed whatever we heard from it: if it
+                    // is declared failed, the copy is routed again around it.
+                    if e.rounds >= CUSTODY_ROUNDS {
+                        *slot = None;
+                        continue;
+                    }
+                    e.rounds += 1;
+                    e.sent = now;
+                    e.checked = false;
+                    custody_probe = true;
                 }
                 if age >= hold && !e.checked {
                     e.checked = true;
@@ -382,6 +411,9 @@ impl Node {
         }
         if let (Some(since), Some(p), false) = (custody_overdue, peer, overdue) {
             self.check_custodian(now, p, since);
+        }
+        if let (true, Some(p), false) = (custody_probe, peer, overdue) {
+            self.suspect(now, p);
         }
         if overdue {
             if let Some(p) = peer.filter(|p| self.peers.get(p).is_some_and(|p| p.suspected.is_none())) {
@@ -588,8 +620,16 @@ mod tests {
             seq: 0,
             payload: Bytes::new(),
         };
-        let entry =
-            || Some(InFlight { route: route.clone(), sent: Instant::ZERO, reroutes: 0, token: None, checked: false });
+        let entry = || {
+            Some(InFlight {
+                route: route.clone(),
+                sent: Instant::ZERO,
+                reroutes: 0,
+                token: None,
+                checked: false,
+                rounds: 0,
+            })
+        };
         let mut f = Flight::default();
         f.unacked.push_back(entry());
         assert!(f.unacked.capacity() <= SPARSE_FLIGHT, "one message takes the smallest allocation");
@@ -620,7 +660,14 @@ mod tests {
             payload: Bytes::new(),
         };
         for _ in 0..40 {
-            let e = InFlight { route: route.clone(), sent: Instant::ZERO, reroutes: 0, token: None, checked: false };
+            let e = InFlight {
+                route: route.clone(),
+                sent: Instant::ZERO,
+                reroutes: 0,
+                token: None,
+                checked: false,
+                rounds: 0,
+            };
             f.unacked.push_back(Some(e));
         }
         let burst = f.heap_bytes();

@@ -17,9 +17,17 @@
 //! all is a duplicate, which its root drops ([`super::acks::Recent`]), or delivered again if
 //! its root changed meanwhile). A copy the peer holds longer than [`Node::custody_hold`] makes
 //! the peer a suspect (it is probed, and declared failed if it does not answer), unless we
-//! heard from it since it took the copy; one held longer than [`Node::custody_give_up`] is
-//! dropped: by then the peer was alive after it took the message, and still has it or
-//! handed it on.
+//! heard from it since it took the copy. One held longer than [`Node::custody_give_up`] is
+//! kept for another period and the peer probed whatever we heard from it, up to four times
+//! (100 s in all at the defaults):
+//! a peer alive after it took the message may still hold it for a reason (a joiner holds
+//! messages until it is ready) and crash with it later (at a 5-minute median session, most of
+//! the lookups still lost had been dropped at `custody_give_up` by a node whose peer crashed
+//! after it was last heard from). A copy whose connection closed is kept for
+//! `custody_give_up` from then, so that the probes that closed it can settle.
+//!
+//! A routed message a joining node holds until it is ready keeps its custody too: its sender
+//! keeps its copy until the joiner hands it on.
 //!
 //! Within a node, the custody of the message being handled travels in `Custody::ctx`, set
 //! where a routed message is received, rerouted or released from parking: whatever holds the
@@ -141,7 +149,11 @@ impl Node {
 
     /// Keeps the copy of a message `peer` received and had not handed on when its connection
     /// closed.
-    pub(super) fn orphan(&mut self, peer: NodeId, e: InFlight) {
+    pub(super) fn orphan(&mut self, peer: NodeId, mut e: InFlight) {
+        // Kept from now, however long the peer has held it: its connection closed, often
+        // because the peer became a suspect, and the probes must have time to settle.
+        e.sent = self.last_now;
+        e.checked = false;
         if self.custody.orphans.len() >= MAX_ORPHANS {
             self.custody.orphans.pop_front();
         }

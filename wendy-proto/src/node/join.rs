@@ -12,6 +12,7 @@ use crate::routing_table::UNKNOWN_PROXIMITY;
 use crate::time::Instant;
 use crate::wire::{Message, Route};
 
+use super::custody::Token;
 use super::membership::{proximity, Peer};
 use super::routing::Hop;
 use super::timers::NodeTimer;
@@ -63,8 +64,15 @@ pub(super) struct Near {
 
 #[derive(Debug)]
 pub(super) enum Held {
-    Route(Route),
-    Join { joiner: NodeInfo, hops: u8, via: Option<ConnId> },
+    /// A routed message, with our custody of it towards the node that sent it to us, if any:
+    /// that node keeps its copy until we hand the message on, so that it survives our crash
+    /// while we hold it ([`super::custody`]).
+    Route(Route, Option<Token>),
+    Join {
+        joiner: NodeInfo,
+        hops: u8,
+        via: Option<ConnId>,
+    },
 }
 
 impl Node {
@@ -562,9 +570,9 @@ impl Node {
         self.pending_total -= held.len();
         for h in held {
             match h {
-                Held::Route(r) => {
-                    let _ = self.route_app(now, r, false);
-                }
+                Held::Route(r, token) => self.with_custody(token, |n| {
+                    let _ = n.route_app(now, r, false);
+                }),
                 Held::Join { joiner, hops, via } => self.route_join(now, joiner, hops, via),
             }
         }

@@ -407,9 +407,11 @@ impl Node {
         let held: Vec<Held> = self.held.drain(..).collect();
         self.pending_total -= held.len();
         for h in held {
-            if let Held::Route(r) = h {
+            if let Held::Route(r, token) = h {
                 // A ring of one is root for everything.
-                let _ = self.route_app(now, r, false);
+                self.with_custody(token, |n| {
+                    let _ = n.route_app(now, r, false);
+                });
             }
         }
         self.leaf_dirty = true;

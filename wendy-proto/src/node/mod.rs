@@ -410,8 +410,8 @@ impl Node {
         let held: Vec<Held> = self.held.drain(..).collect();
         self.pending_total -= held.len();
         for h in held {
-            if let Held::Route(r) = h {
-                self.undeliverable(r);
+            if let Held::Route(r, token) = h {
+                self.with_custody(token, |n| n.undeliverable(r));
             }
         }
         for p in std::mem::take(&mut self.parked) {

@@ -208,7 +208,8 @@ impl Node {
                     return self.drop_msg(None, local);
                 }
                 self.pending_total += 1;
-                self.held.push_back(Held::Route(route));
+                let token = self.custody.ctx.take();
+                self.held.push_back(Held::Route(route, token));
                 Ok(())
             }
             Hop::Next(next) => {
@@ -276,7 +277,8 @@ impl Node {
             Hop::Here => self.deliver_route(route, false),
             Hop::Hold if self.pending_total < self.cfg.max_pending_total => {
                 self.pending_total += 1;
-                self.held.push_back(Held::Route(route));
+                let token = self.custody.ctx.take();
+                self.held.push_back(Held::Route(route, token));
             }
             Hop::Hold => self.undeliverable(route),
             Hop::Next(next) => {

@@ -20,6 +20,9 @@ pub(super) struct LookupRec {
     pub(super) origin_inc: u32,
     /// Sum of the model latencies of the hops it was forwarded over.
     pub(super) path_us: u64,
+    /// The last forwarding seen: (from host, to host, to host's incarnation, when), for the
+    /// trail of a lost lookup (`WENDY_SIM_DEBUG`).
+    pub(super) last_hop: Option<(u32, u32, u32, u64)>,
     pub(super) done: bool,
 }
 
@@ -71,7 +74,15 @@ impl Sim {
         self.m.issued += 1;
         self.oracle.last_issue = self.now;
         let origin_inc = self.hosts[origin as usize].inc;
-        self.oracle.recs.push_back(LookupRec { issued: self.now, key, origin, origin_inc, path_us: 0, done: false });
+        self.oracle.recs.push_back(LookupRec {
+            issued: self.now,
+            key,
+            origin,
+            origin_inc,
+            path_us: 0,
+            last_hop: None,
+            done: false,
+        });
         self.oracle.by_key.insert(key, id);
         self.m.bucket(self.now).lookups.issued += 1;
         let mut payload = vec![0u8; self.cfg.payload_bytes.max(8)];
@@ -165,6 +176,7 @@ impl Sim {
         let o = &mut self.oracle;
         if let Some(r) = id.checked_sub(o.recs_base).and_then(|i| o.recs.get_mut(i as usize)) {
             r.path_us += lat;
+            r.last_hop = Some((h, n, self.hosts[n as usize].inc, self.now));
         }
     }
 
@@ -208,10 +220,46 @@ impl Sim {
                 let rec = r.clone();
                 let kept = (self.cfg.crash_fraction > 0.0).then_some(self.m.outcomes.len());
                 let origin_gone = self.hosts[rec.origin as usize].inc != rec.origin_inc;
+                if self.debug {
+                    self.lost_trail(id, &rec, origin_gone);
+                }
                 self.resolve(id, Outcome::Lost);
                 self.oracle.late.insert(id, TimedOut { rec, origin_gone, kept });
             }
         }
+    }
+
+    /// Prints where a lost lookup was last seen (`WENDY_SIM_DEBUG`): its origin, the last hop
+    /// it was forwarded over, and what became of the node it was sent to.
+    fn lost_trail(&self, id: u64, rec: &LookupRec, origin_gone: bool) {
+        let t = |us: u64| us as f64 / 1e6;
+        let state = |h: u32, inc: u32| {
+            let host = &self.hosts[h as usize];
+            let life = if host.inc != inc {
+                "crashed since"
+            } else if host.up {
+                "up"
+            } else {
+                "down"
+            };
+            let node = host.node.as_deref();
+            let ready = node.is_some_and(|n| n.is_ready());
+            let joined = host.joined_pos != NONE;
+            format!("host {h} {life}, ready {ready}, joined {joined}")
+        };
+        let hop = match rec.last_hop {
+            Some((from, to, inc, at)) => {
+                let from_inc = self.hosts[from as usize].inc;
+                format!("last forwarded at {:.3}s by {} to {}", t(at), state(from, from_inc), state(to, inc))
+            }
+            None => "never forwarded".to_string(),
+        };
+        eprintln!(
+            "{:.3}s lookup {id} lost: issued {:.3}s at {} (origin gone {origin_gone}); {hop}",
+            t(self.now),
+            t(rec.issued),
+            state(rec.origin, rec.origin_inc),
+        );
     }
 
     /// Checks the oracle's nodes after a crash: (every nearest leaf is the true ring
