@@ -370,7 +370,8 @@ impl Node {
             let Some(e) = slot else { continue };
             if (i as u64) < received {
                 // Received, not yet handed on: the peer may be holding it (parked, rerouted) or
-                // may have crashed with it. Probed once after `hold`, given up after `give_up`.
+                // may have crashed with it. Probed after `hold` if silent since it took it, and
+                // at every `give_up` whatever we heard; dropped after `CUSTODY_ROUNDS` more.
                 let age = now - e.sent;
                 if age >= give_up {
                     // Still not handed on, though the peer was alive after it took it (we

@@ -175,8 +175,8 @@ impl Node {
         }
     }
 
-    /// Every heartbeat: a peer still holding an orphaned copy after `custody_hold` is probed;
-    /// copies older than `custody_give_up` are dropped.
+    /// Every heartbeat: a peer still holding an orphaned copy `custody_hold` after it was
+    /// orphaned is probed; copies orphaned longer than `custody_give_up` ago are dropped.
     pub(super) fn sweep_orphans(&mut self, now: Instant) {
         let (hold, give_up) = (self.custody_hold(), self.custody_give_up());
         self.custody.orphans.retain(|o| now - o.1.sent < give_up);
