@@ -138,6 +138,9 @@ impl Sim {
             // Known and finished: a duplicate, unless it had been counted lost at its timeout.
             let finished = idx.is_some() || id < o.recs_base;
             if let Some(t) = self.oracle.late.remove(&id) {
+                if self.debug {
+                    eprintln!("{:.3}s lookup {id} delivered late, at host {h}", self.now as f64 / 1e6);
+                }
                 self.deliver_late(h, d.hops, t);
             } else {
                 self.m.duplicates += u64::from(finished);
