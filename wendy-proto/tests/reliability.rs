@@ -376,6 +376,46 @@ fn a_leaf_set_member_pushed_out_and_back_costs_no_new_connection() {
     assert!(script::messages(&out, cx).is_empty(), "X was announced to again: {out:?}");
 }
 
+/// Sends three messages to the peer, which acknowledges receiving them and reports `passed`
+/// of them handed on; the peer then answers every probe until `wait` has passed, and leaves.
+/// Returns what was delivered here.
+fn custody_run(passed: u64, wait: Duration) -> usize {
+    let peer = NodeId::from_u128(ME + 1);
+    let payload = Bytes::from_static(b"custody");
+    let (mut node, conn) = node_with_a_peer();
+    for _ in 0..3 {
+        node.send(NOW, peer, 16, payload.clone()).expect("accepted");
+    }
+    let out = drain(&mut node);
+    let routed = script::messages(&out, conn).iter().filter(|m| matches!(m, Message::Route(_))).count();
+    assert_eq!(routed, 3, "sent to the peer, their root");
+    script::send(&mut node, NOW, conn, &Message::Ack { count: 3, passed });
+    let end = NOW + wait;
+    while let Some(t) = node.poll_timeout().filter(|&t| t <= end) {
+        node.handle_timeout(t);
+        for m in script::messages(&drain(&mut node), conn) {
+            if let Message::Ping { seq } = m {
+                script::send(&mut node, t, conn, &Message::Pong { seq, ready: true });
+            }
+        }
+    }
+    let out = script::send(&mut node, end, conn, &Message::Leaving);
+    out.iter().filter(|o| matches!(o, Output::Deliver(d) if d.payload == payload)).count()
+}
+
+/// The bound the custody docs give: a copy a live peer holds is kept for five periods of
+/// `custody_give_up` (`neighbour_probing_time + 3 ack_timeout_max`, then
+/// `neighbour_probing_time + ack_timeout_max` more), 100 s at the defaults, and no longer.
+#[test]
+fn a_copy_a_live_peer_holds_is_kept_five_custody_periods() {
+    let c = config();
+    let give_up = c.neighbour_probing_time() * 2 + c.ack_timeout_max * 4;
+    assert_eq!(give_up * 5, Duration::from_secs(100), "the documented figure at the defaults");
+    let second = Duration::from_secs(1);
+    assert_eq!(custody_run(0, give_up * 5 - second), 3, "kept just before the bound");
+    assert_eq!(custody_run(0, give_up * 5 + second), 0, "dropped just after it");
+}
+
 /// Custody, through the public API: a message our peer acknowledged receiving but has not
 /// handed on is still ours. If the peer leaves (or is declared failed) before it hands the
 /// message on, we route our copy again (here, in a ring of two, we are then its root), even
@@ -385,32 +425,7 @@ fn a_leaf_set_member_pushed_out_and_back_costs_no_new_connection() {
 /// the copies do not pile up.
 #[test]
 fn a_peer_that_leaves_holding_our_messages_does_not_take_them_away() {
-    let peer = NodeId::from_u128(ME + 1);
-    let payload = Bytes::from_static(b"custody");
-    // Sends three messages to the peer, which acknowledges receiving them and reports
-    // `passed` of them handed on; the peer then answers every probe until `wait` has passed,
-    // and leaves. Returns what was delivered here.
-    let run = |passed: u64, wait: Duration| {
-        let (mut node, conn) = node_with_a_peer();
-        for _ in 0..3 {
-            node.send(NOW, peer, 16, payload.clone()).expect("accepted");
-        }
-        let out = drain(&mut node);
-        let routed = script::messages(&out, conn).iter().filter(|m| matches!(m, Message::Route(_))).count();
-        assert_eq!(routed, 3, "sent to the peer, their root");
-        script::send(&mut node, NOW, conn, &Message::Ack { count: 3, passed });
-        let end = NOW + wait;
-        while let Some(t) = node.poll_timeout().filter(|&t| t <= end) {
-            node.handle_timeout(t);
-            for m in script::messages(&drain(&mut node), conn) {
-                if let Message::Ping { seq } = m {
-                    script::send(&mut node, t, conn, &Message::Pong { seq, ready: true });
-                }
-            }
-        }
-        let out = script::send(&mut node, end, conn, &Message::Leaving);
-        out.iter().filter(|o| matches!(o, Output::Deliver(d) if d.payload == payload)).count()
-    };
+    let run = custody_run;
     assert_eq!(run(0, Duration::from_secs(2)), 3, "held by the peer when it left: routed again, here");
     assert_eq!(run(3, Duration::from_secs(2)), 0, "handed on: nothing kept, nothing twice");
     // Past `neighbour_probing_time + 3 ack_timeout_max` the peer is probed; it answers. At

@@ -611,8 +611,8 @@ mod tests {
         assert!(!r.first(Instant::ZERO, origin, RECENT_MAX as u64 + 9), "still remembered");
     }
 
-    #[test]
-    fn a_flight_of_one_message_at_a_time_gives_its_queue_back_once_handed_on() {
+    /// A routed message in flight, sent at time zero and never rerouted.
+    fn entry() -> Option<InFlight> {
         let route = Route {
             key: NodeId::from_u128(1),
             purpose: 16,
@@ -621,16 +621,11 @@ mod tests {
             seq: 0,
             payload: Bytes::new(),
         };
-        let entry = || {
-            Some(InFlight {
-                route: route.clone(),
-                sent: Instant::ZERO,
-                reroutes: 0,
-                token: None,
-                checked: false,
-                rounds: 0,
-            })
-        };
+        Some(InFlight { route, sent: Instant::ZERO, reroutes: 0, token: None, checked: false, rounds: 0 })
+    }
+
+    #[test]
+    fn a_flight_of_one_message_at_a_time_gives_its_queue_back_once_handed_on() {
         let mut f = Flight::default();
         f.unacked.push_back(entry());
         assert!(f.unacked.capacity() <= SPARSE_FLIGHT, "one message takes the smallest allocation");
@@ -652,24 +647,8 @@ mod tests {
     #[test]
     fn an_idle_flight_gives_its_queue_back_once_drained() {
         let mut f = Flight::default();
-        let route = Route {
-            key: NodeId::from_u128(1),
-            purpose: 16,
-            origin: NodeId::from_u128(2),
-            hops: 0,
-            seq: 0,
-            payload: Bytes::new(),
-        };
         for _ in 0..40 {
-            let e = InFlight {
-                route: route.clone(),
-                sent: Instant::ZERO,
-                reroutes: 0,
-                token: None,
-                checked: false,
-                rounds: 0,
-            };
-            f.unacked.push_back(Some(e));
+            f.unacked.push_back(entry());
         }
         let burst = f.heap_bytes();
         f.release_idle();

@@ -207,9 +207,7 @@ impl Node {
                 if self.pending_total >= self.cfg.max_pending_total {
                     return self.drop_msg(None, local);
                 }
-                self.pending_total += 1;
-                let token = self.custody.ctx.take();
-                self.held.push_back(Held::Route(route, token));
+                self.hold_route(route);
                 Ok(())
             }
             Hop::Next(next) => {
@@ -275,11 +273,7 @@ impl Node {
         };
         match hop {
             Hop::Here => self.deliver_route(route, false),
-            Hop::Hold if self.pending_total < self.cfg.max_pending_total => {
-                self.pending_total += 1;
-                let token = self.custody.ctx.take();
-                self.held.push_back(Held::Route(route, token));
-            }
+            Hop::Hold if self.pending_total < self.cfg.max_pending_total => self.hold_route(route),
             Hop::Hold => self.undeliverable(route),
             Hop::Next(next) => {
                 let (key, purpose, origin, hops) = (route.key, route.purpose, route.origin, route.hops);
@@ -290,6 +284,14 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Holds a routed message until we are ready, with the custody of it we have: its sender
+    /// keeps its copy until we hand it on (`Node::become_ready`), so that it survives our crash.
+    fn hold_route(&mut self, route: Route) {
+        self.pending_total += 1;
+        let token = self.custody.ctx.take();
+        self.held.push_back(Held::Route(route, token));
     }
 
     /// Delivers a routed message here: we are its root, or the forward hook consumed it.

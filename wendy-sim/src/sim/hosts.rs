@@ -370,7 +370,6 @@ impl Sim {
             let ready = host.node.as_deref().is_some_and(|n| n.is_ready());
             eprintln!("{:.3}s crash of host {h} (ready {ready})", self.now as f64 / 1e6);
         }
-        let host = &mut self.hosts[h as usize];
         if let Some(node) = host.node.take() {
             for (s, n) in self.m.gone_by_kind.iter_mut().zip(node.stats().control_frames_by_kind) {
                 *s += n;
