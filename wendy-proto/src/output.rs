@@ -101,7 +101,8 @@ pub enum Event {
         /// Former members.
         removed: Vec<NodeId>,
     },
-    /// A heartbeat arrived from a node.
+    /// A heartbeat (from our nearest clockwise leaf-set member) or a liveness probe arrived
+    /// from a node.
     Heartbeat(NodeId),
     /// A peer failed the credentials handshake; it was not added to any table.
     PeerRejected {

@@ -4,6 +4,7 @@ use core::time::Duration;
 
 use wendy_proto::harness::Harness;
 use wendy_proto::rng::Rng;
+use wendy_proto::wire::Message;
 use wendy_proto::{Event, NodeId};
 
 /// Builds a cluster of `n` nodes with ids from `seed`; joined one by one (each waiting until
@@ -573,4 +574,53 @@ fn idle_connections_give_their_buffers_back() {
     assert!(quiet_queues * 4 < busy_queues, "buffers held: {busy_queues} B busy, {quiet_queues} B after {idle:?} idle");
     let (busy_per, quiet_per) = (busy_conns / busy_count, quiet_conns / quiet_count);
     assert!(quiet_per + 100 < busy_per, "per connection: {busy_per} B busy, {quiet_per} B idle");
+}
+
+#[test]
+fn heartbeats_go_one_way_and_carry_the_leaf_set_once_an_exchange_interval() {
+    // MSPastry: each node heartbeats its nearest counter-clockwise leaf-set member, which
+    // answers; the periodic leaf-set exchange rides on one heartbeat an interval, and in a
+    // ring whose leaf sets agree nothing but the usual answer comes back.
+    let (seed, n) = (23, 12);
+    let mut h =
+        cluster_with(n, seed, false, |id, addr| wendy_proto::Config::with_trusted_id(id, addr).insecure_plaintext());
+    let cfg = h.node(0).config().clone();
+    // Past the early exchanges, whose gaps double up to the interval.
+    h.run_for(cfg.leaf_exchange_interval * 2);
+    let ids: Vec<NodeId> = (0..n).map(|i| h.node(i).id()).collect();
+    let index = |id: NodeId| ids.iter().position(|&x| x == id).expect("a node of the cluster");
+    h.record_messages();
+    let intervals = 3;
+    h.run_for(cfg.leaf_exchange_interval * intervals);
+    let beats_per_interval = (cfg.leaf_exchange_interval.as_secs() / cfg.heartbeat_interval.as_secs()) as usize;
+    for i in 0..n {
+        let ccw = index(*h.node(i).leaf_set().ccw().first().expect("a ring of 12 has neighbours"));
+        let sent: Vec<(usize, &Vec<wendy_proto::NodeInfo>)> = h
+            .messages()
+            .iter()
+            .filter_map(|(from, to, m)| match m {
+                Message::Heartbeat { leaves, .. } if *from == i => Some((*to, leaves)),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            sent.iter().all(|(to, _)| *to == ccw),
+            "node {i} heartbeats only its counter-clockwise neighbour {ccw}"
+        );
+        // One an interval, or every other one: a heartbeat is skipped when its answer to the
+        // last one came within the interval.
+        let (beats, ticks) = (sent.len(), beats_per_interval * intervals as usize);
+        assert!(beats + 1 >= ticks / 2 && beats <= ticks + 1, "node {i}: {beats} heartbeats in {ticks} ticks");
+        let answered =
+            h.messages().iter().filter(|(f, t, m)| (*f, *t) == (ccw, i) && matches!(m, Message::Pong { .. }));
+        assert!(answered.count() + 1 >= beats, "node {i}: its heartbeats are answered");
+        let pushes = sent.iter().filter(|(_, l)| !l.is_empty()).count();
+        assert!(
+            pushes + 1 >= intervals as usize && pushes <= intervals as usize + 1,
+            "node {i}: {pushes} leaf sets pushed"
+        );
+    }
+    let kinds = |f: fn(&Message) -> bool| h.messages().iter().filter(|(_, _, m)| f(m)).count();
+    assert_eq!(kinds(|m| matches!(m, Message::LeafSetRequest)), 0, "no leaf-set requests in a steady ring");
+    assert_eq!(kinds(|m| matches!(m, Message::LeafSet { .. })), 0, "leaf sets that agree need no answer");
 }

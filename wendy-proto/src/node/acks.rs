@@ -172,6 +172,13 @@ impl Flight {
             + self.held_in.capacity()
     }
 
+    /// True if the peer has received messages on this connection and not handed them on: we
+    /// keep copies of them (custody).
+    pub(super) fn holds_received(&self) -> bool {
+        let received = (self.acked_out - self.base) as usize;
+        self.unacked.iter().take(received).any(Option::is_some)
+    }
+
     /// Everything sent was handed on: a queue that never held more than
     /// [`SPARSE_FLIGHT`] messages (a connection carrying one message at a time, the usual case
     /// on the many connections to table members) gives its allocation back now rather than

@@ -29,6 +29,10 @@
 //! A routed message a joining node holds until it is ready keeps its custody too: its sender
 //! keeps its copy until the joiner hands it on.
 //!
+//! A custodian is probed on suspicion even once it has left our tables (a leaf-set member a
+//! nearer node pushed out, a routing-table entry replaced by a nearer one): only its probes can
+//! show it crashed with our messages ([`Node::holds_our_copies`]).
+//!
 //! Within a node, the custody of the message being handled travels in `Custody::ctx`, set
 //! where a routed message is received, rerouted or released from parking: whatever holds the
 //! message next takes it (an in-flight entry, a parked message, a queue of a connection being
@@ -79,6 +83,11 @@ impl Custody {
     /// Messages held for others, for the invariant checks.
     pub(super) fn orphans(&self) -> usize {
         self.orphans.len()
+    }
+
+    /// True if copies `peer` held when its connection closed are kept here.
+    pub(super) fn has_orphans_of(&self, peer: NodeId) -> bool {
+        self.orphans.iter().any(|o| o.0 == peer)
     }
 }
 
@@ -192,6 +201,19 @@ impl Node {
         }
     }
 
+    /// True if `id` received messages from us that it has not handed on (on a connection, or
+    /// when its connection closed): we keep copies of them. Such a custodian is probed on
+    /// suspicion, and declared failed if it does not answer, even if it has left our tables
+    /// meanwhile (a leaf-set member a nearer node pushed out, a table entry replaced): else
+    /// nothing would ever route the copies again, and a crash would take them away.
+    pub(super) fn holds_our_copies(&self, id: NodeId) -> bool {
+        self.custody.has_orphans_of(id)
+            || self
+                .conns
+                .values()
+                .any(|c| c.peer() == Some(id) && c.flight.as_ref().is_some_and(|f| f.holds_received()))
+    }
+
     /// `peer` has held a copy it received at `since` past `custody_hold`: probed, unless we
     /// heard from it since (it was alive after it took the message, so it has it in hand or
     /// handed it on and its report was lost; a probe would only risk a false declaration).
@@ -201,3 +223,7 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "custody_tests.rs"]
+mod tests;

@@ -19,13 +19,18 @@ impl Node {
     /// A heartbeat, its answer, or a goodbye.
     pub(super) fn on_liveness_message(&mut self, now: Instant, from: NodeId, msg: Message) {
         match msg {
-            Message::Ping { seq } => {
+            Message::Ping { seq } | Message::Heartbeat { seq, .. } => {
                 self.out.push_back(Output::Event(Event::Heartbeat(from)));
                 if let Some(info) = self.peer_info(from) {
                     self.learn(now, info, true);
                 }
                 let ready = self.is_ready();
                 let _ = self.send_msg(now, from, Message::Pong { seq, ready });
+                if let Message::Heartbeat { leaves, .. } = msg {
+                    if !leaves.is_empty() {
+                        self.on_pushed_leaves(now, from, leaves);
+                    }
+                }
             }
             Message::Pong { seq, ready } => {
                 self.measure(now, from, seq);
@@ -91,8 +96,9 @@ impl Node {
     }
 
     /// Every `heartbeat_interval`: a heartbeat to our nearest counter-clockwise leaf-set
-    /// member if we have not heard from it within one interval, then housekeeping (expired failure records, peers that are in no
-    /// table and have no connection, the output queue's spare capacity).
+    /// member if we have not heard from it within one interval (carrying our leaf set once
+    /// an exchange interval), then housekeeping (expired failure records, peers that are in
+    /// no table and have no connection, the output queue's spare capacity).
     pub(super) fn heartbeat_timer(&mut self, now: Instant) {
         if self.state == State::Left {
             return;
@@ -117,7 +123,7 @@ impl Node {
                 // suspicion timeout is about to be (its own timer).
                 let heard_lately = since < self.cfg.heartbeat_interval && p.last_heard.is_some();
                 if !heard_lately && p.suspected.is_none() && since < self.cfg.suspect_timeout {
-                    self.probe(now, id, false);
+                    self.heartbeat(now, id);
                 }
             }
             if now >= self.row_ask_at && self.state == State::Ready {
@@ -195,7 +201,9 @@ impl Node {
     }
 
     /// Every `leaf_exchange_interval` (and at doubling gaps from 1/64 of it after the join):
-    /// ask the nearest leaf-set member on each side for its leaf set, route a
+    /// exchange leaf sets with our neighbours (while the gaps double, by asking the nearest
+    /// member on each side for its leaf set; then by sending ours to the counter-clockwise
+    /// one with our next heartbeat, [`Node::on_pushed_leaves`]), route a
     /// [`Message::Locate`] towards our own id, and re-probe departed members we still
     /// remember; during the doubling gaps, also ask near nodes for rows (`ask_near_row`,
     /// [`EARLY_ROW_ASKS`] of them while the asks win cells).
@@ -208,13 +216,18 @@ impl Node {
         if self.state != State::Ready {
             return;
         }
-        let near: Vec<NodeId> = self.leaf.cw().first().into_iter().chain(self.leaf.ccw().first()).copied().collect();
-        let mut asked = Vec::new();
-        for id in near {
-            if !asked.contains(&id) {
-                asked.push(id);
-                let _ = self.send_msg(now, id, Message::LeafSetRequest);
+        if self.exchange_gap < self.cfg.leaf_exchange_interval {
+            let near: Vec<NodeId> =
+                self.leaf.cw().first().into_iter().chain(self.leaf.ccw().first()).copied().collect();
+            let mut asked = Vec::new();
+            for id in near {
+                if !asked.contains(&id) {
+                    asked.push(id);
+                    let _ = self.send_msg(now, id, Message::LeafSetRequest);
+                }
             }
+        } else {
+            self.push_leaves = true;
         }
         self.locate_self(now);
         self.reprobe_lost_leaves(now);
@@ -266,7 +279,10 @@ impl Node {
     /// `probe_attempts` probes (`neighbour_probe_attempts` for a neighbour) `probe_timeout` apart
     /// is removed everywhere (and, if it was in the leaf set, reported to it).
     pub(super) fn peer_timer(&mut self, now: Instant, id: NodeId) {
-        let member = self.in_tables(id);
+        // A custodian of our messages that left our tables is still probed until its
+        // suspicion settles ([`Node::holds_our_copies`]).
+        let suspected = self.peers.get(&id).is_some_and(|p| p.suspected.is_some());
+        let member = self.in_tables(id) || (suspected && self.holds_our_copies(id));
         let limit = self.silence_limit(id);
         let attempts = self.probe_attempts_for(id);
         let Some(p) = self.peers.get_mut(&id) else { return };
@@ -321,8 +337,9 @@ impl Node {
 
     /// `id` stayed silent where it should have answered (a per-hop ack): suspect it and probe
     /// it now; it is declared failed if `probe_attempts` probes go unanswered ([`crate::Config::probing_time`]).
+    /// Only table members are suspected, and custodians of our messages ([`Node::holds_our_copies`]).
     pub(super) fn suspect(&mut self, now: Instant, id: NodeId) {
-        if self.state == State::Left || !self.in_tables(id) {
+        if self.state == State::Left || !(self.in_tables(id) || self.holds_our_copies(id)) {
             return;
         }
         let Some(p) = self.peers.get_mut(&id) else { return };
@@ -366,6 +383,28 @@ impl Node {
             c.neighbour_probe_attempts.max(c.probe_attempts)
         } else {
             c.probe_attempts
+        }
+    }
+
+    /// The leaf set our clockwise neighbour sent with its heartbeat: learned, as an answer to
+    /// a request is. Every node sends its own to its counter-clockwise neighbour, so news of
+    /// the ring reaches each node from its clockwise neighbour, whose leaf set covers all but
+    /// the farthest of ours. Ours goes back only if we know nodes (ourselves included) that
+    /// belong in the sender's leaf set and are missing from it: a repair flows both ways, and
+    /// costs no frame while the two agree.
+    pub(super) fn on_pushed_leaves(&mut self, now: Instant, from: NodeId, leaves: Vec<NodeInfo>) {
+        let mut theirs = crate::leaf_set::LeafSet::new(from, self.cfg.leaf_set_size);
+        for i in &leaves {
+            theirs.insert(i.id);
+        }
+        for i in leaves {
+            self.learn(now, i, false);
+        }
+        let me = self.id();
+        let missing = std::iter::once(me).chain(self.leaf.members()).any(|id| theirs.insert(id));
+        if missing && self.in_tables(from) {
+            let leaves = self.leaf_infos();
+            let _ = self.send_msg(now, from, Message::LeafSet { leaves });
         }
     }
 

@@ -238,6 +238,18 @@ impl Node {
         let _ = self.send_msg(now, id, msg);
     }
 
+    /// A heartbeat to our nearest counter-clockwise leaf-set member: a probe, timed as one, that
+    /// carries our leaf set when the periodic exchange is due ([`Node::on_pushed_leaves`]).
+    pub(super) fn heartbeat(&mut self, now: Instant, id: NodeId) {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.set_ping(Some((seq, now)));
+        }
+        let leaves = if std::mem::take(&mut self.push_leaves) { self.leaf_infos() } else { Vec::new() };
+        let _ = self.send_msg(now, id, Message::Heartbeat { seq, leaves });
+    }
+
     pub(super) fn measure(&mut self, now: Instant, from: NodeId, seq: u32) {
         let region = &self.cfg.info.region;
         let factor = self.cfg.region_factor;
@@ -349,7 +361,7 @@ impl Node {
     /// True if we keep `id`'s peer record and connection: a table member, or a leaf-set
     /// member pushed out lately ([`Node::keep_former_leaf`]).
     pub(super) fn keeps(&self, id: NodeId) -> bool {
-        self.in_tables(id) || self.former_leaves.contains_key(&id)
+        self.in_tables(id) || self.former_leaves.contains_key(&id) || self.custody.has_orphans_of(id)
     }
 
     /// `id` was pushed out of the leaf set by a nearer node: if we heard from it (it is no

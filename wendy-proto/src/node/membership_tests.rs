@@ -178,3 +178,48 @@ fn a_candidate_without_a_connection_is_timed_by_its_set_up_alone() {
     assert!(node.peers[&c].suspected.is_some(), "and is not trusted until it answers");
     assert_eq!(probe.len(), 1, "its probe dials it");
 }
+
+#[test]
+fn a_pushed_leaf_set_is_answered_only_when_it_misses_nodes_we_know() {
+    let me = 1u128 << 127;
+    let addr = |b: u8| SocketAddr::from(([10, 0, 0, b], 7000));
+    let mut cfg = Config::with_trusted_id(NodeId::from_u128(me), addr(1)).insecure_plaintext();
+    cfg.leaf_set_size = 4;
+    let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
+    let [cw1, cw2, ccw1, ccw2] = [me + 100, me + 200, me - 1, me - 2].map(NodeId::from_u128);
+    let info = |id: NodeId, b: u8| NodeInfo::new(id, addr(b));
+    let mut conn = ConnId(0);
+    for (i, id) in [cw1, cw2, ccw1, ccw2].into_iter().enumerate() {
+        let k = announced(&mut node, &info(id, 2 + i as u8));
+        if id == cw1 {
+            conn = k;
+        }
+    }
+    assert!(node.is_ready() && node.leaf.cw().first() == Some(&cw1));
+    while node.poll_output().is_some() {}
+    let beat = |leaves: Vec<NodeInfo>| crate::wire::encode(&Message::Heartbeat { seq: 1, leaves });
+    let answers = |node: &mut Node| {
+        let outs: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
+        let sent = crate::harness::script::messages(&outs, conn);
+        assert!(matches!(sent.first(), Some(Message::Pong { seq: 1, .. })), "a heartbeat is answered: {sent:?}");
+        sent.into_iter().skip(1).collect::<Vec<Message>>()
+    };
+    // Our clockwise neighbour's leaf set as we see it (in a ring of five, the four others):
+    // nothing to answer.
+    let agreeing = vec![info(NodeId::from_u128(me), 1), info(ccw1, 4), info(ccw2, 5), info(cw2, 3)];
+    node.handle_data(Instant::ZERO, conn, &beat(agreeing));
+    assert_eq!(answers(&mut node), Vec::<Message>::new(), "a leaf set that agrees costs no more answer");
+    // It lacks our nearest counter-clockwise member, which belongs in its leaf set: our own
+    // leaf set goes back to it.
+    node.handle_data(Instant::ZERO, conn, &beat(vec![info(NodeId::from_u128(me), 1), info(ccw2, 5), info(cw2, 3)]));
+    let sent = answers(&mut node);
+    assert!(
+        matches!(sent.as_slice(), [Message::LeafSet { leaves }] if leaves.iter().any(|i| i.id == ccw1)),
+        "answered with our leaf set: {sent:?}"
+    );
+    // It lacks us: answered too, and what it named was learned.
+    let newcomer = NodeId::from_u128(me + 150);
+    node.handle_data(Instant::ZERO, conn, &beat(vec![info(ccw1, 4), info(ccw2, 5), info(newcomer, 9)]));
+    assert!(matches!(answers(&mut node).as_slice(), [Message::LeafSet { .. }]));
+    assert!(node.leaf.contains(newcomer), "a pushed leaf set is learned from");
+}

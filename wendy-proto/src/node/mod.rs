@@ -92,10 +92,9 @@ pub struct Node {
     /// Leaf-set members declared gone, re-probed at every leaf-set exchange for a while, so
     /// that two halves of a partitioned ring find each other again once it heals.
     lost_leaves: BTreeMap<NodeId, (NodeInfo, Instant)>,
-    /// Live leaf-set members that a nearer node pushed out of the leaf set, kept (peer record
-    /// and connection) until the given time: at the edge of a leaf set the same nodes leave
-    /// and come back with every arrival and departure among the members, and one that comes
-    /// back within this time needs no announcement over a fresh connection.
+    /// Live leaf-set members a nearer node pushed out, kept (peer record and connection) until
+    /// the given time: at a leaf set's edge the same nodes leave and come back with every
+    /// arrival and departure, and one back within this time needs no announcement anew.
     former_leaves: BTreeMap<NodeId, Instant>,
     out: VecDeque<Output>,
     pending_total: usize,
@@ -113,6 +112,8 @@ pub struct Node {
     /// heartbeat), doubling up to `leaf_exchange_interval`, so that neighbours that joined at
     /// the same time find each other within seconds.
     exchange_gap: core::time::Duration,
+    /// The next heartbeat carries our leaf set (the periodic exchange, once the gaps are long).
+    push_leaves: bool,
     /// The leaf set as last reported in `Event::LeafSetChanged`.
     published_leaves: Vec<NodeId>,
     /// `Event::Drained` was emitted (after `leave`).
@@ -125,18 +126,15 @@ pub struct Node {
     churn: tuning::ChurnEstimate,
     /// The current probe period of table members other than the neighbours ([`tuning`]).
     table_probe: core::time::Duration,
-    /// Proximity neighbour selection over time (`ask_near_row`): when near nodes are next
-    /// asked for rows, the gap after that, whether a candidate won a cell since the last
-    /// asks, and the (node, row) asks not answered yet, whose answers are measured.
+    /// Proximity over time (`ask_near_row`): when near nodes are next asked for rows, the gap
+    /// after that, whether a candidate won a cell since, and the (node, row) asks unanswered.
     row_ask_at: Instant,
     row_ask_gap: core::time::Duration,
     row_ask_won: bool,
     row_asked: Vec<(NodeId, u8)>,
-    /// Candidates measured lately that did not win their cell, and until when they are not
-    /// measured again (at most `MEASURED_MEMORY`).
+    /// Candidates measured lately that lost, until when they are not measured (`MEASURED_MEMORY` at most).
     measured: BTreeMap<NodeId, Instant>,
-    /// Leaf-set members that did not answer our announcement, and the rounds of announcing
-    /// to them again so far ([`Node::reannounce`]).
+    /// Leaf-set members that did not answer our announcement, and rounds of [`Node::reannounce`].
     unwelcomed: Vec<NodeId>,
     reannounces: u32,
     /// Set when our join failed (`JoinFailed`): the joiners we answered as their root since,
@@ -206,6 +204,7 @@ impl Node {
             custody: custody::Custody::default(),
             tx: transmit::Tx::default(),
             exchange_gap: config.leaf_exchange_interval,
+            push_leaves: false,
             churn: tuning::ChurnEstimate::default(),
             table_probe: config.table_probe_interval,
             row_ask_at: now + liveness::ROW_ASK_GAP,
@@ -572,13 +571,13 @@ impl Node {
         let ring_traffic = match &msg {
             // (A reserved purpose is a protocol error whatever our state: checked below.)
             Message::Route(r) => self.accepts_purpose(r.purpose),
+            Message::Ping { .. } | Message::Heartbeat { .. } | Message::Locate { .. } => true,
             // A row request is what a joiner's nearest-node discovery asks of the nodes a ring
             // named to it: answered, it could make us that joiner's nearest node, and its join
-            // request (sent straight to us) a ring of two inside the other ring.
-            // So is a join request that a node of a ring forwarded, or that a joiner sent us
-            // because a ring named us to it (`hops` above 0; a joiner given our address as its
-            // bootstrap sends 0).
-            Message::Ping { .. } | Message::Locate { .. } | Message::RowRequest { .. } => true,
+            // request (sent straight to us) a ring of two inside the other ring. So is a join
+            // request a ring's node forwarded or a ring named us to (`hops` above 0; a joiner
+            // given our address as its bootstrap sends 0).
+            Message::RowRequest { .. } => true,
             Message::JoinRequest { hops, .. } => *hops > 0,
             _ => false,
         };
@@ -608,6 +607,7 @@ impl Node {
             | Message::Locate { .. } => self.on_table_message(now, from, msg),
             Message::Ping { .. }
             | Message::Pong { .. }
+            | Message::Heartbeat { .. }
             | Message::Leaving
             | Message::Failed { .. }
             | Message::Unreachable { .. } => self.on_liveness_message(now, from, msg),

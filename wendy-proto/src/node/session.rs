@@ -404,7 +404,7 @@ impl Node {
         if let Some((seq, sent)) = peer.ping() {
             let queued = pending
                 .iter()
-                .any(|m| matches!(m, Message::Ping { seq: s } | Message::Announce { seq: s } if *s == seq));
+                .any(|m| matches!(m, Message::Ping { seq: s } | Message::Heartbeat { seq: s, .. } | Message::Announce { seq: s } if *s == seq));
             if queued && sent < now {
                 peer.set_ping(Some((seq, now)));
             }

@@ -6,7 +6,7 @@ use super::Message;
 /// The kinds of frame a node counts in [`Stats::control_frames_by_kind`](crate::Stats), by
 /// index ([`Message::kind_index`]); the last, `noise_handshake`, is a message of the Noise
 /// handshake of an encrypted connection, which is not a [`Message`].
-pub const FRAME_KINDS: [&str; 24] = [
+pub const FRAME_KINDS: [&str; 25] = [
     "hello",
     "hello_ack",
     "auth",
@@ -30,11 +30,12 @@ pub const FRAME_KINDS: [&str; 24] = [
     "ack",
     "bounce",
     "unreachable",
+    "heartbeat",
     "noise_handshake",
 ];
 
 /// The index in [`FRAME_KINDS`] of a Noise handshake message.
-pub const NOISE_HANDSHAKE_KIND: usize = 23;
+pub const NOISE_HANDSHAKE_KIND: usize = 24;
 
 impl Message {
     /// This message's index in [`FRAME_KINDS`].
@@ -63,6 +64,7 @@ impl Message {
             Message::Ack { .. } => 20,
             Message::Bounce { .. } => 21,
             Message::Unreachable { .. } => 22,
+            Message::Heartbeat { .. } => 23,
         }
     }
 }
@@ -77,6 +79,7 @@ mod tests {
         assert_eq!(named(Message::Ping { seq: 1 }), "ping");
         assert_eq!(named(Message::Pong { seq: 1, ready: true }), "pong");
         assert_eq!(named(Message::Closing), "closing");
+        assert_eq!(named(Message::Heartbeat { seq: 1, leaves: Vec::new() }), "heartbeat");
         assert_eq!(
             named(Message::Bounce {
                 origin: Default::default(),

@@ -116,7 +116,7 @@ pub enum Message {
         /// Its entries.
         entries: Vec<NodeInfo>,
     },
-    /// Heartbeat or liveness probe; answered by [`Message::Pong`].
+    /// Liveness probe (or a table member's first contact); answered by [`Message::Pong`].
     Ping {
         /// Echoed in the answer.
         seq: u32,
@@ -191,6 +191,17 @@ pub enum Message {
         id: NodeId,
         /// The node that cannot reach it (the sender, on the first leg).
         by: NodeId,
+    },
+    /// A heartbeat to the sender's nearest counter-clockwise leaf-set member; answered by
+    /// [`Message::Pong`], as a ping is. Once every leaf-set exchange interval it carries the
+    /// sender's leaf set, which replaces the periodic exchange of leaf sets: the receiver
+    /// learns from it, and also answers with its own [`Message::LeafSet`], but only if it
+    /// knows nodes that belong in the sender's leaf set and are missing from it.
+    Heartbeat {
+        /// Echoed in the answer.
+        seq: u32,
+        /// The sender's leaf-set members, or nothing.
+        leaves: Vec<NodeInfo>,
     },
 }
 

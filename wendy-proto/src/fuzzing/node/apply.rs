@@ -251,7 +251,7 @@ impl NodeHarness {
         let infos = self.pool_subset(members);
         for r in requests {
             let answer = match r {
-                Message::Ping { seq } => Message::Pong { seq, ready: true },
+                Message::Ping { seq } | Message::Heartbeat { seq, .. } => Message::Pong { seq, ready: true },
                 Message::Announce { seq } => Message::Welcome { seq, ready: true, leaves: infos.clone() },
                 Message::LeafSetRequest => Message::LeafSet { leaves: infos.clone() },
                 Message::RowRequest { row } => Message::Row { row, entries: infos.clone() },

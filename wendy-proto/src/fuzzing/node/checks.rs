@@ -112,6 +112,7 @@ impl NodeHarness {
         if matches!(
             msg,
             Message::Ping { .. }
+                | Message::Heartbeat { .. }
                 | Message::Announce { .. }
                 | Message::LeafSetRequest
                 | Message::RowRequest { .. }
