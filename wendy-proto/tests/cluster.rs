@@ -577,7 +577,7 @@ fn idle_connections_give_their_buffers_back() {
 }
 
 #[test]
-fn heartbeats_go_one_way_and_carry_the_leaf_set_once_an_exchange_interval() {
+fn heartbeats_go_to_one_neighbour_and_carry_the_leaf_set_once_an_exchange_interval() {
     // MSPastry: each node heartbeats its nearest counter-clockwise leaf-set member, which
     // answers; the periodic leaf-set exchange rides on one heartbeat an interval, and in a
     // ring whose leaf sets agree nothing but the usual answer comes back.
