@@ -391,20 +391,37 @@ impl Node {
     /// the ring reaches each node from its clockwise neighbour, whose leaf set covers all but
     /// the farthest of ours. Ours goes back only if we know nodes (ourselves included) that
     /// belong in the sender's leaf set and are missing from it: a repair flows both ways, and
-    /// costs no frame while the two agree.
+    /// costs no frame while the two agree. Such a member of ours is also probed, unless we
+    /// heard from it within a heartbeat interval: the sender may have found it dead, and a
+    /// leaf-set member beyond our neighbours is otherwise probed only after
+    /// `table_probe_interval` of silence, or when a message meets it.
     pub(super) fn on_pushed_leaves(&mut self, now: Instant, from: NodeId, leaves: Vec<NodeInfo>) {
         let mut theirs = crate::leaf_set::LeafSet::new(from, self.cfg.leaf_set_size);
-        for i in &leaves {
-            theirs.insert(i.id);
+        let pushed: Vec<NodeId> = leaves.iter().map(|i| i.id).collect();
+        for &id in &pushed {
+            theirs.insert(id);
         }
         for i in leaves {
             self.learn(now, i, false);
         }
         let me = self.id();
-        let missing = std::iter::once(me).chain(self.leaf.members()).any(|id| theirs.insert(id));
-        if missing && self.in_tables(from) {
-            let leaves = self.leaf_infos();
-            let _ = self.send_msg(now, from, Message::LeafSet { leaves });
+        for id in std::iter::once(me).chain(self.leaf.members()) {
+            theirs.insert(id);
+        }
+        let missing: Vec<NodeId> = theirs.members().into_iter().filter(|id| !pushed.contains(id)).collect();
+        if missing.is_empty() || !self.in_tables(from) {
+            return;
+        }
+        let leaves = self.leaf_infos();
+        let _ = self.send_msg(now, from, Message::LeafSet { leaves });
+        for id in missing {
+            let quiet = self
+                .peers
+                .get(&id)
+                .is_some_and(|p| p.last_heard.is_none_or(|t| now - t >= self.cfg.heartbeat_interval));
+            if quiet && self.leaf.contains(id) {
+                self.suspect(now, id);
+            }
         }
     }
 

@@ -188,11 +188,13 @@ fn a_pushed_leaf_set_is_answered_only_when_it_misses_nodes_we_know() {
     let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
     let [cw1, cw2, ccw1, ccw2] = [me + 100, me + 200, me - 1, me - 2].map(NodeId::from_u128);
     let info = |id: NodeId, b: u8| NodeInfo::new(id, addr(b));
-    let mut conn = ConnId(0);
+    let (mut conn, mut ccw1_conn) = (ConnId(0), ConnId(0));
     for (i, id) in [cw1, cw2, ccw1, ccw2].into_iter().enumerate() {
         let k = announced(&mut node, &info(id, 2 + i as u8));
         if id == cw1 {
             conn = k;
+        } else if id == ccw1 {
+            ccw1_conn = k;
         }
     }
     assert!(node.is_ready() && node.leaf.cw().first() == Some(&cw1));
@@ -222,4 +224,14 @@ fn a_pushed_leaf_set_is_answered_only_when_it_misses_nodes_we_know() {
     node.handle_data(Instant::ZERO, conn, &beat(vec![info(ccw1, 4), info(ccw2, 5), info(newcomer, 9)]));
     assert!(matches!(answers(&mut node).as_slice(), [Message::LeafSet { .. }]));
     assert!(node.leaf.contains(newcomer), "a pushed leaf set is learned from");
+    // A heartbeat interval later it lacks our nearest counter-clockwise member again, which
+    // we have not heard from since: besides the answer, we probe it (the sender may have
+    // found it dead).
+    let later = Instant::ZERO + node.cfg.heartbeat_interval + core::time::Duration::from_secs(1);
+    let lacking = vec![info(NodeId::from_u128(me), 1), info(newcomer, 9), info(cw2, 3)];
+    node.handle_data(later, conn, &beat(lacking));
+    let outs: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
+    let probed = crate::harness::script::messages(&outs, ccw1_conn);
+    assert!(matches!(probed.as_slice(), [Message::Ping { .. }]), "the missing member is probed: {probed:?}");
+    assert!(node.peers[&ccw1].suspected.is_some());
 }
