@@ -113,7 +113,10 @@ pub struct Config {
     pub join_timeout: Duration,
     /// Join attempts before the join is reported failed.
     pub join_attempts: u32,
-    /// Interval of the leaf-set exchange with the nearest member on each side.
+    /// Interval of the leaf-set exchange: our leaf set rides on the heartbeat to our nearest
+    /// counter-clockwise member (which answers with its own only if ours lacks nodes it
+    /// knows); right after a join, at gaps doubling from 1/64 of it, we ask the nearest
+    /// member on each side for theirs instead.
     pub leaf_exchange_interval: Duration,
     /// Largest frame body accepted or sent.
     pub max_frame_size: usize,

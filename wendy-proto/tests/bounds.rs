@@ -99,6 +99,7 @@ fn state_messages_carry_at_most_max_entries() {
         Message::LeafSet { leaves: many.clone() },
         Message::Row { row: 0, entries: many.clone() },
         Message::Welcome { seq: 1, ready: true, leaves: many.clone() },
+        Message::Heartbeat { seq: 1, leaves: many.clone() },
         Message::JoinState { rows: many.clone(), hood: Vec::new(), leaves: None },
         Message::JoinState { rows: Vec::new(), hood: many.clone(), leaves: None },
         Message::JoinState { rows: Vec::new(), hood: Vec::new(), leaves: Some(many.clone()) },

@@ -65,7 +65,9 @@ fn on_the_wire(mut msg: Message) -> Message {
         Message::JoinState { rows, hood, leaves } => {
             rows.iter_mut().chain(hood.iter_mut()).chain(leaves.iter_mut().flatten()).for_each(strip)
         }
-        Message::Welcome { leaves, .. } | Message::LeafSet { leaves } => leaves.iter_mut().for_each(strip),
+        Message::Welcome { leaves, .. } | Message::LeafSet { leaves } | Message::Heartbeat { leaves, .. } => {
+            leaves.iter_mut().for_each(strip)
+        }
         Message::Row { entries, .. } => entries.iter_mut().for_each(strip),
         _ => {}
     }

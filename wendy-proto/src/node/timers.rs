@@ -24,7 +24,7 @@ pub(super) enum NodeTimer {
     Announce,
     /// Heartbeats to the leaf set, and housekeeping.
     Heartbeat,
-    /// The periodic leaf-set exchange with the nearest member on each side.
+    /// The periodic leaf-set exchange (asks right after a join, then our leaf set on a heartbeat).
     LeafExchange,
 }
 

@@ -302,7 +302,9 @@ impl Message {
             Message::JoinState { rows, hood, leaves } => {
                 infos_ok(rows) && infos_ok(hood) && leaves.as_deref().is_none_or(infos_ok)
             }
-            Message::Welcome { leaves, .. } | Message::LeafSet { leaves } => infos_ok(leaves),
+            Message::Welcome { leaves, .. } | Message::LeafSet { leaves } | Message::Heartbeat { leaves, .. } => {
+                infos_ok(leaves)
+            }
             Message::Row { entries, .. } => infos_ok(entries),
             _ => true,
         };

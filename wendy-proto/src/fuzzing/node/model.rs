@@ -159,7 +159,9 @@ pub(super) fn infos_of(msg: &Message) -> Vec<NodeInfo> {
         Message::JoinState { rows, hood, leaves } => {
             rows.iter().chain(hood).chain(leaves.iter().flatten()).cloned().collect()
         }
-        Message::Welcome { leaves, .. } | Message::LeafSet { leaves } => leaves.clone(),
+        Message::Welcome { leaves, .. } | Message::LeafSet { leaves } | Message::Heartbeat { leaves, .. } => {
+            leaves.clone()
+        }
         Message::Row { entries, .. } => entries.clone(),
         _ => Vec::new(),
     }
