@@ -392,9 +392,11 @@ impl Node {
     /// the farthest of ours. Ours goes back only if we know nodes (ourselves included) that
     /// belong in the sender's leaf set and are missing from it: a repair flows both ways, and
     /// costs no frame while the two agree. Such a member of ours is also probed, unless we
-    /// heard from it within a heartbeat interval: the sender may have found it dead, and a
-    /// leaf-set member beyond our neighbours is otherwise probed only after
-    /// `table_probe_interval` of silence, or when a message meets it.
+    /// heard from it within a heartbeat interval or it lies beyond the farthest node the
+    /// sender named on that side, a side as full as its other (a node configured with a
+    /// smaller leaf set rightly lacks it): the sender may have found it dead, and a leaf-set member beyond our neighbours is
+    /// otherwise probed only after `table_probe_interval` of silence, or when a message
+    /// meets it.
     pub(super) fn on_pushed_leaves(&mut self, now: Instant, from: NodeId, leaves: Vec<NodeInfo>) {
         let mut theirs = crate::leaf_set::LeafSet::new(from, self.cfg.leaf_set_size);
         let pushed: Vec<NodeId> = leaves.iter().map(|i| i.id).collect();
@@ -414,12 +416,21 @@ impl Node {
         }
         let leaves = self.leaf_infos();
         let _ = self.send_msg(now, from, Message::LeafSet { leaves });
+        // The sender's reach on each side: its farthest member there, or round the ring if
+        // that side holds fewer than its other one (it lacks nodes there).
+        let half_ring = 1u128 << 127;
+        let cw: Vec<u128> = pushed.iter().map(|&p| from.cw_distance(p)).filter(|&d| d <= half_ring).collect();
+        let ccw: Vec<u128> = pushed.iter().map(|&p| p.cw_distance(from)).filter(|&d| d < half_ring).collect();
+        let full = cw.len().max(ccw.len());
+        let reach = |side: &[u128]| if side.len() < full { u128::MAX } else { side.iter().copied().max().unwrap_or(0) };
+        let (reach_cw, reach_ccw) = (reach(&cw), reach(&ccw));
+        let spanned = |id: NodeId| from.cw_distance(id) < reach_cw || id.cw_distance(from) < reach_ccw;
         for id in missing {
             let quiet = self
                 .peers
                 .get(&id)
                 .is_some_and(|p| p.last_heard.is_none_or(|t| now - t >= self.cfg.heartbeat_interval));
-            if quiet && self.leaf.contains(id) {
+            if quiet && spanned(id) && self.leaf.contains(id) {
                 self.suspect(now, id);
             }
         }

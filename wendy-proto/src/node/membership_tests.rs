@@ -228,6 +228,12 @@ fn a_pushed_leaf_set_is_answered_only_when_it_misses_nodes_we_know() {
     // we have not heard from since: besides the answer, we probe it (the sender may have
     // found it dead).
     let later = Instant::ZERO + node.cfg.heartbeat_interval + core::time::Duration::from_secs(1);
+    // A sender configured with one leaf-set member a side names only us and the newcomer: it
+    // rightly lacks our other member, which is answered but not probed.
+    node.handle_data(later, conn, &beat(vec![info(NodeId::from_u128(me), 1), info(newcomer, 9)]));
+    let outs: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
+    assert!(crate::harness::script::messages(&outs, ccw1_conn).is_empty(), "beyond the sender's span: not probed");
+    assert!(node.peers[&ccw1].suspected.is_none());
     let lacking = vec![info(NodeId::from_u128(me), 1), info(newcomer, 9), info(cw2, 3)];
     node.handle_data(later, conn, &beat(lacking));
     let outs: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
