@@ -394,9 +394,10 @@ impl Node {
     /// costs no frame while the two agree. Such a member of ours is also probed, unless we
     /// heard from it within a heartbeat interval or it lies beyond the farthest node the
     /// sender named on that side, a side as full as its other (a node configured with a
-    /// smaller leaf set rightly lacks it): the sender may have found it dead, and a leaf-set member beyond our neighbours is
-    /// otherwise probed only after `table_probe_interval` of silence, or when a message
-    /// meets it.
+    /// smaller leaf set rightly lacks it): the sender may have found it dead, and a leaf-set
+    /// member beyond our neighbours is otherwise probed only after `table_probe_interval` of
+    /// silence, or when a message meets it. Only a member of our tables is answered, so a
+    /// stranger's heartbeats make us probe nobody.
     pub(super) fn on_pushed_leaves(&mut self, now: Instant, from: NodeId, leaves: Vec<NodeInfo>) {
         let mut theirs = crate::leaf_set::LeafSet::new(from, self.cfg.leaf_set_size);
         let pushed: Vec<NodeId> = leaves.iter().map(|i| i.id).collect();
