@@ -29,9 +29,7 @@ fn a_custodian_that_left_our_tables_is_probed_and_its_copies_routed_again() {
     drain(&mut node);
     script::send(&mut node, now, conn, &Message::Ack { count: 3, passed: 0 });
     assert!(node.holds_our_copies(peer));
-    for _ in 0..2 {
-        node.leaf.remove(peer);
-    }
+    node.leaf.remove(peer);
     node.table.remove(peer);
     node.hood.remove(peer);
     assert!(!node.in_tables(peer), "out of every table, still holding our copies");

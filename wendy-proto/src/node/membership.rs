@@ -229,11 +229,7 @@ impl Node {
 
     /// Sends an `Announce` (or a `Ping`) to `id`, remembering when, to measure the round trip.
     pub(super) fn probe(&mut self, now: Instant, id: NodeId, announce: bool) {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        if let Some(p) = self.peers.get_mut(&id) {
-            p.set_ping(Some((seq, now)));
-        }
+        let seq = self.timed_seq(now, id);
         let msg = if announce { Message::Announce { seq } } else { Message::Ping { seq } };
         let _ = self.send_msg(now, id, msg);
     }
@@ -241,13 +237,19 @@ impl Node {
     /// A heartbeat to our nearest counter-clockwise leaf-set member: a probe, timed as one, that
     /// carries our leaf set when the periodic exchange is due ([`Node::on_pushed_leaves`]).
     pub(super) fn heartbeat(&mut self, now: Instant, id: NodeId) {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        if let Some(p) = self.peers.get_mut(&id) {
-            p.set_ping(Some((seq, now)));
-        }
+        let seq = self.timed_seq(now, id);
         let leaves = if std::mem::take(&mut self.push_leaves) { self.leaf_infos() } else { Vec::new() };
         let _ = self.send_msg(now, id, Message::Heartbeat { seq, leaves });
+    }
+
+    /// The number of a probe to `id` sent now, remembered with the time so that its answer
+    /// measures the round trip ([`Node::measure`]).
+    fn timed_seq(&mut self, now: Instant, id: NodeId) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.set_ping(Some((self.seq, now)));
+        }
+        self.seq
     }
 
     pub(super) fn measure(&mut self, now: Instant, from: NodeId, seq: u32) {

@@ -64,8 +64,7 @@ fn at_most_measured_memory_losers_are_remembered_and_they_expire() {
 /// connection to it, and a node `c` that contends for that cell, offered in a row we asked
 /// `a` for.
 fn with_a_candidate(a_proximity: u64) -> (Node, NodeId, ConnId) {
-    let me = 1u128 << 127;
-    let addr = |b: u8| SocketAddr::from(([10, 0, 0, b], 7000));
+    let me = ME;
     let mut cfg = Config::with_trusted_id(NodeId::from_u128(me), addr(1)).insecure_plaintext();
     // One leaf-set member a side, held by our two ring neighbours: `c` fits in no leaf set.
     cfg.leaf_set_size = 2;
@@ -116,24 +115,34 @@ fn outputs(node: &mut Node) -> (Vec<ConnId>, Vec<ConnId>, Vec<ConnId>) {
     (dialled, closed, sent)
 }
 
-#[test]
-fn a_leaf_set_naming_many_nearer_nodes_dials_only_the_ones_that_stay() {
-    let me = 1u128 << 127;
-    let addr = |b: u8| SocketAddr::from(([10, 0, 0, b], 7000));
-    let mut cfg = Config::with_trusted_id(NodeId::from_u128(me), addr(1)).insecure_plaintext();
+/// Our id in these tests.
+const ME: u128 = 1 << 127;
+
+/// The address of host `b`.
+fn addr(b: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, b], 7000))
+}
+
+/// Our node (plaintext, two leaf-set members a side) in a ring of five: `ME + 100`, `ME + 200`,
+/// `ME - 1` and `ME - 2` (hosts 2 to 5) announced themselves to it, the clockwise ones far
+/// off. Returns it drained, with their connections in that order.
+fn ring_of_five() -> (Node, [ConnId; 4]) {
+    let mut cfg = Config::with_trusted_id(NodeId::from_u128(ME), addr(1)).insecure_plaintext();
     cfg.leaf_set_size = 4;
     let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
-    // Two members a side, heard from: the clockwise ones far off.
-    let members = [me + 100, me + 200, me - 1, me - 2];
-    let mut conn = ConnId(0);
-    for (i, &m) in members.iter().enumerate() {
-        let k = announced(&mut node, &NodeInfo::new(NodeId::from_u128(m), addr(2 + i as u8)));
-        if m == me + 100 {
-            conn = k;
-        }
-    }
+    let members = [ME + 100, ME + 200, ME - 1, ME - 2];
+    let conns = core::array::from_fn(|i| {
+        announced(&mut node, &NodeInfo::new(NodeId::from_u128(members[i]), addr(2 + i as u8)))
+    });
     assert!(node.is_ready() && node.leaf.len() == 4);
     while node.poll_output().is_some() {}
+    (node, conns)
+}
+
+#[test]
+fn a_leaf_set_naming_many_nearer_nodes_dials_only_the_ones_that_stay() {
+    let me = ME;
+    let (mut node, [conn, ..]) = ring_of_five();
     // The member at +100 names nine nodes nearer to us, farthest first: each pushes the
     // previous one through the edge of our clockwise side, and only the nearest two stay
     // there (all nine contend for one routing-table cell, which the first keeps).
@@ -181,24 +190,11 @@ fn a_candidate_without_a_connection_is_timed_by_its_set_up_alone() {
 
 #[test]
 fn a_pushed_leaf_set_is_answered_only_when_it_misses_nodes_we_know() {
-    let me = 1u128 << 127;
-    let addr = |b: u8| SocketAddr::from(([10, 0, 0, b], 7000));
-    let mut cfg = Config::with_trusted_id(NodeId::from_u128(me), addr(1)).insecure_plaintext();
-    cfg.leaf_set_size = 4;
-    let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
+    let me = ME;
     let [cw1, cw2, ccw1, ccw2] = [me + 100, me + 200, me - 1, me - 2].map(NodeId::from_u128);
     let info = |id: NodeId, b: u8| NodeInfo::new(id, addr(b));
-    let (mut conn, mut ccw1_conn) = (ConnId(0), ConnId(0));
-    for (i, id) in [cw1, cw2, ccw1, ccw2].into_iter().enumerate() {
-        let k = announced(&mut node, &info(id, 2 + i as u8));
-        if id == cw1 {
-            conn = k;
-        } else if id == ccw1 {
-            ccw1_conn = k;
-        }
-    }
-    assert!(node.is_ready() && node.leaf.cw().first() == Some(&cw1));
-    while node.poll_output().is_some() {}
+    let (mut node, [conn, _, ccw1_conn, _]) = ring_of_five();
+    assert_eq!(node.leaf.cw().first(), Some(&cw1));
     let beat = |leaves: Vec<NodeInfo>| crate::wire::encode(&Message::Heartbeat { seq: 1, leaves });
     let answers = |node: &mut Node| {
         let outs: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
@@ -224,16 +220,16 @@ fn a_pushed_leaf_set_is_answered_only_when_it_misses_nodes_we_know() {
     node.handle_data(Instant::ZERO, conn, &beat(vec![info(ccw1, 4), info(ccw2, 5), info(newcomer, 9)]));
     assert!(matches!(answers(&mut node).as_slice(), [Message::LeafSet { .. }]));
     assert!(node.leaf.contains(newcomer), "a pushed leaf set is learned from");
-    // A heartbeat interval later it lacks our nearest counter-clockwise member again, which
-    // we have not heard from since: besides the answer, we probe it (the sender may have
-    // found it dead).
+    // A heartbeat interval later, when we have not heard from our other members since. A
+    // sender configured with one leaf-set member a side names only us and the newcomer: it
+    // rightly lacks our nearest counter-clockwise member, which is answered but not probed.
     let later = Instant::ZERO + node.cfg.heartbeat_interval + core::time::Duration::from_secs(1);
-    // A sender configured with one leaf-set member a side names only us and the newcomer: it
-    // rightly lacks our other member, which is answered but not probed.
     node.handle_data(later, conn, &beat(vec![info(NodeId::from_u128(me), 1), info(newcomer, 9)]));
     let outs: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
     assert!(crate::harness::script::messages(&outs, ccw1_conn).is_empty(), "beyond the sender's span: not probed");
     assert!(node.peers[&ccw1].suspected.is_none());
+    // A sender with two a side that lacks it: besides the answer, we probe it (the sender
+    // may have found it dead).
     let lacking = vec![info(NodeId::from_u128(me), 1), info(newcomer, 9), info(cw2, 3)];
     node.handle_data(later, conn, &beat(lacking));
     let outs: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
