@@ -394,8 +394,10 @@ fn routing_table_holes_are_refilled_from_the_same_row() {
         .collect();
     assert!(!holes.is_empty());
     h.crash(victim);
-    let detection = h.node(0).config().detection_time();
-    h.run_for(detection + Duration::from_secs(2));
+    // The failure is detected within `detection_time`, and the hole it leaves is asked about
+    // once it has waited the tuned table probe period (at most `table_probe_interval`).
+    let cfg = h.node(0).config();
+    h.run_for(cfg.detection_time() + cfg.table_probe_interval + 2 * cfg.heartbeat_interval);
     // A hole can be refilled only if some live node fits the cell.
     let ready = h.ready_ids();
     let (mut fillable, mut filled) = (0, 0);
@@ -409,7 +411,7 @@ fn routing_table_holes_are_refilled_from_the_same_row() {
     }
     eprintln!("{} holders, {fillable} holes fillable, {filled} refilled", holes.len());
     assert!(fillable > 0, "seed {seed}: the scenario has fillable holes");
-    assert!(filled * 2 >= fillable, "seed {seed}: only {filled} of {fillable} holes refilled");
+    assert!(filled * 10 >= fillable * 9, "seed {seed}: only {filled} of {fillable} holes refilled");
 }
 
 #[test]

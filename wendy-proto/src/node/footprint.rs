@@ -70,7 +70,7 @@ impl Node {
             acks += c.flight.as_ref().map_or(0, |f| f.heap_bytes());
         }
         let timers = self.timers.heap_bytes();
-        let tables = self.table.heap_bytes() + self.leaf.heap_bytes() + self.hood.heap_bytes();
+        let tables = self.table.heap_bytes() + self.leaf.heap_bytes() + self.hood.heap_bytes() + self.rows.heap_bytes();
         let failed = btree_bytes::<NodeId, Instant>(self.failed.len())
             + btree_bytes::<NodeId, (NodeInfo, Instant)>(self.lost_leaves.len())
             + btree_bytes::<NodeId, Instant>(self.former_leaves.len())

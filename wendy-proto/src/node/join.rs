@@ -564,7 +564,7 @@ impl Node {
         self.timers.set(NodeTimer::LeafExchange, now + self.exchange_gap);
         // The first of those asks near nodes for rows as if the last had won a cell: a
         // joiner's table is worth improving until asks show it is not.
-        self.row_ask_won = true;
+        self.rows.won = true;
         self.out.push_back(Output::Event(Event::Joined));
         let held: Vec<Held> = self.held.drain(..).collect();
         self.pending_total -= held.len();

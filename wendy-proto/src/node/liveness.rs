@@ -126,9 +126,10 @@ impl Node {
                     self.heartbeat(now, id);
                 }
             }
-            if now >= self.row_ask_at && self.state == State::Ready {
+            if now >= self.rows.ask_at && self.state == State::Ready {
                 self.ask_near_row(now, 1);
             }
+            self.repair_holes(now);
             // A member that just became a neighbour is watched as one from now on.
             self.watch_neighbours();
         }
@@ -206,7 +207,7 @@ impl Node {
     /// one with our next heartbeat, [`Node::on_pushed_leaves`]), route a
     /// [`Message::Locate`] towards our own id, and re-probe departed members we still
     /// remember; during the doubling gaps, also ask near nodes for rows (`ask_near_row`,
-    /// [`EARLY_ROW_ASKS`] of them while the asks win cells).
+    /// [`EARLY_ROW_ASKS`](super::repair::EARLY_ROW_ASKS) of them while the asks win cells).
     pub(super) fn leaf_exchange_timer(&mut self, now: Instant) {
         if self.state == State::Left {
             return;
@@ -236,40 +237,8 @@ impl Node {
             // a joiner starts with are improved within its first minute. Many at once while
             // they win cells (after a wave of joins), one once they stop winning (a joiner
             // whose nearest-node discovery found a settled ring's near nodes).
-            let asks = if self.row_ask_won { EARLY_ROW_ASKS } else { 1 };
+            let asks = if self.rows.won { super::repair::EARLY_ROW_ASKS } else { 1 };
             self.ask_near_row(now, asks);
-        }
-    }
-
-    /// Proximity neighbour selection over time: ask `asks` distinct random members of the
-    /// neighbourhood set (the nodes nearest to us by measured round trip), each for a
-    /// routing-table row we share with it. Its entries were chosen near it, so they are
-    /// likely near us too; each that contends for a cell is measured and wins it if it is
-    /// nearer (`learn`, `measure`).
-    ///
-    /// Each measurement costs a connection, so the asks back off: the gap between two asks
-    /// doubles (up to `table_probe_interval`) after an ask whose candidates all lost, and
-    /// halves (down to [`ROW_ASK_GAP`]) after one that won a cell.
-    fn ask_near_row(&mut self, now: Instant, asks: usize) {
-        let won = std::mem::take(&mut self.row_ask_won);
-        let longest = self.cfg.table_probe_interval.max(ROW_ASK_GAP);
-        self.row_ask_gap =
-            if won { (self.row_ask_gap / 2).max(ROW_ASK_GAP) } else { (self.row_ask_gap * 2).min(longest) };
-        self.row_ask_at = now + self.row_ask_gap;
-        let mut near: Vec<NodeId> = self.hood.iter().map(|e| e.1).collect();
-        // Unanswered asks are forgotten: a row that comes after the next round is hearsay.
-        self.row_asked.clear();
-        if self.table.row_count() == 0 {
-            return;
-        }
-        for _ in 0..asks.min(near.len()) {
-            let x = near.swap_remove(self.rng.below(near.len() as u64) as usize);
-            let shared = self.id().common_prefix_len(x).min(self.table.row_count() - 1);
-            let row = self.rng.below(shared as u64 + 1);
-            if let Ok(row) = u8::try_from(row) {
-                self.row_asked.push((x, row));
-                let _ = self.send_msg(now, x, Message::RowRequest { row });
-            }
         }
     }
 
@@ -599,7 +568,7 @@ impl Node {
             self.watch_neighbours();
         }
         if let Some((row, col)) = slot {
-            self.repair_row(now, row, col);
+            self.note_hole(now, row, col);
         }
     }
 
@@ -618,18 +587,6 @@ impl Node {
                     let _ = self.send_msg(now, t, Message::LeafSetRequest);
                 }
             }
-        }
-    }
-
-    pub(super) fn repair_row(&mut self, now: Instant, row: usize, col: usize) {
-        let ask = self
-            .table
-            .row(row)
-            .find(|c| usize::from(c.id.digit(row)) != col)
-            .or_else(|| self.table.row(row + 1).next())
-            .map(|c| c.id);
-        if let (Some(id), Ok(row)) = (ask, u8::try_from(row)) {
-            let _ = self.send_msg(now, id, Message::RowRequest { row });
         }
     }
 
@@ -665,18 +622,6 @@ impl Node {
 
 /// The shortest step between now and a re-armed deadline, so that firing timers always ends.
 pub(super) const MIN_STEP: core::time::Duration = core::time::Duration::from_micros(1);
-
-/// Near nodes asked for a row at each leaf-set exchange in the first minute after a join,
-/// while the asks win cells (one at a time once they stop, and later). After a wave of
-/// joins (500 a second) every table starts far from its best (the held entry of a first-row
-/// cell was on average the 10th nearest candidate at 1,000 nodes, 18th at 10,000), and each
-/// near node's row, compared with ours, improves it a little: twelve asks a round took the
-/// simulator's mean stretch on the sphere from 1.95 to 1.58 (1,000 nodes) and from 1.91 to
-/// 1.58 (10,000), for 10 % more messages per join at 1,000 nodes and 26 % at 10,000.
-const EARLY_ROW_ASKS: usize = 12;
-
-/// The gap between two asks for a near node's routing-table row while they improve the table.
-pub(super) const ROW_ASK_GAP: core::time::Duration = core::time::Duration::from_secs(30);
 
 /// How long a departed leaf-set member is re-probed before it is forgotten.
 const LOST_LEAF_MEMORY: core::time::Duration = core::time::Duration::from_secs(600);

@@ -66,8 +66,8 @@ impl Node {
             // A row we asked of a node near us in the network (`ask_near_row`): its entries
             // are worth measuring against the ones we hold. (A row repair fills the empty cell.)
             Message::Row { row, entries } => {
-                let asked = self.row_asked.iter().position(|&a| a == (from, row));
-                let near = asked.map(|i| self.row_asked.swap_remove(i)).is_some();
+                let asked = self.rows.asked.iter().position(|&a| a == (from, row));
+                let near = asked.map(|i| self.rows.asked.swap_remove(i)).is_some();
                 for i in entries {
                     self.learn_as(now, i, false, near);
                 }
@@ -266,7 +266,7 @@ impl Node {
         p.proximity = prox;
         self.table.update_proximity(from, prox);
         if self.table.insert(from, prox) && candidate {
-            self.row_ask_won = true;
+            self.rows.won = true;
         } else if candidate {
             self.remember_measured(now, from);
         }
@@ -321,7 +321,7 @@ impl Node {
         let prox = proximity(rtt, p.region(), region, factor);
         p.proximity = prox;
         if self.table.insert(id, prox) {
-            self.row_ask_won = true;
+            self.rows.won = true;
             self.suspect(now, id);
         } else {
             self.remember_measured(now, id);

@@ -81,7 +81,7 @@ fn with_a_candidate(a_proximity: u64) -> (Node, NodeId, ConnId) {
     assert!(node.is_ready() && node.table.contains(a.id) && !node.leaf.contains(a.id));
     node.table.update_proximity(a.id, a_proximity);
     while node.poll_output().is_some() {}
-    node.row_asked = vec![(a.id, 1)];
+    node.rows.asked = vec![(a.id, 1)];
     node.handle_data(Instant::ZERO, conn, &crate::wire::encode(&Message::Row { row: 1, entries: vec![c.clone()] }));
     (node, c.id, conn)
 }

@@ -17,6 +17,7 @@ mod layers;
 pub use layers::LAYER_PURPOSES;
 mod liveness;
 mod membership;
+mod repair;
 mod routing;
 mod session;
 mod timers;
@@ -126,12 +127,8 @@ pub struct Node {
     churn: tuning::ChurnEstimate,
     /// The current probe period of table members other than the neighbours ([`tuning`]).
     table_probe: core::time::Duration,
-    /// Proximity over time (`ask_near_row`): when near nodes are next asked for rows, the gap
-    /// after that, whether a candidate won a cell since, and the (node, row) asks unanswered.
-    row_ask_at: Instant,
-    row_ask_gap: core::time::Duration,
-    row_ask_won: bool,
-    row_asked: Vec<(NodeId, u8)>,
+    /// Upkeep of the routing table's rows: proximity asks and the repair of holes ([`repair`]).
+    rows: repair::Rows,
     /// Candidates measured lately that lost, until when they are not measured (`MEASURED_MEMORY` at most).
     measured: BTreeMap<NodeId, Instant>,
     /// Leaf-set members that did not answer our announcement, and rounds of [`Node::reannounce`].
@@ -207,10 +204,7 @@ impl Node {
             push_leaves: false,
             churn: tuning::ChurnEstimate::default(),
             table_probe: config.table_probe_interval,
-            row_ask_at: now + liveness::ROW_ASK_GAP,
-            row_ask_gap: liveness::ROW_ASK_GAP,
-            row_ask_won: false,
-            row_asked: Vec::new(),
+            rows: repair::Rows::new(now),
             measured: BTreeMap::new(),
             unwelcomed: Vec::new(),
             reannounces: 0,
