@@ -15,7 +15,7 @@
 //! rerouted `max_reroutes` times, or finds no route, is reported
 //! [`NodeError::Undeliverable`] with its key and purpose at its origin (a [`Message::Bounce`]
 //! carries the report back). A graceful close needs none of this:
-//! the peer has read everything before it answers `Closing`.
+//! the peer has read everything before it closes its end in answer to `Closing`.
 //!
 //! An acknowledgement also counts the messages the peer has handed on, and the queue keeps a
 //! message the peer received until then, so that a peer that crashes holding it does not take

@@ -40,7 +40,8 @@ pub(super) struct Conn {
     pub(super) last_active: Instant,
     /// When we sent our first handshake message: its answer gives a free round-trip sample.
     pub(super) handshake_sent: Option<Instant>,
-    /// When we sent `Closing` on it: it carries nothing more from us and closes on the answer.
+    /// When we sent `Closing` on it: it carries nothing more from us and is forgotten when the
+    /// peer closes its end (its answer).
     pub(super) closing: Option<Instant>,
     /// The node we dialled, if we know its id ([`Conn::expected`]); meaningful if `ids` says so.
     expected: NodeId,
@@ -157,15 +158,16 @@ pub(super) enum SendFail {
 }
 
 impl Node {
-    /// The peer closes `conn` gracefully, or answers our `Closing`.
+    /// The peer closes `conn` gracefully (or answers our `Closing`, as nodes before this one
+    /// did).
     pub(super) fn on_closing(&mut self, now: Instant, conn: ConnId, from: NodeId) {
         let we_asked = self.conns.get(&conn).is_some_and(|c| c.closing.is_some());
         if !we_asked {
-            // Answer, and send nothing more here: the answer is the last frame (after the
-            // acknowledgement of what it carried).
+            // The acknowledgement of what it carried is the last frame, and the close itself
+            // is the answer: the peer reads what we wrote before it, and then the end of the
+            // stream ([`Node::handle_closed`]). An answering `Closing` cost a frame per close.
             self.flush_ack(conn);
             self.detach(from, conn);
-            self.transmit(conn, &Message::Closing);
         }
         // What the peer acknowledged before its `Closing` stays in our custody until handed
         // on; what it did not may have crossed its `Closing` (or been lost), and is routed
@@ -306,7 +308,8 @@ impl Node {
     }
 
     /// Begins the graceful close of an open connection: `Closing` goes out, nothing more is
-    /// sent on it, and it closes when the peer answers (or after `connect_timeout`).
+    /// sent on it, and it is forgotten when the peer closes its end, having read everything
+    /// (or after `connect_timeout`).
     pub(super) fn start_closing(&mut self, now: Instant, conn: ConnId) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         c.closing = Some(now);
@@ -635,5 +638,39 @@ mod tests {
         n.handle_timeout(later);
         n.learn(later, x.clone(), false);
         assert!(n.leaf.contains(x.id), "taken again (and probed before it is trusted)");
+    }
+
+    /// A graceful close costs one frame: the side that receives `Closing` acknowledges what it
+    /// read and closes its end without answering, and the side that sent it takes that close for
+    /// the answer (no suspicion of a peer that merely closed an idle connection).
+    #[test]
+    fn a_graceful_close_is_one_closing_frame_and_the_close_in_answer() {
+        use crate::harness::script::{self, addr, info};
+        let now = Instant::from_secs(1);
+        let cfg = crate::Config::with_trusted_id(NodeId::from_u128(1 << 127), addr(255, 1)).insecure_plaintext();
+        let mut n = Node::new(cfg, now).unwrap();
+        let peer = info((1 << 127) + 5, 2, 1);
+        let conn = script::authed(&mut n, now, &peer);
+        script::send(&mut n, now, conn, &Message::Announce { seq: 1 });
+        script::drain(&mut n);
+        let out = script::send(&mut n, now, conn, &Message::Closing);
+        assert!(!script::messages(&out, conn).contains(&Message::Closing), "no `Closing` in answer");
+        assert!(script::closed(&out, conn), "the close is the answer");
+        assert!(!n.conns.contains_key(&conn));
+        // Now we close one that carried word from our leaf-set member a while ago (a close
+        // without `Closing` there would make us probe the member at once, `conn_lost`).
+        let conn = script::authed(&mut n, now, &peer);
+        let heard = now + n.cfg.connect_timeout;
+        script::send(&mut n, heard, conn, &Message::Ping { seq: 2 });
+        script::drain(&mut n);
+        assert!(n.is_ready() && n.leaf.contains(peer.id));
+        let later = now + n.cfg.connect_timeout * 3;
+        n.start_closing(later, conn);
+        let out = script::drain(&mut n);
+        assert_eq!(script::messages(&out, conn), [Message::Closing]);
+        n.handle_closed(later, conn);
+        assert!(!n.conns.contains_key(&conn), "its close answered our `Closing`");
+        assert!(n.peers[&peer.id].suspected.is_none(), "a graceful close suspects nobody");
+        assert!(!script::closed(&script::drain(&mut n), conn), "the driver closed it already");
     }
 }

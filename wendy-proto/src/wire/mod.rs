@@ -131,7 +131,9 @@ pub enum Message {
     /// The sender is leaving the ring gracefully.
     Leaving,
     /// The sender wants to close this idle connection and will send nothing more on it. The
-    /// receiver stops using it, answers `Closing`, and closes; so no frame is lost in a close race.
+    /// receiver stops using it and closes its end, after what it had written: the end of the
+    /// stream is the answer, so no frame is lost in a close race. (Earlier nodes also answered
+    /// `Closing` before they closed; the answer is still understood.)
     Closing,
     /// The sender refuses this connection's handshake and closes it; `reason` is a
     /// [`RejectReason`](crate::RejectReason) code, so the refused side learns why at once.
