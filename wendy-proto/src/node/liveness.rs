@@ -129,7 +129,6 @@ impl Node {
             if now >= self.rows.ask_at && self.state == State::Ready {
                 self.ask_near_row(now, 1);
             }
-            self.repair_holes(now);
             // A member that just became a neighbour is watched as one from now on.
             self.watch_neighbours();
         }
@@ -444,11 +443,8 @@ impl Node {
     /// tell our leaf set, whose other members do not heartbeat it, so that they check it at
     /// once. (A member told so by a neighbour does not tell the others again: the leaf sets of
     /// a node's two neighbours cover its own, and a cascade would cost a message per pair.)
-    /// Hearsay that never answered us is not reported: it was dead when a peer that had not
-    /// noticed yet named it, the members that heard the same have it on probation as we
-    /// did, and the others never knew it.
     fn detected_failure(&mut self, now: Instant, id: NodeId) {
-        let was_neighbour = self.is_neighbour(id) && self.peers.get(&id).is_some_and(|p| p.last_heard.is_some());
+        let was_neighbour = self.is_neighbour(id);
         self.peer_failed(now, id);
         if was_neighbour && self.state != State::Left {
             for m in self.leaf.members() {
@@ -526,9 +522,7 @@ impl Node {
     /// `id` left or stopped answering: remove it everywhere and repair.
     pub(super) fn peer_failed(&mut self, now: Instant, id: NodeId) {
         let was_member = self.in_tables(id);
-        // The self-tuned period follows the rate at which members die: hearsay that was dead
-        // before it ever answered us is no such member.
-        if was_member && self.peers.get(&id).is_some_and(|p| p.last_heard.is_some()) {
+        if was_member {
             self.churn.failure();
         }
         self.former_leaves.remove(&id);
@@ -573,7 +567,7 @@ impl Node {
             self.watch_neighbours();
         }
         if let Some((row, col)) = slot {
-            self.note_hole(now, row, col);
+            self.repair_row(now, row, col);
         }
     }
 

@@ -237,36 +237,3 @@ fn a_pushed_leaf_set_is_answered_only_when_it_misses_nodes_we_know() {
     assert!(matches!(probed.as_slice(), [Message::Ping { .. }]), "the missing member is probed: {probed:?}");
     assert!(node.peers[&ccw1].suspected.is_some());
 }
-
-/// A neighbour that never answered us (hearsay a peer named after it died, before the peer
-/// noticed) is dropped without telling our leaf set: the members that heard the same have
-/// it on probation as we had, the others never knew it. A neighbour we had heard from is
-/// reported (`Failed`) when it stops answering.
-#[test]
-fn only_a_neighbour_that_answered_us_is_reported_failed() {
-    use crate::harness::script;
-    let (mut node, conns) = ring_of_five();
-    let (ghost, cw1) = (NodeId::from_u128(ME + 50), NodeId::from_u128(ME + 100));
-    let named = Message::LeafSet { leaves: vec![NodeInfo::new(ghost, addr(9))] };
-    node.handle_data(Instant::ZERO, conns[0], &crate::wire::encode(&named));
-    assert_eq!(node.leaf.cw().first(), Some(&ghost), "the hearsay is our clockwise neighbour");
-    let reports = |outs: &[Output], id: NodeId| {
-        conns
-            .iter()
-            .flat_map(|&c| script::messages(outs, c))
-            .filter(|m| matches!(m, Message::Failed { id: x } if *x == id))
-            .count()
-    };
-    // Nobody answers from now on.
-    let end = Instant::ZERO + node.cfg.leaf_detection_time() + node.cfg.heartbeat_interval;
-    let (mut ghost_reports, mut cw1_reports) = (0, 0);
-    while let Some(t) = node.poll_timeout().filter(|&t| t <= end) {
-        node.handle_timeout(t);
-        let outs = script::drain(&mut node);
-        ghost_reports += reports(&outs, ghost);
-        cw1_reports += reports(&outs, cw1);
-    }
-    assert!(!node.in_tables(ghost) && !node.in_tables(cw1), "both declared failed");
-    assert_eq!(ghost_reports, 0, "hearsay that never answered is not reported");
-    assert!(cw1_reports > 0, "a neighbour that had answered is reported");
-}
