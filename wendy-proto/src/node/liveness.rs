@@ -560,6 +560,7 @@ impl Node {
             return;
         }
         if !sides.is_empty() {
+            self.refill_leaf(now);
             self.repair_leaf(now, &sides);
             // Our new nearest members are watched as neighbours at once, not at the next tick:
             // when several neighbours in a row died, each link of the chain would otherwise
@@ -568,6 +569,27 @@ impl Node {
         }
         if let Some((row, col)) = slot {
             self.repair_row(now, row, col);
+        }
+    }
+
+    /// A leaf-set member is gone: members of our other tables that now fit (a routing-table
+    /// entry kept out of the leaf set only by nearer members) take its place at once, if we
+    /// have heard from them and do not suspect them. Without this, after a crash of many
+    /// nodes, a leaf set repaired from its far members' leaf sets jumped over live nodes our
+    /// routing table named: it took a node beyond them for the root of their keys, and that
+    /// node sent such a message back by its routing table, between the two until the loop
+    /// guard (`LOOP_HOPS`) ended it (30 % of 1,000 nodes crashed, seed 11: one lookup took 18
+    /// hops).
+    fn refill_leaf(&mut self, now: Instant) {
+        let known = self.table.iter().map(|c| c.id).chain(self.hood.iter().map(|e| e.1));
+        let fits: Vec<NodeInfo> = known
+            .filter(|&id| !self.leaf.contains(id))
+            .filter_map(|id| self.peers.get(&id))
+            .filter(|p| p.last_heard.is_some() && p.suspected.is_none())
+            .map(|p| p.info())
+            .collect();
+        for info in fits {
+            self.learn(now, info, false);
         }
     }
 

@@ -237,3 +237,18 @@ fn a_pushed_leaf_set_is_answered_only_when_it_misses_nodes_we_know() {
     assert!(matches!(probed.as_slice(), [Message::Ping { .. }]), "the missing member is probed: {probed:?}");
     assert!(node.peers[&ccw1].suspected.is_some());
 }
+
+/// A leaf-set member that fails makes room for a node our routing table holds and the leaf
+/// set had kept out only because nearer members filled it: it enters at once, before any
+/// repair answer, so that the leaf set does not jump over a live node we know.
+#[test]
+fn a_known_node_that_now_fits_the_leaf_set_enters_it_when_a_member_fails() {
+    let (mut node, _) = ring_of_five();
+    let (cw1, cw2) = (NodeId::from_u128(ME + 100), NodeId::from_u128(ME + 200));
+    let far = NodeInfo::new(NodeId::from_u128(ME + 300), addr(9));
+    announced(&mut node, &far);
+    assert!(node.table.contains(far.id) && !node.leaf.contains(far.id), "held by the routing table only");
+    assert_eq!(node.leaf.cw(), [cw1, cw2]);
+    node.peer_failed(Instant::from_secs(1), cw1);
+    assert_eq!(node.leaf.cw(), [cw2, far.id], "the known node fills the gap");
+}
