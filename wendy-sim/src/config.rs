@@ -186,6 +186,12 @@ impl NodeParams {
         self.apply(Config::with_trusted_id(NodeId::from_u128(1), addr))
     }
 
+    /// The nodes' [`Config::detection_time`]: the documented bound on how long a crashed node
+    /// stays in a live node's tables.
+    pub fn detection_time(&self) -> Duration {
+        self.sample().detection_time()
+    }
+
     /// Whether a node can run with these parameters ([`Config::validate`]); the simulator
     /// panics on a node it cannot start, so check first.
     pub fn validate(&self) -> Result<(), ConfigError> {

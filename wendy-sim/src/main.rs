@@ -140,6 +140,11 @@ struct Cli {
     /// when a message is sent through them (default: wendy-proto's, 0.05).
     #[arg(long)]
     table_stale_target: Option<f64>,
+    /// After a crash, give up waiting for the repair (ring, clean tables, exact leaf sets)
+    /// this many seconds after it. Default: 600, or the nodes' `detection_time()` plus 30 s
+    /// when that is longer, so that the documented bound can be checked at any setting.
+    #[arg(long)]
+    repair_timeout_s: Option<u64>,
     /// Idle timeout of connections to nodes outside our tables, s (wendy-proto's default: 5).
     #[arg(long, default_value_t = 5)]
     idle_timeout_s: u64,
@@ -297,6 +302,10 @@ fn config(cli: &Cli) -> Result<SimConfig, String> {
     }
     let node = node_params(cli);
     node.validate().map_err(|e| format!("node parameters: {e}"))?;
+    let repair_timeout = match cli.repair_timeout_s {
+        Some(s) => Duration::from_secs(s),
+        None => Duration::from_secs(600).max(node.detection_time() + Duration::from_secs(30)),
+    };
     Ok(SimConfig {
         nodes: cli.nodes,
         lookups: cli.lookups,
@@ -323,6 +332,7 @@ fn config(cli: &Cli) -> Result<SimConfig, String> {
             at: secs(cli.split_at),
             length: secs(cli.split_secs),
         }),
+        repair_timeout,
         bucket: cli.bucket_s.map(secs),
         progress: std::io::stderr().is_terminal(),
         memory_report: cli.memory_report,
@@ -520,5 +530,21 @@ mod tests {
             assert!(std::fs::metadata(dir.join(f)).unwrap().len() > 100, "{f}");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_repair_timeout_covers_the_detection_time_unless_given() {
+        let timeout = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["wendy-sim"], args].concat()).unwrap();
+            let cfg = config(&cli).unwrap();
+            (cfg.repair_timeout, cfg.node.detection_time())
+        };
+        // At the defaults the bound (625 s) is longer than 600 s: the wait covers it.
+        let (t, bound) = timeout(&[]);
+        assert!(bound > Duration::from_secs(600));
+        assert_eq!(t, bound + Duration::from_secs(30));
+        // At a 1 s heartbeat the bound is about a minute: 600 s, as before.
+        assert_eq!(timeout(&["--heartbeat-ms", "1000"]).0, Duration::from_secs(600));
+        assert_eq!(timeout(&["--repair-timeout-s", "42"]).0, Duration::from_secs(42));
     }
 }
