@@ -560,10 +560,8 @@ impl Node {
             return;
         }
         if !sides.is_empty() {
-            // The repair asks the farthest member as it was, whose leaf set reaches past our
-            // edge; a member the refill brings in may lie much farther.
-            self.repair_leaf(now, &sides);
             self.refill_leaf(now);
+            self.repair_leaf(now, &sides);
             // Our new nearest members are watched as neighbours at once, not at the next tick:
             // when several neighbours in a row died, each link of the chain would otherwise
             // wait up to a heartbeat.
