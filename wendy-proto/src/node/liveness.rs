@@ -581,8 +581,8 @@ impl Node {
     /// guard (`LOOP_HOPS`) ended it (30 % of 1,000 nodes crashed, seed 11: one lookup took 18
     /// hops).
     fn refill_leaf(&mut self, now: Instant) {
-        let known = self.table.iter().map(|c| c.id).chain(self.hood.iter().map(|e| e.1));
-        let fits: Vec<NodeInfo> = known
+        let fits: Vec<NodeInfo> = self
+            .known_members()
             .filter(|&id| !self.leaf.contains(id))
             .filter_map(|id| self.peers.get(&id))
             .filter(|p| p.last_heard.is_some() && p.suspected.is_none())

@@ -259,13 +259,15 @@ impl Node {
         let now = self.tick_now(now);
         // An accepted connection closed before it sent a byte failed nothing of ours: a
         // candidate's dialler timed its set-up (`time_candidate`), or a scanner.
-        let open = self.conns.get(&conn).map(|c| matches!(c.phase, Phase::Open) || c.accepted && !c.in_use);
-        let answered = self.conns.get(&conn).is_some_and(|c| c.closing.is_some());
-        match open {
+        let state = self
+            .conns
+            .get(&conn)
+            .map(|c| (matches!(c.phase, Phase::Open) || c.accepted && !c.in_use, c.closing.is_some()));
+        match state {
             // The peer's answer to our `Closing`: a graceful close.
-            Some(true) if answered => self.drop_conn(now, conn),
-            Some(true) => self.conn_lost(now, conn),
-            Some(false) => self.conn_failed(now, conn),
+            Some((true, true)) => self.drop_conn(now, conn),
+            Some((true, false)) => self.conn_lost(now, conn),
+            Some((false, _)) => self.conn_failed(now, conn),
             None => {}
         }
         self.finish();

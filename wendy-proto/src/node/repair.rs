@@ -5,10 +5,8 @@
 //! period first, so that the holes of a row share one ask and arrivals fill some for free,
 //! was tried (stop 27): it saved 0.025 of the 0.68 control messages per node per second at a
 //! 30-minute median session, but after a crash of 30 % of 1,000 nodes the lookups' mean
-//! stretch rose from 1.82 to 2.01 and their mean hops from 2.38 to 2.46 (seed 11), and in
-//! three of seven runs one lookup took 17 or 18 hops (none in the runs without it): a route
-//! that meets a hole takes Pastry's rare-case hop, and the loop guard (`LOOP_HOPS`) had to
-//! end its circling. Not kept.
+//! stretch rose from 1.82 to 2.01 and their mean hops from 2.38 to 2.46 (seed 11): a route
+//! that meets a hole takes Pastry's rare-case hop, a longer way round. Not kept.
 
 use core::time::Duration;
 

@@ -169,7 +169,7 @@ impl Node {
     }
 
     /// Every member of our tables (leaf set, routing table, neighbourhood), with repeats.
-    fn known_members(&self) -> impl Iterator<Item = NodeId> + '_ {
+    pub(super) fn known_members(&self) -> impl Iterator<Item = NodeId> + '_ {
         let leaf = self.leaf.cw().iter().chain(self.leaf.ccw()).copied();
         leaf.chain(self.table.iter().map(|c| c.id)).chain(self.hood.iter().map(|e| e.1))
     }
