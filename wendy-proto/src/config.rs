@@ -81,8 +81,9 @@ pub struct Config {
     /// run, and 3 to 7 lookups delivered at the wrong node). See
     /// [`Config::neighbour_probing_time`].
     pub neighbour_probe_attempts: u32,
-    /// The longest any other table member (leaf set beyond the neighbours, routing table,
-    /// neighbourhood) may stay silent before it is probed. Routing-table entries, which
+    /// The longest any other table member (leaf set beyond the neighbours, routing table) may
+    /// stay silent before it is probed; a neighbourhood member in no other table silent this
+    /// long leaves the neighbourhood set unprobed. Routing-table entries, which
     /// messages are sent through, are probed sooner when the node sees failures, at a period
     /// it tunes from them (see [`Config::table_stale_target`]), never below
     /// [`Config::table_probe_min`]; a leaf-set member's failure is reported by its own

@@ -540,7 +540,10 @@ impl Node {
     }
 
     pub(super) fn announce(&mut self, now: Instant) {
-        let targets = self.table_members();
+        // The leaf set must know us, and the routing table's entries must answer before we
+        // trust them; a neighbourhood member in no other table was measured (it answered) and
+        // is only a near node to start row asks from.
+        let targets: Vec<NodeId> = self.table_members().into_iter().filter(|&id| !self.hood_only(id)).collect();
         let awaiting: BTreeSet<NodeId> = self.leaf.members().into_iter().collect();
         for id in targets {
             self.probe(now, id, true);

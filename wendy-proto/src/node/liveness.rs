@@ -171,7 +171,8 @@ impl Node {
     /// entry, which messages are sent through; `table_probe_interval` for the others (leaf-set
     /// members beyond the neighbours, whose failure their own neighbours detect and report to
     /// us with `Message::Failed`, and neighbourhood members, which only help joiners and row
-    /// asks find near nodes). So the probes a node sends grow with its routing table, not
+    /// asks find near nodes: one in no other table is dropped then, not probed, see
+    /// [`Node::peer_timer`]). So the probes a node sends grow with its routing table, not
     /// with everything it remembers (MSPastry probes only routing-table entries).
     fn silence_limit(&self, id: NodeId) -> core::time::Duration {
         if self.is_neighbour(id) {
@@ -181,6 +182,11 @@ impl Node {
         } else {
             self.cfg.table_probe_interval
         }
+    }
+
+    /// True if `id` is in the neighbourhood set and in no other table.
+    pub(super) fn hood_only(&self, id: NodeId) -> bool {
+        self.hood.contains(id) && !self.leaf.contains(id) && !self.table.contains(id)
     }
 
     /// Expired failure records, and peers in no table and with no connection, are forgotten.
@@ -243,7 +249,8 @@ impl Node {
 
     /// A table member's liveness deadline. A neighbour (nearest leaf-set member on either side)
     /// silent for `suspect_timeout`, or any other table member silent for
-    /// `table_probe_interval`, is suspected and probed; one that does not answer within
+    /// `table_probe_interval`, is suspected and probed (a neighbourhood member in no other
+    /// table is dropped from the neighbourhood set instead); one that does not answer within
     /// `probe_attempts` probes (`neighbour_probe_attempts` for a neighbour) `probe_timeout` apart
     /// is removed everywhere (and, if it was in the leaf set, reported to it).
     pub(super) fn peer_timer(&mut self, now: Instant, id: NodeId) {
@@ -291,7 +298,13 @@ impl Node {
             }
             None => {
                 let since = p.last_heard.unwrap_or(p.added);
-                if now - since >= limit {
+                if now - since >= limit && self.hood_only(id) {
+                    // A neighbourhood member in no other table is not worth a probe: it only
+                    // gives joiners and row asks a near node to start from. Silent this long,
+                    // it makes room; a near node that contacts us enters again.
+                    self.hood.remove(id);
+                } else if now - since >= limit {
+                    let Some(p) = self.peers.get_mut(&id) else { return };
                     p.suspected = Some(now);
                     p.probes = 1;
                     self.probe(now, id, false);

@@ -252,3 +252,52 @@ fn a_known_node_that_now_fits_the_leaf_set_enters_it_when_a_member_fails() {
     node.peer_failed(Instant::from_secs(1), cw1);
     assert_eq!(node.leaf.cw(), [cw2, far.id], "the known node fills the gap");
 }
+
+/// Runs the node's timers up to `until`, draining its outputs: the frames it sent, decoded,
+/// with the connection each went on. The peers on `live` answer every ping and heartbeat.
+fn run_until(node: &mut Node, until: Instant, live: &[ConnId]) -> Vec<(ConnId, Message)> {
+    let mut sent = Vec::new();
+    while let Some(t) = node.poll_timeout().filter(|&t| t <= until) {
+        node.handle_timeout(t);
+        while let Some(o) = node.poll_output() {
+            if let Output::Transmit { conn, data } = o {
+                let msg = crate::wire::decode_frame(data, usize::MAX).expect("the node sends valid frames");
+                if let (true, Message::Ping { seq } | Message::Heartbeat { seq, .. }) = (live.contains(&conn), &msg) {
+                    let pong = Message::Pong { seq: *seq, ready: true };
+                    node.handle_data(t, conn, &crate::wire::encode(&pong));
+                }
+                sent.push((conn, msg));
+            }
+        }
+    }
+    sent
+}
+
+#[test]
+fn a_silent_neighbourhood_member_in_no_other_table_makes_room_and_costs_no_probe() {
+    let mut cfg = Config::with_trusted_id(NodeId::from_u128(ME), addr(1)).insecure_plaintext();
+    cfg.leaf_set_size = 2;
+    let silence = cfg.table_probe_interval;
+    let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
+    let mut live = Vec::new();
+    for who in [NodeInfo::new(NodeId::from_u128(ME + 1), addr(4)), NodeInfo::new(NodeId::from_u128(ME - 1), addr(5))] {
+        live.push(announced(&mut node, &who));
+    }
+    // `a` holds a routing-table cell; `h`, measured near us, is only in the neighbourhood
+    // set (its cell went to another node). Neither says a word after its announcement.
+    let a = NodeInfo::new(NodeId::from_u128(ME + (1 << 120)), addr(2));
+    let h = NodeInfo::new(NodeId::from_u128(ME + (2 << 120)), addr(3));
+    let a_conn = announced(&mut node, &a);
+    let h_conn = announced(&mut node, &h);
+    node.table.remove(h.id);
+    node.hood.insert(h.id, 5_000);
+    assert!(node.table.contains(a.id) && node.hood_only(h.id) && !node.hood_only(a.id));
+    while node.poll_output().is_some() {}
+
+    let sent = run_until(&mut node, Instant::ZERO + silence + core::time::Duration::from_secs(30), &live);
+    let pinged = |conn: ConnId| sent.iter().any(|(c, m)| *c == conn && matches!(m, Message::Ping { .. }));
+    assert!(pinged(a_conn), "a silent routing-table entry is probed");
+    assert!(!pinged(h_conn), "a neighbourhood-only member is not");
+    assert!(!node.hood.contains(h.id), "it left the neighbourhood set after table_probe_interval of silence");
+    assert_eq!(node.leaf.len(), 2, "the neighbours answered");
+}
