@@ -48,6 +48,12 @@ impl Node {
                     self.close_conns_of(now, id);
                     self.forget_peer(id);
                 }
+                let sides = [self.leaf.cw(), self.leaf.ccw()];
+                if sides.iter().any(|s| s.first() == Some(&id) && s.get(1) == Some(&from)) {
+                    if let Some(p) = self.peers.get_mut(&id) {
+                        p.reported = true;
+                    }
+                }
                 self.suspect(now, id)
             }
             Message::Unreachable { id, by } => self.on_unreachable(now, from, id, by),
@@ -456,11 +462,29 @@ impl Node {
     /// tell our leaf set, whose other members do not heartbeat it, so that they check it at
     /// once. (A member told so by a neighbour does not tell the others again: the leaf sets of
     /// a node's two neighbours cover its own, and a cascade would cost a message per pair.)
+    ///
+    /// If its other neighbour told us first, that neighbour's leaf set has been told: with a
+    /// leaf set the size of ours, it holds all of ours but the farthest two on the side away
+    /// from `id`. Only the farthest four of that side are told (two to spare, for a
+    /// leaf set of the other neighbour's that lacked a member), unless our leaf set was not
+    /// full, where the sets need not overlap so.
     fn detected_failure(&mut self, now: Instant, id: NodeId) {
+        /// The members on the side away from a dead neighbour told when its other neighbour
+        /// has told its own leaf set.
+        const UNCOVERED: usize = 4;
         let was_neighbour = self.is_neighbour(id);
+        let was_cw = self.leaf.cw().first() == Some(&id);
+        let half = self.leaf.half();
+        let full = self.leaf.cw().len() == half && self.leaf.ccw().len() == half;
+        let reported = self.peers.get(&id).is_some_and(|p| p.reported);
         self.peer_failed(now, id);
         if was_neighbour && self.state != State::Left {
-            for m in self.leaf.members() {
+            let told = match (reported && full, was_cw) {
+                (false, _) => self.leaf.members(),
+                (true, true) => self.leaf.ccw().iter().skip(half.saturating_sub(UNCOVERED)).copied().collect(),
+                (true, false) => self.leaf.cw().iter().skip(half.saturating_sub(UNCOVERED)).copied().collect(),
+            };
+            for m in told {
                 let _ = self.send_msg(now, m, Message::Failed { id });
             }
         }

@@ -25,6 +25,8 @@ pub(super) struct Peer {
     pub(super) suspected: Option<Instant>,
     /// Probes sent since it was suspected.
     pub(super) probes: u8,
+    /// Its other neighbour told us it found it dead ([`Node::detected_failure`]).
+    pub(super) reported: bool,
     /// Connections that name it as their peer (opened, not yet forgotten): when its current
     /// one closes, the others are looked for only if there are any ([`Node::detach`]).
     pub(super) named_by: u16,
@@ -104,7 +106,7 @@ impl Node {
         let peer = self.peers.entry(id).or_insert_with(|| Box::new(Peer::new(info, now)));
         if direct {
             peer.last_heard = Some(now);
-            peer.suspected = None;
+            (peer.suspected, peer.reported) = (None, false);
         }
         let heard = peer.last_heard.is_some();
         let prox = peer.proximity;
@@ -480,6 +482,7 @@ impl Peer {
             last_heard: None,
             suspected: None,
             probes: 0,
+            reported: false,
             named_by: 0,
             ping_seq: 0,
             ping_sent: None,

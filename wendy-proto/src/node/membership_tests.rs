@@ -301,3 +301,48 @@ fn a_silent_neighbourhood_member_in_no_other_table_makes_room_and_costs_no_probe
     assert!(!node.hood.contains(h.id), "it left the neighbourhood set after table_probe_interval of silence");
     assert_eq!(node.leaf.len(), 2, "the neighbours answered");
 }
+
+/// Our node (plaintext, leaf set of 16) with a full leaf set of announced members, the
+/// connection to each, in order: clockwise 1..=8 from us, then counter-clockwise 1..=8.
+fn full_leaf_set() -> (Node, Vec<(NodeId, ConnId)>) {
+    let mut cfg = Config::with_trusted_id(NodeId::from_u128(ME), addr(1)).insecure_plaintext();
+    cfg.leaf_set_size = 16;
+    let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
+    let mut members = Vec::new();
+    for (i, id) in (1..=8u128).map(|i| ME + i).chain((1..=8u128).map(|i| ME - i)).enumerate() {
+        let who = NodeInfo::new(NodeId::from_u128(id), addr(10 + i as u8));
+        members.push((who.id, announced(&mut node, &who)));
+    }
+    assert_eq!((node.leaf.cw().len(), node.leaf.ccw().len()), (8, 8));
+    while node.poll_output().is_some() {}
+    (node, members)
+}
+
+/// The members our node tells that `dead`, its clockwise neighbour, failed, once it finds it
+/// dead; `reported`: its other neighbour (clockwise 2) told us first.
+fn told_of_failure(reported: bool) -> Vec<NodeId> {
+    let (mut node, members) = full_leaf_set();
+    let (dead, other) = (members[0].0, members[1]);
+    let live: Vec<ConnId> = members.iter().skip(1).map(|m| m.1).collect();
+    if reported {
+        node.handle_data(Instant::ZERO, other.1, &crate::wire::encode(&Message::Failed { id: dead }));
+    }
+    let sent = run_until(&mut node, Instant::ZERO + core::time::Duration::from_secs(120), &live);
+    assert!(!node.leaf.contains(dead), "found dead");
+    let told: Vec<NodeId> = sent
+        .iter()
+        .filter(|(_, m)| *m == Message::Failed { id: dead })
+        .filter_map(|(c, _)| members.iter().find(|m| m.1 == *c).map(|m| m.0))
+        .collect();
+    told
+}
+
+#[test]
+fn a_dead_neighbour_s_failure_goes_only_where_its_other_neighbour_s_report_did_not() {
+    let all = told_of_failure(false);
+    assert_eq!(all.len(), 15, "unreported, the whole leaf set is told: {all:?}");
+    let few = told_of_failure(true);
+    // The farthest four counter-clockwise: its other neighbour's leaf set holds the rest.
+    let expected: Vec<NodeId> = (5..=8u128).map(|i| NodeId::from_u128(ME - i)).collect();
+    assert_eq!(few, expected);
+}

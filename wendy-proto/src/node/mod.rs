@@ -562,7 +562,7 @@ impl Node {
         }
         if let Some(p) = self.peers.get_mut(&from) {
             p.last_heard = Some(now);
-            p.suspected = None;
+            (p.suspected, p.reported) = (None, false);
         }
         if self.failed.contains_key(&from) {
             self.heard_from_failed(now, from, &msg);

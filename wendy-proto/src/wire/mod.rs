@@ -153,6 +153,9 @@ pub enum Message {
     },
     /// The sender declared `id` failed (it stopped answering): the receiver, if it has `id` in
     /// its tables, suspects it and probes it (so a false report costs one probe, nothing more).
+    /// A receiver whose neighbour `id` is, told so by `id`'s other neighbour, tells only the
+    /// farthest members of its own leaf set when it finds `id` dead too: the rest heard it
+    /// from that neighbour (a neighbour that lies about it delays their finding, no more).
     Failed {
         /// The node that stopped answering.
         id: NodeId,
