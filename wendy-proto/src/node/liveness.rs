@@ -604,7 +604,7 @@ impl Node {
             // wait up to a heartbeat.
             self.watch_neighbours();
         }
-        if let Some((row, col)) = slot {
+        if let Some((row, col)) = slot.filter(|&(row, col)| !self.refill_cell(now, row, col)) {
             self.repair_row(now, row, col);
         }
     }

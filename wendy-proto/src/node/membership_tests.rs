@@ -346,3 +346,42 @@ fn a_dead_neighbour_s_failure_goes_only_where_its_other_neighbour_s_report_did_n
     let expected: Vec<NodeId> = (5..=8u128).map(|i| NodeId::from_u128(ME - i)).collect();
     assert_eq!(few, expected);
 }
+
+/// Our node (plaintext, leaf set of 16) with its two neighbours, a routing-table entry `e`
+/// (row 1, column 1) that falls silent, another entry in row 1 (`f`, column 2) and, if
+/// `with_fit`, a leaf-set member whose id fits `e`'s cell too. Runs until `e` is found dead:
+/// who holds the cell then, and whether a row was asked for.
+fn hole_after_a_failure(with_fit: bool) -> (Option<NodeId>, bool) {
+    let mut cfg = Config::with_trusted_id(NodeId::from_u128(ME), addr(1)).insecure_plaintext();
+    cfg.leaf_set_size = 16;
+    let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
+    let mut live = Vec::new();
+    for (i, id) in [ME + 1, ME - 1, ME + (2 << 120)].into_iter().enumerate() {
+        live.push(announced(&mut node, &NodeInfo::new(NodeId::from_u128(id), addr(20 + i as u8))));
+    }
+    let e = NodeInfo::new(NodeId::from_u128(ME + (1 << 120)), addr(30));
+    announced(&mut node, &e);
+    let fit = NodeId::from_u128(ME + (1 << 120) + 5);
+    if with_fit {
+        live.push(announced(&mut node, &NodeInfo::new(fit, addr(31))));
+    }
+    assert_eq!(node.table.get(1, 1).map(|c| c.id), Some(e.id), "the first to come holds the cell");
+    // Only the hole's repair may ask for a row here: no periodic asks of near nodes.
+    node.rows.ask_at = Instant::MAX;
+    node.exchange_gap = node.cfg.leaf_exchange_interval;
+    while node.poll_output().is_some() {}
+    let sent = run_until(&mut node, Instant::ZERO + core::time::Duration::from_secs(700), &live);
+    assert!(!node.in_tables(e.id), "found dead");
+    let asked = sent.iter().any(|(_, m)| matches!(m, Message::RowRequest { .. }));
+    (node.table.get(1, 1).map(|c| c.id), asked)
+}
+
+#[test]
+fn a_routing_table_hole_is_filled_from_our_own_tables_before_a_row_is_asked_for() {
+    assert_eq!(hole_after_a_failure(false), (None, true), "nobody we know fits: a row is asked for");
+    assert_eq!(
+        hole_after_a_failure(true),
+        (Some(NodeId::from_u128(ME + (1 << 120) + 5)), false),
+        "the leaf-set member that fits takes the cell at once"
+    );
+}
