@@ -155,14 +155,20 @@ impl Node {
             return;
         }
         for id in members {
-            let Some(p) = self.peers.get(&id) else { continue };
-            if p.suspected.is_some() || self.is_neighbour(id) || !self.table.contains(id) {
-                continue;
+            let suspected = self.peers.get(&id).is_none_or(|p| p.suspected.is_some());
+            if !suspected && !self.is_neighbour(id) && self.table.contains(id) {
+                self.watch_within(now, id, period);
             }
-            let due = p.last_heard.unwrap_or(p.added) + period;
-            if p.timer.is_none_or(|t| t > due) {
-                self.arm_peer(id, due.max(now));
-            }
+        }
+    }
+
+    /// Brings `id`'s liveness deadline forward to its last word plus `limit`, if it was armed
+    /// later or not at all (a shorter probe period, a new place in the routing table).
+    pub(super) fn watch_within(&mut self, now: Instant, id: NodeId, limit: core::time::Duration) {
+        let Some(p) = self.peers.get(&id) else { return };
+        let due = p.last_heard.unwrap_or(p.added) + limit;
+        if p.timer.is_none_or(|t| t > due) {
+            self.arm_peer(id, due.max(now));
         }
     }
 
@@ -304,12 +310,13 @@ impl Node {
             }
             None => {
                 let since = p.last_heard.unwrap_or(p.added);
-                if now - since >= limit && self.hood_only(id) {
+                let silent = now - since >= limit;
+                if silent && self.hood_only(id) {
                     // A neighbourhood member in no other table is not worth a probe: it only
                     // gives joiners and row asks a near node to start from. Silent this long,
                     // it makes room; a near node that contacts us enters again.
                     self.hood.remove(id);
-                } else if now - since >= limit {
+                } else if silent {
                     let Some(p) = self.peers.get_mut(&id) else { return };
                     p.suspected = Some(now);
                     p.probes = 1;
@@ -479,10 +486,11 @@ impl Node {
         let reported = self.peers.get(&id).is_some_and(|p| p.reported);
         self.peer_failed(now, id);
         if was_neighbour && self.state != State::Left {
-            let told = match (reported && full, was_cw) {
-                (false, _) => self.leaf.members(),
-                (true, true) => self.leaf.ccw().iter().skip(half.saturating_sub(UNCOVERED)).copied().collect(),
-                (true, false) => self.leaf.cw().iter().skip(half.saturating_sub(UNCOVERED)).copied().collect(),
+            let told: Vec<NodeId> = if reported && full {
+                let away = if was_cw { self.leaf.ccw() } else { self.leaf.cw() };
+                away.iter().skip(half.saturating_sub(UNCOVERED)).copied().collect()
+            } else {
+                self.leaf.members()
             };
             for m in told {
                 let _ = self.send_msg(now, m, Message::Failed { id });
@@ -622,7 +630,7 @@ impl Node {
             .known_members()
             .filter(|&id| !self.leaf.contains(id))
             .filter_map(|id| self.peers.get(&id))
-            .filter(|p| p.last_heard.is_some() && p.suspected.is_none())
+            .filter(|p| p.answered())
             .map(|p| p.info())
             .collect();
         for info in fits {

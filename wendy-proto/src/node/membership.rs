@@ -377,7 +377,7 @@ impl Node {
     /// announcement and its answer, and a close (at a 30-minute median session, 0.37 of a
     /// node's 1.3 control messages a second).
     fn keep_former_leaf(&mut self, now: Instant, id: NodeId) {
-        if !self.peers.get(&id).is_some_and(|p| p.last_heard.is_some() && p.suspected.is_none()) {
+        if !self.peers.get(&id).is_some_and(|p| p.answered()) {
             return;
         }
         self.former_leaves.insert(id, now + self.cfg.table_probe_interval);
@@ -491,6 +491,12 @@ impl Peer {
             srtt: 0,
             rttvar: 0,
         }
+    }
+
+    /// True if it answered us (we heard from it directly) and we do not suspect it now: a
+    /// member trusted to fill a place in another table at once.
+    pub(super) fn answered(&self) -> bool {
+        self.last_heard.is_some() && self.suspected.is_none()
     }
 
     /// The connection messages to it go on.

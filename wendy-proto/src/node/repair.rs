@@ -95,18 +95,16 @@ impl Node {
         let best = self
             .known_members()
             .filter(|&id| self.table.slot(id) == Some((row, col)))
-            .filter_map(|id| self.peers.get(&id).map(|p| (p, id)))
-            .filter(|(p, _)| p.last_heard.is_some() && p.suspected.is_none() && p.proximity != UNKNOWN_PROXIMITY)
-            .map(|(p, id)| (p.proximity, id, p.last_heard.unwrap_or(p.added), p.timer))
-            .min_by_key(|e| (e.0, e.1));
-        let Some((prox, id, heard, timer)) = best else { return false };
+            .filter_map(|id| {
+                let p = self.peers.get(&id).filter(|p| p.answered() && p.proximity != UNKNOWN_PROXIMITY)?;
+                Some((p.proximity, id))
+            })
+            .min();
+        let Some((prox, id)) = best else { return false };
         if !self.table.insert(id, prox) {
             return false;
         }
-        let due = heard + self.table_probe;
-        if timer.is_none_or(|t| t > due) {
-            self.arm_peer(id, due.max(now));
-        }
+        self.watch_within(now, id, self.table_probe);
         true
     }
 
