@@ -222,7 +222,8 @@ impl Node {
     /// exchange leaf sets with our neighbours (while the gaps double, by asking the nearest
     /// member on each side for its leaf set; then by sending ours to the counter-clockwise
     /// one with our next heartbeat, [`Node::on_pushed_leaves`]), route a
-    /// [`Message::Locate`] towards our own id, and re-probe departed members we still
+    /// [`Message::Locate`] towards our own id (at every exchange while the gaps double, then
+    /// at one in [`LOCATE_ODDS`], drawn at random), and re-probe departed members we still
     /// remember; during the doubling gaps, also ask near nodes for rows (`ask_near_row`,
     /// [`EARLY_ROW_ASKS`](super::repair::EARLY_ROW_ASKS) of them while the asks win cells).
     pub(super) fn leaf_exchange_timer(&mut self, now: Instant) {
@@ -247,7 +248,12 @@ impl Node {
         } else {
             self.push_leaves = true;
         }
-        self.locate_self(now);
+        // Every early exchange routes a `Locate` (the interleaving concurrent joins leave is
+        // mended within the joiner's first minutes); later, one exchange in `LOCATE_ODDS`, at
+        // random: a backstop for a joiner's interleaving that its own early ones missed.
+        if self.exchange_gap < self.cfg.leaf_exchange_interval || self.rng.below(LOCATE_ODDS) == 0 {
+            self.locate_self(now);
+        }
         self.reprobe_lost_leaves(now);
         if self.exchange_gap < self.cfg.leaf_exchange_interval {
             // Soon after the join, every exchange also asks near nodes for rows: the tables
@@ -655,39 +661,11 @@ impl Node {
             }
         }
     }
-
-    /// Keeps a departed leaf-set member's address for `LOST_LEAF_MEMORY`, at most L of them.
-    pub(super) fn remember_lost_leaf(&mut self, now: Instant, info: NodeInfo) {
-        if self.lost_leaves.contains_key(&info.id) {
-            return;
-        }
-        self.lost_leaves.insert(info.id, (info, now + LOST_LEAF_MEMORY));
-        while self.lost_leaves.len() > self.cfg.leaf_set_size.max(1) {
-            let oldest = self.lost_leaves.iter().min_by_key(|(&id, (_, until))| (*until, id)).map(|(&id, _)| id);
-            if let Some(id) = oldest {
-                self.lost_leaves.remove(&id);
-            }
-        }
-    }
-
-    /// Pings the departed leaf-set members we still remember: one that answers is alive (a
-    /// healed partition, a false suspicion) and is learned again.
-    pub(super) fn reprobe_lost_leaves(&mut self, now: Instant) {
-        self.lost_leaves.retain(|_, (_, until)| *until > now);
-        let lost: Vec<NodeInfo> = self.lost_leaves.values().map(|(info, _)| info.clone()).collect();
-        for info in lost {
-            let id = info.id;
-            if self.peers.contains_key(&id) {
-                continue;
-            }
-            self.peers.insert(id, Box::new(Peer::new(info, now)));
-            self.probe(now, id, false);
-        }
-    }
 }
 
 /// The shortest step between now and a re-armed deadline, so that firing timers always ends.
 pub(super) const MIN_STEP: core::time::Duration = core::time::Duration::from_micros(1);
 
-/// How long a departed leaf-set member is re-probed before it is forgotten.
-const LOST_LEAF_MEMORY: core::time::Duration = core::time::Duration::from_secs(600);
+/// Once the exchange gaps are long, a leaf-set exchange routes a [`Message::Locate`] with
+/// probability one in this many.
+const LOCATE_ODDS: u64 = 4;

@@ -385,3 +385,25 @@ fn a_routing_table_hole_is_filled_from_our_own_tables_before_a_row_is_asked_for(
         "the leaf-set member that fits takes the cell at once"
     );
 }
+
+#[test]
+fn after_the_early_exchanges_one_in_four_routes_a_locate() {
+    let mut cfg = Config::with_trusted_id(NodeId::from_u128(ME), addr(1)).insecure_plaintext();
+    cfg.leaf_set_size = 2;
+    let interval = cfg.leaf_exchange_interval;
+    let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
+    let mut live = Vec::new();
+    for (i, id) in [ME + 1, ME - 1, ME + (1 << 120)].into_iter().enumerate() {
+        live.push(announced(&mut node, &NodeInfo::new(NodeId::from_u128(id), addr(20 + i as u8))));
+    }
+    node.exchange_gap = interval / 64;
+    node.timers.set(crate::node::NodeTimer::LeafExchange, Instant::ZERO + node.exchange_gap);
+    while node.poll_output().is_some() {}
+    let locates = |sent: &[(ConnId, Message)]| sent.iter().filter(|(_, m)| matches!(m, Message::Locate { .. })).count();
+    // The exchanges before gaps of 1/32 to 1/2 of the interval: every one of those five locates.
+    let early = run_until(&mut node, Instant::ZERO + interval * 5 / 6, &live);
+    assert_eq!(locates(&early), 5);
+    let later = run_until(&mut node, Instant::ZERO + interval * 201, &live);
+    let n = locates(&later);
+    assert!((25..=75).contains(&n), "about 50 of 200 exchanges locate, not all: {n}");
+}

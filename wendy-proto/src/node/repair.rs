@@ -1,5 +1,6 @@
 //! Upkeep of the routing table's rows: a cell emptied by a failed entry is refilled from a
-//! member of its row, and near nodes are asked for rows to improve proximity over time.
+//! member of its row, and near nodes are asked for rows to improve proximity over time. Also
+//! the addresses of departed leaf-set members, re-probed for a while in case they come back.
 //!
 //! A hole is asked about as soon as its entry is declared failed. Waiting one table probe
 //! period first, so that the holes of a row share one ask and arrivals fill some for free,
@@ -11,10 +12,12 @@
 use core::time::Duration;
 
 use crate::id::NodeId;
+use crate::info::NodeInfo;
 use crate::routing_table::UNKNOWN_PROXIMITY;
 use crate::time::Instant;
 use crate::wire::Message;
 
+use super::membership::Peer;
 use super::Node;
 
 /// Near nodes asked for a row at each leaf-set exchange in the first minute after a join,
@@ -121,4 +124,36 @@ impl Node {
             let _ = self.send_msg(now, id, Message::RowRequest { row });
         }
     }
+
+    /// Keeps a departed leaf-set member's address for `LOST_LEAF_MEMORY`, at most L of them.
+    pub(super) fn remember_lost_leaf(&mut self, now: Instant, info: NodeInfo) {
+        if self.lost_leaves.contains_key(&info.id) {
+            return;
+        }
+        self.lost_leaves.insert(info.id, (info, now + LOST_LEAF_MEMORY));
+        while self.lost_leaves.len() > self.cfg.leaf_set_size.max(1) {
+            let oldest = self.lost_leaves.iter().min_by_key(|(&id, (_, until))| (*until, id)).map(|(&id, _)| id);
+            if let Some(id) = oldest {
+                self.lost_leaves.remove(&id);
+            }
+        }
+    }
+
+    /// Pings the departed leaf-set members we still remember: one that answers is alive (a
+    /// healed partition, a false suspicion) and is learned again.
+    pub(super) fn reprobe_lost_leaves(&mut self, now: Instant) {
+        self.lost_leaves.retain(|_, (_, until)| *until > now);
+        let lost: Vec<NodeInfo> = self.lost_leaves.values().map(|(info, _)| info.clone()).collect();
+        for info in lost {
+            let id = info.id;
+            if self.peers.contains_key(&id) {
+                continue;
+            }
+            self.peers.insert(id, Box::new(Peer::new(info, now)));
+            self.probe(now, id, false);
+        }
+    }
 }
+
+/// How long a departed leaf-set member is re-probed before it is forgotten.
+const LOST_LEAF_MEMORY: core::time::Duration = core::time::Duration::from_secs(600);
