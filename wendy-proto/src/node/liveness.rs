@@ -157,7 +157,7 @@ impl Node {
         for id in members {
             let suspected = self.peers.get(&id).is_none_or(|p| p.suspected.is_some());
             if !suspected && !self.is_neighbour(id) && self.table.contains(id) {
-                self.watch_within(now, id, period);
+                self.watch_within(now, id, self.silence_limit(id));
             }
         }
     }
@@ -184,12 +184,17 @@ impl Node {
     /// members beyond the neighbours, whose failure their own neighbours detect and report to
     /// us with `Message::Failed`, and neighbourhood members, which only help joiners and row
     /// asks find near nodes: one in no other table is dropped then, not probed, see
-    /// [`Node::peer_timer`]). So the probes a node sends grow with its routing table, not
-    /// with everything it remembers (MSPastry probes only routing-table entries).
-    fn silence_limit(&self, id: NodeId) -> core::time::Duration {
+    /// [`Node::peer_timer`]). A routing-table entry that is also a leaf-set member is left to
+    /// those reports while they are the faster way, that is while the tuned period is longer
+    /// than [`Config::leaf_detection_time`](crate::Config::leaf_detection_time); after a burst
+    /// of failures (both its neighbours may have died with it) it is probed at the tuned
+    /// period again. So the probes a node sends grow with its routing table, not with
+    /// everything it remembers (MSPastry probes only routing-table entries).
+    pub(super) fn silence_limit(&self, id: NodeId) -> core::time::Duration {
+        let reported = self.leaf.contains(id) && self.table_probe > self.cfg.leaf_detection_time();
         if self.is_neighbour(id) {
             self.cfg.suspect_timeout
-        } else if self.table.contains(id) {
+        } else if self.table.contains(id) && !reported {
             self.table_probe
         } else {
             self.cfg.table_probe_interval

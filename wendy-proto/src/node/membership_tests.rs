@@ -407,3 +407,38 @@ fn after_the_early_exchanges_one_in_four_routes_a_locate() {
     let n = locates(&later);
     assert!((25..=75).contains(&n), "about 50 of 200 exchanges locate, not all: {n}");
 }
+
+/// Whether our node pings `a`, a routing-table entry (row 1) that stays silent after it
+/// announced itself, within 500 s (beyond the tuned period our failure estimate gives before
+/// any failure, short of `table_probe_interval`); with a leaf set of `leaf_set_size`, our
+/// two neighbours answering.
+fn silent_entry_pinged(leaf_set_size: usize) -> (bool, bool) {
+    let mut cfg = Config::with_trusted_id(NodeId::from_u128(ME), addr(1)).insecure_plaintext();
+    cfg.leaf_set_size = leaf_set_size;
+    let limit = cfg.table_probe_interval;
+    let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
+    let mut live = Vec::new();
+    for (i, id) in [ME + 1, ME - 1].into_iter().enumerate() {
+        live.push(announced(&mut node, &NodeInfo::new(NodeId::from_u128(id), addr(20 + i as u8))));
+    }
+    let a = NodeInfo::new(NodeId::from_u128(ME + (1 << 120)), addr(30));
+    let a_conn = announced(&mut node, &a);
+    assert!(node.table.contains(a.id));
+    assert!(
+        node.tuned_probe_period() < core::time::Duration::from_secs(500)
+            && limit > core::time::Duration::from_secs(500)
+    );
+    while node.poll_output().is_some() {}
+    let sent = run_until(&mut node, Instant::ZERO + core::time::Duration::from_secs(500), &live);
+    (node.leaf.contains(a.id), sent.iter().any(|(c, m)| *c == a_conn && matches!(m, Message::Ping { .. })))
+}
+
+#[test]
+fn a_routing_table_entry_in_the_leaf_set_is_left_to_its_neighbours_reports() {
+    assert_eq!(silent_entry_pinged(2), (false, true), "outside the leaf set: probed at the tuned period");
+    assert_eq!(
+        silent_entry_pinged(4),
+        (true, false),
+        "in the leaf set too: its neighbours report its failure, probed only after table_probe_interval"
+    );
+}
