@@ -87,7 +87,8 @@ pub struct Config {
     /// messages are sent through, are probed sooner when the node sees failures, at a period
     /// it tunes from them (see [`Config::table_stale_target`]), never below
     /// [`Config::table_probe_min`]; a leaf-set member's failure is reported by its own
-    /// neighbours (see [`Config::leaf_detection_time`]). Messages routed through a member, and
+    /// neighbours (see [`Config::leaf_detection_time`]; an entry in both tables is left to
+    /// those reports while the tuned period is the longer wait). Messages routed through a member, and
     /// their per-hop acks, count as hearing from it.
     pub table_probe_interval: Duration,
     /// The shortest period at which silent table members are probed (reached when many of
