@@ -400,7 +400,8 @@ fn after_the_early_exchanges_one_in_four_routes_a_locate() {
     node.timers.set(crate::node::NodeTimer::LeafExchange, Instant::ZERO + node.exchange_gap);
     while node.poll_output().is_some() {}
     let locates = |sent: &[(ConnId, Message)]| sent.iter().filter(|(_, m)| matches!(m, Message::Locate { .. })).count();
-    // The exchanges before gaps of 1/32 to 1/2 of the interval: every one of those five locates.
+    // The five exchanges of the first 100 s, at gaps doubling from 1/64 of the interval: all
+    // locate.
     let early = run_until(&mut node, Instant::ZERO + interval * 5 / 6, &live);
     assert_eq!(locates(&early), 5);
     let later = run_until(&mut node, Instant::ZERO + interval * 201, &live);

@@ -92,8 +92,9 @@ impl Node {
     /// The routing-table entry at `row`, `col` is gone: a member of our other tables whose id
     /// fits that cell (a leaf-set or neighbourhood member the entry kept out), heard from, not
     /// suspected and measured, takes it at once, the nearest first, and is watched as a
-    /// routing-table entry from now on ([`Node::silence_limit`]). True if one did: no row need be asked for (at a
-    /// 30-minute median session, about half the rows that hole repairs asked for).
+    /// routing-table entry from now on ([`Node::silence_limit`]). True if one did: no row need
+    /// be asked for (at a 30-minute median session, about half the rows that hole repairs
+    /// asked for).
     pub(super) fn refill_cell(&mut self, now: Instant, row: usize, col: usize) -> bool {
         let best = self
             .known_members()
