@@ -116,7 +116,7 @@ impl Node {
             self.out.shrink_to(super::OUT_KEEP);
         }
         if matches!(self.state, State::Ready | State::Announcing { .. }) {
-            self.retune(now);
+            self.retune();
             // MSPastry: a heartbeat to the nearest member on one side only; it answers, so
             // each node hears from both its neighbours every interval. The others are probed
             // when silent for `table_probe_interval`, and learn of a failure from the
@@ -145,7 +145,7 @@ impl Node {
     /// Self-tuned probing ([`super::tuning`]): accounts the members watched during the last
     /// tick and recomputes the table members' probe period. When it drops below half of what
     /// the members' deadlines were armed with (a burst of failures), they are brought forward.
-    fn retune(&mut self, now: Instant) {
+    fn retune(&mut self) {
         let members = self.table_members();
         self.churn.observe(members.len(), self.cfg.heartbeat_interval);
         let period = self.tuned_probe_period();
@@ -155,20 +155,20 @@ impl Node {
             return;
         }
         for id in members {
-            let suspected = self.peers.get(&id).is_none_or(|p| p.suspected.is_some());
-            if !suspected && !self.is_neighbour(id) && self.table.contains(id) {
-                self.watch_within(now, id, self.silence_limit(id));
+            if !self.is_neighbour(id) && self.table.contains(id) {
+                self.watch_within(id, self.silence_limit(id));
             }
         }
     }
 
-    /// Brings `id`'s liveness deadline forward to its last word plus `limit`, if it was armed
-    /// later or not at all (a shorter probe period, a new place in the routing table).
-    pub(super) fn watch_within(&mut self, now: Instant, id: NodeId, limit: core::time::Duration) {
-        let Some(p) = self.peers.get(&id) else { return };
+    /// Brings a table member's liveness deadline forward to its last word plus `limit`, if it
+    /// was armed later or not at all (a shorter probe period, a new place in a table, a member
+    /// that became a neighbour). A suspect's deadline is its probes' and is left alone.
+    pub(super) fn watch_within(&mut self, id: NodeId, limit: core::time::Duration) {
+        let Some(p) = self.peers.get(&id).filter(|p| p.suspected.is_none()) else { return };
         let due = p.last_heard.unwrap_or(p.added) + limit;
-        if p.timer.is_none_or(|t| t > due) {
-            self.arm_peer(id, due.max(now));
+        if p.timer.is_none_or(|t| t > due) && self.in_tables(id) {
+            self.arm_peer(id, due);
         }
     }
 
@@ -191,10 +191,10 @@ impl Node {
     /// period again. So the probes a node sends grow with its routing table, not with
     /// everything it remembers (MSPastry probes only routing-table entries).
     pub(super) fn silence_limit(&self, id: NodeId) -> core::time::Duration {
-        let reported = self.leaf.contains(id) && self.table_probe > self.cfg.leaf_detection_time();
+        let left_to_reports = self.leaf.contains(id) && self.table_probe > self.cfg.leaf_detection_time();
         if self.is_neighbour(id) {
             self.cfg.suspect_timeout
-        } else if self.table.contains(id) && !reported {
+        } else if self.table.contains(id) && !left_to_reports {
             self.table_probe
         } else {
             self.cfg.table_probe_interval
@@ -450,24 +450,13 @@ impl Node {
         }
     }
 
-    /// [`Node::watch_neighbour`] for our nearest member on each side.
+    /// Our nearest member on each side is watched as a neighbour: its deadline is brought
+    /// forward to `suspect_timeout` after its last word, if it was armed for longer while it
+    /// was not yet a neighbour.
     fn watch_neighbours(&mut self) {
         let near = [self.leaf.ccw().first().copied(), self.leaf.cw().first().copied()];
         for id in near.into_iter().flatten() {
-            self.watch_neighbour(id);
-        }
-    }
-
-    /// Brings a neighbour's liveness deadline forward to `suspect_timeout` after its last word,
-    /// if it was armed for longer while it was not yet a neighbour.
-    fn watch_neighbour(&mut self, id: NodeId) {
-        let Some(p) = self.peers.get(&id) else { return };
-        if p.suspected.is_some() {
-            return;
-        }
-        let due = p.last_heard.unwrap_or(p.added) + self.cfg.suspect_timeout;
-        if p.timer.is_none_or(|t| t > due) && self.in_tables(id) {
-            self.arm_peer(id, due);
+            self.watch_within(id, self.cfg.suspect_timeout);
         }
     }
 
@@ -623,7 +612,7 @@ impl Node {
             // wait up to a heartbeat.
             self.watch_neighbours();
         }
-        if let Some((row, col)) = slot.filter(|&(row, col)| !self.refill_cell(now, row, col)) {
+        if let Some((row, col)) = slot.filter(|&(row, col)| !self.refill_cell(row, col)) {
             self.repair_row(now, row, col);
         }
     }

@@ -253,6 +253,20 @@ fn a_known_node_that_now_fits_the_leaf_set_enters_it_when_a_member_fails() {
     assert_eq!(node.leaf.cw(), [cw2, far.id], "the known node fills the gap");
 }
 
+/// Our node (plaintext, a leaf set of `leaf_set_size`) to which the nodes `ids` (hosts 20,
+/// 21, ...) announced themselves, and their connections in that order.
+fn announced_to(leaf_set_size: usize, ids: &[u128]) -> (Node, Vec<ConnId>) {
+    let mut cfg = Config::with_trusted_id(NodeId::from_u128(ME), addr(1)).insecure_plaintext();
+    cfg.leaf_set_size = leaf_set_size;
+    let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
+    let conns = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| announced(&mut node, &NodeInfo::new(NodeId::from_u128(id), addr(20 + i as u8))))
+        .collect();
+    (node, conns)
+}
+
 /// Runs the node's timers up to `until`, draining its outputs: the frames it sent, decoded,
 /// with the connection each went on. The peers on `live` answer every ping and heartbeat.
 fn run_until(node: &mut Node, until: Instant, live: &[ConnId]) -> Vec<(ConnId, Message)> {
@@ -275,14 +289,8 @@ fn run_until(node: &mut Node, until: Instant, live: &[ConnId]) -> Vec<(ConnId, M
 
 #[test]
 fn a_silent_neighbourhood_member_in_no_other_table_makes_room_and_costs_no_probe() {
-    let mut cfg = Config::with_trusted_id(NodeId::from_u128(ME), addr(1)).insecure_plaintext();
-    cfg.leaf_set_size = 2;
-    let silence = cfg.table_probe_interval;
-    let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
-    let mut live = Vec::new();
-    for who in [NodeInfo::new(NodeId::from_u128(ME + 1), addr(4)), NodeInfo::new(NodeId::from_u128(ME - 1), addr(5))] {
-        live.push(announced(&mut node, &who));
-    }
+    let (mut node, live) = announced_to(2, &[ME + 1, ME - 1]);
+    let silence = node.cfg.table_probe_interval;
     // `a` holds a routing-table cell; `h`, measured near us, is only in the neighbourhood
     // set (its cell went to another node). Neither says a word after its announcement.
     let a = NodeInfo::new(NodeId::from_u128(ME + (1 << 120)), addr(2));
@@ -352,13 +360,7 @@ fn a_dead_neighbour_s_failure_goes_only_where_its_other_neighbour_s_report_did_n
 /// `with_fit`, a leaf-set member whose id fits `e`'s cell too. Runs until `e` is found dead:
 /// who holds the cell then, and whether a row was asked for.
 fn hole_after_a_failure(with_fit: bool) -> (Option<NodeId>, bool) {
-    let mut cfg = Config::with_trusted_id(NodeId::from_u128(ME), addr(1)).insecure_plaintext();
-    cfg.leaf_set_size = 16;
-    let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
-    let mut live = Vec::new();
-    for (i, id) in [ME + 1, ME - 1, ME + (2 << 120)].into_iter().enumerate() {
-        live.push(announced(&mut node, &NodeInfo::new(NodeId::from_u128(id), addr(20 + i as u8))));
-    }
+    let (mut node, mut live) = announced_to(16, &[ME + 1, ME - 1, ME + (2 << 120)]);
     let e = NodeInfo::new(NodeId::from_u128(ME + (1 << 120)), addr(30));
     announced(&mut node, &e);
     let fit = NodeId::from_u128(ME + (1 << 120) + 5);
@@ -388,14 +390,8 @@ fn a_routing_table_hole_is_filled_from_our_own_tables_before_a_row_is_asked_for(
 
 #[test]
 fn after_the_early_exchanges_one_in_four_routes_a_locate() {
-    let mut cfg = Config::with_trusted_id(NodeId::from_u128(ME), addr(1)).insecure_plaintext();
-    cfg.leaf_set_size = 2;
-    let interval = cfg.leaf_exchange_interval;
-    let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
-    let mut live = Vec::new();
-    for (i, id) in [ME + 1, ME - 1, ME + (1 << 120)].into_iter().enumerate() {
-        live.push(announced(&mut node, &NodeInfo::new(NodeId::from_u128(id), addr(20 + i as u8))));
-    }
+    let (mut node, live) = announced_to(2, &[ME + 1, ME - 1, ME + (1 << 120)]);
+    let interval = node.cfg.leaf_exchange_interval;
     node.exchange_gap = interval / 64;
     node.timers.set(crate::node::NodeTimer::LeafExchange, Instant::ZERO + node.exchange_gap);
     while node.poll_output().is_some() {}
@@ -414,14 +410,8 @@ fn after_the_early_exchanges_one_in_four_routes_a_locate() {
 /// any failure, short of `table_probe_interval`); with a leaf set of `leaf_set_size`, our
 /// two neighbours answering.
 fn silent_entry_pinged(leaf_set_size: usize) -> (bool, bool) {
-    let mut cfg = Config::with_trusted_id(NodeId::from_u128(ME), addr(1)).insecure_plaintext();
-    cfg.leaf_set_size = leaf_set_size;
-    let limit = cfg.table_probe_interval;
-    let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
-    let mut live = Vec::new();
-    for (i, id) in [ME + 1, ME - 1].into_iter().enumerate() {
-        live.push(announced(&mut node, &NodeInfo::new(NodeId::from_u128(id), addr(20 + i as u8))));
-    }
+    let (mut node, live) = announced_to(leaf_set_size, &[ME + 1, ME - 1]);
+    let limit = node.cfg.table_probe_interval;
     let a = NodeInfo::new(NodeId::from_u128(ME + (1 << 120)), addr(30));
     let a_conn = announced(&mut node, &a);
     assert!(node.table.contains(a.id));

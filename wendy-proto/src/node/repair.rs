@@ -95,7 +95,7 @@ impl Node {
     /// routing-table entry from now on ([`Node::silence_limit`]). True if one did: no row need
     /// be asked for (at a 30-minute median session, about half the rows that hole repairs
     /// asked for).
-    pub(super) fn refill_cell(&mut self, now: Instant, row: usize, col: usize) -> bool {
+    pub(super) fn refill_cell(&mut self, row: usize, col: usize) -> bool {
         let best = self
             .known_members()
             .filter(|&id| self.table.slot(id) == Some((row, col)))
@@ -108,7 +108,7 @@ impl Node {
         if !self.table.insert(id, prox) {
             return false;
         }
-        self.watch_within(now, id, self.silence_limit(id));
+        self.watch_within(id, self.silence_limit(id));
         true
     }
 
