@@ -80,7 +80,7 @@ fn decoding_allocates_in_proportion_to_bytes_received() {
     let peer = NodeInfo::new(NodeId::from_u128(5), SocketAddr::from(([10, 0, 0, 2], 7000)));
     let conn = node.handle_accepted(now, peer.global);
     node.handle_data(now, conn, &wire::encode(&Message::Hello { info: peer, nonce: [1; NONCE_LEN] }));
-    node.handle_data(now, conn, &wire::encode(&Message::Auth { proof: Vec::new() }));
+    node.handle_data(now, conn, &wire::encode(&Message::Auth { proof: Vec::new(), probe: None }));
     while node.poll_output().is_some() {}
     let mut stream = Vec::new();
     for body in hostile_bodies() {

@@ -115,7 +115,7 @@ fn forward(c: &mut Criterion, h: &mut Harness) {
     let client = NodeInfo::new(NodeId::hash(b"bench-client"), SocketAddr::from(([192, 168, 1, 1], 7000)));
     let inbound = node.handle_accepted(now, client.global);
     node.handle_data(now, inbound, &wire::encode(&Message::Hello { info: client, nonce: [1; NONCE_LEN] }));
-    node.handle_data(now, inbound, &wire::encode(&Message::Auth { proof: Vec::new() }));
+    node.handle_data(now, inbound, &wire::encode(&Message::Auth { proof: Vec::new(), probe: None }));
     drain(node);
     // A key node 0 forwards; its next hop usually has an open connection from the joins.
     let key = keys(1024).into_iter().find(|&k| node.next_hop(k).is_some()).expect("a key to forward");
@@ -132,7 +132,7 @@ fn forward(c: &mut Criterion, h: &mut Harness) {
             node.handle_connected(now, conn);
             drain(node);
             let next_info = node.peer(next).expect("known next hop");
-            let ack = Message::HelloAck { info: next_info, nonce: [2; NONCE_LEN], proof: Vec::new() };
+            let ack = Message::HelloAck { info: next_info, nonce: [2; NONCE_LEN], proof: Vec::new(), ready: true };
             node.handle_data(now, conn, &wire::encode(&ack));
             drain(node);
             conn

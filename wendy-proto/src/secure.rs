@@ -41,15 +41,15 @@ use snow::types::{Cipher, Dh, Hash, Random};
 use crate::credentials::PSK_LEN;
 use crate::identity::{Identity, PublicKey, KEY_LEN};
 use crate::info::NodeInfo;
-use crate::wire::{WireError, LENGTH_PREFIX, MAX_PROOF};
+use crate::wire::{Probe, WireError, LENGTH_PREFIX, MAX_PROOF};
 
 /// The Noise protocol without a pre-shared key.
 pub(crate) const NOISE_XX: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 /// The Noise protocol with the credentials' pre-shared key mixed in after the third message.
 pub(crate) const NOISE_XX_PSK: &str = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s";
 /// Bound into every handshake: a peer speaking another version fails it (v2: records of
-/// several frames).
-const PROLOGUE: &[u8] = b"wendy/noise/v2";
+/// several frames; v3: the handshake payloads carry readiness and a probe).
+const PROLOGUE: &[u8] = b"wendy/noise/v3";
 /// Largest Noise message.
 pub(crate) const MAX_NOISE: usize = 65_535;
 /// Authentication tag of every sealed chunk.
@@ -81,6 +81,11 @@ pub(crate) fn sealed_max(max_frame: usize) -> usize {
 pub(crate) struct Payload {
     pub(crate) info: NodeInfo,
     pub(crate) proof: Vec<u8>,
+    /// The acceptor's: whether it is a ready member of the ring (as `HelloAck::ready`).
+    pub(crate) ready: bool,
+    /// The dialler's: the probe or announcement its connection was dialled for (as
+    /// `Auth::probe`).
+    pub(crate) probe: Option<Probe>,
 }
 
 impl Payload {

@@ -195,10 +195,10 @@ fn one_handshake_attempt_per_connection() {
     // A wrong proof: rejected and closed; a retry on the same connection is ignored.
     let conn = node.handle_accepted(NOW, peer.global);
     script::send(&mut node, NOW, conn, &hello(&peer));
-    let out = script::send(&mut node, NOW, conn, &Message::Auth { proof: vec![0; 32] });
+    let out = script::send(&mut node, NOW, conn, &Message::Auth { proof: vec![0; 32], probe: None });
     assert_eq!(rejections(&out), [RejectReason::BadCredentials]);
     assert!(closed(&out, conn));
-    assert!(script::send(&mut node, NOW, conn, &Message::Auth { proof: vec![1; 32] }).is_empty());
+    assert!(script::send(&mut node, NOW, conn, &Message::Auth { proof: vec![1; 32], probe: None }).is_empty());
     // Claiming our own id: rejected.
     let conn = node.handle_accepted(NOW, peer.global);
     let me = node.info().clone();
@@ -245,7 +245,7 @@ fn unauthenticated_peers_never_reach_the_tables() {
         // After a failed Auth.
         let conn = node.handle_accepted(NOW, peer.global);
         script::send(&mut node, NOW, conn, &hello(&peer));
-        script::send(&mut node, NOW, conn, &Message::Auth { proof: b"forged".to_vec() });
+        script::send(&mut node, NOW, conn, &Message::Auth { proof: b"forged".to_vec(), probe: None });
         script::send(&mut node, NOW, conn, msg);
         assert!(table_members(&node).is_empty(), "{msg:?} reached the tables");
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use wendy_proto::harness::script::{self, addr, drain, info};
-use wendy_proto::wire::{Message, Route};
+use wendy_proto::wire::{Message, Probe, Route};
 use wendy_proto::{Config, Instant, Node, NodeId, Output};
 
 const ME: u128 = 1 << 127;
@@ -284,8 +284,9 @@ fn a_node_not_run_for_longer_than_its_peers_wait_closes_its_connections_unread()
 }
 
 /// Our node dialled `conn` to `who` (its `Output::Connect`): the test plays `who` through the
-/// plaintext handshake and answers the announcement that was waiting for the connection,
-/// `rtt` later (the round trip the node measures). Returns when it answered.
+/// plaintext handshake, answering `rtt` later (the round trip the node measures), and its
+/// `Auth` carries the announcement that was waiting for the connection ([`Probe`]), answered
+/// with a `Welcome` if the node waits for one. Returns when it answered.
 fn accept_dial(
     node: &mut Node,
     now: Instant,
@@ -296,14 +297,16 @@ fn accept_dial(
     node.handle_connected(now, conn);
     let hello = script::messages(&drain(node), conn);
     let Some(Message::Hello { nonce, .. }) = hello.first() else { panic!("no hello: {hello:?}") };
-    let ack = Message::HelloAck { info: who.clone(), nonce: *nonce, proof: Vec::new() };
-    let sent = script::messages(&script::send(node, now, conn, &ack), conn);
-    let seq = sent.iter().find_map(|m| match m {
-        Message::Announce { seq } => Some(*seq),
+    let ack = Message::HelloAck { info: who.clone(), nonce: *nonce, proof: Vec::new(), ready: true };
+    let sent = script::messages(&script::send(node, now + rtt, conn, &ack), conn);
+    let answer = sent.iter().find_map(|m| match m {
+        Message::Auth { probe: Some(Probe::Announce { answer }), .. } => Some(*answer),
         _ => None,
     });
-    let seq = seq.unwrap_or_else(|| panic!("no announcement after the handshake: {sent:?}"));
-    script::send(node, now + rtt, conn, &Message::Welcome { seq, ready: true, leaves: Vec::new() });
+    let answer = answer.unwrap_or_else(|| panic!("no announcement in the handshake: {sent:?}"));
+    if answer {
+        script::send(node, now + rtt, conn, &Message::Welcome { seq: 0, ready: true, leaves: Vec::new() });
+    }
     now + rtt
 }
 

@@ -75,7 +75,7 @@ pub fn hello(who: &NodeInfo) -> Message {
 pub fn authed(node: &mut Node, now: Instant, who: &NodeInfo) -> ConnId {
     let conn = node.handle_accepted(now, who.global);
     let mut outs = send(node, now, conn, &hello(who));
-    outs.extend(send(node, now, conn, &Message::Auth { proof: Vec::new() }));
+    outs.extend(send(node, now, conn, &Message::Auth { proof: Vec::new(), probe: None }));
     assert!(!closed(&outs, conn), "handshake as {} failed: {outs:?}", who.id);
     conn
 }

@@ -83,7 +83,7 @@ impl SecurePeer {
             return Err(ConnectError::NoAnswer);
         }
         hs.read(&answer[LENGTH_PREFIX + 1..]).map_err(|_| ConnectError::Handshake)?;
-        let payload = Payload { info: info.clone(), proof: Vec::new() }.encode();
+        let payload = Payload { info: info.clone(), proof: Vec::new(), ready: true, probe: None }.encode();
         let last = hs.write(&payload).map_err(|_| ConnectError::Handshake)?;
         let channel = hs.finish(DEFAULT_REKEY).map_err(|_| ConnectError::Handshake)?;
         node.handle_bytes(now, conn, last);

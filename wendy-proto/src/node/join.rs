@@ -100,27 +100,7 @@ impl Node {
                     self.announce(now);
                 }
             }
-            Message::Announce { seq } => {
-                if self.state == State::Alone {
-                    // The first node to join through a ring of one makes it a ring of two.
-                    // After a failed join of our own, only a node whose join request we
-                    // answered as its root counts: another found us in its ring's tables,
-                    // which learned of us while we were joining, and is told we are not in
-                    // that ring.
-                    if self.gave_up_join.as_ref().is_some_and(|answered| !answered.contains(&from)) {
-                        let _ = self.send_msg(now, from, Message::Leaving);
-                        return;
-                    }
-                    self.gave_up_join = None;
-                    self.state = State::Ready;
-                }
-                if let Some(info) = self.peer_info(from) {
-                    self.learn(now, info, true);
-                }
-                let leaves = if self.leaf.covers(from) { self.leaf_infos() } else { Vec::new() };
-                let ready = self.is_ready();
-                let _ = self.send_msg(now, from, Message::Welcome { seq, ready, leaves });
-            }
+            Message::Announce { seq } => self.announced(now, from, seq, true),
             Message::Welcome { seq, ready, leaves } => {
                 self.measure(now, from, seq);
                 if ready {
@@ -416,6 +396,34 @@ impl Node {
             if self.send_msg(now, via, msg).is_ok() {
                 self.stats.join_messages += 1;
             }
+        }
+    }
+
+    /// `from` announced itself (an `Announce` numbered `seq`, or a handshake that stood for
+    /// one, [`Probe`](crate::wire::Probe)): it is learned, and answered with a `Welcome` if it
+    /// asked for one (`answer`) or if it falls in our leaf set's range (our leaves then go with
+    /// the answer).
+    pub(super) fn announced(&mut self, now: Instant, from: NodeId, seq: u32, answer: bool) {
+        if self.state == State::Alone {
+            // The first node to join through a ring of one makes it a ring of two.
+            // After a failed join of our own, only a node whose join request we
+            // answered as its root counts: another found us in its ring's tables,
+            // which learned of us while we were joining, and is told we are not in
+            // that ring.
+            if self.gave_up_join.as_ref().is_some_and(|answered| !answered.contains(&from)) {
+                let _ = self.send_msg(now, from, Message::Leaving);
+                return;
+            }
+            self.gave_up_join = None;
+            self.state = State::Ready;
+        }
+        if let Some(info) = self.peer_info(from) {
+            self.learn(now, info, true);
+        }
+        let leaves = if self.leaf.covers(from) { self.leaf_infos() } else { Vec::new() };
+        if answer || !leaves.is_empty() {
+            let ready = self.is_ready();
+            let _ = self.send_msg(now, from, Message::Welcome { seq, ready, leaves });
         }
     }
 

@@ -20,12 +20,7 @@ impl Node {
     pub(super) fn on_liveness_message(&mut self, now: Instant, from: NodeId, msg: Message) {
         match msg {
             Message::Ping { seq } | Message::Heartbeat { seq, .. } => {
-                self.out.push_back(Output::Event(Event::Heartbeat(from)));
-                if let Some(info) = self.peer_info(from) {
-                    self.learn(now, info, true);
-                }
-                let ready = self.is_ready();
-                let _ = self.send_msg(now, from, Message::Pong { seq, ready });
+                self.pinged(now, from, Some(seq));
                 if let Message::Heartbeat { leaves, .. } = msg {
                     if !leaves.is_empty() {
                         self.on_pushed_leaves(now, from, leaves);
@@ -105,6 +100,21 @@ impl Node {
     /// member if we have not heard from it within one interval (carrying our leaf set once
     /// an exchange interval), then housekeeping (expired failure records, peers that are in
     /// no table and have no connection, the output queue's spare capacity).
+    /// `from` probed us: it is learned as a live node, and answered if the probe was a
+    /// message numbered `seq` (a probe that was a handshake had its answer, [`Probe`]).
+    ///
+    /// [`Probe`]: crate::wire::Probe
+    pub(super) fn pinged(&mut self, now: Instant, from: NodeId, seq: Option<u32>) {
+        self.out.push_back(Output::Event(Event::Heartbeat(from)));
+        if let Some(info) = self.peer_info(from) {
+            self.learn(now, info, true);
+        }
+        if let Some(seq) = seq {
+            let ready = self.is_ready();
+            let _ = self.send_msg(now, from, Message::Pong { seq, ready });
+        }
+    }
+
     pub(super) fn heartbeat_timer(&mut self, now: Instant) {
         if self.state == State::Left {
             return;

@@ -92,7 +92,7 @@ fn announced(node: &mut Node, who: &NodeInfo) -> ConnId {
     let k = node.handle_accepted(Instant::ZERO, who.global);
     for msg in [
         Message::Hello { info: who.clone(), nonce: [3; crate::wire::NONCE_LEN] },
-        Message::Auth { proof: Vec::new() },
+        Message::Auth { proof: Vec::new(), probe: None },
         Message::Announce { seq: 1 },
     ] {
         node.handle_data(Instant::ZERO, k, &crate::wire::encode(&msg));
@@ -432,4 +432,96 @@ fn a_routing_table_entry_in_the_leaf_set_is_left_to_its_neighbours_reports() {
         (true, false),
         "in the leaf set too: its neighbours report its failure, probed only after table_probe_interval"
     );
+}
+
+/// Our node dials `who` for `probe` (a ping, or an announcement) and `who` answers the
+/// handshake `rtt` later: what the node sends after that answer.
+fn dial_for(node: &mut Node, who: &NodeInfo, announce: bool, rtt: core::time::Duration) -> (ConnId, Vec<Message>) {
+    let t = Instant::from_secs(1);
+    node.peers.insert(who.id, Box::new(Peer::new(who.clone(), t)));
+    node.probe(t, who.id, announce);
+    let mut dialled = None;
+    while let Some(o) = node.poll_output() {
+        if let Output::Connect { conn, .. } = o {
+            dialled = Some(conn);
+        }
+    }
+    let conn = dialled.expect("a connection dialled for the probe");
+    node.handle_connected(t, conn);
+    let nonce = match crate::harness::script::messages(&crate::harness::script::drain(node), conn).first() {
+        Some(Message::Hello { nonce, .. }) => *nonce,
+        other => panic!("no hello: {other:?}"),
+    };
+    let ack = Message::HelloAck { info: who.clone(), nonce, proof: Vec::new(), ready: true };
+    let out = crate::harness::script::send(node, t + rtt, conn, &ack);
+    (conn, crate::harness::script::messages(&out, conn))
+}
+
+#[test]
+fn a_probe_over_a_new_connection_is_its_handshake() {
+    let (mut node, _) = announced_to(2, &[ME + 1, ME - 1]);
+    let far = NodeInfo::new(NodeId::from_u128(ME + (1 << 120)), addr(9));
+    let rtt = core::time::Duration::from_millis(30);
+    let (_, sent) = dial_for(&mut node, &far, false, rtt);
+    // The `Auth` stands for the ping, and the `HelloAck` was its answer: no `Ping`, no `Pong`.
+    assert_eq!(sent, [Message::Auth { proof: Vec::new(), probe: Some(crate::wire::Probe::Ping) }]);
+    let p = &node.peers[&far.id];
+    assert_eq!(p.ping(), None, "answered");
+    assert_eq!(p.last_heard, Some(Instant::from_secs(1) + rtt));
+    assert_eq!(p.proximity, proximity(rtt, "", "", node.cfg.region_factor), "timed by the handshake");
+}
+
+#[test]
+fn an_announcement_over_a_new_connection_is_its_handshake() {
+    let (mut node, _) = announced_to(2, &[ME + 1, ME - 1]);
+    let far = NodeInfo::new(NodeId::from_u128(ME + (1 << 120)), addr(9));
+    let (_, sent) = dial_for(&mut node, &far, true, core::time::Duration::from_millis(30));
+    let announce = crate::wire::Probe::Announce { answer: false };
+    assert_eq!(sent, [Message::Auth { proof: Vec::new(), probe: Some(announce) }]);
+    assert_eq!(node.peers[&far.id].ping(), None);
+    // A leaf-set member we announced ourselves to and wait for asks for its `Welcome`.
+    let mut node =
+        Node::new(Config::with_trusted_id(NodeId::from_u128(ME), addr(1)).insecure_plaintext(), Instant::ZERO)
+            .expect("valid config");
+    let next = NodeInfo::new(NodeId::from_u128(ME + 1), addr(9));
+    node.unwelcomed.push(next.id);
+    let (_, sent) = dial_for(&mut node, &next, true, core::time::Duration::from_millis(30));
+    let announce = crate::wire::Probe::Announce { answer: true };
+    assert_eq!(sent, [Message::Auth { proof: Vec::new(), probe: Some(announce) }]);
+}
+
+#[test]
+fn a_handshake_standing_for_a_probe_is_not_answered_again() {
+    use crate::harness::script;
+    use crate::wire::Probe;
+    // A full leaf set of two members a side: a node beyond them is not covered.
+    let (mut node, _) = announced_to(4, &[ME + 1, ME + 10, ME - 1, ME - 10]);
+    let far = NodeInfo::new(NodeId::from_u128(ME + (1 << 120)), addr(9));
+    let near = NodeInfo::new(NodeId::from_u128(ME + 5), addr(10));
+    let dial = |node: &mut Node, who: &NodeInfo, probe: Probe| {
+        let conn = node.handle_accepted(Instant::from_secs(1), who.global);
+        let ack = script::messages(&script::send(node, Instant::from_secs(1), conn, &script::hello(who)), conn);
+        assert!(matches!(ack.as_slice(), [Message::HelloAck { ready: true, .. }]), "{ack:?}");
+        let auth = Message::Auth { proof: Vec::new(), probe: Some(probe) };
+        let out = script::send(node, Instant::from_secs(2), conn, &auth);
+        let heartbeat = out.iter().any(|o| matches!(o, Output::Event(Event::Heartbeat(id)) if *id == who.id));
+        (script::messages(&out, conn), heartbeat)
+    };
+    // A probe: heard from, learned, and not answered.
+    let (sent, heartbeat) = dial(&mut node, &far, Probe::Ping);
+    assert!(sent.is_empty(), "{sent:?}");
+    assert!(heartbeat);
+    assert_eq!(node.peers[&far.id].last_heard, Some(Instant::from_secs(2)));
+    // An announcement that asks for nothing, from a node beyond our leaf set: nothing.
+    let other = NodeInfo::new(NodeId::from_u128(ME + (2 << 120)), addr(11));
+    let (sent, _) = dial(&mut node, &other, Probe::Announce { answer: false });
+    assert!(sent.is_empty(), "{sent:?}");
+    assert!(node.table.contains(other.id), "learned");
+    // One that asks: a `Welcome`. One from a node our leaf set covers: our leaves with it.
+    let third = NodeInfo::new(NodeId::from_u128(ME + (3 << 120)), addr(12));
+    let (sent, _) = dial(&mut node, &third, Probe::Announce { answer: true });
+    assert!(matches!(sent.as_slice(), [Message::Welcome { ready: true, leaves, .. }] if leaves.is_empty()), "{sent:?}");
+    let (sent, _) = dial(&mut node, &near, Probe::Announce { answer: false });
+    assert!(matches!(sent.as_slice(), [Message::Welcome { leaves, .. }] if !leaves.is_empty()), "{sent:?}");
+    assert!(node.leaf.contains(near.id));
 }

@@ -557,35 +557,7 @@ impl Node {
             self.protocol_error(now, conn, "handshake message on an open connection");
             return;
         }
-        if self.state == State::Left {
-            return;
-        }
-        if let Some(p) = self.peers.get_mut(&from) {
-            p.last_heard = Some(now);
-            (p.suspected, p.reported) = (None, false);
-        }
-        if self.failed.contains_key(&from) {
-            self.heard_from_failed(now, from, &msg);
-        }
-        let ring_traffic = match &msg {
-            // (A reserved purpose is a protocol error whatever our state: checked below.)
-            Message::Route(r) => self.accepts_purpose(r.purpose),
-            Message::Ping { .. } | Message::Heartbeat { .. } | Message::Locate { .. } => true,
-            // A row request is what a joiner's nearest-node discovery asks of the nodes a ring
-            // named to it: answered, it could make us that joiner's nearest node, and its join
-            // request (sent straight to us) a ring of two inside the other ring. So is a join
-            // request a ring's node forwarded or a ring named us to (`hops` above 0; a joiner
-            // given our address as its bootstrap sends 0).
-            Message::RowRequest { .. } => true,
-            Message::JoinRequest { hops, .. } => *hops > 0,
-            _ => false,
-        };
-        if self.state == State::Alone && ring_traffic {
-            // The sender has us in its tables but we are not in its ring (our join failed, or
-            // we restarted and have not joined again). A ring of one would take every key:
-            // the sender is told we are not a member, forgets us and routes the message
-            // (unacknowledged here) again without us.
-            let _ = self.send_msg(now, from, Message::Leaving);
+        if !self.heard(now, from, &msg) {
             return;
         }
         match msg {

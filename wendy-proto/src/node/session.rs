@@ -20,7 +20,7 @@ use crate::info::NodeInfo;
 use crate::output::{ConnId, Event, Output, RejectReason};
 use crate::secure::{self, Handshake, Payload};
 use crate::time::Instant;
-use crate::wire::{self, Message, WireError, NONCE_LEN};
+use crate::wire::{self, Message, Probe, WireError, NONCE_LEN};
 
 use super::connections::{AwaitAuth, ConnIo, Phase};
 use super::membership::{proximity, Peer};
@@ -181,7 +181,7 @@ impl Node {
         match phase {
             Phase::AwaitHello => {
                 // The dialler's ephemeral key: answer with ours, our static key and our info.
-                let payload = self.my_payload();
+                let payload = self.my_payload(None);
                 let step = self.new_handshake(false).and_then(|mut hs| {
                     hs.read(&msg)?;
                     Ok((hs.write(&payload)?, hs))
@@ -201,9 +201,10 @@ impl Node {
                     self.auth_failed(now, conn);
                     return;
                 };
-                let Some((info, key, proof)) = self.peer_payload(now, conn, &payload, hs.remote_key()) else {
+                let Some((theirs, key)) = self.peer_payload(now, conn, &payload, hs.remote_key()) else {
                     return;
                 };
+                let Payload { info, proof, ready, .. } = theirs;
                 let expected = self.conns.get(&conn).and_then(|c| c.expected());
                 let reason = if expected.is_some_and(|e| e != info.id) {
                     Some(RejectReason::WrongId)
@@ -214,7 +215,8 @@ impl Node {
                     self.reject(now, conn, Some(info.id), reason);
                     return;
                 }
-                let mine = self.my_payload();
+                let probe = self.take_probe(conn, info.id);
+                let mine = self.my_payload(probe.map(|(p, _)| p));
                 let done = hs.write(&mine).and_then(|frame| Ok((frame, hs.finish(self.cfg.rekey_after)?)));
                 let Ok((frame, channel)) = done else {
                     self.protocol_error(now, conn, "the Noise handshake could not complete");
@@ -225,6 +227,7 @@ impl Node {
                     c.channel = Some(Box::new(channel));
                 }
                 self.open(now, conn, info);
+                self.probe_answered(now, conn, probe, ready);
             }
             Phase::AwaitFinish(mut hs) => {
                 let Ok(payload) = hs.read(&msg) else {
@@ -236,9 +239,10 @@ impl Node {
                     }
                     return;
                 };
-                let Some((info, key, proof)) = self.peer_payload(now, conn, &payload, hs.remote_key()) else {
+                let Some((theirs, key)) = self.peer_payload(now, conn, &payload, hs.remote_key()) else {
                     return;
                 };
+                let Payload { info, proof, probe, .. } = theirs;
                 if let Some(reason) = self.check_peer(&info, &key, &proof) {
                     self.reject(now, conn, Some(info.id), reason);
                     return;
@@ -251,6 +255,9 @@ impl Node {
                     c.channel = Some(Box::new(channel));
                 }
                 self.open(now, conn, info);
+                if let Some(probe) = probe {
+                    self.on_probe(now, conn, probe);
+                }
             }
             phase => {
                 if let Some(c) = self.conns.get_mut(&conn) {
@@ -268,22 +275,22 @@ impl Node {
         Handshake::new(initiator, &self.identity, psk.as_ref(), seed)
     }
 
-    fn my_payload(&self) -> Vec<u8> {
+    fn my_payload(&self, probe: Option<Probe>) -> Vec<u8> {
         let proof = self.cfg.credentials.as_ref().map(|c| c.prove(&self.identity.public())).unwrap_or_default();
-        Payload { info: self.cfg.info.clone(), proof }.encode()
+        Payload { info: self.cfg.info.clone(), proof, ready: self.is_ready(), probe }.encode()
     }
 
-    /// The peer's info and proven key from its handshake payload; `None` (and the connection
-    /// closed) if the payload is malformed.
+    /// The peer's payload and proven key from its handshake message; `None` (and the
+    /// connection closed) if the payload is malformed.
     fn peer_payload(
         &mut self,
         now: Instant,
         conn: ConnId,
         payload: &[u8],
         key: Option<PublicKey>,
-    ) -> Option<(NodeInfo, PublicKey, Vec<u8>)> {
+    ) -> Option<(Payload, PublicKey)> {
         match (Payload::decode(payload), key) {
-            (Ok(p), Some(key)) => Some((p.info, key, p.proof)),
+            (Ok(p), Some(key)) => Some((p, key)),
             (Err(error), _) => {
                 self.decode_error(now, conn, error);
                 None
@@ -329,14 +336,15 @@ impl Node {
                 let mut my_nonce = [0u8; NONCE_LEN];
                 self.rng.fill_bytes(&mut my_nonce);
                 let proof = self.prove(&transcript(ROLE_ACCEPTOR, &nonce, &my_nonce, me, info.id));
-                let ack = Message::HelloAck { info: self.cfg.info.clone(), nonce: my_nonce, proof };
+                let ready = self.is_ready();
+                let ack = Message::HelloAck { info: self.cfg.info.clone(), nonce: my_nonce, proof, ready };
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.phase = Phase::AwaitAuth(Box::new(AwaitAuth { dialer_nonce: nonce, my_nonce, info }));
                     c.handshake_sent = Some(now);
                 }
                 self.transmit(conn, &ack);
             }
-            (Phase::AwaitHelloAck { nonce }, Message::HelloAck { info, nonce: their, proof }) => {
+            (Phase::AwaitHelloAck { nonce }, Message::HelloAck { info, nonce: their, proof, ready }) => {
                 let nonce = *nonce;
                 let expected = c.expected();
                 let reason = if info.id == me {
@@ -353,13 +361,18 @@ impl Node {
                     return;
                 }
                 let proof = self.prove(&transcript(ROLE_DIALER, &nonce, &their, me, info.id));
-                self.transmit(conn, &Message::Auth { proof });
+                let probe = self.take_probe(conn, info.id);
+                self.transmit(conn, &Message::Auth { proof, probe: probe.map(|(p, _)| p) });
                 self.open(now, conn, info);
+                self.probe_answered(now, conn, probe, ready);
             }
-            (Phase::AwaitAuth(w), Message::Auth { proof }) => {
+            (Phase::AwaitAuth(w), Message::Auth { proof, probe }) => {
                 let AwaitAuth { dialer_nonce, my_nonce, info } = *w;
                 if self.verify(&transcript(ROLE_DIALER, &dialer_nonce, &my_nonce, info.id, me), &proof) {
                     self.open(now, conn, info);
+                    if let Some(probe) = probe {
+                        self.on_probe(now, conn, probe);
+                    }
                 } else {
                     self.reject(now, conn, Some(info.id), RejectReason::BadCredentials);
                 }
@@ -482,4 +495,102 @@ fn transcript(role: u8, dialer_nonce: &[u8], acceptor_nonce: &[u8], prover: Node
     t.extend_from_slice(&prover.to_bytes());
     t.extend_from_slice(&verifier.to_bytes());
     t
+}
+
+/// A handshake that stands for the probe or announcement its connection was dialled for
+/// ([`Probe`]): three frames where the handshake and a `Ping` and `Pong` took five.
+impl Node {
+    /// The probe or announcement of `id` at the head of a dialled connection's queue, taken
+    /// out of it to travel in the handshake's last message, with its number; `None` if the
+    /// connection was dialled for something else.
+    fn take_probe(&mut self, conn: ConnId, id: NodeId) -> Option<(Probe, u32)> {
+        let (outstanding, _) = self.peers.get(&id)?.ping()?;
+        let answer = self.awaits_welcome(id);
+        let io = self.conns.get_mut(&conn)?.io.as_mut()?;
+        let probe = match io.pending.front()? {
+            Message::Ping { seq } if *seq == outstanding => Probe::Ping,
+            Message::Announce { seq } if *seq == outstanding => Probe::Announce { answer },
+            _ => return None,
+        };
+        io.pending.pop_front();
+        self.pending_total -= 1;
+        Some((probe, outstanding))
+    }
+
+    /// Our handshake on `conn` carried `probe`, numbered `seq`, and the acceptor's proof
+    /// answered it: taken as the `Pong` (`ready`) it would otherwise have sent, timed from our
+    /// first handshake message, to which the proof was the answer.
+    fn probe_answered(&mut self, now: Instant, conn: ConnId, probe: Option<(Probe, u32)>, ready: bool) {
+        let Some((_, seq)) = probe else { return };
+        let Some(c) = self.conns.get(&conn) else { return };
+        let (Some(id), Some(sent)) = (c.peer(), c.handshake_sent) else { return };
+        if let Some(p) = self.peers.get_mut(&id).filter(|p| p.ping().is_some_and(|(s, _)| s == seq)) {
+            p.set_ping(Some((seq, sent)));
+        }
+        self.on_message(now, conn, Message::Pong { seq, ready });
+    }
+
+    /// The dialler's handshake on `conn` carried `probe`: handled as the `Ping` or `Announce`
+    /// it stands for, except that a probe is not answered (our `HelloAck` was its answer), nor
+    /// an announcement unless the dialler waits for a `Welcome` or we hold leaves for it.
+    fn on_probe(&mut self, now: Instant, conn: ConnId, probe: Probe) {
+        let Some(from) = self.conns.get(&conn).and_then(|c| c.peer()) else { return };
+        let standing_for = match probe {
+            Probe::Ping => Message::Ping { seq: 0 },
+            Probe::Announce { .. } => Message::Announce { seq: 0 },
+        };
+        if !self.heard(now, from, &standing_for) {
+            return;
+        }
+        match probe {
+            Probe::Ping => self.pinged(now, from, None),
+            Probe::Announce { answer } => self.announced(now, from, 0, answer),
+        }
+    }
+
+    /// True if a `Welcome` from `id` is awaited: we announced ourselves to it as a member of
+    /// our leaf set, which must have heard of us.
+    fn awaits_welcome(&self, id: NodeId) -> bool {
+        matches!(&self.state, super::State::Announcing { awaiting } if awaiting.contains(&id))
+            || self.unwelcomed.contains(&id)
+    }
+
+    /// What every message from `from` tells before it is handled: `from` was heard (and is no
+    /// longer suspected), a node we declared failed is alive after all, and a node that is not
+    /// in a ring (`Alone`) refuses the ring's traffic (it tells the sender it is not a member).
+    /// False if the message goes no further.
+    pub(super) fn heard(&mut self, now: Instant, from: NodeId, msg: &Message) -> bool {
+        if self.state == super::State::Left {
+            return false;
+        }
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.last_heard = Some(now);
+            (p.suspected, p.reported) = (None, false);
+        }
+        if self.failed.contains_key(&from) {
+            self.heard_from_failed(now, from, msg);
+        }
+        let ring_traffic = match msg {
+            // (A reserved purpose is a protocol error whatever our state: checked below.)
+            Message::Route(r) => self.accepts_purpose(r.purpose),
+            Message::Ping { .. } | Message::Heartbeat { .. } | Message::Locate { .. } => true,
+            // A row request is what a joiner's nearest-node discovery asks of the nodes a ring
+            // named to it: answered, it could make us that joiner's nearest node, and its join
+            // request (sent straight to us) a ring of two inside the other ring. So is a join
+            // request a ring's node forwarded or a ring named us to (`hops` above 0; a joiner
+            // given our address as its bootstrap sends 0).
+            Message::RowRequest { .. } => true,
+            Message::JoinRequest { hops, .. } => *hops > 0,
+            _ => false,
+        };
+        if self.state == super::State::Alone && ring_traffic {
+            // The sender has us in its tables but we are not in its ring (our join failed, or
+            // we restarted and have not joined again). A ring of one would take every key:
+            // the sender is told we are not a member, forgets us and routes the message
+            // (unacknowledged here) again without us.
+            let _ = self.send_msg(now, from, Message::Leaving);
+            return false;
+        }
+        true
+    }
 }

@@ -20,8 +20,9 @@ use crate::info::NodeInfo;
 mod kinds;
 pub use kinds::{FRAME_KINDS, NOISE_HANDSHAKE_KIND};
 
-/// The protocol version this crate speaks; a frame with another version is rejected.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// The protocol version this crate speaks; a frame with another version is rejected (v3: the
+/// handshake carries the probe or announcement its connection was dialled for, [`Probe`]).
+pub const PROTOCOL_VERSION: u8 = 3;
 /// Bytes before the body: the `u32` length prefix.
 pub const LENGTH_PREFIX: usize = 4;
 /// Default largest body accepted: 1 MiB.
@@ -56,11 +57,17 @@ pub enum Message {
         nonce: [u8; NONCE_LEN],
         /// The acceptor's credential proof.
         proof: Vec<u8>,
+        /// Whether the acceptor is a ready member of the ring (what a [`Message::Pong`]
+        /// says): the answer to a [`Probe`] the dialler's `Auth` carries.
+        ready: bool,
     },
-    /// Handshake, dialler to acceptor: my proof over both nonces.
+    /// Handshake, dialler to acceptor: my proof over both nonces, and the probe or
+    /// announcement this connection was dialled for, if any.
     Auth {
         /// The dialler's credential proof.
         proof: Vec<u8>,
+        /// What the handshake stands for besides authentication ([`Probe`]).
+        probe: Option<Probe>,
     },
     /// An application message routed towards a key.
     Route(Route),
@@ -84,6 +91,7 @@ pub enum Message {
         leaves: Option<Vec<NodeInfo>>,
     },
     /// The sender is ready and wants to be known; the receiver answers [`Message::Welcome`].
+    /// Over a connection dialled for it, the handshake carries it instead ([`Probe::Announce`]).
     Announce {
         /// Echoed in the answer, to measure the round trip.
         seq: u32,
@@ -117,6 +125,7 @@ pub enum Message {
         entries: Vec<NodeInfo>,
     },
     /// Liveness probe (or a table member's first contact); answered by [`Message::Pong`].
+    /// Over a connection dialled for it, the handshake stands for it instead ([`Probe::Ping`]).
     Ping {
         /// Echoed in the answer.
         seq: u32,
@@ -207,6 +216,25 @@ pub enum Message {
         seq: u32,
         /// The sender's leaf-set members, or nothing.
         leaves: Vec<NodeInfo>,
+    },
+}
+
+/// What a handshake stands for when its connection was dialled for a probe or an
+/// announcement: the completed handshake proves the acceptor alive (its proof is bound to the
+/// dialler's fresh nonce) and measures the round trip, so the `Ping` and its `Pong`, or the
+/// `Announce` (and, where the dialler needs none, the `Welcome`), would add nothing but frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Probe {
+    /// A liveness probe ([`Message::Ping`]): the acceptor's `HelloAck` was its answer; the
+    /// acceptor hears from the dialler and answers nothing more.
+    Ping,
+    /// The dialler announces itself ([`Message::Announce`]). The acceptor learns it, and
+    /// answers [`Message::Welcome`] if `answer` is set (the dialler waits for it: a leaf-set
+    /// member it must know has heard of it) or if it holds leaves for the dialler.
+    Announce {
+        /// The dialler waits for a `Welcome`.
+        answer: bool,
     },
 }
 
@@ -302,7 +330,7 @@ impl Message {
         let ok = match self {
             Message::Hello { info, .. } => info.is_valid(),
             Message::HelloAck { info, proof, .. } => info.is_valid() && proof.len() <= MAX_PROOF,
-            Message::Auth { proof } => proof.len() <= MAX_PROOF,
+            Message::Auth { proof, .. } => proof.len() <= MAX_PROOF,
             Message::JoinRequest { joiner, .. } => joiner.is_valid(),
             Message::JoinState { rows, hood, leaves } => {
                 infos_ok(rows) && infos_ok(hood) && leaves.as_deref().is_none_or(infos_ok)

@@ -28,7 +28,7 @@ impl NodeHarness {
                 let info = self.who(&who);
                 self.send_on(conn, &Message::Hello { info, nonce });
             }
-            Op::Auth { conn, proof } => self.send_on(conn, &Message::Auth { proof }),
+            Op::Auth { conn, proof } => self.send_on(conn, &Message::Auth { proof, probe: None }),
             Op::AnswerDial { dial, outcome } => {
                 let dials = self.dialing();
                 if let Some(&i) = dials.get(usize::from(dial) % dials.len().max(1)) {
@@ -42,7 +42,7 @@ impl NodeHarness {
             }
             Op::HelloAck { conn, who } => {
                 let info = self.who(&who);
-                self.send_on(conn, &Message::HelloAck { info, nonce: [9; NONCE_LEN], proof: Vec::new() });
+                self.send_on(conn, &Message::HelloAck { info, nonce: [9; NONCE_LEN], proof: Vec::new(), ready: true });
             }
             Op::Msg { conn, msg } => self.send_on(conn, &msg),
             Op::State { conn, kind, members } => {
@@ -242,7 +242,7 @@ impl NodeHarness {
             },
             DialOutcome::As(who) => self.who(&who),
         };
-        self.send(conn, &Message::HelloAck { info, nonce: [9; NONCE_LEN], proof: Vec::new() });
+        self.send(conn, &Message::HelloAck { info, nonce: [9; NONCE_LEN], proof: Vec::new(), ready: true });
     }
 
     fn reply(&mut self, conn: ConnId, members: &[u8]) {

@@ -166,7 +166,7 @@ impl NodeHarness {
     pub fn dial_as(&mut self, info: NodeInfo) -> ConnId {
         let conn = self.accept();
         self.send(conn, &Message::Hello { info, nonce: [7; NONCE_LEN] });
-        self.send(conn, &Message::Auth { proof: Vec::new() });
+        self.send(conn, &Message::Auth { proof: Vec::new(), probe: None });
         conn
     }
 
