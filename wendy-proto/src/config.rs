@@ -21,7 +21,7 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_PROBE_ATTEMPTS: u32 = 5;
 const DEFAULT_NEIGHBOUR_PROBE_ATTEMPTS: u32 = 8;
-const SUSPECT_HEARTBEATS: u32 = 3;
+const SUSPECT_HEARTBEATS: u32 = 4;
 const TABLE_PROBE_HEARTBEATS: u32 = 60;
 const DEFAULT_STALE_TARGET: f64 = 0.05;
 /// The smallest `max_frame_size` accepted: room for an application header and a small payload.
@@ -54,11 +54,14 @@ pub struct Config {
     pub neighbourhood_size: usize,
     /// Proximity multiplier for nodes of another region (default 5, as the Go wendy).
     pub region_factor: u64,
-    /// Interval between heartbeats to the nearest leaf-set member (MSPastry: one neighbour,
-    /// which answers); also the node's housekeeping tick.
+    /// The node's housekeeping tick (default 10 s). At a tick where the nearest
+    /// counter-clockwise leaf-set member has been silent for `suspect_timeout` less two
+    /// intervals, it gets a heartbeat (MSPastry: one neighbour, which answers), so that its
+    /// answer has one interval to come before it would be suspected: every third tick at the
+    /// defaults, every tick when `suspect_timeout` is at most three intervals.
     pub heartbeat_interval: Duration,
     /// A neighbour (the nearest leaf-set member on either side) silent this long is suspected
-    /// and probed.
+    /// and probed (default 4 heartbeat intervals, 40 s).
     pub suspect_timeout: Duration,
     /// A suspected member is probed `probe_attempts` times, `probe_timeout` apart (every
     /// attempt after an unanswered one over a fresh connection, as is the first when the
@@ -252,9 +255,9 @@ impl Config {
     }
 
     /// Sets the heartbeat interval and the liveness timers derived from it: suspicion after
-    /// three silent intervals; a probe answered within one interval or one second, whichever is
+    /// four silent intervals; a probe answered within one interval or one second, whichever is
     /// shorter; table members probed after at most sixty intervals of silence, and after at
-    /// least one. These ratios are the defaults' (10 s, 30 s,
+    /// least one. These ratios are the defaults' (10 s, 40 s,
     /// 1 s, 600 s, 10 s) and live only here.
     pub fn with_heartbeat(mut self, interval: Duration) -> Self {
         self.heartbeat_interval = interval;

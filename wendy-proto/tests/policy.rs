@@ -58,7 +58,7 @@ fn heartbeat_scales_the_liveness_timers_in_one_place() {
     assert_eq!(d.probe_timeout, Duration::from_secs(1));
     let c = cfg().with_heartbeat(Duration::from_secs(2));
     assert_eq!(c.heartbeat_interval, Duration::from_secs(2));
-    assert_eq!(c.suspect_timeout.as_secs_f64() / c.heartbeat_interval.as_secs_f64(), 3.0);
+    assert_eq!(c.suspect_timeout.as_secs_f64() / c.heartbeat_interval.as_secs_f64(), 4.0);
     assert_eq!(c.table_probe_interval, d.table_probe_interval / 5);
     assert_eq!(c.table_probe_min, c.heartbeat_interval);
     // A probe is answered within a round trip: a second at most, however slow the heartbeat.

@@ -128,16 +128,20 @@ impl Node {
         if matches!(self.state, State::Ready | State::Announcing { .. }) {
             self.retune();
             // MSPastry: a heartbeat to the nearest member on one side only; it answers, so
-            // each node hears from both its neighbours every interval. The others are probed
-            // when silent for `table_probe_interval`, and learn of a failure from the
-            // neighbour that detects it (`Message::Failed`).
+            // each node hears from both its neighbours. The others are probed when silent for
+            // `table_probe_interval`, and learn of a failure from the neighbour that detects
+            // it (`Message::Failed`).
             let ccw = self.leaf.ccw().first().copied();
             if let Some((id, p)) = ccw.and_then(|id| self.peers.get(&id).map(|p| (id, p))) {
                 let since = now - p.last_heard.unwrap_or(p.added);
-                // Silence shorter than one interval needs no heartbeat: we just heard from it.
-                // A suspected member is being probed already, and one silent past the
-                // suspicion timeout is about to be (its own timer).
-                let heard_lately = since < self.cfg.heartbeat_interval && p.last_heard.is_some();
+                // A neighbour heard from lately needs no heartbeat yet: the heartbeat goes at
+                // the first tick where its silence exceeds `suspect_timeout` less two
+                // intervals, which leaves its answer at least one interval before suspicion
+                // (every third tick at the defaults). A
+                // suspected member is being probed already, and one silent past the suspicion
+                // timeout is about to be (its own timer).
+                let wait = self.cfg.suspect_timeout.saturating_sub(2 * self.cfg.heartbeat_interval);
+                let heard_lately = since <= wait && p.last_heard.is_some();
                 if !heard_lately && p.suspected.is_none() && since < self.cfg.suspect_timeout {
                     self.heartbeat(now, id);
                 }

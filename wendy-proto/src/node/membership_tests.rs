@@ -525,3 +525,26 @@ fn a_handshake_standing_for_a_probe_is_not_answered_again() {
     assert!(matches!(sent.as_slice(), [Message::Welcome { leaves, .. }] if !leaves.is_empty()), "{sent:?}");
     assert!(node.leaf.contains(near.id));
 }
+
+#[test]
+fn a_heartbeat_leaves_its_answer_one_interval_before_suspicion() {
+    // At the defaults (suspicion after four silent ticks) every third tick; after three,
+    // every other one; after two, every tick.
+    for (suspect_ticks, every) in [(4, 3), (3, 2), (2, 1)] {
+        let (mut node, conns) = announced_to(2, &[ME + 1, ME - 1]);
+        node.cfg.suspect_timeout = node.cfg.heartbeat_interval * suspect_ticks;
+        run_until(&mut node, Instant::from_secs(300), &conns);
+        let ticks = 60;
+        let until = Instant::from_secs(300) + node.cfg.heartbeat_interval * ticks;
+        let sent = run_until(&mut node, until, &conns);
+        let beats: Vec<ConnId> =
+            sent.iter().filter(|(_, m)| matches!(m, Message::Heartbeat { .. })).map(|(c, _)| *c).collect();
+        assert!(beats.iter().all(|&c| c == conns[1]), "only to the counter-clockwise neighbour");
+        let expected = ticks as usize / every;
+        assert!(
+            beats.len().abs_diff(expected) <= 1,
+            "suspicion after {suspect_ticks} ticks: {} heartbeats in {ticks} ticks",
+            beats.len()
+        );
+    }
+}
