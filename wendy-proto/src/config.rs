@@ -54,11 +54,12 @@ pub struct Config {
     pub neighbourhood_size: usize,
     /// Proximity multiplier for nodes of another region (default 5, as the Go wendy).
     pub region_factor: u64,
-    /// The node's housekeeping tick (default 10 s). At a tick where the nearest
-    /// counter-clockwise leaf-set member has been silent for `suspect_timeout` less two
-    /// intervals, it gets a heartbeat (MSPastry: one neighbour, which answers), so that its
+    /// The node's housekeeping tick (default 10 s). At the first tick where the nearest
+    /// counter-clockwise leaf-set member has been silent for more than `suspect_timeout` less
+    /// two intervals, it gets a heartbeat (MSPastry: one neighbour, which answers), so that its
     /// answer has one interval to come before it would be suspected: every third tick at the
-    /// defaults, every tick when `suspect_timeout` is at most three intervals.
+    /// defaults, every other tick when `suspect_timeout` is three intervals, every tick when it
+    /// is two.
     pub heartbeat_interval: Duration,
     /// A neighbour (the nearest leaf-set member on either side) silent this long is suspected
     /// and probed (default 4 heartbeat intervals, 40 s).

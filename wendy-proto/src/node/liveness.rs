@@ -96,10 +96,6 @@ impl Node {
         }
     }
 
-    /// Every `heartbeat_interval`: a heartbeat to our nearest counter-clockwise leaf-set
-    /// member if we have not heard from it within one interval (carrying our leaf set once
-    /// an exchange interval), then housekeeping (expired failure records, peers that are in
-    /// no table and have no connection, the output queue's spare capacity).
     /// `from` probed us: it is learned as a live node, and answered if the probe was a
     /// message numbered `seq` (a probe that was a handshake had its answer, [`Probe`]).
     ///
@@ -115,6 +111,11 @@ impl Node {
         }
     }
 
+    /// Every `heartbeat_interval`: a heartbeat to our nearest counter-clockwise leaf-set
+    /// member once it has been silent for more than `suspect_timeout` less two intervals
+    /// (carrying our leaf set once an exchange interval), then housekeeping (expired failure
+    /// records, peers that are in no table and have no connection, the output queue's spare
+    /// capacity).
     pub(super) fn heartbeat_timer(&mut self, now: Instant) {
         if self.state == State::Left {
             return;
@@ -137,9 +138,9 @@ impl Node {
                 // A neighbour heard from lately needs no heartbeat yet: the heartbeat goes at
                 // the first tick where its silence exceeds `suspect_timeout` less two
                 // intervals, which leaves its answer at least one interval before suspicion
-                // (every third tick at the defaults). A
-                // suspected member is being probed already, and one silent past the suspicion
-                // timeout is about to be (its own timer).
+                // (every third tick at the defaults). A suspected member is being probed
+                // already, and one silent past the suspicion timeout is about to be (its own
+                // timer).
                 let wait = self.cfg.suspect_timeout.saturating_sub(2 * self.cfg.heartbeat_interval);
                 let heard_lately = since <= wait && p.last_heard.is_some();
                 if !heard_lately && p.suspected.is_none() && since < self.cfg.suspect_timeout {

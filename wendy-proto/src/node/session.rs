@@ -554,7 +554,11 @@ impl Node {
         matches!(&self.state, super::State::Announcing { awaiting } if awaiting.contains(&id))
             || self.unwelcomed.contains(&id)
     }
+}
 
+/// The prologue of every message from an authenticated peer, and of a handshake that stands
+/// for one (`on_message`, `on_probe`).
+impl Node {
     /// What every message from `from` tells before it is handled: `from` was heard (and is no
     /// longer suspected), a node we declared failed is alive after all, and a node that is not
     /// in a ring (`Alone`) refuses the ring's traffic (it tells the sender it is not a member).
