@@ -399,7 +399,9 @@ impl Node {
         }
         match m {
             Message::Route(r) => self.route_excluding(now, r, failed),
-            Message::JoinRequest { joiner, hops } if joiner.id != self.id() => self.route_join(now, joiner, hops, None),
+            Message::JoinRequest { joiner, hops } if joiner.id != self.id() => {
+                self.reroute_join(now, joiner, hops, failed)
+            }
             Message::Direct(_) => {
                 self.stats.dropped += 1;
             }
