@@ -160,15 +160,21 @@ impl Node {
     /// Self-tuned probing ([`super::tuning`]): accounts the members watched during the last
     /// tick and recomputes the table members' probe period. When it drops below half of what
     /// the members' deadlines were armed with (a burst of failures), they are brought forward.
-    fn retune(&mut self) {
+    pub(super) fn retune(&mut self) {
         let members = self.table_members();
         self.churn.observe(members.len(), self.cfg.heartbeat_interval);
         let period = self.tuned_probe_period();
-        let shrunk = period < self.table_probe / 2;
         self.table_probe = period;
-        if !shrunk {
+        // Measured against the longest period still armed, not the last one: a period that
+        // fell gradually (600 s at a join, with no failure seen yet, then a little lower at
+        // each tick) never halved from one tick to the next, and the members learned at the
+        // join kept their 600 s deadlines. At a 5-minute median session they were never
+        // probed in most nodes' lives, and join requests went to members dead for minutes.
+        self.armed_probe = self.armed_probe.max(period);
+        if period >= self.armed_probe / 2 {
             return;
         }
+        self.armed_probe = period;
         for id in members {
             if !self.is_neighbour(id) && self.table.contains(id) {
                 self.watch_within(id, self.silence_limit(id));

@@ -548,3 +548,45 @@ fn a_heartbeat_leaves_its_answer_one_interval_before_suspicion() {
         );
     }
 }
+
+/// A probe period that falls a little at each tick brings the routing-table members' deadlines
+/// forward once it is below half the period they were armed with, not only when it halves
+/// from one tick to the next: members learned at a join were armed with the period of a node
+/// that had seen no failure yet, and kept it. No deadline is ever more than twice the current
+/// period after the member's last word.
+#[test]
+fn a_gradually_shorter_probe_period_brings_deadlines_forward() {
+    let mut cfg = Config::with_trusted_id(NodeId::from_u128(ME), addr(1)).insecure_plaintext();
+    cfg.leaf_set_size = 2;
+    let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
+    node.state = State::Ready;
+    // Our two neighbours fill the leaf set; `far` is a routing-table entry only.
+    for (id, host) in [(ME + 1, 2), (ME - 1, 3)] {
+        node.learn(Instant::ZERO, NodeInfo::new(NodeId::from_u128(id), addr(host)), true);
+    }
+    let far = NodeId::from_u128(ME >> 1);
+    node.learn(Instant::ZERO, NodeInfo::new(far, addr(4)), true);
+    assert!(node.table.contains(far) && !node.leaf.contains(far));
+    let armed = node.peers[&far].timer.expect("a table member is watched") - Instant::ZERO;
+    assert_eq!(armed, node.table_probe, "armed with the period of a node that saw nothing yet");
+    // A thousand members watched (the churn estimate's view, not this node's tables), and
+    // failures more frequent at each tick: the period falls by less than half at a time.
+    let mut last = node.table_probe;
+    let mut ticks = 0;
+    while node.table_probe >= armed / 3 {
+        node.churn.observe(1000, node.cfg.heartbeat_interval);
+        for _ in 0..ticks / 4 {
+            node.churn.failure();
+        }
+        node.retune();
+        let period = node.table_probe;
+        assert!(period > last / 2, "{period:?} after {last:?}: not gradual");
+        let p = &node.peers[&far];
+        let due = p.last_heard.unwrap_or(p.added) + period * 2;
+        assert!(p.timer.is_some_and(|t| t <= due), "armed at {:?} with a period of {period:?}", p.timer);
+        last = period;
+        ticks += 1;
+        assert!(ticks < 1000, "the period does not fall: {last:?}");
+    }
+    assert!(ticks > 2, "it fell in {ticks} ticks");
+}

@@ -127,6 +127,9 @@ pub struct Node {
     churn: tuning::ChurnEstimate,
     /// The current probe period of table members other than the neighbours ([`tuning`]).
     table_probe: core::time::Duration,
+    /// The longest probe period a table member's deadline may still be armed with: the tuned
+    /// period's highest value since the members were last brought forward ([`Node::retune`]).
+    armed_probe: core::time::Duration,
     /// Upkeep of the routing table's rows: proximity asks and the repair of holes ([`repair`]).
     rows: repair::Rows,
     /// Candidates measured lately that lost, until when they are not measured (`MEASURED_MEMORY` at most).
@@ -204,6 +207,7 @@ impl Node {
             push_leaves: false,
             churn: tuning::ChurnEstimate::default(),
             table_probe: config.table_probe_interval,
+            armed_probe: config.table_probe_interval,
             rows: repair::Rows::new(now),
             measured: BTreeMap::new(),
             unwelcomed: Vec::new(),
@@ -213,6 +217,7 @@ impl Node {
             cfg: config,
         };
         node.table_probe = node.tuned_probe_period();
+        node.armed_probe = node.table_probe;
         node.timers.set(NodeTimer::Heartbeat, now + node.cfg.heartbeat_interval);
         node.timers.set(NodeTimer::LeafExchange, now + node.cfg.leaf_exchange_interval);
         Ok(node)
