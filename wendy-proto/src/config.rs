@@ -23,7 +23,7 @@ const DEFAULT_PROBE_ATTEMPTS: u32 = 5;
 const DEFAULT_NEIGHBOUR_PROBE_ATTEMPTS: u32 = 8;
 const SUSPECT_HEARTBEATS: u32 = 4;
 const TABLE_PROBE_HEARTBEATS: u32 = 60;
-const DEFAULT_STALE_TARGET: f64 = 0.05;
+const DEFAULT_STALE_TARGET: f64 = 0.07;
 /// The smallest `max_frame_size` accepted: room for an application header and a small payload.
 pub const MIN_FRAME: usize = 512;
 
@@ -99,13 +99,15 @@ pub struct Config {
     /// them fail, e.g. after a mass crash).
     pub table_probe_min: Duration,
     /// Self-tuned probing (MSPastry): the fraction of table entries allowed to be dead when a
-    /// message is sent through them, on average (default 0.05). The node estimates how often
+    /// message is sent through them, on average (default 0.07). The node estimates how often
     /// its table members fail and probes them at the longest period for which its model
     /// (`rate * (period / 2 + probing_time)`, see `node/tuning.rs`) expects this fraction,
     /// between `table_probe_min` and `table_probe_interval`. The fraction is the model's, not a
     /// measured bound. A message that meets a dead entry waits for its per-hop ack to time out
     /// and is rerouted (or reported undeliverable after `max_reroutes`). Lower values cost more
-    /// probes.
+    /// probes: in the simulator at a 30-minute median session (1,000 nodes, seed 3), 0.05 sent
+    /// 0.529 control messages per node per second and the lookups were rerouted at 5.3 % of
+    /// their hops; 0.07 sent 0.488, with reroutes at 6.4 % of the hops (no lookup lost).
     pub table_stale_target: f64,
     /// How long a connection may take to be dialled and authenticated.
     pub connect_timeout: Duration,

@@ -386,7 +386,7 @@ mod tests {
     #[test]
     fn the_stale_target_reaches_the_nodes_and_a_bad_one_is_refused() {
         let default = NodeParams::default();
-        assert_eq!(default.table_stale_target(), 0.05, "wendy-proto's default");
+        assert_eq!(default.table_stale_target(), 0.07, "wendy-proto's default");
         let mut p = NodeParams { table_stale_target: Some(0.2), ..NodeParams::default() };
         assert_eq!(p.sample().table_stale_target, 0.2);
         assert_eq!(p.table_stale_target(), 0.2);

@@ -137,7 +137,7 @@ struct Cli {
     #[arg(long)]
     table_probe_ms: Option<u64>,
     /// Self-tuned probing's target: the fraction of routing-table entries allowed to be dead
-    /// when a message is sent through them (default: wendy-proto's, 0.05).
+    /// when a message is sent through them (default: wendy-proto's, 0.07).
     #[arg(long)]
     table_stale_target: Option<f64>,
     /// After a crash, give up waiting for the repair (ring, clean tables, exact leaf sets)
