@@ -76,15 +76,16 @@ fn a_join_request_whose_hop_is_unreachable_goes_round_it() {
 }
 
 /// A join request has no per-hop acknowledgement: a next hop we have not heard from for a
-/// heartbeat interval is suspected and probed as the request goes to it, so that a dead root
-/// is found within `probing_time()` and the joiner's next attempt goes round it. One heard
-/// from lately is not probed.
+/// heartbeat interval is probed as the request goes to it, and suspected if the probe goes
+/// unanswered for `probe_timeout`, so that a dead root is found within seconds and the
+/// joiner's next attempt goes round it. One heard from lately is not probed, and one that
+/// answers is not suspected.
 #[test]
 fn a_join_request_probes_a_next_hop_silent_for_a_heartbeat_interval() {
     let addr = |b: u8| SocketAddr::from(([10, 0, 0, b], 7000));
     let me = 1u128 << 127;
     let cfg = Config::with_trusted_id(NodeId::from_u128(me), addr(1)).insecure_plaintext();
-    let quiet = cfg.heartbeat_interval;
+    let (quiet, timeout) = (cfg.heartbeat_interval, cfg.probe_timeout);
     let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
     node.state = State::Ready;
     let root = NodeInfo::new(NodeId::from_u128(me + 0x11), addr(2));
@@ -103,13 +104,31 @@ fn a_join_request_probes_a_next_hop_silent_for_a_heartbeat_interval() {
     // Heard from a heartbeat interval ago: not probed.
     node.route_join(Instant::ZERO + quiet, joiner(0x12), 1, None);
     assert_eq!(pings(&node), 0);
-    assert!(node.peers[&root.id].suspected.is_none());
-    // Silent for longer: suspected and probed with the request.
+    // Silent for longer: probed with the request, not suspected yet.
     let later = Instant::ZERO + quiet * 2;
     node.route_join(later, joiner(0x13), 1, None);
     assert_eq!(pings(&node), 1);
-    assert_eq!(node.peers[&root.id].suspected, Some(later));
-    // Another request while it is being probed adds no probe.
+    assert!(node.peers[&root.id].suspected.is_none());
+    // Another request while the probe is out adds none.
     node.route_join(later, joiner(0x14), 1, None);
     assert_eq!(pings(&node), 1);
+    // Unanswered for `probe_timeout`: a suspect, probed again.
+    let due = node.peers[&root.id].timer.expect("watched");
+    assert_eq!(due, later + timeout);
+    node.peer_timer(due, root.id);
+    assert_eq!(node.peers[&root.id].suspected, Some(due));
+    assert_eq!(pings(&node), 2);
+    // A hop that answers is not suspected.
+    let mut node2 =
+        Node::new(Config::with_trusted_id(NodeId::from_u128(me), addr(1)).insecure_plaintext(), Instant::ZERO)
+            .expect("valid config");
+    node2.state = State::Ready;
+    node2.learn(Instant::ZERO, root.clone(), true);
+    node2.route_join(later, joiner(0x13), 1, None);
+    let (seq, _) = node2.peers[&root.id].ping().expect("probed");
+    node2.heard(later, root.id, &Message::Pong { seq, ready: true });
+    node2.measure(later, root.id, seq);
+    let due = node2.peers[&root.id].timer.expect("watched");
+    node2.peer_timer(due, root.id);
+    assert!(node2.peers[&root.id].suspected.is_none(), "it answered");
 }

@@ -343,12 +343,16 @@ impl Node {
             None => {
                 let since = p.last_heard.unwrap_or(p.added);
                 let silent = now - since >= limit;
+                // A probe sent since its last word and unanswered for `probe_timeout` (a join
+                // request's next hop is probed so, [`Node::forward_join`]) makes it a suspect
+                // as silence does.
+                let unanswered = p.ping().is_some_and(|(_, sent)| sent >= since && now - sent >= gap);
                 if silent && self.hood_only(id) {
                     // A neighbourhood member in no other table is not worth a probe: it only
                     // gives joiners and row asks a near node to start from. Silent this long,
                     // it makes room; a near node that contacts us enters again.
                     self.hood.remove(id);
-                } else if silent {
+                } else if silent || unanswered {
                     let Some(p) = self.peers.get_mut(&id) else { return };
                     p.suspected = Some(now);
                     p.probes = 1;
