@@ -504,8 +504,8 @@ impl Node {
     }
 
     /// A join request we forwarded could not be written: the connection to `failed` broke or
-    /// could not be set up. It is routed again around that peer and every suspect, as a
-    /// rerouted application message is. Routed again by the tables alone, it went back to the
+    /// could not be set up. It is routed again around that peer and every suspect
+    /// ([`Avoid::All`]), but never parked: if that leaves us the closest, we answer as its root. Routed again by the tables alone, it went back to the
     /// same unreachable peer, each time one hop further, until the hop limit dropped it: 18 of
     /// the 28 joins that failed in two simulated hours at a 5-minute median session (seed 3)
     /// had lost their every attempt that way, and the joiner was sent our rows each time. The
@@ -536,8 +536,9 @@ impl Node {
     /// Sends the join request on to `next`. A join request has no per-hop acknowledgement, so
     /// a next hop we have not heard from for a heartbeat interval is probed with it, and
     /// suspected if the probe is not answered within `probe_timeout` ([`Node::peer_timer`]):
-    /// dead, it is declared failed within `probe_timeout + probing_time()`, and the joiner's
-    /// next attempt, `join_timeout` later, goes round it. Without the probe a dead root, a
+    /// dead, it is declared failed after its probes (`probing_time()`, 5 s at the defaults;
+    /// `neighbour_probing_time()` if it is our neighbour), and the joiner's next attempt,
+    /// `join_timeout` later, goes round it. Without the probe a dead root, a
     /// leaf-set member beyond its neighbours, took up to `leaf_detection_time()` (73 s) to be
     /// found, longer than a joiner with one bootstrap waits (three attempts 10 s apart): at a
     /// 5-minute median session (seed 3) each of the 14 joins that still failed had sent every

@@ -158,18 +158,20 @@ impl Node {
     }
 
     /// Self-tuned probing ([`super::tuning`]): accounts the members watched during the last
-    /// tick and recomputes the table members' probe period. When it drops below half of what
-    /// the members' deadlines were armed with (a burst of failures), they are brought forward.
+    /// tick and recomputes the table members' probe period. When it drops below half of the
+    /// longest period the members' deadlines may still be armed with (a burst of failures, or a
+    /// gradual fall), they are brought forward.
     pub(super) fn retune(&mut self) {
         let members = self.table_members();
         self.churn.observe(members.len(), self.cfg.heartbeat_interval);
         let period = self.tuned_probe_period();
         self.table_probe = period;
         // Measured against the longest period still armed, not the last one: a period that
-        // fell gradually (600 s at a join, with no failure seen yet, then a little lower at
-        // each tick) never halved from one tick to the next, and the members learned at the
-        // join kept their 600 s deadlines. At a 5-minute median session they were never
-        // probed in most nodes' lives, and join requests went to members dead for minutes.
+        // fell gradually (the prior's at a join, before any failure is seen: 354 s at a 5 %
+        // stale target; then a little lower at each tick) never halved from one tick to the
+        // next, and the members learned at the join kept their first deadlines. At a 5-minute
+        // median session they were never probed in most nodes' lives, and join requests went
+        // to members dead for minutes.
         self.armed_probe = self.armed_probe.max(period);
         if period >= self.armed_probe / 2 {
             return;
@@ -292,9 +294,10 @@ impl Node {
     }
 
     /// A table member's liveness deadline. A neighbour (nearest leaf-set member on either side)
-    /// silent for `suspect_timeout`, or any other table member silent for
-    /// `table_probe_interval`, is suspected and probed (a neighbourhood member in no other
-    /// table is dropped from the neighbourhood set instead); one that does not answer within
+    /// silent for `suspect_timeout`, any other table member silent for its
+    /// [`Node::silence_limit`], or one that left a probe sent since its last word unanswered for
+    /// `probe_timeout`, is suspected and probed (a neighbourhood member in no other table is
+    /// dropped from the neighbourhood set instead of being probed for silence); one that does not answer within
     /// `probe_attempts` probes (`neighbour_probe_attempts` for a neighbour) `probe_timeout` apart
     /// is removed everywhere (and, if it was in the leaf set, reported to it).
     pub(super) fn peer_timer(&mut self, now: Instant, id: NodeId) {
