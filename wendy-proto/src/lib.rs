@@ -167,7 +167,7 @@ pub mod store;
 pub mod time;
 pub mod wire;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, MemberConnections};
 pub use credentials::{AllowList, Credentials, SharedSecret};
 pub use id::{IdError, KeyRange, NodeId};
 pub use identity::{Identity, PublicKey};

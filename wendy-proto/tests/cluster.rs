@@ -5,7 +5,7 @@ use core::time::Duration;
 use wendy_proto::harness::Harness;
 use wendy_proto::rng::Rng;
 use wendy_proto::wire::Message;
-use wendy_proto::{Event, NodeId};
+use wendy_proto::{Event, MemberConnections, NodeId};
 
 /// Builds a cluster of `n` nodes with ids from `seed`; joined one by one (each waiting until
 /// the previous is ready) or concurrently (10 ms apart) through random earlier nodes.
@@ -624,4 +624,48 @@ fn heartbeats_go_to_one_neighbour_and_carry_the_leaf_set_once_an_exchange_interv
     let kinds = |f: fn(&Message) -> bool| h.messages().iter().filter(|(_, _, m)| f(m)).count();
     assert_eq!(kinds(|m| matches!(m, Message::LeafSetRequest)), 0, "no leaf-set requests in a steady ring");
     assert_eq!(kinds(|m| matches!(m, Message::LeafSet { .. })), 0, "leaf sets that agree need no answer");
+}
+
+#[test]
+fn member_connections_decide_which_idle_connections_stay_open() {
+    // `Config::member_connections`: every member's connection stays open, or the leaf set's
+    // only, or none; lookups reach the right node in each mode, before and after the quiet.
+    let (seed, n) = (29, 40);
+    let mut totals = Vec::new();
+    for mode in [MemberConnections::Kept, MemberConnections::LeafSet, MemberConnections::Closed] {
+        let mut h = cluster_with(n, seed, false, move |id, addr| {
+            let mut c = wendy_proto::Config::with_trusted_id(id, addr).insecure_plaintext();
+            c.leaf_set_size = 8;
+            c.neighbourhood_size = 4;
+            // Table members probed at the longest period: the quiet phase below is quiet.
+            c.table_probe_min = c.table_probe_interval;
+            c.member_connections = mode;
+            c
+        });
+        let out = lookups(&mut h, 300, seed);
+        assert_eq!((out.delivered, out.wrong), (300, 0), "{mode:?}: before the quiet");
+        // Past the early leaf-set exchanges, whose gaps double up to the interval.
+        let cfg = h.node(0).config().clone();
+        h.run_for(cfg.leaf_exchange_interval * 2);
+        h.run_for(cfg.idle_timeout);
+        let conns: usize = (0..n).map(|i| h.node(i).connection_count()).sum();
+        let members: usize = (0..n).map(|i| h.node(i).member_count()).sum();
+        let leaves: usize = (0..n).map(|i| h.node(i).leaf_set().members().len()).sum();
+        eprintln!("{mode:?}: {conns} connections, {members} table members, {leaves} leaf-set members");
+        totals.push(conns);
+        match mode {
+            // Each member's connection, whichever side dialled it.
+            MemberConnections::Kept => assert!(conns >= members, "{mode:?}: {conns} connections, {members} members"),
+            // Both ends of a leaf-set relation keep one (or two, if both dialled), no more.
+            MemberConnections::LeafSet => {
+                assert!(conns >= leaves / 2 && conns <= 2 * leaves, "{mode:?}: {conns} connections, {leaves} leaves")
+            }
+            // Only the heartbeats and leaf-set exchanges of the last `idle_timeout` are open
+            // (one neighbour each, every 30 s).
+            _ => assert!(conns <= 2 * n, "{mode:?}: {conns} connections among {n} nodes"),
+        }
+        let out = lookups(&mut h, 300, seed + 1);
+        assert_eq!((out.delivered, out.wrong), (300, 0), "{mode:?}: after the quiet");
+    }
+    assert!(totals[0] > totals[1] && totals[1] > totals[2], "connections by mode: {totals:?}");
 }

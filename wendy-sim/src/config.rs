@@ -2,7 +2,7 @@
 
 use core::time::Duration;
 
-use wendy_proto::{Config, ConfigError, NodeId};
+use wendy_proto::{Config, ConfigError, MemberConnections, NodeId};
 
 /// Where nodes sit, which decides the one-way latency between two of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +97,8 @@ pub struct NodeParams {
     pub leaf_exchange: Duration,
     /// Idle timeout of connections to nodes outside the leaf set.
     pub idle_timeout: Duration,
+    /// Which idle connections to table members stay open ([`Config::member_connections`]).
+    pub member_connections: MemberConnections,
     /// Longest silence before a table member is probed (default: wendy-proto's ratio, 60
     /// heartbeats; routing-table members are probed at a self-tuned period below it).
     pub table_probe: Option<Duration>,
@@ -126,6 +128,7 @@ impl Default for NodeParams {
             probe: None,
             leaf_exchange: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(5),
+            member_connections: MemberConnections::Kept,
             table_probe: None,
             table_stale_target: None,
             connect_timeout: Duration::from_secs(5),
@@ -156,6 +159,7 @@ impl NodeParams {
         }
         c.leaf_exchange_interval = self.leaf_exchange;
         c.idle_timeout = self.idle_timeout;
+        c.member_connections = self.member_connections;
         c.connect_timeout = self.connect_timeout;
         c.join_timeout = self.join_timeout;
         c.leaf_set_size = self.leaf_set_size;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use wendy_proto::MemberConnections;
 use wendy_sim::{
     parse_churn_trace, ChurnConfig, KvConfig, LossMode, NetConfig, NodeParams, SessionDist, Sim, SimConfig, SplitMode,
     SplitPlan, Topology,
@@ -148,6 +149,10 @@ struct Cli {
     /// Idle timeout of connections to nodes outside our tables, s (wendy-proto's default: 5).
     #[arg(long, default_value_t = 5)]
     idle_timeout_s: u64,
+    /// Which idle connections to table members stay open: every member's (wendy-proto's
+    /// default), the leaf set's only, or none (the least memory, more control frames).
+    #[arg(long, value_enum, default_value_t = MembersArg::Kept)]
+    member_connections: MembersArg,
     /// Connection set-up timeout, s.
     #[arg(long, default_value_t = 5)]
     connect_timeout_s: u64,
@@ -213,6 +218,13 @@ enum LossArg {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+enum MembersArg {
+    Kept,
+    LeafSet,
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum DistArg {
     Exp,
     Pareto,
@@ -271,6 +283,11 @@ fn node_params(cli: &Cli) -> NodeParams {
         probe: cli.probe_ms.map(Duration::from_millis),
         leaf_exchange: Duration::from_secs(cli.leaf_exchange_s),
         idle_timeout: Duration::from_secs(cli.idle_timeout_s),
+        member_connections: match cli.member_connections {
+            MembersArg::Kept => MemberConnections::Kept,
+            MembersArg::LeafSet => MemberConnections::LeafSet,
+            MembersArg::Closed => MemberConnections::Closed,
+        },
         connect_timeout: Duration::from_secs(cli.connect_timeout_s),
         leaf_set_size: cli.leaf_set_size,
         neighbourhood_size: cli.neighbourhood_size,

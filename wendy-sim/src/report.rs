@@ -306,6 +306,10 @@ pub struct Report {
     pub trace_hash: String,
     /// Connections (open or opening) per live node at the end, as the nodes count them.
     pub conns_per_node: f64,
+    /// Peer records per live node at the end ([`wendy_proto::Node::peer_count`]).
+    pub peers_per_node: f64,
+    /// Distinct table members per live node at the end ([`wendy_proto::Node::member_count`]).
+    pub members_per_node: f64,
     /// Simulated connections per live node at the end (both ends count once).
     pub links_per_node: f64,
     /// Errors the nodes reported, by kind.
@@ -470,6 +474,11 @@ impl fmt::Display for Report {
             f,
             "  connections  {:.1} per node (nodes' count), {:.1} simulated links per node",
             self.conns_per_node, self.links_per_node
+        )?;
+        writeln!(
+            f,
+            "  peers        {:.1} records per node, {:.1} of them table members",
+            self.peers_per_node, self.members_per_node
         )?;
         write!(f, "  trace hash   {}", self.trace_hash)
     }

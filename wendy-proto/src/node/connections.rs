@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+use crate::config::MemberConnections;
 use crate::id::NodeId;
 use crate::info::NodeInfo;
 use crate::output::{ConnId, NodeError, Output};
@@ -243,7 +244,8 @@ impl Node {
     /// we are not. A probe then costs two frames, not a handshake and a close. A connection
     /// idle for `idle_timeout` that stays open gives its buffers back ([`Conn::release_idle`]).
     pub(super) fn conn_timer(&mut self, now: Instant, conn: ConnId) {
-        let member = self.conns.get(&conn).and_then(|c| c.peer()).is_some_and(|p| self.keeps(p));
+        let member = self.conns.get(&conn).and_then(|c| c.peer()).is_some_and(|p| self.keeps_open(p));
+        let kept = self.cfg.member_connections == MemberConnections::Kept;
         let Some(c) = self.conns.get_mut(&conn) else { return };
         c.timer = None;
         let (connect, idle) = (self.cfg.connect_timeout, self.cfg.idle_timeout);
@@ -273,7 +275,7 @@ impl Node {
             let at = if now - c.last_active >= idle { now + recheck } else { c.last_active + idle };
             self.arm_conn(conn, at);
         } else {
-            let limit = if c.accepted { idle + self.cfg.table_probe_interval } else { idle };
+            let limit = if c.accepted && kept { idle + self.cfg.table_probe_interval } else { idle };
             if now - c.last_active >= limit {
                 self.start_closing(now, conn);
             } else {
@@ -283,6 +285,15 @@ impl Node {
                 let at = if now - c.last_active >= idle { c.last_active + limit } else { c.last_active + idle };
                 self.arm_conn(conn, at);
             }
+        }
+    }
+
+    /// True if an idle connection to `id` stays open ([`Config::member_connections`]).
+    fn keeps_open(&self, id: NodeId) -> bool {
+        match self.cfg.member_connections {
+            MemberConnections::Kept => self.keeps(id),
+            MemberConnections::LeafSet => self.leaf.contains(id) || self.former_leaves.contains_key(&id),
+            MemberConnections::Closed => false,
         }
     }
 

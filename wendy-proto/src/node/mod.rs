@@ -533,6 +533,17 @@ impl Node {
         self.conns.len()
     }
 
+    /// Number of peer records: table members, and the nodes of open connections and of
+    /// recent failures still being settled.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Number of distinct members of the leaf set, routing table and neighbourhood set.
+    pub fn member_count(&self) -> usize {
+        self.table_members().len()
+    }
+
     /// Messages queued inside the node (per-peer queues, messages held while joining, and
     /// rerouted messages waiting for a suspected root's probe to settle).
     pub fn pending_messages(&self) -> usize {

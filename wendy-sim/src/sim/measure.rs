@@ -255,11 +255,15 @@ impl Sim {
     /// Builds the report at the end of a run.
     pub(super) fn report(&mut self, mut marks: PhaseMarks, wall_s: f64) -> Report {
         let end = self.now;
-        let (n_up, n_conns) = self
-            .hosts
-            .iter()
-            .filter_map(|h| h.node.as_deref())
-            .fold((0u64, 0u64), |(n, c), node| (n + 1, c + node.connection_count() as u64));
+        let (n_up, n_conns, n_peers, n_members) =
+            self.hosts.iter().filter_map(|h| h.node.as_deref()).fold((0u64, 0u64, 0u64, 0u64), |(n, c, p, m), node| {
+                (
+                    n + 1,
+                    c + node.connection_count() as u64,
+                    p + node.peer_count() as u64,
+                    m + node.member_count() as u64,
+                )
+            });
         let links_live = (self.links.all.len() - self.links.free.len()) as u64;
         let crash = self.crash_report();
         let memory = self.cfg.memory_report.then(|| self.memory_report());
@@ -296,6 +300,8 @@ impl Sim {
             bytes_per_node: peak_rss / m.peak_alive.max(1),
             trace_hash: m.trace.hex(),
             conns_per_node: n_conns as f64 / n_up.max(1) as f64,
+            peers_per_node: n_peers as f64 / n_up.max(1) as f64,
+            members_per_node: n_members as f64 / n_up.max(1) as f64,
             links_per_node: links_live as f64 / n_up.max(1) as f64,
             node_errors,
             crash,
@@ -459,6 +465,7 @@ impl Sim {
             ("leaf_exchange_s", p.node.leaf_exchange.as_secs().to_string()),
             ("table_stale_target", p.node.table_stale_target().to_string()),
             ("idle_timeout_s", p.node.idle_timeout.as_secs().to_string()),
+            ("member_connections", format!("{:?}", p.node.member_connections)),
             ("leaf_set_size", p.node.leaf_set_size.to_string()),
             ("neighbourhood_size", p.node.neighbourhood_size().to_string()),
             ("encrypted", (!p.node.insecure_plaintext).to_string()),
