@@ -307,6 +307,11 @@ pub struct SimConfig {
     pub progress: bool,
     /// Measure the simulator's own structures at the end of the run ([`crate::MemoryReport`]).
     pub memory_report: bool,
+    /// Bytes the process's heap holds now, as its allocator counts them (the `wendy-sim`
+    /// binary counts every allocation; `None`: not counted). The memory report then splits
+    /// what the resident set holds beyond the estimated structures into what the estimates
+    /// miss and the allocator's own slack.
+    pub heap_in_use: Option<fn() -> u64>,
     /// A key-value workload on the storage layer (every node then runs one).
     pub kv: Option<KvConfig>,
 }
@@ -360,6 +365,7 @@ impl Default for SimConfig {
             bucket: None,
             progress: false,
             memory_report: false,
+            heap_in_use: None,
             kv: None,
         }
     }

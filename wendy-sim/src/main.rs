@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use cap::Cap;
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use wendy_proto::MemberConnections;
@@ -16,9 +17,16 @@ use wendy_sim::{
 };
 
 /// mimalloc instead of the system allocator: the simulator allocates and frees small buffers at
-/// every event, and glibc's malloc spent about a tenth of the run's CPU on it.
+/// every event, and glibc's malloc spent about a tenth of the run's CPU on it. Counted (`cap`,
+/// with no limit: an atomic addition per call) so that `--memory-report` knows the heap in use
+/// exactly.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: Cap<mimalloc::MiMalloc> = Cap::new(mimalloc::MiMalloc, usize::MAX);
+
+/// Heap bytes in use now, as [`ALLOC`] counted them.
+fn heap_in_use() -> u64 {
+    ALLOC.allocated() as u64
+}
 
 /// Deterministic discrete-event simulation of a wendy (Pastry) network running the real protocol.
 #[derive(Parser, Debug)]
@@ -353,6 +361,7 @@ fn config(cli: &Cli) -> Result<SimConfig, String> {
         bucket: cli.bucket_s.map(secs),
         progress: std::io::stderr().is_terminal(),
         memory_report: cli.memory_report,
+        heap_in_use: Some(heap_in_use),
         kv: (cli.kv_keys > 0).then(|| KvConfig {
             keys: cli.kv_keys,
             replicas: cli.kv_replicas.max(1),
@@ -501,6 +510,11 @@ mod tests {
         assert_eq!(j.live, 20);
         assert!(j.at_s <= m.at_s);
         assert!(report.to_string().contains("sim memory   after joins"));
+        // The allocator counted the heap: at least what the structures estimate (other test
+        // threads may allocate too, so no upper bound here).
+        let heap = m.heap_bytes.expect("the binary's allocator counts");
+        assert!(heap >= m.total_bytes / 2, "heap {heap} B, structures {} B", m.total_bytes);
+        assert!(report.to_string().contains("heap in use"));
     }
 
     #[test]

@@ -118,6 +118,10 @@ pub struct MemoryReport {
     /// `rss_bytes - total_bytes` per live host: allocator slack (freed memory not returned,
     /// rounding of allocations), what the estimates miss, and whatever else the process holds.
     pub rest_per_live_host: u64,
+    /// Heap bytes in use now, counted by the allocator (`None` where not counted): exact,
+    /// so `heap_bytes - total_bytes` is what the estimates miss and `rss_bytes - heap_bytes`
+    /// the allocator's slack (freed memory it keeps, rounding, its own metadata).
+    pub heap_bytes: Option<u64>,
 }
 
 /// What a crash of many nodes at once did.
@@ -378,8 +382,9 @@ impl Report {
     /// A copy without the figures that depend on the machine (wall time, rates, memory), for
     /// comparing two runs.
     pub fn without_machine_figures(&self) -> Report {
-        let strip =
-            |m: &Option<MemoryReport>| m.clone().map(|m| MemoryReport { rss_bytes: 0, rest_per_live_host: 0, ..m });
+        let strip = |m: &Option<MemoryReport>| {
+            m.clone().map(|m| MemoryReport { rss_bytes: 0, rest_per_live_host: 0, heap_bytes: None, ..m })
+        };
         let (memory, memory_after_joins) = (strip(&self.memory), strip(&self.memory_after_joins));
         let timeline = self.timeline.iter().map(|b| Bucket { rss_bytes: 0, ..*b }).collect();
         Report {
@@ -606,7 +611,18 @@ fn fmt_memory(f: &mut fmt::Formatter<'_>, m: &MemoryReport, when: &str) -> fmt::
         "    RSS now {:.1} MiB; RSS less the above: {} bytes per live host (allocator slack, rest)",
         m.rss_bytes as f64 / (1024.0 * 1024.0),
         m.rest_per_live_host
-    )
+    )?;
+    if let Some(heap) = m.heap_bytes {
+        let per_live = |b: u64| b / m.live.max(1);
+        writeln!(
+            f,
+            "    heap in use {:.1} MiB (counted): {} bytes per live host beyond the estimates, {} of allocator slack",
+            heap as f64 / (1024.0 * 1024.0),
+            per_live(heap.saturating_sub(m.total_bytes)),
+            per_live(m.rss_bytes.saturating_sub(heap))
+        )?;
+    }
+    Ok(())
 }
 
 /// Resident set size of this process now, in bytes, from /proc/self/status (0 if unknown).

@@ -1,7 +1,8 @@
 //! The simulator's memory, by structure, computed from element sizes and allocated capacities
 //! (`--memory-report`): the simulator's own structures, and the nodes' by
-//! [`Node::memory_footprint`] summed over live nodes (`node.*`). A counting allocator would
-//! measure exactly but needs `unsafe` code, which the workspace forbids.
+//! [`Node::memory_footprint`] summed over live nodes (`node.*`). The binary's allocator
+//! counts the heap in use exactly ([`crate::SimConfig::heap_in_use`]), which says how much the
+//! estimates miss.
 
 use std::collections::BTreeMap;
 use std::mem::size_of;
@@ -88,6 +89,7 @@ impl Sim {
             total_bytes: total,
             rss_bytes: rss,
             rest_per_live_host: rss.saturating_sub(total) / live.max(1) as u64,
+            heap_bytes: self.cfg.heap_in_use.map(|f| f()),
         }
     }
 }
