@@ -42,6 +42,9 @@ impl RoutingTable {
     pub fn insert(&mut self, id: NodeId, proximity: u64) -> bool {
         let Some((r, c)) = self.slot(id) else { return false };
         if self.rows.len() <= r {
+            // Exactly as many rows as the deepest in use: a doubled vector would hold up to
+            // twice as many empty 512-byte rows.
+            self.rows.reserve_exact(r + 1 - self.rows.len());
             self.rows.resize(r + 1, [None; BASE]);
         }
         let cell = &mut self.rows[r][c];

@@ -5,6 +5,8 @@
 
 use std::mem::size_of;
 
+use litemap::LiteMap;
+
 use crate::id::NodeId;
 use crate::info::NodeInfo;
 use crate::output::{ConnId, Output};
@@ -14,6 +16,7 @@ use crate::wire::Message;
 use super::connections::{Conn, ConnIo, Phase};
 use super::join::Held;
 use super::membership::Peer;
+use super::timers::TRIM_MIN;
 use super::Node;
 
 /// Estimated heap bytes of a `BTreeMap` of `len` entries of `(K, V)`: std's B-tree nodes hold
@@ -43,7 +46,27 @@ fn info_heap(info: &NodeInfo) -> usize {
     info.region.capacity()
 }
 
+/// Gives back the room a map's vector holds beyond twice its entries (and beyond
+/// [`TRIM_MIN`]), keeping half as much again as it holds.
+fn trim_map<K, V>(m: &mut LiteMap<K, V>) {
+    let mut v = core::mem::take(m).into_tuple_vec();
+    let len = v.len();
+    if v.capacity() > 2 * len.max(TRIM_MIN) {
+        v.shrink_to(len + len / 2);
+    }
+    *m = LiteMap::from_sorted_store_unchecked(v);
+}
+
 impl Node {
+    /// Gives back the room a burst left in the node's largest containers: a join or a repair
+    /// learns of and connects to many more nodes than the node keeps, and a vector keeps its
+    /// peak capacity otherwise. Called every tick, after the housekeeping.
+    pub(super) fn trim(&mut self) {
+        self.timers.trim();
+        trim_map(&mut self.peers);
+        trim_map(&mut self.conns);
+    }
+
     /// Estimated bytes this node holds, by structure: `(name, bytes)` in a fixed order, the
     /// node's own struct (`node`) included. The estimate counts element sizes times lengths or
     /// allocated capacities, B-tree nodes at their average fill and sorted-vector maps at the
@@ -133,6 +156,28 @@ mod tests {
             assert!(btree_bytes::<NodeId, Box<Peer>>(n) * 10 > vec_map_bytes::<NodeId, Box<Peer>>(n) * 15);
             assert!(btree_bytes::<NodeId, Box<Peer>>(n) > 2 * n * 24 * 9 / 10);
         }
+    }
+
+    #[test]
+    fn a_map_gives_back_the_room_a_burst_left() {
+        let mut m: LiteMap<u32, u64> = LiteMap::new();
+        for i in 0..1000 {
+            m.insert(i, u64::from(i));
+        }
+        for i in 0..990 {
+            m.remove(&(i * 7 % 1000));
+        }
+        let kept: Vec<(u32, u64)> = m.iter().map(|(&k, &v)| (k, v)).collect();
+        trim_map(&mut m);
+        let v = m.into_tuple_vec();
+        assert_eq!(v, kept, "the same entries, in order");
+        assert!(v.capacity() <= 2 * TRIM_MIN, "room for {} entries kept for {}", v.capacity(), v.len());
+        // A map holding about what it has room for is left alone.
+        let mut m: LiteMap<u32, u64> = (0..100).map(|i| (i, 0)).collect();
+        m.reserve(20);
+        let before = m.len();
+        trim_map(&mut m);
+        assert!(m.into_tuple_vec().capacity() >= before + 20);
     }
 
     #[test]

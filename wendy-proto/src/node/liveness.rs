@@ -229,7 +229,8 @@ impl Node {
         self.hood.contains(id) && !self.leaf.contains(id) && !self.table.contains(id)
     }
 
-    /// Expired failure records, and peers in no table and with no connection, are forgotten.
+    /// Expired failure records, and peers in no table and with no connection, are forgotten,
+    /// and the room they took is given back ([`Node::trim`]).
     fn housekeeping(&mut self, now: Instant) {
         self.failed.retain(|_, until| *until > now);
         self.former_leaves.retain(|_, until| *until > now);
@@ -244,6 +245,7 @@ impl Node {
         for id in stale {
             self.forget_peer(id);
         }
+        self.trim();
     }
 
     /// Every `leaf_exchange_interval` (and at doubling gaps from 1/64 of it after the join):

@@ -110,10 +110,22 @@ impl<T: Ord + Copy> Sorted<T> {
         self.0.capacity() * core::mem::size_of::<T>()
     }
 
+    /// Gives back the room a burst left: a buffer holding more than twice its entries (and
+    /// more than [`TRIM_MIN`]) shrinks to half as much again as it holds.
+    fn trim(&mut self) {
+        let len = self.0.len();
+        if self.0.capacity() > 2 * len.max(TRIM_MIN) {
+            self.0.shrink_to(len + len / 2);
+        }
+    }
+
     fn clear(&mut self) {
         self.0.clear();
     }
 }
+
+/// Entries a timer buffer or a node's map keeps room for however few it holds.
+pub(super) const TRIM_MIN: usize = 8;
 
 const NODE_ORDER: [NodeTimer; NODE_TIMERS] =
     [NodeTimer::Join, NodeTimer::Announce, NodeTimer::Heartbeat, NodeTimer::LeafExchange];
@@ -222,6 +234,13 @@ impl TimerTable {
     /// Bytes its vectors hold ([`Node::memory_footprint`](super::Node::memory_footprint)).
     pub(super) fn heap_bytes(&self) -> usize {
         self.conns.bytes() + self.peers.bytes() + self.acks.bytes()
+    }
+
+    /// Gives back the room a burst of deadlines left in the buffers (called every tick).
+    pub(super) fn trim(&mut self) {
+        self.conns.trim();
+        self.peers.trim();
+        self.acks.trim();
     }
 
     /// Forgets every deadline.
@@ -346,6 +365,29 @@ mod tests {
                 proptest::prop_assert_eq!(t.len(), model.len());
             }
         }
+    }
+
+    #[test]
+    fn the_buffers_give_back_the_room_a_burst_left() {
+        let mut t = TimerTable::default();
+        let peer = |i: u64| TimerKey::Peer(NodeId::from_u128(u128::from(i)));
+        for i in 0..500u64 {
+            t.arm(peer(i), None, Instant::from_secs(i + 1));
+            t.arm(TimerKey::Conn(ConnId(i + 1)), None, Instant::from_secs(i + 1));
+        }
+        let burst = t.heap_bytes();
+        // All but the last ten of each fire.
+        for i in 0..490u64 {
+            assert_eq!(t.pop_due(Instant::from_secs(i + 1)), Some(TimerKey::Conn(ConnId(i + 1))));
+            assert_eq!(t.pop_due(Instant::from_secs(i + 1)), Some(peer(i)));
+        }
+        assert_eq!(t.heap_bytes(), burst, "firing moves nothing");
+        t.trim();
+        assert!(t.heap_bytes() <= 2 * TRIM_MIN * (16 + 24), "{} bytes held for 20 entries", t.heap_bytes());
+        // The entries left still fire, in order.
+        assert_eq!(t.len(), 20);
+        assert_eq!(t.pop_due(Instant::from_secs(491)), Some(TimerKey::Conn(ConnId(491))));
+        assert_eq!(t.pop_due(Instant::from_secs(491)), Some(peer(490)));
     }
 
     #[test]
