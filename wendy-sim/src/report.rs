@@ -65,6 +65,9 @@ pub struct Bucket {
     /// Resident set size of the process at the start of the bucket, bytes (VmRSS; 0 where
     /// unknown). A machine figure: it depends on the allocator, not only on the seed.
     pub rss_bytes: u64,
+    /// Heap bytes in use at the start of the bucket, as the allocator counts them
+    /// ([`crate::SimConfig::heap_in_use`]; 0 where not counted).
+    pub heap_bytes: u64,
 }
 
 /// Count and times (from `join()` to `Event::Joined`) of a set of joins.
@@ -304,6 +307,11 @@ pub struct Report {
     /// The simulated time of the largest RSS sample of the timeline (`Bucket::rss_bytes`):
     /// where in the run the memory peaks (0 where unknown).
     pub peak_rss_sample_at_s: f64,
+    /// The largest heap in use of the timeline's samples (`Bucket::heap_bytes`; 0 where not
+    /// counted), and when: the peak the resident set must hold, less the allocator's slack.
+    pub peak_heap_bytes: u64,
+    /// The simulated time of that sample.
+    pub peak_heap_sample_at_s: f64,
     /// peak_rss_bytes / most hosts alive at once.
     pub bytes_per_node: u64,
     /// The trace hash (16 hex digits).
@@ -386,11 +394,13 @@ impl Report {
             m.clone().map(|m| MemoryReport { rss_bytes: 0, rest_per_live_host: 0, heap_bytes: None, ..m })
         };
         let (memory, memory_after_joins) = (strip(&self.memory), strip(&self.memory_after_joins));
-        let timeline = self.timeline.iter().map(|b| Bucket { rss_bytes: 0, ..*b }).collect();
+        let timeline = self.timeline.iter().map(|b| Bucket { rss_bytes: 0, heap_bytes: 0, ..*b }).collect();
         Report {
             wall_s: 0.0,
             events_per_s: 0.0,
             peak_rss_bytes: 0,
+            peak_heap_bytes: 0,
+            peak_heap_sample_at_s: 0.0,
             peak_rss_sample_at_s: 0.0,
             timeline,
             bytes_per_node: 0,
@@ -469,6 +479,14 @@ impl fmt::Display for Report {
             self.bytes_per_node,
             self.peak_rss_sample_at_s
         )?;
+        if self.peak_heap_bytes > 0 {
+            writeln!(
+                f,
+                "               heap in use at most {:.1} MiB (sampled), at {:.1}s simulated",
+                self.peak_heap_bytes as f64 / (1024.0 * 1024.0),
+                self.peak_heap_sample_at_s
+            )?;
+        }
         if let Some(m) = &self.memory_after_joins {
             fmt_memory(f, m, "after joins")?;
         }

@@ -313,6 +313,9 @@ impl Sim {
             ..Report::default()
         };
         r.peak_rss_sample_at_s = r.timeline.iter().max_by_key(|b| b.rss_bytes).map_or(0.0, |b| b.t_s);
+        if let Some(b) = r.timeline.iter().max_by_key(|b| b.heap_bytes) {
+            (r.peak_heap_bytes, r.peak_heap_sample_at_s) = (b.heap_bytes, b.t_s);
+        }
         self.fill_lookups(&mut r);
         self.fill_joins(&mut r);
         self.fill_control(&mut r, &marks);

@@ -238,6 +238,7 @@ impl Sim {
                 b.live = alive;
                 b.joined = joined;
                 b.rss_bytes = crate::report::rss_bytes();
+                b.heap_bytes = self.cfg.heap_in_use.map_or(0, |f| f());
                 self.queue.push(self.now + self.m.bucket_us, Ev::Ctl(Ctl::Sample));
             }
         }
