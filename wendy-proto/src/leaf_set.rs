@@ -50,6 +50,18 @@ impl LeafSet {
         (a || b, [gone(out_a), gone(out_b)])
     }
 
+    /// True if [`LeafSet::insert_evicting`] would take `id` now (it is not a member, and it
+    /// is nearer than a full side's farthest member, or a side has room), without changing
+    /// anything.
+    pub fn would_take(&self, id: NodeId) -> bool {
+        let me = self.me;
+        let fits = |side: &[NodeId], d: u128, dist: &dyn Fn(NodeId) -> u128| matches!(side.binary_search_by_key(&d, |&x| dist(x)), Err(pos) if pos < self.half);
+        id != me
+            && !self.contains(id)
+            && (fits(&self.cw, me.cw_distance(id), &|x| me.cw_distance(x))
+                || fits(&self.ccw, id.cw_distance(me), &|x| x.cw_distance(me)))
+    }
+
     /// Removes `id`; returns the sides it was removed from (empty if it was not a member).
     pub fn remove(&mut self, id: NodeId) -> Vec<Side> {
         let mut sides = Vec::new();
@@ -255,6 +267,9 @@ mod tests {
             let mut model = BTreeSet::new();
             for v in ids {
                 let id = NodeId::from_u128(v);
+                // `would_take` says what inserting does, without doing it.
+                let (taken, _) = ls.clone().insert_evicting(id);
+                prop_assert_eq!(ls.would_take(id), taken);
                 ls.insert(id);
                 model.insert(id);
                 let (cw, ccw) = expected(me, &model, ls.half());

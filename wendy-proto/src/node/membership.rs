@@ -101,8 +101,13 @@ impl Node {
         } else if self.failed.contains_key(&id) {
             return;
         }
-        let was_member = self.in_tables(id);
         let was_known = self.peers.contains_key(&id);
+        if !direct && !was_known && !self.would_take(id, contend) {
+            // Hearsay that no table would take is dropped before a record is made for it
+            // (most of a leaf set or row we are sent is nodes we know or have no room for).
+            return;
+        }
+        let was_member = self.in_tables(id);
         let peer = self.peers.entry(id).or_insert_with(|| Box::new(Peer::new(info, now)));
         if direct {
             peer.last_heard = Some(now);
@@ -281,6 +286,15 @@ impl Node {
     /// True if `id` is worth measuring as a candidate for the routing-table cell it belongs
     /// to: the cell is held by another node, we take part in the ring, and fewer than
     /// [`CANDIDATE_PROBES`] candidates are being measured.
+    /// True if hearsay of `id`, a node we hold no record of, would find a place: in the leaf
+    /// set, in an empty routing-table cell, or (`contend`) as a candidate for a held cell.
+    /// (Its proximity is unknown, so the neighbourhood set would not take it.)
+    fn would_take(&self, id: NodeId, contend: bool) -> bool {
+        self.leaf.would_take(id)
+            || self.table.slot(id).is_some_and(|(row, col)| self.table.get(row, col).is_none())
+            || (contend && self.contends(id))
+    }
+
     fn contends(&self, id: NodeId) -> bool {
         if !matches!(self.state, State::Ready)
             || self.candidates.len() >= CANDIDATE_PROBES
