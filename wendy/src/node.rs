@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::signal::unix::{signal, SignalKind};
 use wendy_driver::{describe_rejection, StoreOptions};
 use wendy_proto::store::StoreConfig;
-use wendy_proto::{Config, Event, NodeError, NodeId, SharedSecret};
+use wendy_proto::{Config, Event, MemberConnections, NodeError, NodeId, SharedSecret};
 use wendy_tokio::{NodeEvent, NodeHandle, Options, Sender};
 
 use crate::kv::{self, STORE_REQUEST_PURPOSE};
@@ -62,9 +62,32 @@ pub struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// Which idle connections to the members of this node's tables stay open: every
+    /// member's (the fewest control messages), the leaf set's only, or none (the fewest open
+    /// files, about twice the control traffic). See `Config::member_connections`.
+    #[arg(long, value_enum, default_value_t = Members::Kept)]
+    member_connections: Members,
     /// Log format.
     #[arg(long, value_enum, default_value_t)]
     log_format: logging::Format,
+}
+
+/// `--member-connections`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Members {
+    Kept,
+    LeafSet,
+    Closed,
+}
+
+impl From<Members> for MemberConnections {
+    fn from(m: Members) -> Self {
+        match m {
+            Members::Kept => MemberConnections::Kept,
+            Members::LeafSet => MemberConnections::LeafSet,
+            Members::Closed => MemberConnections::Closed,
+        }
+    }
 }
 
 pub async fn run(args: Args) -> Result<(), Error> {
@@ -100,6 +123,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     if let Some(secret) = &secret {
         config = config.with_credentials(Arc::new(SharedSecret::new(secret)));
     }
+    config.member_connections = args.member_connections.into();
     let region = config.info.region.clone();
     let mut bootstraps = resolve(&args.bootstraps).await?;
     let remembered = args.data_dir.as_deref().map(files::load_peers).unwrap_or_default();

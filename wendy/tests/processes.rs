@@ -62,6 +62,9 @@ impl Node {
             .arg("--secret-file")
             .arg(secret)
             .args(["--log-format", "json"])
+            // The setting is each node's own: half the ring keeps only its leaf set's
+            // connections open (in a ring this small, every member is in the leaf set).
+            .args(["--member-connections", if self.n % 2 == 1 { "leaf-set" } else { "kept" }])
             // `WENDY_TEST_LOG=debug` shows every connection's life in the nodes' logs.
             .env("RUST_LOG", std::env::var("WENDY_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .current_dir(root)
