@@ -241,8 +241,10 @@ impl Node {
     /// members of our tables stay open (their probes and heartbeats use them), and so do, for
     /// `table_probe_interval` more, connections the peer dialled: the dialler probes us at
     /// most that far apart while we are in its tables, and closes the connection itself once
-    /// we are not. A probe then costs two frames, not a handshake and a close. A connection
-    /// idle for `idle_timeout` that stays open gives its buffers back ([`Conn::release_idle`]).
+    /// we are not. A probe then costs two frames, not a handshake and a close. That is the
+    /// default, [`MemberConnections::Kept`]; the other settings keep fewer members' (and no
+    /// dialled connection longer than `idle_timeout`). A connection idle for `idle_timeout`
+    /// that stays open gives its buffers back ([`Conn::release_idle`]).
     pub(super) fn conn_timer(&mut self, now: Instant, conn: ConnId) {
         let member = self.conns.get(&conn).and_then(|c| c.peer()).is_some_and(|p| self.keeps_open(p));
         let kept = self.cfg.member_connections == MemberConnections::Kept;
