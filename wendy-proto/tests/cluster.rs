@@ -664,8 +664,19 @@ fn member_connections_decide_which_idle_connections_stay_open() {
             // (one neighbour each, every 30 s).
             _ => assert!(conns <= 2 * n, "{mode:?}: {conns} connections among {n} nodes"),
         }
+        let hellos = |h: &Harness| -> u64 {
+            let hello = wendy_proto::wire::FRAME_KINDS.iter().position(|&k| k == "hello").expect("a kind");
+            (0..n).map(|i| h.node(i).stats().control_frames_by_kind[hello]).sum()
+        };
+        let (closing_before, dials_before) = (h.closing_frames(), hellos(&h));
         let out = lookups(&mut h, 300, seed + 1);
         assert_eq!((out.delivered, out.wrong), (300, 0), "{mode:?}: after the quiet");
+        h.run_for(cfg.idle_timeout * 3);
+        let (closing, dials) = (h.closing_frames() - closing_before, hellos(&h) - dials_before);
+        eprintln!("{mode:?}: {dials} connections dialled, {closing} Closing frames");
+        // A connection idles out on its dialler's side first: one `Closing`, answered by a
+        // close, never two crossing (the side that accepted waits longer).
+        assert!(closing <= dials, "{mode:?}: {closing} Closing frames for {dials} connections dialled");
     }
     assert!(totals[0] > totals[1] && totals[1] > totals[2], "connections by mode: {totals:?}");
 }

@@ -277,7 +277,14 @@ impl Node {
             let at = if now - c.last_active >= idle { now + recheck } else { c.last_active + idle };
             self.arm_conn(conn, at);
         } else {
-            let limit = if c.accepted && kept { idle + self.cfg.table_probe_interval } else { idle };
+            // One the peer dialled waits longer than its dialler does, so that the dialler's
+            // `Closing` comes first and is answered by a close, not crossed by ours (two
+            // `Closing` frames for one connection, every other time in a join's hundreds).
+            let limit = match (c.accepted, kept) {
+                (true, true) => idle + self.cfg.table_probe_interval,
+                (true, false) => 2 * idle,
+                (false, _) => idle,
+            };
             if now - c.last_active >= limit {
                 self.start_closing(now, conn);
             } else {
