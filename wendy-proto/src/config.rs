@@ -38,14 +38,14 @@ pub const MIN_FRAME: usize = 512;
 /// | mode | connections per node | bytes per node | control msgs/node/s |
 /// | --- | --- | --- | --- |
 /// | `Kept` | 137 | 94 k | 0.48 |
-/// | `LeafSet` | 77 | 88 k | 0.72 |
-/// | `Closed` | 28 | 79 k | 1.09 |
+/// | `LeafSet` | 78 | 86 k | 0.69 |
+/// | `Closed` | 29 | 77 k | 0.98 |
 ///
 /// No lookup reached a wrong node in any mode, and after a crash of 30 % of 1,000 nodes the
 /// tables were clean within [`Config::detection_time`] in each. A hop that must open a
 /// connection first is slower, and under heavy churn that costs lookups: at a 5-minute median
 /// session (1,000 nodes, seed 1) `Kept` lost 3 of 36,000 (besides those whose origin
-/// crashed), `LeafSet` 6 and `Closed` 18, for 2.05, 3.02 and 4.01 control msgs/node/s.
+/// crashed), `LeafSet` 8 and `Closed` 12, for 2.05, 2.85 and 3.71 control msgs/node/s.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum MemberConnections {
