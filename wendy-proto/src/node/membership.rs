@@ -283,9 +283,6 @@ impl Node {
         self.watch_peer(from);
     }
 
-    /// True if `id` is worth measuring as a candidate for the routing-table cell it belongs
-    /// to: the cell is held by another node, we take part in the ring, and fewer than
-    /// [`CANDIDATE_PROBES`] candidates are being measured.
     /// True if hearsay of `id`, a node we hold no record of, would find a place: in the leaf
     /// set, in an empty routing-table cell, or (`contend`) as a candidate for a held cell.
     /// (Its proximity is unknown, so the neighbourhood set would not take it.)
@@ -295,6 +292,9 @@ impl Node {
             || (contend && self.contends(id))
     }
 
+    /// True if `id` is worth measuring as a candidate for the routing-table cell it belongs
+    /// to: the cell is held by another node, we take part in the ring, and fewer than
+    /// [`CANDIDATE_PROBES`] candidates are being measured.
     fn contends(&self, id: NodeId) -> bool {
         if !matches!(self.state, State::Ready)
             || self.candidates.len() >= CANDIDATE_PROBES
