@@ -61,6 +61,27 @@ pub enum MemberConnections {
     Closed,
 }
 
+impl MemberConnections {
+    /// Every setting with its name on a command line, as [`str::parse`] takes it.
+    pub const NAMES: [(&'static str, MemberConnections); 3] = [
+        ("kept", MemberConnections::Kept),
+        ("leaf-set", MemberConnections::LeafSet),
+        ("closed", MemberConnections::Closed),
+    ];
+}
+
+impl core::str::FromStr for MemberConnections {
+    type Err = String;
+
+    /// `kept`, `leaf-set` or `closed`; anything else is refused with the names accepted.
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::NAMES.iter().find(|(name, _)| *name == s).map(|&(_, m)| m).ok_or_else(|| {
+            let names: Vec<&str> = Self::NAMES.iter().map(|(n, _)| *n).collect();
+            format!("unknown member-connections setting {s:?}: expected one of {}", names.join(", "))
+        })
+    }
+}
+
 /// Everything a [`Node`](crate::Node) needs to start. Build with [`Config::new`] and adjust fields.
 ///
 /// # Security
@@ -524,3 +545,17 @@ impl core::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::MemberConnections;
+
+    #[test]
+    fn member_connections_parse_from_their_names_and_refuse_others() {
+        for (name, m) in MemberConnections::NAMES {
+            assert_eq!(name.parse::<MemberConnections>(), Ok(m));
+        }
+        let err = "open".parse::<MemberConnections>().unwrap_err();
+        assert!(err.contains("\"open\"") && err.contains("kept, leaf-set, closed"), "{err}");
+    }
+}

@@ -157,10 +157,11 @@ struct Cli {
     /// Idle timeout of connections to nodes outside our tables, s (wendy-proto's default: 5).
     #[arg(long, default_value_t = 5)]
     idle_timeout_s: u64,
-    /// Which idle connections to table members stay open: every member's (wendy-proto's
-    /// default), the leaf set's only, or none (the least memory, more control frames).
-    #[arg(long, value_enum, default_value_t = MembersArg::Kept)]
-    member_connections: MembersArg,
+    /// Which idle connections to table members stay open: `kept` (every member's,
+    /// wendy-proto's default), `leaf-set` (the leaf set's only) or `closed` (none: the least
+    /// memory, more control frames).
+    #[arg(long, default_value = "kept")]
+    member_connections: MemberConnections,
     /// Connection set-up timeout, s.
     #[arg(long, default_value_t = 5)]
     connect_timeout_s: u64,
@@ -226,13 +227,6 @@ enum LossArg {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum MembersArg {
-    Kept,
-    LeafSet,
-    Closed,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
 enum DistArg {
     Exp,
     Pareto,
@@ -291,11 +285,7 @@ fn node_params(cli: &Cli) -> NodeParams {
         probe: cli.probe_ms.map(Duration::from_millis),
         leaf_exchange: Duration::from_secs(cli.leaf_exchange_s),
         idle_timeout: Duration::from_secs(cli.idle_timeout_s),
-        member_connections: match cli.member_connections {
-            MembersArg::Kept => MemberConnections::Kept,
-            MembersArg::LeafSet => MemberConnections::LeafSet,
-            MembersArg::Closed => MemberConnections::Closed,
-        },
+        member_connections: cli.member_connections,
         connect_timeout: Duration::from_secs(cli.connect_timeout_s),
         leaf_set_size: cli.leaf_set_size,
         neighbourhood_size: cli.neighbourhood_size,

@@ -62,32 +62,15 @@ pub struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
-    /// Which idle connections to the members of this node's tables stay open: every
-    /// member's (the fewest control messages), the leaf set's only, or none (the fewest open
-    /// files, about twice the control traffic). See `Config::member_connections`.
-    #[arg(long, value_enum, default_value_t = Members::Kept)]
-    member_connections: Members,
+    /// Which idle connections to the members of this node's tables stay open: `kept` (every
+    /// member's: the fewest control messages), `leaf-set` (the leaf set's only) or `closed`
+    /// (none: the fewest open files, about twice the control traffic). See
+    /// `Config::member_connections`.
+    #[arg(long, default_value = "kept")]
+    member_connections: MemberConnections,
     /// Log format.
     #[arg(long, value_enum, default_value_t)]
     log_format: logging::Format,
-}
-
-/// `--member-connections`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Members {
-    Kept,
-    LeafSet,
-    Closed,
-}
-
-impl From<Members> for MemberConnections {
-    fn from(m: Members) -> Self {
-        match m {
-            Members::Kept => MemberConnections::Kept,
-            Members::LeafSet => MemberConnections::LeafSet,
-            Members::Closed => MemberConnections::Closed,
-        }
-    }
 }
 
 pub async fn run(args: Args) -> Result<(), Error> {
@@ -123,7 +106,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     if let Some(secret) = &secret {
         config = config.with_credentials(Arc::new(SharedSecret::new(secret)));
     }
-    config.member_connections = args.member_connections.into();
+    config.member_connections = args.member_connections;
     let region = config.info.region.clone();
     let mut bootstraps = resolve(&args.bootstraps).await?;
     let remembered = args.data_dir.as_deref().map(files::load_peers).unwrap_or_default();
