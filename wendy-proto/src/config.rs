@@ -164,7 +164,10 @@ pub struct Config {
     /// 0.529 control messages per node per second and the lookups were rerouted at 5.3 % of
     /// their hops; 0.07 sent 0.488, with reroutes at 6.4 % of the hops (no lookup lost).
     pub table_stale_target: f64,
-    /// How long a connection may take to be dialled and authenticated.
+    /// How long a connection may take to be dialled and authenticated. Routed messages queued
+    /// on a connection being set up wait for it `2 * ack_timeout_max` at most (as long as one
+    /// written on an open connection waits for its ack), then are routed around its peer, which
+    /// is suspected and probed, while the set-up goes on.
     pub connect_timeout: Duration,
     /// A connection we dialled to a node in none of our tables (a joiner answered, a row
     /// asked, a direct message) closes after this long idle in both directions; one the peer

@@ -407,6 +407,9 @@ pub struct Stats {
     /// Of those, copies routed again because the hop that had received them was declared
     /// failed before it handed them on (custody: see `Message::Ack`).
     pub custody_reroutes: u64,
+    /// Routed messages taken off a connection still being set up after
+    /// `2 * ack_timeout_max` and routed again around its peer (counted in `reroutes` too).
+    pub slow_setup_reroutes: u64,
     /// Routed messages given up on and reported [`NodeError::Undeliverable`].
     pub undeliverable: u64,
     /// Routed messages not delivered here because a copy of them (same origin and number)

@@ -6,7 +6,8 @@
 //! connections unread rather than deliver a message a second time; a message a peer received
 //! and had not handed on when it left is routed again by its sender, and copies are dropped
 //! once handed on or after five `custody_give_up` periods (custody); a joining node that holds
-//! a message until it is ready does not report it handed on.
+//! a message until it is ready does not report it handed on; a message queued behind a dial
+//! that is never answered is routed round that hop after `2 * ack_timeout_max`.
 
 use std::time::Duration;
 
@@ -460,4 +461,55 @@ fn a_joiner_holding_a_message_keeps_its_sender_s_copy() {
         })
         .collect();
     assert_eq!(acks, [(1, 0)], "received, and not handed on while held");
+}
+
+/// A routed message whose next hop must be dialled, and whose dial is never answered (a frozen
+/// host, a black-holing firewall), is routed round that hop after `2 * ack_timeout_max`, as
+/// one written on an open connection is when its ack does not come, not after the whole
+/// `connect_timeout`. With idle connections to table members closed
+/// (`MemberConnections::Closed`), most hops are dialled first.
+#[test]
+fn a_message_waiting_on_a_dial_that_is_never_answered_goes_round_that_hop() {
+    use wendy_proto::harness::Harness;
+    use wendy_proto::rng::Rng;
+    let mut h = Harness::new(5);
+    h.configure = Box::new(|id, addr| {
+        let mut c = Config::with_trusted_id(id, addr).insecure_plaintext();
+        // A small leaf set, so that routes take routing-table hops on 40 nodes.
+        c.leaf_set_size = 4;
+        c.member_connections = wendy_proto::MemberConnections::Closed;
+        c
+    });
+    h.grow(40, &mut Rng::new(5), None);
+    assert!(h.run_until_ready(Duration::from_secs(60)));
+    // Long enough for idle connections to close.
+    h.run_for(Duration::from_secs(30));
+    let cfg = h.node(0).config().clone();
+    let patience = cfg.ack_timeout_max * 2;
+    assert!(patience < cfg.connect_timeout, "the test needs a set-up that would wait longer");
+    let ids: Vec<NodeId> = (0..h.len()).map(|i| h.node(i).id()).collect();
+    let index = |id: NodeId| ids.iter().position(|&x| x == id).expect("a node of the ring");
+    // A sender, a key whose root is some other node, and a first hop that is not the root.
+    let (s, hop, root, key) = (0..h.len())
+        .flat_map(|s| ids.iter().map(move |&k| (s, k)))
+        .find_map(|(s, key)| {
+            let root = h.closest_ready(key)?;
+            let hop = index(h.node(s).next_hop(key)?);
+            (hop != root && root != s).then_some((s, hop, root, key))
+        })
+        .expect("some route takes an intermediate hop");
+    h.block_dials(s, hop);
+    h.clear_observations();
+    let sent = h.now();
+    h.send(s, key, 16, b"around");
+    h.run_for(patience + Duration::from_secs(1));
+    assert!(
+        h.dials().iter().any(|&(i, a)| i == s && a == Harness::addr_of(hop)),
+        "the first hop was dialled (the message waited on a set-up, not on an open connection)"
+    );
+    let got: Vec<_> = h.deliveries().iter().filter(|o| o.delivery.payload.as_ref() == b"around").collect();
+    assert_eq!(got.len(), 1, "delivered once, within {:?} of the dial's start", patience + Duration::from_secs(1));
+    assert_eq!(got[0].node, root, "at the key's root");
+    assert!(got[0].at - sent < cfg.connect_timeout, "it did not wait for connect_timeout");
+    assert!(h.node(s).stats().slow_setup_reroutes >= 1, "counted");
 }

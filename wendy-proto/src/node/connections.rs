@@ -258,8 +258,7 @@ impl Node {
                 self.out.push_back(Output::Close { conn });
                 self.conn_failed(now, conn);
             } else {
-                let at = c.opened + connect;
-                self.arm_conn(conn, at);
+                self.setup_check(now, conn);
             }
         } else if let Some(t) = c.closing {
             if now - t >= connect {

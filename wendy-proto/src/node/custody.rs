@@ -214,6 +214,59 @@ impl Node {
                 .any(|c| c.peer() == Some(id) && c.flight.as_ref().is_some_and(|f| f.holds_received()))
     }
 
+    /// How long routed messages wait for a connection being set up before they are routed
+    /// around its peer: twice the longest per-hop ack timeout, as long as a message written on
+    /// an open connection waits for its ack before it is rerouted (capped by `connect_timeout`).
+    /// Without it a message queued behind a dial to a crashed node waited the whole
+    /// `connect_timeout`, and with connections to table members closed while idle
+    /// ([`crate::MemberConnections`]) most hops are dialled first.
+    pub(super) fn setup_patience(&self) -> core::time::Duration {
+        (self.cfg.ack_timeout_max * 2).min(self.cfg.connect_timeout)
+    }
+
+    /// A routed message was queued on `conn`, not open yet: its connection timer comes
+    /// forward to `setup_patience` after the set-up began.
+    pub(super) fn arm_setup_check(&mut self, conn: ConnId) {
+        let patience = self.setup_patience();
+        let Some(c) = self.conns.get(&conn) else { return };
+        let at = c.opened + patience;
+        if c.timer.is_none_or(|t| at < t) {
+            self.arm_conn(conn, at);
+        }
+    }
+
+    /// The timer of `conn`, still being set up and within `connect_timeout`: once the set-up
+    /// has taken `setup_patience`, the routed messages queued on it are routed again around
+    /// its peer, which is suspected (its probe waits on this connection, which may still
+    /// open). Other messages stay queued. The timer is armed again for what comes next.
+    pub(super) fn setup_check(&mut self, now: Instant, conn: ConnId) {
+        let (patience, connect) = (self.setup_patience(), self.cfg.connect_timeout);
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let (opened, peer) = (c.opened, c.peer().or(c.expected()));
+        let routed = |c: &super::connections::Conn| {
+            c.io.as_ref().is_some_and(|io| io.pending.iter().any(|m| matches!(m, Message::Route(_))))
+        };
+        if now - opened >= patience && routed(c) {
+            let io = c.io();
+            let (late, rest): (VecDeque<Message>, VecDeque<Message>) =
+                core::mem::take(&mut io.pending).into_iter().partition(|m| matches!(m, Message::Route(_)));
+            io.pending = rest;
+            self.pending_total -= late.len();
+            self.stats.slow_setup_reroutes += late.len() as u64;
+            self.stats.reroutes += late.len() as u64;
+            if let Some(p) = peer {
+                self.suspect(now, p);
+            }
+            for m in late {
+                let token = self.take_pending_custody(conn, &m);
+                self.with_custody(token, |n| n.requeue(now, m, peer));
+            }
+        }
+        let Some(c) = self.conns.get(&conn) else { return };
+        let at = if now - opened < patience && routed(c) { opened + patience } else { opened + connect };
+        self.arm_conn(conn, at);
+    }
+
     /// `peer` has held a copy it received at `since` past `custody_hold`: probed, unless we
     /// heard from it since (it was alive after it took the message, so it has it in hand or
     /// handed it on and its report was lost; a probe would only risk a false declaration).

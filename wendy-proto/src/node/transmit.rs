@@ -124,6 +124,7 @@ impl Node {
         }
         if let Message::Route(r) = &msg {
             self.keep_pending_custody(conn, r);
+            self.arm_setup_check(conn);
         }
         let Some(c) = self.conns.get_mut(&conn) else { return false };
         c.io().pending.push_back(msg);
