@@ -67,6 +67,8 @@ const PEER: u8 = 2;
 /// [`Conn::ids`]: dialled only to time its set-up (a candidate's round trip), closed once
 /// established with nothing sent.
 const TIMING: u8 = 4;
+/// [`Conn::ids`]: its set-up outlasted `setup_patience` once ([`Node::setup_check`]).
+const LATE: u8 = 8;
 
 /// A connection's remote address: 16 bytes where a `SocketAddr` takes 32, IPv4 (the common
 /// case) inline, others boxed.
@@ -204,17 +206,6 @@ impl Node {
         self.arm_conn(id, now + self.cfg.connect_timeout);
         self.out.push_back(Output::Connect { conn: id, addr });
         Some(id)
-    }
-
-    /// Dials `id` at `addr` only to time the connection's set-up: closed once established,
-    /// with nothing sent on it, it costs no frame ([`Node::timed`] gets the round trip).
-    /// False if no connection can be had now.
-    pub(super) fn dial_to_time(&mut self, now: Instant, addr: SocketAddr, id: NodeId) -> bool {
-        let Some(conn) = self.dial(now, addr, Some(id)) else { return false };
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.set_timing();
-        }
-        true
     }
 
     /// Frees a connection slot at once: a connection already closing gracefully, else the least
@@ -536,6 +527,15 @@ impl Conn {
     /// Marks it as dialled only to time its set-up.
     pub(super) fn set_timing(&mut self) {
         self.ids |= TIMING;
+    }
+
+    /// True if its set-up outlasted `setup_patience` once; [`Conn::set_late`] marks it.
+    pub(super) fn late(&self) -> bool {
+        self.ids & LATE != 0
+    }
+
+    pub(super) fn set_late(&mut self) {
+        self.ids |= LATE;
     }
 
     /// The handshake completed with `id`.

@@ -228,7 +228,7 @@ impl Node {
     /// forward to `setup_patience` after the set-up began.
     pub(super) fn arm_setup_check(&mut self, conn: ConnId) {
         let patience = self.setup_patience();
-        let Some(c) = self.conns.get(&conn) else { return };
+        let Some(c) = self.conns.get(&conn).filter(|c| !c.late()) else { return };
         let at = c.opened + patience;
         if c.timer.is_none_or(|t| at < t) {
             self.arm_conn(conn, at);
@@ -238,7 +238,10 @@ impl Node {
     /// The timer of `conn`, still being set up and within `connect_timeout`: once the set-up
     /// has taken `setup_patience`, the routed messages queued on it are routed again around
     /// its peer, which is suspected (its probe waits on this connection, which may still
-    /// open). Other messages stay queued. The timer is armed again for what comes next.
+    /// open). Other messages stay queued. That happens once per connection: a message queued
+    /// on it later waits for the set-up's outcome (else two slow set-ups whose peers have no
+    /// alternative could pass messages back and forth at every step). The timer is armed
+    /// again for what comes next.
     pub(super) fn setup_check(&mut self, now: Instant, conn: ConnId) {
         let (patience, connect) = (self.setup_patience(), self.cfg.connect_timeout);
         let Some(c) = self.conns.get_mut(&conn) else { return };
@@ -246,7 +249,8 @@ impl Node {
         let routed = |c: &super::connections::Conn| {
             c.io.as_ref().is_some_and(|io| io.pending.iter().any(|m| matches!(m, Message::Route(_))))
         };
-        if now - opened >= patience && routed(c) {
+        if now - opened >= patience && !c.late() && routed(c) {
+            c.set_late();
             let io = c.io();
             let (late, rest): (VecDeque<Message>, VecDeque<Message>) =
                 core::mem::take(&mut io.pending).into_iter().partition(|m| matches!(m, Message::Route(_)));
@@ -263,7 +267,8 @@ impl Node {
             }
         }
         let Some(c) = self.conns.get(&conn) else { return };
-        let at = if now - opened < patience && routed(c) { opened + patience } else { opened + connect };
+        let early = now - opened < patience && !c.late() && routed(c);
+        let at = if early { opened + patience } else { opened + connect };
         self.arm_conn(conn, at);
     }
 

@@ -158,3 +158,16 @@ impl Node {
 
 /// How long a departed leaf-set member is re-probed before it is forgotten.
 const LOST_LEAF_MEMORY: core::time::Duration = core::time::Duration::from_secs(600);
+
+impl Node {
+    /// Dials `id` at `addr` only to time the connection's set-up: closed once established,
+    /// with nothing sent on it, it costs no frame ([`Node::timed`] gets the round trip).
+    /// False if no connection can be had now.
+    pub(super) fn dial_to_time(&mut self, now: Instant, addr: std::net::SocketAddr, id: NodeId) -> bool {
+        let Some(conn) = self.dial(now, addr, Some(id)) else { return false };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.set_timing();
+        }
+        true
+    }
+}
