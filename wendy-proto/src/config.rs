@@ -109,11 +109,12 @@ pub struct Config {
     pub leaf_set_size: usize,
     /// Neighbourhood-set size M (default 32): the nodes nearest us in the network that we
     /// know, asked for routing-table rows near us (proximity) and offered as candidates for
-    /// repairs; routing itself does not use them. Each is a peer record and is probed. A smaller
-    /// set costs less and routes a little longer: in the simulator at 10,000 nodes with
-    /// [`MemberConnections::Closed`], 8 instead of 32 kept 90 peer records per node instead of
-    /// 107, took the peak memory from 732 to 637 MiB and the events from 21.5 to 17.8 M, for a
-    /// mean stretch of 1.64 instead of 1.56 (commands in `wendy-sim/README.md`).
+    /// repairs and for the rare hop the other tables do not give. Each is a peer record and
+    /// is probed. A smaller set costs less and routes a little longer: in the simulator at
+    /// 10,000 nodes with [`MemberConnections::Closed`], 8 instead of 32 kept 90 peer records
+    /// per node instead of 107, took the peak memory from 732 to 637 MiB and the events from
+    /// 21.5 to 17.8 M, for a mean stretch of 1.64 instead of 1.56 (commands in
+    /// `wendy-sim/README.md`).
     pub neighbourhood_size: usize,
     /// Proximity multiplier for nodes of another region (default 5, as the Go wendy).
     pub region_factor: u64,
