@@ -390,10 +390,7 @@ impl Node {
         }
         let flight = c.flight.take();
         let peer = c.peer().or(c.expected());
-        for m in c.io.take().map(|io| io.pending).unwrap_or_default() {
-            let token = self.take_pending_custody(conn, &m);
-            self.with_custody(token, |n| n.requeue(now, m, peer));
-        }
+        self.requeue_taken(now, conn, c.io.take().map(|io| io.pending).unwrap_or_default(), peer);
         self.drop_pending_custody(conn);
         // What the peer had not acknowledged may be lost with the connection: route it again.
         if self.state != State::Left {

@@ -214,6 +214,15 @@ impl Node {
                 .any(|c| c.peer() == Some(id) && c.flight.as_ref().is_some_and(|f| f.holds_received()))
     }
 
+    /// Messages taken off `conn`'s queue before it carried them: each routed again around
+    /// `peer` ([`Node::requeue`]) with the custody it had on the queue.
+    pub(super) fn requeue_taken(&mut self, now: Instant, conn: ConnId, taken: VecDeque<Message>, peer: Option<NodeId>) {
+        for m in taken {
+            let token = self.take_pending_custody(conn, &m);
+            self.with_custody(token, |n| n.requeue(now, m, peer));
+        }
+    }
+
     /// How long routed messages wait for a connection being set up before they are routed
     /// around its peer: twice the longest per-hop ack timeout, as long as a message written on
     /// an open connection waits for its ack before it is rerouted (capped by `connect_timeout`).
@@ -251,7 +260,7 @@ impl Node {
         };
         if now - opened >= patience && !c.late() && routed(c) {
             c.set_late();
-            let io = c.io();
+            let Some(io) = c.io.as_deref_mut() else { return };
             let (late, rest): (VecDeque<Message>, VecDeque<Message>) =
                 core::mem::take(&mut io.pending).into_iter().partition(|m| matches!(m, Message::Route(_)));
             io.pending = rest;
@@ -261,10 +270,7 @@ impl Node {
             if let Some(p) = peer {
                 self.suspect(now, p);
             }
-            for m in late {
-                let token = self.take_pending_custody(conn, &m);
-                self.with_custody(token, |n| n.requeue(now, m, peer));
-            }
+            self.requeue_taken(now, conn, late, peer);
         }
         let Some(c) = self.conns.get(&conn) else { return };
         let early = now - opened < patience && !c.late() && routed(c);

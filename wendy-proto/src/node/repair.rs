@@ -154,12 +154,7 @@ impl Node {
             self.probe(now, id, false);
         }
     }
-}
 
-/// How long a departed leaf-set member is re-probed before it is forgotten.
-const LOST_LEAF_MEMORY: core::time::Duration = core::time::Duration::from_secs(600);
-
-impl Node {
     /// Dials `id` at `addr` only to time the connection's set-up: closed once established,
     /// with nothing sent on it, it costs no frame ([`Node::timed`] gets the round trip).
     /// False if no connection can be had now.
@@ -171,3 +166,6 @@ impl Node {
         true
     }
 }
+
+/// How long a departed leaf-set member is re-probed before it is forgotten.
+const LOST_LEAF_MEMORY: core::time::Duration = core::time::Duration::from_secs(600);
