@@ -282,7 +282,7 @@ impl Node {
     /// heard from it since (it was alive after it took the message, so it has it in hand or
     /// handed it on and its report was lost; a probe would only risk a false declaration).
     pub(super) fn check_custodian(&mut self, now: Instant, peer: NodeId, since: Instant) {
-        if self.peers.get(&peer).is_some_and(|p| p.last_heard.is_none_or(|t| t <= since)) {
+        if self.peers.get(&peer).is_some_and(|p| p.last_heard().is_none_or(|t| t <= since)) {
             self.suspect(now, peer);
         }
     }

@@ -21,7 +21,9 @@ use super::Node;
 
 /// Estimated heap bytes of a `BTreeMap` of `len` entries of `(K, V)`: std's B-tree nodes hold
 /// up to 11 entries and are on average about two-thirds full; each internal node adds 12 edges.
-pub(super) fn btree_bytes<K, V>(len: usize) -> usize {
+/// (The node's maps are sorted vectors now; this is what they are compared with.)
+#[cfg(test)]
+fn btree_bytes<K, V>(len: usize) -> usize {
     if len == 0 {
         return 0;
     }
@@ -65,6 +67,11 @@ impl Node {
         self.timers.trim();
         trim_map(&mut self.peers);
         trim_map(&mut self.conns);
+        trim_map(&mut self.failed);
+        trim_map(&mut self.lost_leaves);
+        trim_map(&mut self.former_leaves);
+        trim_map(&mut self.measured);
+        trim_map(&mut self.candidates);
     }
 
     /// Estimated bytes this node holds, by structure: `(name, bytes)` in a fixed order, the
@@ -94,9 +101,10 @@ impl Node {
         }
         let timers = self.timers.heap_bytes();
         let tables = self.table.heap_bytes() + self.leaf.heap_bytes() + self.hood.heap_bytes() + self.rows.heap_bytes();
-        let failed = btree_bytes::<NodeId, Instant>(self.failed.len())
-            + btree_bytes::<NodeId, (NodeInfo, Instant)>(self.lost_leaves.len())
-            + btree_bytes::<NodeId, Instant>(self.former_leaves.len())
+        let failed = vec_map_bytes::<NodeId, Instant>(self.failed.len())
+            + vec_map_bytes::<NodeId, (NodeInfo, Instant)>(self.lost_leaves.len())
+            + vec_map_bytes::<NodeId, Instant>(self.former_leaves.len())
+            + vec_map_bytes::<NodeId, Instant>(self.measured.len())
             + self.lost_leaves.values().map(|(i, _)| info_heap(i)).sum::<usize>();
         let queues = self.out.capacity() * size_of::<Output>()
             + self.held.capacity() * size_of::<Held>()
@@ -106,7 +114,7 @@ impl Node {
             + self.parked.capacity() * size_of::<super::acks::Parked>()
             + self.recent.heap_bytes()
             + self.custody.heap_bytes()
-            + btree_bytes::<NodeId, Instant>(self.candidates.len());
+            + vec_map_bytes::<NodeId, Instant>(self.candidates.len());
         vec![
             ("node", size_of::<Node>()),
             ("peers", peers),

@@ -291,7 +291,7 @@ impl Node {
         let prox = proximity(rtt, p.region(), &self.cfg.info.region, self.cfg.region_factor);
         p.proximity = p.proximity.min(prox);
         let prox = p.proximity;
-        let info = p.info();
+        let info = p.info(id);
         if n.next.is_none_or(|x| (prox, id) < x) {
             n.next = Some((prox, id));
         }
@@ -552,7 +552,7 @@ impl Node {
         let quiet = self.cfg.heartbeat_interval;
         let stale = self.peers.get(&next).is_some_and(|p| {
             p.suspected.is_none()
-                && p.last_heard.is_none_or(|t| now - t > quiet)
+                && p.last_heard().is_none_or(|t| now - t > quiet)
                 && p.ping().is_none_or(|(_, sent)| now - sent > quiet)
         });
         if stale && self.is_ready() {
@@ -572,7 +572,7 @@ impl Node {
         let mut rows: Vec<NodeInfo> = (0..=depth.min(crate::id::DIGITS - 1))
             .flat_map(|r| self.table.row(r).collect::<Vec<_>>())
             .filter(|c| c.id != joiner.id)
-            .filter_map(|c| self.peers.get(&c.id).map(|p| p.info()))
+            .filter_map(|c| self.peers.get(&c.id).map(|p| p.info(c.id)))
             .collect();
         rows.push(self.cfg.info.clone());
         let hood = if hops == 0 { self.infos(self.hood.iter().map(|e| e.1)) } else { Vec::new() };

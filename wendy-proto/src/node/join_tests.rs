@@ -99,7 +99,7 @@ fn a_join_request_probes_a_next_hop_silent_for_a_heartbeat_interval() {
             .filter(|m| matches!(m, Message::Ping { .. }))
             .count()
     };
-    node.peers.get_mut(&root.id).expect("learned").last_heard = Some(Instant::ZERO);
+    node.peers.get_mut(&root.id).expect("learned").set_heard(Instant::ZERO);
     let joiner = |n: u128| NodeInfo::new(NodeId::from_u128(me + n), addr(3));
     // Heard from a heartbeat interval ago: not probed.
     node.route_join(Instant::ZERO + quiet, joiner(0x12), 1, None);

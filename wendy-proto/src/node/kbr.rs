@@ -26,7 +26,7 @@ impl Node {
                 let p = x.common_prefix_len(key);
                 p > mine || key.is_closer(x, me)
             })
-            .filter(|x| !safe || self.peers.get(x).is_some_and(|p| p.last_heard.is_some()))
+            .filter(|x| !safe || self.peers.get(x).is_some_and(|p| p.last_heard().is_some()))
             .collect();
         if covered {
             cands.sort_by(|&a, &b| key.cmp_closeness(a, b));

@@ -46,7 +46,7 @@ impl Node {
                 let sides = [self.leaf.cw(), self.leaf.ccw()];
                 if sides.iter().any(|s| s.first() == Some(&id) && s.get(1) == Some(&from)) {
                     if let Some(p) = self.peers.get_mut(&id) {
-                        p.reported = true;
+                        p.set_reported(true);
                     }
                 }
                 self.suspect(now, id)
@@ -134,7 +134,7 @@ impl Node {
             // it (`Message::Failed`).
             let ccw = self.leaf.ccw().first().copied();
             if let Some((id, p)) = ccw.and_then(|id| self.peers.get(&id).map(|p| (id, p))) {
-                let since = now - p.last_heard.unwrap_or(p.added);
+                let since = now - p.silent_since();
                 // A neighbour heard from lately needs no heartbeat yet: the heartbeat goes at
                 // the first tick where its silence exceeds `suspect_timeout` less two
                 // intervals, which leaves its answer at least one interval before suspicion
@@ -142,7 +142,7 @@ impl Node {
                 // already, and one silent past the suspicion timeout is about to be (its own
                 // timer).
                 let wait = self.cfg.suspect_timeout.saturating_sub(2 * self.cfg.heartbeat_interval);
-                let heard_lately = since <= wait && p.last_heard.is_some();
+                let heard_lately = since <= wait && p.last_heard().is_some();
                 if !heard_lately && p.suspected.is_none() && since < self.cfg.suspect_timeout {
                     self.heartbeat(now, id);
                 }
@@ -189,7 +189,7 @@ impl Node {
     /// that became a neighbour). A suspect's deadline is its probes' and is left alone.
     pub(super) fn watch_within(&mut self, id: NodeId, limit: core::time::Duration) {
         let Some(p) = self.peers.get(&id).filter(|p| p.suspected.is_none()) else { return };
-        let due = p.last_heard.unwrap_or(p.added) + limit;
+        let due = p.silent_since() + limit;
         if p.timer.is_none_or(|t| t > due) && self.in_tables(id) {
             self.arm_peer(id, due);
         }
@@ -346,7 +346,7 @@ impl Node {
                 }
             }
             None => {
-                let since = p.last_heard.unwrap_or(p.added);
+                let since = p.silent_since();
                 let silent = now - since >= limit;
                 // A probe sent since its last word and unanswered for `probe_timeout` (a join
                 // request's next hop is probed so, [`Node::forward_join`]) makes it a suspect
@@ -465,7 +465,7 @@ impl Node {
             let quiet = self
                 .peers
                 .get(&id)
-                .is_some_and(|p| p.last_heard.is_none_or(|t| now - t >= self.cfg.heartbeat_interval));
+                .is_some_and(|p| p.last_heard().is_none_or(|t| now - t >= self.cfg.heartbeat_interval));
             if quiet && spanned(id) && self.leaf.contains(id) {
                 self.suspect(now, id);
             }
@@ -513,7 +513,7 @@ impl Node {
         let was_cw = self.leaf.cw().first() == Some(&id);
         let half = self.leaf.half();
         let full = self.leaf.cw().len() == half && self.leaf.ccw().len() == half;
-        let reported = self.peers.get(&id).is_some_and(|p| p.reported);
+        let reported = self.peers.get(&id).is_some_and(|p| p.reported());
         self.peer_failed(now, id);
         if was_neighbour && self.state != State::Left {
             let told: Vec<NodeId> = if reported && full {
@@ -540,7 +540,7 @@ impl Node {
         }
         let at = match p.suspected {
             Some(t) => t + self.cfg.probe_timeout * u32::from(p.probes.max(1)),
-            None => p.last_heard.unwrap_or(p.added) + limit,
+            None => p.silent_since() + limit,
         };
         self.arm_peer(id, at);
     }
@@ -570,7 +570,7 @@ impl Node {
         // frames (seeds 11 and 12; 1 and 1 without it).
         let settled = self.conns.get(&conn).and_then(|c| {
             let id = c.peer()?;
-            let heard = self.peers.get(&id)?.last_heard.is_some_and(|t| t > c.opened);
+            let heard = self.peers.get(&id)?.last_heard().is_some_and(|t| t > c.opened);
             (heard && now - c.opened >= 2 * self.cfg.connect_timeout).then_some(id)
         });
         self.drop_conn(now, conn);
@@ -617,7 +617,7 @@ impl Node {
             .filter(|(_, c)| c.peer() == Some(id) || c.expected() == Some(id))
             .map(|(&k, _)| k)
             .collect();
-        let info = self.forget_peer(id).map(|p| p.info());
+        let info = self.forget_peer(id).map(|p| p.info(id));
         if let (false, Some(info)) = (sides.is_empty(), &info) {
             self.remember_lost_leaf(now, info.clone());
         }
@@ -659,9 +659,7 @@ impl Node {
         let fits: Vec<NodeInfo> = self
             .known_members()
             .filter(|&id| !self.leaf.contains(id))
-            .filter_map(|id| self.peers.get(&id))
-            .filter(|p| p.answered())
-            .map(|p| p.info())
+            .filter_map(|id| self.peers.get(&id).filter(|p| p.answered()).map(|p| p.info(id)))
             .collect();
         for info in fits {
             self.learn(now, info, false);

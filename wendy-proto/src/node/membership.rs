@@ -15,36 +15,42 @@ use super::join::Held;
 use super::routing::Hop;
 use super::{Node, State};
 
+/// What a node keeps of a peer: 80 bytes (an allocator's 80-byte class), where a table
+/// holds about a hundred of them. The id is the key of [`Node::peers`], not repeated here.
 #[derive(Debug)]
 pub(super) struct Peer {
-    /// What it told of itself, compacted ([`Peer::info`] gives it back whole).
-    info: PeerInfo,
+    /// Its addresses and region, compacted ([`Peer::info`] gives them back whole).
+    addrs: Addrs,
     pub(super) proximity: u64,
-    pub(super) added: Instant,
-    pub(super) last_heard: Option<Instant>,
+    /// When we last heard from it directly, if `HEARD` is set; else when the record was made.
+    heard_at: Instant,
     pub(super) suspected: Option<Instant>,
-    /// Probes sent since it was suspected.
-    pub(super) probes: u8,
-    /// Its other neighbour told us it found it dead ([`Node::detected_failure`]).
-    pub(super) reported: bool,
-    /// Connections that name it as their peer (opened, not yet forgotten): when its current
-    /// one closes, the others are looked for only if there are any ([`Node::detach`]).
-    pub(super) named_by: u16,
-    /// The number of the probe awaiting its answer, if `ping_sent` is set ([`Peer::ping`]).
-    ping_seq: u32,
-    /// When that probe went. Apart from `ping_seq`, which fits beside the other 32-bit fields:
-    /// 8 bytes fewer than an `Option<(u32, Instant)>`.
+    /// When the probe awaiting its answer went ([`Peer::ping`]).
     ping_sent: Option<Instant>,
     /// The connection messages to it go on ([`Peer::conn`]): 8 bytes where an
     /// `Option<ConnId>` takes 16 (connection ids start at 1).
     conn: Option<NonZeroU64>,
     /// This peer's liveness entry in the timer table (table members only).
     pub(super) timer: Option<Instant>,
+    /// The number of the probe awaiting its answer, if `ping_sent` is set.
+    ping_seq: u32,
     /// Smoothed round trip of per-hop acks, in microseconds (0: none measured yet).
     pub(super) srtt: u32,
     /// Its mean deviation, in microseconds.
     pub(super) rttvar: u32,
+    /// Probes sent since it was suspected.
+    pub(super) probes: u8,
+    /// `HEARD` and `REPORTED`.
+    flags: u8,
+    /// Connections that name it as their peer (opened, not yet forgotten): when its current
+    /// one closes, the others are looked for only if there are any ([`Node::detach`]).
+    pub(super) named_by: u16,
 }
+
+/// [`Peer::flags`]: we heard from it directly ([`Peer::last_heard`]).
+const HEARD: u8 = 1;
+/// [`Peer::flags`]: its other neighbour told us it found it dead ([`Node::detected_failure`]).
+const REPORTED: u8 = 2;
 
 impl Node {
     /// A request for, or an answer with, part of a peer's tables.
@@ -55,8 +61,11 @@ impl Node {
                 let _ = self.send_msg(now, from, Message::LeafSet { leaves });
             }
             Message::RowRequest { row } => {
-                let entries =
-                    self.table.row(usize::from(row)).filter_map(|c| self.peers.get(&c.id).map(|p| p.info())).collect();
+                let entries = self
+                    .table
+                    .row(usize::from(row))
+                    .filter_map(|c| self.peers.get(&c.id).map(|p| p.info(c.id)))
+                    .collect();
                 let _ = self.send_msg(now, from, Message::Row { row, entries });
             }
             Message::Locate { origin, hops } => self.route_locate(now, origin, hops),
@@ -110,10 +119,11 @@ impl Node {
         let was_member = self.in_tables(id);
         let peer = self.peers.entry(id).or_insert_with(|| Box::new(Peer::new(info, now)));
         if direct {
-            peer.last_heard = Some(now);
-            (peer.suspected, peer.reported) = (None, false);
+            peer.set_heard(now);
+            peer.suspected = None;
+            peer.set_reported(false);
         }
-        let heard = peer.last_heard.is_some();
+        let heard = peer.last_heard().is_some();
         let prox = peer.proximity;
         let (leaf_changed, pushed_out) = self.leaf.insert_evicting(id);
         for out in pushed_out.into_iter().flatten() {
@@ -146,7 +156,7 @@ impl Node {
         }
         self.watch_peer(id);
         if !was_member {
-            let info = self.peers[&id].info();
+            let info = self.peers[&id].info(id);
             self.out.push_back(Output::Event(Event::NodeJoined(info)));
         }
         let probing = matches!(self.state, State::Ready | State::Announcing { .. });
@@ -177,7 +187,7 @@ impl Node {
         let now = self.last_now;
         for (id, entered_leaf) in std::mem::take(&mut self.learned) {
             let Some(p) = self.peers.get(&id) else { continue };
-            if p.last_heard.is_some() || !self.in_tables(id) || p.ping().is_some() {
+            if p.last_heard().is_some() || !self.in_tables(id) || p.ping().is_some() {
                 continue;
             }
             if entered_leaf && self.leaf.contains(id) && p.suspected.is_none() {
@@ -369,7 +379,7 @@ impl Node {
     }
 
     pub(super) fn peer_info(&self, id: NodeId) -> Option<NodeInfo> {
-        self.peers.get(&id).map(|p| p.info())
+        self.peers.get(&id).map(|p| p.info(id))
     }
 
     pub(super) fn in_tables(&self, id: NodeId) -> bool {
@@ -412,7 +422,7 @@ impl Node {
     }
 
     pub(super) fn infos(&self, ids: impl IntoIterator<Item = NodeId>) -> Vec<NodeInfo> {
-        ids.into_iter().filter_map(|id| self.peers.get(&id).map(|p| p.info())).collect()
+        ids.into_iter().filter_map(|id| self.peers.get(&id).map(|p| p.info(id))).collect()
     }
 
     pub(super) fn leaf_infos(&self) -> Vec<NodeInfo> {
@@ -448,69 +458,98 @@ impl Node {
     }
 }
 
-/// A [`NodeInfo`] as a peer record keeps it: 48 bytes where the info takes 104, IPv4
-/// addresses (the common case) inline and others boxed, the region a boxed string (empty: no
-/// allocation).
-#[derive(Debug)]
-struct PeerInfo {
-    id: NodeId,
-    addrs: Addrs,
-    region: Box<str>,
-}
-
-/// A node's local and global addresses.
+/// A node's addresses and region as a peer record keeps them: 16 bytes where a [`NodeInfo`]
+/// takes 104. Two IPv4 addresses and no region (the common case) inline; anything else boxed.
 #[derive(Debug)]
 enum Addrs {
     V4(SocketAddrV4, SocketAddrV4),
-    Other(Box<(SocketAddr, SocketAddr)>),
+    Other(Box<Rare>),
 }
 
-impl PeerInfo {
-    fn new(info: NodeInfo) -> Self {
-        let addrs = match (info.local, info.global) {
-            (SocketAddr::V4(l), SocketAddr::V4(g)) => Addrs::V4(l, g),
-            (l, g) => Addrs::Other(Box::new((l, g))),
-        };
-        PeerInfo { id: info.id, addrs, region: info.region.into_boxed_str() }
-    }
+/// Addresses other than two IPv4 ones, or a region.
+#[derive(Debug)]
+struct Rare {
+    local: SocketAddr,
+    global: SocketAddr,
+    region: Box<str>,
+}
 
-    fn local_global(&self) -> (SocketAddr, SocketAddr) {
-        match &self.addrs {
-            Addrs::V4(l, g) => (SocketAddr::V4(*l), SocketAddr::V4(*g)),
-            Addrs::Other(a) => **a,
+impl Addrs {
+    fn new(info: NodeInfo) -> Self {
+        match (info.local, info.global) {
+            (SocketAddr::V4(l), SocketAddr::V4(g)) if info.region.is_empty() => Addrs::V4(l, g),
+            (local, global) => Addrs::Other(Box::new(Rare { local, global, region: info.region.into_boxed_str() })),
         }
     }
 
-    fn info(&self) -> NodeInfo {
-        let (local, global) = self.local_global();
-        NodeInfo { id: self.id, local, global, region: self.region.to_string() }
+    fn local_global(&self) -> (SocketAddr, SocketAddr) {
+        match self {
+            Addrs::V4(l, g) => (SocketAddr::V4(*l), SocketAddr::V4(*g)),
+            Addrs::Other(r) => (r.local, r.global),
+        }
+    }
+
+    fn region(&self) -> &str {
+        match self {
+            Addrs::V4(..) => "",
+            Addrs::Other(r) => &r.region,
+        }
     }
 }
 
 impl Peer {
     pub(super) fn new(info: NodeInfo, now: Instant) -> Self {
         Peer {
-            info: PeerInfo::new(info),
+            addrs: Addrs::new(info),
             proximity: UNKNOWN_PROXIMITY,
-            added: now,
-            last_heard: None,
+            heard_at: now,
             suspected: None,
-            probes: 0,
-            reported: false,
-            named_by: 0,
-            ping_seq: 0,
             ping_sent: None,
             conn: None,
             timer: None,
+            ping_seq: 0,
             srtt: 0,
             rttvar: 0,
+            probes: 0,
+            flags: 0,
+            named_by: 0,
+        }
+    }
+
+    /// When we last heard from it directly, if ever.
+    pub(super) fn last_heard(&self) -> Option<Instant> {
+        (self.flags & HEARD != 0).then_some(self.heard_at)
+    }
+
+    /// When we last heard from it directly, or if never, when we learned of it: what its
+    /// silence is counted from.
+    pub(super) fn silent_since(&self) -> Instant {
+        self.heard_at
+    }
+
+    /// We heard from it directly at `now`.
+    pub(super) fn set_heard(&mut self, now: Instant) {
+        self.heard_at = now;
+        self.flags |= HEARD;
+    }
+
+    /// Its other neighbour told us it found it dead ([`Node::detected_failure`]).
+    pub(super) fn reported(&self) -> bool {
+        self.flags & REPORTED != 0
+    }
+
+    pub(super) fn set_reported(&mut self, reported: bool) {
+        if reported {
+            self.flags |= REPORTED;
+        } else {
+            self.flags &= !REPORTED;
         }
     }
 
     /// True if it answered us (we heard from it directly) and we do not suspect it now: a
     /// member trusted to fill a place in another table at once.
     pub(super) fn answered(&self) -> bool {
-        self.last_heard.is_some() && self.suspected.is_none()
+        self.last_heard().is_some() && self.suspected.is_none()
     }
 
     /// The connection messages to it go on.
@@ -523,38 +562,38 @@ impl Peer {
         self.conn = conn.and_then(|c| NonZeroU64::new(c.0));
     }
 
-    /// What it told of itself.
-    pub(super) fn info(&self) -> NodeInfo {
-        self.info.info()
+    /// What it told of itself; `id` is its id (the key it is kept under).
+    pub(super) fn info(&self, id: NodeId) -> NodeInfo {
+        let (local, global) = self.addrs.local_global();
+        NodeInfo { id, local, global, region: self.addrs.region().to_string() }
     }
 
     /// Replaces what it told of itself.
     pub(super) fn set_info(&mut self, info: NodeInfo) {
-        self.info = PeerInfo::new(info);
+        self.addrs = Addrs::new(info);
     }
 
     /// Its region (empty: none).
     pub(super) fn region(&self) -> &str {
-        &self.info.region
+        self.addrs.region()
     }
 
     /// The address a node in `from_region` should use to reach it ([`NodeInfo::addr_from`]).
     pub(super) fn addr_from(&self, from_region: &str) -> SocketAddr {
-        let (local, global) = self.info.local_global();
-        if *self.info.region == *from_region {
+        let (local, global) = self.addrs.local_global();
+        if self.addrs.region() == from_region {
             local
         } else {
             global
         }
     }
 
-    /// Bytes its record holds beyond itself: a region name, addresses other than IPv4.
+    /// Bytes its record holds beyond itself: addresses other than two IPv4 ones, a region.
     pub(super) fn heap_bytes(&self) -> usize {
-        self.info.region.len()
-            + match self.info.addrs {
-                Addrs::V4(..) => 0,
-                Addrs::Other(_) => std::mem::size_of::<(SocketAddr, SocketAddr)>(),
-            }
+        match &self.addrs {
+            Addrs::V4(..) => 0,
+            Addrs::Other(r) => std::mem::size_of::<Rare>() + r.region.len(),
+        }
     }
 
     /// The probe awaiting its answer: its number and when it went.

@@ -24,7 +24,7 @@ mod timers;
 mod transmit;
 mod tuning;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -86,17 +86,17 @@ pub struct Node {
     /// Routed messages delivered here lately, so that a rerouted copy is not delivered twice.
     recent: acks::Recent,
     /// Candidates for occupied routing-table cells being measured, with when their probe went.
-    candidates: BTreeMap<NodeId, Instant>,
+    candidates: LiteMap<NodeId, Instant>,
     /// Rerouted messages waiting for a suspected root's probe to settle ([`acks`]).
     parked: Vec<acks::Parked>,
-    failed: BTreeMap<NodeId, Instant>,
+    failed: LiteMap<NodeId, Instant>,
     /// Leaf-set members declared gone, re-probed at every leaf-set exchange for a while, so
     /// that two halves of a partitioned ring find each other again once it heals.
-    lost_leaves: BTreeMap<NodeId, (NodeInfo, Instant)>,
+    lost_leaves: LiteMap<NodeId, (NodeInfo, Instant)>,
     /// Live leaf-set members a nearer node pushed out, kept (peer record and connection) until
     /// the given time: at a leaf set's edge the same nodes leave and come back with every
     /// arrival and departure, and one back within this time needs no announcement anew.
-    former_leaves: BTreeMap<NodeId, Instant>,
+    former_leaves: LiteMap<NodeId, Instant>,
     out: VecDeque<Output>,
     pending_total: usize,
     timers: TimerTable,
@@ -133,7 +133,7 @@ pub struct Node {
     /// Upkeep of the routing table's rows: proximity asks and the repair of holes ([`repair`]).
     rows: repair::Rows,
     /// Candidates measured lately that lost, until when they are not measured (`MEASURED_MEMORY` at most).
-    measured: BTreeMap<NodeId, Instant>,
+    measured: LiteMap<NodeId, Instant>,
     /// Leaf-set members that did not answer our announcement, and rounds of [`Node::reannounce`].
     unwelcomed: Vec<NodeId>,
     reannounces: u32,
@@ -183,12 +183,12 @@ impl Node {
             next_conn: 0,
             held: VecDeque::new(),
             parked: Vec::new(),
-            candidates: BTreeMap::new(),
+            candidates: LiteMap::new(),
             route_seq,
             recent: acks::Recent::new(&config),
-            failed: BTreeMap::new(),
-            lost_leaves: BTreeMap::new(),
-            former_leaves: BTreeMap::new(),
+            failed: LiteMap::new(),
+            lost_leaves: LiteMap::new(),
+            former_leaves: LiteMap::new(),
             out: VecDeque::new(),
             pending_total: 0,
             timers: TimerTable::default(),
@@ -209,7 +209,7 @@ impl Node {
             table_probe: config.table_probe_interval,
             armed_probe: config.table_probe_interval,
             rows: repair::Rows::new(now),
-            measured: BTreeMap::new(),
+            measured: LiteMap::new(),
             unwelcomed: Vec::new(),
             reannounces: 0,
             gave_up_join: None,
@@ -500,7 +500,7 @@ impl Node {
 
     /// What we know of a node, if anything (a copy: the node keeps peers compacted).
     pub fn peer(&self, id: NodeId) -> Option<NodeInfo> {
-        self.peers.get(&id).map(|p| p.info())
+        self.peers.get(&id).map(|p| p.info(id))
     }
 
     /// Measured proximity of a node (round trip in microseconds, times the region factor).

@@ -218,7 +218,7 @@ impl Node {
                 }
                 // Layer messages (purposes below 16) are not the application's to judge.
                 if let Some(hook) = self.hook.as_mut().filter(|_| route.purpose >= MIN_APP_PURPOSE) {
-                    let info = self.peers[&next].info();
+                    let info = self.peers[&next].info(next);
                     let mut f = Forwarding {
                         key: route.key,
                         purpose: route.purpose,

@@ -568,8 +568,9 @@ impl Node {
             return false;
         }
         if let Some(p) = self.peers.get_mut(&from) {
-            p.last_heard = Some(now);
-            (p.suspected, p.reported) = (None, false);
+            p.set_heard(now);
+            p.suspected = None;
+            p.set_reported(false);
         }
         if self.failed.contains_key(&from) {
             self.heard_from_failed(now, from, msg);
