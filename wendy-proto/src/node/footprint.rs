@@ -16,7 +16,7 @@ use crate::wire::Message;
 use super::connections::{Conn, ConnIo, Phase};
 use super::join::Held;
 use super::membership::Peer;
-use super::timers::TRIM_MIN;
+use super::timers::{trimmed, TRIM_MIN};
 use super::Node;
 
 /// Estimated heap bytes of a `BTreeMap` of `len` entries of `(K, V)`: std's B-tree nodes hold
@@ -48,13 +48,11 @@ fn info_heap(info: &NodeInfo) -> usize {
     info.region.capacity()
 }
 
-/// Gives back the room a map's vector holds beyond twice its entries (and beyond
-/// [`TRIM_MIN`]), keeping half as much again as it holds.
+/// Gives back the room a burst left in a map ([`trimmed`]).
 fn trim_map<K, V>(m: &mut LiteMap<K, V>) {
     let mut v = core::mem::take(m).into_tuple_vec();
-    let len = v.len();
-    if v.capacity() > 2 * len.max(TRIM_MIN) {
-        v.shrink_to(len + len / 2);
+    if let Some(keep) = trimmed(v.len(), v.capacity()) {
+        v.shrink_to(keep);
     }
     *m = LiteMap::from_sorted_store_unchecked(v);
 }
@@ -181,11 +179,27 @@ mod tests {
         assert_eq!(v, kept, "the same entries, in order");
         assert!(v.capacity() <= 2 * TRIM_MIN, "room for {} entries kept for {}", v.capacity(), v.len());
         // A map holding about what it has room for is left alone.
-        let mut m: LiteMap<u32, u64> = (0..100).map(|i| (i, 0)).collect();
-        m.reserve(20);
-        let before = m.len();
+        let mut v: Vec<(u32, u64)> = Vec::with_capacity(120);
+        v.extend((0..100).map(|i| (i, 0)));
+        let mut m = LiteMap::from_sorted_store_unchecked(v);
         trim_map(&mut m);
-        assert!(m.into_tuple_vec().capacity() >= before + 20);
+        assert!(m.into_tuple_vec().capacity() >= 120);
+        // One that doubled for its last entries keeps an eighth again.
+        let mut m: LiteMap<u32, u64> = (0..80).map(|i| (i, 0)).collect();
+        m.insert(80, 0);
+        trim_map(&mut m);
+        let v = m.into_tuple_vec();
+        assert!((81..=91).contains(&v.capacity()), "room for {} entries kept for 81", v.capacity());
+    }
+
+    #[test]
+    fn trimming_keeps_an_eighth_again_once_a_quarter_again_is_spare() {
+        assert_eq!(trimmed(80, 100), None);
+        assert_eq!(trimmed(80, 101), Some(90));
+        assert_eq!(trimmed(80, 160), Some(90));
+        assert_eq!(trimmed(0, TRIM_MIN), None, "a few entries' room is always kept");
+        assert_eq!(trimmed(0, TRIM_MIN + 1), Some(TRIM_MIN));
+        assert_eq!(trimmed(4, 16), Some(TRIM_MIN));
     }
 
     #[test]

@@ -110,12 +110,10 @@ impl<T: Ord + Copy> Sorted<T> {
         self.0.capacity() * core::mem::size_of::<T>()
     }
 
-    /// Gives back the room a burst left: a buffer holding more than twice its entries (and
-    /// more than [`TRIM_MIN`]) shrinks to half as much again as it holds.
+    /// Gives back the room a burst left (see [`trimmed`]).
     fn trim(&mut self) {
-        let len = self.0.len();
-        if self.0.capacity() > 2 * len.max(TRIM_MIN) {
-            self.0.shrink_to(len + len / 2);
+        if let Some(keep) = trimmed(self.0.len(), self.0.capacity()) {
+            self.0.shrink_to(keep);
         }
     }
 
@@ -126,6 +124,16 @@ impl<T: Ord + Copy> Sorted<T> {
 
 /// Entries a timer buffer or a node's map keeps room for however few it holds.
 pub(super) const TRIM_MIN: usize = 8;
+
+/// The capacity a buffer or map of `len` entries that has room for `capacity` is trimmed to at
+/// the tick, if it holds more than a quarter again as many as it has (and more than
+/// [`TRIM_MIN`]): an eighth again. A table member's timer entry and peer record change only
+/// when a member comes or goes, so between two ticks a table grows by a few entries at most,
+/// and a doubling's room (up to twice the entries) held for the node's lifetime was a tenth
+/// of an idle node's memory.
+pub(super) fn trimmed(len: usize, capacity: usize) -> Option<usize> {
+    (capacity > (len + len / 4).max(TRIM_MIN)).then_some((len + len / 8).max(TRIM_MIN))
+}
 
 const NODE_ORDER: [NodeTimer; NODE_TIMERS] =
     [NodeTimer::Join, NodeTimer::Announce, NodeTimer::Heartbeat, NodeTimer::LeafExchange];
