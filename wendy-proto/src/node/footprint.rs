@@ -16,7 +16,7 @@ use crate::wire::Message;
 use super::connections::{Conn, ConnIo, Phase};
 use super::join::Held;
 use super::membership::Peer;
-use super::timers::{trimmed, TRIM_MIN};
+use super::timers::trimmed;
 use super::Node;
 
 /// Estimated heap bytes of a `BTreeMap` of `len` entries of `(K, V)`: std's B-tree nodes hold
@@ -130,6 +130,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::timers::TRIM_MIN;
 
     #[test]
     fn btree_estimate_grows_with_entries() {
