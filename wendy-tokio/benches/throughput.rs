@@ -40,7 +40,7 @@ use wendy_proto::harness::chain::Chain;
 use wendy_proto::rng::Rng;
 use wendy_proto::wire::{self, Message, Route};
 
-use wendy_tokio::{Config, NodeEvent, NodeHandle, NodeId, Options};
+use wendy_tokio::{CommandError, Config, Error, NodeEvent, NodeHandle, NodeId, Options};
 
 const PAYLOAD: usize = 32;
 const PURPOSE: u8 = 16;
@@ -461,7 +461,7 @@ async fn cluster20(n: u64) -> (f64, f64, Option<f64>) {
             while left > 0 {
                 let k = left.min(BATCH);
                 let batch = (0..k).map(|_| (NodeId::from_u128(rng.next_u128()), PURPOSE, payload.clone())).collect();
-                s.send_batch(batch).await.expect("send");
+                send_retrying(&s, batch).await;
                 left -= k;
             }
         }));
@@ -486,6 +486,27 @@ async fn cluster20(n: u64) -> (f64, f64, Option<f64>) {
         node.stop().await;
     }
     (got as f64 / secs, hops.load(Ordering::Relaxed) as f64 / got.max(1) as f64, cpu)
+}
+
+/// Sends `batch`; what the node refuses with `Backpressure` (its queue towards a next hop
+/// still being dialled is full: on a loaded machine the cluster's connections open slowly) is
+/// sent again a millisecond later, as an application would.
+async fn send_retrying(s: &wendy_tokio::Sender, mut batch: Vec<(NodeId, u8, Bytes)>) {
+    loop {
+        // The refused ones are named by their index in the batch: keep a copy to resend them
+        // (a key and a reference-counted payload each).
+        let copy = batch.clone();
+        match s.send_batch(batch).await {
+            Ok(()) => return,
+            Err(Error::BatchRefused(refused))
+                if refused.iter().all(|(_, e)| matches!(e, CommandError::Backpressure)) =>
+            {
+                batch = refused.iter().map(|&(i, _)| copy[i].clone()).collect();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(e) => panic!("send: {e}"),
+        }
+    }
 }
 
 /// Median routed round trip: A and C bounce a message, one routed hop each way.
