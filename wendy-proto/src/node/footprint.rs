@@ -74,9 +74,11 @@ impl Node {
 
     /// Estimated bytes this node holds, by structure: `(name, bytes)` in a fixed order, the
     /// node's own struct (`node`) included. The estimate counts element sizes times lengths or
-    /// allocated capacities, B-tree nodes at their average fill and sorted-vector maps at the
-    /// capacity their growth gave them, so it is close to, but not
-    /// exactly, what the allocator handed out (its own slack is not counted).
+    /// allocated capacities, and sorted-vector maps (whose capacity cannot be read) at the
+    /// power of two their growth gives them: after the tick has trimmed a map to an eighth
+    /// more than it holds, that counts more than the map's room (up to its entries' size
+    /// again). So it is close to, but not exactly, what the allocator handed out (its own
+    /// slack is not counted).
     pub fn memory_footprint(&self) -> Vec<(&'static str, usize)> {
         let peers = vec_map_bytes::<NodeId, Box<Peer>>(self.peers.len())
             + self.peers.values().map(|p| size_of::<Peer>() + p.heap_bytes()).sum::<usize>();
