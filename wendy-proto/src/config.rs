@@ -212,7 +212,9 @@ pub struct Config {
     /// Hop limit for routed messages; a message that exceeds it is dropped and reported.
     pub max_hops: u8,
     /// Shortest retransmission timeout of a per-hop ack (the estimate from measured round
-    /// trips is never below it).
+    /// trips is never below it). A routed message unacknowledged for one timeout makes its
+    /// hop a suspect, for two is routed round it, unless the hop acknowledged another message
+    /// within the last timeout: one that keeps acknowledging is behind, not gone.
     pub ack_timeout_min: Duration,
     /// Longest retransmission timeout of a per-hop ack, and the timeout towards a peer with no
     /// round trip measured yet.

@@ -60,6 +60,9 @@ pub(super) struct Flight {
     unacked: VecDeque<Option<InFlight>>,
     /// The retransmission check's entry in the timer table.
     pub(super) timer: Option<Instant>,
+    /// When the peer last acknowledged receiving one more: while that is within the ack
+    /// timeout, the peer is behind (a backlog), not gone, and nothing it has yet to take is late.
+    last_ack: Option<Instant>,
 }
 
 /// Routed messages delivered here lately, by origin and number, oldest first: a copy of one
@@ -313,6 +316,9 @@ impl Node {
         let mut sample = None;
         let mut passed_on = std::mem::take(&mut self.custody.buf);
         let count = count.min(f.base + f.unacked.len() as u64);
+        if f.acked_out < count {
+            f.last_ack = Some(now);
+        }
         while f.acked_out < count {
             let i = (f.acked_out - f.base) as usize;
             f.acked_out += 1;
@@ -373,6 +379,7 @@ impl Node {
         let (mut custody_due, mut custody_overdue): (Option<Instant>, Option<Instant>) = (None, None);
         let mut custody_probe = false;
         let received = f.acked_out - f.base;
+        let progress = f.last_ack.filter(|&t| now - t < rto);
         for (i, slot) in f.unacked.iter_mut().enumerate() {
             let Some(e) = slot else { continue };
             if (i as u64) < received {
@@ -402,7 +409,7 @@ impl Node {
                 }
                 let due = e.sent + if e.checked { give_up } else { hold };
                 custody_due = Some(custody_due.map_or(due, |d| d.min(due)));
-            } else if now - e.sent >= rto * 2 {
+            } else if progress.is_none() && now - e.sent >= rto * 2 {
                 late.extend(slot.take());
             } else if oldest.is_none() {
                 oldest = Some(e.sent);
@@ -412,8 +419,12 @@ impl Node {
             f.unacked.pop_front();
             f.base += 1;
         }
-        let overdue = !late.is_empty() || oldest.is_some_and(|t| now - t >= rto);
-        let next = oldest.map(|t| if now - t >= rto { t + rto * 2 } else { t + rto });
+        let overdue = progress.is_none() && (!late.is_empty() || oldest.is_some_and(|t| now - t >= rto));
+        let next = oldest.map(|t| {
+            let at = if now - t >= rto { t + rto * 2 } else { t + rto };
+            // Acknowledgements are coming: looked at again once they could have stopped.
+            progress.map_or(at, |p| at.max(p + rto))
+        });
         if let Some(at) = [next, custody_due].into_iter().flatten().min() {
             self.arm_ack(conn, at);
         }
