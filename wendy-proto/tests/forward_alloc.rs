@@ -9,10 +9,9 @@ use std::alloc::System;
 
 use bytes::Bytes;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
-use wendy_proto::harness::script;
-use wendy_proto::harness::secure_peer::SecurePeer;
+use wendy_proto::harness::secure_peer::Relay;
 use wendy_proto::wire::{Message, Route};
-use wendy_proto::{Config, Identity, Instant, Node, Output};
+use wendy_proto::{Instant, Node, Output};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -31,22 +30,10 @@ const WINDOWS: usize = 3;
 #[test]
 fn forwarding_allocates_nothing_per_frame_in_steady_state() {
     let now = Instant::from_secs(1);
-    let me = Identity::from_secret([1; 32]);
-    let mut node = Node::new(Config::new(me, script::addr(1, 1)), now).expect("valid config");
-    let (mut a, conn_a) =
-        SecurePeer::connect(&mut node, now, Identity::from_secret([2; 32]), script::addr(2, 2)).expect("a connects");
-    let (mut b, conn_b) =
-        SecurePeer::connect(&mut node, now, Identity::from_secret([3; 32]), script::addr(3, 3)).expect("b connects");
-    let (aid, bid) = (a.info().id, b.info().id);
     // A and B join through the node (they announce themselves to it): B is then the closest
     // node to its own id.
-    node.handle_bytes(now, conn_a, a.seal(&[Message::Announce { seq: 1 }]).expect("seal"));
-    node.handle_bytes(now, conn_b, b.seal(&[Message::Announce { seq: 1 }]).expect("seal"));
-    let welcomes = script::drain(&mut node);
-    // The peers read the node's welcomes (their receive nonces move on).
-    a.open_outputs(&welcomes, conn_a).expect("a opens its welcome");
-    b.open_outputs(&welcomes, conn_b).expect("b opens its welcome");
-    assert_eq!(node.next_hop(bid), Some(bid), "the node forwards towards B to B");
+    let Relay { mut node, mut a, conn_a, mut b, conn_b } = Relay::new(now);
+    let (aid, bid) = (a.info().id, b.info().id);
 
     // Every record of the run, sealed in advance (the peers' work is not measured): A's routed
     // messages, and B's acknowledgements of them.

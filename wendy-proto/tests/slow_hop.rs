@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use wendy_proto::harness::script;
-use wendy_proto::harness::secure_peer::SecurePeer;
+use wendy_proto::harness::secure_peer::Relay;
 use wendy_proto::wire::{Message, Route};
-use wendy_proto::{Config, Identity, Instant, Node, Output};
+use wendy_proto::{Instant, Output};
 
 /// Messages forwarded in one burst; the hop acknowledges one every `GAP`.
 const BURST: u64 = 64;
@@ -19,21 +19,9 @@ const GAP: Duration = Duration::from_millis(20);
 #[test]
 fn a_hop_that_acknowledges_slowly_but_steadily_is_not_routed_round() {
     let mut now = Instant::from_secs(1);
-    let me = Identity::from_secret([1; 32]);
-    let cfg = Config::new(me, script::addr(1, 1));
-    let rto_min = cfg.ack_timeout_min;
-    let mut node = Node::new(cfg, now).expect("valid config");
-    let (mut a, conn_a) =
-        SecurePeer::connect(&mut node, now, Identity::from_secret([2; 32]), script::addr(2, 2)).expect("a connects");
-    let (mut b, conn_b) =
-        SecurePeer::connect(&mut node, now, Identity::from_secret([3; 32]), script::addr(3, 3)).expect("b connects");
+    let Relay { mut node, mut a, conn_a, mut b, conn_b } = Relay::new(now);
+    let rto_min = node.config().ack_timeout_min;
     let (aid, bid) = (a.info().id, b.info().id);
-    node.handle_bytes(now, conn_a, a.seal(&[Message::Announce { seq: 1 }]).expect("seal"));
-    node.handle_bytes(now, conn_b, b.seal(&[Message::Announce { seq: 1 }]).expect("seal"));
-    let welcomes = script::drain(&mut node);
-    a.open_outputs(&welcomes, conn_a).expect("a opens its welcome");
-    b.open_outputs(&welcomes, conn_b).expect("b opens its welcome");
-    assert_eq!(node.next_hop(bid), Some(bid), "the node forwards towards B to B");
 
     // A burst from A, all forwarded to B at once.
     let payload = Bytes::from(vec![0xab; 32]);

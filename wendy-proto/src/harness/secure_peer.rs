@@ -161,3 +161,43 @@ impl SecurePeer {
         self.open(&all)
     }
 }
+
+/// A node (key `[1; 32]` at `script::addr(1, 1)`) with two encrypted peers, `a` (key `[2; 32]`)
+/// and `b` (key `[3; 32]`), that joined through it: each announced itself and read the node's
+/// welcome, so that the node routes a message for `b`'s id to `b`. The setup of the tests in
+/// which a node forwards from one open connection to another.
+#[derive(Debug)]
+pub struct Relay {
+    /// The node in the middle.
+    pub node: Node,
+    /// The sending peer, and the node's name for its connection.
+    pub a: SecurePeer,
+    /// See `a`.
+    pub conn_a: ConnId,
+    /// The next hop, and the node's name for its connection.
+    pub b: SecurePeer,
+    /// See `b`.
+    pub conn_b: ConnId,
+}
+
+impl Relay {
+    /// Sets it up at `now`; panics if a step fails (it is for tests).
+    pub fn new(now: Instant) -> Relay {
+        let cfg = crate::config::Config::new(Identity::from_secret([1; 32]), super::script::addr(1, 1));
+        let mut node = Node::new(cfg, now).expect("valid config");
+        let peer = |node: &mut Node, k: u8| {
+            SecurePeer::connect(node, now, Identity::from_secret([k; 32]), super::script::addr(k, k)).expect("connects")
+        };
+        let (mut a, conn_a) = peer(&mut node, 2);
+        let (mut b, conn_b) = peer(&mut node, 3);
+        node.handle_bytes(now, conn_a, a.seal(&[Message::Announce { seq: 1 }]).expect("seal"));
+        node.handle_bytes(now, conn_b, b.seal(&[Message::Announce { seq: 1 }]).expect("seal"));
+        let welcomes = super::script::drain(&mut node);
+        // The peers read the node's welcomes (their receive nonces move on).
+        a.open_outputs(&welcomes, conn_a).expect("a opens its welcome");
+        b.open_outputs(&welcomes, conn_b).expect("b opens its welcome");
+        let bid = b.info().id;
+        assert_eq!(node.next_hop(bid), Some(bid), "the node forwards towards B to B");
+        Relay { node, a, conn_a, b, conn_b }
+    }
+}
