@@ -119,9 +119,7 @@ impl Node {
         let was_member = self.in_tables(id);
         let peer = self.peers.entry(id).or_insert_with(|| Box::new(Peer::new(info, now)));
         if direct {
-            peer.set_heard(now);
-            peer.suspected = None;
-            peer.set_reported(false);
+            peer.heard_directly(now);
         }
         let heard = peer.last_heard().is_some();
         let prox = peer.proximity;
@@ -531,6 +529,14 @@ impl Peer {
     pub(super) fn set_heard(&mut self, now: Instant) {
         self.heard_at = now;
         self.flags |= HEARD;
+    }
+
+    /// It spoke to us at `now`: heard from directly, no longer a suspect, and no report of its
+    /// failure stands.
+    pub(super) fn heard_directly(&mut self, now: Instant) {
+        self.set_heard(now);
+        self.suspected = None;
+        self.set_reported(false);
     }
 
     /// Its other neighbour told us it found it dead ([`Node::detected_failure`]).

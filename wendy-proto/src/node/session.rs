@@ -568,9 +568,7 @@ impl Node {
             return false;
         }
         if let Some(p) = self.peers.get_mut(&from) {
-            p.set_heard(now);
-            p.suspected = None;
-            p.set_reported(false);
+            p.heard_directly(now);
         }
         if self.failed.contains_key(&from) {
             self.heard_from_failed(now, from, msg);
