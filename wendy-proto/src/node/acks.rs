@@ -1,7 +1,10 @@
 //! Per-hop acknowledgements and rerouting (MSPastry's per-hop acks).
 //!
 //! Every routed message a node writes on a connection stays in that connection's in-flight
-//! queue until the next hop acknowledges it. Acknowledgements are cumulative counts of routed
+//! queue until the next hop acknowledges it. The queue is the connection's window: at most
+//! [`Node::window`] messages are written and not yet handed on by the peer, the next wait in
+//! the connection's queue (`Config::max_pending_per_peer`) and go out as the peer passes
+//! earlier ones on. Acknowledgements are cumulative counts of routed
 //! messages received on the connection, sent once per input (so a burst costs one ack), and
 //! they are round-trip samples: the retransmission timeout of each peer is estimated from
 //! them as TCP does (`srtt + 4 rttvar`, bounded by `ack_timeout_min` and `ack_timeout_max`).
@@ -35,7 +38,7 @@ use super::Node;
 
 /// Unacknowledged routed messages tracked per connection, in multiples of
 /// `max_pending_per_peer`.
-const IN_FLIGHT_PER_QUEUE: usize = 4;
+pub(super) const IN_FLIGHT_PER_QUEUE: usize = 4;
 
 /// A connection's acknowledgement state, allocated on its first routed message.
 #[derive(Debug, Default)]
@@ -175,6 +178,11 @@ impl Flight {
             + self.held_in.capacity()
     }
 
+    /// Routed messages sent and not yet handed on by the peer (the connection's window).
+    pub(super) fn in_flight(&self) -> usize {
+        self.unacked.len()
+    }
+
     /// True if the peer has received messages on this connection and not handed them on: we
     /// keep copies of them (custody).
     pub(super) fn holds_received(&self) -> bool {
@@ -227,20 +235,12 @@ impl Node {
     pub(super) fn track_route(&mut self, conn: ConnId, route: &Route) {
         let now = self.last_now;
         let reroutes = self.custody.reroutes;
-        // In flight on one connection: room for a few queues' worth before the oldest entries
-        // stop being tracked (bounded memory towards a peer that reads but never acks).
-        let max = self.cfg.max_pending_per_peer.max(1) * IN_FLIGHT_PER_QUEUE;
         let token = self.custody.ctx.take();
         let Some(c) = self.conns.get_mut(&conn) else { return };
         let f = c.flight.get_or_insert_with(Box::default);
-        let mut dropped = None;
-        if f.unacked.len() >= max {
-            // The peer acknowledges nothing: stop tracking the oldest, which is then no longer
-            // rerouted if the connection breaks (and whose custody we give up).
-            dropped = f.unacked.pop_front().flatten().and_then(|e| e.token);
-            f.base += 1;
-            f.acked_out = f.acked_out.max(f.base);
-        }
+        // Bounded by the window: a routed message is written only while it has room
+        // ([`Node::enqueue`], [`Node::flush_window`]), so every one is tracked.
+        debug_assert!(f.unacked.len() < self.cfg.max_pending_per_peer.max(1) * IN_FLIGHT_PER_QUEUE);
         f.unacked.push_back(Some(InFlight {
             route: route.clone(),
             sent: now,
@@ -254,15 +254,12 @@ impl Node {
             let at = now + self.ack_timeout(peer);
             self.arm_ack(conn, at);
         }
-        if let Some(t) = dropped {
-            self.pass_custody(t);
-        }
     }
 
     /// A routed message arrived on `conn`: it is acknowledged at the end of this input, and
     /// reported handed on once it is ([`Node::pass_custody`] with the token returned).
     pub(super) fn route_received(&mut self, conn: ConnId) -> Option<Token> {
-        let max = self.cfg.max_pending_per_peer.max(1) * IN_FLIGHT_PER_QUEUE;
+        let max = self.window();
         let c = self.conns.get_mut(&conn)?;
         let f = c.flight.get_or_insert_with(Box::default);
         let index = f.routes_in;
@@ -331,6 +328,7 @@ impl Node {
             passed_on.extend(e.token.take());
         }
         let passed = passed.min(f.acked_out);
+        let opened = f.base < passed;
         while f.base < passed {
             f.unacked.pop_front();
             f.base += 1;
@@ -344,6 +342,9 @@ impl Node {
             self.pass_custody(t);
         }
         self.custody.buf = passed_on;
+        if opened && self.conns.get(&conn).is_some_and(|c| c.pending_len() > 0) {
+            self.flush_window(conn);
+        }
         if let (Some(rtt), Some(p)) = (sample, peer.and_then(|p| self.peers.get_mut(&p))) {
             let s = u32::try_from(duration_micros(rtt)).unwrap_or(u32::MAX);
             if p.srtt == 0 {

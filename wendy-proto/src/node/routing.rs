@@ -243,6 +243,12 @@ impl Node {
                     }
                 }
                 route.hops = route.hops.saturating_add(1);
+                if !local && self.refuses_route(next) {
+                    // The queue towards the next hop is full (its window too): the origin is
+                    // told, where the message was dropped here before, unseen by it.
+                    self.undeliverable(route);
+                    return Ok(());
+                }
                 let (key, purpose, origin, hops) = (route.key, route.purpose, route.origin, route.hops);
                 match self.send_msg(now, next, Message::Route(route)) {
                     Ok(()) => {

@@ -402,8 +402,7 @@ impl Node {
         self.arm_conn(conn, now + self.cfg.idle_timeout);
         let Some(c) = self.conns.get_mut(&conn) else { return };
         let rtt = c.handshake_sent.map(|t| now - t);
-        let pending = c.io.as_mut().map(|io| std::mem::take(&mut io.pending)).unwrap_or_default();
-        self.pending_total -= pending.len();
+        let pending = c.io.as_ref().map(|io| &io.pending);
         let peer = self.peers.entry(id).or_insert_with(|| Box::new(Peer::new(info.clone(), now)));
         peer.named_by = peer.named_by.saturating_add(1);
         peer.set_info(info);
@@ -416,7 +415,8 @@ impl Node {
         // one reached over an open connection, so that it could never win a table cell).
         if let Some((seq, sent)) = peer.ping() {
             let queued = pending
-                .iter()
+                .into_iter()
+                .flatten()
                 .any(|m| matches!(m, Message::Ping { seq: s } | Message::Heartbeat { seq: s, .. } | Message::Announce { seq: s } if *s == seq));
             if queued && sent < now {
                 peer.set_ping(Some((seq, now)));
@@ -428,10 +428,7 @@ impl Node {
         if !current_open {
             peer.set_conn(Some(conn));
         }
-        for m in pending {
-            let token = self.take_pending_custody(conn, &m);
-            self.with_custody(token, |n| n.transmit(conn, &m));
-        }
+        self.flush_window(conn);
     }
 
     pub(super) fn reject(&mut self, now: Instant, conn: ConnId, claimed: Option<NodeId>, reason: RejectReason) {

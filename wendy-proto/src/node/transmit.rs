@@ -9,6 +9,7 @@ use crate::secure;
 use crate::time::Instant;
 use crate::wire::{self, Message};
 
+use super::acks::IN_FLIGHT_PER_QUEUE;
 use super::connections::{Phase, SendFail};
 use super::{Node, State};
 
@@ -110,26 +111,84 @@ impl Node {
 
     /// Transmits on an open connection, or queues until it opens. False if the queue is full.
     pub(super) fn enqueue(&mut self, conn: ConnId, msg: Message) -> bool {
+        let window = self.window();
         let Some(c) = self.conns.get_mut(&conn) else { return false };
         if c.closing.is_some() {
             return false;
         }
-        if matches!(c.phase, Phase::Open) {
+        let open = matches!(c.phase, Phase::Open);
+        if open {
             c.last_active = self.last_now;
-            self.transmit(conn, &msg);
-            return true;
+            // A routed message waits behind the connection's window (and behind those already
+            // waiting, to keep their order); anything else goes out at once.
+            let full = c.flight.as_ref().is_some_and(|f| f.in_flight() >= window);
+            if !matches!(msg, Message::Route(_)) || (c.pending_len() == 0 && !full) {
+                self.transmit(conn, &msg);
+                return true;
+            }
         }
         if c.pending_len() >= self.cfg.max_pending_per_peer || self.pending_total >= self.cfg.max_pending_total {
             return false;
         }
         if let Message::Route(r) = &msg {
             self.keep_pending_custody(conn, r);
-            self.arm_setup_check(conn);
+            if !open {
+                self.arm_setup_check(conn);
+            }
         }
         let Some(c) = self.conns.get_mut(&conn) else { return false };
         c.io().pending.push_back(msg);
         self.pending_total += 1;
         true
+    }
+
+    /// How many routed messages one connection carries unacknowledged (sent and not yet
+    /// handed on by the peer): more wait in the connection's queue, so that every message
+    /// written is tracked until the peer has passed it on, and routed again if the connection
+    /// breaks before ([`super::acks`]).
+    pub(super) fn window(&self) -> usize {
+        self.cfg.max_pending_per_peer.max(1) * IN_FLIGHT_PER_QUEUE
+    }
+
+    /// True if a routed message for `to` would find its queue full ([`Node::enqueue`] would
+    /// refuse it).
+    pub(super) fn refuses_route(&self, to: NodeId) -> bool {
+        let full_queue = |pending: usize| {
+            pending >= self.cfg.max_pending_per_peer || self.pending_total >= self.cfg.max_pending_total
+        };
+        let Some(c) = self.peers.get(&to).and_then(|p| p.conn()).and_then(|c| self.conns.get(&c)) else {
+            return false;
+        };
+        if c.closing.is_some() {
+            return true;
+        }
+        let pending = c.pending_len();
+        let full = c.flight.as_ref().is_some_and(|f| f.in_flight() >= self.window());
+        if matches!(c.phase, Phase::Open) && pending == 0 && !full {
+            return false;
+        }
+        full_queue(pending)
+    }
+
+    /// Writes what waits in open `conn`'s queue, as far as its window allows.
+    pub(super) fn flush_window(&mut self, conn: ConnId) {
+        let window = self.window();
+        while let Some(c) = self.conns.get_mut(&conn) {
+            if !matches!(c.phase, Phase::Open) || c.closing.is_some() {
+                return;
+            }
+            let full = c.flight.as_ref().is_some_and(|f| f.in_flight() >= window);
+            let Some(io) = c.io.as_mut() else { return };
+            match io.pending.front() {
+                Some(Message::Route(_)) if full => return,
+                None => return,
+                Some(_) => {}
+            }
+            let Some(m) = io.pending.pop_front() else { return };
+            self.pending_total -= 1;
+            let token = self.take_pending_custody(conn, &m);
+            self.with_custody(token, |n| n.transmit(conn, &m));
+        }
     }
 
     /// Sends `msg` on `conn`: in the clear in plaintext mode (a frame of its own); on an

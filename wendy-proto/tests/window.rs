@@ -1,0 +1,106 @@
+//! A burst larger than what one connection may carry unacknowledged, forwarded to a hop that
+//! stops acknowledging and then crashes. The node used to write the whole burst and track
+//! only the newest 4,096 messages: when the hop was found dead those were routed again and the
+//! rest vanished with the connection, without an error. Every message must be delivered,
+//! handed to another hop or reported to its origin: now at most a window's worth is written
+//! unacknowledged, the next queue's worth waits behind it, and the rest is bounced.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use wendy_proto::harness::script;
+use wendy_proto::harness::secure_peer::Relay;
+use wendy_proto::wire::{Message, Route};
+use wendy_proto::{Event, Instant, NodeError, Output};
+
+/// More than a connection's window and queue hold at the defaults (4,096 and 1,024).
+const BURST: u64 = 6_000;
+/// Messages per sealed record from A.
+const RECORD: u64 = 100;
+
+#[test]
+fn a_burst_past_the_window_to_a_hop_that_dies_is_never_lost() {
+    let mut now = Instant::from_secs(1);
+    let Relay { mut node, mut a, conn_a, mut b, conn_b } = Relay::new(now);
+    let (aid, bid) = (a.info().id, b.info().id);
+    let payload = Bytes::from(vec![0xab; 16]);
+
+    let mut written_to_b = 0u64;
+    let mut to_a = BTreeSet::new();
+    let mut bounced = BTreeSet::new();
+    let (mut delivered, mut reported) = (0u64, 0u64);
+    let mut b_open = true;
+    let mut tally = |outs: &[Output], a: &mut wendy_proto::harness::secure_peer::SecurePeer| {
+        for o in outs {
+            match o {
+                Output::Deliver(d) if d.purpose == 16 => delivered += 1,
+                Output::Event(Event::Error(NodeError::Undeliverable { purpose: 16, .. })) => reported += 1,
+                _ => {}
+            }
+        }
+        for m in a.open_outputs(outs, conn_a).expect("A opens what the node sends it") {
+            match m {
+                Message::Route(r) if r.purpose == 16 => {
+                    to_a.insert(r.seq);
+                }
+                Message::Bounce { seq, purpose: 16, .. } => {
+                    bounced.insert(seq);
+                }
+                _ => {}
+            }
+        }
+    };
+
+    // The burst from A, all of it for B.
+    for first in (0..BURST).step_by(RECORD as usize) {
+        let msgs: Vec<Message> = (first..first + RECORD)
+            .map(|seq| {
+                Message::Route(Route { key: bid, purpose: 16, origin: aid, hops: 0, seq, payload: payload.clone() })
+            })
+            .collect();
+        node.handle_bytes(now, conn_a, a.seal(&msgs).expect("seal"));
+        let outs = script::drain(&mut node);
+        written_to_b += b
+            .open_outputs(&outs, conn_b)
+            .expect("B opens what the node sends it")
+            .iter()
+            .filter(|m| matches!(m, Message::Route(_)))
+            .count() as u64;
+        tally(&outs, &mut a);
+    }
+    // The hop that acknowledges nothing is sent one window's worth, no more; a window and a
+    // queue are held for it, and what is left over is reported to its origin at once.
+    assert_eq!(written_to_b, 4_096);
+
+    // B reads but acknowledges nothing, then crashes; every dial to it fails.
+    let end = now + Duration::from_secs(300);
+    while let Some(t) = node.poll_timeout().filter(|&t| t <= end) {
+        now = t;
+        node.handle_timeout(now);
+        if b_open && now >= Instant::from_secs(4) {
+            node.handle_closed(now, conn_b);
+            b_open = false;
+        }
+        let outs = script::drain(&mut node);
+        if b_open {
+            b.open_outputs(&outs, conn_b).expect("B opens");
+        }
+        b_open &= !script::closed(&outs, conn_b);
+        for conn in script::connects(&outs) {
+            node.handle_connect_failed(now, conn);
+        }
+        tally(&outs, &mut a);
+        let outs = script::drain(&mut node);
+        tally(&outs, &mut a);
+    }
+    let accounted = delivered + to_a.len() as u64 + bounced.len() as u64 + reported;
+    assert_eq!(
+        accounted,
+        BURST,
+        "delivered {delivered}, handed to A {}, bounced {}, reported {reported}; {written_to_b} were written to B",
+        to_a.len(),
+        bounced.len()
+    );
+    assert_eq!(bounced.len() as u64, BURST - 4_096 - 1_024, "the overflow is bounced to its origin");
+}
