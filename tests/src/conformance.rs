@@ -635,6 +635,91 @@ pub fn batches_and_slow_app<D: Driver>(driver: &D, seed: u64) {
     assert!(seen.is_none(), "[{}] part of a refused batch was delivered: {seen:?}", D::NAME);
 }
 
+/// A chain A -> B -> C under load, with small windows (`max_pending_per_peer` 8: 32 messages
+/// unacknowledged per connection) and small event queues: B's application relays every
+/// message delivered to it on to C and, while its node refuses a send with `Backpressure`,
+/// waits and tries again without reading its events; C's application is slow; A sends as fast
+/// as its node takes them. B's node must keep reading C's acknowledgements while its
+/// application lags (else neither moves again), and every message reaches C exactly once.
+pub fn relay_waits_for_room<D: Driver>(driver: &D, seed: u64) {
+    const N: u64 = 2000;
+    const RELAY: u8 = PURPOSE + 1;
+    let mut rng = Rng::new(seed);
+    let ids: Vec<NodeId> = (0..3).map(|_| NodeId::from_u128(rng.next_u128())).collect();
+    let cfg = |id| {
+        let mut c = test_config(id);
+        c.max_pending_per_peer = 8;
+        c
+    };
+    let a = driver.start(cfg(ids[0])).expect("A starts");
+    let b = driver.start_relay(cfg(ids[1]), 4, ids[2], RELAY).expect("B starts");
+    let c = driver.start_slow_app(cfg(ids[2]), 4, Duration::from_millis(2)).expect("C starts");
+    for n in [&b, &c] {
+        n.join(a.addr(), JOIN_TIMEOUT).expect("joins");
+    }
+    let busy = wendy_proto::CommandError::Backpressure.to_string();
+    let end = Instant::now() + Duration::from_secs(60);
+    for k in 0..N {
+        let payload = Bytes::copy_from_slice(&k.to_be_bytes());
+        loop {
+            match a.send(ids[1], RELAY, payload.clone()) {
+                Ok(()) => break,
+                Err(e) if e.contains(&busy) && Instant::now() < end => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => panic!("[{} seed {seed}] A's send {k}: {e}", D::NAME),
+            }
+        }
+    }
+    let mut seen = vec![0u32; N as usize];
+    let mut errors = Vec::new();
+    let mut got = 0;
+    while got < N && Instant::now() < end {
+        match c.events().recv_timeout(Duration::from_millis(100)) {
+            Ok(Ev::Deliver(d)) if d.purpose == RELAY && d.payload.len() == 8 => {
+                let mut k = [0u8; 8];
+                k.copy_from_slice(&d.payload);
+                seen[u64::from_be_bytes(k) as usize] += 1;
+                got += 1;
+            }
+            Ok(Ev::Event(Event::Error(e))) => errors.push(e.to_string()),
+            _ => {}
+        }
+    }
+    for n in [&a, &b] {
+        while let Ok(ev) = n.events().try_recv() {
+            if let Ev::Event(Event::Error(e)) = ev {
+                errors.push(e.to_string());
+            }
+        }
+    }
+    let missing = seen.iter().filter(|&&x| x == 0).count();
+    let twice = seen.iter().filter(|&&x| x > 1).count();
+    let state: Vec<String> = [&a, &b, &c]
+        .iter()
+        .map(|n| match n.metrics() {
+            Some(m) => format!(
+                "delivered {} forwarded {} reroutes {} undeliverable {} pending {} queued {} bytes, events dropped {}",
+                m.stats.delivered,
+                m.stats.forwarded,
+                m.stats.reroutes,
+                m.stats.undeliverable,
+                m.pending_messages,
+                m.queued_bytes,
+                m.events_dropped
+            ),
+            None => "stopped".into(),
+        })
+        .collect();
+    assert!(
+        missing == 0 && twice == 0,
+        "[{} seed {seed}] of {N} relayed messages {missing} never reached C, {twice} twice; A, B, C: {state:?}; errors: {:?}",
+        D::NAME,
+        &errors[..errors.len().min(5)]
+    );
+    for n in [a, b, c] {
+        n.leave();
+    }
+}
+
 /// A node is frozen (as `SIGSTOP` would freeze its process: its task stops, its listener and
 /// connections stay open) while several senders route messages towards keys it is the root
 /// of and towards keys whose first hop it is. Every message is then delivered exactly once,
@@ -903,6 +988,10 @@ macro_rules! conformance_tests {
         #[test]
         fn batches_and_slow_app() {
             $crate::conformance::batches_and_slow_app(&$driver, 23);
+        }
+        #[test]
+        fn relay_waits_for_room() {
+            $crate::conformance::relay_waits_for_room(&$driver, 41);
         }
         #[test]
         fn direct_and_hook() {

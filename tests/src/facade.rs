@@ -57,6 +57,47 @@ pub async fn pump_slowly<F: Future<Output = ()>>(mut rx: Events, tx: mpsc::Sende
     }
 }
 
+/// A relaying application that waits for room to send before it reads on: each delivery of
+/// `purpose` is routed on towards `to`, the send tried again `pause()` later for as long as the
+/// node refuses it with `Backpressure`, and no event is read meanwhile. Other events are passed
+/// to the test. A send refused for another reason is passed on as a `QueueFull` error event.
+pub async fn relay<F: Future<Output = ()>>(
+    mut rx: Events,
+    sender: wendy_driver::Sender,
+    to: NodeId,
+    purpose: u8,
+    tx: mpsc::Sender<Ev>,
+    pause: impl Fn() -> F,
+) {
+    let mut batch = Vec::new();
+    while rx.recv_batch(&mut batch).await > 0 {
+        for ev in batch.drain(..) {
+            let NodeEvent::Deliver(d) = ev else {
+                if !forward(ev, &tx) {
+                    return;
+                }
+                continue;
+            };
+            if d.purpose != purpose {
+                if !forward(NodeEvent::Deliver(d), &tx) {
+                    return;
+                }
+                continue;
+            }
+            loop {
+                match sender.send(to, purpose, d.payload.clone()).await {
+                    Ok(()) => break,
+                    Err(wendy_driver::Error::Command(wendy_proto::CommandError::Backpressure)) => pause().await,
+                    Err(_) => {
+                        let _ = tx.send(Ev::Event(Event::Error(wendy_proto::NodeError::QueueFull { peer: None })));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Sends `ev` to the test if it is one of the facade's; false once the test is gone.
 fn forward(ev: NodeEvent, tx: &mpsc::Sender<Ev>) -> bool {
     convert(ev).is_none_or(|ev| tx.send(ev).is_ok())
@@ -112,6 +153,15 @@ pub trait Driver: Sync {
         config: Config,
         event_capacity: usize,
         pause: Duration,
+    ) -> std::io::Result<Box<dyn TestNode>>;
+    /// Starts a node whose application relays what is delivered to it with `purpose` towards
+    /// `to` ([`relay`]), through an event queue of `event_capacity`.
+    fn start_relay(
+        &self,
+        config: Config,
+        event_capacity: usize,
+        to: NodeId,
+        purpose: u8,
     ) -> std::io::Result<Box<dyn TestNode>>;
     /// Starts a node that runs the storage layer.
     fn start_with_store(&self, config: Config, store: wendy_driver::StoreOptions)

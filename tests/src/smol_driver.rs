@@ -8,7 +8,7 @@ use bytes::Bytes;
 use wendy_proto::{Config, ForwardHook, Forwarding, Node, NodeId, NodeInfo, Target};
 use wendy_smol::{NodeHandle, Options};
 
-use crate::facade::{pump, pump_slowly, Driver, Ev, TestNode};
+use crate::facade::{pump, pump_slowly, relay, Driver, Ev, TestNode};
 
 /// Runs nodes under smol.
 #[derive(Debug, Default)]
@@ -45,6 +45,24 @@ impl Driver for SmolDriver {
             smol::Timer::after(pause).await;
         }))
         .detach();
+        Ok(Box::new(SmolNode { handle, events }))
+    }
+    fn start_relay(
+        &self,
+        config: Config,
+        event_capacity: usize,
+        to: NodeId,
+        purpose: u8,
+    ) -> std::io::Result<Box<dyn TestNode>> {
+        let mut opts = Options::default();
+        opts.event_capacity = event_capacity;
+        let mut handle = smol::block_on(NodeHandle::start_with(config, opts)).map_err(std::io::Error::other)?;
+        let rx = handle.take_events().expect("events not taken yet");
+        let (tx, events) = mpsc::channel();
+        let pause = || async {
+            smol::Timer::after(Duration::from_millis(1)).await;
+        };
+        smol::spawn(relay(rx, handle.sender(), to, purpose, tx, pause)).detach();
         Ok(Box::new(SmolNode { handle, events }))
     }
     fn start_with_store(

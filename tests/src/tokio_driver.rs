@@ -8,7 +8,7 @@ use bytes::Bytes;
 use wendy_proto::{Config, ForwardHook, Forwarding, Node, NodeId, NodeInfo, Target};
 use wendy_tokio::{NodeHandle, Options};
 
-use crate::facade::{pump, pump_slowly, Driver, Ev, TestNode};
+use crate::facade::{pump, pump_slowly, relay, Driver, Ev, TestNode};
 
 /// Runs nodes under Tokio.
 #[derive(Debug, Default)]
@@ -55,6 +55,23 @@ impl Driver for TokioDriver {
         let rx = handle.take_events().expect("events not taken yet");
         let (tx, events) = mpsc::channel();
         rt.spawn(pump_slowly(rx, tx, move || tokio::time::sleep(pause)));
+        Ok(Box::new(TokioNode { handle, events }))
+    }
+    fn start_relay(
+        &self,
+        config: Config,
+        event_capacity: usize,
+        to: NodeId,
+        purpose: u8,
+    ) -> std::io::Result<Box<dyn TestNode>> {
+        let rt = runtime();
+        let mut opts = Options::default();
+        opts.event_capacity = event_capacity;
+        let mut handle = rt.block_on(NodeHandle::start_with(config, opts)).map_err(std::io::Error::other)?;
+        let rx = handle.take_events().expect("events not taken yet");
+        let (tx, events) = mpsc::channel();
+        let pause = || tokio::time::sleep(Duration::from_millis(1));
+        rt.spawn(relay(rx, handle.sender(), to, purpose, tx, pause));
         Ok(Box::new(TokioNode { handle, events }))
     }
     fn start_with_store(

@@ -18,6 +18,12 @@ use crate::{Error, EventSender, Forwarded, Metrics, NodeEvent, Options};
 use crate::node_io::{hand_over, Batch, Conn};
 pub(crate) use crate::node_io::{Io, Link, Net};
 
+/// While the application lags, deliveries wait in the driver up to this many connection
+/// windows' worth (65,536 at the default `max_pending_per_peer`) before the node stops reading
+/// the network: as many peers as this can each fill their window towards a node whose
+/// application lags without stopping it.
+pub(crate) const LAG_WINDOWS: usize = 16;
+
 /// The node task's state, apart from the runtime: the [`Node`], its connections' batches, the
 /// events of the round and the callers waiting for a join.
 ///
@@ -25,9 +31,10 @@ pub(crate) use crate::node_io::{Io, Link, Net};
 /// ([`handle_timeout`](Self::handle_timeout), [`on_net`](Self::on_net),
 /// [`on_readable`](Self::on_readable), [`on_commands`](Self::on_commands)), then
 /// [`flush`](Self::flush); sleep until
-/// [`deadline`](Self::deadline) or the next input, not reading the network while
-/// [`is_lagging`](Self::is_lagging) (wait for [`EventSender::room`] instead) and not taking
-/// commands while [`is_congested`](Self::is_congested).
+/// [`deadline`](Self::deadline) or the next input (and [`EventSender::room`] while
+/// [`is_lagging`](Self::is_lagging)), not reading the network while
+/// [`is_saturated`](Self::is_saturated) and not taking commands while
+/// [`is_congested`](Self::is_congested).
 pub(crate) struct Core<R: Io> {
     node: Node,
     /// The storage layer, if the node runs one.
@@ -45,11 +52,16 @@ pub(crate) struct Core<R: Io> {
     batched: usize,
     events: EventSender,
     /// Events of the current round, and events waiting for the application to make room.
-    /// While the application lags the node reads no network input: a slow application slows
-    /// its peers down instead of losing deliveries.
+    /// While the application lags, the node keeps reading the network (acknowledgements
+    /// included) but does not report what it delivers handed on
+    /// ([`Node::set_application_lagging`]): each peer's window bounds what it sends on, so a
+    /// slow application slows its peers down instead of losing deliveries or stalling its
+    /// own sends. Past [`LAG_WINDOWS`] windows' worth waiting here, it stops reading too.
     outbox: Vec<NodeEvent>,
     /// True while the application has no room for `outbox`.
     lagging: bool,
+    /// What the node was last told of `lagging`.
+    node_lagging: bool,
     /// The connections to read: left over from the last round, then those reported since.
     readable: Vec<ConnId>,
     /// The connections with more to read than a round's share (the memory is kept).
@@ -96,6 +108,7 @@ impl<R: Io> Core<R> {
             events,
             outbox: Vec::new(),
             lagging: false,
+            node_lagging: false,
             readable: Vec::new(),
             read_again: Vec::new(),
             read_buf: BytesMut::new(),
@@ -167,7 +180,7 @@ impl<R: Io> Core<R> {
     /// few reads each and [`READS_PER_ROUND`] in all, feeding the node what they have; those
     /// with more, and those not reached, are read next round first
     /// ([`has_unread`](Self::has_unread)). Call it only while not
-    /// [`is_lagging`](Self::is_lagging): a node whose application lags reads nothing.
+    /// [`is_saturated`](Self::is_saturated).
     pub fn on_readable(&mut self, rt: &mut R) {
         let mut ready = std::mem::take(&mut self.readable);
         rt.take_readable(&mut ready);
@@ -275,6 +288,14 @@ impl<R: Io> Core<R> {
         // while the frames of the round (acknowledgements, mostly, when a message is
         // delivered) can go out while it runs.
         self.publish();
+        if self.node_lagging != self.lagging {
+            // The node hands on (or stops handing on) what it delivered: the acknowledgements
+            // that say so go out with this round's frames.
+            self.node_lagging = self.lagging;
+            self.tick();
+            self.node.set_application_lagging(self.clock, self.lagging);
+            self.drain(rt);
+        }
         self.batched = 0;
         let mut slow = Vec::new();
         for conn in std::mem::take(&mut self.dirty) {
@@ -349,10 +370,21 @@ impl<R: Io> Core<R> {
         None
     }
 
-    /// True while the application has no room for more events: read no network input until
-    /// [`EventSender::room`] resolves.
+    /// True while the application has no room for more events: wait for
+    /// [`EventSender::room`] too.
     pub fn is_lagging(&self) -> bool {
         self.lagging
+    }
+
+    /// True while the application lags by [`LAG_WINDOWS`] connection windows of deliveries
+    /// more than its queue holds: read no network input until [`EventSender::room`] resolves.
+    ///
+    /// Until then the node reads on, so that it answers its peers' probes and reads their
+    /// acknowledgements: a node that stops reading looks dead to its peers once their probes
+    /// time out, and they route its keys elsewhere.
+    pub fn is_saturated(&self) -> bool {
+        let window = self.node.config().max_pending_per_peer.max(1) * 4;
+        self.lagging && self.outbox.len() >= window.saturating_mul(LAG_WINDOWS).max(self.opts.event_capacity)
     }
 
     /// True while more than [`Options::max_queued_bytes`] wait to be written: take no

@@ -208,6 +208,7 @@ pub(crate) async fn run<R: Runtime>(
             _ => {}
         }
         let lagging = core.is_lagging();
+        let saturated = core.is_saturated();
         let unread = core.has_unread();
         let congested = core.is_congested(&io);
         let events = core.events();
@@ -220,7 +221,8 @@ pub(crate) async fn run<R: Runtime>(
             }
             if lagging {
                 w.room = events.poll_room(cx).is_ready();
-            } else {
+            }
+            if !saturated {
                 w.readable = unread || readable.poll(cx).is_ready();
                 // The driver holds a sender itself: the channel never closes here.
                 if let Poll::Ready(ev) = net_rx.as_mut().poll_next(cx) {

@@ -18,8 +18,12 @@ pub struct Options {
     /// this size).
     pub read_buffer: usize,
     /// Events handed to the application and not yet read, at most. Past it the node keeps
-    /// deliveries (and stops reading the network until the application catches up); other
-    /// events beyond twice this are dropped and counted.
+    /// deliveries and tells its peers it has not handed them on, so that each peer's window
+    /// (4 x `Config::max_pending_per_peer` messages per connection) bounds what waits; it
+    /// reads on (probes and acknowledgements are answered, so an application that waits for
+    /// room to send before it reads its events cannot stall its node), and stops reading the
+    /// network only once 16 windows' worth of deliveries wait. Other events beyond twice this
+    /// are dropped and counted.
     pub event_capacity: usize,
     /// Capacity of the command channel.
     pub command_capacity: usize,

@@ -104,3 +104,36 @@ fn a_burst_past_the_window_to_a_hop_that_dies_is_never_lost() {
     );
     assert_eq!(bounced.len() as u64, BURST - 4_096 - 1_024, "the overflow is bounced to its origin");
 }
+
+/// While the application lags, what is delivered here is acknowledged as received but not
+/// handed on: the sender keeps its copies, and its window bounds what it sends on.
+#[test]
+fn deliveries_are_handed_on_once_the_application_has_room() {
+    let now = Instant::from_secs(1);
+    let Relay { mut node, mut a, conn_a, .. } = Relay::new(now);
+    let (aid, me) = (a.info().id, node.id());
+    let acks = |outs: &[Output], a: &mut wendy_proto::harness::secure_peer::SecurePeer| -> Vec<(u64, u64)> {
+        a.open_outputs(outs, conn_a)
+            .expect("A opens")
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Ack { count, passed } => Some((count, passed)),
+                _ => None,
+            })
+            .collect()
+    };
+    let to_me = |seq| Message::Route(Route { key: me, purpose: 16, origin: aid, hops: 0, seq, payload: Bytes::new() });
+
+    node.set_application_lagging(now, true);
+    node.handle_bytes(now, conn_a, a.seal(&[to_me(1), to_me(2)]).expect("seal"));
+    let outs = script::drain(&mut node);
+    assert_eq!(outs.iter().filter(|o| matches!(o, Output::Deliver(_))).count(), 2, "delivered all the same");
+    assert_eq!(acks(&outs, &mut a), vec![(2, 0)], "received, not handed on");
+
+    node.set_application_lagging(now, false);
+    assert_eq!(acks(&script::drain(&mut node), &mut a), vec![(2, 2)]);
+
+    // Not lagging: handed on at once.
+    node.handle_bytes(now, conn_a, a.seal(&[to_me(3)]).expect("seal"));
+    assert_eq!(acks(&script::drain(&mut node), &mut a), vec![(3, 3)]);
+}

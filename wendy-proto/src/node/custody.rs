@@ -70,6 +70,11 @@ pub(super) struct Custody {
     orphans: VecDeque<(NodeId, InFlight)>,
     /// The tokens passed on by one acknowledgement (kept to reuse its memory).
     pub(super) buf: Vec<Token>,
+    /// True while the application has no room for deliveries ([`Node::set_application_lagging`]).
+    pub(super) app_lagging: bool,
+    /// Routed messages delivered here while the application lagged: handed on once it has
+    /// room again.
+    awaiting_app: VecDeque<Token>,
 }
 
 impl Custody {
@@ -78,6 +83,7 @@ impl Custody {
         self.pending.capacity() * core::mem::size_of::<(ConnId, NodeId, u64, Token)>()
             + self.orphans.capacity() * core::mem::size_of::<(NodeId, InFlight)>()
             + self.buf.capacity() * core::mem::size_of::<Token>()
+            + self.awaiting_app.capacity() * core::mem::size_of::<Token>()
     }
 
     /// Messages held for others, for the invariant checks.
@@ -92,6 +98,46 @@ impl Custody {
 }
 
 impl Node {
+    /// Tells the node whether its application has room for more deliveries (a driver calls it
+    /// when its event queue fills up and when it drains).
+    ///
+    /// While the application lags, routed messages delivered here are acknowledged as
+    /// received but not reported handed on, so their senders keep their copies, and each
+    /// connection's window ([`Config::max_pending_per_peer`](crate::Config) times 4) bounds
+    /// what its peer sends on before the application catches up. So a driver can keep reading
+    /// the network, acknowledgements included, while the application lags, and an
+    /// application that waits for room to send (refused with
+    /// [`CommandError::Backpressure`](crate::CommandError::Backpressure)) before it reads its
+    /// events cannot stall its own node. When it has room again, they are reported handed on
+    /// at once.
+    pub fn set_application_lagging(&mut self, now: Instant, lagging: bool) {
+        if self.custody.app_lagging == lagging {
+            return;
+        }
+        let _ = self.tick_now(now);
+        self.custody.app_lagging = lagging;
+        if !lagging {
+            let mut tokens = std::mem::take(&mut self.custody.awaiting_app);
+            for t in tokens.drain(..) {
+                self.pass_custody(t);
+            }
+            if tokens.capacity() <= 64 {
+                self.custody.awaiting_app = tokens;
+            }
+            self.finish();
+        }
+    }
+
+    /// A routed message with the current custody was delivered here: handed on now, or once
+    /// the application has room ([`Node::set_application_lagging`]).
+    pub(super) fn delivered_in_custody(&mut self) {
+        if self.custody.app_lagging {
+            if let Some(t) = self.custody.ctx.take() {
+                self.custody.awaiting_app.push_back(t);
+            }
+        }
+    }
+
     /// How long a peer may hold a message it received from us before it is probed: the
     /// longest it can wait for a suspected root ([`crate::Config::neighbour_probing_time`])
     /// plus a reroute (two `ack_timeout_max`), and one `ack_timeout_max` for its report.
