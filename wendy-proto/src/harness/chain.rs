@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::id::NodeId;
-use crate::output::{ConnId, Output};
+use crate::output::{CommandError, ConnId, Output};
 use crate::time::Instant;
 use crate::Node;
 
@@ -63,9 +63,12 @@ impl Chain {
             if sent < n {
                 let t = now();
                 for _ in 0..BATCH {
-                    self.nodes[0].send(t, b, RELAY, payload.clone()).expect("send");
+                    // Refused while A's window towards B is full: sent in a later round.
+                    if self.nodes[0].send(t, b, RELAY, payload.clone()) == Err(CommandError::Backpressure) {
+                        break;
+                    }
+                    sent += 1;
                 }
-                sent += BATCH as u64;
             }
             got += self.round(now());
         }
@@ -96,9 +99,20 @@ impl Chain {
                     _ => {}
                 }
             }
-            for p in self.relays.drain(..) {
-                self.nodes[i].send(t, c, PURPOSE, p).expect("relay");
+            // Only B delivers RELAY messages. What its window towards C refuses is relayed in
+            // a later round.
+            if i != 1 {
+                continue;
             }
+            let mut refused = Vec::new();
+            for p in self.relays.drain(..) {
+                match self.nodes[i].send(t, c, PURPOSE, p.clone()) {
+                    Ok(()) => {}
+                    Err(CommandError::Backpressure) => refused.push(p),
+                    Err(e) => panic!("relay: {e}"),
+                }
+            }
+            self.relays = refused;
         }
         for ((j, conn), buf) in self.wire.iter_mut() {
             if !buf.is_empty() {
