@@ -16,7 +16,8 @@ pub struct Metrics {
     pub routing_table_size: usize,
     /// Connections open or being set up.
     pub connections: usize,
-    /// Messages waiting for a connection to a peer (or for the join to finish).
+    /// Messages waiting for a connection to a peer or for room in its window (or for the join
+    /// to finish).
     pub pending_messages: usize,
     /// Bytes waiting to be written to sockets.
     pub queued_bytes: usize,

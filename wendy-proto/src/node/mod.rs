@@ -39,7 +39,6 @@ use crate::neighbourhood::Neighbourhood;
 use crate::output::{CommandError, ConnId, Event, ForwardHook, NodeError, Output, Stats, Target};
 use crate::rng::Rng;
 use crate::routing_table::{RoutingTable, UNKNOWN_PROXIMITY};
-use crate::secure::CryptoRng;
 use crate::time::Instant;
 use crate::wire::{Direct, Message, Route};
 
@@ -68,8 +67,9 @@ const OUT_BURST: usize = 64;
 pub struct Node {
     cfg: Config,
     rng: Rng,
-    /// The cryptographic generator: seeds of handshake ephemeral keys.
-    crypto: CryptoRng,
+    /// Seeds drawn from the cryptographic generator (handshake ephemeral keys;
+    /// [`crate::secure::crypto_draw`]).
+    crypto_draws: u64,
     /// Our static key pair.
     identity: Identity,
     state: State,
@@ -166,15 +166,20 @@ impl Node {
     pub fn new(config: Config, now: Instant) -> Result<Self, ConfigError> {
         config.validate()?;
         let me = config.info.id;
-        let mut crypto = CryptoRng::new(session::crypto_seed(&config));
-        let identity = config.identity.clone().unwrap_or_else(|| Identity::from_secret(crypto.seed()));
+        let crypto = session::crypto_seed(&config);
+        let mut crypto_draws = 0;
+        let mut draw = || {
+            crypto_draws += 1;
+            crate::secure::crypto_draw(crypto, crypto_draws - 1)
+        };
+        let identity = config.identity.clone().unwrap_or_else(|| Identity::from_secret(draw()));
         // Message numbers start at random (the driver's entropy), so that a restarted node's
         // numbers do not repeat its previous life's.
-        let seq_seed = crypto.seed();
+        let seq_seed = draw();
         let route_seq = u64::from_be_bytes(seq_seed[..8].try_into().unwrap_or_default());
         let mut node = Node {
             rng: Rng::new(config.seed),
-            crypto,
+            crypto_draws,
             identity,
             state: State::Alone,
             leaf: LeafSet::new(me, config.leaf_set_size),
@@ -546,8 +551,9 @@ impl Node {
         self.table_members().len()
     }
 
-    /// Messages queued inside the node (per-peer queues, messages held while joining, and
-    /// rerouted messages waiting for a suspected root's probe to settle).
+    /// Messages queued inside the node (per-peer queues: while a connection is set up, or
+    /// behind its window; messages held while joining; rerouted messages waiting for a
+    /// suspected root's probe to settle).
     pub fn pending_messages(&self) -> usize {
         self.pending_total
     }

@@ -271,7 +271,8 @@ impl Node {
     /// A handshake for a connection, its ephemeral key drawn from a fresh seed.
     fn new_handshake(&mut self, initiator: bool) -> Result<Handshake, snow::Error> {
         let psk = self.cfg.credentials.as_ref().and_then(|c| c.psk());
-        let seed = self.crypto.seed();
+        let seed = crate::secure::crypto_draw(crypto_seed(&self.cfg), self.crypto_draws);
+        self.crypto_draws += 1;
         Handshake::new(initiator, &self.identity, psk.as_ref(), seed)
     }
 
