@@ -637,10 +637,11 @@ pub fn batches_and_slow_app<D: Driver>(driver: &D, seed: u64) {
 
 /// A chain A -> B -> C under load, with small windows (`max_pending_per_peer` 8: 32 messages
 /// unacknowledged per connection) and small event queues: B's application relays every
-/// message delivered to it on to C and, while its node refuses a send with `Backpressure`,
-/// waits and tries again without reading its events; C's application is slow; A sends as fast
-/// as its node takes them. B's node must keep reading C's acknowledgements while its
-/// application lags (else neither moves again), and every message reaches C exactly once.
+/// message delivered to it on to C, waiting in `send` while B's window towards C is full (and
+/// trying again if refused with `Backpressure`) without reading its events; C's application
+/// is slow; A sends as fast as its node takes them. B's node must keep reading C's
+/// acknowledgements while its application lags (else neither moves again), and every message
+/// reaches C exactly once.
 pub fn relay_waits_for_room<D: Driver>(driver: &D, seed: u64) {
     const N: u64 = 2000;
     const RELAY: u8 = PURPOSE + 1;
@@ -716,6 +717,47 @@ pub fn relay_waits_for_room<D: Driver>(driver: &D, seed: u64) {
         &errors[..errors.len().min(5)]
     );
     for n in [a, b, c] {
+        n.leave();
+    }
+}
+
+/// A send waits for room in the next hop's window, at most `Options::send_wait`, and is then
+/// refused with `Backpressure`: B's application stops reading its events, so B hands on
+/// nothing delivered to it and A's window towards B (32 messages, and a queue of 8) stays
+/// full. B's node keeps answering meanwhile.
+pub fn send_waits_for_room<D: Driver>(driver: &D, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let ids: Vec<NodeId> = (0..2).map(|_| NodeId::from_u128(rng.next_u128())).collect();
+    let cfg = |id| {
+        let mut c = test_config(id);
+        c.max_pending_per_peer = 8;
+        c
+    };
+    let wait = Duration::from_millis(600);
+    let mut opts = wendy_driver::Options::default();
+    opts.send_wait = wait;
+    let a = driver.start_with_options(cfg(ids[0]), opts).expect("A starts");
+    // Reads one batch of events, then none for an hour.
+    let b = driver.start_slow_app(cfg(ids[1]), 4, Duration::from_secs(3600)).expect("B starts");
+    b.join(a.addr(), JOIN_TIMEOUT).expect("joins");
+    let busy = wendy_proto::CommandError::Backpressure.to_string();
+    let mut sent = 0u64;
+    let waited = loop {
+        assert!(sent < 10_000, "[{} seed {seed}] {sent} sends to a node that hands nothing on went through", D::NAME);
+        let t = Instant::now();
+        match a.send(ids[1], PURPOSE, Bytes::from_static(b"x")) {
+            Ok(()) => sent += 1,
+            Err(e) if e.contains(&busy) => break t.elapsed(),
+            Err(e) => panic!("[{} seed {seed}] send {sent}: {e}", D::NAME),
+        }
+    };
+    assert!(sent >= 40, "[{} seed {seed}] refused after {sent} sends, before the window and queue filled", D::NAME);
+    assert!(waited >= wait - Duration::from_millis(50), "[{} seed {seed}] refused after {waited:?}", D::NAME);
+    assert!(a.query(|n| n.pending_messages()).is_some_and(|p| p > 0));
+    assert!(b.query(|n| n.is_ready()).unwrap_or(false), "[{}] B's node stopped answering", D::NAME);
+    let stats = a.stats().expect("A runs");
+    assert_eq!(stats.reroutes, 0, "[{}] B was routed round: its node looked dead", D::NAME);
+    for n in [a, b] {
         n.leave();
     }
 }
@@ -992,6 +1034,10 @@ macro_rules! conformance_tests {
         #[test]
         fn relay_waits_for_room() {
             $crate::conformance::relay_waits_for_room(&$driver, 41);
+        }
+        #[test]
+        fn send_waits_for_room() {
+            $crate::conformance::send_waits_for_room(&$driver, 43);
         }
         #[test]
         fn direct_and_hook() {

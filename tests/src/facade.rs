@@ -154,6 +154,8 @@ pub trait Driver: Sync {
         event_capacity: usize,
         pause: Duration,
     ) -> std::io::Result<Box<dyn TestNode>>;
+    /// Starts a node with the driver's options `opts`.
+    fn start_with_options(&self, config: Config, opts: wendy_driver::Options) -> std::io::Result<Box<dyn TestNode>>;
     /// Starts a node whose application relays what is delivered to it with `purpose` towards
     /// `to` ([`relay`]), through an event queue of `event_capacity`.
     fn start_relay(

@@ -47,6 +47,13 @@ impl Driver for SmolDriver {
         .detach();
         Ok(Box::new(SmolNode { handle, events }))
     }
+    fn start_with_options(&self, config: Config, opts: Options) -> std::io::Result<Box<dyn TestNode>> {
+        let mut handle = smol::block_on(NodeHandle::start_with(config, opts)).map_err(std::io::Error::other)?;
+        let rx = handle.take_events().expect("events not taken yet");
+        let (tx, events) = mpsc::channel();
+        smol::spawn(pump(rx, tx)).detach();
+        Ok(Box::new(SmolNode { handle, events }))
+    }
     fn start_relay(
         &self,
         config: Config,

@@ -57,6 +57,14 @@ impl Driver for TokioDriver {
         rt.spawn(pump_slowly(rx, tx, move || tokio::time::sleep(pause)));
         Ok(Box::new(TokioNode { handle, events }))
     }
+    fn start_with_options(&self, config: Config, opts: Options) -> std::io::Result<Box<dyn TestNode>> {
+        let rt = runtime();
+        let mut handle = rt.block_on(NodeHandle::start_with(config, opts)).map_err(std::io::Error::other)?;
+        let rx = handle.take_events().expect("events not taken yet");
+        let (tx, events) = mpsc::channel();
+        rt.spawn(pump(rx, tx));
+        Ok(Box::new(TokioNode { handle, events }))
+    }
     fn start_relay(
         &self,
         config: Config,

@@ -62,6 +62,8 @@ pub(crate) struct Core<R: Io> {
     lagging: bool,
     /// What the node was last told of `lagging`.
     node_lagging: bool,
+    /// A send waiting for room in the node ([`held`]).
+    held: Option<held::Held>,
     /// The connections to read: left over from the last round, then those reported since.
     readable: Vec<ConnId>,
     /// The connections with more to read than a round's share (the memory is kept).
@@ -109,6 +111,7 @@ impl<R: Io> Core<R> {
             outbox: Vec::new(),
             lagging: false,
             node_lagging: false,
+            held: None,
             readable: Vec::new(),
             read_again: Vec::new(),
             read_buf: BytesMut::new(),
@@ -265,7 +268,7 @@ impl<R: Io> Core<R> {
         self.tick();
         let mut stop = self.on_command(rt, first);
         let mut n = 0u32;
-        while stop.is_none() && !self.is_congested(rt) {
+        while stop.is_none() && !self.is_congested(rt) && !self.is_holding() {
             match next() {
                 Some(cmd) => stop = self.on_command(rt, cmd),
                 None => break,
@@ -287,6 +290,7 @@ impl<R: Io> Core<R> {
         // Events first: the application's answer to a delivery is what a peer waits for,
         // while the frames of the round (acknowledgements, mostly, when a message is
         // delivered) can go out while it runs.
+        self.retry_held(rt);
         self.publish();
         if self.node_lagging != self.lagging {
             // The node hands on (or stops handing on) what it delivered: the acknowledgements
@@ -349,10 +353,7 @@ impl<R: Io> Core<R> {
             (a, b) => a.or(b),
         };
         let node = node.map(|t| self.origin + std::time::Duration::from_micros(t.as_micros()));
-        match (node, self.leave_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [node, self.leave_deadline, self.held_deadline()].into_iter().flatten().min()
     }
 
     /// After a leave: the callers to answer once the node task has stopped, when the node has
@@ -426,26 +427,12 @@ impl<R: Io> Core<R> {
             // Answered at once, before the frames are written: the sender prepares its next
             // message meanwhile (answering after the write halved the rate of one `send` at a
             // time).
-            Command::Send { key, purpose, payload, reply } => reply.send(self.node.send(now, key, purpose, payload)),
+            // A send the node has no room for waits ([`held`]).
+            Command::Send { key, purpose, payload, reply } => self.send_one(rt, key, purpose, payload, reply),
             Command::SendTo { target, purpose, payload, reply } => {
-                reply.send(self.node.send_to(now, target, purpose, payload));
+                self.send_direct(rt, target, purpose, payload, reply)
             }
-            Command::SendBatch(batch, reply) => {
-                let mut refused = Vec::new();
-                for (i, (key, purpose, payload)) in batch.into_iter().enumerate() {
-                    if let Err(e) = self.node.send(now, key, purpose, payload) {
-                        refused.push((i, e));
-                    }
-                    // Drain now and then: the node's output queue stays small, and the frames
-                    // of a run of sends are sealed together (one record per connection per
-                    // drain, not one per message).
-                    if i % SEND_BATCH_DRAIN == SEND_BATCH_DRAIN - 1 {
-                        self.drain(rt);
-                    }
-                }
-                self.drain(rt);
-                reply.send(refused);
-            }
+            Command::SendBatch(batch, reply) => self.send_many(rt, batch, reply),
             Command::Hook(h) => self.node.set_forward_hook(h),
             Command::Write { key, value, ttl, reply } => {
                 let r = match (self.store.as_mut(), value) {
@@ -622,102 +609,8 @@ impl<R: Io> Core<R> {
     }
 }
 
+mod held;
+pub(crate) use held::SEND_WAIT;
+
 #[cfg(test)]
-mod tests {
-    use std::cell::Cell;
-    use std::rc::Rc;
-
-    use bytes::Bytes;
-
-    use wendy_proto::{Config, NodeId};
-
-    use super::*;
-
-    /// A socket that always has one more byte: a length prefix announcing a 1000-byte frame,
-    /// then the frame's bytes, one per read.
-    struct Endless {
-        reads: Rc<Cell<usize>>,
-    }
-
-    impl Link for Endless {
-        fn queued(&self) -> usize {
-            0
-        }
-
-        fn try_write(&self, buf: &[u8]) -> usize {
-            buf.len()
-        }
-
-        fn queue(&self, _: Bytes) {}
-
-        fn try_read(&self, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-            let i = self.reads.get();
-            self.reads.set(i + 1);
-            buf[0] = [0, 0, 3, 232].get(i).copied().unwrap_or(0);
-            Poll::Ready(Ok(1))
-        }
-    }
-
-    /// Every attached socket is reported readable once.
-    #[derive(Default)]
-    struct Sockets {
-        reported: Vec<ConnId>,
-        reads: Vec<Rc<Cell<usize>>>,
-    }
-
-    impl Io for Sockets {
-        type Stream = ();
-        type Link = Endless;
-
-        fn connect(&mut self, _: ConnId, _: SocketAddr) {}
-
-        fn attach(&mut self, conn: ConnId, _: (), _: SocketAddr) -> Endless {
-            self.reported.push(conn);
-            let reads = Rc::new(Cell::new(0));
-            self.reads.push(reads.clone());
-            Endless { reads }
-        }
-
-        fn take_readable(&mut self, into: &mut Vec<ConnId>) {
-            into.append(&mut self.reported);
-        }
-
-        fn peer_addr(_: &()) -> io::Result<SocketAddr> {
-            Ok(SocketAddr::from(([127, 0, 0, 1], 1)))
-        }
-
-        fn unwritten(&self) -> usize {
-            0
-        }
-
-        fn tasks(&self) -> usize {
-            0
-        }
-    }
-
-    #[test]
-    fn a_round_reads_a_bounded_share_of_each_connection_and_reaches_every_one_in_turn() {
-        let addr = SocketAddr::from(([127, 0, 0, 1], 7000));
-        let config = Config::with_trusted_id(NodeId::from_u128(1), addr).with_entropy([7; 32]);
-        let node = Node::new(config, Instant::ZERO).expect("valid config");
-        let (events, _app) = crate::events::channel(1024);
-        let mut core = Core::new(node, None, Options::default(), events);
-        let mut io = Sockets::default();
-        for port in 0..100 {
-            core.on_net(&mut io, Net::Accepted((), SocketAddr::from(([127, 0, 0, 1], 8000 + port))));
-        }
-        let reads = |io: &Sockets| io.reads.iter().map(|r| r.get()).collect::<Vec<_>>();
-        core.on_readable(&mut io);
-        let first = reads(&io);
-        assert_eq!(first.iter().sum::<usize>(), READS_PER_ROUND);
-        assert!(first.iter().all(|&n| n <= READS_PER_CONN));
-        assert!(core.has_unread());
-        // 100 endless connections take 400 reads to get their share each: the next round
-        // reaches those the first did not, before the first ones again.
-        core.on_readable(&mut io);
-        let second = reads(&io);
-        assert_eq!(second.iter().sum::<usize>(), 2 * READS_PER_ROUND);
-        assert!(second.iter().all(|&n| (READS_PER_CONN..=2 * READS_PER_CONN).contains(&n)), "{second:?}");
-        assert!(core.has_unread());
-    }
-}
+mod tests;

@@ -287,9 +287,11 @@ impl<R> fmt::Debug for NodeHandle<R> {
 impl Sender {
     /// Routes `payload` towards `key`; delivered at the live node numerically closest to it.
     ///
-    /// Waits while the node's write queues are full, then for the node's verdict: an error
-    /// here (a reserved purpose, a payload too large, a full queue towards the next hop, a
-    /// node that has left) is about this message. To send a lot, use
+    /// Waits while the node's write queues are full, and while its window and queue towards
+    /// the next hop are (for at most [`Options::send_wait`](crate::Options::send_wait): the
+    /// node reads on meanwhile, acknowledgements included), then for the node's verdict: an
+    /// error here (a reserved purpose, a payload too large, a queue towards the next hop still
+    /// full after that wait, a node that has left) is about this message. To send a lot, use
     /// [`send_batch`](Self::send_batch): one verdict per batch.
     pub async fn send(&self, key: NodeId, purpose: u8, payload: impl Into<Bytes>) -> Result<(), Error> {
         let payload = payload.into();
@@ -305,7 +307,9 @@ impl Sender {
     /// The batch is checked first (reserved purposes, payload sizes): if any message is
     /// refused there, none is sent. Messages the node then refuses are reported together as
     /// [`Error::BatchRefused`] (the others were sent). Back-pressure applies between batches,
-    /// so keep them moderate (hundreds of messages, not millions).
+    /// so keep them moderate (hundreds of messages, not millions); within a batch, a message
+    /// the next hop's window has no room for waits as in [`send`](Self::send), and the rest
+    /// of the batch behind it.
     pub async fn send_batch(&self, batch: Vec<(NodeId, u8, Bytes)>) -> Result<(), Error> {
         if batch.is_empty() {
             return Ok(());

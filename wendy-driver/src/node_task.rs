@@ -211,6 +211,7 @@ pub(crate) async fn run<R: Runtime>(
         let saturated = core.is_saturated();
         let unread = core.has_unread();
         let congested = core.is_congested(&io);
+        let holding = core.is_holding();
         let events = core.events();
         // Everything ready is taken in one wake-up and handled before one flush, so that the
         // frames it produces go out together.
@@ -231,6 +232,8 @@ pub(crate) async fn run<R: Runtime>(
             }
             if congested {
                 w.drained = drained.as_mut().poll_next(cx).is_ready();
+            } else if holding {
+                // A send waits for room: the next round of input may make it.
             } else if let Poll::Ready(cmd) = commands.as_mut().poll_next(cx) {
                 // `None`: every handle is gone.
                 w.closed = cmd.is_none();

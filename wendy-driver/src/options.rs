@@ -25,6 +25,11 @@ pub struct Options {
     /// network only once 16 windows' worth of deliveries wait. Other events beyond twice this
     /// are dropped and counted.
     pub event_capacity: usize,
+    /// How long a send waits for room when the node's window and queue towards the next hop
+    /// are full (see `Config::max_pending_per_peer`) before it is answered
+    /// [`CommandError::Backpressure`](wendy_proto::CommandError::Backpressure). The node task
+    /// takes no other command meanwhile.
+    pub send_wait: std::time::Duration,
     /// Capacity of the command channel.
     pub command_capacity: usize,
     /// After a leave, the node task stops once the node says it has drained
@@ -70,6 +75,7 @@ impl Default for Options {
             max_conn_queue_bytes: 64 << 20,
             read_buffer: 64 << 10,
             event_capacity: 1 << 16,
+            send_wait: crate::core::SEND_WAIT,
             command_capacity: 1024,
             leave_limit: std::time::Duration::from_secs(10),
             report_forwarded: true,
