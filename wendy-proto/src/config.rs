@@ -207,10 +207,9 @@ pub struct Config {
     /// messages waiting behind the connection's window. The window is four times this
     /// (4,096 at the default): at most that many routed messages are written to one
     /// connection and not yet handed on by the peer, each kept until it is, so that all of
-    /// them are routed again if the connection breaks. Past the queue the application's
-    /// `send` gets [`CommandError::Backpressure`](crate::CommandError::Backpressure) and a
-    /// message being forwarded is reported [`NodeError::Undeliverable`](crate::NodeError)
-    /// at its origin.
+    /// them are routed again if the connection breaks. Past the queue [`Node::send`](crate::Node::send) refuses
+    /// with [`CommandError::Backpressure`] (a driver's `send` waits for room first), and a
+    /// message being forwarded is reported [`NodeError::Undeliverable`](crate::NodeError::Undeliverable) at its origin.
     pub max_pending_per_peer: usize,
     /// Messages queued in all (per-peer queues and messages held while joining).
     pub max_pending_total: usize,
