@@ -62,9 +62,11 @@ pub(super) struct Custody {
     pub(super) ctx: Option<Token>,
     /// How often the routed message being handled has been rerouted (read by `track_route`).
     pub(super) reroutes: u8,
-    /// Custody of routed messages queued on a connection being set up: the connection, the
-    /// message's origin and number, and the token.
-    pending: Vec<(ConnId, NodeId, u64, Token)>,
+    /// Custody of routed messages queued on a connection (being set up, or behind its window):
+    /// the connection, the message's origin and number, and the token, in the order queued.
+    /// A connection's queue is sent in order, so the entry looked for is the first of its
+    /// connection's: near the front.
+    pending: VecDeque<(ConnId, NodeId, u64, Token)>,
     /// Copies of messages a peer received but had not handed on when its connection closed:
     /// the peer, and the copy.
     orphans: VecDeque<(NodeId, InFlight)>,
@@ -182,7 +184,7 @@ impl Node {
     /// A routed message with the current custody is queued on `conn`, being set up.
     pub(super) fn keep_pending_custody(&mut self, conn: ConnId, route: &Route) {
         if let Some(t) = self.custody.ctx.take() {
-            self.custody.pending.push((conn, route.origin, route.seq, t));
+            self.custody.pending.push_back((conn, route.origin, route.seq, t));
         }
     }
 
@@ -191,13 +193,22 @@ impl Node {
     pub(super) fn take_pending_custody(&mut self, conn: ConnId, msg: &Message) -> Option<Token> {
         let Message::Route(route) = msg else { return None };
         let i = self.custody.pending.iter().position(|e| e.0 == conn && e.1 == route.origin && e.2 == route.seq)?;
-        Some(self.custody.pending.swap_remove(i).3)
+        self.custody.pending.remove(i).map(|e| e.3)
     }
 
     /// `conn` is gone: what it still had queued was routed again or dropped.
     pub(super) fn drop_pending_custody(&mut self, conn: ConnId) {
-        while let Some(i) = self.custody.pending.iter().position(|e| e.0 == conn) {
-            let t = self.custody.pending.swap_remove(i).3;
+        if !self.custody.pending.iter().any(|e| e.0 == conn) {
+            return;
+        }
+        let mut gone = Vec::new();
+        self.custody.pending.retain(|e| {
+            if e.0 == conn {
+                gone.push(e.3);
+            }
+            e.0 != conn
+        });
+        for t in gone {
             self.pass_custody(t);
         }
     }
