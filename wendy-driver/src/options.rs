@@ -28,7 +28,7 @@ pub struct Options {
     /// How long a send waits for room when the node's window and queue towards the next hop
     /// are full (see `Config::max_pending_per_peer`) before it is answered
     /// [`CommandError::Backpressure`](wendy_proto::CommandError::Backpressure). The node task
-    /// takes no other command meanwhile.
+    /// takes no other command meanwhile, and reads the network on. Zero: refused at once.
     pub send_wait: std::time::Duration,
     /// Capacity of the command channel.
     pub command_capacity: usize,
