@@ -724,7 +724,7 @@ pub fn relay_waits_for_room<D: Driver>(driver: &D, seed: u64) {
 /// A send waits for room in the next hop's window, at most `Options::send_wait`, and is then
 /// refused with `Backpressure`: B's application stops reading its events, so B hands on
 /// nothing delivered to it and A's window towards B (32 messages, and a queue of 8) stays
-/// full. B's node keeps answering meanwhile.
+/// full. B's node keeps answering meanwhile. With `send_wait` zero, the refusal comes at once.
 pub fn send_waits_for_room<D: Driver>(driver: &D, seed: u64) {
     let mut rng = Rng::new(seed);
     let ids: Vec<NodeId> = (0..2).map(|_| NodeId::from_u128(rng.next_u128())).collect();
@@ -757,7 +757,23 @@ pub fn send_waits_for_room<D: Driver>(driver: &D, seed: u64) {
     assert!(b.query(|n| n.is_ready()).unwrap_or(false), "[{}] B's node stopped answering", D::NAME);
     let stats = a.stats().expect("A runs");
     assert_eq!(stats.reroutes, 0, "[{}] B was routed round: its node looked dead", D::NAME);
-    for n in [a, b] {
+    // With `send_wait` zero the same refusal comes at once.
+    let mut opts = wendy_driver::Options::default();
+    opts.send_wait = Duration::ZERO;
+    let c = driver.start_with_options(cfg(NodeId::from_u128(rng.next_u128())), opts).expect("C starts");
+    c.join(a.addr(), JOIN_TIMEOUT).expect("joins");
+    let mut sent = 0u64;
+    let waited = loop {
+        assert!(sent < 10_000, "[{} seed {seed}] C's sends were never refused", D::NAME);
+        let t = Instant::now();
+        match c.send(ids[1], PURPOSE, Bytes::from_static(b"x")) {
+            Ok(()) => sent += 1,
+            Err(e) if e.contains(&busy) => break t.elapsed(),
+            Err(e) => panic!("[{} seed {seed}] C's send {sent}: {e}", D::NAME),
+        }
+    };
+    assert!(waited < Duration::from_millis(300), "[{} seed {seed}] refused after {waited:?}, not at once", D::NAME);
+    for n in [a, b, c] {
         n.leave();
     }
 }
