@@ -136,4 +136,12 @@ fn deliveries_are_handed_on_once_the_application_has_room() {
     // Not lagging: handed on at once.
     node.handle_bytes(now, conn_a, a.seal(&[to_me(3)]).expect("seal"));
     assert_eq!(acks(&script::drain(&mut node), &mut a), vec![(3, 3)]);
+
+    // A layer's message (purpose below 16) is handed on at once even while the application
+    // lags: the layer takes it, not the application.
+    node.enable_layer(1).expect("a layer purpose");
+    node.set_application_lagging(now, true);
+    let layer = Message::Route(Route { key: me, purpose: 1, origin: aid, hops: 0, seq: 4, payload: Bytes::new() });
+    node.handle_bytes(now, conn_a, a.seal(&[layer]).expect("seal"));
+    assert_eq!(acks(&script::drain(&mut node), &mut a), vec![(4, 4)]);
 }

@@ -103,7 +103,8 @@ impl Node {
     /// Tells the node whether its application has room for more deliveries (a driver calls it
     /// when its event queue fills up and when it drains).
     ///
-    /// While the application lags, routed messages delivered here are acknowledged as
+    /// While the application lags, routed messages delivered here for it (purposes 16 and
+    /// up; a layer's are handed on at once) are acknowledged as
     /// received but not reported handed on, so their senders keep their copies, and each
     /// connection's window ([`Config::max_pending_per_peer`](crate::Config) times 4) bounds
     /// what its peer sends on before the application catches up. So a driver can keep reading
@@ -131,9 +132,11 @@ impl Node {
     }
 
     /// A routed message with the current custody was delivered here: handed on now, or once
-    /// the application has room ([`Node::set_application_lagging`]).
-    pub(super) fn delivered_in_custody(&mut self) {
-        if self.custody.app_lagging {
+    /// the application has room ([`Node::set_application_lagging`]). A layer's message
+    /// (purpose below 16: the storage layer's) is handed on now: the layer, not the
+    /// application, takes it.
+    pub(super) fn delivered_in_custody(&mut self, purpose: u8) {
+        if self.custody.app_lagging && purpose >= crate::config::MIN_APP_PURPOSE {
             if let Some(t) = self.custody.ctx.take() {
                 self.custody.awaiting_app.push_back(t);
             }

@@ -309,7 +309,7 @@ impl Node {
             return;
         }
         self.stats.delivered += 1;
-        self.delivered_in_custody();
+        self.delivered_in_custody(route.purpose);
         self.out.push_back(Output::Deliver(Delivery {
             key: route.key,
             purpose: route.purpose,
