@@ -104,7 +104,7 @@ impl Node {
         let failed = vec_map_bytes::<NodeId, Instant>(self.failed.len())
             + vec_map_bytes::<NodeId, (NodeInfo, Instant)>(self.lost_leaves.len())
             + vec_map_bytes::<NodeId, Instant>(self.former_leaves.len())
-            + vec_map_bytes::<NodeId, Instant>(self.measured.len())
+            + vec_map_bytes::<u64, Instant>(self.measured.len())
             + self.lost_leaves.values().map(|(i, _)| info_heap(i)).sum::<usize>();
         let queues = self.out.capacity() * size_of::<Output>()
             + self.held.capacity() * size_of::<Held>()

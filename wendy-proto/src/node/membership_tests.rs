@@ -63,12 +63,14 @@ fn at_most_measured_memory_losers_are_remembered_and_they_expire() {
     let forget = cfg.table_probe_interval;
     let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
     for i in 0..(MEASURED_MEMORY as u128 + 36) {
-        node.remember_measured(Instant::ZERO + core::time::Duration::from_secs(i as u64), NodeId::from_u128(100 + i));
+        // Ids that differ in their first 64 bits, which `measured` knows them by.
+        let id = NodeId::from_u128((100 + i) << 64);
+        node.remember_measured(Instant::ZERO + core::time::Duration::from_secs(i as u64), id);
     }
     assert_eq!(node.measured.len(), MEASURED_MEMORY);
     // The soonest to expire went first: the newest are kept.
-    assert!(node.measured.contains_key(&NodeId::from_u128(100 + MEASURED_MEMORY as u128 + 35)));
-    assert!(!node.measured.contains_key(&NodeId::from_u128(100)));
+    assert!(node.measured.contains_key(&measured_key(NodeId::from_u128((100 + MEASURED_MEMORY as u128 + 35) << 64))));
+    assert!(!node.measured.contains_key(&measured_key(NodeId::from_u128(100 << 64))));
     node.measured.retain(|_, until| *until > Instant::ZERO + forget + core::time::Duration::from_secs(200));
     assert!(node.measured.is_empty(), "all expire after table_probe_interval");
 }
@@ -187,7 +189,7 @@ fn a_candidate_without_a_connection_is_timed_by_its_set_up_alone() {
     let (more, closed, sent) = outputs(&mut node);
     assert_eq!(closed, dialled, "the timing connection is closed once established");
     assert!(sent.is_empty() && more.is_empty(), "nothing sent: {sent:?}, {more:?}");
-    assert!(!node.table.contains(c) && node.measured.contains_key(&c));
+    assert!(!node.table.contains(c) && node.measured.contains_key(&measured_key(c)));
     // The holder is farther: the candidate takes the cell on its round trip, and is probed
     // (over a connection of its own) before it is trusted.
     let (mut node, c, _) = with_a_candidate(100_000);

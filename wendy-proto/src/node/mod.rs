@@ -134,8 +134,10 @@ pub struct Node {
     armed_probe: core::time::Duration,
     /// Upkeep of the routing table's rows: proximity asks and the repair of holes ([`repair`]).
     rows: repair::Rows,
-    /// Candidates measured lately that lost, until when they are not measured (`MEASURED_MEMORY` at most).
-    measured: LiteMap<NodeId, Instant>,
+    /// Candidates measured lately that lost, until when they are not measured (`MEASURED_MEMORY`
+    /// at most), by the first 64 bits of their ids ([`membership::measured_key`]: 16 bytes an
+    /// entry, not 24).
+    measured: LiteMap<u64, Instant>,
     /// Leaf-set members that did not answer our announcement, and rounds of [`Node::reannounce`].
     unwelcomed: Vec<NodeId>,
     reannounces: u32,
