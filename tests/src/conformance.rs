@@ -740,17 +740,26 @@ pub fn send_waits_for_room<D: Driver>(driver: &D, seed: u64) {
     // Reads one batch of events, then none for an hour.
     let b = driver.start_slow_app(cfg(ids[1]), 4, Duration::from_secs(3600)).expect("B starts");
     b.join(a.addr(), JOIN_TIMEOUT).expect("joins");
-    let busy = wendy_proto::CommandError::Backpressure.to_string();
-    let mut sent = 0u64;
-    let waited = loop {
-        assert!(sent < 10_000, "[{} seed {seed}] {sent} sends to a node that hands nothing on went through", D::NAME);
-        let t = Instant::now();
-        match a.send(ids[1], PURPOSE, Bytes::from_static(b"x")) {
-            Ok(()) => sent += 1,
-            Err(e) if e.contains(&busy) => break t.elapsed(),
-            Err(e) => panic!("[{} seed {seed}] send {sent}: {e}", D::NAME),
+    // Sends from `n` towards B until one is refused: how many went through, and how long the
+    // refused one took.
+    let until_refused = |n: &dyn TestNode| {
+        let busy = wendy_proto::CommandError::Backpressure.to_string();
+        let mut sent = 0u64;
+        loop {
+            assert!(
+                sent < 10_000,
+                "[{} seed {seed}] {sent} sends to a node that hands nothing on went through",
+                D::NAME
+            );
+            let t = Instant::now();
+            match n.send(ids[1], PURPOSE, Bytes::from_static(b"x")) {
+                Ok(()) => sent += 1,
+                Err(e) if e.contains(&busy) => return (sent, t.elapsed()),
+                Err(e) => panic!("[{} seed {seed}] send {sent}: {e}", D::NAME),
+            }
         }
     };
+    let (sent, waited) = until_refused(&*a);
     assert!(sent >= 40, "[{} seed {seed}] refused after {sent} sends, before the window and queue filled", D::NAME);
     assert!(waited >= wait - Duration::from_millis(50), "[{} seed {seed}] refused after {waited:?}", D::NAME);
     assert!(a.query(|n| n.pending_messages()).is_some_and(|p| p > 0));
@@ -762,16 +771,7 @@ pub fn send_waits_for_room<D: Driver>(driver: &D, seed: u64) {
     opts.send_wait = Duration::ZERO;
     let c = driver.start_with_options(cfg(NodeId::from_u128(rng.next_u128())), opts).expect("C starts");
     c.join(a.addr(), JOIN_TIMEOUT).expect("joins");
-    let mut sent = 0u64;
-    let waited = loop {
-        assert!(sent < 10_000, "[{} seed {seed}] C's sends were never refused", D::NAME);
-        let t = Instant::now();
-        match c.send(ids[1], PURPOSE, Bytes::from_static(b"x")) {
-            Ok(()) => sent += 1,
-            Err(e) if e.contains(&busy) => break t.elapsed(),
-            Err(e) => panic!("[{} seed {seed}] C's send {sent}: {e}", D::NAME),
-        }
-    };
+    let (_, waited) = until_refused(&*c);
     assert!(waited < Duration::from_millis(300), "[{} seed {seed}] refused after {waited:?}, not at once", D::NAME);
     for n in [a, b, c] {
         n.leave();

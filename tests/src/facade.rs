@@ -145,7 +145,9 @@ pub trait Driver: Sync {
     /// Name shown in failures.
     const NAME: &'static str;
     /// Binds and starts a node.
-    fn start(&self, config: Config) -> std::io::Result<Box<dyn TestNode>>;
+    fn start(&self, config: Config) -> std::io::Result<Box<dyn TestNode>> {
+        self.start_with_options(config, wendy_driver::Options::default())
+    }
     /// Starts a node whose application is slow: at most `event_capacity` events in flight,
     /// read in batches with a pause of `pause` after each.
     fn start_slow_app(
@@ -166,8 +168,15 @@ pub trait Driver: Sync {
         purpose: u8,
     ) -> std::io::Result<Box<dyn TestNode>>;
     /// Starts a node that runs the storage layer.
-    fn start_with_store(&self, config: Config, store: wendy_driver::StoreOptions)
-        -> std::io::Result<Box<dyn TestNode>>;
+    fn start_with_store(
+        &self,
+        config: Config,
+        store: wendy_driver::StoreOptions,
+    ) -> std::io::Result<Box<dyn TestNode>> {
+        let mut opts = wendy_driver::Options::default();
+        opts.store = Some(store);
+        self.start_with_options(config, opts)
+    }
 }
 
 impl dyn TestNode {

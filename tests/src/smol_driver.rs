@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use wendy_proto::{Config, ForwardHook, Forwarding, Node, NodeId, NodeInfo, Target};
-use wendy_smol::{NodeHandle, Options};
+use wendy_smol::{Events, NodeHandle, Options, Sender};
 
 use crate::facade::{pump, pump_slowly, relay, Driver, Ev, TestNode};
 
@@ -19,15 +19,33 @@ struct SmolNode {
     events: mpsc::Receiver<Ev>,
 }
 
+/// Starts a node with `opts` and hands its events to `app` (a task on smol's executor), which
+/// passes what the test sees to the returned node's channel.
+fn boot<F>(
+    config: Config,
+    opts: Options,
+    app: impl FnOnce(Events, Sender, mpsc::Sender<Ev>) -> F,
+) -> std::io::Result<Box<dyn TestNode>>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut handle = smol::block_on(NodeHandle::start_with(config, opts)).map_err(std::io::Error::other)?;
+    let rx = handle.take_events().expect("events not taken yet");
+    let (tx, events) = mpsc::channel();
+    smol::spawn(app(rx, handle.sender(), tx)).detach();
+    Ok(Box::new(SmolNode { handle, events }))
+}
+
+/// Sleeps `d` on smol's timer.
+async fn sleep(d: Duration) {
+    smol::Timer::after(d).await;
+}
+
 impl Driver for SmolDriver {
     const NAME: &'static str = "smol";
 
-    fn start(&self, config: Config) -> std::io::Result<Box<dyn TestNode>> {
-        let mut handle = smol::block_on(NodeHandle::start(config)).map_err(std::io::Error::other)?;
-        let rx = handle.take_events().expect("events not taken yet");
-        let (tx, events) = mpsc::channel();
-        smol::spawn(pump(rx, tx)).detach();
-        Ok(Box::new(SmolNode { handle, events }))
+    fn start_with_options(&self, config: Config, opts: Options) -> std::io::Result<Box<dyn TestNode>> {
+        boot(config, opts, |rx, _, tx| pump(rx, tx))
     }
 
     fn start_slow_app(
@@ -38,22 +56,9 @@ impl Driver for SmolDriver {
     ) -> std::io::Result<Box<dyn TestNode>> {
         let mut opts = Options::default();
         opts.event_capacity = event_capacity;
-        let mut handle = smol::block_on(NodeHandle::start_with(config, opts)).map_err(std::io::Error::other)?;
-        let rx = handle.take_events().expect("events not taken yet");
-        let (tx, events) = mpsc::channel();
-        smol::spawn(pump_slowly(rx, tx, move || async move {
-            smol::Timer::after(pause).await;
-        }))
-        .detach();
-        Ok(Box::new(SmolNode { handle, events }))
+        boot(config, opts, move |rx, _, tx| pump_slowly(rx, tx, move || sleep(pause)))
     }
-    fn start_with_options(&self, config: Config, opts: Options) -> std::io::Result<Box<dyn TestNode>> {
-        let mut handle = smol::block_on(NodeHandle::start_with(config, opts)).map_err(std::io::Error::other)?;
-        let rx = handle.take_events().expect("events not taken yet");
-        let (tx, events) = mpsc::channel();
-        smol::spawn(pump(rx, tx)).detach();
-        Ok(Box::new(SmolNode { handle, events }))
-    }
+
     fn start_relay(
         &self,
         config: Config,
@@ -63,27 +68,7 @@ impl Driver for SmolDriver {
     ) -> std::io::Result<Box<dyn TestNode>> {
         let mut opts = Options::default();
         opts.event_capacity = event_capacity;
-        let mut handle = smol::block_on(NodeHandle::start_with(config, opts)).map_err(std::io::Error::other)?;
-        let rx = handle.take_events().expect("events not taken yet");
-        let (tx, events) = mpsc::channel();
-        let pause = || async {
-            smol::Timer::after(Duration::from_millis(1)).await;
-        };
-        smol::spawn(relay(rx, handle.sender(), to, purpose, tx, pause)).detach();
-        Ok(Box::new(SmolNode { handle, events }))
-    }
-    fn start_with_store(
-        &self,
-        config: Config,
-        store: wendy_driver::StoreOptions,
-    ) -> std::io::Result<Box<dyn TestNode>> {
-        let mut opts = Options::default();
-        opts.store = Some(store);
-        let mut handle = smol::block_on(NodeHandle::start_with(config, opts)).map_err(std::io::Error::other)?;
-        let rx = handle.take_events().expect("events not taken yet");
-        let (tx, events) = mpsc::channel();
-        smol::spawn(pump(rx, tx)).detach();
-        Ok(Box::new(SmolNode { handle, events }))
+        boot(config, opts, move |rx, sender, tx| relay(rx, sender, to, purpose, tx, || sleep(Duration::from_millis(1))))
     }
 }
 

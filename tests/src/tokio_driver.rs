@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use wendy_proto::{Config, ForwardHook, Forwarding, Node, NodeId, NodeInfo, Target};
-use wendy_tokio::{NodeHandle, Options};
+use wendy_tokio::{Events, NodeHandle, Options, Sender};
 
 use crate::facade::{pump, pump_slowly, relay, Driver, Ev, TestNode};
 
@@ -30,16 +30,29 @@ struct TokioNode {
     events: mpsc::Receiver<Ev>,
 }
 
+/// Starts a node with `opts` and hands its events to `app` (a task on the runtime), which
+/// passes what the test sees to the returned node's channel.
+fn boot<F>(
+    config: Config,
+    opts: Options,
+    app: impl FnOnce(Events, Sender, mpsc::Sender<Ev>) -> F,
+) -> std::io::Result<Box<dyn TestNode>>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let rt = runtime();
+    let mut handle = rt.block_on(NodeHandle::start_with(config, opts)).map_err(std::io::Error::other)?;
+    let rx = handle.take_events().expect("events not taken yet");
+    let (tx, events) = mpsc::channel();
+    rt.spawn(app(rx, handle.sender(), tx));
+    Ok(Box::new(TokioNode { handle, events }))
+}
+
 impl Driver for TokioDriver {
     const NAME: &'static str = "tokio";
 
-    fn start(&self, config: Config) -> std::io::Result<Box<dyn TestNode>> {
-        let rt = runtime();
-        let mut handle = rt.block_on(NodeHandle::start(config)).map_err(std::io::Error::other)?;
-        let rx = handle.take_events().expect("events not taken yet");
-        let (tx, events) = mpsc::channel();
-        rt.spawn(pump(rx, tx));
-        Ok(Box::new(TokioNode { handle, events }))
+    fn start_with_options(&self, config: Config, opts: Options) -> std::io::Result<Box<dyn TestNode>> {
+        boot(config, opts, |rx, _, tx| pump(rx, tx))
     }
 
     fn start_slow_app(
@@ -48,23 +61,11 @@ impl Driver for TokioDriver {
         event_capacity: usize,
         pause: Duration,
     ) -> std::io::Result<Box<dyn TestNode>> {
-        let rt = runtime();
         let mut opts = Options::default();
         opts.event_capacity = event_capacity;
-        let mut handle = rt.block_on(NodeHandle::start_with(config, opts)).map_err(std::io::Error::other)?;
-        let rx = handle.take_events().expect("events not taken yet");
-        let (tx, events) = mpsc::channel();
-        rt.spawn(pump_slowly(rx, tx, move || tokio::time::sleep(pause)));
-        Ok(Box::new(TokioNode { handle, events }))
+        boot(config, opts, move |rx, _, tx| pump_slowly(rx, tx, move || tokio::time::sleep(pause)))
     }
-    fn start_with_options(&self, config: Config, opts: Options) -> std::io::Result<Box<dyn TestNode>> {
-        let rt = runtime();
-        let mut handle = rt.block_on(NodeHandle::start_with(config, opts)).map_err(std::io::Error::other)?;
-        let rx = handle.take_events().expect("events not taken yet");
-        let (tx, events) = mpsc::channel();
-        rt.spawn(pump(rx, tx));
-        Ok(Box::new(TokioNode { handle, events }))
-    }
+
     fn start_relay(
         &self,
         config: Config,
@@ -72,29 +73,11 @@ impl Driver for TokioDriver {
         to: NodeId,
         purpose: u8,
     ) -> std::io::Result<Box<dyn TestNode>> {
-        let rt = runtime();
         let mut opts = Options::default();
         opts.event_capacity = event_capacity;
-        let mut handle = rt.block_on(NodeHandle::start_with(config, opts)).map_err(std::io::Error::other)?;
-        let rx = handle.take_events().expect("events not taken yet");
-        let (tx, events) = mpsc::channel();
-        let pause = || tokio::time::sleep(Duration::from_millis(1));
-        rt.spawn(relay(rx, handle.sender(), to, purpose, tx, pause));
-        Ok(Box::new(TokioNode { handle, events }))
-    }
-    fn start_with_store(
-        &self,
-        config: Config,
-        store: wendy_driver::StoreOptions,
-    ) -> std::io::Result<Box<dyn TestNode>> {
-        let rt = runtime();
-        let mut opts = Options::default();
-        opts.store = Some(store);
-        let mut handle = rt.block_on(NodeHandle::start_with(config, opts)).map_err(std::io::Error::other)?;
-        let rx = handle.take_events().expect("events not taken yet");
-        let (tx, events) = mpsc::channel();
-        rt.spawn(pump(rx, tx));
-        Ok(Box::new(TokioNode { handle, events }))
+        boot(config, opts, move |rx, sender, tx| {
+            relay(rx, sender, to, purpose, tx, || tokio::time::sleep(Duration::from_millis(1)))
+        })
     }
 }
 
