@@ -428,9 +428,11 @@ impl<R: Io> Core<R> {
             // message meanwhile (answering after the write halved the rate of one `send` at a
             // time).
             // A send the node has no room for waits ([`held`]).
-            Command::Send { key, purpose, payload, reply } => self.send_one(rt, key, purpose, payload, reply),
+            Command::Send { key, purpose, payload, reply } => {
+                self.send_one(rt, held::Dest::Key(key), purpose, payload, reply)
+            }
             Command::SendTo { target, purpose, payload, reply } => {
-                self.send_direct(rt, target, purpose, payload, reply)
+                self.send_one(rt, held::Dest::Direct(target), purpose, payload, reply)
             }
             Command::SendBatch(batch, reply) => self.send_many(rt, batch, reply),
             Command::Hook(h) => self.node.set_forward_hook(h),

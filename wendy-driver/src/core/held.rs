@@ -22,15 +22,16 @@ pub(super) struct Held {
     since: std::time::Instant,
 }
 
+/// Where a single message goes: routed towards a key, or straight to a node.
+#[derive(Clone, Copy)]
+pub(super) enum Dest {
+    Key(NodeId),
+    Direct(Target),
+}
+
 enum HeldSend {
     One {
-        key: NodeId,
-        purpose: u8,
-        payload: Bytes,
-        reply: Reply<Result<(), CommandError>>,
-    },
-    To {
-        target: Target,
+        dest: Dest,
         purpose: u8,
         payload: Bytes,
         reply: Reply<Result<(), CommandError>>,
@@ -46,28 +47,16 @@ enum HeldSend {
 }
 
 impl<R: Io> Core<R> {
-    /// Routes a message, or holds it while the node has no room for it.
+    /// Sends one message, or holds it while the node has no room for it.
     pub(super) fn send_one(
         &mut self,
         rt: &mut R,
-        key: NodeId,
+        dest: Dest,
         purpose: u8,
         payload: Bytes,
         reply: Reply<Result<(), CommandError>>,
     ) {
-        self.attempt(rt, HeldSend::One { key, purpose, payload, reply }, std::time::Instant::now());
-    }
-
-    /// Sends a message straight to a node, or holds it while the node has no room for it.
-    pub(super) fn send_direct(
-        &mut self,
-        rt: &mut R,
-        target: Target,
-        purpose: u8,
-        payload: Bytes,
-        reply: Reply<Result<(), CommandError>>,
-    ) {
-        self.attempt(rt, HeldSend::To { target, purpose, payload, reply }, std::time::Instant::now());
+        self.attempt(rt, HeldSend::One { dest, purpose, payload, reply }, std::time::Instant::now());
     }
 
     /// Routes a batch in order, holding what is left of it from the first message the node
@@ -107,19 +96,13 @@ impl<R: Io> Core<R> {
         let patient = since.elapsed() < self.opts.send_wait;
         let full = |r: &Result<(), CommandError>| patient && *r == Err(CommandError::Backpressure);
         let held = match send {
-            HeldSend::One { key, purpose, payload, reply } => {
-                let r = self.node.send(now, key, purpose, payload.clone());
+            HeldSend::One { dest, purpose, payload, reply } => {
+                let r = match dest {
+                    Dest::Key(key) => self.node.send(now, key, purpose, payload.clone()),
+                    Dest::Direct(target) => self.node.send_to(now, target, purpose, payload.clone()),
+                };
                 if full(&r) {
-                    Some(HeldSend::One { key, purpose, payload, reply })
-                } else {
-                    reply.send(r);
-                    None
-                }
-            }
-            HeldSend::To { target, purpose, payload, reply } => {
-                let r = self.node.send_to(now, target, purpose, payload.clone());
-                if full(&r) {
-                    Some(HeldSend::To { target, purpose, payload, reply })
+                    Some(HeldSend::One { dest, purpose, payload, reply })
                 } else {
                     reply.send(r);
                     None
