@@ -68,6 +68,13 @@ impl Tx {
     }
 }
 
+impl super::connections::Conn {
+    /// True if `window` routed messages are in flight on it (sent, not yet handed on).
+    fn window_full(&self, window: usize) -> bool {
+        self.flight.as_ref().is_some_and(|f| f.in_flight() >= window)
+    }
+}
+
 impl Node {
     /// Sends `msg` to a known node, dialling it if needed (not once we have left).
     pub(super) fn send_msg(&mut self, now: Instant, to: NodeId, msg: Message) -> Result<(), SendFail> {
@@ -121,8 +128,7 @@ impl Node {
             c.last_active = self.last_now;
             // A routed message waits behind the connection's window (and behind those already
             // waiting, to keep their order); anything else goes out at once.
-            let full = c.flight.as_ref().is_some_and(|f| f.in_flight() >= window);
-            if !matches!(msg, Message::Route(_)) || (c.pending_len() == 0 && !full) {
+            if !matches!(msg, Message::Route(_)) || (c.pending_len() == 0 && !c.window_full(window)) {
                 self.transmit(conn, &msg);
                 return true;
             }
@@ -163,8 +169,7 @@ impl Node {
             return true;
         }
         let pending = c.pending_len();
-        let full = c.flight.as_ref().is_some_and(|f| f.in_flight() >= self.window());
-        if matches!(c.phase, Phase::Open) && pending == 0 && !full {
+        if matches!(c.phase, Phase::Open) && pending == 0 && !c.window_full(self.window()) {
             return false;
         }
         full_queue(pending)
@@ -177,7 +182,7 @@ impl Node {
             if !matches!(c.phase, Phase::Open) || c.closing.is_some() {
                 return;
             }
-            let full = c.flight.as_ref().is_some_and(|f| f.in_flight() >= window);
+            let full = c.window_full(window);
             let Some(io) = c.io.as_mut() else { return };
             match io.pending.front() {
                 Some(Message::Route(_)) if full => return,
