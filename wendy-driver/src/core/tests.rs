@@ -95,3 +95,41 @@ fn a_round_reads_a_bounded_share_of_each_connection_and_reaches_every_one_in_tur
     assert!(second.iter().all(|&n| (READS_PER_CONN..=2 * READS_PER_CONN).contains(&n)), "{second:?}");
     assert!(core.has_unread());
 }
+
+/// While the application lags the node reads on: it stops only once 16 windows' worth of
+/// deliveries wait beyond the application's queue (here windows of 8: 128).
+#[test]
+fn a_lagging_application_stops_the_reads_only_past_sixteen_windows() {
+    let addr = SocketAddr::from(([127, 0, 0, 1], 7000));
+    let mut config = Config::with_trusted_id(NodeId::from_u128(1), addr).with_entropy([7; 32]);
+    config.max_pending_per_peer = 2;
+    let node = Node::new(config, Instant::ZERO).expect("valid config");
+    let (events, _app) = crate::events::channel(4);
+    let opts = Options { event_capacity: 4, ..Default::default() };
+    let mut core: Core<Sockets> = Core::new(node, None, opts, events);
+    let delivery = || {
+        NodeEvent::Deliver(wendy_proto::Delivery {
+            key: NodeId::from_u128(1),
+            purpose: 16,
+            origin: NodeId::from_u128(2),
+            hops: 1,
+            direct: false,
+            intercepted: false,
+            payload: Bytes::new(),
+        })
+    };
+    // The application's queue takes 4, then refuses the next round.
+    for _ in 0..4 {
+        core.emit(delivery());
+    }
+    core.publish();
+    core.emit(delivery());
+    core.publish();
+    assert!(core.is_lagging());
+    while core.outbox.len() < 127 {
+        core.emit(delivery());
+    }
+    assert!(!core.is_saturated(), "127 deliveries wait: it reads on");
+    core.emit(delivery());
+    assert!(core.is_saturated(), "128 wait: it stops reading");
+}
