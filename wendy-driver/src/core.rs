@@ -384,7 +384,7 @@ impl<R: Io> Core<R> {
     /// acknowledgements: a node that stops reading looks dead to its peers once their probes
     /// time out, and they route its keys elsewhere.
     pub fn is_saturated(&self) -> bool {
-        let window = self.node.config().max_pending_per_peer.max(1) * 4;
+        let window = self.node.config().route_window();
         self.lagging && self.outbox.len() >= window.saturating_mul(LAG_WINDOWS).max(self.opts.event_capacity)
     }
 

@@ -12,6 +12,9 @@ use crate::output::CommandError;
 use crate::secure::DEFAULT_REKEY;
 use crate::wire::DEFAULT_MAX_FRAME;
 
+/// A connection's window, in multiples of `max_pending_per_peer` ([`Config::route_window`]).
+const ROUTE_WINDOW_PER_QUEUE: usize = 4;
+
 /// The smallest purpose an application may use; 0..16 are wendy's own messages.
 pub const MIN_APP_PURPOSE: u8 = 16;
 /// Bytes of a frame kept for a routed message's header (key, origin, purpose, hops, tags).
@@ -423,6 +426,14 @@ impl Config {
             return Err(ConfigError::PlaintextCredentials);
         }
         Ok(())
+    }
+
+    /// A connection's window: at most this many routed messages are written to one
+    /// connection and not yet handed on by its peer (4 x `max_pending_per_peer`; more wait in
+    /// its queue). Also what a peer may send us before we hand on what it sent, which a driver
+    /// uses to bound the deliveries waiting for a lagging application.
+    pub fn route_window(&self) -> usize {
+        self.max_pending_per_peer.max(1) * ROUTE_WINDOW_PER_QUEUE
     }
 
     /// The largest application payload that fits a frame: `max_frame_size` less the

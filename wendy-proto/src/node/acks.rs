@@ -2,7 +2,7 @@
 //!
 //! Every routed message a node writes on a connection stays in that connection's in-flight
 //! queue until the next hop acknowledges it. The queue is the connection's window: at most
-//! [`Node::window`] messages are written and not yet handed on by the peer, the next wait in
+//! [`Config::route_window`](crate::Config::route_window) messages are written and not yet handed on by the peer, the next wait in
 //! the connection's queue (`Config::max_pending_per_peer`) and go out as the peer passes
 //! earlier ones on. Acknowledgements are cumulative counts of routed
 //! messages received on the connection, sent once per input (so a burst costs one ack), and
@@ -35,10 +35,6 @@ use super::custody::Token;
 use super::liveness::MIN_STEP;
 use super::timers::TimerKey;
 use super::Node;
-
-/// Unacknowledged routed messages tracked per connection, in multiples of
-/// `max_pending_per_peer`.
-pub(super) const IN_FLIGHT_PER_QUEUE: usize = 4;
 
 /// A connection's acknowledgement state, allocated on its first routed message.
 #[derive(Debug, Default)]
@@ -240,7 +236,7 @@ impl Node {
         let f = c.flight.get_or_insert_with(Box::default);
         // Bounded by the window: a routed message is written only while it has room
         // ([`Node::enqueue`], [`Node::flush_window`]), so every one is tracked.
-        debug_assert!(f.unacked.len() < self.cfg.max_pending_per_peer.max(1) * IN_FLIGHT_PER_QUEUE);
+        debug_assert!(f.unacked.len() < self.cfg.route_window());
         f.unacked.push_back(Some(InFlight {
             route: route.clone(),
             sent: now,
@@ -259,7 +255,7 @@ impl Node {
     /// A routed message arrived on `conn`: it is acknowledged at the end of this input, and
     /// reported handed on once it is ([`Node::pass_custody`] with the token returned).
     pub(super) fn route_received(&mut self, conn: ConnId) -> Option<Token> {
-        let max = self.window();
+        let max = self.cfg.route_window();
         let c = self.conns.get_mut(&conn)?;
         let f = c.flight.get_or_insert_with(Box::default);
         let index = f.routes_in;

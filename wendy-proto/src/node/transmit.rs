@@ -9,7 +9,6 @@ use crate::secure;
 use crate::time::Instant;
 use crate::wire::{self, Message};
 
-use super::acks::IN_FLIGHT_PER_QUEUE;
 use super::connections::{Phase, SendFail};
 use super::{Node, State};
 
@@ -118,7 +117,7 @@ impl Node {
 
     /// Transmits on an open connection, or queues until it opens. False if the queue is full.
     pub(super) fn enqueue(&mut self, conn: ConnId, msg: Message) -> bool {
-        let window = self.window();
+        let window = self.cfg.route_window();
         let Some(c) = self.conns.get_mut(&conn) else { return false };
         if c.closing.is_some() {
             return false;
@@ -148,14 +147,6 @@ impl Node {
         true
     }
 
-    /// How many routed messages one connection carries unacknowledged (sent and not yet
-    /// handed on by the peer): more wait in the connection's queue, so that every message
-    /// written is tracked until the peer has passed it on, and routed again if the connection
-    /// breaks before ([`super::acks`]).
-    pub(super) fn window(&self) -> usize {
-        self.cfg.max_pending_per_peer.max(1) * IN_FLIGHT_PER_QUEUE
-    }
-
     /// True if a routed message for `to` would find its queue full ([`Node::enqueue`] would
     /// refuse it).
     pub(super) fn refuses_route(&self, to: NodeId) -> bool {
@@ -169,7 +160,7 @@ impl Node {
             return true;
         }
         let pending = c.pending_len();
-        if matches!(c.phase, Phase::Open) && pending == 0 && !c.window_full(self.window()) {
+        if matches!(c.phase, Phase::Open) && pending == 0 && !c.window_full(self.cfg.route_window()) {
             return false;
         }
         full_queue(pending)
@@ -177,7 +168,7 @@ impl Node {
 
     /// Writes what waits in open `conn`'s queue, as far as its window allows.
     pub(super) fn flush_window(&mut self, conn: ConnId) {
-        let window = self.window();
+        let window = self.cfg.route_window();
         while let Some(c) = self.conns.get_mut(&conn) {
             if !matches!(c.phase, Phase::Open) || c.closing.is_some() {
                 return;
