@@ -615,8 +615,8 @@ impl Peer {
 }
 
 /// What `Node::measured` knows a candidate by: the first 64 bits of its id. Two candidates
-/// that share them (ids derived from keys by a hash: about one pair in 2^64) count as one, and
-/// the second is not measured until the first's entry expires.
+/// that share them count as one, and the second is not measured until the first's entry
+/// expires; ids are hashes of keys, so that takes a collision of 64-bit prefixes.
 pub(super) fn measured_key(id: NodeId) -> u64 {
     (id.as_u128() >> 64) as u64
 }
