@@ -432,7 +432,7 @@ impl Node {
             self.suspect(now, p);
         }
         if overdue {
-            if let Some(p) = peer.filter(|p| self.peers.get(p).is_some_and(|p| p.suspected.is_none())) {
+            if let Some(p) = peer.filter(|p| self.peers.get(p).is_some_and(|p| p.suspected().is_none())) {
                 // An unacknowledged hop on a connection that works would be rare; a connection
                 // that lost a frame is the usual cause (an encrypted stream that lost one is
                 // broken for good). The suspect's probes go over a fresh connection, and what
@@ -506,7 +506,7 @@ impl Node {
     pub(super) fn release_parked(&mut self) {
         let now = self.last_now;
         let waiting = |n: &Node, p: &Parked| {
-            n.in_tables(p.suspect) && n.peers.get(&p.suspect).is_some_and(|q| q.suspected.is_some())
+            n.in_tables(p.suspect) && n.peers.get(&p.suspect).is_some_and(|q| q.suspected().is_some())
         };
         if self.parked.iter().all(|p| waiting(self, p)) {
             return;

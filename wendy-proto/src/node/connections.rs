@@ -688,7 +688,7 @@ mod tests {
         assert_eq!(script::messages(&out, conn), [Message::Closing]);
         n.handle_closed(later, conn);
         assert!(!n.conns.contains_key(&conn), "its close answered our `Closing`");
-        assert!(n.peers[&peer.id].suspected.is_none(), "a graceful close suspects nobody");
+        assert!(n.peers[&peer.id].suspected().is_none(), "a graceful close suspects nobody");
         assert!(!script::closed(&script::drain(&mut n), conn), "the driver closed it already");
     }
 }

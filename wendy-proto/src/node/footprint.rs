@@ -15,7 +15,7 @@ use crate::wire::Message;
 
 use super::connections::{Conn, ConnIo, Phase};
 use super::join::Held;
-use super::membership::Peer;
+use super::peer::Peer;
 use super::timers::trimmed;
 use super::Node;
 

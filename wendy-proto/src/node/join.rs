@@ -13,7 +13,8 @@ use crate::time::Instant;
 use crate::wire::{Message, Route};
 
 use super::custody::Token;
-use super::membership::{proximity, Peer};
+use super::membership::proximity;
+use super::peer::Peer;
 use super::routing::{Avoid, Hop};
 use super::timers::NodeTimer;
 use super::{Node, State};
@@ -209,7 +210,7 @@ impl Node {
                 n.awaiting_bootstrap = false;
                 n.seen.insert(from);
                 // The bootstrap's proximity was measured by the handshake.
-                let prox = self.peers.get(&from).map_or(UNKNOWN_PROXIMITY, |p| p.proximity);
+                let prox = self.peers.get(&from).map_or(UNKNOWN_PROXIMITY, |p| p.proximity());
                 n.best = Some((prox, from));
                 self.near_probe(now, n, leaves);
                 None
@@ -289,8 +290,8 @@ impl Node {
             return true;
         };
         let prox = proximity(rtt, p.region(), &self.cfg.info.region, self.cfg.region_factor);
-        p.proximity = p.proximity.min(prox);
-        let prox = p.proximity;
+        p.set_proximity(p.proximity().min(prox));
+        let prox = p.proximity();
         let info = p.info(id);
         if n.next.is_none_or(|x| (prox, id) < x) {
             n.next = Some((prox, id));
@@ -551,7 +552,7 @@ impl Node {
         }
         let quiet = self.cfg.heartbeat_interval;
         let stale = self.peers.get(&next).is_some_and(|p| {
-            p.suspected.is_none()
+            p.suspected().is_none()
                 && p.last_heard().is_none_or(|t| now - t > quiet)
                 && p.ping().is_none_or(|(_, sent)| now - sent > quiet)
         });

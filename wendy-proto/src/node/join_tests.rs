@@ -108,7 +108,7 @@ fn a_join_request_probes_a_next_hop_silent_for_a_heartbeat_interval() {
     let later = Instant::ZERO + quiet * 2;
     node.route_join(later, joiner(0x13), 1, None);
     assert_eq!(pings(&node), 1);
-    assert!(node.peers[&root.id].suspected.is_none());
+    assert!(node.peers[&root.id].suspected().is_none());
     // Another request while the probe is out adds none.
     node.route_join(later, joiner(0x14), 1, None);
     assert_eq!(pings(&node), 1);
@@ -116,7 +116,7 @@ fn a_join_request_probes_a_next_hop_silent_for_a_heartbeat_interval() {
     let due = node.peers[&root.id].timer.expect("watched");
     assert_eq!(due, later + timeout);
     node.peer_timer(due, root.id);
-    assert_eq!(node.peers[&root.id].suspected, Some(due));
+    assert_eq!(node.peers[&root.id].suspected(), Some(due));
     assert_eq!(pings(&node), 2);
     // A hop that answers is not suspected.
     let mut node2 =
@@ -130,5 +130,5 @@ fn a_join_request_probes_a_next_hop_silent_for_a_heartbeat_interval() {
     node2.measure(later, root.id, seq);
     let due = node2.peers[&root.id].timer.expect("watched");
     node2.peer_timer(due, root.id);
-    assert!(node2.peers[&root.id].suspected.is_none(), "it answered");
+    assert!(node2.peers[&root.id].suspected().is_none(), "it answered");
 }

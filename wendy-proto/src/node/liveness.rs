@@ -7,7 +7,7 @@ use crate::output::{ConnId, Event, Output};
 use crate::time::Instant;
 use crate::wire::Message;
 
-use super::membership::Peer;
+use super::peer::Peer;
 use super::timers::{NodeTimer, TimerKey};
 use super::{Node, State};
 
@@ -143,7 +143,7 @@ impl Node {
                 // timer).
                 let wait = self.cfg.suspect_timeout.saturating_sub(2 * self.cfg.heartbeat_interval);
                 let heard_lately = since <= wait && p.last_heard().is_some();
-                if !heard_lately && p.suspected.is_none() && since < self.cfg.suspect_timeout {
+                if !heard_lately && p.suspected().is_none() && since < self.cfg.suspect_timeout {
                     self.heartbeat(now, id);
                 }
             }
@@ -188,7 +188,7 @@ impl Node {
     /// was armed later or not at all (a shorter probe period, a new place in a table, a member
     /// that became a neighbour). A suspect's deadline is its probes' and is left alone.
     pub(super) fn watch_within(&mut self, id: NodeId, limit: core::time::Duration) {
-        let Some(p) = self.peers.get(&id).filter(|p| p.suspected.is_none()) else { return };
+        let Some(p) = self.peers.get(&id).filter(|p| p.suspected().is_none()) else { return };
         let due = p.silent_since() + limit;
         if p.timer.is_none_or(|t| t > due) && self.in_tables(id) {
             self.arm_peer(id, due);
@@ -305,7 +305,7 @@ impl Node {
     pub(super) fn peer_timer(&mut self, now: Instant, id: NodeId) {
         // A custodian of our messages that left our tables is still probed until its
         // suspicion settles ([`Node::holds_our_copies`]).
-        let suspected = self.peers.get(&id).is_some_and(|p| p.suspected.is_some());
+        let suspected = self.peers.get(&id).is_some_and(|p| p.suspected().is_some());
         let member = self.in_tables(id) || (suspected && self.holds_our_copies(id));
         let limit = self.silence_limit(id);
         let attempts = self.probe_attempts_for(id);
@@ -321,9 +321,9 @@ impl Node {
             return;
         }
         let gap = self.cfg.probe_timeout;
-        match p.suspected {
+        match p.suspected() {
             Some(t) => {
-                let sent = u32::from(p.probes.max(1));
+                let sent = u32::from(p.probes().max(1));
                 if now - t < gap * sent {
                     self.arm_peer(id, t + gap * sent);
                 } else if sent >= attempts {
@@ -331,7 +331,7 @@ impl Node {
                 } else {
                     // The last probe went unanswered: try again (a lost frame, a connection
                     // broken under it) before declaring a live node dead.
-                    p.probes = p.probes.saturating_add(1);
+                    p.add_probe();
                     // Nothing came back on the connection the last probe took (hearing from
                     // the peer would have ended the suspicion): its set-up was lost, or a
                     // frame on it was, and an encrypted stream that lost a frame is broken for
@@ -359,8 +359,7 @@ impl Node {
                     self.hood.remove(id);
                 } else if silent || unanswered {
                     let Some(p) = self.peers.get_mut(&id) else { return };
-                    p.suspected = Some(now);
-                    p.probes = 1;
+                    p.suspect(now);
                     self.probe(now, id, false);
                     self.arm_peer(id, now + gap);
                 } else {
@@ -378,11 +377,10 @@ impl Node {
             return;
         }
         let Some(p) = self.peers.get_mut(&id) else { return };
-        if p.suspected.is_some() {
+        if p.suspected().is_some() {
             return;
         }
-        p.suspected = Some(now);
-        p.probes = 1;
+        p.suspect(now);
         self.probe(now, id, false);
         self.arm_peer(id, now + self.cfg.probe_timeout);
     }
@@ -538,8 +536,8 @@ impl Node {
         if p.timer.is_some() {
             return;
         }
-        let at = match p.suspected {
-            Some(t) => t + self.cfg.probe_timeout * u32::from(p.probes.max(1)),
+        let at = match p.suspected() {
+            Some(t) => t + self.cfg.probe_timeout * u32::from(p.probes().max(1)),
             None => p.silent_since() + limit,
         };
         self.arm_peer(id, at);

@@ -1,8 +1,6 @@
 //! Membership: learning peers into the tables and measuring their proximity.
 
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, SocketAddrV4};
-use std::num::NonZeroU64;
 
 use crate::id::NodeId;
 use crate::info::NodeInfo;
@@ -12,45 +10,9 @@ use crate::time::{duration_micros, Instant};
 use crate::wire::Message;
 
 use super::join::Held;
+use super::peer::Peer;
 use super::routing::Hop;
 use super::{Node, State};
-
-/// What a node keeps of a peer: 80 bytes (an allocator's 80-byte class), where a table
-/// holds about a hundred of them. The id is the key of [`Node::peers`], not repeated here.
-#[derive(Debug)]
-pub(super) struct Peer {
-    /// Its addresses and region, compacted ([`Peer::info`] gives them back whole).
-    addrs: Addrs,
-    pub(super) proximity: u64,
-    /// When we last heard from it directly, if `HEARD` is set; else when the record was made.
-    heard_at: Instant,
-    pub(super) suspected: Option<Instant>,
-    /// When the probe awaiting its answer went ([`Peer::ping`]).
-    ping_sent: Option<Instant>,
-    /// The connection messages to it go on ([`Peer::conn`]): 8 bytes where an
-    /// `Option<ConnId>` takes 16 (connection ids start at 1).
-    conn: Option<NonZeroU64>,
-    /// This peer's liveness entry in the timer table (table members only).
-    pub(super) timer: Option<Instant>,
-    /// The number of the probe awaiting its answer, if `ping_sent` is set.
-    ping_seq: u32,
-    /// Smoothed round trip of per-hop acks, in microseconds (0: none measured yet).
-    pub(super) srtt: u32,
-    /// Its mean deviation, in microseconds.
-    pub(super) rttvar: u32,
-    /// Probes sent since it was suspected.
-    pub(super) probes: u8,
-    /// `HEARD` and `REPORTED`.
-    flags: u8,
-    /// Connections that name it as their peer (opened, not yet forgotten): when its current
-    /// one closes, the others are looked for only if there are any ([`Node::detach`]).
-    pub(super) named_by: u16,
-}
-
-/// [`Peer::flags`]: we heard from it directly ([`Peer::last_heard`]).
-const HEARD: u8 = 1;
-/// [`Peer::flags`]: its other neighbour told us it found it dead ([`Node::detected_failure`]).
-const REPORTED: u8 = 2;
 
 impl Node {
     /// A request for, or an answer with, part of a peer's tables.
@@ -122,7 +84,7 @@ impl Node {
             peer.heard_directly(now);
         }
         let heard = peer.last_heard().is_some();
-        let prox = peer.proximity;
+        let prox = peer.proximity();
         let (leaf_changed, pushed_out) = self.leaf.insert_evicting(id);
         for out in pushed_out.into_iter().flatten() {
             self.keep_former_leaf(now, out);
@@ -164,9 +126,8 @@ impl Node {
             // Hearsay is not trusted until the node answers us: the peer that told us may not
             // have noticed it died. It is routed around from now on, probed once this input
             // is done, and removed after `probe_attempts` unanswered probes, as a suspect is.
-            if let Some(p) = self.peers.get_mut(&id).filter(|p| p.suspected.is_none()) {
-                p.suspected = Some(now);
-                p.probes = 1;
+            if let Some(p) = self.peers.get_mut(&id).filter(|p| p.suspected().is_none()) {
+                p.suspect(now);
                 self.arm_peer(id, now + self.cfg.probe_timeout);
                 self.learned.push((id, false));
             }
@@ -188,16 +149,16 @@ impl Node {
             if p.last_heard().is_some() || !self.in_tables(id) || p.ping().is_some() {
                 continue;
             }
-            if entered_leaf && self.leaf.contains(id) && p.suspected.is_none() {
+            if entered_leaf && self.leaf.contains(id) && p.suspected().is_none() {
                 // Announced to, and a suspect until it answers: a dead node that a peer had
                 // not yet removed is declared failed within `probing_time`, not after a
                 // connection timeout first.
                 self.probe(now, id, true);
                 if let Some(p) = self.peers.get_mut(&id) {
-                    (p.suspected, p.probes) = (Some(now), 1);
+                    p.suspect(now);
                 }
                 self.arm_peer(id, now + self.cfg.probe_timeout);
-            } else if p.suspected.is_some() {
+            } else if p.suspected().is_some() {
                 self.probe(now, id, false);
             } else {
                 self.suspect(now, id);
@@ -278,7 +239,7 @@ impl Node {
         p.set_ping(None);
         let candidate = self.candidates.remove(&from).is_some();
         let prox = proximity(now - sent, p.region(), region, factor);
-        p.proximity = prox;
+        p.set_proximity(prox);
         self.table.update_proximity(from, prox);
         if self.table.insert(from, prox) && candidate {
             self.rows.won = true;
@@ -343,7 +304,7 @@ impl Node {
         let (region, factor) = (&self.cfg.info.region, self.cfg.region_factor);
         let Some(p) = self.peers.get_mut(&id) else { return };
         let prox = proximity(rtt, p.region(), region, factor);
-        p.proximity = prox;
+        p.set_proximity(prox);
         if self.table.insert(id, prox) {
             self.rows.won = true;
             self.suspect(now, id);
@@ -453,164 +414,6 @@ impl Node {
             }
         }
         self.leaf_dirty = true;
-    }
-}
-
-/// A node's addresses and region as a peer record keeps them: 16 bytes where a [`NodeInfo`]
-/// takes 104. Two IPv4 addresses and no region (the common case) inline; anything else boxed.
-#[derive(Debug)]
-enum Addrs {
-    V4(SocketAddrV4, SocketAddrV4),
-    Other(Box<Rare>),
-}
-
-/// Addresses other than two IPv4 ones, or a region.
-#[derive(Debug)]
-struct Rare {
-    local: SocketAddr,
-    global: SocketAddr,
-    region: Box<str>,
-}
-
-impl Addrs {
-    fn new(info: NodeInfo) -> Self {
-        match (info.local, info.global) {
-            (SocketAddr::V4(l), SocketAddr::V4(g)) if info.region.is_empty() => Addrs::V4(l, g),
-            (local, global) => Addrs::Other(Box::new(Rare { local, global, region: info.region.into_boxed_str() })),
-        }
-    }
-
-    fn local_global(&self) -> (SocketAddr, SocketAddr) {
-        match self {
-            Addrs::V4(l, g) => (SocketAddr::V4(*l), SocketAddr::V4(*g)),
-            Addrs::Other(r) => (r.local, r.global),
-        }
-    }
-
-    fn region(&self) -> &str {
-        match self {
-            Addrs::V4(..) => "",
-            Addrs::Other(r) => &r.region,
-        }
-    }
-}
-
-impl Peer {
-    pub(super) fn new(info: NodeInfo, now: Instant) -> Self {
-        Peer {
-            addrs: Addrs::new(info),
-            proximity: UNKNOWN_PROXIMITY,
-            heard_at: now,
-            suspected: None,
-            ping_sent: None,
-            conn: None,
-            timer: None,
-            ping_seq: 0,
-            srtt: 0,
-            rttvar: 0,
-            probes: 0,
-            flags: 0,
-            named_by: 0,
-        }
-    }
-
-    /// When we last heard from it directly, if ever.
-    pub(super) fn last_heard(&self) -> Option<Instant> {
-        (self.flags & HEARD != 0).then_some(self.heard_at)
-    }
-
-    /// When we last heard from it directly, or if never, when we learned of it: what its
-    /// silence is counted from.
-    pub(super) fn silent_since(&self) -> Instant {
-        self.heard_at
-    }
-
-    /// We heard from it directly at `now`.
-    pub(super) fn set_heard(&mut self, now: Instant) {
-        self.heard_at = now;
-        self.flags |= HEARD;
-    }
-
-    /// It spoke to us at `now`: heard from directly, no longer a suspect, and no report of its
-    /// failure stands.
-    pub(super) fn heard_directly(&mut self, now: Instant) {
-        self.set_heard(now);
-        self.suspected = None;
-        self.set_reported(false);
-    }
-
-    /// Its other neighbour told us it found it dead ([`Node::detected_failure`]).
-    pub(super) fn reported(&self) -> bool {
-        self.flags & REPORTED != 0
-    }
-
-    pub(super) fn set_reported(&mut self, reported: bool) {
-        if reported {
-            self.flags |= REPORTED;
-        } else {
-            self.flags &= !REPORTED;
-        }
-    }
-
-    /// True if it answered us (we heard from it directly) and we do not suspect it now: a
-    /// member trusted to fill a place in another table at once.
-    pub(super) fn answered(&self) -> bool {
-        self.last_heard().is_some() && self.suspected.is_none()
-    }
-
-    /// The connection messages to it go on.
-    pub(super) fn conn(&self) -> Option<ConnId> {
-        self.conn.map(|c| ConnId(c.get()))
-    }
-
-    /// Sets the connection messages to it go on. Connection ids start at 1 ([`Node::alloc_conn`]).
-    pub(super) fn set_conn(&mut self, conn: Option<ConnId>) {
-        self.conn = conn.and_then(|c| NonZeroU64::new(c.0));
-    }
-
-    /// What it told of itself; `id` is its id (the key it is kept under).
-    pub(super) fn info(&self, id: NodeId) -> NodeInfo {
-        let (local, global) = self.addrs.local_global();
-        NodeInfo { id, local, global, region: self.addrs.region().to_string() }
-    }
-
-    /// Replaces what it told of itself.
-    pub(super) fn set_info(&mut self, info: NodeInfo) {
-        self.addrs = Addrs::new(info);
-    }
-
-    /// Its region (empty: none).
-    pub(super) fn region(&self) -> &str {
-        self.addrs.region()
-    }
-
-    /// The address a node in `from_region` should use to reach it ([`NodeInfo::addr_from`]).
-    pub(super) fn addr_from(&self, from_region: &str) -> SocketAddr {
-        let (local, global) = self.addrs.local_global();
-        if self.addrs.region() == from_region {
-            local
-        } else {
-            global
-        }
-    }
-
-    /// Bytes its record holds beyond itself: addresses other than two IPv4 ones, a region.
-    pub(super) fn heap_bytes(&self) -> usize {
-        match &self.addrs {
-            Addrs::V4(..) => 0,
-            Addrs::Other(r) => std::mem::size_of::<Rare>() + r.region.len(),
-        }
-    }
-
-    /// The probe awaiting its answer: its number and when it went.
-    pub(super) fn ping(&self) -> Option<(u32, Instant)> {
-        self.ping_sent.map(|t| (self.ping_seq, t))
-    }
-
-    /// Records the probe awaiting its answer, or none.
-    pub(super) fn set_ping(&mut self, ping: Option<(u32, Instant)>) {
-        self.ping_seq = ping.map_or(0, |p| p.0);
-        self.ping_sent = ping.map(|p| p.1);
     }
 }
 

@@ -4,59 +4,6 @@ use crate::config::Config;
 use std::net::SocketAddr;
 
 #[test]
-fn a_peer_record_is_80_bytes_and_keeps_the_info_whole() {
-    // An allocator's 80-byte class: the id is the map's key, two IPv4 addresses without a
-    // region inline (anything else boxed), "heard" a flag beside the time it was heard.
-    assert_eq!(std::mem::size_of::<NodeInfo>(), 104);
-    assert_eq!(std::mem::size_of::<Addrs>(), 16);
-    assert_eq!(std::mem::size_of::<Option<NonZeroU64>>(), 8);
-    assert_eq!(std::mem::size_of::<Peer>(), 80);
-    let v6 = NodeInfo {
-        id: NodeId::from_u128(9),
-        local: "[::1]:7".parse().unwrap(),
-        global: "10.0.0.1:8".parse().unwrap(),
-        region: "eu".into(),
-    };
-    let mut p = Peer::new(v6.clone(), Instant::ZERO);
-    assert_eq!(p.info(v6.id), v6);
-    assert_eq!((p.addr_from("eu"), p.addr_from("us")), (v6.local, v6.global));
-    assert_eq!(p.region(), "eu");
-    assert_eq!(p.heap_bytes(), std::mem::size_of::<Rare>() + 2);
-    // IPv4 addresses with a region are kept whole too.
-    let eu4 = NodeInfo { local: "10.0.0.3:1".parse().unwrap(), ..v6.clone() };
-    p.set_info(eu4.clone());
-    assert_eq!((p.info(v6.id), p.region()), (eu4, "eu"));
-    let v4 = NodeInfo::new(NodeId::from_u128(9), "10.0.0.2:9".parse().unwrap());
-    p.set_info(v4.clone());
-    assert_eq!(p.info(v4.id), v4);
-    assert_eq!((p.addr_from(""), p.region(), p.heap_bytes()), (v4.local, "", 0));
-    // Silence counts from the record's making until it is heard from.
-    let mut q = Peer::new(v4.clone(), Instant::from_secs(3));
-    assert_eq!((q.last_heard(), q.silent_since()), (None, Instant::from_secs(3)));
-    q.set_reported(true);
-    q.set_heard(Instant::from_secs(5));
-    assert_eq!(
-        (q.last_heard(), q.silent_since(), q.reported()),
-        (Some(Instant::from_secs(5)), Instant::from_secs(5), true)
-    );
-    q.set_reported(false);
-    assert!(!q.reported() && q.last_heard().is_some());
-    assert_eq!(p.conn(), None);
-    p.set_conn(Some(ConnId(1)));
-    assert_eq!(p.conn(), Some(ConnId(1)));
-    p.set_conn(Some(ConnId(u64::MAX)));
-    assert_eq!(p.conn(), Some(ConnId(u64::MAX)));
-    p.set_conn(None);
-    assert_eq!(p.conn(), None);
-    let mut p = Peer::new(NodeInfo::new(NodeId::from_u128(1), "127.0.0.1:1".parse().unwrap()), Instant::ZERO);
-    assert_eq!(p.ping(), None);
-    p.set_ping(Some((7, Instant::from_secs(2))));
-    assert_eq!(p.ping(), Some((7, Instant::from_secs(2))));
-    p.set_ping(None);
-    assert_eq!(p.ping(), None);
-}
-
-#[test]
 fn at_most_measured_memory_losers_are_remembered_and_they_expire() {
     let addr = SocketAddr::from(([10, 0, 0, 1], 7000));
     let cfg = Config::with_trusted_id(NodeId::from_u128(1), addr);
@@ -198,8 +145,8 @@ fn a_candidate_without_a_connection_is_timed_by_its_set_up_alone() {
     let (probe, closed, _) = outputs(&mut node);
     assert_eq!(closed, dialled);
     assert!(node.table.contains(c), "a nearer candidate takes the cell");
-    assert_eq!(node.peers[&c].proximity, 20_000);
-    assert!(node.peers[&c].suspected.is_some(), "and is not trusted until it answers");
+    assert_eq!(node.peers[&c].proximity(), 20_000);
+    assert!(node.peers[&c].suspected().is_some(), "and is not trusted until it answers");
     assert_eq!(probe.len(), 1, "its probe dials it");
 }
 
@@ -242,7 +189,7 @@ fn a_pushed_leaf_set_is_answered_only_when_it_misses_nodes_we_know() {
     node.handle_data(later, conn, &beat(vec![info(NodeId::from_u128(me), 1), info(newcomer, 9)]));
     let outs: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
     assert!(crate::harness::script::messages(&outs, ccw1_conn).is_empty(), "beyond the sender's span: not probed");
-    assert!(node.peers[&ccw1].suspected.is_none());
+    assert!(node.peers[&ccw1].suspected().is_none());
     // A sender with two a side that lacks it: besides the answer, we probe it (the sender
     // may have found it dead).
     let lacking = vec![info(NodeId::from_u128(me), 1), info(newcomer, 9), info(cw2, 3)];
@@ -250,7 +197,7 @@ fn a_pushed_leaf_set_is_answered_only_when_it_misses_nodes_we_know() {
     let outs: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
     let probed = crate::harness::script::messages(&outs, ccw1_conn);
     assert!(matches!(probed.as_slice(), [Message::Ping { .. }]), "the missing member is probed: {probed:?}");
-    assert!(node.peers[&ccw1].suspected.is_some());
+    assert!(node.peers[&ccw1].suspected().is_some());
 }
 
 /// A leaf-set member that fails makes room for a node our routing table holds and the leaf
@@ -487,7 +434,7 @@ fn a_probe_over_a_new_connection_is_its_handshake() {
     let p = &node.peers[&far.id];
     assert_eq!(p.ping(), None, "answered");
     assert_eq!(p.last_heard(), Some(Instant::from_secs(1) + rtt));
-    assert_eq!(p.proximity, proximity(rtt, "", "", node.cfg.region_factor), "timed by the handshake");
+    assert_eq!(p.proximity(), proximity(rtt, "", "", node.cfg.region_factor), "timed by the handshake");
 }
 
 #[test]

@@ -17,6 +17,7 @@ mod layers;
 pub use layers::LAYER_PURPOSES;
 mod liveness;
 mod membership;
+mod peer;
 mod repair;
 mod routing;
 mod session;
@@ -44,7 +45,7 @@ use crate::wire::{Direct, Message, Route};
 
 use connections::{Conn, Phase, SendFail};
 use join::Held;
-use membership::Peer;
+use peer::Peer;
 use routing::Hop;
 use timers::{NodeTimer, TimerKey, TimerTable};
 
@@ -514,7 +515,7 @@ impl Node {
 
     /// Measured proximity of a node (round trip in microseconds, times the region factor).
     pub fn proximity(&self, id: NodeId) -> Option<u64> {
-        self.peers.get(&id).map(|p| p.proximity).filter(|&p| p != UNKNOWN_PROXIMITY)
+        self.peers.get(&id).map(|p| p.proximity()).filter(|&p| p != UNKNOWN_PROXIMITY)
     }
 
     /// The period after which a silent table member (other than our two neighbours) is

@@ -17,7 +17,7 @@ use crate::routing_table::UNKNOWN_PROXIMITY;
 use crate::time::Instant;
 use crate::wire::Message;
 
-use super::membership::Peer;
+use super::peer::Peer;
 use super::Node;
 
 /// Near nodes asked for a row at each leaf-set exchange in the first minute after a join,
@@ -100,8 +100,8 @@ impl Node {
             .known_members()
             .filter(|&id| self.table.slot(id) == Some((row, col)))
             .filter_map(|id| {
-                let p = self.peers.get(&id).filter(|p| p.answered() && p.proximity != UNKNOWN_PROXIMITY)?;
-                Some((p.proximity, id))
+                let p = self.peers.get(&id).filter(|p| p.answered() && p.proximity() != UNKNOWN_PROXIMITY)?;
+                Some((p.proximity(), id))
             })
             .min();
         let Some((prox, id)) = best else { return false };

@@ -81,7 +81,7 @@ impl Node {
 
     /// True if `id` is being probed after a silence.
     fn is_suspect(&self, id: NodeId) -> bool {
-        self.peers.get(&id).is_some_and(|p| p.suspected.is_some())
+        self.peers.get(&id).is_some_and(|p| p.suspected().is_some())
     }
 
     /// The next hop of a rerouted application message towards `key`, `exclude` (the hop that

@@ -23,7 +23,8 @@ use crate::time::Instant;
 use crate::wire::{self, Message, Probe, WireError, NONCE_LEN};
 
 use super::connections::{AwaitAuth, ConnIo, Phase};
-use super::membership::{proximity, Peer};
+use super::membership::proximity;
+use super::peer::Peer;
 use super::Node;
 
 /// Records larger than this are not opened into memory the connection keeps for the next one:
@@ -408,7 +409,7 @@ impl Node {
         peer.named_by = peer.named_by.saturating_add(1);
         peer.set_info(info);
         if let Some(rtt) = rtt {
-            peer.proximity = proximity(rtt, peer.region(), &self.cfg.info.region, self.cfg.region_factor);
+            peer.set_proximity(proximity(rtt, peer.region(), &self.cfg.info.region, self.cfg.region_factor));
         }
         // A probe queued while the connection was being set up leaves now: its round trip is
         // timed from here, not from the dial (which would add the connection's own set-up and

@@ -1,0 +1,370 @@
+//! A node's record of a peer: what it told of itself, what we heard of it, and what probing
+//! it needs, kept small since a node holds about a hundred.
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::num::NonZeroU64;
+
+use crate::id::NodeId;
+use crate::info::NodeInfo;
+use crate::output::ConnId;
+use crate::routing_table::UNKNOWN_PROXIMITY;
+use crate::time::Instant;
+
+/// What a node keeps of a peer: 64 bytes (an allocator's 64-byte class), where a table
+/// holds about a hundred of them. The id is the key of [`Node::peers`], not repeated here;
+/// what a probe of it needs is boxed while a probe or a suspicion stands ([`Probe`]), which
+/// is seldom for any one peer.
+#[derive(Debug)]
+pub(super) struct Peer {
+    /// Its addresses and region, compacted ([`Peer::info`] gives them back whole).
+    addrs: Addrs,
+    /// When we last heard from it directly, if `HEARD` is set; else when the record was made.
+    heard_at: Instant,
+    /// The connection messages to it go on ([`Peer::conn`]): 8 bytes where an
+    /// `Option<ConnId>` takes 16 (connection ids start at 1).
+    conn: Option<NonZeroU64>,
+    /// This peer's liveness entry in the timer table (table members only).
+    pub(super) timer: Option<Instant>,
+    /// The probe awaiting its answer and the suspicion, if either stands.
+    probe: Option<Box<Probe>>,
+    /// Its proximity ([`Peer::proximity`]), held in 32 bits: `u32::MAX` is
+    /// [`UNKNOWN_PROXIMITY`], and a measured one saturates at `u32::MAX - 1` (a round trip of
+    /// 71 minutes in one region).
+    proximity: u32,
+    /// Smoothed round trip of per-hop acks, in microseconds (0: none measured yet).
+    pub(super) srtt: u32,
+    /// Its mean deviation, in microseconds.
+    pub(super) rttvar: u32,
+    /// Connections that name it as their peer (opened, not yet forgotten): when its current
+    /// one closes, the others are looked for only if there are any ([`Node::detach`]).
+    pub(super) named_by: u16,
+    /// `HEARD` and `REPORTED`.
+    flags: u8,
+}
+
+/// A peer's probe state: boxed in its record while a probe awaits its answer or the peer is
+/// suspected, and dropped when neither holds.
+#[derive(Debug, Default)]
+struct Probe {
+    /// Since when it is suspected.
+    suspected: Option<Instant>,
+    /// When the probe awaiting its answer went ([`Peer::ping`]).
+    ping_sent: Option<Instant>,
+    /// The number of the probe awaiting its answer, if `ping_sent` is set.
+    ping_seq: u32,
+    /// Probes sent since it was suspected.
+    probes: u8,
+}
+
+/// [`Peer::flags`]: we heard from it directly ([`Peer::last_heard`]).
+const HEARD: u8 = 1;
+/// [`Peer::flags`]: its other neighbour told us it found it dead ([`Node::detected_failure`]).
+const REPORTED: u8 = 2;
+
+/// A node's addresses and region as a peer record keeps them: 16 bytes where a [`NodeInfo`]
+/// takes 104. Two IPv4 addresses and no region (the common case) inline; anything else boxed.
+#[derive(Debug)]
+enum Addrs {
+    V4(SocketAddrV4, SocketAddrV4),
+    Other(Box<Rare>),
+}
+
+/// Addresses other than two IPv4 ones, or a region.
+#[derive(Debug)]
+struct Rare {
+    local: SocketAddr,
+    global: SocketAddr,
+    region: Box<str>,
+}
+
+impl Addrs {
+    fn new(info: NodeInfo) -> Self {
+        match (info.local, info.global) {
+            (SocketAddr::V4(l), SocketAddr::V4(g)) if info.region.is_empty() => Addrs::V4(l, g),
+            (local, global) => Addrs::Other(Box::new(Rare { local, global, region: info.region.into_boxed_str() })),
+        }
+    }
+
+    fn local_global(&self) -> (SocketAddr, SocketAddr) {
+        match self {
+            Addrs::V4(l, g) => (SocketAddr::V4(*l), SocketAddr::V4(*g)),
+            Addrs::Other(r) => (r.local, r.global),
+        }
+    }
+
+    fn region(&self) -> &str {
+        match self {
+            Addrs::V4(..) => "",
+            Addrs::Other(r) => &r.region,
+        }
+    }
+}
+
+impl Peer {
+    pub(super) fn new(info: NodeInfo, now: Instant) -> Self {
+        Peer {
+            addrs: Addrs::new(info),
+            heard_at: now,
+            conn: None,
+            timer: None,
+            probe: None,
+            proximity: u32::MAX,
+            srtt: 0,
+            rttvar: 0,
+            named_by: 0,
+            flags: 0,
+        }
+    }
+
+    /// When we last heard from it directly, if ever.
+    pub(super) fn last_heard(&self) -> Option<Instant> {
+        (self.flags & HEARD != 0).then_some(self.heard_at)
+    }
+
+    /// When we last heard from it directly, or if never, when we learned of it: what its
+    /// silence is counted from.
+    pub(super) fn silent_since(&self) -> Instant {
+        self.heard_at
+    }
+
+    /// We heard from it directly at `now`.
+    pub(super) fn set_heard(&mut self, now: Instant) {
+        self.heard_at = now;
+        self.flags |= HEARD;
+    }
+
+    /// It spoke to us at `now`: heard from directly, no longer a suspect, and no report of its
+    /// failure stands.
+    pub(super) fn heard_directly(&mut self, now: Instant) {
+        self.set_heard(now);
+        self.clear_suspicion();
+        self.set_reported(false);
+    }
+
+    /// Its other neighbour told us it found it dead ([`Node::detected_failure`]).
+    pub(super) fn reported(&self) -> bool {
+        self.flags & REPORTED != 0
+    }
+
+    pub(super) fn set_reported(&mut self, reported: bool) {
+        if reported {
+            self.flags |= REPORTED;
+        } else {
+            self.flags &= !REPORTED;
+        }
+    }
+
+    /// True if it answered us (we heard from it directly) and we do not suspect it now: a
+    /// member trusted to fill a place in another table at once.
+    pub(super) fn answered(&self) -> bool {
+        self.last_heard().is_some() && self.suspected().is_none()
+    }
+
+    /// The connection messages to it go on.
+    pub(super) fn conn(&self) -> Option<ConnId> {
+        self.conn.map(|c| ConnId(c.get()))
+    }
+
+    /// Sets the connection messages to it go on. Connection ids start at 1 ([`Node::alloc_conn`]).
+    pub(super) fn set_conn(&mut self, conn: Option<ConnId>) {
+        self.conn = conn.and_then(|c| NonZeroU64::new(c.0));
+    }
+
+    /// What it told of itself; `id` is its id (the key it is kept under).
+    pub(super) fn info(&self, id: NodeId) -> NodeInfo {
+        let (local, global) = self.addrs.local_global();
+        NodeInfo { id, local, global, region: self.addrs.region().to_string() }
+    }
+
+    /// Replaces what it told of itself.
+    pub(super) fn set_info(&mut self, info: NodeInfo) {
+        self.addrs = Addrs::new(info);
+    }
+
+    /// Its region (empty: none).
+    pub(super) fn region(&self) -> &str {
+        self.addrs.region()
+    }
+
+    /// The address a node in `from_region` should use to reach it ([`NodeInfo::addr_from`]).
+    pub(super) fn addr_from(&self, from_region: &str) -> SocketAddr {
+        let (local, global) = self.addrs.local_global();
+        if self.addrs.region() == from_region {
+            local
+        } else {
+            global
+        }
+    }
+
+    /// Bytes its record holds beyond itself: addresses other than two IPv4 ones, a region.
+    pub(super) fn heap_bytes(&self) -> usize {
+        let probe = self.probe.as_ref().map_or(0, |_| std::mem::size_of::<Probe>());
+        probe
+            + match &self.addrs {
+                Addrs::V4(..) => 0,
+                Addrs::Other(r) => std::mem::size_of::<Rare>() + r.region.len(),
+            }
+    }
+
+    /// The probe awaiting its answer: its number and when it went.
+    pub(super) fn ping(&self) -> Option<(u32, Instant)> {
+        let p = self.probe.as_deref()?;
+        p.ping_sent.map(|t| (p.ping_seq, t))
+    }
+
+    /// Records the probe awaiting its answer, or none.
+    pub(super) fn set_ping(&mut self, ping: Option<(u32, Instant)>) {
+        self.probe_state(|p| {
+            p.ping_seq = ping.map_or(0, |p| p.0);
+            p.ping_sent = ping.map(|p| p.1);
+        });
+    }
+
+    /// Since when it is suspected, if it is.
+    pub(super) fn suspected(&self) -> Option<Instant> {
+        self.probe.as_deref().and_then(|p| p.suspected)
+    }
+
+    /// It is suspected from `now`, with one probe sent.
+    pub(super) fn suspect(&mut self, now: Instant) {
+        self.probe_state(|p| (p.suspected, p.probes) = (Some(now), 1));
+    }
+
+    /// It is no longer suspected.
+    pub(super) fn clear_suspicion(&mut self) {
+        if self.probe.is_some() {
+            self.probe_state(|p| (p.suspected, p.probes) = (None, 0));
+        }
+    }
+
+    /// Probes sent since it was suspected (0 when it is not).
+    pub(super) fn probes(&self) -> u8 {
+        self.probe.as_deref().map_or(0, |p| p.probes)
+    }
+
+    /// One more probe went while it is suspected.
+    pub(super) fn add_probe(&mut self) {
+        self.probe_state(|p| p.probes = p.probes.saturating_add(1));
+    }
+
+    /// Changes the probe state, boxing it for the change and dropping the box when neither a
+    /// probe nor a suspicion stands after it.
+    fn probe_state(&mut self, f: impl FnOnce(&mut Probe)) {
+        let p = self.probe.get_or_insert_with(Box::default);
+        f(p);
+        if p.suspected.is_none() && p.ping_sent.is_none() {
+            self.probe = None;
+        }
+    }
+
+    /// Its proximity (lower is nearer; [`UNKNOWN_PROXIMITY`] until measured).
+    pub(super) fn proximity(&self) -> u64 {
+        match self.proximity {
+            u32::MAX => UNKNOWN_PROXIMITY,
+            p => u64::from(p),
+        }
+    }
+
+    /// Sets its proximity ([`Peer::proximity`] says how it is held).
+    pub(super) fn set_proximity(&mut self, proximity: u64) {
+        self.proximity = match proximity {
+            UNKNOWN_PROXIMITY => u32::MAX,
+            p => u32::try_from(p).unwrap_or(u32::MAX - 1).min(u32::MAX - 1),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_record_is_64_bytes_and_keeps_the_info_whole() {
+        // An allocator's 64-byte class: the id is the map's key, two IPv4 addresses without a
+        // region inline (anything else boxed), "heard" a flag beside the time it was heard, the
+        // probe state boxed while it stands.
+        assert_eq!(std::mem::size_of::<NodeInfo>(), 104);
+        assert_eq!(std::mem::size_of::<Addrs>(), 16);
+        assert_eq!(std::mem::size_of::<Option<NonZeroU64>>(), 8);
+        assert_eq!(std::mem::size_of::<Peer>(), 64);
+        let v6 = NodeInfo {
+            id: NodeId::from_u128(9),
+            local: "[::1]:7".parse().unwrap(),
+            global: "10.0.0.1:8".parse().unwrap(),
+            region: "eu".into(),
+        };
+        let mut p = Peer::new(v6.clone(), Instant::ZERO);
+        assert_eq!(p.info(v6.id), v6);
+        assert_eq!((p.addr_from("eu"), p.addr_from("us")), (v6.local, v6.global));
+        assert_eq!(p.region(), "eu");
+        assert_eq!(p.heap_bytes(), std::mem::size_of::<Rare>() + 2);
+        // IPv4 addresses with a region are kept whole too.
+        let eu4 = NodeInfo { local: "10.0.0.3:1".parse().unwrap(), ..v6.clone() };
+        p.set_info(eu4.clone());
+        assert_eq!((p.info(v6.id), p.region()), (eu4, "eu"));
+        let v4 = NodeInfo::new(NodeId::from_u128(9), "10.0.0.2:9".parse().unwrap());
+        p.set_info(v4.clone());
+        assert_eq!(p.info(v4.id), v4);
+        assert_eq!((p.addr_from(""), p.region(), p.heap_bytes()), (v4.local, "", 0));
+        // Silence counts from the record's making until it is heard from.
+        let mut q = Peer::new(v4.clone(), Instant::from_secs(3));
+        assert_eq!((q.last_heard(), q.silent_since()), (None, Instant::from_secs(3)));
+        q.set_reported(true);
+        q.set_heard(Instant::from_secs(5));
+        assert_eq!(
+            (q.last_heard(), q.silent_since(), q.reported()),
+            (Some(Instant::from_secs(5)), Instant::from_secs(5), true)
+        );
+        q.set_reported(false);
+        assert!(!q.reported() && q.last_heard().is_some());
+        assert_eq!(p.conn(), None);
+        p.set_conn(Some(ConnId(1)));
+        assert_eq!(p.conn(), Some(ConnId(1)));
+        p.set_conn(Some(ConnId(u64::MAX)));
+        assert_eq!(p.conn(), Some(ConnId(u64::MAX)));
+        p.set_conn(None);
+        assert_eq!(p.conn(), None);
+        let mut p = Peer::new(NodeInfo::new(NodeId::from_u128(1), "127.0.0.1:1".parse().unwrap()), Instant::ZERO);
+        assert_eq!(p.ping(), None);
+        p.set_ping(Some((7, Instant::from_secs(2))));
+        assert_eq!(p.ping(), Some((7, Instant::from_secs(2))));
+        p.set_ping(None);
+        assert_eq!(p.ping(), None);
+    }
+
+    #[test]
+    fn a_peer_holds_its_probe_state_only_while_it_stands() {
+        let mut p = Peer::new(NodeInfo::new(NodeId::from_u128(1), "127.0.0.1:1".parse().unwrap()), Instant::ZERO);
+        assert_eq!((p.ping(), p.suspected(), p.probes(), p.heap_bytes()), (None, None, 0, 0));
+        let (t1, t2) = (Instant::from_secs(1), Instant::from_secs(2));
+        p.suspect(t1);
+        p.add_probe();
+        p.set_ping(Some((3, t2)));
+        assert_eq!((p.ping(), p.suspected(), p.probes()), (Some((3, t2)), Some(t1), 2));
+        assert_eq!(p.heap_bytes(), std::mem::size_of::<Probe>());
+        // The answer ends the probe; the suspicion stands until the peer is heard from.
+        p.set_ping(None);
+        assert_eq!((p.ping(), p.suspected(), p.probes()), (None, Some(t1), 2));
+        p.heard_directly(t2);
+        assert_eq!((p.ping(), p.suspected(), p.probes(), p.heap_bytes()), (None, None, 0, 0));
+        // A probe alone boxes the state too, and its answer gives the box back.
+        p.set_ping(Some((4, t2)));
+        assert_eq!(p.heap_bytes(), std::mem::size_of::<Probe>());
+        p.clear_suspicion();
+        assert_eq!(p.ping(), Some((4, t2)));
+        p.set_ping(None);
+        assert_eq!(p.heap_bytes(), 0);
+    }
+
+    #[test]
+    fn a_peer_proximity_is_held_in_32_bits_and_saturates() {
+        let mut p = Peer::new(NodeInfo::new(NodeId::from_u128(1), "127.0.0.1:1".parse().unwrap()), Instant::ZERO);
+        assert_eq!(p.proximity(), UNKNOWN_PROXIMITY);
+        p.set_proximity(1_500);
+        assert_eq!(p.proximity(), 1_500);
+        p.set_proximity(u64::from(u32::MAX) + 7);
+        assert_eq!(p.proximity(), u64::from(u32::MAX - 1), "a measured one stays measured");
+        p.set_proximity(UNKNOWN_PROXIMITY);
+        assert_eq!(p.proximity(), UNKNOWN_PROXIMITY);
+    }
+}
