@@ -8,7 +8,7 @@ use crate::time::Instant;
 use crate::wire::Message;
 
 use super::peer::Peer;
-use super::timers::{NodeTimer, TimerKey};
+use super::timers::NodeTimer;
 use super::{Node, State};
 
 /// A neighbour that has not answered this many probes in a row (and every this many after)
@@ -543,17 +543,6 @@ impl Node {
         self.arm_peer(id, at);
     }
 
-    /// Sets the liveness deadline of a known peer (never before the next microsecond).
-    pub(super) fn arm_peer(&mut self, id: NodeId, at: Instant) {
-        let at = at.max(self.last_now + MIN_STEP);
-        if self.drained {
-            return;
-        }
-        if let Some(p) = self.peers.get_mut(&id) {
-            p.timer = self.timers.arm(TimerKey::Peer(id), p.timer, at);
-        }
-    }
-
     /// An open connection ended under us without `Closing` (a graceful close says it first):
     /// reset, or ended by a process that died. If we are a member of the ring, it was our
     /// last one with a leaf-set member, it had been open for two `connect_timeout`s and we
@@ -576,13 +565,6 @@ impl Node {
         let connected = self.peers.get(&id).and_then(|p| p.conn()).is_some_and(|c| self.conns.contains_key(&c));
         if !connected {
             self.suspect(now, id);
-        }
-    }
-
-    /// Removes a peer's liveness deadline.
-    pub(super) fn disarm_peer(&mut self, id: NodeId) {
-        if let Some(p) = self.peers.get_mut(&id) {
-            self.timers.disarm(TimerKey::Peer(id), p.timer.take());
         }
     }
 

@@ -329,14 +329,14 @@ impl Node {
     /// fixed order. Calling it early, or twice, is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.tick_now(now);
-        while let Some(key) = self.timers.pop_due(now) {
+        while let Some((at, key)) = self.timers.pop_due(now) {
             match key {
                 TimerKey::Node(NodeTimer::Join) => self.join_timer(now),
                 TimerKey::Node(NodeTimer::Announce) => self.announce_timer(now),
                 TimerKey::Node(NodeTimer::Heartbeat) => self.heartbeat_timer(now),
                 TimerKey::Node(NodeTimer::LeafExchange) => self.leaf_exchange_timer(now),
                 TimerKey::Conn(conn) => self.conn_timer(now, conn),
-                TimerKey::Peer(id) => self.peer_timer(now, id),
+                TimerKey::Peer(key) => self.peer_timers(now, key, at),
                 TimerKey::Ack(conn) => self.ack_timer(now, conn),
             }
         }

@@ -10,6 +10,10 @@ use crate::output::ConnId;
 use crate::routing_table::UNKNOWN_PROXIMITY;
 use crate::time::Instant;
 
+use super::liveness::MIN_STEP;
+use super::timers::{peer_key, TimerKey};
+use super::Node;
+
 /// What a node keeps of a peer: 64 bytes (an allocator's 64-byte class), where a table
 /// holds about a hundred of them. The id is the key of [`Node::peers`], not repeated here;
 /// what a probe of it needs is boxed while a probe or a suspicion stands ([`Probe`]), which
@@ -274,6 +278,60 @@ impl Peer {
     }
 }
 
+impl Node {
+    /// Sets the liveness deadline of a known peer (never before the next microsecond).
+    pub(super) fn arm_peer(&mut self, id: NodeId, at: Instant) {
+        let at = at.max(self.last_now + MIN_STEP);
+        if self.drained {
+            return;
+        }
+        let Some(old) = self.own_timer(id) else { return };
+        let at = self.timers.arm(TimerKey::Peer(peer_key(id)), old, at);
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.timer = at;
+        }
+    }
+
+    /// The peers whose timer entries are known by `key` ([`peer_key`]), in id order: one,
+    /// unless two ids share their first 64 bits.
+    pub(super) fn peers_keyed(&self, key: u64) -> impl Iterator<Item = (NodeId, &Peer)> + '_ {
+        let start = self.peers.find_index(&NodeId::from_u128(u128::from(key) << 64)).unwrap_or_else(|i| i);
+        (start..self.peers.len())
+            .map_while(move |i| self.peers.get_indexed(i).filter(|(id, _)| peer_key(**id) == key))
+            .map(|(id, p)| (*id, &**p))
+    }
+
+    /// The deadline `id` records, as its own to remove from the timer table: none if another
+    /// peer of its key records the same one, whose entry it then is too. `None` if `id` is
+    /// not known.
+    fn own_timer(&self, id: NodeId) -> Option<Option<Instant>> {
+        let old = self.peers.get(&id)?.timer;
+        let key = peer_key(id);
+        Some(old.filter(|&t| !self.peers_keyed(key).any(|(q, p)| q != id && p.timer == Some(t))))
+    }
+
+    /// A peer's timer entry fired at `at`: the liveness deadline of every peer of its key that
+    /// records `at` (in id order; almost always one).
+    pub(super) fn peer_timers(&mut self, now: Instant, key: u64, at: Instant) {
+        let mut last: Option<NodeId> = None;
+        loop {
+            let next = self.peers_keyed(key).find(|(id, p)| p.timer == Some(at) && last.is_none_or(|l| *id > l));
+            let Some((id, _)) = next else { break };
+            last = Some(id);
+            self.peer_timer(now, id);
+        }
+    }
+
+    /// Removes a peer's liveness deadline.
+    pub(super) fn disarm_peer(&mut self, id: NodeId) {
+        let Some(old) = self.own_timer(id) else { return };
+        self.timers.disarm(TimerKey::Peer(peer_key(id)), old);
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.timer = None;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,5 +424,45 @@ mod tests {
         assert_eq!(p.proximity(), u64::from(u32::MAX - 1), "a measured one stays measured");
         p.set_proximity(UNKNOWN_PROXIMITY);
         assert_eq!(p.proximity(), UNKNOWN_PROXIMITY);
+    }
+
+    #[test]
+    fn peers_whose_ids_share_64_bits_share_one_timer_entry_and_each_fires() {
+        let addr = |i: u8| SocketAddr::from(([127, 0, 0, i], 1));
+        let cfg = crate::Config::with_trusted_id(NodeId::from_u128(1), addr(1)).insecure_plaintext();
+        let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
+        let (a, b) = (NodeId::from_u128(7 << 64 | 1), NodeId::from_u128(7 << 64 | 2));
+        let c = NodeId::from_u128(8 << 64);
+        for (i, id) in [a, b, c].into_iter().enumerate() {
+            node.peers.insert(id, Box::new(Peer::new(NodeInfo::new(id, addr(2 + i as u8)), Instant::ZERO)));
+        }
+        let (t1, t2) = (Instant::from_secs(5), Instant::from_secs(6));
+        // The node's own timers (its heartbeat) are not counted below.
+        let base = node.timers.len();
+        node.arm_peer(a, t1);
+        node.arm_peer(b, t1);
+        node.arm_peer(c, t1);
+        assert_eq!(node.timers.len() - base, 2, "a and b share (t1, 7)");
+        // Moving a's deadline leaves b's entry in place.
+        node.arm_peer(a, t2);
+        assert_eq!(node.timers.len() - base, 3);
+        assert_eq!((node.peers[&a].timer, node.peers[&b].timer), (Some(t2), Some(t1)));
+        // b's own entry goes with it.
+        node.disarm_peer(b);
+        assert_eq!(node.timers.len() - base, 2);
+        node.arm_peer(b, t2);
+        assert_eq!(node.timers.len() - base, 2, "b joins a's entry at t2");
+        node.disarm_peer(a);
+        assert_eq!(node.timers.len() - base, 2, "still b's");
+        node.arm_peer(a, t2);
+        // Firing: c's entry at t1, then one entry at t2 that is both a's and b's deadline.
+        assert_eq!(node.timers.pop_due(t1), Some((t1, TimerKey::Peer(8))));
+        assert_eq!(node.timers.pop_due(t2), Some((t2, TimerKey::Peer(7))));
+        assert_eq!(node.timers.pop_due(t2), None);
+        node.peer_timers(t2, 7, t2);
+        // Neither is a table member of this lone node: each fired and was let go.
+        assert_eq!((node.peers[&a].timer, node.peers[&b].timer), (None, None));
+        assert_eq!(node.peers_keyed(7).count(), 2);
+        assert_eq!(node.peers_keyed(9).count(), 0);
     }
 }

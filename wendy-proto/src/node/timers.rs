@@ -38,22 +38,25 @@ pub(super) enum TimerKey {
     Node(NodeTimer),
     /// A connection's set-up, close or idle deadline.
     Conn(ConnId),
-    /// A peer's liveness deadline: silence before a probe, or a probe's answer.
-    Peer(NodeId),
+    /// A peer's liveness deadline: silence before a probe, or a probe's answer. The peer is
+    /// known by the first 64 bits of its id ([`peer_key`]); the node fires every peer of that
+    /// key whose recorded deadline is the entry's, and removes an entry only when no other
+    /// peer of the key records it (see [`Node::arm_peer`](super::Node::arm_peer)).
+    Peer(u64),
     /// A connection's in-flight check: routed messages it has not acknowledged.
     Ack(ConnId),
 }
 
 /// The deadlines: each kind of entry in a sorted ring buffer of its own, ordered by (instant, id),
-/// so that an entry is 16 bytes (24 for a peer's) rather than the 32 of one set of (instant,
-/// any key), with no per-node overhead of a tree. The next entry to fire is the earliest of the
+/// so that an entry is 16 bytes rather than the 24 of one set of (instant, any key), with no
+/// per-node overhead of a tree. The next entry to fire is the earliest of the
 /// vectors' first ones, ties broken in [`TimerKey`]'s order: the same order as one set of
 /// (instant, key) would give.
 #[derive(Debug, Default)]
 pub(super) struct TimerTable {
     node: [Option<Instant>; NODE_TIMERS],
     conns: Sorted<(Instant, ConnId)>,
-    peers: Sorted<(Instant, NodeId)>,
+    peers: Sorted<(Instant, u64)>,
     acks: Sorted<(Instant, ConnId)>,
     /// The earliest deadline, kept beside the vectors: `poll_timeout` is asked after every
     /// input, and reading it here saves a look at each vector.
@@ -120,6 +123,12 @@ impl<T: Ord + Copy> Sorted<T> {
     fn clear(&mut self) {
         self.0.clear();
     }
+}
+
+/// What a peer's timer entry knows it by: the first 64 bits of its id (16 bytes an entry, not
+/// 24). Entries of one instant fire in the order of these keys, which is the order of the ids.
+pub(super) fn peer_key(id: NodeId) -> u64 {
+    (id.as_u128() >> 64) as u64
 }
 
 /// Entries a timer buffer or a node's map keeps room for however few it holds.
@@ -224,15 +233,15 @@ impl TimerTable {
         self.earliest
     }
 
-    /// Removes and returns the earliest entry due at `now`. A node timer's slot is cleared;
-    /// for the others the owner must forget its recorded deadline.
-    pub(super) fn pop_due(&mut self, now: Instant) -> Option<TimerKey> {
+    /// Removes and returns the earliest entry due at `now`, with its deadline. A node timer's
+    /// slot is cleared; for the others the owner must forget its recorded deadline.
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<(Instant, TimerKey)> {
         if self.earliest? > now {
             return None;
         }
         let (at, key) = self.head()?;
         self.remove(at, key);
-        Some(key)
+        Some((at, key))
     }
 
     /// Number of entries (for the invariant checks).
@@ -268,17 +277,17 @@ mod tests {
     use std::collections::BTreeSet;
 
     #[test]
-    fn entries_are_16_bytes_24_for_a_peer_and_one_set_would_take_32() {
+    fn entries_are_16_bytes_and_one_set_would_take_24() {
         use core::mem::size_of;
         assert_eq!(size_of::<(Instant, ConnId)>(), 16);
-        assert_eq!(size_of::<(Instant, NodeId)>(), 24);
-        assert_eq!(size_of::<(Instant, TimerKey)>(), 32);
+        assert_eq!(size_of::<(Instant, u64)>(), 16);
+        assert_eq!(size_of::<(Instant, TimerKey)>(), 24);
         let mut t = TimerTable::default();
         for i in 0..100u64 {
             t.arm(TimerKey::Conn(ConnId(i)), None, Instant::from_micros(1000 - i));
-            t.arm(TimerKey::Peer(NodeId::from_u128(u128::from(i))), None, Instant::from_micros(i));
+            t.arm(TimerKey::Peer(i), None, Instant::from_micros(i));
         }
-        assert_eq!(t.heap_bytes(), 128 * 16 + 128 * 24, "two vectors grown to 128 entries each");
+        assert_eq!(t.heap_bytes(), 2 * 128 * 16, "two vectors grown to 128 entries each");
     }
 
     #[test]
@@ -287,18 +296,18 @@ mod tests {
         let at = |s| Instant::from_secs(s);
         t.set(NodeTimer::Heartbeat, at(5));
         let c = t.arm(TimerKey::Conn(ConnId(2)), None, at(3));
-        t.arm(TimerKey::Peer(NodeId::from_u128(1)), None, at(3));
+        t.arm(TimerKey::Peer(1), None, at(3));
         t.set(NodeTimer::Join, at(3));
         assert_eq!(t.next(), Some(at(3)));
         // Moving an entry removes the old one.
         t.arm(TimerKey::Conn(ConnId(2)), c, at(4));
         assert_eq!(t.pop_due(at(2)), None);
-        let fired: Vec<_> = std::iter::from_fn(|| t.pop_due(at(10))).collect();
+        let fired: Vec<_> = std::iter::from_fn(|| t.pop_due(at(10)).map(|e| e.1)).collect();
         assert_eq!(
             fired,
             vec![
                 TimerKey::Node(NodeTimer::Join),
-                TimerKey::Peer(NodeId::from_u128(1)),
+                TimerKey::Peer(1),
                 TimerKey::Conn(ConnId(2)),
                 TimerKey::Node(NodeTimer::Heartbeat),
             ]
@@ -313,7 +322,7 @@ mod tests {
         match k % 4 {
             0 => TimerKey::Node(NODE_ORDER[usize::from(k / 4) % NODE_TIMERS]),
             1 => TimerKey::Conn(ConnId(u64::from(k / 4))),
-            2 => TimerKey::Peer(NodeId::from_u128(u128::from(k / 4) << 100 | 3)),
+            2 => TimerKey::Peer(u64::from(k / 4) << 36 | 3),
             _ => TimerKey::Ack(ConnId(u64::from(k / 4))),
         }
     }
@@ -362,7 +371,7 @@ mod tests {
                     _ => {
                         let fired = t.pop_due(at);
                         let due = model.first().copied().filter(|e| e.0 <= at);
-                        proptest::prop_assert_eq!(fired, due.map(|e| e.1));
+                        proptest::prop_assert_eq!(fired, due);
                         if let Some(e) = due {
                             model.remove(&e);
                             let k = (0..16u8).find(|&k| key_of(k) == e.1).expect("a key of the set");
@@ -379,7 +388,7 @@ mod tests {
     #[test]
     fn the_buffers_give_back_the_room_a_burst_left() {
         let mut t = TimerTable::default();
-        let peer = |i: u64| TimerKey::Peer(NodeId::from_u128(u128::from(i)));
+        let peer = TimerKey::Peer;
         for i in 0..500u64 {
             t.arm(peer(i), None, Instant::from_secs(i + 1));
             t.arm(TimerKey::Conn(ConnId(i + 1)), None, Instant::from_secs(i + 1));
@@ -387,16 +396,18 @@ mod tests {
         let burst = t.heap_bytes();
         // All but the last ten of each fire.
         for i in 0..490u64 {
-            assert_eq!(t.pop_due(Instant::from_secs(i + 1)), Some(TimerKey::Conn(ConnId(i + 1))));
-            assert_eq!(t.pop_due(Instant::from_secs(i + 1)), Some(peer(i)));
+            let at = Instant::from_secs(i + 1);
+            assert_eq!(t.pop_due(at), Some((at, TimerKey::Conn(ConnId(i + 1)))));
+            assert_eq!(t.pop_due(at), Some((at, peer(i))));
         }
         assert_eq!(t.heap_bytes(), burst, "firing moves nothing");
         t.trim();
-        assert!(t.heap_bytes() <= 2 * TRIM_MIN * (16 + 24), "{} bytes held for 20 entries", t.heap_bytes());
+        assert!(t.heap_bytes() <= 2 * TRIM_MIN * (16 + 16), "{} bytes held for 20 entries", t.heap_bytes());
         // The entries left still fire, in order.
         assert_eq!(t.len(), 20);
-        assert_eq!(t.pop_due(Instant::from_secs(491)), Some(TimerKey::Conn(ConnId(491))));
-        assert_eq!(t.pop_due(Instant::from_secs(491)), Some(peer(490)));
+        let at = Instant::from_secs(491);
+        assert_eq!(t.pop_due(at), Some((at, TimerKey::Conn(ConnId(491)))));
+        assert_eq!(t.pop_due(at), Some((at, peer(490))));
     }
 
     #[test]
