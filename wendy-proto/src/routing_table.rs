@@ -16,40 +16,55 @@ pub struct Cell {
 
 /// Row `r`, column `d` holds a node sharing the first `r` digits with us whose digit `r` is `d`.
 ///
-/// Rows are allocated only up to the deepest one in use, so a node in a ring of N nodes keeps
-/// about log16(N) rows.
+/// Only the cells in use are kept, in one vector sorted by (row, column): 24 bytes a cell,
+/// where 16 cells of a row allocated whole take 392 bytes however few are in use. A node in a
+/// ring of N nodes fills about 15 log16(N) cells, and its deepest rows hold one or two. A
+/// proximity is held in 32 bits: one
+/// of `u32::MAX - 1` or more reads back as `u32::MAX - 1` (in wendy's microseconds, a round
+/// trip of 71 minutes), and [`UNKNOWN_PROXIMITY`] as itself.
 #[derive(Clone, Debug)]
 pub struct RoutingTable {
     me: NodeId,
-    rows: Vec<Row>,
-    len: usize,
+    /// The cells in use, by (row, column).
+    cells: Vec<Slot>,
 }
 
-/// One row: 16 cells and a mask of those in use, 392 bytes where 16 `Option<Cell>`s take 512
-/// (an id has no spare value to mark an empty cell with).
+/// One cell in use.
 #[derive(Clone, Copy, Debug)]
-struct Row {
-    cells: [Cell; BASE],
-    /// Bit `c` set: column `c` holds `cells[c]`.
-    used: u16,
+struct Slot {
+    id: NodeId,
+    /// [`RoutingTable`] says how a proximity is held.
+    proximity: u32,
+    /// Row times 16 plus column: the vector's order.
+    at: u16,
 }
 
-impl Row {
-    const EMPTY: Row = Row { cells: [Cell { id: NodeId::from_u128(0), proximity: 0 }; BASE], used: 0 };
-
-    fn get(&self, col: usize) -> Option<Cell> {
-        (self.used >> col & 1 == 1).then(|| self.cells[col])
+impl Slot {
+    fn cell(&self) -> Cell {
+        let proximity = match self.proximity {
+            u32::MAX => UNKNOWN_PROXIMITY,
+            p => u64::from(p),
+        };
+        Cell { id: self.id, proximity }
     }
+}
 
-    fn iter(&self) -> impl Iterator<Item = Cell> + '_ {
-        (0..BASE).filter_map(|c| self.get(c))
+/// A proximity as a cell holds it ([`RoutingTable`]).
+fn held(proximity: u64) -> u32 {
+    match proximity {
+        UNKNOWN_PROXIMITY => u32::MAX,
+        p => u32::try_from(p).unwrap_or(u32::MAX - 1).min(u32::MAX - 1),
     }
+}
+
+fn at(row: usize, col: usize) -> u16 {
+    (row * BASE + col) as u16
 }
 
 impl RoutingTable {
     /// An empty table for node `me`.
     pub fn new(me: NodeId) -> Self {
-        RoutingTable { me, rows: Vec::new(), len: 0 }
+        RoutingTable { me, cells: Vec::new() }
     }
 
     /// The (row, column) where `id` belongs, `None` for our own id.
@@ -58,40 +73,47 @@ impl RoutingTable {
         (row < DIGITS).then(|| (row, usize::from(id.digit(row))))
     }
 
+    /// Where the cell at `at` is in the vector, or where it would go.
+    fn find(&self, at: u16) -> Result<usize, usize> {
+        self.cells.binary_search_by_key(&at, |s| s.at)
+    }
+
     /// Offers `id` for its cell; it wins an empty cell, or a contested one with strictly lower
     /// proximity. True if the table changed.
     pub fn insert(&mut self, id: NodeId, proximity: u64) -> bool {
         let Some((r, c)) = self.slot(id) else { return false };
-        if self.rows.len() <= r {
-            // Exactly as many rows as the deepest in use: a doubled vector would hold up to
-            // twice as many empty 512-byte rows.
-            self.rows.reserve_exact(r + 1 - self.rows.len());
-            self.rows.resize(r + 1, Row::EMPTY);
-        }
-        let row = &mut self.rows[r];
-        let cur = &mut row.cells[c];
-        if row.used >> c & 1 == 0 {
-            *cur = Cell { id, proximity };
-            row.used |= 1 << c;
-            self.len += 1;
-            true
-        } else if cur.id == id {
-            cur.proximity = proximity.min(cur.proximity);
-            false
-        } else if proximity >= cur.proximity {
-            false
-        } else {
-            *cur = Cell { id, proximity };
-            true
+        let proximity = held(proximity);
+        match self.find(at(r, c)) {
+            Err(i) => {
+                if self.cells.len() == self.cells.capacity() {
+                    // An eighth more room, not double: the table grows a cell at a time and
+                    // lives as long as the node.
+                    self.cells.reserve_exact((self.cells.len() / 8).max(4));
+                }
+                self.cells.insert(i, Slot { id, proximity, at: at(r, c) });
+                true
+            }
+            Ok(i) => {
+                let cur = &mut self.cells[i];
+                if cur.id == id {
+                    cur.proximity = proximity.min(cur.proximity);
+                    false
+                } else if proximity >= cur.proximity {
+                    false
+                } else {
+                    *cur = Slot { id, proximity, at: cur.at };
+                    true
+                }
+            }
         }
     }
 
     /// Records a new proximity measurement for `id` if it is in the table.
     pub fn update_proximity(&mut self, id: NodeId, proximity: u64) {
         if let Some((r, c)) = self.slot(id) {
-            if let Some(row) = self.rows.get_mut(r).filter(|row| row.used >> c & 1 == 1) {
-                if row.cells[c].id == id {
-                    row.cells[c].proximity = proximity;
+            if let Ok(i) = self.find(at(r, c)) {
+                if self.cells[i].id == id {
+                    self.cells[i].proximity = held(proximity);
                 }
             }
         }
@@ -100,21 +122,20 @@ impl RoutingTable {
     /// Removes `id`; returns its former (row, column) if it was present.
     pub fn remove(&mut self, id: NodeId) -> Option<(usize, usize)> {
         let (r, c) = self.slot(id)?;
-        let row = self.rows.get_mut(r)?;
-        if row.get(c).is_some_and(|x| x.id == id) {
-            row.used &= !(1 << c);
-            self.len -= 1;
-            while self.rows.last().is_some_and(|row| row.used == 0) {
-                self.rows.pop();
-            }
-            return Some((r, c));
+        let i = self.find(at(r, c)).ok()?;
+        if self.cells[i].id != id {
+            return None;
         }
-        None
+        self.cells.remove(i);
+        Some((r, c))
     }
 
     /// The cell at (row, column).
     pub fn get(&self, row: usize, col: usize) -> Option<Cell> {
-        self.rows.get(row).filter(|_| col < BASE).and_then(|r| r.get(col))
+        if row >= DIGITS || col >= BASE {
+            return None;
+        }
+        self.find(at(row, col)).ok().map(|i| self.cells[i].cell())
     }
 
     /// True if `id` is in the table.
@@ -124,32 +145,39 @@ impl RoutingTable {
 
     /// The entries of one row, by column.
     pub fn row(&self, row: usize) -> impl Iterator<Item = Cell> + '_ {
-        self.rows.get(row).into_iter().flat_map(Row::iter)
+        let cells = if row < DIGITS {
+            let start = self.find(at(row, 0)).unwrap_or_else(|i| i);
+            let end = self.find(at(row + 1, 0)).unwrap_or_else(|i| i);
+            &self.cells[start..end]
+        } else {
+            &[]
+        };
+        cells.iter().map(Slot::cell)
     }
 
-    /// Number of rows in use.
+    /// Number of rows in use: one more than the deepest row holding a cell.
     pub fn row_count(&self) -> usize {
-        self.rows.len()
+        self.cells.last().map_or(0, |s| usize::from(s.at) / BASE + 1)
     }
 
     /// Every entry, row by row.
     pub fn iter(&self) -> impl Iterator<Item = Cell> + '_ {
-        self.rows.iter().flat_map(Row::iter)
+        self.cells.iter().map(Slot::cell)
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.len
+        self.cells.len()
     }
 
     /// True if empty.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.cells.is_empty()
     }
 
-    /// Bytes allocated for the rows.
+    /// Bytes allocated for the cells.
     pub fn heap_bytes(&self) -> usize {
-        self.rows.capacity() * core::mem::size_of::<Row>()
+        self.cells.capacity() * core::mem::size_of::<Slot>()
     }
 }
 
@@ -204,9 +232,8 @@ mod tests {
     }
 
     #[test]
-    fn a_row_is_a_mask_and_sixteen_cells() {
-        assert_eq!(core::mem::size_of::<Option<Cell>>(), 32);
-        assert_eq!(core::mem::size_of::<Row>(), 392);
+    fn only_cells_in_use_are_kept_24_bytes_each() {
+        assert_eq!(core::mem::size_of::<Slot>(), 24);
         let me = NodeId::from_u128(0);
         let mut t = RoutingTable::new(me);
         // A cell whose id is all zeros in its other digits is not mistaken for an empty one.
@@ -214,9 +241,69 @@ mod tests {
         assert_eq!(t.get(0, 1), None);
         assert!(t.insert(a, 7));
         assert_eq!(t.get(0, 1), Some(Cell { id: a, proximity: 7 }));
-        assert_eq!((t.get(0, 0), t.get(0, 2), t.get(0, BASE)), (None, None, None));
+        assert_eq!((t.get(0, 0), t.get(0, 2), t.get(0, BASE), t.get(DIGITS, 0)), (None, None, None, None));
         t.update_proximity(a, 3);
         assert_eq!(t.iter().collect::<Vec<_>>(), [Cell { id: a, proximity: 3 }]);
-        assert_eq!(t.heap_bytes(), 392);
+        assert_eq!(t.heap_bytes(), 4 * 24);
+        // A deep row costs its cells, not a row's 16.
+        let deep = NodeId::from_u128(5);
+        assert!(t.insert(deep, UNKNOWN_PROXIMITY));
+        assert_eq!(t.row_count(), DIGITS);
+        assert_eq!(t.row(DIGITS - 1).collect::<Vec<_>>(), [Cell { id: deep, proximity: UNKNOWN_PROXIMITY }]);
+        assert_eq!(t.row(DIGITS).count(), 0);
+        assert_eq!(t.remove(deep), Some((DIGITS - 1, 5)));
+        assert_eq!(t.row_count(), 1);
+        // Proximities are held in 32 bits.
+        let b = NodeId::from_u128(2 << 124);
+        assert!(t.insert(b, u64::MAX - 1));
+        assert_eq!(t.get(0, 2).map(|c| c.proximity), Some(u64::from(u32::MAX - 1)));
+        assert!(!t.insert(NodeId::from_u128((2 << 124) + 1), u64::from(u32::MAX) + 5), "not strictly nearer as held");
+    }
+
+    proptest! {
+        /// The sparse table reads as the dense one it replaced: 32 rows of 16 optional cells,
+        /// with the same contests.
+        #[test]
+        fn reads_as_a_dense_table(me in any::<u128>(), ops in proptest::collection::vec((0u8..3, any::<u128>(), 0u64..100), 0..200)) {
+            let me = NodeId::from_u128(me);
+            let mut t = RoutingTable::new(me);
+            let mut dense = vec![[None::<Cell>; BASE]; DIGITS];
+            for (op, v, p) in ops {
+                let id = NodeId::from_u128(me.as_u128() ^ (v >> (v % 128) as u32));
+                let Some((r, c)) = t.slot(id) else { continue };
+                let cell = &mut dense[r][c];
+                match op {
+                    0 => {
+                        let changed = match cell {
+                            None => { *cell = Some(Cell { id, proximity: p }); true }
+                            Some(x) if x.id == id => { x.proximity = x.proximity.min(p); false }
+                            Some(x) if p < x.proximity => { *x = Cell { id, proximity: p }; true }
+                            _ => false,
+                        };
+                        prop_assert_eq!(t.insert(id, p), changed);
+                    }
+                    1 => {
+                        let was = cell.filter(|x| x.id == id).map(|_| (r, c));
+                        if was.is_some() { *cell = None; }
+                        prop_assert_eq!(t.remove(id), was);
+                    }
+                    _ => {
+                        if let Some(x) = cell.as_mut().filter(|x| x.id == id) { x.proximity = p; }
+                        t.update_proximity(id, p);
+                    }
+                }
+                let all: Vec<Cell> = dense.iter().flatten().flatten().copied().collect();
+                prop_assert_eq!(t.iter().collect::<Vec<_>>(), all.clone());
+                prop_assert_eq!(t.len(), all.len());
+                let rows = dense.iter().rposition(|row| row.iter().any(Option::is_some)).map_or(0, |r| r + 1);
+                prop_assert_eq!(t.row_count(), rows);
+                for (r, row) in dense.iter().enumerate() {
+                    prop_assert_eq!(t.row(r).collect::<Vec<_>>(), row.iter().flatten().copied().collect::<Vec<_>>());
+                    for (c, x) in row.iter().enumerate() {
+                        prop_assert_eq!(t.get(r, c), *x);
+                    }
+                }
+            }
+        }
     }
 }
