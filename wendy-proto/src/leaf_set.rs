@@ -206,8 +206,10 @@ fn insert_side(
     match side.binary_search_by_key(&d, |&x| dist(x)) {
         Ok(_) => (false, None),
         Err(pos) if pos < half => {
+            // The farthest goes first when the side is full, so that the vector never holds
+            // more than `half` (inserting first grew a full side's room to twice its size).
+            let out = if side.len() >= half { side.pop() } else { None };
             side.insert(pos, id);
-            let out = if side.len() > half { side.pop() } else { None };
             (true, out)
         }
         Err(_) => (false, None),
@@ -275,6 +277,9 @@ mod tests {
                 let (cw, ccw) = expected(me, &model, ls.half());
                 prop_assert_eq!(ls.cw(), &cw[..]);
                 prop_assert_eq!(ls.ccw(), &ccw[..]);
+                // A full side never grows its room past its size.
+                let half = (size / 2).max(1);
+                prop_assert_eq!(ls.heap_bytes(), 2 * half * core::mem::size_of::<NodeId>());
             }
             // With every node in the leaf set, every key is covered.
             if model.iter().filter(|&&x| x != me).count() < 2 * ls.half() {

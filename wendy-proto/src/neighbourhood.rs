@@ -25,9 +25,13 @@ impl Neighbourhood {
         if pos >= self.capacity {
             return was.is_some();
         }
+        // The farthest goes first when the set is full, so that the vector never holds more
+        // than `capacity` (inserting first grew its room to twice the capacity).
+        let dropped = self.entries.len() >= self.capacity;
+        if dropped {
+            self.entries.pop();
+        }
         self.entries.insert(pos, (proximity, id));
-        let dropped = self.entries.len() > self.capacity;
-        self.entries.truncate(self.capacity);
         was.is_none() || dropped
     }
 
@@ -84,6 +88,7 @@ mod tests {
                 if ins { n.insert(id, p); model.insert(id, p); } else { n.remove(id); model.remove(&id); }
                 let got: Vec<_> = n.iter().collect();
                 prop_assert!(got.len() <= 8);
+                prop_assert_eq!(n.heap_bytes(), 8 * core::mem::size_of::<(u64, NodeId)>(), "room for 8, never more");
                 prop_assert!(got.windows(2).all(|w| w[0] < w[1]), "sorted, no duplicates");
                 for &(p, id) in &got { prop_assert_eq!(model.get(&id), Some(&p)); }
                 if fresh_only {

@@ -80,6 +80,22 @@ pub(super) struct Custody {
 }
 
 impl Custody {
+    /// Gives back the room of its empty queues (called every tick): a node that forwarded a
+    /// burst once must not keep its peak for its lifetime.
+    pub(super) fn trim(&mut self) {
+        fn free<T>(q: &mut VecDeque<T>) {
+            if q.is_empty() && q.capacity() > 0 {
+                *q = VecDeque::new();
+            }
+        }
+        free(&mut self.pending);
+        free(&mut self.orphans);
+        free(&mut self.awaiting_app);
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        }
+    }
+
     /// Bytes it holds.
     pub(super) fn heap_bytes(&self) -> usize {
         self.pending.capacity() * core::mem::size_of::<(ConnId, NodeId, u64, Token)>()

@@ -3,6 +3,7 @@
 //! exactly but needs `unsafe` code, which the crate forbids; the estimate is what a simulator
 //! of many nodes needs to see where its memory goes.
 
+use std::collections::VecDeque;
 use std::mem::size_of;
 
 use litemap::LiteMap;
@@ -70,6 +71,20 @@ impl Node {
         trim_map(&mut self.former_leaves);
         trim_map(&mut self.measured);
         trim_map(&mut self.candidates);
+        // Queues a burst filled and left empty hold nothing between bursts.
+        self.custody.trim();
+        if self.rows.asked.is_empty() {
+            self.rows.asked = Vec::new();
+        }
+        if self.ack_due.is_empty() {
+            self.ack_due = Vec::new();
+        }
+        if self.held.is_empty() {
+            self.held = VecDeque::new();
+        }
+        if self.parked.is_empty() {
+            self.parked = Vec::new();
+        }
     }
 
     /// Estimated bytes this node holds, by structure: `(name, bytes)` in a fixed order, the

@@ -114,18 +114,12 @@ impl Node {
     /// Every `heartbeat_interval`: a heartbeat to our nearest counter-clockwise leaf-set
     /// member once it has been silent for more than `suspect_timeout` less two intervals
     /// (carrying our leaf set once an exchange interval), then housekeeping (expired failure
-    /// records, peers that are in no table and have no connection, the output queue's spare
-    /// capacity).
+    /// records, peers that are in no table and have no connection).
     pub(super) fn heartbeat_timer(&mut self, now: Instant) {
         if self.state == State::Left {
             return;
         }
         self.timers.set(NodeTimer::Heartbeat, now + self.cfg.heartbeat_interval);
-        if self.out.is_empty() {
-            // A burst (a join, a repair) must not pin its peak output queue for the node's
-            // lifetime; between ticks a busy node keeps its capacity.
-            self.out.shrink_to(super::OUT_KEEP);
-        }
         if matches!(self.state, State::Ready | State::Announcing { .. }) {
             self.retune();
             // MSPastry: a heartbeat to the nearest member on one side only; it answers, so

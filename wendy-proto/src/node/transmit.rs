@@ -15,10 +15,10 @@ use super::{Node, State};
 /// Most plaintext buffers kept for reuse, and the largest capacity kept.
 const POOL_BUFFERS: usize = 16;
 const POOL_CAPACITY: usize = 1 << 16;
-/// A drained output queue grown past `OUT_BURST` is shrunk at once at most this often: a node
-/// that forwards a burst every few milliseconds keeps its queue's room between them (shrinking
-/// it after each cost a reallocation per doubling and a copy of every output once more), and
-/// the heartbeat tick shrinks it when it falls idle.
+/// A drained output queue gives its room back at most this often: a node that forwards a burst
+/// every few milliseconds keeps its queue's room between them (giving it back after each cost
+/// a reallocation per doubling and a copy of every output once more), and an idle one holds
+/// none.
 const OUT_SHRINK_GAP: core::time::Duration = core::time::Duration::from_millis(100);
 
 /// The node's transmit buffers: what lets a node in steady state send and receive without a
@@ -56,8 +56,8 @@ impl Tx {
         !self.dirty.is_empty()
     }
 
-    /// True (and remembered) if a drained output queue past its burst size may be shrunk at
-    /// `now`: the first time, and then at most once per [`OUT_SHRINK_GAP`].
+    /// True (and remembered) if a drained output queue may give its room back at `now`: the
+    /// first time, and then at most once per [`OUT_SHRINK_GAP`].
     pub(super) fn may_shrink_out(&mut self, now: Instant) -> bool {
         if self.out_shrunk.is_some_and(|t| now - t < OUT_SHRINK_GAP) {
             return false;
