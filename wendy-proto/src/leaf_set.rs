@@ -54,10 +54,22 @@ impl LeafSet {
     /// is nearer than a full side's farthest member, or a side has room), without changing
     /// anything.
     pub fn would_take(&self, id: NodeId) -> bool {
+        self.would_change(id) && !self.contains(id)
+    }
+
+    /// True if [`LeafSet::insert_evicting`] would change a side now: `id` is not on it and is
+    /// nearer than its farthest member, or it has room. (In a ring of at most L other nodes a
+    /// member of one side may enter the other.) A full side rejects a farther id at once.
+    pub(crate) fn would_change(&self, id: NodeId) -> bool {
         let me = self.me;
-        let fits = |side: &[NodeId], d: u128, dist: &dyn Fn(NodeId) -> u128| matches!(side.binary_search_by_key(&d, |&x| dist(x)), Err(pos) if pos < self.half);
+        let half = self.half;
+        let fits = |side: &[NodeId], d: u128, dist: &dyn Fn(NodeId) -> u128| {
+            if side.len() >= half && side.last().is_some_and(|&far| d > dist(far)) {
+                return false;
+            }
+            matches!(side.binary_search_by_key(&d, |&x| dist(x)), Err(pos) if pos < half)
+        };
         id != me
-            && !self.contains(id)
             && (fits(&self.cw, me.cw_distance(id), &|x| me.cw_distance(x))
                 || fits(&self.ccw, id.cw_distance(me), &|x| x.cw_distance(me)))
     }
@@ -316,6 +328,12 @@ mod tests {
             let mut model = BTreeSet::new();
             for (ins, v) in ops {
                 let id = NodeId::from_u128(v);
+                // `would_change` says whether inserting changes a side (here a member may enter
+                // the other side once a removal made room), without doing it.
+                let mut copy = ls.clone();
+                let before = (copy.cw().to_vec(), copy.ccw().to_vec());
+                copy.insert_evicting(id);
+                prop_assert_eq!(ls.would_change(id), (copy.cw().to_vec(), copy.ccw().to_vec()) != before);
                 if ins { ls.insert(id); model.insert(id); } else { ls.remove(id); model.remove(&id); }
                 prop_assert!(ls.cw().len() <= 4 && ls.ccw().len() <= 4);
                 prop_assert!(!ls.contains(me));

@@ -124,7 +124,7 @@ impl Node {
         let queues = self.out.capacity() * size_of::<Output>()
             + self.held.capacity() * size_of::<Held>()
             + self.ack_due.capacity() * size_of::<ConnId>()
-            + self.published_leaves.capacity() * size_of::<NodeId>()
+            + self.leaves_before.as_ref().map_or(0, |v| v.capacity() * size_of::<NodeId>())
             + self.tx.heap_bytes()
             + self.parked.capacity() * size_of::<super::acks::Parked>()
             + self.recent.heap_bytes()

@@ -575,6 +575,9 @@ impl Node {
             self.churn.failure();
         }
         self.former_leaves.remove(&id);
+        if self.leaf.contains(id) {
+            self.note_leaves();
+        }
         let sides = self.leaf.remove(id);
         let slot = self.table.remove(id);
         self.hood.remove(id);

@@ -85,6 +85,9 @@ impl Node {
         }
         let heard = peer.last_heard().is_some();
         let prox = peer.proximity();
+        if self.leaves_before.is_none() && self.leaf.would_change(id) {
+            self.note_leaves();
+        }
         let (leaf_changed, pushed_out) = self.leaf.insert_evicting(id);
         for out in pushed_out.into_iter().flatten() {
             self.keep_former_leaf(now, out);
@@ -384,11 +387,21 @@ impl Node {
         ids.into_iter().filter_map(|id| self.peers.get(&id).map(|p| p.info(id))).collect()
     }
 
+    /// The leaf set is about to change: its members now are what this input's
+    /// `Event::LeafSetChanged` is reported against ([`Node::finish`]), unless an earlier
+    /// change in the same input noted them already.
+    pub(super) fn note_leaves(&mut self) {
+        if self.leaves_before.is_none() {
+            self.leaves_before = Some(self.leaf.members());
+        }
+    }
+
     pub(super) fn leaf_infos(&self) -> Vec<NodeInfo> {
         self.infos(self.leaf.members())
     }
 
     pub(super) fn forget_all(&mut self, now: Instant) {
+        self.note_leaves();
         for id in self.table_members() {
             self.leaf.remove(id);
             self.table.remove(id);

@@ -108,8 +108,11 @@ pub struct Node {
     exchange_gap: core::time::Duration,
     /// The next heartbeat carries our leaf set (the periodic exchange, once the gaps are long).
     push_leaves: bool,
-    /// The leaf set as last reported in `Event::LeafSetChanged`.
-    published_leaves: Vec<NodeId>,
+    /// The leaf set's members before its first change in the current input, which the
+    /// input's `Event::LeafSetChanged` is reported against; `None` between inputs. (Every
+    /// change is reported at the end of its input, so these are the members last reported: a
+    /// node used to keep a copy of them at all times, 512 bytes at the default size.)
+    leaves_before: Option<Vec<NodeId>>,
     /// `Event::Drained` was emitted (after `leave`).
     drained: bool,
     /// Enabled layer purposes, one bit each ([`layers`]).
@@ -199,7 +202,7 @@ impl Node {
             seq: 0,
             drained: false,
             layers: 0,
-            published_leaves: Vec::new(),
+            leaves_before: None,
             ack_due: Vec::new(),
             custody: custody::Custody::default(),
             tx: transmit::Tx::default(),
@@ -661,13 +664,13 @@ impl Node {
         }
         self.flush_acks();
         self.vet_learned();
-        if std::mem::take(&mut self.leaf_dirty) {
+        let before = self.leaves_before.take();
+        if let (true, Some(before)) = (std::mem::take(&mut self.leaf_dirty), before) {
             let now = self.leaf.members();
-            let added: Vec<NodeId> = now.iter().copied().filter(|x| !self.published_leaves.contains(x)).collect();
-            let removed: Vec<NodeId> = self.published_leaves.iter().copied().filter(|x| !now.contains(x)).collect();
+            let added: Vec<NodeId> = now.iter().copied().filter(|x| !before.contains(x)).collect();
+            let removed: Vec<NodeId> = before.into_iter().filter(|x| !now.contains(x)).collect();
             if !added.is_empty() || !removed.is_empty() {
                 let added = self.infos(added);
-                self.published_leaves = now;
                 self.out.push_back(Output::Event(Event::LeafSetChanged { added, removed }));
             }
         }
