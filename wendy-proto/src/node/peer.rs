@@ -305,9 +305,15 @@ impl Node {
     /// peer of its key records the same one, whose entry it then is too. `None` if `id` is
     /// not known.
     fn own_timer(&self, id: NodeId) -> Option<Option<Instant>> {
-        let old = self.peers.get(&id)?.timer;
+        let i = self.peers.find_index(&id).ok()?;
+        let old = self.peers.get_indexed(i)?.1.timer;
+        // Peers of one key sit next to each other in the map: look only at the neighbours
+        // that share it (almost always none), not at the map again.
         let key = peer_key(id);
-        Some(old.filter(|&t| !self.peers_keyed(key).any(|(q, p)| q != id && p.timer == Some(t))))
+        let shares = |j: usize| self.peers.get_indexed(j).filter(|(q, _)| peer_key(**q) == key).map(|(_, p)| p.timer);
+        let before = (0..i).rev().map_while(shares);
+        let after = (i + 1..self.peers.len()).map_while(shares);
+        Some(old.filter(|&t| !before.chain(after).any(|other| other == Some(t))))
     }
 
     /// A peer's timer entry fired at `at`: the liveness deadline of every peer of its key that
@@ -315,10 +321,17 @@ impl Node {
     pub(super) fn peer_timers(&mut self, now: Instant, key: u64, at: Instant) {
         let mut last: Option<NodeId> = None;
         loop {
-            let next = self.peers_keyed(key).find(|(id, p)| p.timer == Some(at) && last.is_none_or(|l| *id > l));
-            let Some((id, _)) = next else { break };
+            let (next, more) = {
+                let mut due =
+                    self.peers_keyed(key).filter(|(id, p)| p.timer == Some(at) && last.is_none_or(|l| *id > l));
+                (due.next().map(|(id, _)| id), due.next().is_some())
+            };
+            let Some(id) = next else { break };
             last = Some(id);
             self.peer_timer(now, id);
+            if !more {
+                break;
+            }
         }
     }
 
