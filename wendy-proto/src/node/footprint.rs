@@ -230,4 +230,55 @@ mod tests {
         assert_eq!(f[0].1, size_of::<Node>());
         assert_eq!(f[1].1, 0, "no peers yet");
     }
+
+    #[test]
+    fn a_drained_output_queue_gives_its_room_back_at_most_every_100_ms() {
+        let cfg = crate::Config::with_trusted_id(NodeId::from_u128(7), "127.0.0.1:1".parse().unwrap());
+        let mut node = Node::new(cfg, Instant::ZERO).unwrap();
+        let bootstraps: Vec<std::net::SocketAddr> = (2..6).map(|i| ([127, 0, 0, i], 1).into()).collect();
+        let drain = |node: &mut Node| {
+            let mut n = 0;
+            while node.poll_output().is_some() {
+                n += 1;
+            }
+            n
+        };
+        // Joining dials the bootstraps: outputs, then a drained queue that holds no room.
+        node.join(Instant::from_secs(1), &bootstraps).unwrap();
+        assert!(node.out.capacity() > 0);
+        assert!(drain(&mut node) > 0);
+        assert_eq!(node.out.capacity(), 0);
+        // Outputs again within 100 ms: the room is kept for the next burst.
+        let later = Instant::from_secs(1) + core::time::Duration::from_millis(50);
+        node.handle_timeout(later);
+        node.out.push_back(Output::Event(crate::output::Event::Joined));
+        drain(&mut node);
+        assert!(node.out.capacity() > 0, "kept between inputs 50 ms apart");
+        // And given back at the first drain 100 ms after the last time.
+        node.out.push_back(Output::Event(crate::output::Event::Joined));
+        node.last_now = Instant::from_secs(1) + core::time::Duration::from_millis(100);
+        drain(&mut node);
+        assert_eq!(node.out.capacity(), 0);
+    }
+
+    #[test]
+    fn empty_queues_give_their_room_back_at_the_tick() {
+        let cfg = crate::Config::with_trusted_id(NodeId::from_u128(7), "127.0.0.1:1".parse().unwrap());
+        let mut node = Node::new(cfg, Instant::ZERO).unwrap();
+        node.rows.asked.push((NodeId::from_u128(9), 1));
+        node.ack_due.push(ConnId(3));
+        node.custody.buf.push((ConnId(3), 1));
+        node.rows.asked.clear();
+        node.ack_due.clear();
+        node.custody.buf.clear();
+        let held = node.memory_footprint()[8].1;
+        node.trim();
+        let (asked, due, buf) = (node.rows.asked.capacity(), node.ack_due.capacity(), node.custody.buf.capacity());
+        assert_eq!((asked, due, buf), (0, 0, 0));
+        assert!(node.memory_footprint()[8].1 < held, "the queues' bytes fell");
+        // One that holds something keeps it.
+        node.ack_due.push(ConnId(4));
+        node.trim();
+        assert_eq!(node.ack_due, [ConnId(4)]);
+    }
 }
