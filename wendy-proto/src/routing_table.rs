@@ -20,9 +20,7 @@ pub struct Cell {
 /// a 64-byte mask of the cells in use (a cell is found by counting bits, not by a search),
 /// where 16 cells of a row allocated whole take 392 bytes however few are in use. A node in a
 /// ring of N nodes fills about 15 log16(N) cells, and its deepest rows hold one or two. A
-/// proximity is held in 32 bits: one
-/// of `u32::MAX - 1` or more reads back as `u32::MAX - 1` (in wendy's microseconds, a round
-/// trip of 71 minutes), and [`UNKNOWN_PROXIMITY`] as itself.
+/// proximity is held in 32 bits ([`hold_proximity`]).
 #[derive(Clone, Debug)]
 pub struct RoutingTable {
     me: NodeId,
@@ -45,19 +43,25 @@ struct Slot {
 
 impl Slot {
     fn cell(&self) -> Cell {
-        let proximity = match self.proximity {
-            u32::MAX => UNKNOWN_PROXIMITY,
-            p => u64::from(p),
-        };
-        Cell { id: self.id, proximity }
+        Cell { id: self.id, proximity: held_proximity(self.proximity) }
     }
 }
 
-/// A proximity as a cell holds it ([`RoutingTable`]).
-fn held(proximity: u64) -> u32 {
+/// A proximity as a routing-table cell or a node's peer record holds it, in 32 bits:
+/// [`UNKNOWN_PROXIMITY`] as `u32::MAX`, and one of `u32::MAX - 1` or more as `u32::MAX - 1`
+/// (in wendy's microseconds, a round trip of 71 minutes).
+pub(crate) fn hold_proximity(proximity: u64) -> u32 {
     match proximity {
         UNKNOWN_PROXIMITY => u32::MAX,
         p => u32::try_from(p).unwrap_or(u32::MAX - 1).min(u32::MAX - 1),
+    }
+}
+
+/// The proximity a value of [`hold_proximity`] stands for.
+pub(crate) fn held_proximity(held: u32) -> u64 {
+    match held {
+        u32::MAX => UNKNOWN_PROXIMITY,
+        p => u64::from(p),
     }
 }
 
@@ -105,7 +109,7 @@ impl RoutingTable {
     /// proximity. True if the table changed.
     pub fn insert(&mut self, id: NodeId, proximity: u64) -> bool {
         let Some((r, c)) = self.slot(id) else { return false };
-        let proximity = held(proximity);
+        let proximity = hold_proximity(proximity);
         match self.find(at(r, c)) {
             Err(i) => {
                 if self.cells.len() == self.cells.capacity() {
@@ -137,7 +141,7 @@ impl RoutingTable {
         if let Some((r, c)) = self.slot(id) {
             if let Ok(i) = self.find(at(r, c)) {
                 if self.cells[i].id == id {
-                    self.cells[i].proximity = held(proximity);
+                    self.cells[i].proximity = hold_proximity(proximity);
                 }
             }
         }

@@ -7,7 +7,7 @@ use std::num::NonZeroU64;
 use crate::id::NodeId;
 use crate::info::NodeInfo;
 use crate::output::ConnId;
-use crate::routing_table::UNKNOWN_PROXIMITY;
+use crate::routing_table::{held_proximity, hold_proximity};
 use crate::time::Instant;
 
 use super::liveness::MIN_STEP;
@@ -31,9 +31,7 @@ pub(super) struct Peer {
     pub(super) timer: Option<Instant>,
     /// The probe awaiting its answer and the suspicion, if either stands.
     probe: Option<Box<Probe>>,
-    /// Its proximity ([`Peer::proximity`]), held in 32 bits: `u32::MAX` is
-    /// [`UNKNOWN_PROXIMITY`], and a measured one saturates at `u32::MAX - 1` (a round trip of
-    /// 71 minutes in one region).
+    /// Its proximity ([`Peer::proximity`]), held in 32 bits ([`hold_proximity`]).
     proximity: u32,
     /// Smoothed round trip of per-hop acks, in microseconds (0: none measured yet).
     pub(super) srtt: u32,
@@ -261,20 +259,15 @@ impl Peer {
         }
     }
 
-    /// Its proximity (lower is nearer; [`UNKNOWN_PROXIMITY`] until measured).
+    /// Its proximity (lower is nearer; [`crate::routing_table::UNKNOWN_PROXIMITY`] until
+    /// measured).
     pub(super) fn proximity(&self) -> u64 {
-        match self.proximity {
-            u32::MAX => UNKNOWN_PROXIMITY,
-            p => u64::from(p),
-        }
+        held_proximity(self.proximity)
     }
 
     /// Sets its proximity ([`Peer::proximity`] says how it is held).
     pub(super) fn set_proximity(&mut self, proximity: u64) {
-        self.proximity = match proximity {
-            UNKNOWN_PROXIMITY => u32::MAX,
-            p => u32::try_from(p).unwrap_or(u32::MAX - 1).min(u32::MAX - 1),
-        };
+        self.proximity = hold_proximity(proximity);
     }
 }
 
@@ -348,6 +341,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing_table::UNKNOWN_PROXIMITY;
 
     #[test]
     fn a_peer_record_is_64_bytes_and_keeps_the_info_whole() {
