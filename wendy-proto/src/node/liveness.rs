@@ -605,9 +605,6 @@ impl Node {
         if let (true, Some(info)) = (was_member, info) {
             self.out.push_back(Output::Event(Event::NodeLeft(info)));
         }
-        if !sides.is_empty() {
-            self.leaf_dirty = true;
-        }
         if self.state == State::Left {
             return;
         }

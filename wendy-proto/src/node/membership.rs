@@ -99,9 +99,6 @@ impl Node {
         if prox != UNKNOWN_PROXIMITY {
             self.hood.insert(id, prox);
         }
-        if leaf_changed {
-            self.leaf_dirty = true;
-        }
         if !self.in_tables(id) {
             if contend && !was_known && !direct && self.contends(id) {
                 // Proximity neighbour selection: a candidate for a routing-table cell held by
@@ -426,7 +423,6 @@ impl Node {
                 });
             }
         }
-        self.leaf_dirty = true;
     }
 }
 

@@ -94,7 +94,6 @@ pub struct Node {
     pending_total: usize,
     timers: TimerTable,
     last_now: Instant,
-    leaf_dirty: bool,
     stats: Stats,
     hook: Option<Box<dyn ForwardHook>>,
     seq: u32,
@@ -196,7 +195,6 @@ impl Node {
             pending_total: 0,
             timers: TimerTable::default(),
             last_now: now,
-            leaf_dirty: false,
             stats: Stats::default(),
             hook: None,
             seq: 0,
@@ -664,8 +662,8 @@ impl Node {
         }
         self.flush_acks();
         self.vet_learned();
-        let before = self.leaves_before.take();
-        if let (true, Some(before)) = (std::mem::take(&mut self.leaf_dirty), before) {
+        // A change noted its members before it ([`Node::note_leaves`]).
+        if let Some(before) = self.leaves_before.take() {
             let now = self.leaf.members();
             let added: Vec<NodeId> = now.iter().copied().filter(|x| !before.contains(x)).collect();
             let removed: Vec<NodeId> = before.into_iter().filter(|x| !now.contains(x)).collect();
