@@ -20,7 +20,8 @@ pub struct Cell {
 /// a 64-byte mask of the cells in use (a cell is found by counting bits, not by a search),
 /// where 16 cells of a row allocated whole take 392 bytes however few are in use. A node in a
 /// ring of N nodes fills about 15 log16(N) cells, and its deepest rows hold one or two. A
-/// proximity is held in 32 bits ([`hold_proximity`]).
+/// proximity is held in 32 bits: one of `u32::MAX - 1` or more reads back as `u32::MAX - 1`
+/// (in wendy's microseconds, a round trip of 71 minutes), and [`UNKNOWN_PROXIMITY`] as itself.
 #[derive(Clone, Debug)]
 pub struct RoutingTable {
     me: NodeId,
