@@ -9,7 +9,8 @@ use std::sync::Arc;
 use wendy_proto::harness::script::{closes, connects, drain, errors};
 use wendy_proto::harness::Harness;
 use wendy_proto::{
-    CommandError, Config, ConfigError, Event, Instant, Node, NodeError, NodeId, Output, RejectReason, SharedSecret,
+    CommandError, Config, ConfigError, Event, Instant, MemberConnections, Node, NodeError, NodeId, Output,
+    RejectReason, SharedSecret,
 };
 
 fn addr(p: u16) -> SocketAddr {
@@ -499,4 +500,31 @@ fn a_live_neighbour_we_cannot_reach_is_not_declared_failed() {
     let frames = h.node(y).stats().control_frames_by_kind
         [wendy_proto::wire::FRAME_KINDS.iter().position(|&k| k == "unreachable").unwrap()];
     assert!(frames >= 1, "the helpers were asked");
+}
+
+#[test]
+fn a_connection_we_accepted_waits_for_its_dialler_to_close_it() {
+    // Unless idle member connections are kept, the dialler of a connection closes it after
+    // `idle_timeout`: the side that accepted it has nothing to do at that time (its buffers
+    // go with the close), and looks at it once, after twice that, to close it if the
+    // dialler never did. With every member connection kept, it gives its buffers back after
+    // `idle_timeout` and stays open.
+    for mode in [MemberConnections::Closed, MemberConnections::LeafSet, MemberConnections::Kept] {
+        let now = Instant::from_secs(1);
+        let mut c = cfg().insecure_plaintext();
+        c.member_connections = mode;
+        let mut node = Node::new(c, now).unwrap();
+        let idle = node.config().idle_timeout;
+        let who = wendy_proto::harness::script::info(5 << 100, 9, 9);
+        let conn = wendy_proto::harness::script::authed(&mut node, now, &who);
+        drain(&mut node);
+        let first = if mode == MemberConnections::Kept { idle } else { 2 * idle };
+        assert_eq!(node.poll_timeout(), Some(now + first), "{mode:?}: the accepted connection's first deadline");
+        node.handle_timeout(now + first);
+        let outs = drain(&mut node);
+        let sent = wendy_proto::harness::script::messages(&outs, conn);
+        let closing = sent.iter().any(|m| matches!(m, wendy_proto::wire::Message::Closing));
+        assert_eq!(closing, mode != MemberConnections::Kept, "{mode:?}: {outs:?}");
+        assert_eq!(node.connection_count(), 1, "{mode:?}: open until its dialler answers the Closing");
+    }
 }

@@ -401,7 +401,8 @@ impl Node {
         };
         c.set_max_frame(limit);
         c.last_active = now;
-        self.arm_conn(conn, now + self.cfg.idle_timeout);
+        let first = self.conns.get(&conn).map_or(self.cfg.idle_timeout, |c| self.first_idle_check(c));
+        self.arm_conn(conn, now + first);
         let Some(c) = self.conns.get_mut(&conn) else { return };
         let rtt = c.handshake_sent.map(|t| now - t);
         let pending = c.io.as_ref().map(|io| &io.pending);
