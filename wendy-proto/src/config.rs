@@ -456,11 +456,14 @@ impl Config {
 
     /// The longest a departed node can stay in any table (leaf set, routing table,
     /// neighbourhood) after its last word: silence until suspicion, the probes, and up to two
-    /// maintenance ticks of slack.
+    /// maintenance ticks of slack. A node passes on only members it does not suspect, so one
+    /// that had not heard of the departed node may still learn of it up to the longest
+    /// silence before suspicion (`table_probe_interval`, or `suspect_timeout` if longer) after
+    /// its last word, and then probes it as many times as a neighbour: that bounds it.
     pub fn detection_time(&self) -> Duration {
-        let neighbour = self.suspect_timeout + self.neighbour_probing_time();
-        let other = self.table_probe_interval + self.probing_time();
-        neighbour.max(other) + 2 * self.heartbeat_interval
+        self.suspect_timeout.max(self.table_probe_interval)
+            + self.neighbour_probing_time()
+            + 2 * self.heartbeat_interval
     }
 
     /// From suspicion to a declared failure: `probe_attempts` probes, `probe_timeout` apart.

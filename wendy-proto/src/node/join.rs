@@ -570,14 +570,11 @@ impl Node {
     fn answer_join(&mut self, now: Instant, joiner: &NodeInfo, hops: u8, via: Option<ConnId>, root: bool) {
         let me = self.id();
         let depth = me.common_prefix_len(joiner.id);
-        let mut rows: Vec<NodeInfo> = (0..=depth.min(crate::id::DIGITS - 1))
-            .flat_map(|r| self.table.row(r).collect::<Vec<_>>())
-            .filter(|c| c.id != joiner.id)
-            .filter_map(|c| self.peers.get(&c.id).map(|p| p.info(c.id)))
-            .collect();
+        let ids = (0..=depth.min(crate::id::DIGITS - 1)).flat_map(|r| self.table.row(r).map(|c| c.id));
+        let mut rows = self.vouched_infos(ids.filter(|&x| x != joiner.id));
         rows.push(self.cfg.info.clone());
-        let hood = if hops == 0 { self.infos(self.hood.iter().map(|e| e.1)) } else { Vec::new() };
-        let leaves = root.then(|| self.infos(self.leaf.members().into_iter().filter(|&x| x != joiner.id)));
+        let hood = if hops == 0 { self.vouched_infos(self.hood.iter().map(|e| e.1)) } else { Vec::new() };
+        let leaves = root.then(|| self.vouched_infos(self.leaf.members().into_iter().filter(|&x| x != joiner.id)));
         if let (State::Alone, Some(answered)) = (&self.state, self.gave_up_join.as_mut()) {
             // (At most a few joiners' worth: the oldest is forgotten.)
             if answered.len() >= ANSWERED_JOINERS {

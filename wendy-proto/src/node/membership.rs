@@ -23,11 +23,7 @@ impl Node {
                 let _ = self.send_msg(now, from, Message::LeafSet { leaves });
             }
             Message::RowRequest { row } => {
-                let entries = self
-                    .table
-                    .row(usize::from(row))
-                    .filter_map(|c| self.peers.get(&c.id).map(|p| p.info(c.id)))
-                    .collect();
+                let entries = self.vouched_infos(self.table.row(usize::from(row)).map(|c| c.id));
                 let _ = self.send_msg(now, from, Message::Row { row, entries });
             }
             Message::Locate { origin, hops } => self.route_locate(now, origin, hops),
@@ -393,8 +389,19 @@ impl Node {
         }
     }
 
+    /// Our leaf-set members that we vouch for, to send ([`Node::vouched_infos`]).
     pub(super) fn leaf_infos(&self) -> Vec<NodeInfo> {
-        self.infos(self.leaf.members())
+        self.vouched_infos(self.leaf.members())
+    }
+
+    /// What we tell other nodes of `ids`: only the members we heard from directly and do not
+    /// suspect now. Hearsay we have not checked, and a member we are probing, are not passed
+    /// on: a node that died is passed on only until its silence makes us suspect it (at most
+    /// `table_probe_interval` after its last word), and no further by those that learn of it
+    /// from us, who check it before they pass it on. So it reaches no table later than that,
+    /// and [`Config::detection_time`](crate::Config::detection_time) bounds how long it stays.
+    pub(super) fn vouched_infos(&self, ids: impl IntoIterator<Item = NodeId>) -> Vec<NodeInfo> {
+        ids.into_iter().filter_map(|id| self.peers.get(&id).filter(|p| p.answered()).map(|p| p.info(id))).collect()
     }
 
     pub(super) fn forget_all(&mut self, now: Instant) {

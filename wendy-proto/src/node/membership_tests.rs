@@ -556,3 +556,48 @@ fn a_gradually_shorter_probe_period_brings_deadlines_forward() {
     }
     assert!(ticks > 2, "it fell in {ticks} ticks");
 }
+
+/// Only members we heard from directly and do not suspect are passed on: hearsay we have not
+/// checked, and a member we are probing, are left out of the leaf sets and rows we send. So a
+/// dead node spreads no further than the nodes that heard from it, and only until its
+/// silence makes them suspect it (the bound of `Config::detection_time`).
+#[test]
+fn only_members_we_vouch_for_are_passed_on() {
+    use crate::harness::script;
+    let now = Instant::ZERO;
+    let cfg = Config::with_trusted_id(NodeId::from_u128(ME), addr(1)).insecure_plaintext();
+    let mut node = Node::new(cfg, now).expect("valid config");
+    let heard = NodeInfo::new(NodeId::from_u128(ME + 1), addr(2));
+    let told = NodeInfo::new(NodeId::from_u128(ME + 2), addr(3));
+    let conn = announced(&mut node, &heard);
+    assert!(node.is_ready());
+    node.handle_data(now, conn, &crate::wire::encode(&Message::LeafSet { leaves: vec![told.clone()] }));
+    assert!(node.leaf.contains(told.id) && node.table.contains(told.id), "hearsay enters the tables");
+    let (row, _) = node.table.slot(told.id).expect("a cell");
+    let row = row as u8;
+    script::drain(&mut node);
+    let passed_on = |node: &mut Node| -> (Vec<NodeId>, Vec<NodeId>) {
+        node.handle_data(now, conn, &crate::wire::encode(&Message::LeafSetRequest));
+        node.handle_data(now, conn, &crate::wire::encode(&Message::RowRequest { row }));
+        let (mut leaves, mut rows) = (Vec::new(), Vec::new());
+        for m in script::messages(&script::drain(node), conn) {
+            match m {
+                Message::LeafSet { leaves: l } => leaves.extend(l.iter().map(|i| i.id)),
+                Message::Row { entries, .. } => rows.extend(entries.iter().map(|i| i.id)),
+                _ => {}
+            }
+        }
+        (leaves, rows)
+    };
+    let (leaves, rows) = passed_on(&mut node);
+    assert!(leaves.contains(&heard.id) && !leaves.contains(&told.id), "unchecked hearsay is not passed on: {leaves:?}");
+    assert!(!rows.contains(&told.id), "nor in a row: {rows:?}");
+    // Once it answers, it is.
+    announced(&mut node, &told);
+    let (leaves, rows) = passed_on(&mut node);
+    assert!(leaves.contains(&told.id) && rows.contains(&told.id), "{leaves:?} {rows:?}");
+    // A member we suspect (its silence, a probe awaiting its answer) is not.
+    node.peers.get_mut(&told.id).expect("a record").suspect(now);
+    let (leaves, rows) = passed_on(&mut node);
+    assert!(!leaves.contains(&told.id) && !rows.contains(&told.id), "{leaves:?} {rows:?}");
+}
