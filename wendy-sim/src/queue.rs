@@ -14,9 +14,8 @@ use std::collections::BinaryHeap;
 pub(crate) enum Ev {
     /// A node's timer (stale unless `gen` is the host's current timer generation).
     Timer { host: u32, gen: u32 },
-    /// A connection request reaches the acceptor.
-    Syn { link: u32, gen: u32 },
-    /// The acceptor's answer reaches the dialler: the connection is established.
+    /// The acceptor's answer reaches the dialler, a round trip after the request: the
+    /// connection is established (or refused, if the acceptor was down or unreachable).
     SynAck { link: u32, gen: u32 },
     /// The dialler learns that its connection attempt failed (refused or timed out).
     Refused { link: u32, gen: u32 },

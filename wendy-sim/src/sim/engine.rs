@@ -15,7 +15,6 @@ impl Sim {
         self.links.new_batch();
         match ev {
             Ev::Timer { host, gen } => self.on_timer(host, gen),
-            Ev::Syn { link, gen } => self.on_syn(link, gen),
             Ev::SynAck { link, gen } => self.on_syn_ack(link, gen),
             Ev::Refused { link, gen } => self.on_refused(link, gen),
             Ev::Arrive { link, gen, side, slot } => self.on_arrive(link, gen, side, slot),

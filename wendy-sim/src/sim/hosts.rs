@@ -385,11 +385,17 @@ impl Sim {
         host.join_started = NEVER;
         // By conn, as the links were once listed: the order they are freed in is the order they
         // are reused in, which names the ephemeral addresses later nodes see.
-        let links: Vec<u32> = std::mem::take(&mut host.conns).into_sorted().into_iter().map(|(_, c)| c >> 1).collect();
+        let links: Vec<u32> = std::mem::take(&mut host.conns).into_sorted().into_iter().map(|(_, c)| c).collect();
         self.remove_joined(h);
         self.count_alive(-1);
         self.kv_on_crash(h, store);
-        for l in links {
+        for code in links {
+            let l = code >> 1;
+            // Dialled by the crashed host and never handed to the other node: the other
+            // host's kernel drops it, unseen.
+            if code & 1 == 0 && self.unfed(l) {
+                self.links.all[l as usize].open[1] = false;
+            }
             self.maybe_free(l);
         }
     }

@@ -39,6 +39,9 @@ pub(super) struct Link {
     pub(super) conn: [u64; 2],
     /// Latest arrival scheduled towards each side: frames never overtake each other.
     pub(super) last: [u64; 2],
+    /// Something was sent towards the accepting side before its node was handed the
+    /// connection (see [`Sim::on_syn_ack`]).
+    pub(super) fed: bool,
 }
 
 /// Links per chunk of [`LinkSlab`] (64 KiB of records).
@@ -204,57 +207,30 @@ impl Sim {
         // An address outside the plan is refused after a millisecond.
         let lat = target.map_or(1_000, |t| self.latency(h, t));
         let l = self.alloc_link();
+        let inc = target.map_or(0, |t| self.hosts[t as usize].inc);
         let link = &mut self.links.all[l as usize];
         link.host = [h, target.unwrap_or(NONE)];
-        link.inc = [self.hosts[h as usize].inc, 0];
+        link.inc = [self.hosts[h as usize].inc, inc];
         link.conn = [conn.0, 0];
         link.open = [true, false];
         link.last = [0, 0];
+        link.fed = false;
         // A reused record may remember a batch of its former life: no coalescing into that.
         link.tail = [NONE, NONE];
         let gen = link.gen;
         self.hosts[h as usize].conns.insert(conn.0, l << 1);
         match target {
-            Some(_) => self.queue.push(self.now + lat, Ev::Syn { link: l, gen }),
+            Some(_) => self.queue.push(self.now + 2 * lat, Ev::SynAck { link: l, gen }),
             None => self.queue.push(self.now + lat, Ev::Refused { link: l, gen }),
         }
     }
 
-    pub(super) fn on_syn(&mut self, l: u32, gen: u32) {
-        let link = &self.links.all[l as usize];
-        if link.gen != gen {
-            return;
-        }
-        let (d, t) = (link.host[0], link.host[1]);
-        if !self.end_live(l, 0) {
-            self.maybe_free(l);
-            return;
-        }
-        let lat = self.latency(d, t);
-        let blocked = self.blocked(d, t).is_some();
-        if !self.hosts[t as usize].up || blocked {
-            let delay = if self.net.cfg().refuse_dead && !blocked {
-                lat
-            } else {
-                (self.net.cfg().syn_timeout.as_micros() as u64).saturating_sub(lat)
-            };
-            self.queue.push(self.now + delay, Ev::Refused { link: l, gen });
-            return;
-        }
-        let global = self.hosts[d as usize].place.region != self.hosts[t as usize].place.region;
-        let remote = ephemeral_addr(d, global && self.net.cfg().regions > 0, l);
-        let Some(mut node) = self.take(t) else { return };
-        let c = node.handle_accepted(Instant::from_micros(self.now), remote);
-        let inc = self.hosts[t as usize].inc;
-        let link = &mut self.links.all[l as usize];
-        link.conn[1] = c.0;
-        link.inc[1] = inc;
-        link.open[1] = true;
-        self.hosts[t as usize].conns.insert(c.0, l << 1 | 1);
-        self.queue.push(self.now + lat, Ev::SynAck { link: l, gen });
-        self.finish(t, node);
-    }
-
+    /// The connection's set-up is answered, one round trip after it was asked for. As a
+    /// kernel does, the accepting host completed it without its node: the node is handed the
+    /// connection with its first bytes (Linux's `TCP_DEFER_ACCEPT`), and never sees one that
+    /// closes before it carries any (a candidate timed by its set-up alone). The accepting
+    /// host is looked at now rather than when the SYN reached it half a round trip ago: it
+    /// must be up in the life it had when the set-up began, and reachable.
     pub(super) fn on_syn_ack(&mut self, l: u32, gen: u32) {
         let link = &self.links.all[l as usize];
         if link.gen != gen {
@@ -264,10 +240,41 @@ impl Sim {
             self.maybe_free(l);
             return;
         }
-        let (d, conn) = (link.host[0], ConnId(link.conn[0]));
+        let (d, t, conn) = (link.host[0], link.host[1], ConnId(link.conn[0]));
+        let host = &self.hosts[t as usize];
+        let blocked = self.blocked(d, t).is_some();
+        if !host.up || host.inc != link.inc[1] || blocked {
+            if self.net.cfg().refuse_dead && !blocked {
+                self.on_refused(l, gen);
+            } else {
+                let delay = (self.net.cfg().syn_timeout.as_micros() as u64).saturating_sub(2 * self.latency(d, t));
+                self.queue.push(self.now + delay, Ev::Refused { link: l, gen });
+            }
+            return;
+        }
+        self.links.all[l as usize].open[1] = true;
         let Some(mut node) = self.take(d) else { return };
         node.handle_connected(Instant::from_micros(self.now), conn);
         self.finish(d, node);
+    }
+
+    /// Hands side 1 of link `l` (set up, not yet named) to its node: returns the node's name
+    /// for it.
+    fn accept(&mut self, node: &mut wendy_proto::Node, l: u32) -> ConnId {
+        let [d, t] = self.links.all[l as usize].host;
+        let global = self.hosts[d as usize].place.region != self.hosts[t as usize].place.region;
+        let remote = ephemeral_addr(d, global && self.net.cfg().regions > 0, l);
+        let c = node.handle_accepted(Instant::from_micros(self.now), remote);
+        self.links.all[l as usize].conn[1] = c.0;
+        self.hosts[t as usize].conns.insert(c.0, l << 1 | 1);
+        c
+    }
+
+    /// True if side 1 of link `l` was set up but its node was never handed it, and nothing
+    /// was sent towards it: closing side 0 (or its host's crash) ends it with no event.
+    pub(super) fn unfed(&self, l: u32) -> bool {
+        let link = &self.links.all[l as usize];
+        link.open[1] && link.conn[1] == 0 && !link.fed
     }
 
     pub(super) fn on_refused(&mut self, l: u32, gen: u32) {
@@ -304,7 +311,9 @@ impl Sim {
         let (l, side) = (code >> 1, (code & 1) as u8);
         let other = 1 - side;
         self.links.all[l as usize].open[side as usize] = false;
-        if self.end_live(l, other) {
+        if side == 0 && self.unfed(l) {
+            self.links.all[l as usize].open[1] = false;
+        } else if self.end_live(l, other) {
             self.send_on(l, other, None);
         }
         self.maybe_free(l);
@@ -315,6 +324,9 @@ impl Sim {
         let t = usize::from(to);
         let link = &self.links.all[l as usize];
         let (from_host, to_host, gen, tail) = (link.host[1 - t], link.host[t], link.gen, link.tail[t]);
+        if t == 1 && link.conn[1] == 0 {
+            self.links.all[l as usize].fed = true;
+        }
         match self.blocked(from_host, to_host) {
             Some(Block::Drop) => return,
             Some(Block::Hold) => {
@@ -368,7 +380,14 @@ impl Sim {
             self.maybe_free(l);
             return;
         }
+        if side == 1 && conn == 0 && item.is_none() {
+            // Closed before it carried a byte: its node never knew of it.
+            self.links.all[l as usize].open[1] = false;
+            self.maybe_free(l);
+            return;
+        }
         let Some(mut node) = self.take(h) else { return };
+        let conn = if side == 1 && conn == 0 { self.accept(&mut node, l).0 } else { conn };
         let now = Instant::from_micros(self.now);
         match item {
             Some(data) => node.handle_bytes(now, ConnId(conn), data),
@@ -473,5 +492,56 @@ impl Sim {
         let global = self.net.cfg().regions > 0
             && self.hosts[to as usize].place.region != self.hosts[from as usize].place.region;
         host_addr(to, global)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SimConfig;
+
+    /// The accepting node is handed a connection with its first bytes, as Linux's
+    /// `TCP_DEFER_ACCEPT` does: one that its dialler closes before sending any (a candidate
+    /// timed by its set-up alone) never reaches it and ends with no event.
+    #[test]
+    fn the_acceptor_is_handed_a_connection_with_its_first_bytes() {
+        let mut sim = Sim::new(SimConfig { nodes: 0, ..SimConfig::default() });
+        let (a, b) = (sim.add_host(), sim.add_host());
+        let second = |sim: &mut Sim| {
+            let t = Instant::from_micros(sim.now + 1_000_000);
+            sim.run_until(t);
+        };
+        let accepted = |sim: &Sim| sim.node(b).map(|n| n.connection_count());
+        // Set up, then closed unused.
+        sim.on_connect(a, ConnId(1000), host_addr(b, false));
+        second(&mut sim);
+        let l = sim.hosts[a as usize].conns.get(1000).expect("the dialler's link") >> 1;
+        assert!(sim.unfed(l), "set up by the accepting host, not handed to its node");
+        assert_eq!(accepted(&sim), Some(0));
+        let pending = sim.pending_events();
+        sim.on_close(a, ConnId(1000));
+        assert_eq!(sim.pending_events(), pending, "no close travels to a node that never saw it");
+        assert!(sim.links.free.contains(&l), "the link is free at once");
+        second(&mut sim);
+        assert_eq!(accepted(&sim), Some(0));
+        // Set up, then bytes: the accepting node gets the connection with them (garbage here,
+        // which it reads as such).
+        sim.on_connect(a, ConnId(1001), host_addr(b, false));
+        second(&mut sim);
+        assert_eq!(accepted(&sim), Some(0));
+        sim.on_transmit(a, ConnId(1001), Bytes::from_static(b"\x00\x00\x00\x05\xff\xff\xff\xff\xff"));
+        second(&mut sim);
+        let node = sim.node(b).expect("up");
+        assert!(
+            node.stats().frames_in + node.stats().decode_errors + node.stats().protocol_errors > 0,
+            "{:?}",
+            node.stats()
+        );
+        // Set up, then its dialler's host crashes: the accepting host drops it, unseen.
+        sim.on_connect(a, ConnId(1002), host_addr(b, false));
+        second(&mut sim);
+        let l = sim.hosts[a as usize].conns.get(1002).expect("the dialler's link") >> 1;
+        sim.crash(a);
+        assert!(sim.links.free.contains(&l), "the link is free at once");
     }
 }
