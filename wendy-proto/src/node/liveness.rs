@@ -442,8 +442,13 @@ impl Node {
         if missing.is_empty() || !self.in_tables(from) {
             return;
         }
-        let leaves = self.leaf_infos();
-        let _ = self.send_msg(now, from, Message::LeafSet { leaves });
+        // Only what we vouch for goes back ([`Node::vouched_infos`]): a missing member we have
+        // not heard from, or suspect, is probed below instead, and sent once it answers.
+        let vouched = |id: &NodeId| *id == me || self.peers.get(id).is_some_and(|p| p.answered());
+        if missing.iter().any(vouched) {
+            let leaves = self.leaf_infos();
+            let _ = self.send_msg(now, from, Message::LeafSet { leaves });
+        }
         // The sender's reach on each side: its farthest member there, or round the ring if
         // that side holds fewer than its other one (it lacks nodes there).
         let half_ring = 1u128 << 127;

@@ -601,3 +601,34 @@ fn only_members_we_vouch_for_are_passed_on() {
     let (leaves, rows) = passed_on(&mut node);
     assert!(!leaves.contains(&told.id) && !rows.contains(&told.id), "{leaves:?} {rows:?}");
 }
+
+/// A pushed leaf set that lacks a member of ours gets ours back only if we vouch for a
+/// member it lacks: one we have not heard from would not be in what we send.
+#[test]
+fn a_pushed_leaf_set_is_answered_only_with_news_we_vouch_for() {
+    use crate::harness::script;
+    let now = Instant::ZERO;
+    let cfg = Config::with_trusted_id(NodeId::from_u128(ME), addr(1)).insecure_plaintext();
+    let mut node = Node::new(cfg, now).expect("valid config");
+    let me = node.info().clone();
+    let heard = NodeInfo::new(NodeId::from_u128(ME + 1), addr(2));
+    let told = NodeInfo::new(NodeId::from_u128(ME + 2), addr(3));
+    let conn = announced(&mut node, &heard);
+    node.handle_data(now, conn, &crate::wire::encode(&Message::LeafSet { leaves: vec![told.clone()] }));
+    assert!(node.leaf.contains(told.id));
+    script::drain(&mut node);
+    let push = |node: &mut Node, seq: u32| -> Vec<Vec<NodeId>> {
+        let beat = Message::Heartbeat { seq, leaves: vec![me.clone()] };
+        node.handle_data(now, conn, &crate::wire::encode(&beat));
+        let sent = script::messages(&script::drain(node), conn);
+        sent.iter()
+            .filter_map(|m| match m {
+                Message::LeafSet { leaves } => Some(leaves.iter().map(|i| i.id).collect()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(push(&mut node, 1).is_empty(), "the only member it lacks is one we have not heard from");
+    announced(&mut node, &told);
+    assert_eq!(push(&mut node, 2), vec![vec![heard.id, told.id]], "once it answered, it is news worth sending");
+}
