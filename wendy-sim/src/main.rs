@@ -561,7 +561,7 @@ mod tests {
             let cfg = config(&cli).unwrap();
             (cfg.repair_timeout, cfg.node.detection_time())
         };
-        // At the defaults the bound (625 s) is longer than 600 s: the wait covers it.
+        // At the defaults the bound (628 s) is longer than 600 s: the wait covers it.
         let (t, bound) = timeout(&[]);
         assert!(bound > Duration::from_secs(600));
         assert_eq!(t, bound + Duration::from_secs(30));
