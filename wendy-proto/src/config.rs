@@ -183,7 +183,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// A connection we dialled to a node in none of our tables (a joiner answered, a row
     /// asked, a direct message) closes after this long idle in both directions; one the peer
-    /// dialled, `table_probe_interval` later. Connections to table members, and to leaf-set
+    /// dialled waits for its dialler to close it, and closes it itself `table_probe_interval`
+    /// later (every member connection kept) or `idle_timeout` later (otherwise). Connections to table members, and to leaf-set
     /// members pushed out lately, stay open (by default, see below), and give their buffers
     /// back after this long idle.
     /// (A connection dialled only to time a proximity candidate closes once established.)
@@ -456,8 +457,8 @@ impl Config {
 
     /// The longest a departed node can stay in any table (leaf set, routing table,
     /// neighbourhood) after its last word: silence until suspicion, the probes, and up to two
-    /// maintenance ticks of slack. A node passes on only members it does not suspect, so one
-    /// that had not heard of the departed node may still learn of it up to the longest
+    /// maintenance ticks of slack. A node passes on only members it heard from and does not
+    /// suspect, so one that had not heard of the departed node may still learn of it up to the longest
     /// silence before suspicion (`table_probe_interval`, or `suspect_timeout` if longer) after
     /// its last word, and then probes it as many times as a neighbour: that bounds it.
     pub fn detection_time(&self) -> Duration {

@@ -229,7 +229,9 @@ fn lookups_issued_after_a_30_percent_crash_are_all_delivered() {
 /// entry 62 s after the crash (unsuspected, its silence under `table_probe_interval`) passed
 /// it on, and the node that learned it probed it for 5 s more (tables clean 68.0 s after the
 /// crash at seed 22, bound 67.5 s). A node now passes on only members it has heard from and
-/// does not suspect; `detection_time()` counts a second-hand learner's probes.
+/// does not suspect; `detection_time()` counts a second-hand learner's probes. This checks the
+/// documented bound, which the change also widened (70.5 s here): the passing on itself is
+/// checked by wendy-proto's `only_members_we_vouch_for_are_passed_on`.
 #[test]
 fn no_table_names_a_crashed_node_after_detection_time() {
     for seed in [19, 22] {

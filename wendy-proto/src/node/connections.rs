@@ -239,6 +239,7 @@ impl Node {
     pub(super) fn conn_timer(&mut self, now: Instant, conn: ConnId) {
         let member = self.conns.get(&conn).and_then(|c| c.peer()).is_some_and(|p| self.keeps_open(p));
         let kept = self.cfg.member_connections == MemberConnections::Kept;
+        let first = self.conns.get(&conn).map_or(self.cfg.idle_timeout, |c| self.first_idle_check(c));
         let Some(c) = self.conns.get_mut(&conn) else { return };
         c.timer = None;
         let (connect, idle) = (self.cfg.connect_timeout, self.cfg.idle_timeout);
@@ -275,10 +276,6 @@ impl Node {
                 (true, false) => 2 * idle,
                 (false, _) => idle,
             };
-            // Accepted and soon closed by its dialler (`Closing` comes at `idle_timeout`): it
-            // is looked at only at its limit, not also at `idle_timeout` to give its buffers
-            // back (which its close does a round trip later).
-            let first = if c.accepted && !kept { limit } else { idle };
             if now - c.last_active >= limit {
                 self.start_closing(now, conn);
             } else {
@@ -311,8 +308,10 @@ impl Node {
     }
 
     /// How long after its last activity an open connection is first looked at:
-    /// `idle_timeout`, or twice that for one we accepted and do not keep open, whose dialler
-    /// closes it at `idle_timeout` (see [`Node::conn_timer`]).
+    /// `idle_timeout`, or twice that (its limit, [`Node::conn_timer`]) for one we accepted and
+    /// do not keep open. Its dialler closes it at `idle_timeout`, and the close gives its
+    /// buffers back a round trip later: a look of ours at `idle_timeout` would only cost a
+    /// timer event.
     pub(super) fn first_idle_check(&self, c: &Conn) -> core::time::Duration {
         let idle = self.cfg.idle_timeout;
         let kept = self.cfg.member_connections == MemberConnections::Kept;

@@ -444,8 +444,7 @@ impl Node {
         }
         // Only what we vouch for goes back ([`Node::vouched_infos`]): a missing member we have
         // not heard from, or suspect, is probed below instead, and sent once it answers.
-        let vouched = |id: &NodeId| *id == me || self.peers.get(id).is_some_and(|p| p.answered());
-        if missing.iter().any(vouched) {
+        if missing.iter().any(|&id| id == me || self.vouches_for(id)) {
             let leaves = self.leaf_infos();
             let _ = self.send_msg(now, from, Message::LeafSet { leaves });
         }
@@ -635,11 +634,7 @@ impl Node {
     /// guard (`LOOP_HOPS`) ended it (30 % of 1,000 nodes crashed, seed 11: one lookup took 18
     /// hops).
     fn refill_leaf(&mut self, now: Instant) {
-        let fits: Vec<NodeInfo> = self
-            .known_members()
-            .filter(|&id| !self.leaf.contains(id))
-            .filter_map(|id| self.peers.get(&id).filter(|p| p.answered()).map(|p| p.info(id)))
-            .collect();
+        let fits = self.vouched_infos(self.known_members().filter(|&id| !self.leaf.contains(id)));
         for info in fits {
             self.learn(now, info, false);
         }

@@ -401,7 +401,12 @@ impl Node {
     /// from us, who check it before they pass it on. So it reaches no table later than that,
     /// and [`Config::detection_time`](crate::Config::detection_time) bounds how long it stays.
     pub(super) fn vouched_infos(&self, ids: impl IntoIterator<Item = NodeId>) -> Vec<NodeInfo> {
-        ids.into_iter().filter_map(|id| self.peers.get(&id).filter(|p| p.answered()).map(|p| p.info(id))).collect()
+        ids.into_iter().filter(|&id| self.vouches_for(id)).filter_map(|id| self.peer_info(id)).collect()
+    }
+
+    /// True if we heard from `id` directly and do not suspect it now ([`Node::vouched_infos`]).
+    pub(super) fn vouches_for(&self, id: NodeId) -> bool {
+        self.peers.get(&id).is_some_and(|p| p.answered())
     }
 
     pub(super) fn forget_all(&mut self, now: Instant) {

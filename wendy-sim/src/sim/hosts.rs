@@ -393,8 +393,8 @@ impl Sim {
             let l = code >> 1;
             // Dialled by the crashed host and never handed to the other node: the other
             // host's kernel drops it, unseen.
-            if code & 1 == 0 && self.unfed(l) {
-                self.links.all[l as usize].open[1] = false;
+            if code & 1 == 0 {
+                self.drop_unfed(l);
             }
             self.maybe_free(l);
         }

@@ -277,6 +277,16 @@ impl Sim {
         link.open[1] && link.conn[1] == 0 && !link.fed
     }
 
+    /// Side 0 of link `l` is gone: if side 1 is [`Sim::unfed`], the accepting host drops it
+    /// unseen (true); otherwise it must hear of it.
+    pub(super) fn drop_unfed(&mut self, l: u32) -> bool {
+        let unfed = self.unfed(l);
+        if unfed {
+            self.links.all[l as usize].open[1] = false;
+        }
+        unfed
+    }
+
     pub(super) fn on_refused(&mut self, l: u32, gen: u32) {
         let link = &mut self.links.all[l as usize];
         if link.gen != gen {
@@ -311,9 +321,8 @@ impl Sim {
         let (l, side) = (code >> 1, (code & 1) as u8);
         let other = 1 - side;
         self.links.all[l as usize].open[side as usize] = false;
-        if side == 0 && self.unfed(l) {
-            self.links.all[l as usize].open[1] = false;
-        } else if self.end_live(l, other) {
+        let dropped = side == 0 && self.drop_unfed(l);
+        if !dropped && self.end_live(l, other) {
             self.send_on(l, other, None);
         }
         self.maybe_free(l);
