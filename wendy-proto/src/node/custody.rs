@@ -14,7 +14,7 @@
 //! dropped, or acknowledged as received by the next hop. The sender keeps its copy of a
 //! message until the peer reports it handed on. When the peer is declared failed, the copies
 //! it had received but not handed on are routed again around it (a copy it had handed on after
-//! all is a duplicate, which its root drops ([`super::acks::Recent`]), or delivered again if
+//! all is a duplicate, which its root drops ([`super::recent::Recent`]), or delivered again if
 //! its root changed meanwhile). A copy the peer holds longer than [`Node::custody_hold`] makes
 //! the peer a suspect (it is probed, and declared failed if it does not answer), unless we
 //! heard from it since it took the copy. One held longer than [`Node::custody_give_up`] is

@@ -73,6 +73,7 @@ impl Node {
         trim_map(&mut self.candidates);
         // Queues a burst filled and left empty hold nothing between bursts.
         self.custody.trim();
+        self.recent.trim(self.last_now);
         if self.rows.asked.is_empty() {
             self.rows.asked = Vec::new();
         }

@@ -18,6 +18,7 @@ pub use layers::LAYER_PURPOSES;
 mod liveness;
 mod membership;
 mod peer;
+mod recent;
 mod repair;
 mod routing;
 mod session;
@@ -77,7 +78,7 @@ pub struct Node {
     /// The number of the next message we originate (from a random start).
     route_seq: u64,
     /// Routed messages delivered here lately, so that a rerouted copy is not delivered twice.
-    recent: acks::Recent,
+    recent: recent::Recent,
     /// Candidates for occupied routing-table cells being measured, with when their probe went.
     candidates: LiteMap<NodeId, Instant>,
     /// Rerouted messages waiting for a suspected root's probe to settle ([`acks`]).
@@ -187,7 +188,7 @@ impl Node {
             parked: Vec::new(),
             candidates: LiteMap::new(),
             route_seq,
-            recent: acks::Recent::new(&config),
+            recent: recent::Recent::new(&config),
             failed: LiteMap::new(),
             lost_leaves: LiteMap::new(),
             former_leaves: LiteMap::new(),
