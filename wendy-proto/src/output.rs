@@ -380,9 +380,6 @@ pub struct Stats {
     /// Bytes of control frames transmitted (on encrypted connections, before sealing: a
     /// record is shared by many frames).
     pub control_bytes_out: u64,
-    /// Control frames transmitted, by kind: index `i` counts the frames of kind
-    /// [`FRAME_KINDS`](crate::wire::FRAME_KINDS)`[i]`.
-    pub control_frames_by_kind: [u64; crate::wire::FRAME_KINDS.len()],
     /// Connections closed for undecodable bytes.
     pub decode_errors: u64,
     /// Connections closed for protocol violations.
@@ -422,4 +419,8 @@ pub struct Stats {
     /// Join-protocol messages this node sent: its own join requests and announcements, and
     /// the join requests it forwarded and join state it answered for other joiners.
     pub join_messages: u64,
+    /// Control frames transmitted, by kind: index `i` counts the frames of kind
+    /// [`FRAME_KINDS`](crate::wire::FRAME_KINDS)`[i]`. (Last: the scalar counters before it
+    /// share the struct's first cache lines.)
+    pub control_frames_by_kind: [u64; crate::wire::FRAME_KINDS.len()],
 }

@@ -56,33 +56,62 @@ use timers::{NodeTimer, TimerKey, TimerTable};
 /// from the driver, timer deadlines); application commands ([`join`](Node::join),
 /// [`send`](Node::send), [`send_to`](Node::send_to), [`leave`](Node::leave)); and outputs
 /// ([`poll_output`](Node::poll_output), [`poll_timeout`](Node::poll_timeout)). Getters take `&self`.
+#[repr(C)]
 pub struct Node {
-    cfg: Config,
-    rng: Rng,
-    /// Seeds drawn from the cryptographic generator (handshake ephemeral keys;
-    /// [`crate::secure::crypto_draw`]).
-    crypto_draws: u64,
-    /// Our static key pair.
-    identity: Identity,
+    // Laid out in this order (`repr(C)`), the fields most inputs touch first: a simulator of
+    // many nodes finds a node's struct out of the cache at almost every input, and each cache
+    // line an input touches is a miss.
+    last_now: Instant,
+    /// [`Node::stall_limit_of`] our configuration, read at every input.
+    stall_limit: core::time::Duration,
     state: State,
-    leaf: LeafSet,
-    table: RoutingTable,
-    hood: Neighbourhood,
     // Sorted vectors of (key, box): 24 and 16 bytes an entry, where a B-tree's nodes, two-thirds
     // full on average and allocated one by one, cost about twice that. Boxed values: moving an
     // entry on insertion moves a pointer, and a record keeps its size whatever the map's fill.
     peers: LiteMap<NodeId, Box<Peer>>,
     conns: LiteMap<ConnId, Box<Conn>>,
-    next_conn: u64,
-    held: VecDeque<Held>,
-    /// The number of the next message we originate (from a random start).
-    route_seq: u64,
-    /// Routed messages delivered here lately, so that a rerouted copy is not delivered twice.
-    recent: recent::Recent,
-    /// Candidates for occupied routing-table cells being measured, with when their probe went.
-    candidates: LiteMap<NodeId, Instant>,
+    out: VecDeque<Output>,
+    pending_total: usize,
+    /// Connections that received routed messages during this input: acknowledged in `finish`.
+    ack_due: Vec<ConnId>,
+    /// Hearsay that entered our tables in this input ([`Node::vet_learned`]); `true`: the leaf set.
+    learned: Vec<(NodeId, bool)>,
     /// Rerouted messages waiting for a suspected root's probe to settle ([`acks`]).
     parked: Vec<acks::Parked>,
+    /// The leaf set's members before its first change in the current input, which the
+    /// input's `Event::LeafSetChanged` is reported against; `None` between inputs. (Every
+    /// change is reported at the end of its input, so these are the members last reported: a
+    /// node used to keep a copy of them at all times, 512 bytes at the default size.)
+    leaves_before: Option<Vec<NodeId>>,
+    seq: u32,
+    /// Enabled layer purposes, one bit each ([`layers`]).
+    layers: u16,
+    /// `Event::Drained` was emitted (after `leave`).
+    drained: bool,
+    /// The next heartbeat carries our leaf set (the periodic exchange, once the gaps are long).
+    push_leaves: bool,
+    timers: TimerTable,
+    leaf: LeafSet,
+    hood: Neighbourhood,
+    table: RoutingTable,
+    /// Transmit and receive buffers, reused from frame to frame.
+    tx: transmit::Tx,
+    held: VecDeque<Held>,
+    /// The routed message being handled (its reroutes and custody), and copies held for peers.
+    custody: custody::Custody,
+    /// Routed messages delivered here lately, so that a rerouted copy is not delivered twice.
+    recent: recent::Recent,
+    rng: Rng,
+    next_conn: u64,
+    /// The number of the next message we originate (from a random start).
+    route_seq: u64,
+    /// Our static key pair.
+    identity: Identity,
+    /// Seeds drawn from the cryptographic generator (handshake ephemeral keys;
+    /// [`crate::secure::crypto_draw`]).
+    crypto_draws: u64,
+    /// Candidates for occupied routing-table cells being measured, with when their probe went.
+    candidates: LiteMap<NodeId, Instant>,
     failed: LiteMap<NodeId, Instant>,
     /// Leaf-set members declared gone, re-probed at every leaf-set exchange for a while, so
     /// that two halves of a partitioned ring find each other again once it heals.
@@ -91,34 +120,12 @@ pub struct Node {
     /// the given time: at a leaf set's edge the same nodes leave and come back with every
     /// arrival and departure, and one back within this time needs no announcement anew.
     former_leaves: LiteMap<NodeId, Instant>,
-    out: VecDeque<Output>,
-    pending_total: usize,
-    timers: TimerTable,
-    last_now: Instant,
-    stats: Stats,
-    hook: Option<Box<dyn ForwardHook>>,
-    seq: u32,
-    /// Connections that received routed messages during this input: acknowledged in `finish`.
-    ack_due: Vec<ConnId>,
-    /// The routed message being handled (its reroutes and custody), and copies held for peers.
-    custody: custody::Custody,
-    /// The gap to the next leaf-set exchange: 1/64 of the interval after joining (at most a
-    /// heartbeat), doubling up to `leaf_exchange_interval`, so that neighbours that joined at
-    /// the same time find each other within seconds.
-    exchange_gap: core::time::Duration,
-    /// The next heartbeat carries our leaf set (the periodic exchange, once the gaps are long).
-    push_leaves: bool,
-    /// The leaf set's members before its first change in the current input, which the
-    /// input's `Event::LeafSetChanged` is reported against; `None` between inputs. (Every
-    /// change is reported at the end of its input, so these are the members last reported: a
-    /// node used to keep a copy of them at all times, 512 bytes at the default size.)
-    leaves_before: Option<Vec<NodeId>>,
-    /// `Event::Drained` was emitted (after `leave`).
-    drained: bool,
-    /// Enabled layer purposes, one bit each ([`layers`]).
-    layers: u16,
-    /// Transmit and receive buffers, reused from frame to frame.
-    tx: transmit::Tx,
+    /// Candidates measured lately that lost, until when they are not measured (`MEASURED_MEMORY`
+    /// at most), by the first 64 bits of their ids ([`membership::measured_key`]: 16 bytes an
+    /// entry, not 24).
+    measured: LiteMap<u64, Instant>,
+    /// Upkeep of the routing table's rows: proximity asks and the repair of holes ([`repair`]).
+    rows: repair::Rows,
     /// Failures of table members observed, for the self-tuned probe period ([`tuning`]).
     churn: tuning::ChurnEstimate,
     /// The current probe period of table members other than the neighbours ([`tuning`]).
@@ -126,20 +133,19 @@ pub struct Node {
     /// The longest probe period a table member's deadline may still be armed with: the tuned
     /// period's highest value since the members were last brought forward ([`Node::retune`]).
     armed_probe: core::time::Duration,
-    /// Upkeep of the routing table's rows: proximity asks and the repair of holes ([`repair`]).
-    rows: repair::Rows,
-    /// Candidates measured lately that lost, until when they are not measured (`MEASURED_MEMORY`
-    /// at most), by the first 64 bits of their ids ([`membership::measured_key`]: 16 bytes an
-    /// entry, not 24).
-    measured: LiteMap<u64, Instant>,
+    /// The gap to the next leaf-set exchange: 1/64 of the interval after joining (at most a
+    /// heartbeat), doubling up to `leaf_exchange_interval`, so that neighbours that joined at
+    /// the same time find each other within seconds.
+    exchange_gap: core::time::Duration,
     /// Leaf-set members that did not answer our announcement, and rounds of [`Node::reannounce`].
     unwelcomed: Vec<NodeId>,
     reannounces: u32,
     /// Set when our join failed (`JoinFailed`): the joiners we answered as their root since,
     /// the only nodes whose announcement makes this ring of one a ring of two.
     gave_up_join: Option<Vec<NodeId>>,
-    /// Hearsay that entered our tables in this input ([`Node::vet_learned`]); `true`: the leaf set.
-    learned: Vec<(NodeId, bool)>,
+    hook: Option<Box<dyn ForwardHook>>,
+    stats: Stats,
+    cfg: Config,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -196,6 +202,7 @@ impl Node {
             pending_total: 0,
             timers: TimerTable::default(),
             last_now: now,
+            stall_limit: Self::stall_limit_of(&config),
             stats: Stats::default(),
             hook: None,
             seq: 0,
@@ -529,7 +536,9 @@ impl Node {
         self.churn.rate()
     }
 
-    /// Counters.
+    /// Counters. (Inline: a driver that reads a few of them after every input loads those, not
+    /// a copy of them all.)
+    #[inline]
     pub fn stats(&self) -> Stats {
         self.stats
     }
@@ -620,13 +629,13 @@ impl Node {
     }
 
     /// Time only moves forward: an earlier `now` than seen before is treated as the latest seen.
-    /// A jump longer than [`Node::stall_limit`] on a node in the ring means it was not run
+    /// A jump longer than [`Node::stall_limit_of`] on a node in the ring means it was not run
     /// meanwhile: see [`Node::recover_from_stall`].
     fn tick_now(&mut self, now: Instant) -> Instant {
         if now > self.last_now {
             let gap = now - self.last_now;
             self.last_now = now;
-            if self.is_ready() && gap > self.stall_limit() {
+            if self.is_ready() && gap > self.stall_limit {
                 self.recover_from_stall(now);
             }
         }
@@ -638,8 +647,8 @@ impl Node {
     /// `heartbeat_interval`; a silence that is also long enough for a sender to have declared
     /// us failed (its ack timeout, then its probes) means we were not run: our process was
     /// stopped, our machine suspended.
-    fn stall_limit(&self) -> core::time::Duration {
-        (self.cfg.ack_timeout_min + self.cfg.probing_time()).max(2 * self.cfg.heartbeat_interval)
+    fn stall_limit_of(cfg: &Config) -> core::time::Duration {
+        (cfg.ack_timeout_min + cfg.probing_time()).max(2 * cfg.heartbeat_interval)
     }
 
     /// We were not run for longer than a peer waits before it declares us failed and routes
