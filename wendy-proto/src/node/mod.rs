@@ -642,29 +642,6 @@ impl Node {
         self.last_now
     }
 
-    /// The longest silence of the driver (no input at all, not even a timer) that is not a
-    /// stall. A running node in the ring hears from its heartbeat timer every
-    /// `heartbeat_interval`; a silence that is also long enough for a sender to have declared
-    /// us failed (its ack timeout, then its probes) means we were not run: our process was
-    /// stopped, our machine suspended.
-    fn stall_limit_of(cfg: &Config) -> core::time::Duration {
-        (cfg.ack_timeout_min + cfg.probing_time()).max(2 * cfg.heartbeat_interval)
-    }
-
-    /// We were not run for longer than a peer waits before it declares us failed and routes
-    /// what it sent us elsewhere: what our connections hold from that time is stale (a routed
-    /// message in it may have been delivered at another root meanwhile, and delivering it
-    /// here would deliver it twice). Every connection is closed unread, as if we had crashed;
-    /// what we had in flight is routed again (a copy that arrives twice is dropped at its
-    /// root), and our peers, silent to us all that time, are probed as their deadlines have
-    /// passed: those that had declared us failed learn us again.
-    fn recover_from_stall(&mut self, now: Instant) {
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
-        for conn in conns {
-            self.close_conn(now, conn);
-        }
-    }
-
     /// Emits what accumulated during one input: the coalesced leaf-set change.
     fn finish(&mut self) {
         if !self.parked.is_empty() {

@@ -6,6 +6,8 @@ use std::collections::VecDeque;
 use crate::id::NodeId;
 use crate::time::Instant;
 
+use super::timers::trimmed;
+
 /// How long a delivered message is remembered: longer than a message can take to be
 /// rerouted `max_reroutes` times with the longest ack timeout, and parked meanwhile.
 pub(super) const RECENT_WINDOW: core::time::Duration = core::time::Duration::from_secs(30);
@@ -103,19 +105,20 @@ impl Recent {
     }
 
     /// Forgets what the window let go of by `now`, and gives back the room a burst of
-    /// deliveries left: a node that relayed a stream and fell quiet holds nothing of it once
-    /// the window has passed. Called every tick.
+    /// deliveries left ([`trimmed`], the rule of the node's other buffers): a node that relayed
+    /// a stream and fell quiet holds nothing of it once the window has passed. Called every
+    /// tick.
     pub(super) fn trim(&mut self, now: Instant) {
         self.forget(now, RECENT_MAX);
         let len = self.order.len();
         if len == 0 {
             self.order = VecDeque::new();
             self.index = hashbrown::HashTable::new();
-        } else if self.order.capacity() > 4 * len.max(16) {
+        } else if let Some(keep) = trimmed(len, self.order.capacity()) {
             let Recent { index, order, base, .. } = self;
             let base = *base;
-            order.shrink_to(2 * len);
-            index.shrink_to(2 * len, |&x| order.get(x.wrapping_sub(base) as usize).map_or(0, |e| e.hash));
+            order.shrink_to(keep);
+            index.shrink_to(keep, |&x| order.get(x.wrapping_sub(base) as usize).map_or(0, |e| e.hash));
         }
     }
 }
