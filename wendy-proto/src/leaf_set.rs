@@ -26,6 +26,12 @@ pub enum Side {
 }
 
 impl LeafSet {
+    /// Starts loading both sides (a hint, [`crate::Node::prefetch`]).
+    pub(crate) fn prefetch(&self) {
+        crate::hint::warm_slice(&self.cw);
+        crate::hint::warm_slice(&self.ccw);
+    }
+
     /// An empty leaf set of `size` members in all (`size / 2` each side, at least 1).
     pub fn new(me: NodeId, size: usize) -> Self {
         let half = (size / 2).max(1);

@@ -159,6 +159,7 @@ pub mod credentials;
 pub mod fuzzing;
 #[cfg(feature = "testing")]
 pub mod harness;
+mod hint;
 pub mod id;
 pub mod identity;
 pub mod info;

@@ -6,7 +6,7 @@
 
 use std::cell::Cell;
 use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 
 /// What happens when an event comes due. Everything is named by index and generation, so an
 /// event for a connection or timer that has since gone away is recognised and ignored.
@@ -83,6 +83,11 @@ const BUCKETS: usize = 65;
 /// same instant come out in the order they were scheduled, exactly as from a heap ordered by
 /// (time, sequence number). An event scheduled before `last` (which the simulator never does)
 /// waits in a small ordinary heap that is served first, so the order holds for any input.
+///
+/// The next few events are taken out ahead of time ([`Queue::ahead`] shows them), so that the
+/// simulator can start loading what they will read while it handles the current one. An event
+/// pushed earlier than the last of them goes among them in its place; one pushed at the same
+/// time or later comes after all of them. Either way the order is the heap's.
 #[derive(Debug)]
 pub(crate) struct Queue {
     buckets: Vec<Vec<Entry>>,
@@ -99,7 +104,13 @@ pub(crate) struct Queue {
     seq: u64,
     len: usize,
     peak: usize,
+    /// The next events, already taken from the heap in order (at most [`LOOKAHEAD`] unless
+    /// pushes land among them): the simulator reads them ahead to warm the cache for them.
+    staged: VecDeque<Entry>,
 }
+
+/// How many of the next events [`Queue::ahead`] can show.
+pub(crate) const LOOKAHEAD: usize = 3;
 
 /// An event in the early heap (ordered by time and sequence number only).
 #[derive(Clone, Copy, Debug)]
@@ -134,6 +145,7 @@ impl Default for Queue {
             seq: 0,
             len: 0,
             peak: 0,
+            staged: VecDeque::with_capacity(LOOKAHEAD + 1),
         }
     }
 }
@@ -149,6 +161,18 @@ impl Queue {
     pub(crate) fn push(&mut self, time: u64, ev: Ev) {
         self.len += 1;
         self.peak = self.peak.max(self.len);
+        // Everything staged was the least in the heap when taken, and this entry comes after
+        // every one of them at the same time: it goes among them only if it is earlier than
+        // the last (and then before everything still in the heap).
+        if self.staged.back().is_some_and(|b| time < b.time) {
+            let at = self.staged.partition_point(|e| e.time <= time);
+            self.staged.insert(at, Entry { time, ev });
+            return;
+        }
+        self.push_heap(time, ev);
+    }
+
+    fn push_heap(&mut self, time: u64, ev: Ev) {
         if time < self.last {
             self.seq += 1;
             self.early.push(Reverse((time, self.seq, EarlyEv(ev))));
@@ -183,9 +207,29 @@ impl Queue {
 
     /// The earliest event, if any.
     pub(crate) fn pop(&mut self) -> Option<(u64, Ev)> {
-        if let Some(Reverse((t, _, EarlyEv(ev)))) = self.early.pop() {
-            self.len -= 1;
-            return Some((t, ev));
+        while self.staged.len() <= LOOKAHEAD {
+            match self.pop_heap() {
+                Some(e) => self.staged.push_back(e),
+                None => break,
+            }
+        }
+        let e = self.staged.pop_front()?;
+        self.len -= 1;
+        Some((e.time, e.ev))
+    }
+
+    /// The `i`-th of the events that come next (`ahead(0)` is the next one), for `i` below
+    /// [`LOOKAHEAD`] and as many as are pending: what [`Queue::pop`] returns next, in order,
+    /// unless an earlier event is pushed first.
+    #[inline]
+    pub(crate) fn ahead(&self, i: usize) -> Option<Ev> {
+        self.staged.get(i).map(|e| e.ev)
+    }
+
+    /// Takes the earliest entry out of the heap (not counted out of `len`).
+    fn pop_heap(&mut self) -> Option<Entry> {
+        if let Some(Reverse((time, _, EarlyEv(ev)))) = self.early.pop() {
+            return Some(Entry { time, ev });
         }
         if self.head == self.buckets[0].len() {
             self.buckets[0].clear();
@@ -210,12 +254,14 @@ impl Queue {
         }
         let e = self.buckets[0][self.head];
         self.head += 1;
-        self.len -= 1;
-        Some((e.time, e.ev))
+        Some(e)
     }
 
     /// Time of the earliest event.
     pub(crate) fn peek_time(&self) -> Option<u64> {
+        if let Some(e) = self.staged.front() {
+            return Some(e.time);
+        }
         if let Some(Reverse((t, _, _))) = self.early.peek() {
             return Some(*t);
         }
@@ -237,7 +283,7 @@ impl Queue {
 
     /// Heap bytes the queue holds (entries times allocated capacity).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.buckets.iter().map(Vec::capacity).sum::<usize>() * std::mem::size_of::<Entry>()
+        (self.buckets.iter().map(Vec::capacity).sum::<usize>() + self.staged.capacity()) * std::mem::size_of::<Entry>()
             + self.buckets.capacity() * std::mem::size_of::<Vec<Entry>>()
             + self.early.capacity() * std::mem::size_of::<Reverse<(u64, u64, EarlyEv)>>()
     }
@@ -271,9 +317,35 @@ mod tests {
         );
     }
 
+    /// Staged events are the first of their instant; one pushed at the same instant as the last
+    /// staged one goes after the others of that instant still in the heap, and one pushed
+    /// earlier goes among the staged ones.
+    #[test]
+    fn pushes_keep_their_order_around_the_staged_events() {
+        let mut q = Queue::default();
+        let t = |host| Ev::Timer { host, gen: 0 };
+        for host in 1..=10 {
+            q.push(5, t(host));
+        }
+        assert_eq!(q.pop(), Some((5, t(1))));
+        assert_eq!((q.ahead(0), q.ahead(2)), (Some(t(2)), Some(t(4))));
+        q.push(5, t(11));
+        q.push(7, t(12));
+        q.pop();
+        q.push(3, t(13));
+        let rest: Vec<u32> = std::iter::from_fn(|| q.pop())
+            .map(|(_, e)| match e {
+                Ev::Timer { host, .. } => host,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(rest, [13, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    }
+
     /// Against a reference heap ordered by (time, sequence number): random pushes at or after
     /// the time last taken (many at the same instant), some before it, interleaved with pops
-    /// and peeks, give the same events in the same order.
+    /// and peeks, give the same events in the same order; the events it shows ahead are the
+    /// next ones, also when a push lands among them.
     #[test]
     fn same_order_as_a_heap_by_time_then_sequence() {
         let mut rng = wendy_proto::rng::Rng::new(7);
@@ -298,6 +370,13 @@ mod tests {
                 let got = q.pop();
                 let want = reference.pop().map(|Reverse((t, s))| (t, Ev::Timer { host: s, gen: 0 }));
                 assert_eq!(got, want);
+                // What the queue shows ahead is what comes next.
+                let next: Vec<_> = (0..LOOKAHEAD).map_while(|_| reference.pop()).collect();
+                for i in 0..LOOKAHEAD {
+                    let want = next.get(i).map(|&Reverse((_, s))| Ev::Timer { host: s, gen: 0 });
+                    assert_eq!(q.ahead(i), want);
+                }
+                reference.extend(next);
                 if let Some((t, _)) = got {
                     now = now.max(t);
                 }

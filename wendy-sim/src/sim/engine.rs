@@ -1,6 +1,7 @@
 //! The engine: the clock, the event queue and the dispatch of each event to the concern that
 //! handles it.
 
+use prefetch_index::prefetch_index;
 use wendy_proto::Instant;
 
 use super::Sim;
@@ -13,6 +14,7 @@ impl Sim {
         self.now = self.now.max(t);
         self.events += 1;
         self.links.new_batch();
+        self.warm_ahead();
         match ev {
             Ev::Timer { host, gen } => self.on_timer(host, gen),
             Ev::SynAck { link, gen } => self.on_syn_ack(link, gen),
@@ -21,6 +23,47 @@ impl Sim {
             Ev::Ctl(c) => self.on_ctl(c),
         }
         true
+    }
+
+    /// Starts loading, a few events ahead, what the coming events will read, a step of the
+    /// chain each event: the third next event's link or host record, the second next's host
+    /// record (and frame slot), the next one's node ([`wendy_proto::Node::prefetch`]). At
+    /// 100,000 nodes the state is gigabytes read at random and almost every record is out of
+    /// the cache when its event comes; with the loads overlapping the current event, fewer are
+    /// waited for one after another. A hint only: the run is the same, event for event.
+    fn warm_ahead(&self) {
+        if let Some(ev) = self.queue.ahead(2) {
+            match ev {
+                Ev::Timer { host, .. } => prefetch_index(&self.hosts, host as usize),
+                Ev::SynAck { link, .. } | Ev::Refused { link, .. } | Ev::Arrive { link, .. } => {
+                    self.links.all.prefetch(link as usize)
+                }
+                Ev::Ctl(_) => {}
+            }
+        }
+        if let Some(ev) = self.queue.ahead(1) {
+            if let Ev::Arrive { slot, .. } = ev {
+                prefetch_index(&self.links.segments, slot as usize);
+            }
+            if let Some(h) = self.host_of(ev) {
+                prefetch_index(&self.hosts, h as usize);
+            }
+        }
+        let next = self.queue.ahead(0).and_then(|ev| self.host_of(ev));
+        if let Some(node) = next.and_then(|h| self.hosts.get(h as usize)).and_then(|h| h.node.as_deref()) {
+            node.prefetch();
+        }
+    }
+
+    /// The host whose node handles `ev`, if a node does.
+    #[inline]
+    fn host_of(&self, ev: Ev) -> Option<u32> {
+        match ev {
+            Ev::Timer { host, .. } => Some(host),
+            Ev::SynAck { link, .. } | Ev::Refused { link, .. } => self.links.all.get(link as usize).map(|l| l.host[0]),
+            Ev::Arrive { link, side, .. } => self.links.all.get(link as usize).map(|l| l.host[usize::from(side) & 1]),
+            Ev::Ctl(_) => None,
+        }
     }
 
     /// Processes every event due up to `t`, then sets the clock to `t`.

@@ -77,6 +77,20 @@ impl LinkSlab {
     }
 }
 
+impl LinkSlab {
+    /// Starts loading record `i` (a hint, see [`Sim::step`]).
+    pub(super) fn prefetch(&self, i: usize) {
+        if let Some(c) = self.chunks.get(i / CHUNK) {
+            prefetch_index::prefetch_index(c, i % CHUNK);
+        }
+    }
+
+    /// Record `i`, if there is one.
+    pub(super) fn get(&self, i: usize) -> Option<&Link> {
+        (i < self.len).then(|| &self.chunks[i / CHUNK][i % CHUNK])
+    }
+}
+
 impl std::ops::Index<usize> for LinkSlab {
     type Output = Link;
     fn index(&self, i: usize) -> &Link {
