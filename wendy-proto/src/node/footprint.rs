@@ -157,8 +157,8 @@ impl Node {
             cfg.identity,
             cfg.insecure_plaintext,
         );
-        warm_slice(self.peers.as_slice());
-        warm_slice(self.conns.as_slice());
+        crate::hint::warm_index(self.peers.as_slice());
+        crate::hint::warm_index(self.conns.as_slice());
         self.leaf.prefetch();
     }
 
