@@ -70,9 +70,9 @@ macro_rules! warm {
 impl Node {
     /// Asks the processor to start loading what almost every input reads: the node's own
     /// struct (about 2.3 KB, three dozen cache lines), the sorted indexes of its peers and
-    /// connections, and its leaf set. (Not the peer and connection records themselves, nor the
-    /// routing table and the deadlines: loading those for every input cost more than it saved
-    /// in the simulator.) Nothing is read or changed, so it cannot affect behaviour; a caller that
+    /// connections (of an index over 2 KB, the lines a binary search reads first), and its
+    /// leaf set. (Not the peer and connection records themselves, nor the routing table and
+    /// the deadlines: loading those for every input cost more than it saved in the simulator.) Nothing is read or changed, so it cannot affect behaviour; a caller that
     /// runs many nodes and knows which one runs next (the simulator, a few events ahead) has
     /// the loads overlap its current work instead of waiting on each miss in turn. Where the
     /// target has no prefetch instruction this does nothing.
