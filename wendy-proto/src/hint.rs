@@ -4,8 +4,8 @@
 
 /// Starts loading the cache lines of a sorted index that its look-ups will read: every line
 /// of a small one, and of a larger one (more than 32 lines) the lines a binary search reads
-/// first, its middle, quarters and eighths; loading all of a large index per input cost more
-/// than the misses it saved.
+/// first, its middle, quarters and eighths; loading all of a large index at every input cost
+/// as much as the misses it saved.
 pub(crate) fn warm_index<T>(s: &[T]) {
     let n = s.len();
     if core::mem::size_of_val(s) <= 32 * 64 {

@@ -72,11 +72,15 @@ impl Node {
     /// struct (about 2.3 KB, three dozen cache lines), the sorted indexes of its peers and
     /// connections (of an index over 2 KB, the lines a binary search reads first), and its
     /// leaf set. (Not the peer and connection records themselves, nor the routing table and
-    /// the deadlines: loading those for every input cost more than it saved in the simulator.) Nothing is read or changed, so it cannot affect behaviour; a caller that
+    /// the deadlines: loading those for every input cost more than it saved in the
+    /// simulator.) Nothing is read or changed, so it cannot affect behaviour; a caller that
     /// runs many nodes and knows which one runs next (the simulator, a few events ahead) has
     /// the loads overlap its current work instead of waiting on each miss in turn. Where the
     /// target has no prefetch instruction this does nothing.
     pub fn prefetch(&self) {
+        // Every field of the struct in its order (`repr(C)`), the counters and the
+        // configuration last, by a few of their own fields: a field added to `Node` belongs
+        // here too.
         warm!(
             self.last_now,
             self.stall_limit,
@@ -90,6 +94,9 @@ impl Node {
             self.parked,
             self.leaves_before,
             self.seq,
+            self.layers,
+            self.drained,
+            self.push_leaves,
             self.timers,
             self.leaf,
             self.hood,

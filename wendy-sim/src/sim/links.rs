@@ -75,9 +75,7 @@ impl LinkSlab {
         self.len += 1;
         (self.len - 1) as u32
     }
-}
 
-impl LinkSlab {
     /// Starts loading record `i` (a hint, see [`Sim::step`]).
     pub(super) fn prefetch(&self, i: usize) {
         if let Some(c) = self.chunks.get(i / CHUNK) {
