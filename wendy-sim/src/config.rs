@@ -260,6 +260,19 @@ pub struct SplitPlan {
     pub length: Duration,
 }
 
+/// How the initial population is built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Build {
+    /// Every node but the first joins through the join protocol, at `join_rate` (the default).
+    #[default]
+    Joins,
+    /// The simulator computes every node's tables from its view of the whole ring (exact leaf
+    /// sets; in each routing-table cell the nearest of 16 nodes drawn from the cell's id range)
+    /// and starts the nodes as members ([`wendy_proto::Node::start_member`]). No join
+    /// traffic: for rings too large to join within a run. `join_rate` is not used.
+    Tables,
+}
+
 /// A whole simulation run: population, network, workload and faults.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -273,6 +286,8 @@ pub struct SimConfig {
     pub net: NetConfig,
     /// Protocol parameters of every node.
     pub node: NodeParams,
+    /// How the initial population is built.
+    pub build: Build,
     /// Joins started per second of simulated time while the population is built.
     pub join_rate: f64,
     /// Quiet time between the last join and the measurement phase.
@@ -367,6 +382,7 @@ impl Default for SimConfig {
             memory_report: false,
             heap_in_use: None,
             kv: None,
+            build: Build::Joins,
         }
     }
 }

@@ -39,8 +39,8 @@ mod sim;
 pub mod trace;
 
 pub use config::{
-    ChurnConfig, KvConfig, LossMode, NetConfig, NodeParams, SessionDist, SimConfig, SplitMode, SplitPlan, Topology,
-    TraceRecord,
+    Build, ChurnConfig, KvConfig, LossMode, NetConfig, NodeParams, SessionDist, SimConfig, SplitMode, SplitPlan,
+    Topology, TraceRecord,
 };
 pub use report::{Bucket, ChurnReport, CrashReport, JoinStats, KvReport, MemoryReport, Report, Window};
 pub use sim::{Outcome, Sim, LOOKUP_PURPOSE};

@@ -12,8 +12,8 @@ use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use wendy_proto::MemberConnections;
 use wendy_sim::{
-    parse_churn_trace, ChurnConfig, KvConfig, LossMode, NetConfig, NodeParams, SessionDist, Sim, SimConfig, SplitMode,
-    SplitPlan, Topology,
+    parse_churn_trace, Build, ChurnConfig, KvConfig, LossMode, NetConfig, NodeParams, SessionDist, Sim, SimConfig,
+    SplitMode, SplitPlan, Topology,
 };
 
 /// jemalloc instead of the system allocator: the simulator allocates and frees small buffers at
@@ -93,6 +93,11 @@ struct Cli {
     /// Lookup payload bytes (at least 8).
     #[arg(long, default_value_t = 16)]
     payload_bytes: usize,
+    /// How the initial population is built: `joins` (every node joins through the protocol,
+    /// at `--join-rate`) or `tables` (the simulator computes each node's tables from the whole
+    /// ring and starts it as a member: no join traffic, for the largest rings).
+    #[arg(long, value_enum, default_value_t = BuildArg::Joins)]
+    build: BuildArg,
     /// Joins started per simulated second while building the population.
     #[arg(long, default_value_t = 100.0)]
     join_rate: f64,
@@ -240,6 +245,12 @@ enum TopoArg {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+enum BuildArg {
+    Joins,
+    Tables,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum SplitArg {
     Partition,
     Hold,
@@ -328,6 +339,10 @@ fn config(cli: &Cli) -> Result<SimConfig, String> {
         seed: cli.seed,
         net: net_config(cli),
         node,
+        build: match cli.build {
+            BuildArg::Joins => Build::Joins,
+            BuildArg::Tables => Build::Tables,
+        },
         join_rate: cli.join_rate,
         settle: secs(cli.settle),
         lookup_rate: cli.lookup_rate,

@@ -246,6 +246,11 @@ pub struct Report {
     pub later_joins: JoinStats,
     /// Simulated time the initial population took to join, seconds.
     pub join_phase_s: f64,
+    /// How the initial population was built: `"joins"` (through the join protocol) or
+    /// `"tables"` (started as members from the simulator's tables, `--build tables`).
+    pub build: &'static str,
+    /// Wall time the simulator took to compute the tables of a `"tables"` build, seconds.
+    pub build_wall_s: f64,
     /// Steady-state control frames (everything but lookups) per live node per second: over
     /// the window from `steady_from_s` to `steady_to_s`.
     pub control_msgs_per_node_per_s: f64,
@@ -397,6 +402,7 @@ impl Report {
         let timeline = self.timeline.iter().map(|b| Bucket { rss_bytes: 0, heap_bytes: 0, ..*b }).collect();
         Report {
             wall_s: 0.0,
+            build_wall_s: 0.0,
             events_per_s: 0.0,
             peak_rss_bytes: 0,
             peak_heap_bytes: 0,
@@ -510,11 +516,19 @@ impl fmt::Display for Report {
 impl Report {
     fn fmt_joins(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = &self.initial_joins;
-        writeln!(
-            f,
-            "  joins        {} initial in {:.1}s simulated (mean {:.3}s, p99 {:.3}s, max {:.3}s), {} failed",
-            i.joins, self.join_phase_s, i.mean_s, i.p99_s, i.max_s, self.join_failures
-        )?;
+        if self.build == "tables" {
+            writeln!(
+                f,
+                "  build        {} nodes started as members from the simulator's tables (--build tables, no joins), over {:.1}s simulated; {:.1}s wall",
+                self.nodes, self.join_phase_s, self.build_wall_s
+            )?;
+        } else {
+            writeln!(
+                f,
+                "  joins        {} initial in {:.1}s simulated (mean {:.3}s, p99 {:.3}s, max {:.3}s), {} failed",
+                i.joins, self.join_phase_s, i.mean_s, i.p99_s, i.max_s, self.join_failures
+            )?;
+        }
         let l = &self.later_joins;
         if l.joins > 0 {
             writeln!(

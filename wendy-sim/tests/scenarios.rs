@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use wendy_sim::{run, ChurnConfig, LossMode, NetConfig, NodeParams, Report, SessionDist, SimConfig, Topology};
+use wendy_sim::{run, Build, ChurnConfig, LossMode, NetConfig, NodeParams, Report, SessionDist, SimConfig, Topology};
 
 fn show(name: &str, cfg: &SimConfig, r: &Report) {
     eprintln!("--- {name} (seed {}) ---\n{r}", cfg.seed);
@@ -138,11 +138,16 @@ fn five_percent_dropped_frames_on_encrypted_links_deliver_nothing_at_the_wrong_n
 }
 
 fn crash(fraction: f64, seed: u64) {
+    crash_in(Build::Joins, fraction, seed);
+}
+
+fn crash_in(build: Build, fraction: f64, seed: u64) {
     // A 1 s heartbeat (wendy-proto's ratios: table members probed after at most 60 s of
     // silence, `detection_time()` 70 s) so that the tables are clean within the repair timeout;
     // at the 10 s default the same repair takes up to ten minutes of simulated time.
     let cfg = SimConfig {
         node: NodeParams { insecure_plaintext: true, heartbeat: Duration::from_secs(1), ..NodeParams::default() },
+        build,
         nodes: 500,
         lookups: 12_000,
         seed,
@@ -183,6 +188,41 @@ fn crash_10_percent_then_repair() {
 #[test]
 fn crash_30_percent_then_repair() {
     crash(0.30, 13);
+}
+
+/// Nodes started as members from the simulator's tables (`--build tables`) are ordinary
+/// members afterwards: they detect and repair a crash within the same bounds.
+#[test]
+fn crash_10_percent_then_repair_in_a_ring_built_from_tables() {
+    crash_in(Build::Tables, 0.10, 12);
+}
+
+/// `--build tables`: 3,000 nodes started from the simulator's tables, with no join traffic,
+/// route every lookup to the right node in about log16(N) hops, and the same seed gives the
+/// same run.
+#[test]
+fn a_ring_built_from_tables_routes_every_lookup_correctly() {
+    let cfg = SimConfig {
+        build: Build::Tables,
+        node: NodeParams { insecure_plaintext: true, ..NodeParams::default() },
+        nodes: 3000,
+        lookups: 6000,
+        seed: 5,
+        settle: Duration::from_secs(5),
+        lookup_rate: 1000.0,
+        ..SimConfig::default()
+    };
+    let r = run(cfg.clone());
+    show("tables 3000", &cfg, &r);
+    assert_eq!(r.build, "tables");
+    assert_eq!(r.join_control_msgs_per_join, 0.0, "no join traffic");
+    assert_eq!((r.issued, r.delivered, r.correct), (6000, 6000, 6000), "100% delivered and correct");
+    let log16 = (3000f64).log(16.0);
+    assert!(r.hops_mean < log16, "mean hops {} not below log16(N) = {log16:.2}", r.hops_mean);
+    assert!(r.stretch_mean < 3.0, "stretch {}: the cells hold near nodes", r.stretch_mean);
+    let again = run(cfg.clone());
+    assert_eq!(r.trace_hash, again.trace_hash);
+    assert_eq!(r.without_machine_figures(), again.without_machine_figures());
 }
 
 /// Issue 9: 1,000 lookups a second through a crash of 30 % of 300 nodes. A lookup issued after

@@ -15,6 +15,59 @@ use super::routing::Hop;
 use super::{Node, State};
 
 impl Node {
+    /// Starts this node as a member of a ring whose tables were computed elsewhere, instead of
+    /// joining it: each of `members` (its address and the round trip to it) enters whichever
+    /// of the leaf set, routing table and neighbourhood set take it, as a node heard from
+    /// directly at `now` with that round trip measured, and the node is ready
+    /// ([`Event::Joined`]) at once. From then on it is an ordinary member: it probes,
+    /// heartbeats, repairs and routes as one that joined, and the members' own tables must
+    /// hold it (they are started the same way), since nothing is announced to them.
+    ///
+    /// This is for building very large rings in a simulator from an oracle's view of the
+    /// ring (a join of each node through the protocol costs about two hundred connections
+    /// network-wide); a real deployment joins ([`Node::join`]). Errors: the node left
+    /// ([`CommandError::Left`](crate::CommandError::Left)), or it is joining or joined
+    /// already ([`CommandError::AlreadyJoined`](crate::CommandError::AlreadyJoined)).
+    pub fn start_member(
+        &mut self,
+        now: Instant,
+        members: &[(NodeInfo, core::time::Duration)],
+    ) -> Result<(), crate::CommandError> {
+        let now = self.tick_now(now);
+        match self.state {
+            State::Left => return Err(crate::CommandError::Left),
+            State::Alone if self.peers.is_empty() => {}
+            _ => return Err(crate::CommandError::AlreadyJoined),
+        }
+        self.state = State::Ready;
+        // Nearest in the ring first: the leaf set fills with its members and never takes a
+        // farther node only to push it out again (which would keep it as a former leaf).
+        let me = self.id();
+        let mut order: Vec<&(NodeInfo, core::time::Duration)> = members.iter().collect();
+        order.sort_by_key(|(info, _)| (me.distance(info.id), info.id));
+        for (info, rtt) in order {
+            if info.id == self.id() || !info.is_valid() || self.peers.contains_key(&info.id) {
+                continue;
+            }
+            let prox = proximity(*rtt, &info.region, &self.cfg.info.region, self.cfg.region_factor);
+            let mut peer = Box::new(Peer::new(info.clone(), now));
+            peer.set_proximity(prox);
+            self.peers.insert(info.id, peer);
+            self.learn(now, info.clone(), true);
+        }
+        // What no table took, or a later member displaced, is not kept.
+        for (info, _) in members {
+            if info.id != me && !self.in_tables(info.id) {
+                self.forget_peer(info.id);
+            }
+        }
+        // The maps grew a member at a time: give back the room beyond what they hold.
+        self.trim();
+        self.out.push_back(Output::Event(Event::Joined));
+        self.finish();
+        Ok(())
+    }
+
     /// A request for, or an answer with, part of a peer's tables.
     pub(super) fn on_table_message(&mut self, now: Instant, from: NodeId, msg: Message) {
         match msg {

@@ -68,6 +68,8 @@ pub(super) struct Metrics {
 pub(super) struct PhaseMarks {
     /// When the initial population had joined (or the join phase gave up).
     pub(super) join_end: u64,
+    /// Wall time a `--build tables` took, seconds.
+    pub(super) build_wall_s: f64,
     /// Control frames and bytes sent during the join phase.
     pub(super) join_ctl: (u64, u64),
     /// Live node-microseconds during the join phase.
@@ -289,6 +291,11 @@ impl Sim {
             lookups: cfg.lookups,
             seed: cfg.seed,
             join_phase_s: marks.join_end as f64 / 1e6,
+            build: match cfg.build {
+                crate::config::Build::Joins => "joins",
+                crate::config::Build::Tables => "tables",
+            },
+            build_wall_s: marks.build_wall_s,
             frames: m.frames,
             bytes: m.bytes,
             events: self.events,

@@ -10,6 +10,7 @@
 //! - [`measure`]: the counters and integrals a run keeps and the [`Report`](crate::Report)
 //!   built from them; [`memory`]: the simulator's own structures by size.
 
+mod build;
 mod engine;
 mod hosts;
 mod kv;

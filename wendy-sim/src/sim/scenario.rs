@@ -9,7 +9,7 @@ use wendy_proto::NodeId;
 
 use super::measure::PhaseMarks;
 use super::{Sim, NEVER, SEC};
-use crate::config::SessionDist;
+use crate::config::{Build, SessionDist};
 use crate::queue::{Ctl, Ev};
 use crate::report::Report;
 
@@ -61,7 +61,11 @@ impl Sim {
     pub fn run(mut self, mut progress: impl FnMut(&Sim, f64)) -> Report {
         let wall = std::time::Instant::now();
         let cfg = &self.cfg;
-        let join_est = ((cfg.nodes.saturating_sub(1)) as f64 / cfg.join_rate.max(1e-6) * 1e6) as u64;
+        let join_est = match cfg.build {
+            Build::Joins => ((cfg.nodes.saturating_sub(1)) as f64 / cfg.join_rate.max(1e-6) * 1e6) as u64,
+            // The nodes are created over one heartbeat interval (`build_tables`).
+            Build::Tables => cfg.node.heartbeat.as_micros() as u64,
+        };
         let planned = join_est
             + cfg.settle.as_micros() as u64
             + cfg.measure_length().as_micros() as u64
@@ -85,7 +89,12 @@ impl Sim {
     /// Phase 1: builds the population through the real join protocol.
     fn join_phase(&mut self, join_est: u64, tick: &mut impl FnMut(&Sim)) -> PhaseMarks {
         let nodes = self.cfg.nodes;
-        if nodes > 0 {
+        let mut build_wall_s = 0.0;
+        if nodes > 0 && self.cfg.build == Build::Tables {
+            let wall = std::time::Instant::now();
+            self.build_tables(nodes);
+            build_wall_s = wall.elapsed().as_secs_f64();
+        } else if nodes > 0 {
             let first = self.add_host();
             self.mark_joined(first);
             self.sc.to_join = nodes - 1;
@@ -101,6 +110,7 @@ impl Sim {
         PhaseMarks {
             memory_after_joins: self.cfg.memory_report.then(|| self.memory_report()),
             join_end: self.now,
+            build_wall_s,
             join_ctl: (self.m.ctl_frames, self.m.ctl_bytes),
             join_live_int: self.m.live_int,
             join_by_kind: self.control_by_kind(),
