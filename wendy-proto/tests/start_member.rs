@@ -80,3 +80,67 @@ fn members_with_our_own_id_or_given_twice_are_taken_once() {
     assert_eq!(n.peer_count(), 1);
     assert_eq!(n.proximity(a.id), Some(3_000), "the first of the two");
 }
+
+/// A started member first asks a near node for a row 30 to 60 s after it started (not 30 s
+/// after it was created): a ring started at once spreads its first asks over 30 s, after its
+/// first heartbeats rather than on top of them.
+#[test]
+fn the_first_row_ask_comes_thirty_to_sixty_seconds_after_the_start() {
+    // Created at 0 (ticks at 10, 20, 30, 40 s), started at 5 s.
+    let mut n = node(2);
+    let ccw = info(ME - 1, 1, 1);
+    let cw = info(ME + 1, 1, 2);
+    // The nearest: the neighbourhood set (of one) holds it, and rows are asked of it.
+    let near = info(ME - (1 << 124), 1, 3);
+    let members = [
+        (ccw.clone(), Duration::from_millis(40)),
+        (cw.clone(), Duration::from_millis(40)),
+        (near.clone(), Duration::from_millis(2)),
+    ];
+    n.start_member(NOW, &members).expect("starts");
+    drain(&mut n);
+    let dialled = |n: &mut Node, at: u64| -> Vec<std::net::SocketAddr> {
+        n.handle_timeout(Instant::from_secs(at));
+        drain(n)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Connect { addr, .. } => Some(addr),
+                _ => None,
+            })
+            .collect()
+    };
+    for at in [10, 20, 30] {
+        assert!(!dialled(&mut n, at).contains(&near.global), "no row ask at {at} s");
+    }
+    let first = [40, 50, 60, 70].into_iter().find(|&at| dialled(&mut n, at).contains(&near.global));
+    assert!(first.is_some_and(|t| t <= 60), "the first ask by the first tick 60 s after the start: {first:?}");
+}
+
+/// The first row asks of many members started at once are spread over 30 s.
+#[test]
+fn first_row_asks_of_a_ring_started_at_once_are_spread() {
+    let mut ticks = std::collections::BTreeSet::new();
+    for k in 0..40u128 {
+        let me = ME + (k << 100);
+        let mut c = Config::with_trusted_id(NodeId::from_u128(me), addr(255, 1)).insecure_plaintext();
+        c.leaf_set_size = 2;
+        c.neighbourhood_size = 1;
+        let mut n = Node::new(c, Instant::ZERO).expect("valid config");
+        let near = info(me - (1 << 124), 1, 3);
+        let members = [
+            (info(me - 1, 1, 1), Duration::from_millis(40)),
+            (info(me + 1, 1, 2), Duration::from_millis(40)),
+            (near.clone(), Duration::from_millis(2)),
+        ];
+        n.start_member(NOW, &members).expect("starts");
+        drain(&mut n);
+        for at in [10u64, 20, 30, 40, 50, 60, 70] {
+            n.handle_timeout(Instant::from_secs(at));
+            if drain(&mut n).iter().any(|o| matches!(o, Output::Connect { addr, .. } if *addr == near.global)) {
+                ticks.insert(at);
+                break;
+            }
+        }
+    }
+    assert!(ticks.len() >= 3, "first asks at ticks {ticks:?}");
+}

@@ -40,6 +40,12 @@ impl Node {
             _ => return Err(crate::CommandError::AlreadyJoined),
         }
         self.state = State::Ready;
+        // The first row ask comes one to two gaps after the start (a joined node's comes a gap
+        // after its creation): a ring started at once then spreads its first asks over a
+        // gap, after its first heartbeats rather than on top of them.
+        let gap = super::repair::ROW_ASK_GAP;
+        let spread = self.rng.below(duration_micros(gap));
+        self.rows.ask_at = now + gap + core::time::Duration::from_micros(spread);
         // Nearest in the ring first: the leaf set fills with its members and never takes a
         // farther node only to push it out again (which would keep it as a former leaf).
         let me = self.id();
