@@ -7,10 +7,12 @@
 //! (by the network model's latency) of the nodes around it in the network's space that fit
 //! the cell and of up to [`CANDIDATES`] nodes drawn from the cell's id range, as proximity
 //! neighbour selection approximates (the near rows get near nodes, the far rows, whose ranges
-//! hold few nodes, whichever are there); the neighbourhood set takes the nearest of those. The nodes then start as members ([`wendy_proto::Node::start_member`]) and
-//! run the protocol from there: probing, heartbeats, repair and routing are the same code as
-//! after a join. The nodes are created spread over one heartbeat interval, so that their
-//! periodic work does not fall on the same instants.
+//! hold few nodes, whichever are there); the neighbourhood set takes the nearest of those.
+//! The nodes then start as members ([`wendy_proto::Node::start_member`]) and run the protocol
+//! from there: probing, heartbeats, repair and routing are the same code as after a join. The
+//! nodes are created spread over one heartbeat interval, so that their ticks do not fall on
+//! the same instants (their first heartbeats still come within the same ten seconds, since
+//! they all hear from their members at the start: see wendy-sim/README.md).
 
 use core::time::Duration;
 
