@@ -23,7 +23,7 @@ use wendy_proto::{Instant, NodeId, NodeInfo};
 use super::Sim;
 
 /// Nodes drawn from a routing-table cell's id range; the nearest takes the cell.
-pub(super) const CANDIDATES: u64 = 16;
+const CANDIDATES: u64 = 16;
 
 /// Bits of one digit of an id.
 const DIGIT_BITS: usize = 4;
@@ -70,7 +70,7 @@ impl Sim {
                 let i = pos_of[t as usize - first] as usize;
                 let id = NodeId::from_u128(ring[i].0);
                 let row = NodeId::from_u128(me).common_prefix_len(id).min(DIGITS - 1);
-                let cell = (row * 16 + usize::from(id.digit(row))) as u16;
+                let cell = cell_of(row, id.digit(row));
                 pool.push((cell, self.latency(h, t), i));
             }
             pool.sort_unstable();
@@ -94,7 +94,7 @@ impl Sim {
                         continue;
                     }
                     let draws = CANDIDATES.min((b - a) as u64);
-                    let cell = (row * 16 + usize::from(col)) as u16;
+                    let cell = cell_of(row, col);
                     let mut best: Option<(u64, usize)> =
                         pool.binary_search_by_key(&cell, |e| e.0).ok().map(|j| (pool[j].1, pool[j].2));
                     for d in 0..draws {
@@ -169,6 +169,11 @@ impl Grid {
             },
         )
     }
+}
+
+/// A routing-table cell as one number, row by row (the order `pool` is sorted in).
+fn cell_of(row: usize, col: u8) -> u16 {
+    (row * 16 + usize::from(col)) as u16
 }
 
 /// The id as a number, most significant digit first.
