@@ -86,8 +86,11 @@ const BUCKETS: usize = 65;
 ///
 /// The next few events are taken out ahead of time ([`Queue::ahead`] shows them), so that the
 /// simulator can start loading what they will read while it handles the current one. An event
-/// pushed earlier than the last of them goes among them in its place; one pushed at the same
-/// time or later comes after all of them. Either way the order is the heap's.
+/// pushed earlier than the last of them goes among them in its place, and the last one then
+/// steps back onto a stack in front of the heap; one pushed at the same time or later comes
+/// after all of them. Either way the order is the heap's. (The staged events once grew instead:
+/// a burst of events earlier than the last staged one, common between the waves of a join
+/// phase, kept every later push among them, and each push then moved thousands of entries.)
 #[derive(Debug)]
 pub(crate) struct Queue {
     buckets: Vec<Vec<Entry>>,
@@ -107,10 +110,19 @@ pub(crate) struct Queue {
     /// The next events, already taken from the heap in order (at most [`LOOKAHEAD`] unless
     /// pushes land among them): the simulator reads them ahead to warm the cache for them.
     staged: VecDeque<Entry>,
+    /// Staged events a push earlier than them sent back, the next to come on top: each was the
+    /// last staged one when it stepped back, so it comes before every entry of the heap of its
+    /// instant (those were scheduled after it) and after every staged one.
+    spilled: Vec<Entry>,
 }
 
 /// How many of the next events [`Queue::ahead`] can show.
 pub(crate) const LOOKAHEAD: usize = 3;
+
+/// How far after the next event (microseconds) an event may be to be staged: a millisecond,
+/// the least one-way latency the simulator models by default. When events are that sparse
+/// the cache has time to warm without help.
+const STAGE_HORIZON: u64 = 1_000;
 
 /// An event in the early heap (ordered by time and sequence number only).
 #[derive(Clone, Copy, Debug)]
@@ -145,7 +157,8 @@ impl Default for Queue {
             seq: 0,
             len: 0,
             peak: 0,
-            staged: VecDeque::with_capacity(LOOKAHEAD + 1),
+            staged: VecDeque::with_capacity(LOOKAHEAD + 2),
+            spilled: Vec::new(),
         }
     }
 }
@@ -167,6 +180,9 @@ impl Queue {
         if self.staged.back().is_some_and(|b| time < b.time) {
             let at = self.staged.partition_point(|e| e.time <= time);
             self.staged.insert(at, Entry { time, ev });
+            if self.staged.len() > LOOKAHEAD + 1 {
+                self.spilled.extend(self.staged.pop_back());
+            }
             return;
         }
         self.push_heap(time, ev);
@@ -208,6 +224,18 @@ impl Queue {
     /// The earliest event, if any.
     pub(crate) fn pop(&mut self) -> Option<(u64, Ev)> {
         while self.staged.len() <= LOOKAHEAD {
+            // Only events due soon after the next one are staged: taking a later one moves the
+            // heap's `last` to its time, and every event pushed before that instant (a burst
+            // after a quiet spell, the next one's own consequences) would then wait in the
+            // early heap.
+            let soon = match (self.staged.front(), self.next_unstaged()) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(first), Some(t)) => t <= first.time.saturating_add(STAGE_HORIZON),
+            };
+            if !soon {
+                break;
+            }
             match self.pop_heap() {
                 Some(e) => self.staged.push_back(e),
                 None => break,
@@ -219,8 +247,9 @@ impl Queue {
     }
 
     /// The `i`-th of the events that come next (`ahead(0)` is the next one), for `i` below
-    /// [`LOOKAHEAD`] and as many as are pending: what [`Queue::pop`] returns next, in order,
-    /// unless an earlier event is pushed first.
+    /// [`LOOKAHEAD`] and as many as are pending within [`STAGE_HORIZON`] of the next one (after
+    /// a [`Queue::pop`]): what `pop` returns next, in order, unless an earlier event is pushed
+    /// first.
     #[inline]
     pub(crate) fn ahead(&self, i: usize) -> Option<Ev> {
         self.staged.get(i).map(|e| e.ev)
@@ -228,6 +257,11 @@ impl Queue {
 
     /// Takes the earliest entry out of the heap (not counted out of `len`).
     fn pop_heap(&mut self) -> Option<Entry> {
+        if let Some(s) = self.spilled.last() {
+            if self.heap_min().is_none_or(|t| s.time <= t) {
+                return self.spilled.pop();
+            }
+        }
         if let Some(Reverse((time, _, EarlyEv(ev)))) = self.early.pop() {
             return Some(Entry { time, ev });
         }
@@ -262,6 +296,20 @@ impl Queue {
         if let Some(e) = self.staged.front() {
             return Some(e.time);
         }
+        self.next_unstaged()
+    }
+
+    /// The time of the earliest event not staged.
+    fn next_unstaged(&self) -> Option<u64> {
+        let heap = self.heap_min();
+        match self.spilled.last() {
+            Some(s) => Some(heap.map_or(s.time, |h| h.min(s.time))),
+            None => heap,
+        }
+    }
+
+    /// The least time in the heap (the spilled events aside).
+    fn heap_min(&self) -> Option<u64> {
         if let Some(Reverse((t, _, _))) = self.early.peek() {
             return Some(*t);
         }
@@ -283,7 +331,8 @@ impl Queue {
 
     /// Heap bytes the queue holds (entries times allocated capacity).
     pub(crate) fn heap_bytes(&self) -> usize {
-        (self.buckets.iter().map(Vec::capacity).sum::<usize>() + self.staged.capacity()) * std::mem::size_of::<Entry>()
+        (self.buckets.iter().map(Vec::capacity).sum::<usize>() + self.staged.capacity() + self.spilled.capacity())
+            * std::mem::size_of::<Entry>()
             + self.buckets.capacity() * std::mem::size_of::<Vec<Entry>>()
             + self.early.capacity() * std::mem::size_of::<Reverse<(u64, u64, EarlyEv)>>()
     }
@@ -342,10 +391,37 @@ mod tests {
         assert_eq!(rest, [13, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     }
 
+    /// A burst of events earlier than the last staged one keeps the staged events few (each
+    /// such push sends the last of them back; they once grew to hold the burst, every push
+    /// moving them all), and the order is still the heap's.
+    #[test]
+    fn pushes_among_the_staged_events_keep_them_few() {
+        let mut q = Queue::default();
+        let t = |host| Ev::Timer { host, gen: 0 };
+        for host in 0..4u32 {
+            q.push(1_000_000 + u64::from(host), t(host));
+        }
+        assert_eq!(q.pop(), Some((1_000_000, t(0))));
+        for host in 4..10_004u32 {
+            q.push(1_000 + u64::from(host), t(host));
+            assert!(q.staged.len() <= LOOKAHEAD + 1, "{} staged", q.staged.len());
+        }
+        // One at the instant of a spilled event comes after it.
+        q.push(1_000_002, t(10_004));
+        let order: Vec<u32> = std::iter::from_fn(|| q.pop())
+            .map(|(_, e)| match e {
+                Ev::Timer { host, .. } => host,
+                _ => u32::MAX,
+            })
+            .collect();
+        let want: Vec<u32> = (4..10_004).chain([1, 2, 10_004, 3]).collect();
+        assert_eq!(order, want);
+    }
+
     /// Against a reference heap ordered by (time, sequence number): random pushes at or after
     /// the time last taken (many at the same instant), some before it, interleaved with pops
     /// and peeks, give the same events in the same order; the events it shows ahead are the
-    /// next ones, also when a push lands among them.
+    /// next ones due within the horizon of the one taken, also when a push lands among them.
     #[test]
     fn same_order_as_a_heap_by_time_then_sequence() {
         let mut rng = wendy_proto::rng::Rng::new(7);
@@ -372,8 +448,13 @@ mod tests {
                 assert_eq!(got, want);
                 // What the queue shows ahead is what comes next.
                 let next: Vec<_> = (0..LOOKAHEAD).map_while(|_| reference.pop()).collect();
+                // Those due within the horizon of the one just taken.
+                let taken = got.map(|(t, _)| t);
                 for i in 0..LOOKAHEAD {
-                    let want = next.get(i).map(|&Reverse((_, s))| Ev::Timer { host: s, gen: 0 });
+                    let want = next
+                        .get(i)
+                        .filter(|r| taken.is_some_and(|t| r.0 .0 <= t + STAGE_HORIZON))
+                        .map(|&Reverse((_, s))| Ev::Timer { host: s, gen: 0 });
                     assert_eq!(q.ahead(i), want);
                 }
                 reference.extend(next);
