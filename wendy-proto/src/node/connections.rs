@@ -543,6 +543,11 @@ impl Conn {
         self.ids |= TIMING;
     }
 
+    /// Makes it an ordinary connection: it goes on to its handshake once set up.
+    pub(super) fn clear_timing(&mut self) {
+        self.ids &= !TIMING;
+    }
+
     /// True if its set-up outlasted `setup_patience` once; [`Conn::set_late`] marks it.
     pub(super) fn late(&self) -> bool {
         self.ids & LATE != 0

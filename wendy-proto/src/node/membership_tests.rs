@@ -138,16 +138,30 @@ fn a_candidate_without_a_connection_is_timed_by_its_set_up_alone() {
     assert!(sent.is_empty() && more.is_empty(), "nothing sent: {sent:?}, {more:?}");
     assert!(!node.table.contains(c) && node.measured.contains_key(&measured_key(c)));
     // The holder is farther: the candidate takes the cell on its round trip, and is probed
-    // (over a connection of its own) before it is trusted.
+    // before it is trusted, over the timing connection itself: its handshake goes on and
+    // stands for the probe, where closing it and dialling again cost a second set-up.
     let (mut node, c, _) = with_a_candidate(100_000);
     let (dialled, _, _) = outputs(&mut node);
     node.handle_connected(Instant::ZERO + rtt, dialled[0]);
-    let (probe, closed, _) = outputs(&mut node);
-    assert_eq!(closed, dialled);
+    let (more, closed, sent) = outputs(&mut node);
+    assert!(more.is_empty() && closed.is_empty(), "no second connection, none closed: {more:?} {closed:?}");
+    assert_eq!(sent, dialled, "the handshake starts on the timing connection");
     assert!(node.table.contains(c), "a nearer candidate takes the cell");
     assert_eq!(node.peers[&c].proximity(), 20_000);
     assert!(node.peers[&c].suspected().is_some(), "and is not trusted until it answers");
-    assert_eq!(probe.len(), 1, "its probe dials it");
+    assert!(node.peers[&c].ping().is_some(), "its probe awaits the answer");
+    // The candidate's side of the handshake answers the probe: trusted, timed again from
+    // the handshake's first message.
+    let info = node.peers[&c].info(c);
+    let ack = Message::HelloAck { info, nonce: [4; crate::wire::NONCE_LEN], proof: Vec::new(), ready: true };
+    let later = Instant::ZERO + rtt + core::time::Duration::from_millis(30);
+    node.handle_data(later, dialled[0], &crate::wire::encode(&ack));
+    let (more, closed, sent) = outputs(&mut node);
+    assert!(more.is_empty() && closed.is_empty());
+    assert_eq!(sent, dialled, "our Auth, carrying the probe");
+    assert!(node.peers[&c].suspected().is_none() && node.peers[&c].ping().is_none(), "the probe was answered");
+    assert_eq!(node.peers[&c].proximity(), 30_000);
+    assert!(node.table.contains(c));
 }
 
 #[test]

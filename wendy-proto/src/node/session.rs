@@ -53,15 +53,15 @@ impl Node {
     /// Our outbound connection is established: the first handshake message goes out.
     pub(super) fn start_handshake(&mut self, now: Instant, conn: ConnId) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
-        let Phase::Dialing { nonce } = &c.phase else { return };
+        let Phase::Dialing { .. } = &c.phase else { return };
         if c.timing() {
             let (rtt, id) = (now - c.opened, c.expected());
-            self.close_conn(now, conn);
-            if let Some(id) = id {
-                self.timed(now, id, rtt);
+            if !self.timed_on(now, conn, id, rtt) {
+                return;
             }
-            return;
         }
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Phase::Dialing { nonce } = &c.phase else { return };
         let nonce = **nonce;
         c.last_active = now;
         c.handshake_sent = Some(now);
@@ -387,6 +387,38 @@ impl Node {
                 self.protocol_error(now, conn, "unexpected message during the handshake");
             }
         }
+    }
+
+    /// The connection `conn`, dialled only to time node `id`'s set-up, was set up after `rtt`
+    /// ([`Node::timed`]). What that sends `id` at once (the probe that vets a candidate that
+    /// won its cell, which is then an untrusted table member) goes on this connection, whose
+    /// handshake then stands for the probe, rather than on a second one dialled a moment
+    /// later; if nothing is sent, the connection is closed, as ever. True if it goes on to its
+    /// handshake.
+    fn timed_on(&mut self, now: Instant, conn: ConnId, id: Option<NodeId>, rtt: core::time::Duration) -> bool {
+        let Some(id) = id else {
+            self.close_conn(now, conn);
+            return false;
+        };
+        let conns = &self.conns;
+        let free = self.peers.get(&id).is_some_and(|p| p.conn().is_none_or(|c| !conns.contains_key(&c)));
+        if free {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.clear_timing();
+            }
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.set_conn(Some(conn));
+            }
+        }
+        self.timed(now, id, rtt);
+        let used = free && self.conns.get(&conn).is_some_and(|c| c.pending_len() > 0);
+        if !used {
+            if let Some(p) = self.peers.get_mut(&id).filter(|p| p.conn() == Some(conn)) {
+                p.set_conn(None);
+            }
+            self.close_conn(now, conn);
+        }
+        used
     }
 
     pub(super) fn open(&mut self, now: Instant, conn: ConnId, info: NodeInfo) {
