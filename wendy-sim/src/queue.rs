@@ -107,8 +107,9 @@ pub(crate) struct Queue {
     seq: u64,
     len: usize,
     peak: usize,
-    /// The next events, already taken from the heap in order (at most [`LOOKAHEAD`] unless
-    /// pushes land among them): the simulator reads them ahead to warm the cache for them.
+    /// The next events, already taken from the heap in order (at most [`LOOKAHEAD`] after a
+    /// [`Queue::pop`], one more while a push has landed among them): the simulator reads them
+    /// ahead to warm the cache for them.
     staged: VecDeque<Entry>,
     /// Staged events a push earlier than them sent back, the next to come on top: each was the
     /// last staged one when it stepped back, so it comes before every entry of the heap of its
@@ -120,8 +121,8 @@ pub(crate) struct Queue {
 pub(crate) const LOOKAHEAD: usize = 3;
 
 /// How far after the next event (microseconds) an event may be to be staged: a millisecond,
-/// the least one-way latency the simulator models by default. When events are that sparse
-/// the cache has time to warm without help.
+/// the least one-way latency the simulator models by default. The lookahead is for dense
+/// stretches of events (a few microseconds apart in the large runs), which this never cuts.
 const STAGE_HORIZON: u64 = 1_000;
 
 /// An event in the early heap (ordered by time and sequence number only).
