@@ -194,7 +194,7 @@ impl Node {
             parked: Vec::new(),
             candidates: LiteMap::new(),
             route_seq,
-            recent: recent::Recent::new(&config),
+            recent: recent::Recent::default(),
             failed: LiteMap::new(),
             lost_leaves: LiteMap::new(),
             former_leaves: LiteMap::new(),

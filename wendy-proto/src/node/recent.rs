@@ -1,124 +1,167 @@
 //! Routed messages delivered here lately, so that a rerouted copy of one (its ack was lost,
 //! and the sender routed it again) is dropped instead of delivered twice.
 
-use std::collections::VecDeque;
-
+use crate::config::Config;
 use crate::id::NodeId;
 use crate::time::Instant;
 
 use super::timers::trimmed;
 
-/// How long a delivered message is remembered: longer than a message can take to be
-/// rerouted `max_reroutes` times with the longest ack timeout, and parked meanwhile.
+/// How long a delivered message is remembered at least (unless [`RECENT_MAX`] later ones
+/// push it out): longer than a message can take to be rerouted `max_reroutes` times with the
+/// longest ack timeout, and parked meanwhile.
 pub(super) const RECENT_WINDOW: core::time::Duration = core::time::Duration::from_secs(30);
-/// Delivered messages remembered at most (the oldest are forgotten first).
+/// The number of later deliveries that a delivered message is remembered through at least
+/// (within [`RECENT_WINDOW`]); at most twice as many are kept.
 pub(super) const RECENT_MAX: usize = 4096;
 
-/// Routed messages delivered here lately, by origin and number, oldest first. Kept for
-/// [`RECENT_WINDOW`], at most [`RECENT_MAX`] of them.
+/// Routed messages delivered here lately, by origin and number: each is remembered for
+/// [`RECENT_WINDOW`] or through the next [`RECENT_MAX`] deliveries, whichever ends first, and
+/// possibly longer (up to twice either).
 ///
-/// The messages are kept in order of delivery in `order`, each with its hash (SipHash of its
-/// origin and number, keyed by a secret derived from the node's entropy, so that senders
-/// cannot make entries collide); `index` finds one by that hash and holds only its serial
-/// number, four bytes. One delivery costs a hash, a probe and an append; forgetting the
-/// oldest costs a probe for its serial under the hash it keeps, and growing the index reads
-/// the kept hashes rather than computing them again. (The record before this one left the
-/// serials of forgotten entries in the index and swept them out in passes: the sweeps, the
-/// longer probes past them and the hashes computed again when the index grew were a seventh
-/// of a relayed message's cost.)
+/// Nothing is held until a message is delivered, and nothing once the window has passed over
+/// the last one ([`Recent::trim`]): most nodes of a large network deliver a message now and
+/// then, and the record costs them a pointer.
+#[derive(Debug, Default)]
+pub(super) struct Recent(Option<Box<Generations>>);
+
+/// Two sets of delivered messages, the current one and the one before it, each keyed by a
+/// SipHash of origin and number under a secret derived from the node's entropy (so that
+/// senders cannot make entries collide). A delivery is looked up in both and added to the
+/// current set; when the current set is full, or its first entry has aged past the window,
+/// the older set is dropped whole and the current one takes its place. Nothing is removed one
+/// by one: the record before this one kept the deliveries in order and removed the oldest from
+/// its index at each delivery, and those removals (and the longer probes past the slots they
+/// left) were a seventh of a relayed message's cost.
 #[derive(Debug)]
-pub(super) struct Recent {
-    /// Serial numbers of the entries of `order` (the front's is `base`), by hash.
-    index: hashbrown::HashTable<u32>,
-    order: VecDeque<Delivered>,
-    /// The serial number of `order`'s front (wrapping: at most `RECENT_MAX` are live).
-    base: u32,
+struct Generations {
+    sets: [hashbrown::HashTable<Delivered>; 2],
+    /// When each set's newest entry was delivered.
+    newest: [Instant; 2],
+    /// When the current set's first entry was delivered.
+    started: Instant,
+    /// Which of `sets` is the current one.
+    current: usize,
     /// The hash's secret key.
     key: [u8; 16],
 }
 
-/// One message of [`Recent`]: 40 bytes.
-#[derive(Clone, Copy, Debug)]
+/// One delivered message: 24 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Delivered {
-    at: Instant,
-    origin: NodeId,
+    origin: [u64; 2],
     seq: u64,
-    /// Its hash, under which `index` files its serial.
-    hash: u64,
 }
 
-impl Recent {
+impl Delivered {
+    fn new(origin: NodeId, seq: u64) -> Self {
+        let o = origin.as_u128();
+        Delivered { origin: [o as u64, (o >> 64) as u64], seq }
+    }
+}
+
+impl Generations {
     /// An empty record, its hash keyed from the node's configuration (its entropy and
     /// identity, through a hash of its own: no generator of the node is drawn from).
-    pub(super) fn new(cfg: &crate::config::Config) -> Self {
+    fn new(cfg: &Config, now: Instant) -> Self {
         use sha2::Digest;
         let digest = sha2::Sha256::new_with_prefix(b"wendy/recent/v1").chain_update(super::session::crypto_seed(cfg));
         let mut key = [0u8; 16];
         key.copy_from_slice(&digest.finalize()[..16]);
-        Recent { index: hashbrown::HashTable::new(), order: VecDeque::new(), base: 0, key }
+        let sets = [hashbrown::HashTable::new(), hashbrown::HashTable::new()];
+        Generations { sets, newest: [now; 2], started: now, current: 0, key }
     }
 
-    /// Bytes it holds.
-    pub(super) fn heap_bytes(&self) -> usize {
-        self.index.allocation_size() + self.order.capacity() * core::mem::size_of::<Delivered>()
-    }
-
-    fn hash(key: &[u8; 16], origin: NodeId, seq: u64) -> u64 {
+    fn hash(key: &[u8; 16], d: &Delivered) -> u64 {
         use core::hash::Hasher;
         let mut h = siphasher::sip::SipHasher13::new_with_key(key);
-        h.write_u128(origin.as_u128());
-        h.write_u64(seq);
+        h.write_u64(d.origin[0]);
+        h.write_u64(d.origin[1]);
+        h.write_u64(d.seq);
         h.finish()
     }
 
-    /// Forgets what was delivered [`RECENT_WINDOW`] ago or more, and the oldest beyond
-    /// `keep`.
-    fn forget(&mut self, now: Instant, keep: usize) {
-        let Recent { index, order, base, .. } = self;
-        while let Some(front) = order.front() {
-            if now - front.at < RECENT_WINDOW && order.len() <= keep {
-                break;
-            }
-            let serial = *base;
-            if let Ok(entry) = index.find_entry(front.hash, |&x| x == serial) {
-                entry.remove();
-            }
-            order.pop_front();
-            *base = base.wrapping_add(1);
+    /// Makes a fresh current set: the older set is dropped (its room kept for reuse) and the
+    /// current one becomes the older.
+    fn rotate(&mut self) {
+        let older = 1 - self.current;
+        self.sets[older].clear();
+        self.current = older;
+    }
+
+    /// Lets go of what the window has passed over by `now`: the older set once its newest
+    /// entry is a window old, and the current set becomes the older once its first is.
+    fn age(&mut self, now: Instant) {
+        let current = self.current;
+        if !self.sets[current].is_empty() && now - self.started >= RECENT_WINDOW {
+            // Every entry of the older set came before the current set's first.
+            self.rotate();
+        }
+        let older = 1 - self.current;
+        if !self.sets[older].is_empty() && now - self.newest[older] >= RECENT_WINDOW {
+            self.sets[older].clear();
         }
     }
 
-    /// Records `(origin, seq)` delivered at `now`; false if it was delivered already.
-    pub(super) fn first(&mut self, now: Instant, origin: NodeId, seq: u64) -> bool {
-        self.forget(now, RECENT_MAX - 1);
-        let Recent { index, order, base, key } = self;
-        let base = *base;
-        let at = |x: u32| x.wrapping_sub(base) as usize;
-        let hash = Self::hash(key, origin, seq);
-        if index.find(hash, |&x| order.get(at(x)).is_some_and(|e| e.origin == origin && e.seq == seq)).is_some() {
+    fn first(&mut self, now: Instant, origin: NodeId, seq: u64) -> bool {
+        self.age(now);
+        let d = Delivered::new(origin, seq);
+        let key = self.key;
+        let hash = Self::hash(&key, &d);
+        if self.sets[1 - self.current].find(hash, |x| *x == d).is_some() {
             return false;
         }
-        let serial = base.wrapping_add(order.len() as u32);
-        index.insert_unique(hash, serial, |&x| order.get(at(x)).map_or(0, |e| e.hash));
-        order.push_back(Delivered { at: now, origin, seq, hash });
+        let current = &mut self.sets[self.current];
+        if current.find(hash, |x| *x == d).is_some() {
+            return false;
+        }
+        if current.len() >= RECENT_MAX {
+            self.rotate();
+        }
+        let current = &mut self.sets[self.current];
+        if current.is_empty() {
+            self.started = now;
+        }
+        current.insert_unique(hash, d, |x| Self::hash(&key, x));
+        self.newest[self.current] = now;
         true
     }
 
+    fn heap_bytes(&self) -> usize {
+        size_of::<Self>() + self.sets.iter().map(hashbrown::HashTable::allocation_size).sum::<usize>()
+    }
+}
+
+impl Recent {
+    /// Bytes it holds.
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |g| g.heap_bytes())
+    }
+
+    /// Records `(origin, seq)` delivered at `now`; false if it was delivered already. `cfg` is
+    /// the node's configuration, from which the record's hash is keyed.
+    pub(super) fn first(&mut self, now: Instant, cfg: &Config, origin: NodeId, seq: u64) -> bool {
+        self.0.get_or_insert_with(|| Box::new(Generations::new(cfg, now))).first(now, origin, seq)
+    }
+
     /// Forgets what the window let go of by `now`, and gives back the room a burst of
-    /// deliveries left ([`trimmed`], the rule of the node's other buffers): a node that relayed
-    /// a stream and fell quiet holds nothing of it once the window has passed. Called every
-    /// tick.
+    /// deliveries left ([`trimmed`], the rule of the node's other buffers): a node that
+    /// delivered a stream and fell quiet holds nothing of it once the window has passed over
+    /// its last message (twice over its first). Called every tick.
     pub(super) fn trim(&mut self, now: Instant) {
-        self.forget(now, RECENT_MAX);
-        let len = self.order.len();
-        if len == 0 {
-            self.order = VecDeque::new();
-            self.index = hashbrown::HashTable::new();
-        } else if let Some(keep) = trimmed(len, self.order.capacity()) {
-            let Recent { index, order, base, .. } = self;
-            let base = *base;
-            order.shrink_to(keep);
-            index.shrink_to(keep, |&x| order.get(x.wrapping_sub(base) as usize).map_or(0, |e| e.hash));
+        let Some(g) = self.0.as_mut() else { return };
+        g.age(now);
+        if g.sets.iter().all(hashbrown::HashTable::is_empty) {
+            self.0 = None;
+            return;
+        }
+        let key = g.key;
+        for set in &mut g.sets {
+            if set.is_empty() {
+                *set = hashbrown::HashTable::new();
+            } else if let Some(keep) = trimmed(set.len(), set.capacity()) {
+                set.shrink_to(keep, |x| Generations::hash(&key, x));
+            }
         }
     }
 }
@@ -127,80 +170,101 @@ impl Recent {
 mod tests {
     use super::*;
 
+    fn cfg() -> Config {
+        Config::with_trusted_id(NodeId::from_u128(1), ([127, 0, 0, 1], 1).into())
+    }
+
+    fn held(r: &Recent) -> usize {
+        r.0.as_ref().map_or(0, |g| g.sets.iter().map(hashbrown::HashTable::len).sum())
+    }
+
     proptest::proptest! {
-        /// The hashed record answers as a set of the pairs with the same expiry would: forgotten
-        /// after the window, or when full, oldest first; and it indexes exactly what it holds.
+        /// The record answers within its bounds: a pair delivered less than a window ago and
+        /// fewer than `RECENT_MAX` deliveries ago is remembered; one never delivered, or last
+        /// delivered two windows or `2 * RECENT_MAX` deliveries ago, is not; at most
+        /// `2 * RECENT_MAX` are held.
         #[test]
-        fn recent_deliveries_are_remembered_as_by_a_set(
+        fn recent_deliveries_are_remembered_within_their_bounds(
             ops in proptest::collection::vec((0u8..6, 0u64..40, 0u64..6_000_000), 1..3000),
         ) {
-            let cfg = crate::config::Config::with_trusted_id(NodeId::from_u128(1), ([127, 0, 0, 1], 1).into());
-            let mut r = Recent::new(&cfg);
-            let mut seen = std::collections::BTreeSet::new();
-            let mut order = VecDeque::new();
+            let cfg = cfg();
+            let mut r = Recent::default();
+            // Each pair's last recording: when, and the number of recordings before it.
+            let mut last = std::collections::BTreeMap::new();
+            let mut recorded = 0usize;
             let mut now = Instant::ZERO;
             for (origin, seq, step) in ops {
                 // Mostly small steps; a few jump past the window.
                 now += core::time::Duration::from_micros(step % 97 * 100 + step / 5_900_000 * 31_000_000);
                 let (origin, seq) = (NodeId::from_u128(u128::from(origin) << 120), seq);
-                while let Some(&(t, o, s)) = order.front() {
-                    if now - t < RECENT_WINDOW && order.len() < RECENT_MAX {
-                        break;
+                let first = r.first(now, &cfg, origin, seq);
+                match last.get(&(origin, seq)) {
+                    None => proptest::prop_assert!(first, "never delivered, yet remembered"),
+                    Some(&(t, n)) => {
+                        let (age, later) = (now - t, recorded - n - 1);
+                        if age < RECENT_WINDOW && later < RECENT_MAX {
+                            proptest::prop_assert!(!first, "forgotten after {age:?} and {later} deliveries");
+                        }
+                        if age >= 2 * RECENT_WINDOW || later >= 2 * RECENT_MAX {
+                            proptest::prop_assert!(first, "remembered after {age:?} and {later} deliveries");
+                        }
                     }
-                    order.pop_front();
-                    seen.remove(&(o, s));
                 }
-                let first = seen.insert((origin, seq));
                 if first {
-                    order.push_back((now, origin, seq));
+                    last.insert((origin, seq), (now, recorded));
+                    recorded += 1;
                 }
-                proptest::prop_assert_eq!(r.first(now, origin, seq), first);
-                proptest::prop_assert_eq!(r.order.len(), seen.len());
-                proptest::prop_assert_eq!(r.index.len(), seen.len());
+                proptest::prop_assert!(held(&r) <= 2 * RECENT_MAX);
             }
         }
     }
 
     #[test]
     fn recent_forgets_the_oldest_when_full() {
-        let cfg = crate::config::Config::with_trusted_id(NodeId::from_u128(1), ([127, 0, 0, 1], 1).into());
-        let mut r = Recent::new(&cfg);
+        let cfg = cfg();
+        let mut r = Recent::default();
         let origin = NodeId::from_u128(7);
-        for round in 0..3u64 {
-            // Past the serials' first wrap of the deque's room, several times over.
-            for seq in 0..RECENT_MAX as u64 + 10 {
-                assert!(r.first(Instant::ZERO, origin, round * 1_000_000 + seq));
-            }
-            assert_eq!(r.order.len(), RECENT_MAX);
-            assert_eq!(r.index.len(), RECENT_MAX);
+        let n = 3 * RECENT_MAX as u64 + 5;
+        for seq in 0..n {
+            assert!(r.first(Instant::ZERO, &cfg, origin, seq));
+            assert!(held(&r) <= 2 * RECENT_MAX);
         }
-        assert!(r.first(Instant::ZERO, origin, 2_000_000), "forgotten: the oldest went first");
-        assert!(!r.first(Instant::ZERO, origin, 2_000_000 + RECENT_MAX as u64 + 9), "still remembered");
+        for seq in n - RECENT_MAX as u64..n {
+            assert!(!r.first(Instant::ZERO, &cfg, origin, seq), "{seq} of the last {RECENT_MAX} forgotten");
+        }
+        assert!(r.first(Instant::ZERO, &cfg, origin, n - 2 * RECENT_MAX as u64 - 1), "the oldest went first");
     }
 
     #[test]
     fn a_record_gives_its_room_back_once_the_window_has_passed() {
-        let cfg = crate::config::Config::with_trusted_id(NodeId::from_u128(1), ([127, 0, 0, 1], 1).into());
-        let mut r = Recent::new(&cfg);
+        let cfg = cfg();
+        let mut r = Recent::default();
+        assert_eq!(r.heap_bytes(), 0, "nothing held before a delivery");
         let origin = NodeId::from_u128(7);
         for seq in 0..1000 {
-            assert!(r.first(Instant::ZERO, origin, seq));
+            assert!(r.first(Instant::ZERO, &cfg, origin, seq));
         }
         let burst = r.heap_bytes();
-        assert!(burst > 1000 * 40);
+        assert!(burst > 1000 * 24);
         r.trim(Instant::ZERO);
         assert_eq!(r.heap_bytes(), burst, "kept while within the window");
-        // Ten more a little later; the burst's thousand leave at the window's end.
-        let later = Instant::ZERO + RECENT_WINDOW / 2;
+        // Ten more half a window later, and ten a window later: the burst's thousand leave
+        // once the window has passed over the first ten.
+        let w = RECENT_WINDOW;
         for seq in 1000..1010 {
-            assert!(r.first(later, origin, seq));
+            assert!(r.first(Instant::ZERO + w / 2, &cfg, origin, seq));
         }
-        r.trim(Instant::ZERO + RECENT_WINDOW);
-        assert_eq!((r.order.len(), r.index.len()), (10, 10));
+        for seq in 2000..2010 {
+            assert!(r.first(Instant::ZERO + w, &cfg, origin, seq));
+        }
+        assert!(!r.first(Instant::ZERO + w, &cfg, origin, 1005), "the first ten are still remembered");
+        let later = Instant::ZERO + w + w / 2;
+        r.trim(later);
+        assert_eq!(held(&r), 10);
         assert!(r.heap_bytes() < burst / 8, "{} of {burst} bytes kept for ten", r.heap_bytes());
-        assert!(!r.first(Instant::ZERO + RECENT_WINDOW, origin, 1005), "the ten are still remembered");
-        assert!(r.first(Instant::ZERO + RECENT_WINDOW, origin, 5), "the burst is forgotten");
-        r.trim(later + 2 * RECENT_WINDOW);
+        assert!(!r.first(later, &cfg, origin, 2005), "the last ten are still remembered");
+        assert!(r.first(later, &cfg, origin, 5), "the burst is forgotten");
+        r.trim(later + 2 * w);
         assert_eq!(r.heap_bytes(), 0);
     }
 }

@@ -302,7 +302,7 @@ impl Node {
 
     /// Delivers a routed message here: we are its root, or the forward hook consumed it.
     fn deliver_route(&mut self, route: Route, intercepted: bool) {
-        if !self.recent.first(self.last_now, route.origin, route.seq) {
+        if !self.recent.first(self.last_now, &self.cfg, route.origin, route.seq) {
             // A copy of one delivered here already: its sender rerouted it when an ack was
             // lost or late.
             self.stats.duplicates_dropped += 1;
