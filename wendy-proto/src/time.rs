@@ -91,6 +91,23 @@ impl<'a> arbitrary::Arbitrary<'a> for Instant {
     }
 }
 
+/// A duration in nanoseconds, in 8 bytes where a [`Duration`] takes 16: for the intervals a
+/// node keeps in its own struct (exact up to 584 years; longer ones saturate there).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Span(u64);
+
+impl Span {
+    /// `d`, saturating at 584 years.
+    pub(crate) fn of(d: Duration) -> Self {
+        Span(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// As a [`Duration`].
+    pub(crate) fn get(self) -> Duration {
+        Duration::from_nanos(self.0)
+    }
+}
+
 /// A duration in whole microseconds, saturating at `u64::MAX`.
 pub(crate) fn duration_micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)

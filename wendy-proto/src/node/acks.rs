@@ -431,7 +431,7 @@ impl Node {
         if self.parked.iter().all(|p| waiting(self, p)) {
             return;
         }
-        let (still, settled): (Vec<Parked>, Vec<Parked>) =
+        let (still, settled): (thin_vec::ThinVec<Parked>, thin_vec::ThinVec<Parked>) =
             std::mem::take(&mut self.parked).into_iter().partition(|p| waiting(self, p));
         self.parked = still;
         for p in settled {

@@ -41,6 +41,8 @@
 
 use std::collections::VecDeque;
 
+use thin_vec::ThinVec;
+
 use crate::id::NodeId;
 use crate::output::ConnId;
 use crate::time::Instant;
@@ -71,12 +73,12 @@ pub(super) struct Custody {
     /// the peer, and the copy.
     orphans: VecDeque<(NodeId, InFlight)>,
     /// The tokens passed on by one acknowledgement (kept to reuse its memory).
-    pub(super) buf: Vec<Token>,
+    pub(super) buf: ThinVec<Token>,
     /// True while the application has no room for deliveries ([`Node::set_application_lagging`]).
     pub(super) app_lagging: bool,
     /// Routed messages delivered here while the application lagged: handed on once it has
     /// room again.
-    awaiting_app: VecDeque<Token>,
+    awaiting_app: ThinVec<Token>,
 }
 
 impl Custody {
@@ -90,9 +92,11 @@ impl Custody {
         }
         free(&mut self.pending);
         free(&mut self.orphans);
-        free(&mut self.awaiting_app);
+        if self.awaiting_app.is_empty() {
+            self.awaiting_app = ThinVec::new();
+        }
         if self.buf.is_empty() {
-            self.buf = Vec::new();
+            self.buf = ThinVec::new();
         }
     }
 
@@ -154,7 +158,7 @@ impl Node {
     pub(super) fn delivered_in_custody(&mut self, purpose: u8) {
         if self.custody.app_lagging && purpose >= crate::config::MIN_APP_PURPOSE {
             if let Some(t) = self.custody.ctx.take() {
-                self.custody.awaiting_app.push_back(t);
+                self.custody.awaiting_app.push(t);
             }
         }
     }

@@ -9,7 +9,7 @@ use crate::id::NodeId;
 use crate::info::NodeInfo;
 use crate::output::{CommandError, ConnId, Event, NodeError, Output};
 use crate::routing_table::UNKNOWN_PROXIMITY;
-use crate::time::Instant;
+use crate::time::{Instant, Span};
 use crate::wire::{Message, Route};
 
 use super::custody::Token;
@@ -112,7 +112,9 @@ impl Node {
                 for i in leaves {
                     self.learn(now, i, false);
                 }
-                self.unwelcomed.retain(|&id| id != from);
+                if let Some(u) = self.unwelcomed.as_mut() {
+                    u.ids.retain(|&id| id != from);
+                }
                 if let State::Announcing { awaiting, .. } = &mut self.state {
                     awaiting.remove(&from);
                     if awaiting.is_empty() {
@@ -378,7 +380,7 @@ impl Node {
         if u64::from(*attempt) >= rounds {
             let attempts = *attempt;
             self.state = State::Alone;
-            self.gave_up_join = Some(Vec::new());
+            self.gave_up_join = Some(thin_vec::ThinVec::new());
             self.report(NodeError::JoinFailed { attempts });
             self.forget_all(now);
             return;
@@ -434,8 +436,8 @@ impl Node {
     pub(super) fn announce_timer(&mut self, now: Instant) {
         match &mut self.state {
             State::Announcing { awaiting } => {
-                self.unwelcomed = std::mem::take(awaiting).into_iter().collect();
-                self.reannounces = 0;
+                let ids = std::mem::take(awaiting).into_iter().collect();
+                self.unwelcomed = Some(Box::new(Unwelcomed { ids, rounds: 0 }));
                 self.become_ready(now);
                 self.reannounce(now);
             }
@@ -453,13 +455,14 @@ impl Node {
     /// here: their liveness is what the probes decide.
     fn reannounce(&mut self, now: Instant) {
         let leaf = &self.leaf;
-        self.unwelcomed.retain(|&id| leaf.contains(id));
-        if self.unwelcomed.is_empty() || self.reannounces >= self.cfg.probe_attempts {
-            self.unwelcomed = Vec::new();
+        let Some(u) = self.unwelcomed.as_mut() else { return };
+        u.ids.retain(|&id| leaf.contains(id));
+        if u.ids.is_empty() || u.rounds >= self.cfg.probe_attempts {
+            self.unwelcomed = None;
             return;
         }
-        self.reannounces += 1;
-        for id in self.unwelcomed.clone() {
+        u.rounds += 1;
+        for id in u.ids.clone() {
             self.close_conns_of(now, id);
             self.probe(now, id, true);
             self.stats.join_messages += 1;
@@ -530,7 +533,7 @@ impl Node {
     fn hold_join(&mut self, joiner: NodeInfo, hops: u8, via: Option<ConnId>) {
         if self.pending_total < self.cfg.max_pending_total {
             self.pending_total += 1;
-            self.held.push_back(Held::Join { joiner, hops, via });
+            self.held.push(Held::Join { joiner, hops, via });
         }
     }
 
@@ -630,8 +633,8 @@ impl Node {
         self.timers.stop(NodeTimer::Announce);
         // The first exchanges come soon (1/64 of `leaf_exchange_interval` after, at most a
         // heartbeat, then at doubling gaps): they find neighbours that joined at the same time.
-        self.exchange_gap = (self.cfg.leaf_exchange_interval / 64).min(self.cfg.heartbeat_interval);
-        self.timers.set(NodeTimer::LeafExchange, now + self.exchange_gap);
+        self.exchange_gap = Span::of((self.cfg.leaf_exchange_interval / 64).min(self.cfg.heartbeat_interval));
+        self.timers.set(NodeTimer::LeafExchange, now + self.exchange_gap.get());
         // The first of those asks near nodes for rows as if the last had won a cell: a
         // joiner's table is worth improving until asks show it is not.
         self.rows.won = true;
@@ -646,6 +649,23 @@ impl Node {
                 Held::Join { joiner, hops, via } => self.route_join(now, joiner, hops, via),
             }
         }
+    }
+}
+
+/// Leaf-set members that did not answer our announcement, and the rounds of
+/// [`Node::reannounce`] done (boxed: a node holds them for a few probe timeouts after its join,
+/// and nothing the rest of its life).
+#[derive(Debug, Default)]
+pub(super) struct Unwelcomed {
+    pub(super) ids: Vec<NodeId>,
+    rounds: u32,
+}
+
+impl Unwelcomed {
+    /// Members `ids` are waited for again from the first round.
+    #[cfg(test)]
+    pub(super) fn new(ids: Vec<NodeId>) -> Self {
+        Unwelcomed { ids, rounds: 0 }
     }
 }
 

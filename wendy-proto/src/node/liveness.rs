@@ -5,7 +5,7 @@ use crate::id::NodeId;
 use crate::info::NodeInfo;
 use crate::leaf_set::Side;
 use crate::output::{ConnId, Event, Output};
-use crate::time::Instant;
+use crate::time::{Instant, Span};
 use crate::wire::Message;
 
 use super::peer::Peer;
@@ -183,18 +183,18 @@ impl Node {
         let members = self.table_members();
         self.churn.observe(members.len(), self.cfg.heartbeat_interval);
         let period = self.tuned_probe_period();
-        self.table_probe = period;
+        self.table_probe = Span::of(period);
         // Measured against the longest period still armed, not the last one: a period that
         // fell gradually (the prior's at a join, before any failure is seen: 354 s at a 5 %
         // stale target; then a little lower at each tick) never halved from one tick to the
         // next, and the members learned at the join kept their first deadlines. At a 5-minute
         // median session they were never probed in most nodes' lives, and join requests went
         // to members dead for minutes.
-        self.armed_probe = self.armed_probe.max(period);
-        if period >= self.armed_probe / 2 {
+        self.armed_probe = self.armed_probe.max(Span::of(period));
+        if period >= self.armed_probe.get() / 2 {
             return;
         }
-        self.armed_probe = period;
+        self.armed_probe = Span::of(period);
         for id in members {
             if !self.is_neighbour(id) && self.table.contains(id) {
                 self.watch_within(id, self.silence_limit(id));
@@ -232,11 +232,11 @@ impl Node {
     /// period again. So the probes a node sends grow with its routing table, not with
     /// everything it remembers (MSPastry probes only routing-table entries).
     pub(super) fn silence_limit(&self, id: NodeId) -> core::time::Duration {
-        let left_to_reports = self.leaf.contains(id) && self.table_probe > self.cfg.leaf_detection_time();
+        let left_to_reports = self.leaf.contains(id) && self.table_probe.get() > self.cfg.leaf_detection_time();
         if self.is_neighbour(id) {
             self.cfg.suspect_timeout
         } else if self.table.contains(id) && !left_to_reports {
-            self.table_probe
+            self.table_probe.get()
         } else {
             self.cfg.table_probe_interval
         }
@@ -278,12 +278,12 @@ impl Node {
         if self.state == State::Left {
             return;
         }
-        self.exchange_gap = (self.exchange_gap * 2).min(self.cfg.leaf_exchange_interval);
-        self.timers.set(NodeTimer::LeafExchange, now + self.exchange_gap);
+        self.exchange_gap = Span::of((self.exchange_gap.get() * 2).min(self.cfg.leaf_exchange_interval));
+        self.timers.set(NodeTimer::LeafExchange, now + self.exchange_gap.get());
         if self.state != State::Ready {
             return;
         }
-        if self.exchange_gap < self.cfg.leaf_exchange_interval {
+        if self.exchange_gap.get() < self.cfg.leaf_exchange_interval {
             let near: Vec<NodeId> =
                 self.leaf.cw().first().into_iter().chain(self.leaf.ccw().first()).copied().collect();
             let mut asked = Vec::new();
@@ -299,11 +299,11 @@ impl Node {
         // Every early exchange routes a `Locate` (the interleaving concurrent joins leave is
         // mended within the joiner's first minutes); later, one exchange in `LOCATE_ODDS`, at
         // random: a backstop for a joiner's interleaving that its own early ones missed.
-        if self.exchange_gap < self.cfg.leaf_exchange_interval || self.rng.below(LOCATE_ODDS) == 0 {
+        if self.exchange_gap.get() < self.cfg.leaf_exchange_interval || self.rng.below(LOCATE_ODDS) == 0 {
             self.locate_self(now);
         }
         self.reprobe_lost_leaves(now);
-        if self.exchange_gap < self.cfg.leaf_exchange_interval {
+        if self.exchange_gap.get() < self.cfg.leaf_exchange_interval {
             // Soon after the join, every exchange also asks near nodes for rows: the tables
             // a joiner starts with are improved within its first minute. Many at once while
             // they win cells (after a wave of joins), one once they stop winning (a joiner

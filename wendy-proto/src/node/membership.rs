@@ -444,7 +444,7 @@ impl Node {
     /// change in the same input noted them already.
     pub(super) fn note_leaves(&mut self) {
         if self.leaves_before.is_none() {
-            self.leaves_before = Some(self.leaf.members());
+            self.leaves_before = Some(self.leaf.members().into_iter().collect());
         }
     }
 

@@ -43,7 +43,7 @@ fn with_a_candidate(a_proximity: u64) -> (Node, NodeId, ConnId) {
     assert!(node.is_ready() && node.table.contains(a.id) && !node.leaf.contains(a.id));
     node.table.update_proximity(a.id, a_proximity);
     while node.poll_output().is_some() {}
-    node.rows.asked = vec![(a.id, 1)];
+    node.rows.asked = thin_vec::thin_vec![(a.id, 1)];
     node.handle_data(Instant::ZERO, conn, &crate::wire::encode(&Message::Row { row: 1, entries: vec![c.clone()] }));
     (node, c.id, conn)
 }
@@ -346,7 +346,7 @@ fn hole_after_a_failure(with_fit: bool) -> (Option<NodeId>, bool) {
     assert_eq!(node.table.get(1, 1).map(|c| c.id), Some(e.id), "the first to come holds the cell");
     // Only the hole's repair may ask for a row here: no periodic asks of near nodes.
     node.rows.ask_at = Instant::MAX;
-    node.exchange_gap = node.cfg.leaf_exchange_interval;
+    node.exchange_gap = crate::time::Span::of(node.cfg.leaf_exchange_interval);
     while node.poll_output().is_some() {}
     let sent = run_until(&mut node, Instant::ZERO + core::time::Duration::from_secs(700), &live);
     assert!(!node.in_tables(e.id), "found dead");
@@ -368,8 +368,8 @@ fn a_routing_table_hole_is_filled_from_our_own_tables_before_a_row_is_asked_for(
 fn after_the_early_exchanges_one_in_four_routes_a_locate() {
     let (mut node, live) = announced_to(2, &[ME + 1, ME - 1, ME + (1 << 120)]);
     let interval = node.cfg.leaf_exchange_interval;
-    node.exchange_gap = interval / 64;
-    node.timers.set(crate::node::NodeTimer::LeafExchange, Instant::ZERO + node.exchange_gap);
+    node.exchange_gap = crate::time::Span::of(interval / 64);
+    node.timers.set(crate::node::NodeTimer::LeafExchange, Instant::ZERO + node.exchange_gap.get());
     while node.poll_output().is_some() {}
     let locates = |sent: &[(ConnId, Message)]| sent.iter().filter(|(_, m)| matches!(m, Message::Locate { .. })).count();
     // The five exchanges of the first 100 s, at gaps doubling from 1/64 of the interval: all
@@ -389,7 +389,7 @@ fn after_the_early_exchanges_one_in_four_routes_a_locate() {
 fn silent_entry_pinged(leaf_set_size: usize) -> (bool, bool) {
     let (mut node, live) = announced_to(leaf_set_size, &[ME + 1, ME - 1]);
     node.cfg.table_stale_target = 0.05;
-    node.table_probe = node.tuned_probe_period();
+    node.table_probe = crate::time::Span::of(node.tuned_probe_period());
     node.armed_probe = node.table_probe;
     let limit = node.cfg.table_probe_interval;
     let a = NodeInfo::new(NodeId::from_u128(ME + (1 << 120)), addr(30));
@@ -464,7 +464,7 @@ fn an_announcement_over_a_new_connection_is_its_handshake() {
         Node::new(Config::with_trusted_id(NodeId::from_u128(ME), addr(1)).insecure_plaintext(), Instant::ZERO)
             .expect("valid config");
     let next = NodeInfo::new(NodeId::from_u128(ME + 1), addr(9));
-    node.unwelcomed.push(next.id);
+    node.unwelcomed = Some(Box::new(super::super::join::Unwelcomed::new(vec![next.id])));
     let (_, sent) = dial_for(&mut node, &next, true, core::time::Duration::from_millis(30));
     let announce = crate::wire::Probe::Announce { answer: true };
     assert_eq!(sent, [Message::Auth { proof: Vec::new(), probe: Some(announce) }]);
@@ -548,18 +548,18 @@ fn a_gradually_shorter_probe_period_brings_deadlines_forward() {
     node.learn(Instant::ZERO, NodeInfo::new(far, addr(4)), true);
     assert!(node.table.contains(far) && !node.leaf.contains(far));
     let armed = node.peers[&far].timer.expect("a table member is watched") - Instant::ZERO;
-    assert_eq!(armed, node.table_probe, "armed with the period of a node that saw nothing yet");
+    assert_eq!(armed, node.table_probe.get(), "armed with the period of a node that saw nothing yet");
     // A thousand members watched (the churn estimate's view, not this node's tables), and
     // failures more frequent at each tick: the period falls by less than half at a time.
-    let mut last = node.table_probe;
+    let mut last = node.table_probe.get();
     let mut ticks = 0;
-    while node.table_probe >= armed / 3 {
+    while node.table_probe.get() >= armed / 3 {
         node.churn.observe(1000, node.cfg.heartbeat_interval);
         for _ in 0..ticks / 4 {
             node.churn.failure();
         }
         node.retune();
-        let period = node.table_probe;
+        let period = node.table_probe.get();
         assert!(period > last / 2, "{period:?} after {last:?}: not gradual");
         let p = &node.peers[&far];
         let due = p.silent_since() + period * 2;

@@ -29,6 +29,8 @@ mod tuning;
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
+use thin_vec::ThinVec;
+
 use bytes::Bytes;
 use litemap::LiteMap;
 
@@ -41,7 +43,7 @@ use crate::neighbourhood::Neighbourhood;
 use crate::output::{CommandError, ConnId, Event, ForwardHook, NodeError, Output, Stats, Target};
 use crate::rng::Rng;
 use crate::routing_table::{RoutingTable, UNKNOWN_PROXIMITY};
-use crate::time::Instant;
+use crate::time::{Instant, Span};
 use crate::wire::{Direct, Message, Route};
 
 use connections::{Conn, Phase, SendFail};
@@ -63,7 +65,7 @@ pub struct Node {
     // line an input touches is a miss.
     last_now: Instant,
     /// [`Node::stall_limit_of`] our configuration, read at every input.
-    stall_limit: core::time::Duration,
+    stall_limit: Span,
     state: State,
     // Sorted vectors of (key, box): 24 and 16 bytes an entry, where a B-tree's nodes, two-thirds
     // full on average and allocated one by one, cost about twice that. Boxed values: moving an
@@ -73,16 +75,16 @@ pub struct Node {
     out: VecDeque<Output>,
     pending_total: usize,
     /// Connections that received routed messages during this input: acknowledged in `finish`.
-    ack_due: Vec<ConnId>,
+    ack_due: ThinVec<ConnId>,
     /// Hearsay that entered our tables in this input ([`Node::vet_learned`]); `true`: the leaf set.
-    learned: Vec<(NodeId, bool)>,
+    learned: ThinVec<(NodeId, bool)>,
     /// Rerouted messages waiting for a suspected root's probe to settle ([`acks`]).
-    parked: Vec<acks::Parked>,
+    parked: ThinVec<acks::Parked>,
     /// The leaf set's members before its first change in the current input, which the
     /// input's `Event::LeafSetChanged` is reported against; `None` between inputs. (Every
     /// change is reported at the end of its input, so these are the members last reported: a
     /// node used to keep a copy of them at all times, 512 bytes at the default size.)
-    leaves_before: Option<Vec<NodeId>>,
+    leaves_before: Option<ThinVec<NodeId>>,
     seq: u32,
     /// Enabled layer purposes, one bit each ([`layers`]).
     layers: u16,
@@ -96,7 +98,7 @@ pub struct Node {
     table: RoutingTable,
     /// Transmit and receive buffers, reused from frame to frame.
     tx: transmit::Tx,
-    held: VecDeque<Held>,
+    held: ThinVec<Held>,
     /// The routed message being handled (its reroutes and custody), and copies held for peers.
     custody: custody::Custody,
     /// Routed messages delivered here lately, so that a rerouted copy is not delivered twice.
@@ -129,20 +131,19 @@ pub struct Node {
     /// Failures of table members observed, for the self-tuned probe period ([`tuning`]).
     churn: tuning::ChurnEstimate,
     /// The current probe period of table members other than the neighbours ([`tuning`]).
-    table_probe: core::time::Duration,
+    table_probe: Span,
     /// The longest probe period a table member's deadline may still be armed with: the tuned
     /// period's highest value since the members were last brought forward ([`Node::retune`]).
-    armed_probe: core::time::Duration,
+    armed_probe: Span,
     /// The gap to the next leaf-set exchange: 1/64 of the interval after joining (at most a
     /// heartbeat), doubling up to `leaf_exchange_interval`, so that neighbours that joined at
     /// the same time find each other within seconds.
-    exchange_gap: core::time::Duration,
+    exchange_gap: Span,
     /// Leaf-set members that did not answer our announcement, and rounds of [`Node::reannounce`].
-    unwelcomed: Vec<NodeId>,
-    reannounces: u32,
+    unwelcomed: Option<Box<join::Unwelcomed>>,
     /// Set when our join failed (`JoinFailed`): the joiners we answered as their root since,
     /// the only nodes whose announcement makes this ring of one a ring of two.
-    gave_up_join: Option<Vec<NodeId>>,
+    gave_up_join: Option<ThinVec<NodeId>>,
     hook: Option<Box<dyn ForwardHook>>,
     stats: Stats,
     cfg: Config,
@@ -190,8 +191,8 @@ impl Node {
             peers: LiteMap::new(),
             conns: LiteMap::new(),
             next_conn: 0,
-            held: VecDeque::new(),
-            parked: Vec::new(),
+            held: ThinVec::new(),
+            parked: ThinVec::new(),
             candidates: LiteMap::new(),
             route_seq,
             recent: recent::Recent::default(),
@@ -202,30 +203,29 @@ impl Node {
             pending_total: 0,
             timers: TimerTable::default(),
             last_now: now,
-            stall_limit: Self::stall_limit_of(&config),
+            stall_limit: Span::of(Self::stall_limit_of(&config)),
             stats: Stats::default(),
             hook: None,
             seq: 0,
             drained: false,
             layers: 0,
             leaves_before: None,
-            ack_due: Vec::new(),
+            ack_due: ThinVec::new(),
             custody: custody::Custody::default(),
             tx: transmit::Tx::default(),
-            exchange_gap: config.leaf_exchange_interval,
+            exchange_gap: Span::of(config.leaf_exchange_interval),
             push_leaves: false,
             churn: tuning::ChurnEstimate::default(),
-            table_probe: config.table_probe_interval,
-            armed_probe: config.table_probe_interval,
+            table_probe: Span::of(config.table_probe_interval),
+            armed_probe: Span::of(config.table_probe_interval),
             rows: repair::Rows::new(now),
             measured: LiteMap::new(),
-            unwelcomed: Vec::new(),
-            reannounces: 0,
+            unwelcomed: None,
             gave_up_join: None,
-            learned: Vec::new(),
+            learned: ThinVec::new(),
             cfg: config,
         };
-        node.table_probe = node.tuned_probe_period();
+        node.table_probe = Span::of(node.tuned_probe_period());
         node.armed_probe = node.table_probe;
         node.timers.set(NodeTimer::Heartbeat, now + node.cfg.heartbeat_interval);
         node.timers.set(NodeTimer::LeafExchange, now + node.cfg.leaf_exchange_interval);
@@ -527,7 +527,7 @@ impl Node {
     /// [`Config::table_probe_min`] and [`Config::table_probe_interval`] (see
     /// [`Config::table_stale_target`]).
     pub fn table_probe_period(&self) -> core::time::Duration {
-        self.table_probe
+        self.table_probe.get()
     }
 
     /// The failure rate of one table member, per second, as this node estimates it (from the
@@ -635,7 +635,7 @@ impl Node {
         if now > self.last_now {
             let gap = now - self.last_now;
             self.last_now = now;
-            if self.is_ready() && gap > self.stall_limit {
+            if self.is_ready() && gap > self.stall_limit.get() {
                 self.recover_from_stall(now);
             }
         }

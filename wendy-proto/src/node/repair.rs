@@ -42,12 +42,12 @@ pub(super) struct Rows {
     /// A candidate won a cell since the last ask.
     pub(super) won: bool,
     /// The (node, row) asks not answered yet.
-    pub(super) asked: Vec<(NodeId, u8)>,
+    pub(super) asked: thin_vec::ThinVec<(NodeId, u8)>,
 }
 
 impl Rows {
     pub(super) fn new(now: Instant) -> Self {
-        Rows { ask_at: now + ROW_ASK_GAP, ask_gap: ROW_ASK_GAP, won: false, asked: Vec::new() }
+        Rows { ask_at: now + ROW_ASK_GAP, ask_gap: ROW_ASK_GAP, won: false, asked: thin_vec::ThinVec::new() }
     }
 
     /// Heap bytes held (for [`Node::memory_footprint`]).

@@ -297,7 +297,7 @@ impl Node {
     fn hold_route(&mut self, route: Route) {
         self.pending_total += 1;
         let token = self.custody.ctx.take();
-        self.held.push_back(Held::Route(route, token));
+        self.held.push(Held::Route(route, token));
     }
 
     /// Delivers a routed message here: we are its root, or the forward hook consumed it.

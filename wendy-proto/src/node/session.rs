@@ -584,7 +584,7 @@ impl Node {
     /// our leaf set, which must have heard of us.
     fn awaits_welcome(&self, id: NodeId) -> bool {
         matches!(&self.state, super::State::Announcing { awaiting } if awaiting.contains(&id))
-            || self.unwelcomed.contains(&id)
+            || self.unwelcomed.as_ref().is_some_and(|u| u.ids.contains(&id))
     }
 }
 
