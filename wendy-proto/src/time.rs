@@ -157,6 +157,18 @@ mod tests {
     }
 
     #[test]
+    fn a_span_is_eight_bytes_exact_to_the_nanosecond_and_saturates_past_584_years() {
+        assert_eq!(core::mem::size_of::<Span>(), 8);
+        for d in [Duration::ZERO, Duration::new(3, 7), Duration::from_secs(10 * 365 * 86_400)] {
+            assert_eq!(Span::of(d).get(), d);
+        }
+        let most = Duration::from_nanos(u64::MAX);
+        assert_eq!(Span::of(most).get(), most);
+        assert_eq!(Span::of(Duration::MAX).get(), most);
+        assert!(Span::of(Duration::from_secs(1)) < Span::of(Duration::from_secs(2)));
+    }
+
+    #[test]
     fn an_optional_instant_is_eight_bytes() {
         assert_eq!(core::mem::size_of::<Option<Instant>>(), 8);
         assert!(None < Some(Instant::ZERO));

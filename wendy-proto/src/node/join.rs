@@ -655,7 +655,7 @@ impl Node {
 /// Leaf-set members that did not answer our announcement, and the rounds of
 /// [`Node::reannounce`] done (boxed: a node holds them for a few probe timeouts after its join,
 /// and nothing the rest of its life).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Unwelcomed {
     pub(super) ids: Vec<NodeId>,
     rounds: u32,

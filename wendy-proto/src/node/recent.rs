@@ -31,8 +31,8 @@ pub(super) struct Recent(Option<Box<Generations>>);
 /// current set; when the current set is full, or its first entry has aged past the window,
 /// the older set is dropped whole and the current one takes its place. Nothing is removed one
 /// by one: the record before this one kept the deliveries in order and removed the oldest from
-/// its index at each delivery, and those removals (and the longer probes past the slots they
-/// left) were a seventh of a relayed message's cost.
+/// its index at each delivery; it took 13 % of the samples of a profile of the in-memory chain
+/// (`examples/chain.rs`, encrypted and plaintext), this one 9 %.
 #[derive(Debug)]
 struct Generations {
     sets: [hashbrown::HashTable<Delivered>; 2],
@@ -147,7 +147,7 @@ impl Recent {
     /// Forgets what the window let go of by `now`, and gives back the room a burst of
     /// deliveries left ([`trimmed`], the rule of the node's other buffers): a node that
     /// delivered a stream and fell quiet holds nothing of it once the window has passed over
-    /// its last message (twice over its first). Called every tick.
+    /// its last message. Called every tick.
     pub(super) fn trim(&mut self, now: Instant) {
         let Some(g) = self.0.as_mut() else { return };
         g.age(now);
@@ -233,6 +233,22 @@ mod tests {
             assert!(!r.first(Instant::ZERO, &cfg, origin, seq), "{seq} of the last {RECENT_MAX} forgotten");
         }
         assert!(r.first(Instant::ZERO, &cfg, origin, n - 2 * RECENT_MAX as u64 - 1), "the oldest went first");
+    }
+
+    /// Quiet after its last delivery, a node holds nothing of the record from the first tick a
+    /// window after that delivery on, however long before it the stream began.
+    #[test]
+    fn nothing_is_held_once_the_window_has_passed_over_the_last_delivery() {
+        let cfg = cfg();
+        let mut r = Recent::default();
+        let origin = NodeId::from_u128(7);
+        let last = Instant::ZERO + core::time::Duration::from_secs(10);
+        assert!(r.first(Instant::ZERO, &cfg, origin, 1));
+        assert!(r.first(last, &cfg, origin, 2));
+        r.trim(last + (RECENT_WINDOW - core::time::Duration::from_micros(1)));
+        assert!(r.heap_bytes() > 0, "the last delivery is still within the window");
+        r.trim(last + RECENT_WINDOW);
+        assert_eq!(r.heap_bytes(), 0);
     }
 
     #[test]
