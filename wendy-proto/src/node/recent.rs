@@ -21,9 +21,50 @@ pub(super) const RECENT_MAX: usize = 4096;
 ///
 /// Nothing is held until a message is delivered, and nothing once the window has passed over
 /// the last one ([`Recent::trim`]): most nodes of a large network deliver a message now and
-/// then, and the record costs them a pointer.
+/// then, and the record costs them two words. Up to [`FEW`] deliveries within a window are
+/// kept in a small list (104 bytes, jemalloc's 112-byte class), the next turns it into the
+/// two hash sets (a 112-byte box and a 128-byte table at least).
 #[derive(Debug, Default)]
-pub(super) struct Recent(Option<Box<Generations>>);
+pub(super) enum Recent {
+    /// Nothing delivered within the window.
+    #[default]
+    Empty,
+    /// At most [`FEW`] deliveries, each forgotten a window after it.
+    Few(Box<Few>),
+    /// More: the two sets.
+    Many(Box<Generations>),
+}
+
+/// The most deliveries [`Recent::Few`] holds.
+const FEW: usize = 3;
+
+/// A few deliveries and when each came, oldest first.
+#[derive(Debug)]
+pub(super) struct Few {
+    entries: [Delivered; FEW],
+    at: [Instant; FEW],
+    len: u8,
+}
+
+impl Few {
+    fn one(now: Instant, d: Delivered) -> Self {
+        Few { entries: [d; FEW], at: [now; FEW], len: 1 }
+    }
+
+    fn held(&self) -> impl Iterator<Item = (&Delivered, Instant)> {
+        self.entries.iter().zip(self.at).take(usize::from(self.len))
+    }
+
+    /// Forgets the deliveries a window old or older at `now`.
+    fn age(&mut self, now: Instant) {
+        let gone = self.held().take_while(|e| now - e.1 >= RECENT_WINDOW).count();
+        if gone > 0 {
+            self.entries.copy_within(gone.., 0);
+            self.at.copy_within(gone.., 0);
+            self.len -= gone as u8;
+        }
+    }
+}
 
 /// Two sets of delivered messages, the current one and the one before it, each keyed by a
 /// SipHash of origin and number under a secret derived from the node's entropy (so that
@@ -34,7 +75,7 @@ pub(super) struct Recent(Option<Box<Generations>>);
 /// its index at each delivery; it took 13 % of the samples of a profile of the in-memory chain
 /// (`examples/chain.rs`, encrypted and plaintext), this one 9 %.
 #[derive(Debug)]
-struct Generations {
+pub(super) struct Generations {
     sets: [hashbrown::HashTable<Delivered>; 2],
     /// When each set's newest entry was delivered.
     newest: [Instant; 2],
@@ -48,7 +89,7 @@ struct Generations {
 
 /// One delivered message: 24 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Delivered {
+pub(super) struct Delivered {
     origin: [u64; 2],
     seq: u64,
 }
@@ -103,9 +144,8 @@ impl Generations {
         }
     }
 
-    fn first(&mut self, now: Instant, origin: NodeId, seq: u64) -> bool {
+    fn first(&mut self, now: Instant, d: Delivered) -> bool {
         self.age(now);
-        let d = Delivered::new(origin, seq);
         let key = self.key;
         let hash = Self::hash(&key, &d);
         if self.sets[1 - self.current].find(hash, |x| *x == d).is_some() {
@@ -135,13 +175,45 @@ impl Generations {
 impl Recent {
     /// Bytes it holds.
     pub(super) fn heap_bytes(&self) -> usize {
-        self.0.as_ref().map_or(0, |g| g.heap_bytes())
+        match self {
+            Recent::Empty => 0,
+            Recent::Few(_) => size_of::<Few>(),
+            Recent::Many(g) => g.heap_bytes(),
+        }
     }
 
     /// Records `(origin, seq)` delivered at `now`; false if it was delivered already. `cfg` is
-    /// the node's configuration, from which the record's hash is keyed.
+    /// the node's configuration, from which the sets' hash is keyed.
     pub(super) fn first(&mut self, now: Instant, cfg: &Config, origin: NodeId, seq: u64) -> bool {
-        self.0.get_or_insert_with(|| Box::new(Generations::new(cfg, now))).first(now, origin, seq)
+        let d = Delivered::new(origin, seq);
+        match self {
+            Recent::Empty => {
+                *self = Recent::Few(Box::new(Few::one(now, d)));
+                true
+            }
+            Recent::Few(few) => {
+                few.age(now);
+                if few.held().any(|e| *e.0 == d) {
+                    return false;
+                }
+                let n = usize::from(few.len);
+                if n < FEW {
+                    (few.entries[n], few.at[n]) = (d, now);
+                    few.len += 1;
+                    return true;
+                }
+                // Full: the sets take the few in the order they came, as if they had held
+                // them from the first, then this one.
+                let mut g = Box::new(Generations::new(cfg, few.at[0]));
+                for (e, at) in few.held() {
+                    g.first(at, *e);
+                }
+                let first = g.first(now, d);
+                *self = Recent::Many(g);
+                first
+            }
+            Recent::Many(g) => g.first(now, d),
+        }
     }
 
     /// Forgets what the window let go of by `now`, and gives back the room a burst of
@@ -149,10 +221,20 @@ impl Recent {
     /// delivered a stream and fell quiet holds nothing of it once the window has passed over
     /// its last message. Called every tick.
     pub(super) fn trim(&mut self, now: Instant) {
-        let Some(g) = self.0.as_mut() else { return };
+        let g = match self {
+            Recent::Empty => return,
+            Recent::Few(few) => {
+                few.age(now);
+                if few.len == 0 {
+                    *self = Recent::Empty;
+                }
+                return;
+            }
+            Recent::Many(g) => g,
+        };
         g.age(now);
         if g.sets.iter().all(hashbrown::HashTable::is_empty) {
-            self.0 = None;
+            *self = Recent::Empty;
             return;
         }
         let key = g.key;
@@ -175,7 +257,11 @@ mod tests {
     }
 
     fn held(r: &Recent) -> usize {
-        r.0.as_ref().map_or(0, |g| g.sets.iter().map(hashbrown::HashTable::len).sum())
+        match r {
+            Recent::Empty => 0,
+            Recent::Few(few) => usize::from(few.len),
+            Recent::Many(g) => g.sets.iter().map(hashbrown::HashTable::len).sum(),
+        }
     }
 
     proptest::proptest! {
@@ -217,6 +303,44 @@ mod tests {
                 proptest::prop_assert!(held(&r) <= 2 * RECENT_MAX);
             }
         }
+    }
+
+    /// Three deliveries within a window cost a 104-byte list; the fourth moves them all into
+    /// the sets, each still remembered; a list forgets each entry a window after it came, and
+    /// is freed at the tick once it holds none.
+    #[test]
+    fn a_few_deliveries_are_held_in_a_small_list() {
+        assert_eq!(size_of::<Few>(), 104);
+        assert_eq!(size_of::<Recent>(), 16);
+        let cfg = cfg();
+        let mut r = Recent::default();
+        let o = NodeId::from_u128(7);
+        let t = |ms: u64| Instant::ZERO + core::time::Duration::from_millis(ms);
+        for seq in 0..3 {
+            assert!(r.first(t(seq), &cfg, o, seq));
+        }
+        assert!(matches!(r, Recent::Few(_)));
+        assert_eq!(r.heap_bytes(), 104);
+        assert!(!r.first(t(5), &cfg, o, 1), "held in the list");
+        assert!(r.first(t(6), &cfg, o, 3));
+        assert!(matches!(r, Recent::Many(_)), "the fourth fills the sets");
+        for seq in 0..4 {
+            assert!(!r.first(t(7), &cfg, o, seq), "{seq} remembered through the move");
+        }
+
+        let mut r = Recent::default();
+        let w = RECENT_WINDOW.as_millis() as u64;
+        assert!(r.first(t(0), &cfg, o, 1));
+        assert!(r.first(t(10), &cfg, o, 2));
+        assert!(!r.first(t(w - 1), &cfg, o, 1), "within the window");
+        assert!(r.first(t(w), &cfg, o, 1), "a window after it: forgotten, and held again");
+        assert_eq!(held(&r), 2);
+        assert!(!r.first(t(w + 9), &cfg, o, 2));
+        r.trim(t(2 * w - 1));
+        assert_eq!(held(&r), 1, "the second 1 is a window old only at {}", 2 * w);
+        r.trim(t(2 * w));
+        assert!(matches!(r, Recent::Empty));
+        assert_eq!(r.heap_bytes(), 0);
     }
 
     #[test]
