@@ -233,8 +233,7 @@ impl Sim {
         let inc = self.hosts[h as usize].inc;
         let st = store.stats();
         let seen = &mut self.hosts[h as usize].kv_seen;
-        let (db, dm) = (st.bytes_out - seen.0, st.maintenance_bytes_out - seen.1);
-        *seen = (st.bytes_out, st.maintenance_bytes_out);
+        let (db, dm) = (seen[0].take(st.bytes_out), seen[1].take(st.maintenance_bytes_out));
         let Some(kv) = self.kv.as_mut() else { return };
         kv.bytes += db;
         kv.maintenance_bytes += dm;
