@@ -92,12 +92,8 @@ impl Custody {
         }
         free(&mut self.pending);
         free(&mut self.orphans);
-        if self.awaiting_app.is_empty() {
-            self.awaiting_app = ThinVec::new();
-        }
-        if self.buf.is_empty() {
-            self.buf = ThinVec::new();
-        }
+        super::footprint::free_if_empty(&mut self.awaiting_app);
+        super::footprint::free_if_empty(&mut self.buf);
     }
 
     /// Bytes it holds.

@@ -51,6 +51,13 @@ fn info_heap(info: &NodeInfo) -> usize {
     info.region.capacity()
 }
 
+/// Gives back an empty thin vector's room: 8 bytes and no allocation until its next burst.
+pub(super) fn free_if_empty<T>(v: &mut ThinVec<T>) {
+    if v.is_empty() {
+        *v = ThinVec::new();
+    }
+}
+
 /// Gives back the room a burst left in a map ([`trimmed`]).
 fn trim_map<K, V>(m: &mut LiteMap<K, V>) {
     let mut v = core::mem::take(m).into_tuple_vec();
@@ -183,18 +190,10 @@ impl Node {
         // Queues a burst filled and left empty hold nothing between bursts.
         self.custody.trim();
         self.recent.trim(self.last_now);
-        if self.rows.asked.is_empty() {
-            self.rows.asked = ThinVec::new();
-        }
-        if self.ack_due.is_empty() {
-            self.ack_due = ThinVec::new();
-        }
-        if self.held.is_empty() {
-            self.held = ThinVec::new();
-        }
-        if self.parked.is_empty() {
-            self.parked = ThinVec::new();
-        }
+        free_if_empty(&mut self.rows.asked);
+        free_if_empty(&mut self.ack_due);
+        free_if_empty(&mut self.held);
+        free_if_empty(&mut self.parked);
     }
 
     /// Estimated bytes this node holds, by structure: `(name, bytes)` in a fixed order, the
