@@ -324,6 +324,16 @@ mod tests {
         assert!(!r.first(t(5), &cfg, o, 1), "held in the list");
         assert!(r.first(t(6), &cfg, o, 3));
         assert!(matches!(r, Recent::Many(_)), "the fourth fills the sets");
+        // What one delivery costs in the sets, where the list is 104 bytes: the 112-byte box
+        // and a table of four slots (116 bytes, jemalloc's 128-byte class, where hashbrown
+        // reads its control bytes 16 at a time).
+        assert_eq!(size_of::<Generations>(), 112);
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        {
+            let mut g = Generations::new(&cfg, t(0));
+            g.first(t(0), Delivered::new(o, 1));
+            assert_eq!(g.heap_bytes(), 112 + 116);
+        }
         for seq in 0..4 {
             assert!(!r.first(t(7), &cfg, o, seq), "{seq} remembered through the move");
         }
