@@ -31,6 +31,7 @@ use crate::output::{ConnId, NodeError};
 use crate::time::{duration_micros, Instant};
 use crate::wire::{Message, Route};
 
+use super::counters::Counter;
 use super::custody::Token;
 use super::liveness::MIN_STEP;
 use super::timers::TimerKey;
@@ -215,7 +216,7 @@ impl Node {
         f.acked_in = f.routes_in;
         f.reported_passed = f.passed_in;
         let (count, passed) = (f.routes_in, f.passed_in);
-        self.stats.acks_out += 1;
+        self.stats.add(Counter::AcksOut, 1);
         self.transmit(conn, &Message::Ack { count, passed });
     }
 
@@ -397,7 +398,7 @@ impl Node {
                 n.undeliverable(e.route);
                 return;
             }
-            n.stats.reroutes += 1;
+            n.stats.add(Counter::Reroutes, 1);
             n.custody.reroutes = e.reroutes + 1;
             n.route_excluding(now, e.route, failed);
             n.custody.reroutes = 0;
@@ -455,8 +456,8 @@ impl Node {
     /// The report goes to the message's origin: here if it is ours (or we are leaving), else
     /// a [`Message::Bounce`] routed back towards the origin, which reports it there.
     pub(super) fn undeliverable(&mut self, route: Route) {
-        self.stats.dropped += 1;
-        self.stats.undeliverable += 1;
+        self.stats.add(Counter::Dropped, 1);
+        self.stats.add(Counter::Undeliverable, 1);
         if route.origin == self.id() || self.state == super::State::Left {
             self.report(NodeError::Undeliverable { key: route.key, purpose: route.purpose });
             return;

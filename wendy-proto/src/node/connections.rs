@@ -12,6 +12,7 @@ use crate::time::Instant;
 use crate::wire::{self, FrameDecoder, Message, NONCE_LEN};
 
 use super::acks::Flight;
+use super::counters::Counter;
 use super::liveness::MIN_STEP;
 use super::timers::TimerKey;
 use super::{Node, State};
@@ -428,7 +429,7 @@ impl Node {
                 self.reroute_join(now, joiner, hops, failed)
             }
             Message::Direct(_) => {
-                self.stats.dropped += 1;
+                self.stats.add(Counter::Dropped, 1);
             }
             _ => {}
         }
@@ -438,7 +439,7 @@ impl Node {
     pub(super) fn conn_failed(&mut self, now: Instant, conn: ConnId) {
         let Some(c) = self.conns.get(&conn) else { return };
         let (addr, expected) = (c.addr(), c.expected());
-        self.stats.connect_failures += 1;
+        self.stats.add(Counter::ConnectFailures, 1);
         self.report(NodeError::ConnectFailed { addr });
         self.bootstrap_failed(now, addr);
         match expected {
@@ -469,13 +470,13 @@ impl Node {
     }
 
     pub(super) fn decode_error(&mut self, now: Instant, conn: ConnId, error: wire::WireError) {
-        self.stats.decode_errors += 1;
+        self.stats.add(Counter::DecodeErrors, 1);
         self.report(NodeError::Decode { conn, error });
         self.close_bad(now, conn);
     }
 
     pub(super) fn protocol_error(&mut self, now: Instant, conn: ConnId, what: &'static str) {
-        self.stats.protocol_errors += 1;
+        self.stats.add(Counter::ProtocolErrors, 1);
         self.report(NodeError::Protocol { conn, what });
         self.close_bad(now, conn);
     }

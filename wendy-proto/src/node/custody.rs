@@ -49,6 +49,7 @@ use crate::time::Instant;
 use crate::wire::{Message, Route};
 
 use super::acks::InFlight;
+use super::counters::Counter;
 use super::Node;
 
 /// A routed message received on a connection: the connection and the message's index on it.
@@ -255,7 +256,7 @@ impl Node {
             std::mem::take(&mut self.custody.orphans).into_iter().partition(|o| o.0 == peer);
         self.custody.orphans = others;
         for (_, e) in theirs {
-            self.stats.custody_reroutes += 1;
+            self.stats.add(Counter::CustodyReroutes, 1);
             self.reroute(now, e, Some(peer));
         }
     }
@@ -341,8 +342,8 @@ impl Node {
                 core::mem::take(&mut io.pending).into_iter().partition(|m| matches!(m, Message::Route(_)));
             io.pending = rest;
             self.pending_total -= late.len();
-            self.stats.slow_setup_reroutes += late.len() as u64;
-            self.stats.reroutes += late.len() as u64;
+            self.stats.add(Counter::SlowSetupReroutes, late.len() as u64);
+            self.stats.add(Counter::Reroutes, late.len() as u64);
             if let Some(p) = peer {
                 self.suspect(now, p);
             }

@@ -12,6 +12,7 @@ use crate::routing_table::UNKNOWN_PROXIMITY;
 use crate::time::{Instant, Span};
 use crate::wire::{Message, Route};
 
+use super::counters::Counter;
 use super::custody::Token;
 use super::membership::proximity;
 use super::peer::Peer;
@@ -171,7 +172,7 @@ impl Node {
         self.state = State::Joining { bootstraps: list, attempt: 1, near: Some(Box::new(near)) };
         match self.conn_to_addr(now, first) {
             Some(conn) if self.enqueue(conn, Message::LeafSetRequest) => {
-                self.stats.join_messages += 1;
+                self.stats.add(Counter::JoinMessages, 1);
                 self.timers.set(NodeTimer::Join, now + self.cfg.connect_timeout.min(self.cfg.join_timeout));
             }
             // No room for a connection now: join the plain way (the deadline retries).
@@ -326,7 +327,7 @@ impl Node {
                     && now < n.give_up
                     && self.send_msg(now, id, Message::RowRequest { row: 0 }).is_ok()
                 {
-                    self.stats.join_messages += 1;
+                    self.stats.add(Counter::JoinMessages, 1);
                     n.asking = Some(id);
                     n.probing.clear();
                     let at = (now + self.cfg.probe_timeout).min(n.give_up);
@@ -363,7 +364,7 @@ impl Node {
         self.timers.set(NodeTimer::Join, now + self.cfg.join_timeout);
         let msg = Message::JoinRequest { joiner: self.cfg.info.clone(), hops: 0 };
         match best {
-            Some((_, via)) if self.send_msg(now, via, msg).is_ok() => self.stats.join_messages += 1,
+            Some((_, via)) if self.send_msg(now, via, msg).is_ok() => self.stats.add(Counter::JoinMessages, 1),
             _ => self.send_join_request(now, first),
         }
     }
@@ -397,7 +398,7 @@ impl Node {
             // (`Leaving`) rather than answer as the root of a ring it is not in.
             let msg = Message::JoinRequest { joiner: self.cfg.info.clone(), hops: 1 };
             if self.send_msg(now, via, msg).is_ok() {
-                self.stats.join_messages += 1;
+                self.stats.add(Counter::JoinMessages, 1);
             }
         }
     }
@@ -465,7 +466,7 @@ impl Node {
         for id in u.ids.clone() {
             self.close_conns_of(now, id);
             self.probe(now, id, true);
-            self.stats.join_messages += 1;
+            self.stats.add(Counter::JoinMessages, 1);
         }
         self.timers.set(NodeTimer::Announce, now + self.cfg.probe_timeout);
     }
@@ -551,7 +552,7 @@ impl Node {
     /// at 500 a second moved from 1.57 to 1.59 with them (the target is 1.6).
     fn forward_join(&mut self, now: Instant, next: NodeId, joiner: NodeInfo, hops: u8) {
         if self.send_msg(now, next, Message::JoinRequest { joiner, hops: hops + 1 }).is_ok() {
-            self.stats.join_messages += 1;
+            self.stats.add(Counter::JoinMessages, 1);
         }
         let quiet = self.cfg.heartbeat_interval;
         let stale = self.peers.get(&next).is_some_and(|p| {
@@ -597,7 +598,7 @@ impl Node {
                 let _ = self.send_msg(now, joiner.id, state);
             }
         }
-        self.stats.join_messages += 1;
+        self.stats.add(Counter::JoinMessages, 1);
     }
 
     pub(super) fn send_join_request(&mut self, now: Instant, bootstrap: SocketAddr) {
@@ -605,7 +606,7 @@ impl Node {
         // If no connection can be had now, the join deadline retries.
         if let Some(conn) = self.conn_to_addr(now, bootstrap) {
             self.enqueue(conn, msg);
-            self.stats.join_messages += 1;
+            self.stats.add(Counter::JoinMessages, 1);
         }
     }
 
@@ -617,7 +618,7 @@ impl Node {
         let awaiting: BTreeSet<NodeId> = self.leaf.members().into_iter().collect();
         for id in targets {
             self.probe(now, id, true);
-            self.stats.join_messages += 1;
+            self.stats.add(Counter::JoinMessages, 1);
         }
         self.state = State::Announcing { awaiting };
         self.timers.stop(NodeTimer::Join);

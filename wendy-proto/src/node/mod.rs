@@ -8,6 +8,7 @@
 
 mod acks;
 mod connections;
+mod counters;
 mod custody;
 mod footprint;
 mod invariants;
@@ -107,8 +108,11 @@ pub struct Node {
     next_conn: u64,
     /// The number of the next message we originate (from a random start).
     route_seq: u64,
-    /// Our static key pair.
-    identity: Identity,
+    /// Our static key pair when the configuration gives none ([`Config::identity`]): derived
+    /// from the cryptographic generator's first draw, and only at the first encrypted
+    /// handshake ([`Node::identity`]); plaintext handshakes never need it. Boxed: 8 bytes of
+    /// the node's struct, not 64.
+    identity: Option<Box<Identity>>,
     /// Seeds drawn from the cryptographic generator (handshake ephemeral keys;
     /// [`crate::secure::crypto_draw`]).
     crypto_draws: u64,
@@ -145,7 +149,7 @@ pub struct Node {
     /// the only nodes whose announcement makes this ring of one a ring of two.
     gave_up_join: Option<ThinVec<NodeId>>,
     hook: Option<Box<dyn ForwardHook>>,
-    stats: Stats,
+    stats: counters::Counters,
     cfg: Config,
 }
 
@@ -175,7 +179,10 @@ impl Node {
             crypto_draws += 1;
             crate::secure::crypto_draw(crypto, crypto_draws - 1)
         };
-        let identity = config.identity.clone().unwrap_or_else(|| Identity::from_secret(draw()));
+        if config.identity.is_none() {
+            // The first draw is the key pair's secret, derived when first needed.
+            draw();
+        }
         // Message numbers start at random (the driver's entropy), so that a restarted node's
         // numbers do not repeat its previous life's.
         let seq_seed = draw();
@@ -183,7 +190,7 @@ impl Node {
         let mut node = Node {
             rng: Rng::new(config.seed),
             crypto_draws,
-            identity,
+            identity: None,
             state: State::Alone,
             leaf: LeafSet::new(me, config.leaf_set_size),
             table: RoutingTable::new(me),
@@ -204,7 +211,7 @@ impl Node {
             timers: TimerTable::default(),
             last_now: now,
             stall_limit: Span::of(Self::stall_limit_of(&config)),
-            stats: Stats::default(),
+            stats: counters::Counters::default(),
             hook: None,
             seq: 0,
             drained: false,
@@ -540,7 +547,7 @@ impl Node {
     /// a copy of them all.)
     #[inline]
     pub fn stats(&self) -> Stats {
-        self.stats
+        self.stats.stats()
     }
 
     /// Number of open or opening connections.

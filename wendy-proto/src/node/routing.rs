@@ -6,6 +6,7 @@ use crate::output::{CommandError, ConnId, Delivery, Forwarding, NodeError, Outpu
 use crate::time::Instant;
 use crate::wire::{Message, Route};
 
+use super::counters::Counter;
 use super::join::Held;
 use super::{Node, State};
 
@@ -212,7 +213,7 @@ impl Node {
             }
             Hop::Next(next) => {
                 if route.hops >= self.cfg.max_hops {
-                    self.stats.dropped += 1;
+                    self.stats.add(Counter::Dropped, 1);
                     self.report(NodeError::HopLimit { key: route.key });
                     return Ok(());
                 }
@@ -237,7 +238,7 @@ impl Node {
                             return Ok(());
                         }
                         _ => {
-                            self.stats.dropped += 1;
+                            self.stats.add(Counter::Dropped, 1);
                             return Ok(());
                         }
                     }
@@ -252,7 +253,7 @@ impl Node {
                 let (key, purpose, origin, hops) = (route.key, route.purpose, route.origin, route.hops);
                 match self.send_msg(now, next, Message::Route(route)) {
                     Ok(()) => {
-                        self.stats.forwarded += u64::from(!local);
+                        self.stats.add(Counter::Forwarded, u64::from(!local));
                         self.out.push_back(Output::Forwarded { key, purpose, origin, next, hops });
                         Ok(())
                     }
@@ -305,10 +306,10 @@ impl Node {
         if !self.recent.first(self.last_now, &self.cfg, route.origin, route.seq) {
             // A copy of one delivered here already: its sender rerouted it when an ack was
             // lost or late.
-            self.stats.duplicates_dropped += 1;
+            self.stats.add(Counter::DuplicatesDropped, 1);
             return;
         }
-        self.stats.delivered += 1;
+        self.stats.add(Counter::Delivered, 1);
         self.delivered_in_custody(route.purpose);
         self.out.push_back(Output::Deliver(Delivery {
             key: route.key,
@@ -325,7 +326,7 @@ impl Node {
         if local {
             return Err(CommandError::Backpressure);
         }
-        self.stats.dropped += 1;
+        self.stats.add(Counter::Dropped, 1);
         self.report(NodeError::QueueFull { peer });
         Ok(())
     }
@@ -339,7 +340,7 @@ impl Node {
 
     pub(super) fn deliver_direct(&mut self, msg: Message) {
         if let Message::Direct(d) = msg {
-            self.stats.delivered += 1;
+            self.stats.add(Counter::Delivered, 1);
             self.out.push_back(Output::Deliver(Delivery {
                 key: self.id(),
                 purpose: d.purpose,

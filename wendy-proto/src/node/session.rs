@@ -23,6 +23,7 @@ use crate::time::Instant;
 use crate::wire::{self, Message, Probe, WireError, NONCE_LEN};
 
 use super::connections::{AwaitAuth, ConnIo, Phase};
+use super::counters::Counter;
 use super::membership::proximity;
 use super::peer::Peer;
 use super::Node;
@@ -87,7 +88,7 @@ impl Node {
         if self.cfg.insecure_plaintext {
             match wire::decode_body(body) {
                 Ok(msg) => {
-                    self.stats.frames_in += 1;
+                    self.stats.add(Counter::FramesIn, 1);
                     self.on_message(now, conn, msg);
                 }
                 Err(error) => self.decode_error(now, conn, error),
@@ -106,7 +107,7 @@ impl Node {
                 let plain = match ch.open(&body[1..], &mut io.rx) {
                     Ok(p) => p,
                     Err(error) => {
-                        self.stats.auth_failures += 1;
+                        self.stats.add(Counter::AuthFailures, 1);
                         self.decode_error(now, conn, error);
                         return;
                     }
@@ -119,11 +120,11 @@ impl Node {
                 self.on_record(now, conn, plain);
             }
             Some(secure::KIND_HANDSHAKE) => {
-                self.stats.frames_in += 1;
+                self.stats.add(Counter::FramesIn, 1);
                 self.on_noise(now, conn, body.slice(1..));
             }
             Some(secure::KIND_REJECT) if !c.heard && body.len() == 2 => {
-                self.stats.frames_in += 1;
+                self.stats.add(Counter::FramesIn, 1);
                 self.on_rejected(now, conn, body[1]);
             }
             Some(kind) => self.decode_error(now, conn, WireError::FrameKind(kind)),
@@ -160,7 +161,7 @@ impl Node {
             plain.advance(end);
             match wire::decode_body(body) {
                 Ok(msg) if !msg.is_handshake() && !matches!(msg, Message::Reject { .. }) => {
-                    self.stats.frames_in += 1;
+                    self.stats.add(Counter::FramesIn, 1);
                     self.on_message(now, conn, msg);
                 }
                 Ok(_) => {
@@ -274,11 +275,24 @@ impl Node {
         let psk = self.cfg.credentials.as_ref().and_then(|c| c.psk());
         let seed = crate::secure::crypto_draw(crypto_seed(&self.cfg), self.crypto_draws);
         self.crypto_draws += 1;
-        Handshake::new(initiator, &self.identity, psk.as_ref(), seed)
+        Handshake::new(initiator, self.identity(), psk.as_ref(), seed)
     }
 
-    fn my_payload(&self, probe: Option<Probe>) -> Vec<u8> {
-        let proof = self.cfg.credentials.as_ref().map(|c| c.prove(&self.identity.public())).unwrap_or_default();
+    /// Our static key pair: the configured one, or the one derived from the cryptographic
+    /// generator's first draw (made at the first call and kept).
+    fn identity(&mut self) -> &crate::identity::Identity {
+        let cfg = &self.cfg;
+        match &cfg.identity {
+            Some(k) => k,
+            None => self.identity.get_or_insert_with(|| {
+                Box::new(crate::identity::Identity::from_secret(crate::secure::crypto_draw(crypto_seed(cfg), 0)))
+            }),
+        }
+    }
+
+    fn my_payload(&mut self, probe: Option<Probe>) -> Vec<u8> {
+        let public = self.identity().public();
+        let proof = self.cfg.credentials.as_ref().map(|c| c.prove(&public)).unwrap_or_default();
         Payload { info: self.cfg.info.clone(), proof, ready: self.is_ready(), probe }.encode()
     }
 
@@ -320,7 +334,7 @@ impl Node {
 
     /// A handshake message failed to authenticate: counted, reported, and the connection closed.
     fn auth_failed(&mut self, now: Instant, conn: ConnId) {
-        self.stats.auth_failures += 1;
+        self.stats.add(Counter::AuthFailures, 1);
         self.decode_error(now, conn, WireError::Unauthenticated);
     }
 
@@ -467,7 +481,7 @@ impl Node {
     }
 
     pub(super) fn reject(&mut self, now: Instant, conn: ConnId, claimed: Option<NodeId>, reason: RejectReason) {
-        self.stats.rejected_peers += 1;
+        self.stats.add(Counter::RejectedPeers, 1);
         let Some(c) = self.conns.get(&conn) else { return };
         let (addr, expected) = (c.addr(), c.expected());
         self.out.push_back(Output::Event(Event::PeerRejected { addr, claimed, reason }));
@@ -484,7 +498,7 @@ impl Node {
         let Some(c) = self.conns.get(&conn) else { return };
         let (addr, peer) = (c.addr(), c.peer().or(c.expected()));
         let reason = RejectReason::from_code(reason);
-        self.stats.rejected_by_peers += 1;
+        self.stats.add(Counter::RejectedByPeers, 1);
         self.out.push_back(Output::Event(Event::RejectedByPeer { addr, reason }));
         self.close_conn(now, conn);
         self.bootstrap_failed(now, addr);

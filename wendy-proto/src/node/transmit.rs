@@ -10,6 +10,7 @@ use crate::time::Instant;
 use crate::wire::{self, Message};
 
 use super::connections::{Phase, SendFail};
+use super::counters::Counter;
 use super::{Node, State};
 
 /// Most plaintext buffers kept for reuse, and the largest capacity kept.
@@ -212,11 +213,11 @@ impl Node {
             let before = io.tx.len();
             wire::encode_into(msg, &mut io.tx);
             let len = (io.tx.len() - before) as u64;
-            self.stats.frames_out += 1;
+            self.stats.add(Counter::FramesOut, 1);
             if !application {
-                self.stats.control_frames_out += 1;
-                self.stats.control_bytes_out += len;
-                self.stats.control_frames_by_kind[msg.kind_index()] += 1;
+                self.stats.add(Counter::ControlFramesOut, 1);
+                self.stats.add(Counter::ControlBytesOut, len);
+                self.stats.add_kind(msg.kind_index());
             }
         } else if let Message::Reject { reason } = msg {
             self.send_frame(conn, secure::reject_frame(*reason), Some(msg.kind_index()));
@@ -233,12 +234,12 @@ impl Node {
     pub(super) fn send_frame(&mut self, conn: ConnId, data: bytes::Bytes, control: Option<usize>) {
         // Frames queued for sealing on this connection go first.
         self.seal_conn(conn);
-        self.stats.frames_out += 1;
-        self.stats.bytes_out += data.len() as u64;
+        self.stats.add(Counter::FramesOut, 1);
+        self.stats.add(Counter::BytesOut, data.len() as u64);
         if let Some(kind) = control {
-            self.stats.control_frames_out += 1;
-            self.stats.control_bytes_out += data.len() as u64;
-            self.stats.control_frames_by_kind[kind] += 1;
+            self.stats.add(Counter::ControlFramesOut, 1);
+            self.stats.add(Counter::ControlBytesOut, data.len() as u64);
+            self.stats.add_kind(kind);
         }
         self.out.push_back(Output::Transmit { conn, data });
     }
@@ -285,7 +286,7 @@ impl Node {
             self.drop_conn(now, conn);
             return;
         };
-        self.stats.bytes_out += data.len() as u64;
+        self.stats.add(Counter::BytesOut, data.len() as u64);
         let at = usize::try_from(slot - self.tx.polled).unwrap_or(usize::MAX);
         if let Some(Output::Transmit { data: d, .. }) = self.out.get_mut(at) {
             *d = data;
