@@ -78,7 +78,7 @@ impl Node {
             .count();
         let owned = node_timers
             + self.conns.values().filter(|c| c.timer.is_some()).count()
-            // Peers whose ids share their first 64 bits and record one deadline share its entry.
+            // Peers whose ids share their first 32 bits and record one deadline share its entry.
             + self.peers.iter().filter_map(|(id, p)| Some((super::timers::peer_key(*id), p.timer?))).collect::<std::collections::BTreeSet<_>>().len()
             + self.conns.values().filter(|c| c.flight.as_ref().is_some_and(|f| f.timer.is_some())).count();
         if owned != self.timers.len() {

@@ -286,9 +286,9 @@ impl Node {
     }
 
     /// The peers whose timer entries are known by `key` ([`peer_key`]), in id order: one,
-    /// unless two ids share their first 64 bits.
-    pub(super) fn peers_keyed(&self, key: u64) -> impl Iterator<Item = (NodeId, &Peer)> + '_ {
-        let start = self.peers.find_index(&NodeId::from_u128(u128::from(key) << 64)).unwrap_or_else(|i| i);
+    /// unless two ids share their first 32 bits.
+    pub(super) fn peers_keyed(&self, key: u32) -> impl Iterator<Item = (NodeId, &Peer)> + '_ {
+        let start = self.peers.find_index(&NodeId::from_u128(u128::from(key) << 96)).unwrap_or_else(|i| i);
         (start..self.peers.len())
             .map_while(move |i| self.peers.get_indexed(i).filter(|(id, _)| peer_key(**id) == key))
             .map(|(id, p)| (*id, &**p))
@@ -311,7 +311,7 @@ impl Node {
 
     /// A peer's timer entry fired at `at`: the liveness deadline of every peer of its key that
     /// records `at` (in id order; almost always one).
-    pub(super) fn peer_timers(&mut self, now: Instant, key: u64, at: Instant) {
+    pub(super) fn peer_timers(&mut self, now: Instant, key: u32, at: Instant) {
         let mut last: Option<NodeId> = None;
         loop {
             let (next, more) = {
@@ -434,12 +434,13 @@ mod tests {
     }
 
     #[test]
-    fn peers_whose_ids_share_64_bits_share_one_timer_entry_and_each_fires() {
+    fn peers_whose_ids_share_32_bits_share_one_timer_entry_and_each_fires() {
         let addr = |i: u8| SocketAddr::from(([127, 0, 0, i], 1));
         let cfg = crate::Config::with_trusted_id(NodeId::from_u128(1), addr(1)).insecure_plaintext();
         let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
-        let (a, b) = (NodeId::from_u128(7 << 64 | 1), NodeId::from_u128(7 << 64 | 2));
-        let c = NodeId::from_u128(8 << 64);
+        // a and b differ past their first 32 bits only (and in the 64 bits after those).
+        let (a, b) = (NodeId::from_u128(7 << 96 | 1 << 64 | 5), NodeId::from_u128(7 << 96 | 2 << 64 | 5));
+        let c = NodeId::from_u128(8 << 96);
         for (i, id) in [a, b, c].into_iter().enumerate() {
             node.peers.insert(id, Box::new(Peer::new(NodeInfo::new(id, addr(2 + i as u8)), Instant::ZERO)));
         }

@@ -39,16 +39,17 @@ pub(super) enum TimerKey {
     /// A connection's set-up, close or idle deadline.
     Conn(ConnId),
     /// A peer's liveness deadline: silence before a probe, or a probe's answer. The peer is
-    /// known by the first 64 bits of its id ([`peer_key`]); the node fires every peer of that
+    /// known by the first 32 bits of its id ([`peer_key`]); the node fires every peer of that
     /// key whose recorded deadline is the entry's, and removes an entry only when no other
     /// peer of the key records it (see [`Node::arm_peer`](super::Node::arm_peer)).
-    Peer(u64),
+    Peer(u32),
     /// A connection's in-flight check: routed messages it has not acknowledged.
     Ack(ConnId),
 }
 
 /// The deadlines: each kind of entry in a sorted ring buffer of its own, ordered by (instant, id),
-/// so that an entry is 16 bytes rather than the 24 of one set of (instant, any key), with no
+/// so that an entry is 16 bytes (a peer's 12, [`PeerEntry`]) rather than the 24 of one set of
+/// (instant, any key), with no
 /// per-node overhead of a tree. The next entry to fire is the earliest of the
 /// vectors' first ones, ties broken in [`TimerKey`]'s order: the same order as one set of
 /// (instant, key) would give.
@@ -56,7 +57,7 @@ pub(super) enum TimerKey {
 pub(super) struct TimerTable {
     node: [Option<Instant>; NODE_TIMERS],
     conns: Sorted<(Instant, ConnId)>,
-    peers: Sorted<(Instant, u64)>,
+    peers: Sorted<PeerEntry>,
     acks: Sorted<(Instant, ConnId)>,
     /// The earliest deadline, kept beside the vectors: `poll_timeout` is asked after every
     /// input, and reading it here saves a look at each vector.
@@ -125,10 +126,36 @@ impl<T: Ord + Copy> Sorted<T> {
     }
 }
 
-/// What a peer's timer entry knows it by: the first 64 bits of its id (16 bytes an entry, not
-/// 24). Entries of one instant fire in the order of these keys, which is the order of the ids.
-pub(super) fn peer_key(id: NodeId) -> u64 {
-    (id.as_u128() >> 64) as u64
+/// What a peer's timer entry knows it by: the first 32 bits of its id (12 bytes an entry,
+/// [`PeerEntry`]). Entries of one instant fire in the order of these keys, which is the order
+/// of the ids. Two peers share a key if their ids share their first 32 bits: leaf-set
+/// members, which are near each other in the id space, do at a few nodes in a thousand of a
+/// million-node ring (more in larger ones); they then share entries as
+/// [`Node::arm_peer`](super::Node::arm_peer) says, and each still fires at its own deadline.
+pub(super) fn peer_key(id: NodeId) -> u32 {
+    (id.as_u128() >> 96) as u32
+}
+
+/// A peer's timer entry: its deadline's microseconds (high word, then low) and its key
+/// ([`peer_key`]) in three 32-bit words, 12 bytes where a tuple of an instant and a key takes
+/// 16. The words compare in the order of (deadline, key): a table member's liveness deadline is
+/// most of a node's entries, about a hundred of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct PeerEntry([u32; 3]);
+
+impl PeerEntry {
+    fn new(at: Instant, key: u32) -> Self {
+        let us = at.as_micros();
+        PeerEntry([(us >> 32) as u32, us as u32, key])
+    }
+
+    fn at(self) -> Instant {
+        Instant::from_micros(u64::from(self.0[0]) << 32 | u64::from(self.0[1]))
+    }
+
+    fn key(self) -> u32 {
+        self.0[2]
+    }
 }
 
 /// Entries a timer buffer or a node's map keeps room for however few it holds.
@@ -172,7 +199,7 @@ impl TimerTable {
                 return;
             }
             TimerKey::Conn(c) => self.conns.insert((at, c)),
-            TimerKey::Peer(p) => self.peers.insert((at, p)),
+            TimerKey::Peer(p) => self.peers.insert(PeerEntry::new(at, p)),
             TimerKey::Ack(c) => self.acks.insert((at, c)),
         };
         self.lower_earliest(at);
@@ -182,7 +209,7 @@ impl TimerTable {
         let removed = match key {
             TimerKey::Node(t) => self.node[t as usize].take_if(|old| *old == at).is_some(),
             TimerKey::Conn(c) => self.conns.remove(&(at, c)),
-            TimerKey::Peer(p) => self.peers.remove(&(at, p)),
+            TimerKey::Peer(p) => self.peers.remove(&PeerEntry::new(at, p)),
             TimerKey::Ack(c) => self.acks.remove(&(at, c)),
         };
         if removed && self.earliest == Some(at) {
@@ -194,7 +221,7 @@ impl TimerTable {
     fn head(&self) -> Option<(Instant, TimerKey)> {
         let node = NODE_ORDER.iter().filter_map(|&t| self.node[t as usize].map(|at| (at, TimerKey::Node(t))));
         let conn = self.conns.first().map(|&(at, c)| (at, TimerKey::Conn(c)));
-        let peer = self.peers.first().map(|&(at, p)| (at, TimerKey::Peer(p)));
+        let peer = self.peers.first().map(|&e| (e.at(), TimerKey::Peer(e.key())));
         let ack = self.acks.first().map(|&(at, c)| (at, TimerKey::Ack(c)));
         node.chain(conn).chain(peer).chain(ack).min()
     }
@@ -277,17 +304,33 @@ mod tests {
     use std::collections::BTreeSet;
 
     #[test]
-    fn entries_are_16_bytes_and_one_set_would_take_24() {
+    fn entries_are_16_bytes_a_peers_12_and_one_set_would_take_24() {
         use core::mem::size_of;
         assert_eq!(size_of::<(Instant, ConnId)>(), 16);
-        assert_eq!(size_of::<(Instant, u64)>(), 16);
+        assert_eq!(size_of::<PeerEntry>(), 12);
         assert_eq!(size_of::<(Instant, TimerKey)>(), 24);
         let mut t = TimerTable::default();
-        for i in 0..100u64 {
-            t.arm(TimerKey::Conn(ConnId(i)), None, Instant::from_micros(1000 - i));
-            t.arm(TimerKey::Peer(i), None, Instant::from_micros(i));
+        for i in 0..100u32 {
+            t.arm(TimerKey::Conn(ConnId(i.into())), None, Instant::from_micros(1000 - u64::from(i)));
+            t.arm(TimerKey::Peer(i), None, Instant::from_micros(i.into()));
         }
-        assert_eq!(t.heap_bytes(), 2 * 128 * 16, "two vectors grown to 128 entries each");
+        assert_eq!(t.heap_bytes(), 128 * 16 + 128 * 12, "two vectors grown to 128 entries each");
+    }
+
+    #[test]
+    fn a_peer_entry_keeps_its_deadline_whole_and_orders_as_deadline_then_key() {
+        let far = Instant::from_micros(u64::MAX - 1);
+        for (at, key) in [(Instant::ZERO, 0), (Instant::from_micros(u64::from(u32::MAX) + 1), 7), (far, u32::MAX)] {
+            let e = PeerEntry::new(at, key);
+            assert_eq!((e.at(), e.key()), (at, key));
+        }
+        let pairs = [(1u64 << 32, 0u32), ((1 << 32) + 1, 0), ((1 << 32) + 1, 9), (2 << 32, 1), (u64::MAX - 1, 0)];
+        for w in pairs.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            let (ea, eb) =
+                (PeerEntry::new(Instant::from_micros(a.0), a.1), PeerEntry::new(Instant::from_micros(b.0), b.1));
+            assert!(ea < eb, "{a:?} before {b:?}");
+        }
     }
 
     #[test]
@@ -322,7 +365,7 @@ mod tests {
         match k % 4 {
             0 => TimerKey::Node(NODE_ORDER[usize::from(k / 4) % NODE_TIMERS]),
             1 => TimerKey::Conn(ConnId(u64::from(k / 4))),
-            2 => TimerKey::Peer(u64::from(k / 4) << 36 | 3),
+            2 => TimerKey::Peer(u32::from(k / 4) << 20 | 3),
             _ => TimerKey::Ack(ConnId(u64::from(k / 4))),
         }
     }
@@ -390,7 +433,7 @@ mod tests {
         let mut t = TimerTable::default();
         let peer = TimerKey::Peer;
         for i in 0..500u64 {
-            t.arm(peer(i), None, Instant::from_secs(i + 1));
+            t.arm(peer(i as u32), None, Instant::from_secs(i + 1));
             t.arm(TimerKey::Conn(ConnId(i + 1)), None, Instant::from_secs(i + 1));
         }
         let burst = t.heap_bytes();
@@ -398,11 +441,11 @@ mod tests {
         for i in 0..490u64 {
             let at = Instant::from_secs(i + 1);
             assert_eq!(t.pop_due(at), Some((at, TimerKey::Conn(ConnId(i + 1)))));
-            assert_eq!(t.pop_due(at), Some((at, peer(i))));
+            assert_eq!(t.pop_due(at), Some((at, peer(i as u32))));
         }
         assert_eq!(t.heap_bytes(), burst, "firing moves nothing");
         t.trim();
-        assert!(t.heap_bytes() <= 2 * TRIM_MIN * (16 + 16), "{} bytes held for 20 entries", t.heap_bytes());
+        assert!(t.heap_bytes() <= 2 * TRIM_MIN * (16 + 12), "{} bytes held for 20 entries", t.heap_bytes());
         // The entries left still fire, in order.
         assert_eq!(t.len(), 20);
         let at = Instant::from_secs(491);
