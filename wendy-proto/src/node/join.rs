@@ -91,6 +91,7 @@ impl Node {
                 if let Some(info) = self.peer_info(from) {
                     self.learn(now, info, true);
                 }
+                self.warm_peers(rows.iter().chain(&hood).chain(leaves.iter().flatten()).map(|i| i.id));
                 for i in rows.into_iter().chain(hood) {
                     self.learn(now, i, false);
                 }
@@ -110,6 +111,7 @@ impl Node {
                         self.learn(now, info, true);
                     }
                 }
+                self.warm_peers(leaves.iter().map(|i| i.id));
                 for i in leaves {
                     self.learn(now, i, false);
                 }

@@ -455,6 +455,7 @@ impl Node {
         for &id in &pushed {
             theirs.insert(id);
         }
+        self.warm_peers(pushed.iter().copied());
         for i in leaves {
             self.learn(now, i, false);
         }
