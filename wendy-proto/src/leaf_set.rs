@@ -98,8 +98,14 @@ impl LeafSet {
     /// are kept sorted that way, and distinct ids lie at distinct distances).
     pub fn contains(&self, id: NodeId) -> bool {
         let me = self.me;
-        self.cw.binary_search_by_key(&me.cw_distance(id), |&x| me.cw_distance(x)).is_ok()
-            || self.ccw.binary_search_by_key(&id.cw_distance(me), |&x| x.cw_distance(me)).is_ok()
+        // A side is searched only if the id lies within its farthest member's distance (most
+        // ids asked about are not members, and lie beyond both).
+        let (cw, ccw) = (me.cw_distance(id), id.cw_distance(me));
+        let on_cw = self.cw.last().is_some_and(|&far| cw <= me.cw_distance(far))
+            && self.cw.binary_search_by_key(&cw, |&x| me.cw_distance(x)).is_ok();
+        on_cw
+            || (self.ccw.last().is_some_and(|&far| ccw <= far.cw_distance(me))
+                && self.ccw.binary_search_by_key(&ccw, |&x| x.cw_distance(me)).is_ok())
     }
 
     /// The members clockwise of us, nearest first.
