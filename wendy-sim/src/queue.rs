@@ -118,7 +118,7 @@ pub(crate) struct Queue {
 }
 
 /// How many of the next events [`Queue::ahead`] can show.
-pub(crate) const LOOKAHEAD: usize = 3;
+pub(crate) const LOOKAHEAD: usize = 4;
 
 /// How far after the next event (microseconds) an event may be to be staged: a millisecond,
 /// the least one-way latency the simulator models by default. The lookahead is for dense
