@@ -28,7 +28,7 @@ impl Sim {
     /// Starts loading, a few events ahead, what the coming events will read, a step of the
     /// chain each event: the fourth next event's link or host record, the third next's host
     /// record (and frame slot), the second next's node struct
-    /// ([`wendy_proto::Node::prefetch_struct`]), and for the next one what its node's struct
+    /// ([`wendy_proto::Node::prefetch_struct`]) and connection map, and for the next one what its node's struct
     /// points to ([`wendy_proto::Node::prefetch_contents`]). At 100,000 nodes the state is
     /// gigabytes read at random and almost every record is out of the cache when its event
     /// comes; each step reads only what an earlier step started loading, so the loads overlap
@@ -52,8 +52,12 @@ impl Sim {
                 prefetch_index(&self.hosts, h as usize);
             }
         }
-        if let Some(node) = self.queue.ahead(1).and_then(|ev| self.node_of(ev)) {
-            node.prefetch_struct();
+        if let Some(host) = self.queue.ahead(1).and_then(|ev| self.host_of(ev)).and_then(|h| self.hosts.get(h as usize))
+        {
+            host.conns.prefetch();
+            if let Some(node) = host.node.as_deref() {
+                node.prefetch_struct();
+            }
         }
         if let Some(node) = self.queue.ahead(0).and_then(|ev| self.node_of(ev)) {
             node.prefetch_contents();
