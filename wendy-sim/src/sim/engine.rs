@@ -4,6 +4,7 @@
 use prefetch_index::prefetch_index;
 use wendy_proto::Instant;
 
+use super::hosts::Host;
 use super::Sim;
 use crate::queue::Ev;
 
@@ -28,12 +29,12 @@ impl Sim {
     /// Starts loading, a few events ahead, what the coming events will read, a step of the
     /// chain each event: the fourth next event's link or host record, the third next's host
     /// record (and frame slot), the second next's node struct
-    /// ([`wendy_proto::Node::prefetch_struct`]) and connection map, and for the next one what its node's struct
-    /// points to ([`wendy_proto::Node::prefetch_contents`]). At 100,000 nodes the state is
-    /// gigabytes read at random and almost every record is out of the cache when its event
-    /// comes; each step reads only what an earlier step started loading, so the loads overlap
-    /// the current event instead of being waited for one after another. A hint only: the run
-    /// is the same, event for event.
+    /// ([`wendy_proto::Node::prefetch_struct`]) and connection map, and for the next one what
+    /// its node's struct points to ([`wendy_proto::Node::prefetch_contents`]). At 100,000
+    /// nodes the state is gigabytes read at random and almost every record is out of the cache
+    /// when its event comes; each step reads only what an earlier step started loading, so the
+    /// loads overlap the current event instead of being waited for one after another. A hint
+    /// only: the run is the same, event for event.
     fn warm_ahead(&self) {
         if let Some(ev) = self.queue.ahead(3) {
             match ev {
@@ -52,22 +53,21 @@ impl Sim {
                 prefetch_index(&self.hosts, h as usize);
             }
         }
-        if let Some(host) = self.queue.ahead(1).and_then(|ev| self.host_of(ev)).and_then(|h| self.hosts.get(h as usize))
-        {
+        if let Some(host) = self.queue.ahead(1).and_then(|ev| self.host_record(ev)) {
             host.conns.prefetch();
             if let Some(node) = host.node.as_deref() {
                 node.prefetch_struct();
             }
         }
-        if let Some(node) = self.queue.ahead(0).and_then(|ev| self.node_of(ev)) {
+        if let Some(node) = self.queue.ahead(0).and_then(|ev| self.host_record(ev)).and_then(|h| h.node.as_deref()) {
             node.prefetch_contents();
         }
     }
 
-    /// The node that handles `ev`, if a node does and it is in place.
+    /// The record of the host whose node handles `ev`, if a node does.
     #[inline]
-    fn node_of(&self, ev: Ev) -> Option<&wendy_proto::Node> {
-        self.host_of(ev).and_then(|h| self.hosts.get(h as usize)).and_then(|h| h.node.as_deref())
+    fn host_record(&self, ev: Ev) -> Option<&Host> {
+        self.host_of(ev).and_then(|h| self.hosts.get(h as usize))
     }
 
     /// The host whose node handles `ev`, if a node does.

@@ -151,11 +151,12 @@ impl ConnMap {
         }
     }
 
-    /// Starts loading the table's slots (at most 16 cache lines; a hint, as
-    /// [`wendy_proto::Node::prefetch`]): the node that runs next looks its connections up in
-    /// it for every frame it sends.
+    /// Starts loading the table's slots, at most its first 16 cache lines (a hint, as
+    /// [`wendy_proto::Node::prefetch`]): a node about to run looks its connections up in it
+    /// for every frame it sends.
     pub(super) fn prefetch(&self) {
-        for i in (0..self.slots.len().min(16 * 8)).step_by(8) {
+        let per_line = 64 / std::mem::size_of::<(u32, u32)>();
+        for i in (0..self.slots.len().min(16 * per_line)).step_by(per_line) {
             prefetch_index::prefetch_index(&self.slots, i);
         }
     }
