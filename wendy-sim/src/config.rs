@@ -320,6 +320,11 @@ pub struct SimConfig {
     pub bucket: Option<Duration>,
     /// Draw a progress bar on stderr (only if stderr is a terminal).
     pub progress: bool,
+    /// Threads that run the nodes (1: one event after another). With two or more, events
+    /// are processed in batches, each node's work on whichever thread is free: a run is the
+    /// same for any number of threads from two on (not the same as with one, whose events
+    /// are in a slightly different order of equal standing).
+    pub threads: usize,
     /// Measure the simulator's own structures at the end of the run ([`crate::MemoryReport`]).
     pub memory_report: bool,
     /// Bytes the process's heap holds now, as its allocator counts them (the `wendy-sim`
@@ -379,6 +384,7 @@ impl Default for SimConfig {
             split: None,
             bucket: None,
             progress: false,
+            threads: 1,
             memory_report: false,
             heap_in_use: None,
             kv: None,

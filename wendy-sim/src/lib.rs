@@ -5,7 +5,10 @@
 //! process, reproducibly:
 //!
 //! - **one event queue** ordered by (time, sequence number); the work of an event is
-//!   proportional to what it touches (no per-tick sweep over nodes, no link table);
+//!   proportional to what it touches (no per-tick sweep over nodes, no link table); with
+//!   [`SimConfig::threads`] of 2 or more, the nodes' work of a batch of events that cannot
+//!   affect each other runs on several threads, and the run is the same for any number of
+//!   threads from two on;
 //! - **one master seed**: every node's seed, every id, every latency draw derives from it, and
 //!   every run ends with a **trace hash** over the frames transmitted and the deliveries;
 //! - a **network model**: latency from coordinates (plane or sphere) or regions, jitter, loss

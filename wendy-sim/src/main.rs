@@ -204,6 +204,12 @@ struct Cli {
     /// stderr is a log rather than a terminal; it replaces the progress bar.
     #[arg(long, value_name = "SECS")]
     progress_every: Option<u64>,
+    /// Threads that run the nodes: 1 processes one event after another; from 2 on, events
+    /// are processed in batches and the nodes' work of a batch is shared by the threads. A
+    /// run is the same for any count from 2 on, and differs from a run with 1 only in the
+    /// order of events that cannot affect each other (see the README).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    threads: usize,
     /// At the end, measure the simulator's own structures (bytes per host by structure) and
     /// print them with the summary and in the JSON (`memory`).
     #[arg(long)]
@@ -366,6 +372,7 @@ fn config(cli: &Cli) -> Result<SimConfig, String> {
         repair_timeout,
         bucket: cli.bucket_s.map(secs),
         progress: std::io::stderr().is_terminal(),
+        threads: cli.threads.max(1),
         memory_report: cli.memory_report,
         heap_in_use: Some(heap_in_use),
         kv: (cli.kv_keys > 0).then(|| KvConfig {

@@ -83,6 +83,16 @@ impl Net {
         ((self.base_us + dist * self.diameter_us) as u64).max(1)
     }
 
+    /// The least one-way latency between any two places, microseconds (at least 1): nothing
+    /// sent reaches another host sooner.
+    pub(crate) fn least_latency_us(&self) -> u64 {
+        if self.cfg.regions > 0 {
+            let least = self.cfg.intra_region.min(self.cfg.inter_region);
+            return (least.as_micros() as u64).max(1);
+        }
+        (self.base_us as u64).max(1)
+    }
+
     /// The delay of one frame over a link of base latency `lat`: jitter, and loss as
     /// retransmission delay (TCP mode). `None` if the frame is dropped (datagram mode).
     pub(crate) fn frame_delay(&self, rng: &mut Rng, lat: u64) -> Option<u64> {

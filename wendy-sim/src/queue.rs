@@ -224,6 +224,21 @@ impl Queue {
 
     /// The earliest event, if any.
     pub(crate) fn pop(&mut self) -> Option<(u64, Ev)> {
+        self.stage();
+        let e = self.staged.pop_front()?;
+        self.len -= 1;
+        Some((e.time, e.ev))
+    }
+
+    /// The earliest event, left in the queue: what [`Queue::pop`] returns next unless an
+    /// earlier event is pushed first.
+    pub(crate) fn peek(&mut self) -> Option<(u64, Ev)> {
+        self.stage();
+        self.staged.front().map(|e| (e.time, e.ev))
+    }
+
+    /// Stages the next events (up to [`LOOKAHEAD`] + 1 of them).
+    fn stage(&mut self) {
         while self.staged.len() <= LOOKAHEAD {
             // Only events due soon after the next one are staged: taking a later one moves the
             // heap's `last` to its time, and every event pushed before that instant (a burst
@@ -242,9 +257,6 @@ impl Queue {
                 None => break,
             }
         }
-        let e = self.staged.pop_front()?;
-        self.len -= 1;
-        Some((e.time, e.ev))
     }
 
     /// The `i`-th of the events that come next (`ahead(0)` is the next one), for `i` below

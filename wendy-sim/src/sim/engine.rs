@@ -5,24 +5,111 @@ use prefetch_index::prefetch_index;
 use wendy_proto::Instant;
 
 use super::hosts::Host;
-use super::Sim;
+use super::jobs::Job;
+use super::{Sim, NEVER};
 use crate::queue::Ev;
 
 impl Sim {
-    /// Processes the next event; false if the queue is empty.
+    /// Processes the next event, or with several threads ([`SimConfig::threads`]) the next
+    /// batch of events; false if the queue is empty.
+    ///
+    /// [`SimConfig::threads`]: crate::SimConfig::threads
     pub fn step(&mut self) -> bool {
+        self.step_until(NEVER)
+    }
+
+    /// [`Sim::step`] with none of the events after `limit` (microseconds); false if there
+    /// is none due by then.
+    pub(super) fn step_until(&mut self, limit: u64) -> bool {
+        if self.pool.is_some() {
+            return self.step_batch(limit);
+        }
+        if self.queue.peek_time().is_none_or(|t| t > limit) {
+            return false;
+        }
         let Some((t, ev)) = self.queue.pop() else { return false };
         self.now = self.now.max(t);
         self.events += 1;
         self.links.new_batch();
         self.warm_ahead();
         match ev {
-            Ev::Timer { host, gen } => self.on_timer(host, gen),
-            Ev::SynAck { link, gen } => self.on_syn_ack(link, gen),
-            Ev::Refused { link, gen } => self.on_refused(link, gen),
-            Ev::Arrive { link, gen, side, slot } => self.on_arrive(link, gen, side, slot),
             Ev::Ctl(c) => self.on_ctl(c),
+            ev => {
+                if let Some(job) = self.event_job(ev) {
+                    self.run_job(job);
+                }
+            }
         }
+        true
+    }
+
+    /// The simulator's part of an event before its node's job, and the job if there is one.
+    fn event_job(&mut self, ev: Ev) -> Option<Job> {
+        match ev {
+            Ev::Timer { host, gen } => self.timer_job(host, gen),
+            Ev::SynAck { link, gen } => self.syn_ack_job(link, gen),
+            Ev::Refused { link, gen } => self.refused_job(link, gen),
+            Ev::Arrive { link, gen, side, slot } => self.arrive_job(link, gen, side, slot),
+            Ev::Ctl(_) => None,
+        }
+    }
+
+    /// Processes the next batch of events: the next events, in their order, up to the first
+    /// that is a control event, is due a window or more after the first (the least latency of
+    /// the network, [`crate::net`]), or is for a host with an event in the batch already.
+    /// Nothing one host does reaches another sooner than that latency, so no event of the
+    /// batch depends on what another one's node does: the simulator's part of each event runs
+    /// in their order, and the nodes' jobs ([`Job::run`]) run at once on the pool's threads.
+    /// The batches, and so the run, are the same whatever the number of threads. A control
+    /// event (a join, a lookup, a crash) is a batch of its own.
+    fn step_batch(&mut self, limit: u64) -> bool {
+        let Some((t0, first)) = self.queue.peek() else { return false };
+        if t0 > limit {
+            return false;
+        }
+        let clock = self.now;
+        if let Ev::Ctl(c) = first {
+            self.queue.pop();
+            self.now = clock.max(t0);
+            self.events += 1;
+            self.links.new_batch();
+            self.on_ctl(c);
+            return true;
+        }
+        let horizon = t0.saturating_add(self.window);
+        let Some(pool) = self.pool.take() else { return false };
+        let mut hosts = std::mem::take(&mut self.batch_hosts);
+        let (mut last, mut jobs) = (t0, 0);
+        while let Some((t, ev)) = self.queue.peek() {
+            if t > limit || t >= horizon {
+                break;
+            }
+            let Some(h) = self.host_of(ev) else { break };
+            if hosts.contains(&h) {
+                break;
+            }
+            hosts.push(h);
+            self.queue.pop();
+            // Each event's own time: an event may come a little before one of the previous
+            // batch (a timer its own node set meanwhile), and its host sees it at its time.
+            self.now = t;
+            last = t;
+            self.events += 1;
+            self.links.new_batch();
+            if let Some(job) = self.event_job(ev) {
+                pool.post(jobs, job);
+                jobs += 1;
+            }
+        }
+        for i in 0..jobs {
+            let job = pool.take(i);
+            self.links.new_batch();
+            self.finish_job(job);
+        }
+        self.pool = Some(pool);
+        self.now = clock.max(last);
+        hosts.clear();
+        self.batch_hosts = hosts;
         true
     }
 
@@ -84,9 +171,7 @@ impl Sim {
     /// Processes every event due up to `t`, then sets the clock to `t`.
     pub fn run_until(&mut self, t: Instant) {
         let t = t.as_micros();
-        while self.queue.peek_time().is_some_and(|x| x <= t) {
-            self.step();
-        }
+        while self.step_until(t) {}
         self.now = self.now.max(t);
     }
 }

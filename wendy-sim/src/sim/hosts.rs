@@ -6,7 +6,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use wendy_proto::rng::splitmix64;
 use wendy_proto::store::{MemoryBackend, Store, StoreConfig};
-use wendy_proto::{Config, Event, Instant, Node, NodeError, NodeId, Output};
+use wendy_proto::{Config, Event, Instant, Node, NodeError, NodeId};
 
 use std::net::SocketAddr;
 
@@ -257,16 +257,6 @@ impl ConnMap {
     }
 }
 
-/// When a node (and its storage layer) next needs `handle_timeout`, microseconds, never
-/// before `now`.
-fn deadline(node: &Node, store: Option<&Store>, now: u64) -> Option<u64> {
-    let next = match (node.poll_timeout(), store.and_then(|s| s.poll_timeout())) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    next.map(|t| t.as_micros().max(now))
-}
-
 impl Sim {
     /// Adds a host with a fresh random id and place and starts its node (a ring of one).
     /// Returns its index.
@@ -455,93 +445,7 @@ impl Sim {
         }
     }
 
-    /// Drains every output of `node` (host `h`), accounts, re-arms its timer, puts it back.
-    pub(super) fn finish(&mut self, h: u32, mut node: Box<Node>) {
-        let mut store = self.hosts[h as usize].store.take();
-        let now = Instant::from_micros(self.now);
-        while let Some(out) = node.poll_output() {
-            let out = match store.as_mut() {
-                Some(s) => match s.handle_output(now, &mut node, out) {
-                    Some(out) => out,
-                    None => continue,
-                },
-                None => out,
-            };
-            match out {
-                Output::Connect { conn, addr } => self.on_connect(h, conn, addr),
-                Output::Transmit { conn, data } => self.on_transmit(h, conn, data),
-                Output::Close { conn } => self.on_close(h, conn),
-                Output::Deliver(d) => self.on_deliver(h, d),
-                Output::Forwarded { key, purpose, next, .. } => self.on_forwarded(h, key, purpose, next),
-                Output::Event(e) => self.on_event(h, e),
-            }
-        }
-        let st = node.stats();
-        if let Some(s) = store.as_mut() {
-            self.kv_collect(h, s);
-        }
-        let host = &mut self.hosts[h as usize];
-        let (df, db) = (host.ctl_seen[0].take(st.control_frames_out), host.ctl_seen[1].take(st.control_bytes_out));
-        let (da, dr) = (host.ack_seen[0].take(st.acks_out), host.ack_seen[1].take(st.reroutes));
-        let dc = host.ack_seen[2].take(st.custody_reroutes);
-        self.m.acks += da;
-        self.m.reroutes += dr;
-        self.m.custody_reroutes += dc;
-        let next = deadline(&node, store.as_deref(), self.now);
-        host.node = Some(node);
-        if host.up {
-            host.store = store;
-        }
-        match next {
-            // A later deadline keeps the pending event: when it comes due, `on_timer` finds
-            // nothing due yet and schedules the real one. So a node whose deadline moves
-            // back at every input leaves no trail of stale events in the queue.
-            Some(t) if t < host.timer_at => self.arm_host(h, t),
-            Some(_) => {}
-            None => {
-                host.timer_gen += 1;
-                host.timer_at = NEVER;
-            }
-        }
-        if df > 0 {
-            self.m.count_control(self.now, df, db);
-        }
-    }
-
-    /// Schedules host `h`'s timer event at `t`; any other pending one goes stale.
-    fn arm_host(&mut self, h: u32, t: u64) {
-        let host = &mut self.hosts[h as usize];
-        host.timer_gen += 1;
-        host.timer_at = t;
-        let gen = host.timer_gen;
-        self.queue.push(t, Ev::Timer { host: h, gen });
-    }
-
-    pub(super) fn on_timer(&mut self, h: u32, gen: u32) {
-        let host = &mut self.hosts[h as usize];
-        if host.timer_gen != gen || !host.up {
-            return;
-        }
-        host.timer_at = NEVER;
-        let next = host.node.as_deref().and_then(|n| deadline(n, host.store.as_deref(), self.now));
-        match next {
-            Some(t) if t > self.now => {
-                self.arm_host(h, t);
-                return;
-            }
-            Some(_) => {}
-            None => return,
-        }
-        let Some(mut node) = self.take(h) else { return };
-        let now = Instant::from_micros(self.now);
-        node.handle_timeout(now);
-        if let Some(s) = self.hosts[h as usize].store.as_mut() {
-            s.handle_timeout(now, &mut node);
-        }
-        self.finish(h, node);
-    }
-
-    fn on_event(&mut self, h: u32, e: Event) {
+    pub(super) fn on_event(&mut self, h: u32, e: Event) {
         match e {
             Event::Joined => {
                 let host = &mut self.hosts[h as usize];

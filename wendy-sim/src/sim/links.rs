@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use wendy_proto::rng::Rng;
 use wendy_proto::{ConnId, Instant};
 
+use super::jobs::{Input, Job};
 use super::{Sim, NONE};
 use crate::config::SplitMode;
 use crate::net::{addr_host, ephemeral_addr, host_addr};
@@ -243,43 +244,35 @@ impl Sim {
     /// closes before it carries any (a candidate timed by its set-up alone). The accepting
     /// host is looked at now rather than when the SYN reached it half a round trip ago: it
     /// must be up in the life it had when the set-up began, and reachable.
-    pub(super) fn on_syn_ack(&mut self, l: u32, gen: u32) {
+    pub(super) fn syn_ack_job(&mut self, l: u32, gen: u32) -> Option<Job> {
         let link = &self.links.all[l as usize];
         if link.gen != gen {
-            return;
+            return None;
         }
         if !self.end_live(l, 0) {
             self.maybe_free(l);
-            return;
+            return None;
         }
         let (d, t, conn) = (link.host[0], link.host[1], ConnId(link.conn[0]));
         let host = &self.hosts[t as usize];
         let blocked = self.blocked(d, t).is_some();
         if !host.up || host.inc != link.inc[1] || blocked {
             if self.net.cfg().refuse_dead && !blocked {
-                self.on_refused(l, gen);
-            } else {
-                let delay = (self.net.cfg().syn_timeout.as_micros() as u64).saturating_sub(2 * self.latency(d, t));
-                self.queue.push(self.now + delay, Ev::Refused { link: l, gen });
+                return self.refused_job(l, gen);
             }
-            return;
+            let delay = (self.net.cfg().syn_timeout.as_micros() as u64).saturating_sub(2 * self.latency(d, t));
+            self.queue.push(self.now + delay, Ev::Refused { link: l, gen });
+            return None;
         }
         self.links.all[l as usize].open[1] = true;
-        let Some(mut node) = self.take(d) else { return };
-        node.handle_connected(Instant::from_micros(self.now), conn);
-        self.finish(d, node);
+        self.job(d, Input::Connected(conn))
     }
 
-    /// Hands side 1 of link `l` (set up, not yet named) to its node: returns the node's name
-    /// for it.
-    fn accept(&mut self, node: &mut wendy_proto::Node, l: u32) -> ConnId {
+    /// The address an accepting host sees for the dialler of link `l`.
+    fn remote_addr(&self, l: u32) -> SocketAddr {
         let [d, t] = self.links.all[l as usize].host;
         let global = self.hosts[d as usize].place.region != self.hosts[t as usize].place.region;
-        let remote = ephemeral_addr(d, global && self.net.cfg().regions > 0, l);
-        let c = node.handle_accepted(Instant::from_micros(self.now), remote);
-        self.links.all[l as usize].conn[1] = c.0;
-        self.hosts[t as usize].conns.insert(c.0, l << 1 | 1);
-        c
+        ephemeral_addr(d, global && self.net.cfg().regions > 0, l)
     }
 
     /// True if side 1 of link `l` was set up but its node was never handed it, and nothing
@@ -299,21 +292,29 @@ impl Sim {
         unfed
     }
 
-    pub(super) fn on_refused(&mut self, l: u32, gen: u32) {
+    /// The set-up of link `l` failed: its dialler's job, if its side is still live.
+    pub(super) fn refused_job(&mut self, l: u32, gen: u32) -> Option<Job> {
         let link = &mut self.links.all[l as usize];
         if link.gen != gen {
-            return;
+            return None;
         }
         let (d, conn) = (link.host[0], link.conn[0]);
+        let mut job = None;
         if self.end_live(l, 0) {
             self.links.all[l as usize].open[0] = false;
             self.hosts[d as usize].conns.remove(conn);
-            if let Some(mut node) = self.take(d) {
-                node.handle_connect_failed(Instant::from_micros(self.now), ConnId(conn));
-                self.finish(d, node);
+            job = self.job(d, Input::ConnectFailed(ConnId(conn)));
+        }
+        match job {
+            Some(mut j) => {
+                j.then_free = Some(l);
+                Some(j)
+            }
+            None => {
+                self.maybe_free(l);
+                None
             }
         }
-        self.maybe_free(l);
     }
 
     pub(super) fn on_transmit(&mut self, h: u32, conn: ConnId, data: Bytes) {
@@ -380,12 +381,14 @@ impl Sim {
         self.queue.push(at, Ev::Arrive { link: l, gen, side: to, slot });
     }
 
-    pub(super) fn on_arrive(&mut self, l: u32, gen: u32, side: u8, slot: u32) {
+    /// A segment (or the close) reaches side `side` of link `l`: the job of that side's node
+    /// (handed the connection first if this is its first segment), if its side is still live.
+    pub(super) fn arrive_job(&mut self, l: u32, gen: u32, side: u8, slot: u32) -> Option<Job> {
         let s = usize::from(side);
         let item = self.links.take_segment(slot);
         let link = &self.links.all[l as usize];
         if link.gen != gen {
-            return;
+            return None;
         }
         let (h, conn, inc, open) = (link.host[s], link.conn[s], link.inc[s], link.open[s]);
         if !self.end_live(l, side) {
@@ -399,27 +402,37 @@ impl Sim {
                 }
             }
             self.maybe_free(l);
-            return;
+            return None;
         }
         if side == 1 && conn == 0 && item.is_none() {
             // Closed before it carried a byte: its node never knew of it.
             self.links.all[l as usize].open[1] = false;
             self.maybe_free(l);
-            return;
+            return None;
         }
-        let Some(mut node) = self.take(h) else { return };
-        let conn = if side == 1 && conn == 0 { self.accept(&mut node, l).0 } else { conn };
-        let now = Instant::from_micros(self.now);
-        match item {
-            Some(data) => node.handle_bytes(now, ConnId(conn), data),
+        let input = match item {
+            Some(data) => {
+                let conn = if side == 1 && conn == 0 {
+                    let remote = self.remote_addr(l);
+                    let node = self.hosts[h as usize].node.as_deref_mut()?;
+                    let c = node.handle_accepted(Instant::from_micros(self.now), remote);
+                    self.links.all[l as usize].conn[1] = c.0;
+                    self.hosts[h as usize].conns.insert(c.0, l << 1 | 1);
+                    c.0
+                } else {
+                    conn
+                };
+                Input::Bytes(ConnId(conn), data)
+            }
             None => {
                 self.links.all[l as usize].open[s] = false;
                 self.hosts[h as usize].conns.remove(conn);
-                node.handle_closed(now, ConnId(conn));
+                Input::Closed(ConnId(conn))
             }
-        }
-        self.finish(h, node);
-        self.maybe_free(l);
+        };
+        let mut job = self.job(h, input)?;
+        job.then_free = Some(l);
+        Some(job)
     }
 
     fn alloc_link(&mut self) -> u32 {

@@ -1,7 +1,9 @@
 //! The simulation, split by concern. `Sim` owns one part per concern and each module adds the
 //! methods of its concern:
 //!
-//! - [`engine`]: the event queue, the clock and the dispatch of events;
+//! - [`engine`]: the event queue, the clock and the dispatch of events, one at a time or in
+//!   batches whose nodes' work runs on several threads ([`pool`]);
+//! - [`jobs`]: an event's input to one node and its outputs, apart from the simulator's part;
 //! - [`hosts`]: hosting real `wendy_proto` nodes and the driver loop of each (feed an input,
 //!   drain every output, re-arm the timer);
 //! - [`links`]: TCP-like connections between hosts, loss, partitions and holds;
@@ -13,15 +15,17 @@
 mod build;
 mod engine;
 mod hosts;
+mod jobs;
 mod kv;
 mod links;
 mod measure;
 mod memory;
 mod oracle;
+mod pool;
 mod scenario;
 
 use wendy_proto::rng::{splitmix64, Rng};
-use wendy_proto::{Instant, Node, NodeId};
+use wendy_proto::{Instant, Node, NodeId, Output};
 
 use crate::config::SimConfig;
 use crate::net::Net;
@@ -31,6 +35,7 @@ use hosts::{Host, IdMap};
 use links::Links;
 use measure::Metrics;
 use oracle::Oracle;
+use pool::Pool;
 use scenario::Scenario;
 
 /// The purpose byte of lookups.
@@ -67,6 +72,15 @@ pub struct Sim {
     queue: Queue,
     /// Events processed so far.
     events: u64,
+    /// The threads that run the nodes' jobs of a batch (`None`: one event at a time).
+    pool: Option<Pool>,
+    /// How far after its first event a batch reaches (microseconds): the network's least
+    /// one-way latency.
+    window: u64,
+    /// The hosts of the batch being made (kept for its room).
+    batch_hosts: Vec<u32>,
+    /// Output buffers for the next jobs (kept for their room).
+    spare_outs: Vec<Vec<Output>>,
     // Hosts.
     hosts: Vec<Host>,
     /// Every host's id (ids are never reused by another host).
@@ -96,8 +110,13 @@ impl Sim {
         // Room for the initial hosts at once: grown a push at a time, the vector held up to
         // twice their records (at 100,000 hosts, 44 bytes a host of 144 unused).
         let hosts = Vec::with_capacity(cfg.nodes.min(crate::net::MAX_HOSTS));
+        let net = Net::new(cfg.net.clone());
         Sim {
-            net: Net::new(cfg.net.clone()),
+            pool: (cfg.threads > 1).then(|| Pool::new(cfg.threads)),
+            window: net.least_latency_us(),
+            batch_hosts: Vec::new(),
+            spare_outs: Vec::new(),
+            net,
             cfg,
             now: 0,
             queue: Queue::default(),

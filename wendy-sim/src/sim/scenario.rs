@@ -73,8 +73,11 @@ impl Sim {
         self.m.bucket_us =
             cfg.bucket.map_or_else(|| (planned / 400).max(SEC) / SEC * SEC, |b| (b.as_micros() as u64).max(1));
         self.queue.push(0, Ev::Ctl(Ctl::Sample));
+        // Every 65,536 events (a batch of events may cross the mark rather than land on it).
+        let mut mark = 0;
         let mut tick = |s: &Sim| {
-            if s.events & 0xffff == 0 {
+            if s.events >> 16 != mark {
+                mark = s.events >> 16;
                 progress(s, s.now as f64 / planned.max(1) as f64);
             }
         };
@@ -121,8 +124,7 @@ impl Sim {
     /// Phase 2: lets the network settle.
     fn settle_phase(&mut self, tick: &mut impl FnMut(&Sim)) {
         let settle_end = self.now + self.cfg.settle.as_micros() as u64;
-        while self.queue.peek_time().is_some_and(|t| t <= settle_end) {
-            self.step();
+        while self.step_until(settle_end) {
             tick(self);
         }
         self.now = self.now.max(settle_end);

@@ -1,0 +1,213 @@
+//! A node's share of an event, apart from the simulator's: the input fed to one node and
+//! every output it gives in answer ([`Job::run`]), which touches that node (and its storage
+//! layer) alone, and the simulator's bookkeeping before and after it, which touches the
+//! network, the queue and the measures. The engine runs the first part of the events of a
+//! batch on several threads ([`super::pool`]) and everything else in the order of the events.
+
+use bytes::Bytes;
+use wendy_proto::store::Store;
+use wendy_proto::{ConnId, Instant, Node, Output, Stats};
+
+use super::{Sim, NEVER};
+use crate::queue::Ev;
+
+/// What a node is fed.
+pub(super) enum Input {
+    /// `handle_timeout` (and the storage layer's).
+    Timer,
+    /// An outbound connection was established.
+    Connected(ConnId),
+    /// An outbound connection could not be established.
+    ConnectFailed(ConnId),
+    /// Bytes arrived on a connection.
+    Bytes(ConnId, Bytes),
+    /// The peer closed a connection.
+    Closed(ConnId),
+}
+
+/// One input to one node and the outputs it gave: the part of an event that reads and writes
+/// nothing but the node and its storage layer, so the jobs of different hosts can run at once.
+pub(super) struct Job {
+    /// The host.
+    pub(super) h: u32,
+    /// The event's time, microseconds.
+    pub(super) t: u64,
+    node: Box<Node>,
+    store: Option<Box<Store>>,
+    input: Option<Input>,
+    /// Every output, in the order the node (through its storage layer) gave them.
+    outs: Vec<Output>,
+    /// The node's counters after the input, and (without a storage layer) its next deadline:
+    /// read where the job ran, whose cache holds the node.
+    after: Option<(Stats, Option<u64>)>,
+    /// A link to free after the outputs, if neither side can use it any more.
+    pub(super) then_free: Option<u32>,
+}
+
+impl Job {
+    /// Feeds the input and drains every output.
+    pub(super) fn run(&mut self) {
+        let now = Instant::from_micros(self.t);
+        let node = &mut self.node;
+        match self.input.take() {
+            Some(Input::Timer) => {
+                node.handle_timeout(now);
+                if let Some(s) = self.store.as_mut() {
+                    s.handle_timeout(now, node);
+                }
+            }
+            Some(Input::Connected(c)) => node.handle_connected(now, c),
+            Some(Input::ConnectFailed(c)) => node.handle_connect_failed(now, c),
+            Some(Input::Bytes(c, data)) => node.handle_bytes(now, c, data),
+            Some(Input::Closed(c)) => node.handle_closed(now, c),
+            None => {}
+        }
+        drain(now, node, self.store.as_deref_mut(), &mut self.outs);
+        let next = if self.store.is_none() { deadline(node, None, self.t) } else { None };
+        self.after = Some((node.stats(), next));
+    }
+}
+
+/// Every output of `node` in order, those its storage layer consumes left out.
+fn drain(now: Instant, node: &mut Node, mut store: Option<&mut Store>, outs: &mut Vec<Output>) {
+    while let Some(out) = node.poll_output() {
+        match store.as_deref_mut() {
+            Some(s) => outs.extend(s.handle_output(now, node, out)),
+            None => outs.push(out),
+        }
+    }
+}
+
+/// When a node (and its storage layer) next needs `handle_timeout`, microseconds, never
+/// before `now`.
+pub(super) fn deadline(node: &Node, store: Option<&Store>, now: u64) -> Option<u64> {
+    let next = match (node.poll_timeout(), store.and_then(|s| s.poll_timeout())) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    next.map(|t| t.as_micros().max(now))
+}
+
+impl Sim {
+    /// A job feeding `input` to the node of host `h` at the current time, the node (and its
+    /// storage layer) taken out of the host until [`Sim::finish_job`]; `None` if it is down.
+    pub(super) fn job(&mut self, h: u32, input: Input) -> Option<Job> {
+        let node = self.take(h)?;
+        let store = self.hosts[h as usize].store.take();
+        let outs = self.spare_outs.pop().unwrap_or_default();
+        Some(Job { h, t: self.now, node, store, input: Some(input), outs, after: None, then_free: None })
+    }
+
+    /// Runs a job and its bookkeeping at once (the one-thread engine's way).
+    pub(super) fn run_job(&mut self, mut job: Job) {
+        job.run();
+        self.finish_job(job);
+    }
+
+    /// The simulator's part of a job that ran: the outputs applied in order, the node put
+    /// back and its timer re-armed, the link freed if the event asked for it.
+    pub(super) fn finish_job(&mut self, mut job: Job) {
+        self.now = job.t;
+        let mut outs = std::mem::take(&mut job.outs);
+        self.apply(job.h, job.node, job.store, &mut outs, job.after);
+        self.spare_outs.push(outs);
+        if let Some(l) = job.then_free {
+            self.maybe_free(l);
+        }
+    }
+
+    /// Drains every output of `node` (host `h`), accounts, re-arms its timer, puts it back.
+    pub(super) fn finish(&mut self, h: u32, mut node: Box<Node>) {
+        let mut store = self.hosts[h as usize].store.take();
+        let mut outs = self.spare_outs.pop().unwrap_or_default();
+        drain(Instant::from_micros(self.now), &mut node, store.as_deref_mut(), &mut outs);
+        self.apply(h, node, store, &mut outs, None);
+        self.spare_outs.push(outs);
+    }
+
+    /// Applies `outs` (emptying it), accounts, re-arms the timer of host `h` and puts its node
+    /// and storage layer back. `after`: the node's counters and next deadline if the job read
+    /// them (the deadline is read here if the node has a storage layer, which the outputs may
+    /// have changed).
+    fn apply(
+        &mut self,
+        h: u32,
+        node: Box<Node>,
+        mut store: Option<Box<Store>>,
+        outs: &mut Vec<Output>,
+        after: Option<(Stats, Option<u64>)>,
+    ) {
+        for out in outs.drain(..) {
+            match out {
+                Output::Connect { conn, addr } => self.on_connect(h, conn, addr),
+                Output::Transmit { conn, data } => self.on_transmit(h, conn, data),
+                Output::Close { conn } => self.on_close(h, conn),
+                Output::Deliver(d) => self.on_deliver(h, d),
+                Output::Forwarded { key, purpose, next, .. } => self.on_forwarded(h, key, purpose, next),
+                Output::Event(e) => self.on_event(h, e),
+            }
+        }
+        let st = after.as_ref().map_or_else(|| node.stats(), |a| a.0);
+        if let Some(s) = store.as_mut() {
+            self.kv_collect(h, s);
+        }
+        let host = &mut self.hosts[h as usize];
+        let (df, db) = (host.ctl_seen[0].take(st.control_frames_out), host.ctl_seen[1].take(st.control_bytes_out));
+        let (da, dr) = (host.ack_seen[0].take(st.acks_out), host.ack_seen[1].take(st.reroutes));
+        let dc = host.ack_seen[2].take(st.custody_reroutes);
+        self.m.acks += da;
+        self.m.reroutes += dr;
+        self.m.custody_reroutes += dc;
+        let next = match after {
+            Some((_, next)) if store.is_none() => next,
+            _ => deadline(&node, store.as_deref(), self.now),
+        };
+        host.node = Some(node);
+        if host.up {
+            host.store = store;
+        }
+        match next {
+            // A later deadline keeps the pending event: when it comes due, `on_timer` finds
+            // nothing due yet and schedules the real one. So a node whose deadline moves
+            // back at every input leaves no trail of stale events in the queue.
+            Some(t) if t < host.timer_at => self.arm_host(h, t),
+            Some(_) => {}
+            None => {
+                host.timer_gen += 1;
+                host.timer_at = NEVER;
+            }
+        }
+        if df > 0 {
+            self.m.count_control(self.now, df, db);
+        }
+    }
+
+    /// Schedules host `h`'s timer event at `t`; any other pending one goes stale.
+    fn arm_host(&mut self, h: u32, t: u64) {
+        let host = &mut self.hosts[h as usize];
+        host.timer_gen += 1;
+        host.timer_at = t;
+        let gen = host.timer_gen;
+        self.queue.push(t, Ev::Timer { host: h, gen });
+    }
+
+    /// Host `h`'s timer event: the node's job if its deadline has come (a node whose deadline
+    /// moved later is scheduled again instead).
+    pub(super) fn timer_job(&mut self, h: u32, gen: u32) -> Option<Job> {
+        let host = &mut self.hosts[h as usize];
+        if host.timer_gen != gen || !host.up {
+            return None;
+        }
+        host.timer_at = NEVER;
+        let next = host.node.as_deref().and_then(|n| deadline(n, host.store.as_deref(), self.now));
+        match next {
+            Some(t) if t > self.now => {
+                self.arm_host(h, t);
+                return None;
+            }
+            Some(_) => {}
+            None => return None,
+        }
+        self.job(h, Input::Timer)
+    }
+}

@@ -1,0 +1,104 @@
+//! The simulator on several threads (`SimConfig::threads`): events in batches, the nodes'
+//! work of a batch shared by the threads. A run must be the same for any number of threads
+//! from two on, and as good as a run on one.
+
+use std::time::Duration;
+
+use wendy_sim::{run, KvConfig, LossMode, NetConfig, NodeParams, Report, Sim, SimConfig, SplitMode, SplitPlan};
+
+fn with_threads(cfg: &SimConfig, threads: usize) -> Report {
+    run(SimConfig { threads, ..cfg.clone() })
+}
+
+/// Joins, lookups and a 20 % crash: two, three and four threads give one run, with every
+/// lookup delivered at the right node (as on one thread).
+#[test]
+fn any_count_of_threads_from_two_gives_the_same_run() {
+    let cfg = SimConfig {
+        node: NodeParams { insecure_plaintext: true, ..NodeParams::default() },
+        nodes: 400,
+        lookups: 4_000,
+        lookup_rate: 400.0,
+        join_rate: 200.0,
+        seed: 31,
+        settle: Duration::from_secs(5),
+        ..SimConfig::default()
+    };
+    let one = with_threads(&cfg, 1);
+    let two = with_threads(&cfg, 2);
+    eprintln!("one thread:\n{one}\ntwo threads:\n{two}");
+    assert_eq!(two.trace_hash, with_threads(&cfg, 3).trace_hash, "3 threads");
+    assert_eq!(two.trace_hash, with_threads(&cfg, 4).trace_hash, "4 threads");
+    for r in [&one, &two] {
+        assert_eq!(r.join_failures, 0, "{r}");
+        assert_eq!(r.correct, r.issued, "{r}");
+    }
+    // The batches hold the same events; only the order of events that cannot affect each
+    // other differs, so the two runs count about the same work.
+    let ratio = two.events as f64 / one.events as f64;
+    assert!((0.9..1.1).contains(&ratio), "events: {} on one thread, {} on two", one.events, two.events);
+
+    let crash = SimConfig { crash_fraction: 0.2, seed: 32, ..cfg };
+    let a = with_threads(&crash, 2);
+    assert_eq!(a.trace_hash, with_threads(&crash, 3).trace_hash, "{a}");
+    assert_eq!(a.incorrect, 0, "{a}");
+    assert_eq!(a.correct + a.lost, a.issued, "{a}");
+}
+
+/// The faults and the key-value workload on two threads: every lookup ends, and a run
+/// replays with another thread count.
+#[test]
+fn faults_and_storage_run_on_threads_and_replay() {
+    let base = SimConfig {
+        nodes: 60,
+        lookups: 1200,
+        seed: 23,
+        join_rate: 60.0,
+        settle: Duration::from_secs(5),
+        duration: Some(Duration::from_secs(30)),
+        net: NetConfig { regions: 3, loss: 0.01, loss_mode: LossMode::Tcp, ..NetConfig::default() },
+        threads: 2,
+        ..SimConfig::default()
+    };
+    let runs = [
+        SimConfig {
+            split: Some(SplitPlan {
+                mode: SplitMode::Hold,
+                fraction: 0.3,
+                at: Duration::from_secs(5),
+                length: Duration::from_secs(2),
+            }),
+            ..base.clone()
+        },
+        SimConfig { crash_fraction: 0.2, bounce_after: Some(Duration::from_secs(3)), ..base.clone() },
+        SimConfig { net: NetConfig { loss: 0.02, loss_mode: LossMode::Drop, ..NetConfig::default() }, ..base.clone() },
+        SimConfig { kv: Some(KvConfig { keys: 200, ..KvConfig::default() }), ..base.clone() },
+    ];
+    for cfg in runs {
+        let a = run(cfg.clone());
+        let b = with_threads(&cfg, 3);
+        assert_eq!(a.trace_hash, b.trace_hash, "{cfg:?}");
+        assert_eq!(a.issued, 1200, "{cfg:?}");
+        assert_eq!(a.correct + a.incorrect + a.lost, a.issued, "every lookup ended: {a}");
+        if let Some(kv) = &a.kv {
+            assert_eq!(kv.kv_readable, 200, "{a}");
+        }
+    }
+}
+
+/// `Sim::run_until` on threads stops at its instant: no event after it is processed.
+#[test]
+fn run_until_on_threads_processes_nothing_after_its_instant() {
+    let cfg = SimConfig { threads: 2, ..SimConfig::default() };
+    let mut sim = Sim::new(cfg);
+    let hosts: Vec<u32> = (0..20).map(|_| sim.add_host()).collect();
+    for &h in &hosts[1..] {
+        sim.join(h, hosts[0]);
+    }
+    for ms in (10..5_000).step_by(7) {
+        let t = wendy_proto::Instant::from_micros(ms * 1_000);
+        sim.run_until(t);
+        assert_eq!(sim.now(), t);
+    }
+    assert!(sim.events() > 1_000, "{} events", sim.events());
+}
