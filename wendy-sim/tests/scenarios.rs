@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+mod common;
+
 use wendy_sim::{run, Build, ChurnConfig, LossMode, NetConfig, NodeParams, Report, SessionDist, SimConfig, Topology};
 
 fn show(name: &str, cfg: &SimConfig, r: &Report) {
@@ -479,41 +481,7 @@ fn lookups_delivered_after_their_timeout_are_not_lost() {
 /// the same seed replays them exactly.
 #[test]
 fn every_fault_runs_and_replays() {
-    use wendy_sim::{parse_churn_trace, LossMode, NetConfig, SplitMode, SplitPlan};
-    let base = SimConfig {
-        nodes: 60,
-        lookups: 1200,
-        seed: 23,
-        join_rate: 60.0,
-        settle: Duration::from_secs(5),
-        duration: Some(Duration::from_secs(30)),
-        net: NetConfig { regions: 3, loss: 0.01, loss_mode: LossMode::Tcp, ..NetConfig::default() },
-        ..SimConfig::default()
-    };
-    let trace = parse_churn_trace("time_s,node,state\n2,5,down\n6,5,up\n8,1000,up\n12,7,down\n").unwrap();
-    let runs = [
-        SimConfig {
-            split: Some(SplitPlan {
-                mode: SplitMode::Partition,
-                fraction: 0.3,
-                at: Duration::from_secs(5),
-                length: Duration::from_secs(5),
-            }),
-            ..base.clone()
-        },
-        SimConfig {
-            split: Some(SplitPlan {
-                mode: SplitMode::Hold,
-                fraction: 0.3,
-                at: Duration::from_secs(5),
-                length: Duration::from_secs(2),
-            }),
-            ..base.clone()
-        },
-        SimConfig { crash_fraction: 0.2, bounce_after: Some(Duration::from_secs(3)), ..base.clone() },
-        SimConfig { churn_trace: trace, ..base.clone() },
-        SimConfig { net: NetConfig { loss: 0.02, loss_mode: LossMode::Drop, ..NetConfig::default() }, ..base.clone() },
-    ];
+    let runs = common::fault_runs(&common::fault_base());
     for cfg in runs {
         let a = run(cfg.clone());
         let b = run(cfg.clone());

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use wendy_sim::{run, KvConfig, LossMode, NetConfig, NodeParams, Report, Sim, SimConfig, SplitMode, SplitPlan};
+mod common;
+
+use wendy_sim::{run, KvConfig, NodeParams, Report, Sim, SimConfig};
 
 fn with_threads(cfg: &SimConfig, threads: usize) -> Report {
     run(SimConfig { threads, ..cfg.clone() })
@@ -49,31 +51,9 @@ fn any_count_of_threads_from_two_gives_the_same_run() {
 /// replays with another thread count.
 #[test]
 fn faults_and_storage_run_on_threads_and_replay() {
-    let base = SimConfig {
-        nodes: 60,
-        lookups: 1200,
-        seed: 23,
-        join_rate: 60.0,
-        settle: Duration::from_secs(5),
-        duration: Some(Duration::from_secs(30)),
-        net: NetConfig { regions: 3, loss: 0.01, loss_mode: LossMode::Tcp, ..NetConfig::default() },
-        threads: 2,
-        ..SimConfig::default()
-    };
-    let runs = [
-        SimConfig {
-            split: Some(SplitPlan {
-                mode: SplitMode::Hold,
-                fraction: 0.3,
-                at: Duration::from_secs(5),
-                length: Duration::from_secs(2),
-            }),
-            ..base.clone()
-        },
-        SimConfig { crash_fraction: 0.2, bounce_after: Some(Duration::from_secs(3)), ..base.clone() },
-        SimConfig { net: NetConfig { loss: 0.02, loss_mode: LossMode::Drop, ..NetConfig::default() }, ..base.clone() },
-        SimConfig { kv: Some(KvConfig { keys: 200, ..KvConfig::default() }), ..base.clone() },
-    ];
+    let base = SimConfig { threads: 2, ..common::fault_base() };
+    let mut runs = common::fault_runs(&base);
+    runs.push(SimConfig { kv: Some(KvConfig { keys: 200, ..KvConfig::default() }), ..base });
     for cfg in runs {
         let a = run(cfg.clone());
         let b = with_threads(&cfg, 3);
