@@ -24,7 +24,7 @@ impl Sim {
         if self.pool.is_some() {
             return self.step_batch(limit);
         }
-        if self.queue.peek_time().is_none_or(|t| t > limit) {
+        if limit != NEVER && self.queue.peek_time().is_none_or(|t| t > limit) {
             return false;
         }
         let Some((t, ev)) = self.queue.pop() else { return false };
@@ -62,6 +62,7 @@ impl Sim {
     /// in their order, and the nodes' jobs ([`Job::run`]) run at once on the pool's threads.
     /// The batches, and so the run, are the same whatever the number of threads. A control
     /// event (a join, a lookup, a crash) is a batch of its own.
+    #[inline(never)]
     fn step_batch(&mut self, limit: u64) -> bool {
         let Some((t0, first)) = self.queue.peek() else { return false };
         if t0 > limit {
@@ -97,6 +98,7 @@ impl Sim {
             self.events += 1;
             self.links.new_batch();
             if let Some(job) = self.event_job(ev) {
+                let job = self.batch_job(job);
                 pool.post(jobs, job);
                 jobs += 1;
             }

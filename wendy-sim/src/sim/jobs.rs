@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use wendy_proto::store::Store;
-use wendy_proto::{ConnId, Instant, Node, Output, Stats};
+use wendy_proto::{ConnId, Instant, Node, Output};
 
 use super::{Sim, NEVER};
 use crate::queue::Ev;
@@ -39,14 +39,56 @@ pub(super) struct Job {
     outs: Vec<Output>,
     /// The node's counters after the input, and (without a storage layer) its next deadline:
     /// read where the job ran, whose cache holds the node.
-    after: Option<(Stats, Option<u64>)>,
+    after: Option<After>,
     /// A link to free after the outputs, if neither side can use it any more.
     pub(super) then_free: Option<u32>,
 }
 
+/// What a job read of its node after the input: the counters the simulator accounts
+/// ([`Counts`]), and without a storage layer the node's next deadline.
+#[derive(Clone, Copy)]
+pub(super) struct After {
+    counts: Counts,
+    next: Option<u64>,
+}
+
+/// The counters of a node the simulator accounts after each input (a few of its `Stats`).
+#[derive(Clone, Copy)]
+struct Counts {
+    control_frames_out: u64,
+    control_bytes_out: u64,
+    acks_out: u64,
+    reroutes: u64,
+    custody_reroutes: u64,
+}
+
+impl Counts {
+    fn of(node: &Node) -> Self {
+        let st = node.stats();
+        Counts {
+            control_frames_out: st.control_frames_out,
+            control_bytes_out: st.control_bytes_out,
+            acks_out: st.acks_out,
+            reroutes: st.reroutes,
+            custody_reroutes: st.custody_reroutes,
+        }
+    }
+}
+
 impl Job {
-    /// Feeds the input and drains every output.
+    /// Feeds the input and drains every output (the batches' way: the outputs wait in the job
+    /// for [`Sim::finish_job`]).
     pub(super) fn run(&mut self) {
+        self.feed();
+        let now = Instant::from_micros(self.t);
+        let node = &mut self.node;
+        drain(now, node, self.store.as_deref_mut(), &mut self.outs);
+        let next = if self.store.is_none() { deadline(node, None, self.t) } else { None };
+        self.after = Some(After { counts: Counts::of(node), next });
+    }
+
+    /// Feeds the input.
+    fn feed(&mut self) {
         let now = Instant::from_micros(self.t);
         let node = &mut self.node;
         match self.input.take() {
@@ -62,9 +104,6 @@ impl Job {
             Some(Input::Closed(c)) => node.handle_closed(now, c),
             None => {}
         }
-        drain(now, node, self.store.as_deref_mut(), &mut self.outs);
-        let next = if self.store.is_none() { deadline(node, None, self.t) } else { None };
-        self.after = Some((node.stats(), next));
     }
 }
 
@@ -94,60 +133,83 @@ impl Sim {
     pub(super) fn job(&mut self, h: u32, input: Input) -> Option<Job> {
         let node = self.take(h)?;
         let store = self.hosts[h as usize].store.take();
-        let outs = self.spare_outs.pop().unwrap_or_default();
-        Some(Job { h, t: self.now, node, store, input: Some(input), outs, after: None, then_free: None })
+        Some(Job { h, t: self.now, node, store, input: Some(input), outs: Vec::new(), after: None, then_free: None })
     }
 
-    /// Runs a job and its bookkeeping at once (the one-thread engine's way).
+    /// A job for a batch: [`Sim::job`] with an output buffer kept from an earlier one.
+    pub(super) fn batch_job(&mut self, mut job: Job) -> Job {
+        if let Some(outs) = self.spare_outs.pop() {
+            job.outs = outs;
+        }
+        job
+    }
+
+    /// Feeds a job's input and applies each output as the node gives it (the one-thread
+    /// engine's way, with no buffer between the two).
     pub(super) fn run_job(&mut self, mut job: Job) {
-        job.run();
-        self.finish_job(job);
+        job.feed();
+        self.stream(job.h, job.node, job.store);
+        if let Some(l) = job.then_free {
+            self.maybe_free(l);
+        }
     }
 
     /// The simulator's part of a job that ran: the outputs applied in order, the node put
     /// back and its timer re-armed, the link freed if the event asked for it.
     pub(super) fn finish_job(&mut self, mut job: Job) {
         self.now = job.t;
-        let mut outs = std::mem::take(&mut job.outs);
-        self.apply(job.h, job.node, job.store, &mut outs, job.after);
-        self.spare_outs.push(outs);
+        let h = job.h;
+        for out in job.outs.drain(..) {
+            self.apply(h, out);
+        }
+        self.spare_outs.push(job.outs);
+        self.put_back(h, job.node, job.store, job.after);
         if let Some(l) = job.then_free {
             self.maybe_free(l);
         }
     }
 
     /// Drains every output of `node` (host `h`), accounts, re-arms its timer, puts it back.
-    pub(super) fn finish(&mut self, h: u32, mut node: Box<Node>) {
-        let mut store = self.hosts[h as usize].store.take();
-        let mut outs = self.spare_outs.pop().unwrap_or_default();
-        drain(Instant::from_micros(self.now), &mut node, store.as_deref_mut(), &mut outs);
-        self.apply(h, node, store, &mut outs, None);
-        self.spare_outs.push(outs);
+    pub(super) fn finish(&mut self, h: u32, node: Box<Node>) {
+        let store = self.hosts[h as usize].store.take();
+        self.stream(h, node, store);
     }
 
-    /// Applies `outs` (emptying it), accounts, re-arms the timer of host `h` and puts its node
-    /// and storage layer back. `after`: the node's counters and next deadline if the job read
-    /// them (the deadline is read here if the node has a storage layer, which the outputs may
-    /// have changed).
-    fn apply(
-        &mut self,
-        h: u32,
-        node: Box<Node>,
-        mut store: Option<Box<Store>>,
-        outs: &mut Vec<Output>,
-        after: Option<(Stats, Option<u64>)>,
-    ) {
-        for out in outs.drain(..) {
-            match out {
-                Output::Connect { conn, addr } => self.on_connect(h, conn, addr),
-                Output::Transmit { conn, data } => self.on_transmit(h, conn, data),
-                Output::Close { conn } => self.on_close(h, conn),
-                Output::Deliver(d) => self.on_deliver(h, d),
-                Output::Forwarded { key, purpose, next, .. } => self.on_forwarded(h, key, purpose, next),
-                Output::Event(e) => self.on_event(h, e),
-            }
+    /// Applies every output of `node` (host `h`) as it comes (through its storage layer),
+    /// then [`Sim::put_back`].
+    fn stream(&mut self, h: u32, mut node: Box<Node>, mut store: Option<Box<Store>>) {
+        let now = Instant::from_micros(self.now);
+        while let Some(out) = node.poll_output() {
+            let out = match store.as_mut() {
+                Some(s) => match s.handle_output(now, &mut node, out) {
+                    Some(out) => out,
+                    None => continue,
+                },
+                None => out,
+            };
+            self.apply(h, out);
         }
-        let st = after.as_ref().map_or_else(|| node.stats(), |a| a.0);
+        self.put_back(h, node, store, None);
+    }
+
+    /// Applies one output of host `h`'s node to the network, the oracle and the measures.
+    fn apply(&mut self, h: u32, out: Output) {
+        match out {
+            Output::Connect { conn, addr } => self.on_connect(h, conn, addr),
+            Output::Transmit { conn, data } => self.on_transmit(h, conn, data),
+            Output::Close { conn } => self.on_close(h, conn),
+            Output::Deliver(d) => self.on_deliver(h, d),
+            Output::Forwarded { key, purpose, next, .. } => self.on_forwarded(h, key, purpose, next),
+            Output::Event(e) => self.on_event(h, e),
+        }
+    }
+
+    /// Accounts, re-arms the timer of host `h` and puts its node and storage layer back, once
+    /// every output was applied. `after`: the node's counters and next deadline if the job
+    /// read them (the deadline is read here if the node has a storage layer, which the
+    /// outputs may have changed).
+    fn put_back(&mut self, h: u32, node: Box<Node>, mut store: Option<Box<Store>>, after: Option<After>) {
+        let st = after.map_or_else(|| Counts::of(&node), |a| a.counts);
         if let Some(s) = store.as_mut() {
             self.kv_collect(h, s);
         }
@@ -159,7 +221,7 @@ impl Sim {
         self.m.reroutes += dr;
         self.m.custody_reroutes += dc;
         let next = match after {
-            Some((_, next)) if store.is_none() => next,
+            Some(After { next, .. }) if store.is_none() => next,
             _ => deadline(&node, store.as_deref(), self.now),
         };
         host.node = Some(node);
