@@ -115,6 +115,11 @@ pub(crate) struct Queue {
     /// last staged one when it stepped back, so it comes before every entry of the heap of its
     /// instant (those were scheduled after it) and after every staged one.
     spilled: Vec<Entry>,
+    /// Events a batch took out and gave back ([`Queue::give_back`]), in their order: each comes
+    /// before every entry of the heap of its instant (those were scheduled after it).
+    carried: VecDeque<Entry>,
+    /// Events given back during the current batch, until [`Queue::end_give_back`].
+    given: Vec<Entry>,
 }
 
 /// How many of the next events [`Queue::ahead`] can show.
@@ -160,6 +165,8 @@ impl Default for Queue {
             peak: 0,
             staged: VecDeque::with_capacity(LOOKAHEAD + 2),
             spilled: Vec::new(),
+            carried: VecDeque::new(),
+            given: Vec::new(),
         }
     }
 }
@@ -225,7 +232,7 @@ impl Queue {
     /// The earliest event, if any.
     pub(crate) fn pop(&mut self) -> Option<(u64, Ev)> {
         self.stage();
-        let e = self.staged.pop_front()?;
+        let e = if self.carried_first() { self.carried.pop_front() } else { self.staged.pop_front() }?;
         self.len -= 1;
         Some((e.time, e.ev))
     }
@@ -234,7 +241,38 @@ impl Queue {
     /// earlier event is pushed first.
     pub(crate) fn peek(&mut self) -> Option<(u64, Ev)> {
         self.stage();
-        self.staged.front().map(|e| (e.time, e.ev))
+        let e = if self.carried_first() { self.carried.front() } else { self.staged.front() };
+        e.map(|e| (e.time, e.ev))
+    }
+
+    /// True if the next event is a carried one (given back by an earlier batch): at the same
+    /// time as the next staged one, it was scheduled first.
+    #[inline]
+    fn carried_first(&self) -> bool {
+        match (self.carried.front(), self.staged.front()) {
+            (None, _) => false,
+            (Some(c), Some(s)) => c.time <= s.time,
+            (Some(_), None) => true,
+        }
+    }
+
+    /// Gives back an event just taken by [`Queue::pop`], for a later batch: once
+    /// [`Queue::end_give_back`] is called, the events given back come next, in the order they
+    /// were given and before every event that was pending when they were taken, each at its
+    /// time (an event pushed meanwhile that is earlier comes before them, one at the same
+    /// time after them). A batch of the engine sets aside this way the events of a host that
+    /// has one in the batch already.
+    pub(crate) fn give_back(&mut self, time: u64, ev: Ev) {
+        self.given.push(Entry { time, ev });
+        self.len += 1;
+    }
+
+    /// Puts the events given back since the last call in front of the events carried from
+    /// earlier batches (they were all taken before those).
+    pub(crate) fn end_give_back(&mut self) {
+        while let Some(e) = self.given.pop() {
+            self.carried.push_front(e);
+        }
     }
 
     /// Stages the next events (up to [`LOOKAHEAD`] + 1 of them).
@@ -308,10 +346,14 @@ impl Queue {
 
     /// Time of the earliest event.
     pub(crate) fn peek_time(&self) -> Option<u64> {
-        if let Some(e) = self.staged.front() {
-            return Some(e.time);
+        let queued = match self.staged.front() {
+            Some(e) => Some(e.time),
+            None => self.next_unstaged(),
+        };
+        match (self.carried.front(), queued) {
+            (Some(c), Some(q)) => Some(c.time.min(q)),
+            (c, q) => c.map(|c| c.time).or(q),
         }
-        self.next_unstaged()
     }
 
     /// The time of the earliest event not staged.
@@ -346,7 +388,11 @@ impl Queue {
 
     /// Heap bytes the queue holds (entries times allocated capacity).
     pub(crate) fn heap_bytes(&self) -> usize {
-        (self.buckets.iter().map(Vec::capacity).sum::<usize>() + self.staged.capacity() + self.spilled.capacity())
+        (self.buckets.iter().map(Vec::capacity).sum::<usize>()
+            + self.staged.capacity()
+            + self.spilled.capacity()
+            + self.carried.capacity()
+            + self.given.capacity())
             * std::mem::size_of::<Entry>()
             + self.buckets.capacity() * std::mem::size_of::<Vec<Entry>>()
             + self.early.capacity() * std::mem::size_of::<Reverse<(u64, u64, EarlyEv)>>()
@@ -483,5 +529,40 @@ mod tests {
             assert_eq!(q.pop(), Some((t, Ev::Timer { host: s, gen: 0 })));
         }
         assert_eq!(q.pop(), None);
+    }
+
+    /// Events given back come next once the batch ends, in their order and each at its time:
+    /// before the events of their instant still in the heap (scheduled after them), after an
+    /// earlier event pushed meanwhile, and a later batch's give-backs go before what is
+    /// still carried.
+    #[test]
+    fn events_given_back_come_first_at_their_time() {
+        let mut q = Queue::default();
+        let t = |host| Ev::Timer { host, gen: 0 };
+        for (time, host) in [(10, 1), (10, 2), (12, 3), (12, 4), (15, 5), (20, 6)] {
+            q.push(time, t(host));
+        }
+        assert_eq!(q.pop(), Some((10, t(1))));
+        let (time, ev) = q.pop().unwrap();
+        q.give_back(time, ev);
+        assert_eq!(q.pop(), Some((12, t(3))));
+        let (time, ev) = q.pop().unwrap();
+        q.give_back(time, ev);
+        assert_eq!(q.len(), 4);
+        q.end_give_back();
+        // Pushed after the batch: 11 is earlier than a carried event, 12 ties with one.
+        q.push(11, t(7));
+        q.push(12, t(8));
+        assert_eq!(q.peek_time(), Some(10));
+        assert_eq!(q.pop(), Some((10, t(2))));
+        assert_eq!(q.pop(), Some((11, t(7))));
+        // A second batch gives back the next one: it goes before the rest still carried.
+        let (time, ev) = q.pop().unwrap();
+        assert_eq!((time, ev), (12, t(4)));
+        q.give_back(time, ev);
+        q.end_give_back();
+        let rest: Vec<(u64, Ev)> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(rest, vec![(12, t(4)), (12, t(8)), (15, t(5)), (20, t(6))]);
+        assert_eq!(q.len(), 0);
     }
 }

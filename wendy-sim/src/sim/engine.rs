@@ -55,13 +55,15 @@ impl Sim {
     }
 
     /// Processes the next batch of events: the next events, in their order, up to the first
-    /// that is a control event, is due a window or more after the first (the least latency of
-    /// the network, [`crate::net`]), or is for a host with an event in the batch already.
-    /// Nothing one host does reaches another sooner than that latency, so no event of the
-    /// batch depends on what another one's node does: the simulator's part of each event runs
-    /// in their order, and the nodes' jobs ([`Job::run`]) run at once on the pool's threads.
-    /// The batches, and so the run, are the same whatever the number of threads. A control
-    /// event (a join, a lookup, a crash) is a batch of its own.
+    /// that is a control event or is due a window or more after the first (the least latency
+    /// of the network, [`crate::net`]), less those of hosts with an event in the batch
+    /// already: those are given back to the queue ([`crate::queue::Queue::give_back`]) and
+    /// come first in the next batch. Nothing one host does reaches another sooner than that
+    /// latency, so no event of the batch depends on what another one's node does, nor on the
+    /// events set aside: the simulator's part of each event runs in their order, and the
+    /// nodes' jobs ([`Job::run`]) run at once on the pool's threads. The batches, and so the
+    /// run, are the same whatever the number of threads. A control event (a join, a lookup,
+    /// a crash) is a batch of its own.
     #[inline(never)]
     fn step_batch(&mut self, limit: u64) -> bool {
         let Some((t0, first)) = self.queue.peek() else { return false };
@@ -86,15 +88,19 @@ impl Sim {
                 break;
             }
             let Some(h) = self.host_of(ev) else { break };
+            self.queue.pop();
+            self.warm_ahead();
             if hosts.contains(&h) {
-                break;
+                // Its host's node is busy with an earlier event of the batch: it waits for a
+                // later batch, and so does every later event of that host.
+                self.queue.give_back(t, ev);
+                continue;
             }
             hosts.push(h);
-            self.queue.pop();
             // Each event's own time: an event may come a little before one of the previous
             // batch (a timer its own node set meanwhile), and its host sees it at its time.
             self.now = t;
-            last = t;
+            last = last.max(t);
             self.events += 1;
             self.links.new_batch();
             if let Some(job) = self.event_job(ev) {
@@ -103,6 +109,7 @@ impl Sim {
                 jobs += 1;
             }
         }
+        self.queue.end_give_back();
         for i in 0..jobs {
             let job = pool.take(i);
             self.links.new_batch();
