@@ -201,9 +201,11 @@ impl Sim {
         self.m.peak_alive = self.m.peak_alive.max(self.m.alive);
     }
 
-    /// Brings the population integrals, the run's and each bucket's, up to now.
+    /// Brings the population integrals, the run's and each bucket's, up to now. On several
+    /// threads the clock can stand a little before the last instant integrated (a batch's
+    /// events are in time order for each host, not across hosts): those stay where they are.
     pub(super) fn integrate(&mut self) {
-        let (now, m) = (self.now, &mut self.m);
+        let (now, m) = (self.now.max(self.m.int_at), &mut self.m);
         let (alive, dt) = (u128::from(m.alive), u128::from(now - m.int_at));
         m.live_int += dt * alive;
         m.joined_int += dt * self.oracle.joined.len() as u128;
