@@ -130,7 +130,9 @@ impl Sim {
     /// nodes the state is gigabytes read at random and almost every record is out of the cache
     /// when its event comes; each step reads only what an earlier step started loading, so the
     /// loads overlap the current event instead of being waited for one after another. A hint
-    /// only: the run is the same, event for event.
+    /// only: the run is the same, event for event. The events ahead are those the queue has
+    /// staged ([`crate::queue::Queue::ahead`]): on threads, events a batch set aside come
+    /// before them and are not warmed.
     fn warm_ahead(&self) {
         if let Some(ev) = self.queue.ahead(3) {
             match ev {
