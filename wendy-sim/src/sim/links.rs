@@ -41,7 +41,7 @@ pub(super) struct Link {
     /// Latest arrival scheduled towards each side: frames never overtake each other.
     pub(super) last: [u64; 2],
     /// Something was sent towards the accepting side before its node was handed the
-    /// connection (see [`Sim::on_syn_ack`]).
+    /// connection (see [`Sim::syn_ack_job`]).
     pub(super) fed: bool,
 }
 
