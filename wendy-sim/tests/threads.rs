@@ -91,3 +91,38 @@ fn run_until_on_threads_processes_nothing_after_its_instant() {
     }
     assert!(sim.events() > 1_000, "{} events", sim.events());
 }
+
+/// Lookups issued more often than the network's least latency go into the batches as jobs of
+/// their origins, drawn in the batch's order: they no longer cut each batch short (a lookup a
+/// batch of its own, and the batch before it ended there), and two and three threads still
+/// give one run, every lookup at the right node.
+#[test]
+fn lookups_join_the_batches_and_replay() {
+    let cfg = SimConfig {
+        node: NodeParams { insecure_plaintext: true, ..NodeParams::default() },
+        nodes: 200,
+        lookups: 20_000,
+        lookup_rate: 20_000.0,
+        join_rate: 200.0,
+        seed: 33,
+        threads: 2,
+        ..SimConfig::default()
+    };
+    let a = run(cfg.clone());
+    assert_eq!(a.join_failures, 0, "{a}");
+    assert_eq!(a.correct, a.issued, "{a}");
+    // A lookup every 50 µs against batches of 1 ms: were each lookup a batch of its own, they
+    // would add a batch each at least to the run without them (38,314 for these 20,000 when
+    // they were; 3,491 now).
+    let without = run(SimConfig { lookups: 0, ..cfg.clone() });
+    let added = a.batches.saturating_sub(without.batches);
+    assert!(
+        without.batches > 0 && added * 3 < a.issued,
+        "{added} batches more for {} lookups: {a}\n{without}",
+        a.issued
+    );
+    let b = with_threads(&cfg, 3);
+    assert_eq!(a.trace_hash, b.trace_hash, "{a}\n{b}");
+    assert_eq!(a.batches, b.batches);
+    assert_eq!(with_threads(&cfg, 1).batches, 0);
+}

@@ -304,6 +304,10 @@ pub struct Report {
     pub events_per_s: f64,
     /// Most events pending in the queue at once.
     pub peak_pending_events: u64,
+    /// Batches the events were processed in, on several threads ([`crate::SimConfig::threads`]);
+    /// 0 on one thread. A scenario event that is not a lookup (a join, a crash, a sample) is a
+    /// batch of its own.
+    pub batches: u64,
     /// Simulated time at the end, seconds.
     pub sim_s: f64,
     /// Wall time of the run, seconds (not reproducible).

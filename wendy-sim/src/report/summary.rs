@@ -61,11 +61,15 @@ impl fmt::Display for Report {
                 kv.kv_bytes_per_node_per_s
             )?;
         }
-        writeln!(
+        write!(
             f,
             "  engine       {} events in {:.2}s wall ({:.0} events/s), {:.1}s simulated, peak {} pending",
             self.events, self.wall_s, self.events_per_s, self.sim_s, self.peak_pending_events
         )?;
+        if self.batches > 0 {
+            write!(f, ", in {} batches ({:.1} events each)", self.batches, self.events as f64 / self.batches as f64)?;
+        }
+        writeln!(f)?;
         writeln!(
             f,
             "  memory       peak RSS {:.1} MiB, {} bytes per node; the largest sample at {:.1}s simulated",

@@ -7,7 +7,7 @@ use wendy_proto::Instant;
 use super::hosts::Host;
 use super::jobs::Job;
 use super::{Sim, NEVER};
-use crate::queue::Ev;
+use crate::queue::{Ctl, Ev};
 
 impl Sim {
     /// Processes the next event, or with several threads ([`SimConfig::threads`]) the next
@@ -62,8 +62,10 @@ impl Sim {
     /// latency, so no event of the batch depends on what another one's node does, nor on the
     /// events set aside: the simulator's part of each event runs in their order, and the
     /// nodes' jobs ([`Job::run`]) run at once on the pool's threads. The batches, and so the
-    /// run, are the same whatever the number of threads. A control event (a join, a lookup,
-    /// a crash) is a batch of its own.
+    /// run, are the same whatever the number of threads. A lookup is a job of its origin's
+    /// (drawn when the batch reaches it; an origin already in the batch ends it, and the lookup
+    /// comes first in the next); any other control event (a join, a crash, a sample) is a batch
+    /// of its own.
     #[inline(never)]
     fn step_batch(&mut self, limit: u64) -> bool {
         let Some((t0, first)) = self.queue.peek() else { return false };
@@ -71,13 +73,18 @@ impl Sim {
             return false;
         }
         let clock = self.now;
-        if let Ev::Ctl(c) = first {
-            self.queue.pop();
-            self.now = clock.max(t0);
-            self.events += 1;
-            self.links.new_batch();
-            self.on_ctl(c);
-            return true;
+        self.batches += 1;
+        match first {
+            Ev::Ctl(Ctl::Lookup) => {}
+            Ev::Ctl(c) => {
+                self.queue.pop();
+                self.now = clock.max(t0);
+                self.events += 1;
+                self.links.new_batch();
+                self.on_ctl(c);
+                return true;
+            }
+            _ => {}
         }
         let horizon = t0.saturating_add(self.window);
         let Some(pool) = self.pool.take() else { return false };
@@ -86,6 +93,25 @@ impl Sim {
         while let Some((t, ev)) = self.queue.peek() {
             if t > limit || t >= horizon {
                 break;
+            }
+            if ev == Ev::Ctl(Ctl::Lookup) {
+                // A lookup is a job of its origin's, drawn in the batch's order; an origin
+                // busy in the batch already waits for the next batch, whose first it is.
+                if self.next_lookup_origin().is_some_and(|o| hosts.contains(&o)) {
+                    break;
+                }
+                self.queue.pop();
+                self.warm_ahead();
+                (self.now, last) = (t, last.max(t));
+                self.events += 1;
+                self.links.new_batch();
+                if let Some(job) = self.next_lookup_as(true) {
+                    hosts.push(job.h);
+                    let job = self.batch_job(job);
+                    pool.post(jobs, job);
+                    jobs += 1;
+                }
+                continue;
             }
             let Some(h) = self.host_of(ev) else { break };
             self.queue.pop();

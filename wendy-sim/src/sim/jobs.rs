@@ -6,9 +6,9 @@
 
 use bytes::Bytes;
 use wendy_proto::store::Store;
-use wendy_proto::{ConnId, Instant, Node, Output};
+use wendy_proto::{ConnId, Instant, Node, NodeId, Output};
 
-use super::{Sim, NEVER};
+use super::{Sim, LOOKUP_PURPOSE, NEVER};
 use crate::queue::Ev;
 
 /// What a node is fed.
@@ -23,6 +23,8 @@ pub(super) enum Input {
     Bytes(ConnId, Bytes),
     /// The peer closed a connection.
     Closed(ConnId),
+    /// The simulator's lookup number `lookup`: routed towards `key` ([`wendy_proto::Node::send`]).
+    Send { key: NodeId, payload: Bytes, lookup: u64 },
 }
 
 /// One input to one node and the outputs it gave: the part of an event that reads and writes
@@ -42,6 +44,8 @@ pub(super) struct Job {
     after: Option<After>,
     /// A link to free after the outputs, if neither side can use it any more.
     pub(super) then_free: Option<u32>,
+    /// The lookup of an [`Input::Send`] the node refused: lost once the outputs are applied.
+    refused: Option<u64>,
 }
 
 /// What a job read of its node after the input: the counters the simulator accounts
@@ -102,6 +106,9 @@ impl Job {
             Some(Input::ConnectFailed(c)) => node.handle_connect_failed(now, c),
             Some(Input::Bytes(c, data)) => node.handle_bytes(now, c, data),
             Some(Input::Closed(c)) => node.handle_closed(now, c),
+            Some(Input::Send { key, payload, lookup }) => {
+                self.refused = node.send(now, key, LOOKUP_PURPOSE, payload).is_err().then_some(lookup);
+            }
             None => {}
         }
     }
@@ -133,7 +140,8 @@ impl Sim {
     pub(super) fn job(&mut self, h: u32, input: Input) -> Option<Job> {
         let node = self.take(h)?;
         let store = self.hosts[h as usize].store.take();
-        Some(Job { h, t: self.now, node, store, input: Some(input), outs: Vec::new(), after: None, then_free: None })
+        let input = Some(input);
+        Some(Job { h, t: self.now, node, store, input, outs: Vec::new(), after: None, then_free: None, refused: None })
     }
 
     /// A job for a batch: [`Sim::job`] with an output buffer kept from an earlier one.
@@ -152,6 +160,9 @@ impl Sim {
         if let Some(l) = job.then_free {
             self.maybe_free(l);
         }
+        if let Some(id) = job.refused {
+            self.lookup_failed(id);
+        }
     }
 
     /// The simulator's part of a job that ran: the outputs applied in order, the node put
@@ -166,6 +177,9 @@ impl Sim {
         self.put_back(h, job.node, job.store, job.after);
         if let Some(l) = job.then_free {
             self.maybe_free(l);
+        }
+        if let Some(id) = job.refused {
+            self.lookup_failed(id);
         }
     }
 

@@ -303,6 +303,7 @@ impl Sim {
             events: self.events,
             events_per_s: self.events as f64 / wall_s.max(1e-9),
             peak_pending_events: self.queue.peak() as u64,
+            batches: self.batches,
             sim_s: end as f64 / 1e6,
             wall_s,
             peak_rss_bytes: peak_rss,

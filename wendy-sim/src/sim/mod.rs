@@ -72,6 +72,8 @@ pub struct Sim {
     queue: Queue,
     /// Events processed so far.
     events: u64,
+    /// Batches made so far (threads only, [`SimConfig::threads`]).
+    batches: u64,
     /// The threads that run the nodes' jobs of a batch (`None`: one event at a time).
     pool: Option<Pool>,
     /// How far after its first event a batch reaches (microseconds): the network's least
@@ -121,6 +123,7 @@ impl Sim {
             now: 0,
             queue: Queue::default(),
             events: 0,
+            batches: 0,
             hosts,
             ids: IdMap::default(),
             rng_place,

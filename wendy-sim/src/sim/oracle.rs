@@ -8,6 +8,7 @@ use bytes::Bytes;
 use wendy_proto::{Delivery, Instant, NodeId};
 
 use super::hosts::IdMap;
+use super::jobs::{Input, Job};
 use super::{Outcome, Sim, LOOKUP_PURPOSE, NONE};
 
 /// A lookup in flight (or finished, until it leaves the front of the queue).
@@ -70,6 +71,32 @@ impl Oracle {
 impl Sim {
     /// Routes a lookup from `origin` towards `key`; its outcome is recorded by the oracle.
     pub fn lookup(&mut self, origin: u32, key: NodeId) {
+        let (id, payload) = self.record_lookup(origin, key);
+        let Some(mut node) = self.take(origin) else {
+            self.lookup_failed(id);
+            return;
+        };
+        let r = node.send(Instant::from_micros(self.now), key, LOOKUP_PURPOSE, payload);
+        self.finish(origin, node);
+        if r.is_err() {
+            self.lookup_failed(id);
+        }
+    }
+
+    /// [`Sim::lookup`] as a job of a batch: the oracle records the lookup now, and the origin's
+    /// node sends it in the job ([`Input::Send`]); `None` if the origin is down (the lookup is
+    /// then lost, as [`Sim::lookup`] counts it).
+    pub(super) fn lookup_job(&mut self, origin: u32, key: NodeId) -> Option<Job> {
+        let (id, payload) = self.record_lookup(origin, key);
+        let job = self.job(origin, Input::Send { key, payload, lookup: id });
+        if job.is_none() {
+            self.lookup_failed(id);
+        }
+        job
+    }
+
+    /// The oracle's record of a lookup issued now: its number, and the payload that carries it.
+    fn record_lookup(&mut self, origin: u32, key: NodeId) -> (u64, Bytes) {
         let id = self.oracle.recs_base + self.oracle.recs.len() as u64;
         self.m.issued += 1;
         self.oracle.last_issue = self.now;
@@ -87,17 +114,13 @@ impl Sim {
         self.m.bucket(self.now).lookups.issued += 1;
         let mut payload = vec![0u8; self.cfg.payload_bytes.max(8)];
         payload[..8].copy_from_slice(&id.to_le_bytes());
-        let Some(mut node) = self.take(origin) else {
-            self.m.send_errors += 1;
-            self.resolve(id, Outcome::Lost);
-            return;
-        };
-        let r = node.send(Instant::from_micros(self.now), key, LOOKUP_PURPOSE, Bytes::from(payload));
-        self.finish(origin, node);
-        if r.is_err() {
-            self.m.send_errors += 1;
-            self.resolve(id, Outcome::Lost);
-        }
+        (id, Bytes::from(payload))
+    }
+
+    /// Lookup `id` could not be sent (its origin is down, or refused it): lost.
+    pub(super) fn lookup_failed(&mut self, id: u64) {
+        self.m.send_errors += 1;
+        self.resolve(id, Outcome::Lost);
     }
 
     pub(super) fn add_joined(&mut self, h: u32) {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use wendy_proto::rng::Rng;
 use wendy_proto::NodeId;
 
+use super::jobs::Job;
 use super::measure::PhaseMarks;
 use super::{Sim, NEVER, SEC};
 use crate::config::{Build, SessionDist};
@@ -270,21 +271,45 @@ impl Sim {
     }
 
     fn next_lookup(&mut self) {
+        self.next_lookup_as(false);
+    }
+
+    /// Issues the next lookup (drawn and recorded by the oracle) and schedules the one after.
+    /// With `batch`, the origin's part is returned as a job of the batch being made
+    /// ([`Sim::lookup_job`]) rather than run at once.
+    pub(super) fn next_lookup_as(&mut self, batch: bool) -> Option<Job> {
         self.sweep(false);
         if self.m.issued >= self.cfg.lookups {
-            return;
+            return None;
         }
+        let mut job = None;
         let joined = &self.oracle.joined_list;
         if !joined.is_empty() {
             let origin = joined[self.sc.rng_work.below(joined.len() as u64) as usize];
             let key = NodeId::from_u128(self.sc.rng_work.next_u128());
-            self.lookup(origin, key);
+            if batch {
+                job = self.lookup_job(origin, key);
+            } else {
+                self.lookup(origin, key);
+            }
         }
         if self.m.issued < self.cfg.lookups {
             let rate = self.cfg.effective_lookup_rate().max(1e-9);
             let gap = exp_sample(&mut self.sc.rng_work, 1e6 / rate) as u64;
             self.queue.push(self.now + gap, Ev::Ctl(Ctl::Lookup));
         }
+        job
+    }
+
+    /// The host the next lookup's origin will be, as [`Sim::next_lookup_as`] would draw it
+    /// now, without drawing it; `None` if it would issue none.
+    pub(super) fn next_lookup_origin(&self) -> Option<u32> {
+        if self.m.issued >= self.cfg.lookups {
+            return None;
+        }
+        let joined = &self.oracle.joined_list;
+        let mut rng = self.sc.rng_work.clone();
+        (!joined.is_empty()).then(|| joined[rng.below(joined.len() as u64) as usize])
     }
 
     fn crash_fraction(&mut self) {
