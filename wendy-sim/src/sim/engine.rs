@@ -94,42 +94,37 @@ impl Sim {
             if t > limit || t >= horizon {
                 break;
             }
-            if ev == Ev::Ctl(Ctl::Lookup) {
-                // A lookup is a job of its origin's, drawn in the batch's order; an origin
-                // busy in the batch already waits for the next batch, whose first it is.
+            // A lookup is a job of its origin's, drawn when the batch reaches it: an origin
+            // busy in the batch already waits for the next batch, whose first it is.
+            let lookup = ev == Ev::Ctl(Ctl::Lookup);
+            let host = if lookup {
                 if self.next_lookup_origin().is_some_and(|o| hosts.contains(&o)) {
                     break;
                 }
-                self.queue.pop();
-                self.warm_ahead();
-                (self.now, last) = (t, last.max(t));
-                self.events += 1;
-                self.links.new_batch();
-                if let Some(job) = self.next_lookup_as(true) {
-                    hosts.push(job.h);
-                    let job = self.batch_job(job);
-                    pool.post(jobs, job);
-                    jobs += 1;
-                }
-                continue;
-            }
-            let Some(h) = self.host_of(ev) else { break };
+                None
+            } else {
+                let Some(h) = self.host_of(ev) else { break };
+                Some(h)
+            };
             self.queue.pop();
             self.warm_ahead();
-            if hosts.contains(&h) {
-                // Its host's node is busy with an earlier event of the batch: it waits for a
-                // later batch, and so does every later event of that host.
-                self.queue.give_back(t, ev);
-                continue;
+            if let Some(h) = host {
+                if hosts.contains(&h) {
+                    // Its host's node is busy with an earlier event of the batch: it waits for
+                    // a later batch, and so does every later event of that host.
+                    self.queue.give_back(t, ev);
+                    continue;
+                }
+                hosts.push(h);
             }
-            hosts.push(h);
             // Each event's own time: an event may come a little before one of the previous
             // batch (a timer its own node set meanwhile), and its host sees it at its time.
             self.now = t;
             last = last.max(t);
             self.events += 1;
             self.links.new_batch();
-            if let Some(job) = self.event_job(ev) {
+            let job = if lookup { self.next_lookup_as(true).inspect(|j| hosts.push(j.h)) } else { self.event_job(ev) };
+            if let Some(job) = job {
                 let job = self.batch_job(job);
                 pool.post(jobs, job);
                 jobs += 1;

@@ -283,9 +283,7 @@ impl Sim {
             return None;
         }
         let mut job = None;
-        let joined = &self.oracle.joined_list;
-        if !joined.is_empty() {
-            let origin = joined[self.sc.rng_work.below(joined.len() as u64) as usize];
+        if let Some(origin) = draw_origin(&self.oracle.joined_list, &mut self.sc.rng_work) {
             let key = NodeId::from_u128(self.sc.rng_work.next_u128());
             if batch {
                 job = self.lookup_job(origin, key);
@@ -307,9 +305,7 @@ impl Sim {
         if self.m.issued >= self.cfg.lookups {
             return None;
         }
-        let joined = &self.oracle.joined_list;
-        let mut rng = self.sc.rng_work.clone();
-        (!joined.is_empty()).then(|| joined[rng.below(joined.len() as u64) as usize])
+        draw_origin(&self.oracle.joined_list, &mut self.sc.rng_work.clone())
     }
 
     fn crash_fraction(&mut self) {
@@ -447,6 +443,12 @@ fn session_sample(rng: &mut Rng, median: f64, dist: SessionDist) -> f64 {
             median / 2f64.powf(1.0 / shape) * u.powf(-1.0 / shape)
         }
     }
+}
+
+/// A lookup's origin drawn with `rng` from the joined hosts; `None` (nothing drawn) if there
+/// is none.
+fn draw_origin(joined: &[u32], rng: &mut Rng) -> Option<u32> {
+    (!joined.is_empty()).then(|| joined[rng.below(joined.len() as u64) as usize])
 }
 
 #[cfg(test)]
