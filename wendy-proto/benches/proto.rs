@@ -1,6 +1,8 @@
 //! Benchmarks of the protocol's hot paths: the next-hop decision, the codec, and one forwarded
 //! message from input bytes to the transmit for the next hop; and the cost of one connection's
-//! handshake, encrypted (Noise XX) and plaintext.
+//! handshake, encrypted (Noise XX) and plaintext; and sealing plus opening one record of an
+//! encrypted connection with each ChaCha20-Poly1305 the node can use (ring's, with the `ring`
+//! feature, and RustCrypto's).
 //!
 //! Run with `cargo bench -p wendy-proto --bench proto`.
 //!
@@ -259,7 +261,42 @@ fn handshake(c: &mut Criterion) {
     g.finish();
 }
 
+/// Seals and opens one record (a nonce each) with ring's ChaCha20-Poly1305 and RustCrypto's:
+/// 100 bytes (an ack or one routed message), 926 (the mean record of wendy-tokio's 20-node
+/// throughput cluster) and 16 KiB.
+#[cfg(feature = "ring")]
+fn seal_open(c: &mut Criterion) {
+    use snow::params::CipherChoice;
+    use snow::resolvers::{CryptoResolver, DefaultResolver, RingResolver};
+    let mut g = c.benchmark_group("seal_open");
+    for len in [100usize, 926, 16 * 1024] {
+        g.throughput(Throughput::Bytes(len as u64));
+        let resolvers: [(&str, &dyn CryptoResolver); 2] = [("ring", &RingResolver), ("rustcrypto", &DefaultResolver)];
+        for (name, resolver) in resolvers {
+            let make = || {
+                let mut c = resolver.resolve_cipher(&CipherChoice::ChaChaPoly).expect("ChaChaPoly");
+                c.set(&[5; 32]);
+                c
+            };
+            let (sealer, opener) = (make(), make());
+            let plain = vec![0xab; len];
+            let (mut sealed, mut out) = (vec![0; len + 16], vec![0; len]);
+            let mut nonce = 0;
+            g.bench_function(format!("{name} {len} B"), |bench| {
+                bench.iter(|| {
+                    nonce += 1;
+                    let n = sealer.encrypt(nonce, &[], &plain, &mut sealed);
+                    black_box(opener.decrypt(nonce, &[], &sealed[..n], &mut out).expect("opens"))
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
+    #[cfg(feature = "ring")]
+    seal_open(c);
     handshake(c);
     let mut h = network();
     next_hop(c, &h);
