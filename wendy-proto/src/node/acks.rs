@@ -149,7 +149,7 @@ pub(super) struct InFlight {
 
 impl Node {
     /// Records a routed message written on `conn`, to be acknowledged.
-    pub(super) fn track_route(&mut self, conn: ConnId, route: &Route) {
+    pub(super) fn track_route(&mut self, conn: ConnId, route: Route) {
         let now = self.last_now;
         let reroutes = self.custody.reroutes;
         let token = self.custody.ctx.take();
@@ -158,14 +158,7 @@ impl Node {
         // Bounded by the window: a routed message is written only while it has room
         // ([`Node::enqueue`], [`Node::flush_window`]), so every one is tracked.
         debug_assert!(f.unacked.len() < self.cfg.route_window());
-        f.unacked.push_back(Some(InFlight {
-            route: route.clone(),
-            sent: now,
-            reroutes,
-            token,
-            checked: false,
-            rounds: 0,
-        }));
+        f.unacked.push_back(Some(InFlight { route, sent: now, reroutes, token, checked: false, rounds: 0 }));
         if f.timer.is_none() {
             let peer = c.peer();
             let at = now + self.ack_timeout(peer);

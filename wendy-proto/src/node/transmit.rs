@@ -129,7 +129,7 @@ impl Node {
             // A routed message waits behind the connection's window (and behind those already
             // waiting, to keep their order); anything else goes out at once.
             if !matches!(msg, Message::Route(_)) || (c.pending_len() == 0 && !c.window_full(window)) {
-                self.transmit(conn, &msg);
+                self.transmit_owned(conn, msg);
                 return true;
             }
         }
@@ -184,7 +184,7 @@ impl Node {
             let Some(m) = io.pending.pop_front() else { return };
             self.pending_total -= 1;
             let token = self.take_pending_custody(conn, &m);
-            self.with_custody(token, |n| n.transmit(conn, &m));
+            self.with_custody(token, move |n| n.transmit_owned(conn, m));
         }
     }
 
@@ -193,7 +193,28 @@ impl Node {
     /// ([`Node::seal_pending`]). On an encrypted connection without keys yet only a refusal goes
     /// out (in the clear: it carries one reason code).
     pub(super) fn transmit(&mut self, conn: ConnId, msg: &Message) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        if self.write_frame(conn, msg) {
+            if let Message::Route(r) = msg {
+                self.track_route(conn, r.clone());
+            }
+        }
+    }
+
+    /// [`Node::transmit`] of a message the caller gives up: a routed message moves into its
+    /// connection's record of those in flight rather than being copied there (a reference
+    /// count taken and given back per hop, on a payload other threads may hold too).
+    pub(super) fn transmit_owned(&mut self, conn: ConnId, msg: Message) {
+        if self.write_frame(conn, &msg) {
+            if let Message::Route(r) = msg {
+                self.track_route(conn, r);
+            }
+        }
+    }
+
+    /// Encodes `msg` onto `conn`; false if nothing was written (no such connection, or one
+    /// without keys that may carry only a refusal).
+    fn write_frame(&mut self, conn: ConnId, msg: &Message) -> bool {
+        let Some(c) = self.conns.get_mut(&conn) else { return false };
         let application = msg.is_application();
         if self.cfg.insecure_plaintext {
             self.send_frame(conn, wire::encode(msg), (!application).then(|| msg.kind_index()));
@@ -202,7 +223,7 @@ impl Node {
                 c.io();
                 self.recheck_idle(conn);
             }
-            let Some(io) = self.conns.get_mut(&conn).and_then(|c| c.io.as_deref_mut()) else { return };
+            let Some(io) = self.conns.get_mut(&conn).and_then(|c| c.io.as_deref_mut()) else { return false };
             if io.tx_slot.is_none() {
                 io.tx = self.tx.pool.pop().unwrap_or_default();
                 io.tx_slot = Some(self.tx.polled + self.out.len() as u64);
@@ -222,11 +243,9 @@ impl Node {
         } else if let Message::Reject { reason } = msg {
             self.send_frame(conn, secure::reject_frame(*reason), Some(msg.kind_index()));
         } else {
-            return;
+            return false;
         }
-        if let Message::Route(r) = msg {
-            self.track_route(conn, r);
-        }
+        true
     }
 
     /// Queues one whole frame for the driver, and counts it: `control` is the kind of a
