@@ -157,12 +157,7 @@ impl Sim {
     pub(super) fn run_job(&mut self, mut job: Job) {
         job.feed();
         self.stream(job.h, job.node, job.store);
-        if let Some(l) = job.then_free {
-            self.maybe_free(l);
-        }
-        if let Some(id) = job.refused {
-            self.lookup_failed(id);
-        }
+        self.job_done(job.then_free, job.refused);
     }
 
     /// The simulator's part of a job that ran: the outputs applied in order, the node put
@@ -175,10 +170,16 @@ impl Sim {
         }
         self.spare_outs.push(job.outs);
         self.put_back(h, job.node, job.store, job.after);
-        if let Some(l) = job.then_free {
+        self.job_done(job.then_free, job.refused);
+    }
+
+    /// What is left of a job once its outputs are applied: the link it asked to free, and the
+    /// lookup its node refused (lost).
+    fn job_done(&mut self, then_free: Option<u32>, refused: Option<u64>) {
+        if let Some(l) = then_free {
             self.maybe_free(l);
         }
-        if let Some(id) = job.refused {
+        if let Some(id) = refused {
             self.lookup_failed(id);
         }
     }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
-use wendy_proto::{Delivery, Instant, NodeId};
+use wendy_proto::{Delivery, NodeId};
 
 use super::hosts::IdMap;
 use super::jobs::{Input, Job};
@@ -71,21 +71,14 @@ impl Oracle {
 impl Sim {
     /// Routes a lookup from `origin` towards `key`; its outcome is recorded by the oracle.
     pub fn lookup(&mut self, origin: u32, key: NodeId) {
-        let (id, payload) = self.record_lookup(origin, key);
-        let Some(mut node) = self.take(origin) else {
-            self.lookup_failed(id);
-            return;
-        };
-        let r = node.send(Instant::from_micros(self.now), key, LOOKUP_PURPOSE, payload);
-        self.finish(origin, node);
-        if r.is_err() {
-            self.lookup_failed(id);
+        if let Some(job) = self.lookup_job(origin, key) {
+            self.run_job(job);
         }
     }
 
-    /// [`Sim::lookup`] as a job of a batch: the oracle records the lookup now, and the origin's
-    /// node sends it in the job ([`Input::Send`]); `None` if the origin is down (the lookup is
-    /// then lost, as [`Sim::lookup`] counts it).
+    /// The job that sends a lookup from `origin` towards `key`: the oracle records the lookup
+    /// now, and the origin's node sends it when the job runs ([`Input::Send`]), at once
+    /// ([`Sim::lookup`]) or in a batch; `None` if the origin is down (the lookup is then lost).
     pub(super) fn lookup_job(&mut self, origin: u32, key: NodeId) -> Option<Job> {
         let (id, payload) = self.record_lookup(origin, key);
         let job = self.job(origin, Input::Send { key, payload, lookup: id });
