@@ -183,8 +183,8 @@ impl Node {
     /// peak capacity otherwise. Called every tick, after the housekeeping.
     pub(super) fn trim(&mut self) {
         self.timers.trim();
-        trim_map(&mut self.peers);
-        trim_map(&mut self.conns);
+        self.peers.trim();
+        self.conns.trim();
         trim_map(&mut self.failed);
         trim_map(&mut self.lost_leaves);
         trim_map(&mut self.former_leaves);

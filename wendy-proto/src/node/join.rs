@@ -5,6 +5,8 @@ use core::time::Duration;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
+use thin_vec::ThinVec;
+
 use crate::id::NodeId;
 use crate::info::NodeInfo;
 use crate::output::{CommandError, ConnId, Event, NodeError, Output};
@@ -119,7 +121,9 @@ impl Node {
                     u.ids.retain(|&id| id != from);
                 }
                 if let State::Announcing { awaiting, .. } = &mut self.state {
-                    awaiting.remove(&from);
+                    if let Ok(i) = awaiting.binary_search(&from) {
+                        awaiting.remove(i);
+                    }
                     if awaiting.is_empty() {
                         self.become_ready(now);
                     }
@@ -151,7 +155,7 @@ impl Node {
             _ => return Err(CommandError::AlreadyJoined),
         }
         let own = |a: &SocketAddr| *a == self.cfg.info.local || *a == self.cfg.info.global;
-        let mut list: Vec<SocketAddr> = Vec::with_capacity(bootstraps.len());
+        let mut list: ThinVec<SocketAddr> = ThinVec::with_capacity(bootstraps.len());
         for a in bootstraps.iter().filter(|a| !own(a)) {
             if !list.contains(a) {
                 list.push(*a);
@@ -261,7 +265,7 @@ impl Node {
             let id = info.id;
             n.seen.insert(id);
             let addr = info.addr_from(&self.cfg.info.region);
-            self.peers.entry(id).or_insert_with(|| Box::new(Peer::new(info, now)));
+            self.peers.get_or_insert_with(id, || Box::new(Peer::new(info, now)));
             // Timed by a connection's set-up alone, closed once established: a candidate
             // costs no frame (asking each for its row cost seven: set-up, request, answer,
             // close). Only the round's nearest is asked for its row.
@@ -596,7 +600,7 @@ impl Node {
                 self.enqueue(conn, state);
             }
             None => {
-                self.peers.entry(joiner.id).or_insert_with(|| Box::new(Peer::new(joiner.clone(), now)));
+                self.peers.get_or_insert_with(joiner.id, || Box::new(Peer::new(joiner.clone(), now)));
                 let _ = self.send_msg(now, joiner.id, state);
             }
         }
@@ -617,7 +621,7 @@ impl Node {
         // trust them; a neighbourhood member in no other table was measured (it answered) and
         // is only a near node to start row asks from.
         let targets: Vec<NodeId> = self.table_members().into_iter().filter(|&id| !self.hood_only(id)).collect();
-        let awaiting: BTreeSet<NodeId> = self.leaf.members().into_iter().collect();
+        let awaiting: ThinVec<NodeId> = self.leaf.members().into_iter().collect::<BTreeSet<_>>().into_iter().collect();
         for id in targets {
             self.probe(now, id, true);
             self.stats.add(Counter::JoinMessages, 1);

@@ -12,7 +12,7 @@ fn a_retry_through_a_learned_node_counts_as_a_hop() {
     let addr = |b: u8| SocketAddr::from(([10, 0, 0, b], 7000));
     let cfg = Config::with_trusted_id(NodeId::from_u128(1 << 127), addr(1)).insecure_plaintext();
     let mut node = Node::new(cfg, Instant::ZERO).expect("valid config");
-    node.state = State::Joining { bootstraps: vec![addr(9)], attempt: 1, near: None };
+    node.state = State::Joining { bootstraps: thin_vec::thin_vec![addr(9)], attempt: 1, near: None };
     let learned = NodeInfo::new(NodeId::from_u128((1 << 127) + 5), addr(2));
     node.learn(Instant::ZERO, learned.clone(), false);
     node.join_timer(Instant::ZERO);

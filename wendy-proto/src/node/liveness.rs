@@ -612,7 +612,9 @@ impl Node {
         self.hood.remove(id);
         self.failed.insert(id, now + self.cfg.detection_time() * 2);
         if let State::Announcing { awaiting, .. } = &mut self.state {
-            awaiting.remove(&id);
+            if let Ok(i) = awaiting.binary_search(&id) {
+                awaiting.remove(i);
+            }
             if awaiting.is_empty() {
                 self.become_ready(now);
             }

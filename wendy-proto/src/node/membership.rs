@@ -136,7 +136,7 @@ impl Node {
             return;
         }
         let was_member = self.in_tables(id);
-        let peer = self.peers.entry(id).or_insert_with(|| Box::new(Peer::new(info, now)));
+        let peer = self.peers.get_or_insert_with(id, || Box::new(Peer::new(info, now)));
         if direct {
             peer.heard_directly(now);
         }

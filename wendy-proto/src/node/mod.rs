@@ -26,8 +26,9 @@ mod session;
 mod timers;
 mod transmit;
 mod tuning;
+mod vec_map;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use thin_vec::ThinVec;
@@ -52,6 +53,7 @@ use join::Held;
 use peer::Peer;
 use routing::Hop;
 use timers::{NodeTimer, TimerKey, TimerTable};
+use vec_map::VecMap;
 
 /// A Pastry node. See the [crate documentation](crate) for how a driver runs it.
 ///
@@ -71,8 +73,8 @@ pub struct Node {
     // Sorted vectors of (key, box): 24 and 16 bytes an entry, where a B-tree's nodes, two-thirds
     // full on average and allocated one by one, cost about twice that. Boxed values: moving an
     // entry on insertion moves a pointer, and a record keeps its size whatever the map's fill.
-    peers: LiteMap<NodeId, Box<Peer>>,
-    conns: LiteMap<ConnId, Box<Conn>>,
+    peers: VecMap<NodeId, Box<Peer>>,
+    conns: VecMap<ConnId, Box<Conn>>,
     out: VecDeque<Output>,
     pending_total: usize,
     /// Connections that received routed messages during this input: acknowledged in `finish`.
@@ -153,14 +155,16 @@ pub struct Node {
     cfg: Config,
 }
 
+/// 24 bytes: a node's struct has no room to spare ([`Node`]'s layout), so the lists of the
+/// two passing states are thin vectors (the awaited ids sorted).
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum State {
     /// A ring of one: ready, root for every key, may still join another ring.
     Alone,
     /// Waiting for the root's state; first, looking for a node near us to join through.
-    Joining { bootstraps: Vec<SocketAddr>, attempt: u32, near: Option<Box<join::Near>> },
+    Joining { bootstraps: ThinVec<SocketAddr>, attempt: u32, near: Option<Box<join::Near>> },
     /// Announced; waiting for the leaf set's answers before acting as root.
-    Announcing { awaiting: BTreeSet<NodeId> },
+    Announcing { awaiting: ThinVec<NodeId> },
     /// A full member.
     Ready,
     /// Left the ring; inert.
@@ -195,8 +199,8 @@ impl Node {
             leaf: LeafSet::new(me, config.leaf_set_size),
             table: RoutingTable::new(me),
             hood: Neighbourhood::new(config.neighbourhood_size),
-            peers: LiteMap::new(),
-            conns: LiteMap::new(),
+            peers: VecMap::new(),
+            conns: VecMap::new(),
             next_conn: 0,
             held: ThinVec::new(),
             parked: ThinVec::new(),

@@ -452,7 +452,7 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         let rtt = c.handshake_sent.map(|t| now - t);
         let pending = c.io.as_ref().map(|io| &io.pending);
-        let peer = self.peers.entry(id).or_insert_with(|| Box::new(Peer::new(info.clone(), now)));
+        let peer = self.peers.get_or_insert_with(id, || Box::new(Peer::new(info.clone(), now)));
         peer.named_by = peer.named_by.saturating_add(1);
         peer.set_info(info);
         if let Some(rtt) = rtt {
@@ -597,7 +597,7 @@ impl Node {
     /// True if a `Welcome` from `id` is awaited: we announced ourselves to it as a member of
     /// our leaf set, which must have heard of us.
     fn awaits_welcome(&self, id: NodeId) -> bool {
-        matches!(&self.state, super::State::Announcing { awaiting } if awaiting.contains(&id))
+        matches!(&self.state, super::State::Announcing { awaiting } if awaiting.binary_search(&id).is_ok())
             || self.unwelcomed.as_ref().is_some_and(|u| u.ids.contains(&id))
     }
 }
