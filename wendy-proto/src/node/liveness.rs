@@ -551,14 +551,12 @@ impl Node {
 
     /// Watches `id` if it is a table member without a deadline (see [`Node::peer_timer`]).
     pub(super) fn watch_peer(&mut self, id: NodeId) {
-        if self.state == State::Left || !self.in_tables(id) {
+        // Most are watched already: their record says so before the tables are searched.
+        if self.state == State::Left || self.peers.get(&id).is_none_or(|p| p.timer.is_some()) || !self.in_tables(id) {
             return;
         }
         let limit = self.silence_limit(id);
         let Some(p) = self.peers.get(&id) else { return };
-        if p.timer.is_some() {
-            return;
-        }
         let at = match p.suspected() {
             Some(t) => t + self.cfg.probe_timeout * u32::from(p.probes().max(1)),
             None => p.silent_since() + limit,

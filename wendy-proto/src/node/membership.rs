@@ -156,7 +156,8 @@ impl Node {
         if prox != UNKNOWN_PROXIMITY {
             self.hood.insert(id, prox);
         }
-        if !self.in_tables(id) {
+        // A member stays one: inserting it anywhere pushes others out, not it.
+        if !was_member && !self.in_tables(id) {
             if contend && !was_known && !direct && self.contends(id) {
                 // Proximity neighbour selection: a candidate for a routing-table cell held by
                 // another node is measured before it can win the cell (`measure`).
