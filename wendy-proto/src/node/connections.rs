@@ -317,8 +317,7 @@ impl Node {
     pub(super) fn first_idle_check(&self, c: &Conn) -> core::time::Duration {
         let idle = self.cfg.idle_timeout;
         let kept = self.cfg.member_connections == MemberConnections::Kept;
-        let member = c.peer().is_some_and(|p| self.keeps_open(p));
-        if c.accepted && !kept && !member {
+        if c.accepted && !kept && !c.peer().is_some_and(|p| self.keeps_open(p)) {
             2 * idle
         } else {
             idle

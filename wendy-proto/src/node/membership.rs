@@ -470,7 +470,10 @@ impl Node {
         for (_, p) in &found {
             crate::hint::warm(*p);
         }
-        found.into_iter().filter(|(_, p)| p.answered()).map(|(id, p)| p.info(id)).collect()
+        // Sized for all of them at once (a filtered collect grows its vector step by step).
+        let mut infos = Vec::with_capacity(found.len());
+        infos.extend(found.into_iter().filter(|(_, p)| p.answered()).map(|(id, p)| p.info(id)));
+        infos
     }
 
     /// Starts loading the records of the known nodes among `ids` (a hint, [`crate::hint`]),
