@@ -290,7 +290,7 @@ impl Node {
         }
     }
 
-    /// True if an idle connection to `id` stays open ([`Config::member_connections`]).
+    /// True if an idle connection to `id` stays open ([`Config::member_connections`](crate::Config::member_connections)).
     fn keeps_open(&self, id: NodeId) -> bool {
         match self.cfg.member_connections {
             MemberConnections::Kept => self.keeps(id),

@@ -146,7 +146,7 @@ impl Node {
     /// second attempt on it also asks the node it has learned that is numerically closest to
     /// its own id, if any.
     /// [`Event::Joined`] follows when the node has its state and has been acknowledged by its
-    /// leaf set; [`NodeError::JoinFailed`](crate::NodeError::JoinFailed) if every attempt failed.
+    /// leaf set; [`NodeError::JoinFailed`] if every attempt failed.
     pub fn join(&mut self, now: Instant, bootstraps: &[SocketAddr]) -> Result<(), CommandError> {
         let now = self.tick_now(now);
         match self.state {

@@ -73,6 +73,8 @@ pub struct Node {
     // Sorted vectors of (key, box): 24 and 16 bytes an entry, where a B-tree's nodes, two-thirds
     // full on average and allocated one by one, cost about twice that. Boxed values: moving an
     // entry on insertion moves a pointer, and a record keeps its size whatever the map's fill.
+    // Each remembers where it found its last key ([`VecMap`]): an input finds the same record
+    // several times.
     peers: VecMap<NodeId, Box<Peer>>,
     conns: VecMap<ConnId, Box<Conn>>,
     out: VecDeque<Output>,
