@@ -120,14 +120,7 @@ impl Node {
                 if let Some(u) = self.unwelcomed.as_mut() {
                     u.ids.retain(|&id| id != from);
                 }
-                if let State::Announcing { awaiting, .. } = &mut self.state {
-                    if let Ok(i) = awaiting.binary_search(&from) {
-                        awaiting.remove(i);
-                    }
-                    if awaiting.is_empty() {
-                        self.become_ready(now);
-                    }
-                }
+                self.stop_awaiting(now, from);
             }
             _ => {}
         }
@@ -621,7 +614,9 @@ impl Node {
         // trust them; a neighbourhood member in no other table was measured (it answered) and
         // is only a near node to start row asks from.
         let targets: Vec<NodeId> = self.table_members().into_iter().filter(|&id| !self.hood_only(id)).collect();
-        let awaiting: ThinVec<NodeId> = self.leaf.members().into_iter().collect::<BTreeSet<_>>().into_iter().collect();
+        let mut awaiting: ThinVec<NodeId> = self.leaf.members().into_iter().collect();
+        awaiting.sort_unstable();
+        awaiting.dedup();
         for id in targets {
             self.probe(now, id, true);
             self.stats.add(Counter::JoinMessages, 1);
@@ -631,6 +626,19 @@ impl Node {
         self.timers.set(NodeTimer::Announce, now + self.cfg.connect_timeout);
         if matches!(&self.state, State::Announcing { awaiting, .. } if awaiting.is_empty()) {
             self.become_ready(now);
+        }
+    }
+
+    /// `id` answered our announcement, or failed: it is awaited no longer, and once no
+    /// leaf-set member is, we act as root.
+    pub(super) fn stop_awaiting(&mut self, now: Instant, id: NodeId) {
+        if let State::Announcing { awaiting } = &mut self.state {
+            if let Ok(i) = awaiting.binary_search(&id) {
+                awaiting.remove(i);
+            }
+            if awaiting.is_empty() {
+                self.become_ready(now);
+            }
         }
     }
 

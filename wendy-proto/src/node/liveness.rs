@@ -551,12 +551,15 @@ impl Node {
 
     /// Watches `id` if it is a table member without a deadline (see [`Node::peer_timer`]).
     pub(super) fn watch_peer(&mut self, id: NodeId) {
+        if self.state == State::Left {
+            return;
+        }
+        let Some(p) = self.peers.get(&id) else { return };
         // Most are watched already: their record says so before the tables are searched.
-        if self.state == State::Left || self.peers.get(&id).is_none_or(|p| p.timer.is_some()) || !self.in_tables(id) {
+        if p.timer.is_some() || !self.in_tables(id) {
             return;
         }
         let limit = self.silence_limit(id);
-        let Some(p) = self.peers.get(&id) else { return };
         let at = match p.suspected() {
             Some(t) => t + self.cfg.probe_timeout * u32::from(p.probes().max(1)),
             None => p.silent_since() + limit,
@@ -609,14 +612,7 @@ impl Node {
         let slot = self.table.remove(id);
         self.hood.remove(id);
         self.failed.insert(id, now + self.cfg.detection_time() * 2);
-        if let State::Announcing { awaiting, .. } = &mut self.state {
-            if let Ok(i) = awaiting.binary_search(&id) {
-                awaiting.remove(i);
-            }
-            if awaiting.is_empty() {
-                self.become_ready(now);
-            }
-        }
+        self.stop_awaiting(now, id);
         let conns: Vec<ConnId> = self
             .conns
             .iter()

@@ -157,8 +157,8 @@ pub struct Node {
     cfg: Config,
 }
 
-/// 24 bytes: a node's struct has no room to spare ([`Node`]'s layout), so the lists of the
-/// two passing states are thin vectors (the awaited ids sorted).
+/// Kept small: a node's struct has no room to spare (`a_node_struct_fits_in_1792_bytes`), so
+/// the lists of the two passing states are thin vectors (the awaited ids sorted).
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum State {
     /// A ring of one: ready, root for every key, may still join another ring.
