@@ -87,7 +87,7 @@ impl Sim {
             _ => {}
         }
         let horizon = t0.saturating_add(self.window);
-        let Some(pool) = self.pool.take() else { return false };
+        let Some(mut pool) = self.pool.take() else { return false };
         let mut hosts = std::mem::take(&mut self.batch_hosts);
         let (mut last, mut jobs) = (t0, 0);
         while let Some((t, ev)) = self.queue.peek() {
