@@ -120,10 +120,15 @@ impl LeafSet {
 
     /// Every member once, in ring order from the farthest below to the farthest above.
     pub fn members(&self) -> Vec<NodeId> {
-        let mut v: Vec<NodeId> = self.ccw.iter().rev().copied().collect();
-        for &x in &self.cw {
-            if !v.contains(&x) {
-                v.push(x);
+        let mut v = Vec::with_capacity(self.cw.len() + self.ccw.len());
+        v.extend(self.ccw.iter().rev().copied());
+        if self.sides_apart() {
+            v.extend_from_slice(&self.cw);
+        } else {
+            for &x in &self.cw {
+                if !v.contains(&x) {
+                    v.push(x);
+                }
             }
         }
         v
@@ -131,7 +136,21 @@ impl LeafSet {
 
     /// Number of distinct members.
     pub fn len(&self) -> usize {
+        if self.sides_apart() {
+            return self.cw.len() + self.ccw.len();
+        }
         self.cw.len() + self.ccw.iter().filter(|x| !self.cw.contains(x)).count()
+    }
+
+    /// True if no id is on both sides: the clockwise arc out to the farthest clockwise member
+    /// and the counter-clockwise one out to the farthest counter-clockwise member do not meet,
+    /// as in any ring of more than a leaf set's nodes. (An id on both sides would be at
+    /// clockwise distance `d` and counter-clockwise distance `2^128 - d`, and the arcs' lengths
+    /// would add up to `2^128` or more.) Then the sides need no comparison of one with the
+    /// other to be listed or counted.
+    fn sides_apart(&self) -> bool {
+        let (Some(&far_cw), Some(&far_ccw)) = (self.cw.last(), self.ccw.last()) else { return true };
+        self.me.cw_distance(far_cw).checked_add(far_ccw.cw_distance(self.me)).is_some()
     }
 
     /// True if there are no members.
@@ -354,6 +373,16 @@ mod tests {
                 let members = ls.members();
                 let unique: BTreeSet<_> = members.iter().copied().collect();
                 prop_assert_eq!(unique.len(), members.len());
+                prop_assert_eq!(ls.len(), members.len());
+                // Counter-clockwise side farthest first, then the clockwise side's members
+                // not listed already: what the shortcut for sides apart must give too.
+                let mut listed: Vec<NodeId> = ls.ccw().iter().rev().copied().collect();
+                for &x in ls.cw() {
+                    if !listed.contains(&x) {
+                        listed.push(x);
+                    }
+                }
+                prop_assert_eq!(&members, &listed);
                 prop_assert!(unique.iter().all(|x| model.contains(x)));
                 for x in (0..64).map(NodeId::from_u128) {
                     prop_assert_eq!(ls.contains(x), members.contains(&x));
