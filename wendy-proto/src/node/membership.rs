@@ -464,9 +464,22 @@ impl Node {
     /// and [`Config::detection_time`](crate::Config::detection_time) bounds how long it stays.
     pub(super) fn vouched_infos(&self, ids: impl IntoIterator<Item = NodeId>) -> Vec<NodeInfo> {
         // Found first, read after: each record is a load from memory in a simulator of many
-        // nodes, and started together the loads overlap (a leaf set is 32 of them).
-        let found: Vec<(NodeId, &Peer)> =
-            ids.into_iter().filter_map(|id| Some((id, &**self.peers.get(&id)?))).collect();
+        // nodes, and started together the loads overlap (a leaf set is 32 of them). Ids listed
+        // in increasing order (a leaf set's from the farthest counter-clockwise member, a
+        // table row's) are each searched for from where the one before was.
+        let ids = ids.into_iter();
+        let mut found: Vec<(NodeId, &Peer)> = Vec::with_capacity(ids.size_hint().0);
+        let mut last: Option<(NodeId, usize)> = None;
+        for id in ids {
+            let at = match last {
+                Some((before, from)) if before < id => self.peers.find_after(&id, from),
+                _ => self.peers.find_index(&id),
+            };
+            if let Ok(i) = at {
+                found.extend(self.peers.get_indexed(i).map(|(_, p)| (id, &**p)));
+            }
+            last = Some((id, at.unwrap_or_else(|i| i)));
+        }
         for (_, p) in &found {
             crate::hint::warm(*p);
         }
