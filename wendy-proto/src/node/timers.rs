@@ -215,7 +215,7 @@ impl TimerTable {
     pub(super) fn set(&mut self, t: NodeTimer, at: Instant) {
         if let Some(old) = self.node[t as usize].replace(at) {
             if self.earliest == Some(old) {
-                self.earliest = self.head().map(|h| h.0);
+                self.earliest = self.least();
             }
         }
         self.lower_earliest(at);
@@ -248,17 +248,35 @@ impl TimerTable {
             TimerKey::Ack(c) => self.acks.remove(&(at, c)),
         };
         if removed && self.earliest == Some(at) {
-            self.earliest = self.head().map(|h| h.0);
+            self.earliest = self.least();
         }
     }
 
-    /// The entry that fires next: the earliest, ties broken in [`TimerKey`]'s order.
-    fn head(&self) -> Option<(Instant, TimerKey)> {
-        let node = NODE_ORDER.iter().filter_map(|&t| self.node[t as usize].map(|at| (at, TimerKey::Node(t))));
-        let conn = self.conns.first().map(|&(at, c)| (at, TimerKey::Conn(c)));
-        let peer = self.peers.first().map(|&e| (e.at(), TimerKey::Peer(e.key())));
-        let ack = self.acks.first().map(|&(at, c)| (at, TimerKey::Ack(c)));
+    /// The least deadline of all entries (what `earliest` keeps).
+    fn least(&self) -> Option<Instant> {
+        let node = self.node.iter().flatten().copied();
+        let conn = self.conns.first().map(|e| e.0);
+        let peer = self.peers.first().map(|e| e.at());
+        let ack = self.acks.first().map(|e| e.0);
         node.chain(conn).chain(peer).chain(ack).min()
+    }
+
+    /// The entry that fires next: the earliest, ties broken in [`TimerKey`]'s order. The kinds
+    /// are looked at in that order and the first whose first entry is due at the kept earliest
+    /// deadline is it, so the vectors after it are not read (a connection's idle check, most
+    /// of the entries that fire, leaves the peers' vector alone).
+    fn head(&self) -> Option<(Instant, TimerKey)> {
+        let at = self.earliest?;
+        if let Some(t) = NODE_ORDER.into_iter().find(|&t| self.node[t as usize] == Some(at)) {
+            return Some((at, TimerKey::Node(t)));
+        }
+        if let Some(&(_, c)) = self.conns.first().filter(|e| e.0 == at) {
+            return Some((at, TimerKey::Conn(c)));
+        }
+        if let Some(e) = self.peers.first().filter(|e| e.at() == at) {
+            return Some((at, TimerKey::Peer(e.key())));
+        }
+        self.acks.first().filter(|e| e.0 == at).map(|&(_, c)| (at, TimerKey::Ack(c)))
     }
 
     /// Stops node timer `t`.
