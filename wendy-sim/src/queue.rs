@@ -371,13 +371,19 @@ impl Queue {
             }
         }
         from.truncate(kept);
-        // The vector that bucket `most` had (empty) is the drained bucket's now. A drained
-        // bucket keeps an allocation only if small next to the queue: each bucket filling up
-        // in turn would otherwise hold the sum of their peaks. (At a quarter of the queue each,
-        // the buckets of a million-node run held 4.5 entries' room a host for 1.4 pending: 107
-        // bytes a host.)
+        // A bucket keeps room for more entries than it holds only if that room is small next
+        // to the queue: each bucket filling up in turn would otherwise hold the sum of their
+        // peaks. (At a quarter of the queue each, the buckets of a million-node run held 4.5
+        // entries' room a host for 1.4 pending: 107 bytes a host.) The drained vector, moved
+        // down, gives back what its entries gone elsewhere leave beyond that (shrinking a large
+        // allocation in place: the spread's pages were touched already); the vector that
+        // bucket `most` had (empty) is the drained bucket's now, if small.
+        let room = 64.max(self.len / 16);
+        if from.capacity() > kept + room {
+            from.shrink_to(kept + room);
+        }
         let spare = std::mem::replace(&mut self.buckets[most], from);
-        if spare.capacity() <= 64.max(self.len / 16) {
+        if spare.capacity() <= room {
             self.buckets[i] = spare;
         }
     }
