@@ -18,9 +18,13 @@ use wendy_sim::{
 
 /// jemalloc instead of the system allocator: the simulator allocates and frees small buffers at
 /// every event, and glibc's malloc spent about a tenth of the run's CPU on it. jemalloc rather
-/// than mimalloc: as fast here, and it gives back more of what a burst of joins left (10,000
-/// nodes, `closed`: peak RSS 512 MiB against 637 MiB, the same CPU). Counted (`cap`, with no
-/// limit: an atomic addition per call) so that `--memory-report` knows the heap in use exactly.
+/// than mimalloc (stop 34): as fast here, and it left less of a burst of joins resident
+/// (10,000 nodes, `closed`: peak RSS 512 MiB against 637 MiB, the same CPU). Its options are
+/// set at build time in `.cargo/config.toml`: huge pages, and since stop 51 freed pages kept
+/// for the next allocations rather than given back to the system (at 10,000 nodes, `closed`,
+/// 466.2 MiB peak against 447.3 MiB with jemalloc's defaults; the time it saves is in
+/// wendy-sim/README.md, "Issue 11, stop 51"). Counted (`cap`, with no limit: an atomic
+/// addition per call) so that `--memory-report` knows the heap in use exactly.
 #[global_allocator]
 static ALLOC: Cap<tikv_jemallocator::Jemalloc> = Cap::new(tikv_jemallocator::Jemalloc, usize::MAX);
 
