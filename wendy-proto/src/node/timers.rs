@@ -9,12 +9,13 @@
 //! from it, acting if it has passed and re-arming otherwise. So the table is touched only
 //! when a deadline changes in kind (a dial, an open, a suspicion), never per message.
 
-use core::cmp::Ordering;
 use std::collections::VecDeque;
 
 use crate::id::NodeId;
 use crate::output::ConnId;
 use crate::time::Instant;
+
+use super::vec_map::{gallop, Start};
 
 /// Timers of the node as a whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -108,36 +109,12 @@ impl<T: Ord + Copy> Sorted<T> {
     }
 
     /// Where `e` is (`Ok`) or would go (`Err`), as a binary search answers, searched from the
-    /// back: the span of the last 1, 2, 4, ... entries that holds it is found first, then
-    /// searched in halves. Most entries inserted or removed are deadlines set a moment ago
+    /// back ([`gallop`]). Most entries inserted or removed are deadlines set a moment ago
     /// (a connection's set-up limit replaced by its idle check once it opens), which sit among
     /// the last few, in cache lines the last insertion touched; a binary search over the whole
     /// buffer read a line at each step, most of them not in the cache.
     fn locate(&self, e: &T) -> Result<usize, usize> {
-        let n = self.0.len();
-        // Entries at `hi` and after are greater than `e`, entries before `lo` smaller.
-        let (mut lo, mut hi, mut step) = (0, n, 1);
-        while step <= n {
-            let i = n - step;
-            match self.0[i].cmp(e) {
-                Ordering::Equal => return Ok(i),
-                Ordering::Less => {
-                    lo = i + 1;
-                    break;
-                }
-                Ordering::Greater => hi = i,
-            }
-            step *= 2;
-        }
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match self.0[mid].cmp(e) {
-                Ordering::Equal => return Ok(mid),
-                Ordering::Less => lo = mid + 1,
-                Ordering::Greater => hi = mid,
-            }
-        }
-        Err(lo)
+        gallop(self.0.len(), Start::Back, |i| self.0[i].cmp(e))
     }
 
     fn len(&self) -> usize {

@@ -1,6 +1,7 @@
 //! [`VecMap`]: the sorted-vector map of a node's peers and connections, which remembers where
 //! its last lookup found its key.
 
+use std::cmp::Ordering;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use super::timers::trimmed;
@@ -52,27 +53,11 @@ impl<K: Ord, V> VecMap<K, V> {
     /// [`VecMap::find_index`] for a key greater than every entry before position `from`: keys
     /// looked up in increasing order (a leaf set's members listed round the ring from the
     /// farthest counter-clockwise one, a table row's by column) each search on from where the
-    /// one before ended, the entries after it tried 1, 2, 4, ... ahead, then the span found
-    /// searched in halves. A leaf set's members are neighbours in the map, so each is found a
-    /// step or two after the one before, in the cache lines that lookup read.
+    /// one before ended ([`gallop`]). A leaf set's members hold the ids closest to ours, so few
+    /// other records lie between two of them in the map, and each search starts near its key,
+    /// in the cache lines the one before read.
     pub(super) fn find_after(&self, key: &K, from: usize) -> Result<usize, usize> {
-        let n = self.items.len();
-        let (mut lo, mut hi, mut step) = (from.min(n), n, 1);
-        while let Some(i) = from.checked_add(step - 1).filter(|&i| i < n) {
-            match self.items[i].0.cmp(key) {
-                std::cmp::Ordering::Equal => return Ok(self.remember(i)),
-                std::cmp::Ordering::Less => lo = i + 1,
-                std::cmp::Ordering::Greater => {
-                    hi = i;
-                    break;
-                }
-            }
-            step *= 2;
-        }
-        match self.items[lo..hi].binary_search_by(|(k, _)| k.cmp(key)) {
-            Ok(i) => Ok(self.remember(lo + i)),
-            Err(i) => Err(lo + i),
-        }
+        gallop(self.items.len(), Start::After(from), |i| self.items[i].0.cmp(key)).map(|i| self.remember(i))
     }
 
     /// Remembers position `i` as the last found; gives it back.
@@ -171,6 +156,64 @@ impl<K: Ord, V> std::ops::Index<&K> for VecMap<K, V> {
     fn index(&self, key: &K) -> &V {
         self.get(key).expect("no entry for the key")
     }
+}
+
+/// Where a search by galloping starts among sorted entries ([`gallop`]).
+#[derive(Clone, Copy)]
+pub(super) enum Start {
+    /// At this position, every entry before it being smaller than the key.
+    After(usize),
+    /// At the last entry, searching backwards.
+    Back,
+}
+
+/// Where the key is (`Ok`) or would go (`Err`) among `n` distinct sorted entries, `cmp(i)`
+/// comparing entry `i` with it: what a binary search answers, found by galloping from `start`
+/// (the entries 1, 2, 4, ... away tried in turn until one is past the key), then searching the
+/// span found in halves. Cheaper than a binary search over all of them when the key is near
+/// the start, and reads the entries near it rather than a line of each half.
+pub(super) fn gallop(n: usize, start: Start, cmp: impl Fn(usize) -> Ordering) -> Result<usize, usize> {
+    // Entries before `lo` are smaller than the key, entries at `hi` and after greater.
+    let (mut lo, mut hi) = match start {
+        Start::After(from) => (from.min(n), n),
+        Start::Back => (0, n),
+    };
+    let mut step = 1usize;
+    loop {
+        let i = match start {
+            Start::After(from) => match from.checked_add(step - 1) {
+                Some(i) if i < n => i,
+                _ => break,
+            },
+            Start::Back => match n.checked_sub(step) {
+                Some(i) => i,
+                None => break,
+            },
+        };
+        match (cmp(i), start) {
+            (Ordering::Equal, _) => return Ok(i),
+            (Ordering::Less, Start::Back) => {
+                lo = i + 1;
+                break;
+            }
+            (Ordering::Less, Start::After(_)) => lo = i + 1,
+            (Ordering::Greater, Start::After(_)) => {
+                hi = i;
+                break;
+            }
+            (Ordering::Greater, Start::Back) => hi = i,
+        }
+        step *= 2;
+    }
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match cmp(mid) {
+            Ordering::Equal => return Ok(mid),
+            Ordering::Less => lo = mid + 1,
+            Ordering::Greater => hi = mid,
+        }
+    }
+    Err(lo)
 }
 
 #[cfg(test)]
