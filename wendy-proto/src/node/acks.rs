@@ -77,6 +77,66 @@ pub(super) struct Parked {
     token: Option<Token>,
 }
 
+/// The messages parked on suspects, in the order they were parked, and the suspects they wait
+/// for, each once, in the order first parked on. Whether any may go is asked after every input
+/// ([`Node::release_parked`]), of the suspects, not of every message: a loaded node that parked
+/// thousands of messages on one slow peer spent most of its time asking the same question of
+/// each. Nothing is allocated while nothing is parked (the node's struct has no room for more
+/// than a pointer).
+#[derive(Debug, Default)]
+pub(super) struct ParkedSet(Option<Box<ParkedLists>>);
+
+#[derive(Debug)]
+struct ParkedLists {
+    msgs: Vec<Parked>,
+    suspects: Vec<NodeId>,
+}
+
+impl ParkedSet {
+    /// The set of `msgs`, in their order.
+    fn of(msgs: Vec<Parked>) -> Self {
+        let mut set = ParkedSet::default();
+        for p in msgs {
+            set.push(p);
+        }
+        set
+    }
+
+    pub(super) fn push(&mut self, p: Parked) {
+        let lists = self.0.get_or_insert_with(|| Box::new(ParkedLists { msgs: Vec::new(), suspects: Vec::new() }));
+        if !lists.suspects.contains(&p.suspect) {
+            lists.suspects.push(p.suspect);
+        }
+        lists.msgs.push(p);
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |l| l.msgs.len())
+    }
+
+    /// The suspects some parked message waits for.
+    pub(super) fn suspects(&self) -> &[NodeId] {
+        self.0.as_ref().map_or(&[], |l| &l.suspects)
+    }
+
+    /// Every parked message, in the order parked; the set is left empty.
+    pub(super) fn take_all(&mut self) -> Vec<Parked> {
+        self.0.take().map_or_else(Vec::new, |l| l.msgs)
+    }
+
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |l| {
+            size_of::<ParkedLists>()
+                + l.msgs.capacity() * size_of::<Parked>()
+                + l.suspects.capacity() * size_of::<NodeId>()
+        })
+    }
+}
+
 /// How many times a copy a peer has held past [`Node::custody_give_up`] is kept for another
 /// such period, the peer probed each time, before it is dropped: five periods in all, 100 s
 /// at the defaults (20 s each), longer than a joiner holds messages in the slowest joins seen
@@ -419,15 +479,13 @@ impl Node {
     /// parked again, on the next suspect).
     pub(super) fn release_parked(&mut self) {
         let now = self.last_now;
-        let waiting = |n: &Node, p: &Parked| {
-            n.in_tables(p.suspect) && n.peers.get(&p.suspect).is_some_and(|q| q.suspected().is_some())
-        };
-        if self.parked.iter().all(|p| waiting(self, p)) {
+        let waiting = |n: &Node, s: NodeId| n.in_tables(s) && n.peers.get(&s).is_some_and(|q| q.suspected().is_some());
+        if self.parked.suspects().iter().all(|&s| waiting(self, s)) {
             return;
         }
-        let (still, settled): (thin_vec::ThinVec<Parked>, thin_vec::ThinVec<Parked>) =
-            std::mem::take(&mut self.parked).into_iter().partition(|p| waiting(self, p));
-        self.parked = still;
+        let (still, settled): (Vec<Parked>, Vec<Parked>) =
+            self.parked.take_all().into_iter().partition(|p| waiting(self, p.suspect));
+        self.parked = ParkedSet::of(still);
         for p in settled {
             self.pending_total -= 1;
             self.with_custody(p.token, |n| {
@@ -539,5 +597,32 @@ mod tests {
         f.release_idle();
         assert_eq!(f.unacked.capacity(), 0);
         assert_eq!(f.heap_bytes(), std::mem::size_of::<Flight>());
+    }
+
+    #[test]
+    fn the_parked_set_keeps_its_order_and_names_each_suspect_once() {
+        let parked = |suspect: u128, seq: u64| {
+            let mut route = entry().unwrap().route;
+            route.seq = seq;
+            Parked { suspect: NodeId::from_u128(suspect), route, reroutes: 0, token: None }
+        };
+        let mut set = ParkedSet::default();
+        assert!(set.is_empty() && set.suspects().is_empty());
+        assert_eq!(set.heap_bytes(), 0, "nothing allocated while nothing is parked");
+        for (i, s) in [5, 9, 5, 5, 7, 9].into_iter().enumerate() {
+            set.push(parked(s, i as u64));
+        }
+        assert_eq!(set.len(), 6);
+        assert_eq!(set.suspects(), [5, 9, 7].map(NodeId::from_u128));
+        assert!(set.heap_bytes() >= 6 * size_of::<Parked>() + 3 * size_of::<NodeId>());
+        let all = set.take_all();
+        assert_eq!(all.iter().map(|p| p.route.seq).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5]);
+        assert!(set.is_empty() && set.suspects().is_empty() && set.heap_bytes() == 0);
+        // Rebuilt from what still waits: the suspects are those of the messages kept.
+        let still: Vec<Parked> = all.into_iter().filter(|p| p.suspect != NodeId::from_u128(9)).collect();
+        let set = ParkedSet::of(still);
+        assert_eq!(set.suspects(), [5, 7].map(NodeId::from_u128));
+        assert_eq!(set.len(), 4);
+        assert!(ParkedSet::of(Vec::new()).is_empty());
     }
 }

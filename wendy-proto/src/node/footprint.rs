@@ -196,7 +196,6 @@ impl Node {
         free_if_empty(&mut self.rows.asked);
         free_if_empty(&mut self.ack_due);
         free_if_empty(&mut self.held);
-        free_if_empty(&mut self.parked);
     }
 
     /// Estimated bytes this node holds, by structure: `(name, bytes)` in a fixed order, the
@@ -238,7 +237,7 @@ impl Node {
             + self.ack_due.capacity() * size_of::<ConnId>()
             + self.leaves_before.as_ref().map_or(0, |v| v.capacity() * size_of::<NodeId>())
             + self.tx.heap_bytes()
-            + self.parked.capacity() * size_of::<super::acks::Parked>()
+            + self.parked.heap_bytes()
             + self.recent.heap_bytes()
             + self.custody.heap_bytes()
             + self.stats.heap_bytes()

@@ -84,7 +84,7 @@ pub struct Node {
     /// Hearsay that entered our tables in this input ([`Node::vet_learned`]); `true`: the leaf set.
     learned: ThinVec<(NodeId, bool)>,
     /// Rerouted messages waiting for a suspected root's probe to settle ([`acks`]).
-    parked: ThinVec<acks::Parked>,
+    parked: acks::ParkedSet,
     /// The leaf set's members before its first change in the current input, which the
     /// input's `Event::LeafSetChanged` is reported against; `None` between inputs. (Every
     /// change is reported at the end of its input, so these are the members last reported: a
@@ -205,7 +205,7 @@ impl Node {
             conns: VecMap::new(),
             next_conn: 0,
             held: ThinVec::new(),
-            parked: ThinVec::new(),
+            parked: acks::ParkedSet::default(),
             candidates: LiteMap::new(),
             route_seq,
             recent: recent::Recent::default(),
@@ -439,7 +439,7 @@ impl Node {
                 self.with_custody(token, |n| n.undeliverable(r));
             }
         }
-        for p in std::mem::take(&mut self.parked) {
+        for p in self.parked.take_all() {
             self.pending_total -= 1;
             self.undeliverable(p.route);
         }
