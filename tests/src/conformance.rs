@@ -1068,6 +1068,10 @@ macro_rules! conformance_tests {
             $crate::conformance::frozen_node_thawed(&$driver, 37);
         }
         #[test]
+        fn acks_read_before_timers() {
+            $crate::overload::acks_read_before_timers(&$driver, 47);
+        }
+        #[test]
         fn store_survives_crashes() {
             $crate::conformance::store_survives_crashes(&$driver, 17);
         }

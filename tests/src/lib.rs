@@ -11,6 +11,7 @@
 
 pub mod conformance;
 pub mod facade;
+pub mod overload;
 pub mod smol_driver;
 pub mod tokio_driver;
 

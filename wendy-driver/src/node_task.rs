@@ -25,6 +25,9 @@ use crate::{EventSender, Options};
 /// Most accepted sockets and dial results handled before the batched frames are handed to
 /// the writers.
 const BATCH: usize = 256;
+/// Rounds of reading (each up to `core::READS_PER_ROUND` reads) a due timer waits for
+/// while input is waiting: its deadlines are late by that much at most.
+const MAX_TIMER_DEFERRALS: u32 = 8;
 /// How long a stopping node waits for its writers to finish what they have.
 const FLUSH_LIMIT: Duration = Duration::from_secs(1);
 
@@ -183,6 +186,8 @@ pub(crate) async fn run<R: Runtime>(
     io.tasks.push(accept);
     let mut timer: Option<R::Timer> = None;
     let mut armed = None;
+    // Rounds the due timer has waited for input to be read.
+    let mut timer_deferred = 0;
     // The receivers are polled as streams, which wants them pinned.
     let mut net_rx = std::pin::pin!(net_rx);
     let mut commands = std::pin::pin!(commands);
@@ -246,11 +251,6 @@ pub(crate) async fn run<R: Runtime>(
             }
         })
         .await;
-        if woken.timer {
-            // Set again (or dropped) at the top of the loop.
-            armed = None;
-            core.handle_timeout(&mut io);
-        }
         if let Some(ev) = woken.net {
             core.on_net(&mut io, ev);
             for _ in 0..BATCH {
@@ -262,6 +262,20 @@ pub(crate) async fn run<R: Runtime>(
         }
         if woken.readable {
             core.on_readable(&mut io);
+        }
+        if woken.timer {
+            // Set again (or dropped) at the top of the loop.
+            armed = None;
+            let input_waiting = !core.is_saturated() && (core.has_unread() || readable.is_reported());
+            if input_waiting && timer_deferred < MAX_TIMER_DEFERRALS {
+                // Input is waiting (a loaded machine did not run us for a while): read it
+                // first, so that the acknowledgements in it are seen before the node judges
+                // its peers late. The timer fires again at once.
+                timer_deferred += 1;
+            } else {
+                timer_deferred = 0;
+                core.handle_timeout(&mut io);
+            }
         }
         if let Some(cmd) = woken.command {
             if let Some(stop) = core.on_commands(&mut io, cmd, || commands.try_recv().ok()) {
