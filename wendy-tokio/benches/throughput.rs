@@ -3,6 +3,7 @@
 //! ```text
 //! cargo bench -p wendy-tokio --bench throughput
 //! WENDY_BENCH_JSON=bench.json cargo bench -p wendy-tokio --bench throughput   # also writes JSON
+//! WENDY_BENCH_BATCH=2048 cargo bench -p wendy-tokio --bench throughput   # batches of 2,048, not 256
 //! ```
 //! In one run:
 //! 1. raw: frames/s of the size of a routed 32-byte message, written in batches by one task and
@@ -12,7 +13,8 @@
 //!    batched API (`send_batch` of 256, `Events::recv_batch`) and with one `send`/`recv` per
 //!    message;
 //! 3. a 20-node cluster: every node routes towards random keys (batched API); msgs/s delivered
-//!    in all;
+//!    in all, and what the nodes rerouted, dropped as duplicates and reported undeliverable
+//!    (no node fails: each of those is a busy peer taken for a failing one);
 //! 4. the ceiling set by the protocol's own work: the same 3-node chain with wendy-proto nodes
 //!    wired together in memory, on one thread, no sockets, no tasks (frames still encoded,
 //!    batched per round and decoded);
@@ -45,8 +47,13 @@ use wendy_tokio::{CommandError, Config, Error, NodeEvent, NodeHandle, NodeId, Op
 const PAYLOAD: usize = 32;
 const PURPOSE: u8 = 16;
 const RELAY: u8 = 17;
-/// Messages per `send_batch`.
+/// Messages per `send_batch`, unless `WENDY_BENCH_BATCH` says otherwise.
 const BATCH: usize = 256;
+
+/// Messages per `send_batch` in the chain and the cluster: `WENDY_BENCH_BATCH`, else [`BATCH`].
+fn batch_len() -> usize {
+    std::env::var("WENDY_BENCH_BATCH").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(BATCH)
+}
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
@@ -107,14 +114,18 @@ async fn run() {
             return;
         }
         Ok("cluster") => {
-            let (rate, _, cpu) = cluster20(1_000_000).await;
-            println!("20-node cluster: {rate:.0} msgs/s, {} CPU per message", show_ns(cpu));
+            let (rate, _, cpu, again) = cluster20(1_000_000).await;
+            println!("20-node cluster: {rate:.0} msgs/s, {} CPU per message; {again}", show_ns(cpu));
             return;
         }
         _ => {}
     }
     let frame = route_frame();
-    println!("wendy-tokio throughput (payload {PAYLOAD} B, frame {} B on the wire)", frame.len());
+    println!(
+        "wendy-tokio throughput (payload {PAYLOAD} B, frame {} B on the wire, batches of {})",
+        frame.len(),
+        batch_len()
+    );
     let (raw, raw_cpu) = raw_frames(&frame, Duration::from_secs(2)).await;
     println!("raw batched TCP:        {:>12.0} frames/s", raw);
     let raw_rtt = raw_round_trip(&frame, 20_000).await;
@@ -123,13 +134,14 @@ async fn run() {
     println!("3-node chain (2 hops):  {:>12.0} msgs/s  ({:.1}% of raw; batched API)", chain, 100.0 * chain / raw);
     let chain1 = chain3(300_000, false).await.0;
     println!("  same, one per call:   {:>12.0} msgs/s  ({:.1}% of raw)", chain1, 100.0 * chain1 / raw);
-    let (cluster, hops, cluster_cpu) = cluster20(1_000_000).await;
+    let (cluster, hops, cluster_cpu, again) = cluster20(1_000_000).await;
     println!(
         "20-node cluster:        {:>12.0} msgs/s  ({:.1}% of raw, {hops:.2} hops mean, {:.0} hops/s; batched API)",
         cluster,
         100.0 * cluster / raw,
         cluster * hops
     );
+    println!("  in all 20 nodes:     {again}");
     if let (Some(raw_cpu), Some(chain_cpu), Some(cluster_cpu)) = (raw_cpu, chain_cpu, cluster_cpu) {
         println!(
             "CPU time (all threads):  raw {raw_cpu:.0} ns/frame; chain {chain_cpu:.0} ns/msg ({:.1}x raw); cluster {cluster_cpu:.0} ns/msg ({:.1}x raw)",
@@ -168,6 +180,7 @@ async fn run() {
     if let Ok(path) = std::env::var("WENDY_BENCH_JSON") {
         let v = serde_json::json!({
             "payload_bytes": PAYLOAD,
+            "batch_msgs": batch_len(),
             "frame_bytes": frame.len(),
             "raw_frames_per_s": raw,
             "raw_rtt_us_p50": raw_rtt,
@@ -179,6 +192,9 @@ async fn run() {
             "cluster20_msgs_per_s": cluster,
             "cluster20_ratio": cluster / raw,
             "cluster20_hops_mean": hops,
+            "cluster20_reroutes": again.reroutes,
+            "cluster20_duplicates_dropped": again.duplicates,
+            "cluster20_undeliverable": again.undeliverable,
             "per_hop_latency_us_p50": hop,
             "per_hop_over_raw_rtt": hop / raw_rtt,
             "routed_rtt_us_p50": routed_rtt,
@@ -377,7 +393,7 @@ async fn chain3(n: u64, batched: bool) -> (f64, Option<f64>) {
     if batched {
         let mut left = n as usize;
         while left > 0 {
-            let k = left.min(BATCH);
+            let k = left.min(batch_len());
             send_retrying(&a, vec![(bid, RELAY, payload.clone()); k]).await;
             left -= k;
         }
@@ -414,9 +430,28 @@ fn proto_chain3(n: u64) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Every node of 20 routes towards random keys: total msgs/s delivered, mean hops, and the CPU
-/// time per message.
-async fn cluster20(n: u64) -> (f64, f64, Option<f64>) {
+/// What the nodes of a run sent twice or gave up on, summed over them: in a cluster where no
+/// node fails, every reroute is a hop that answered late (it was busy) and taken for failing.
+#[derive(Debug, Default, Clone, Copy)]
+struct Again {
+    reroutes: u64,
+    duplicates: u64,
+    undeliverable: u64,
+}
+
+impl std::fmt::Display for Again {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} messages rerouted, {} duplicate copies dropped, {} undeliverable",
+            self.reroutes, self.duplicates, self.undeliverable
+        )
+    }
+}
+
+/// Every node of 20 routes towards random keys: total msgs/s delivered, mean hops, the CPU
+/// time per message, and what was sent again.
+async fn cluster20(n: u64) -> (f64, f64, Option<f64>, Again) {
     let mut rng = Rng::new(20);
     let ids: Vec<NodeId> = (0..20).map(|_| NodeId::from_u128(rng.next_u128())).collect();
     let mut nodes = ring(&ids).await;
@@ -450,6 +485,7 @@ async fn cluster20(n: u64) -> (f64, f64, Option<f64>) {
     let cpu = cpu_time();
     let start = Instant::now();
     let mut senders = Vec::new();
+    let batch_len = batch_len();
     for (i, node) in nodes.iter().enumerate() {
         let s = node.sender();
         let mut rng = Rng::new(i as u64);
@@ -457,7 +493,7 @@ async fn cluster20(n: u64) -> (f64, f64, Option<f64>) {
             let payload = Bytes::from(vec![0xab; PAYLOAD]);
             let mut left = per as usize;
             while left > 0 {
-                let k = left.min(BATCH);
+                let k = left.min(batch_len);
                 let batch = (0..k).map(|_| (NodeId::from_u128(rng.next_u128()), PURPOSE, payload.clone())).collect();
                 send_retrying(&s, batch).await;
                 left -= k;
@@ -480,10 +516,17 @@ async fn cluster20(n: u64) -> (f64, f64, Option<f64>) {
     for c in counters {
         c.abort();
     }
+    let mut again = Again::default();
+    for node in &nodes {
+        let s = node.metrics().await.expect("metrics").stats;
+        again.reroutes += s.reroutes;
+        again.duplicates += s.duplicates_dropped;
+        again.undeliverable += s.undeliverable;
+    }
     for node in &mut nodes {
         node.stop().await;
     }
-    (got as f64 / secs, hops.load(Ordering::Relaxed) as f64 / got.max(1) as f64, cpu)
+    (got as f64 / secs, hops.load(Ordering::Relaxed) as f64 / got.max(1) as f64, cpu, again)
 }
 
 /// Sends `batch`; what the node refuses with `Backpressure` (its queue towards a next hop is
