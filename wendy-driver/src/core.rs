@@ -28,10 +28,11 @@ pub(crate) const LAG_WINDOWS: usize = 16;
 /// events of the round and the callers waiting for a join.
 ///
 /// A driver's loop: read the clock ([`tick`](Self::tick)) and feed inputs
-/// ([`handle_timeout`](Self::handle_timeout), [`on_net`](Self::on_net),
-/// [`on_readable`](Self::on_readable), [`on_commands`](Self::on_commands)), then
+/// ([`on_net`](Self::on_net), [`on_readable`](Self::on_readable), then
+/// [`handle_timeout`](Self::handle_timeout), so that what came while the driver waited is seen
+/// before the deadlines; then [`on_commands`](Self::on_commands)), then
 /// [`flush`](Self::flush); sleep until
-/// [`deadline`](Self::deadline) or the next input (and [`EventSender::room`] while
+/// [`deadline`](Self::deadline) or the next input (and [`EventSender::poll_room`] while
 /// [`is_lagging`](Self::is_lagging)), not reading the network while
 /// [`is_saturated`](Self::is_saturated) and not taking commands while
 /// [`is_congested`](Self::is_congested).
@@ -372,13 +373,13 @@ impl<R: Io> Core<R> {
     }
 
     /// True while the application has no room for more events: wait for
-    /// [`EventSender::room`] too.
+    /// [`EventSender::poll_room`] too.
     pub fn is_lagging(&self) -> bool {
         self.lagging
     }
 
     /// True while the application lags by [`LAG_WINDOWS`] connection windows of deliveries
-    /// more than its queue holds: read no network input until [`EventSender::room`] resolves.
+    /// more than its queue holds: read no network input until [`EventSender::poll_room`] resolves.
     ///
     /// Until then the node reads on, so that it answers its peers' probes and reads their
     /// acknowledgements: a node that stops reading looks dead to its peers once their probes

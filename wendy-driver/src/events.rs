@@ -20,7 +20,7 @@ use crate::NodeEvent;
 
 /// The application's end of a node's events (see
 /// [`NodeHandle::take_events`](crate::NodeHandle::take_events)); also a
-/// [`Stream`](futures_core::Stream) of them.
+/// [`Stream`] of them.
 #[derive(Debug)]
 pub struct Events {
     ready: std::vec::IntoIter<NodeEvent>,
