@@ -48,7 +48,10 @@
 //!
 //! # The driver's loop
 //! Feed one input, then drain **every** output with `poll_output` until it returns `None`,
-//! then sleep until `poll_timeout()` or the next input, whichever comes first. Connections are
+//! then sleep until `poll_timeout()` or the next input, whichever comes first. When both are
+//! ready at once (the driver was not run for a while), feed the input that has arrived first,
+//! then `handle_timeout`: a deadline judges peers by what they sent (an acknowledgement not seen
+//! by then makes its hop late), so input left unread counts against them. Connections are
 //! named by the node ([`ConnId`]): it asks for outbound ones with [`Output::Connect`], and the
 //! driver names inbound ones with [`Node::handle_accepted`].
 //!
