@@ -93,13 +93,18 @@ struct ParkedLists {
 }
 
 impl ParkedSet {
-    /// The set of `msgs`, in their order.
+    /// The set of `msgs`, in their order (their vector kept).
     fn of(msgs: Vec<Parked>) -> Self {
-        let mut set = ParkedSet::default();
-        for p in msgs {
-            set.push(p);
+        if msgs.is_empty() {
+            return ParkedSet::default();
         }
-        set
+        let mut suspects = Vec::new();
+        for p in &msgs {
+            if !suspects.contains(&p.suspect) {
+                suspects.push(p.suspect);
+            }
+        }
+        ParkedSet(Some(Box::new(ParkedLists { msgs, suspects })))
     }
 
     pub(super) fn push(&mut self, p: Parked) {
