@@ -14,6 +14,8 @@ use crate::wire::DEFAULT_MAX_FRAME;
 
 /// A connection's window, in multiples of `max_pending_per_peer` ([`Config::route_window`]).
 const ROUTE_WINDOW_PER_QUEUE: usize = 4;
+/// Payload bytes a connection's window holds at most ([`Config::route_window_bytes`]).
+const ROUTE_WINDOW_BYTES: usize = 4 << 20;
 
 /// The smallest purpose an application may use; 0..16 are wendy's own messages.
 pub const MIN_APP_PURPOSE: u8 = 16;
@@ -435,6 +437,16 @@ impl Config {
     /// uses to bound the deliveries waiting for a lagging application.
     pub fn route_window(&self) -> usize {
         self.max_pending_per_peer.max(1) * ROUTE_WINDOW_PER_QUEUE
+    }
+
+    /// The window in bytes: besides at most [`route_window`](Self::route_window) messages, a
+    /// connection carries at most this many bytes of routed payload (4 MiB) written and not yet
+    /// handed on by its peer; the message that crosses it is the last written until the peer
+    /// hands some on. With small messages the count binds; with large ones this does: 4,096
+    /// messages of 60 KB would be 245 MB held for one peer, and longer for it to work through
+    /// than an ack timeout.
+    pub fn route_window_bytes(&self) -> usize {
+        ROUTE_WINDOW_BYTES
     }
 
     /// The largest application payload that fits a frame: `max_frame_size` less the

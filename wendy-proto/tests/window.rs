@@ -145,3 +145,51 @@ fn deliveries_are_handed_on_once_the_application_has_room() {
     node.handle_bytes(now, conn_a, a.seal(&[layer]).expect("seal"));
     assert_eq!(acks(&script::drain(&mut node), &mut a), vec![(4, 4)]);
 }
+
+/// Large messages fill the window by their bytes, not their count: of a burst of 60 KB
+/// messages for a hop that acknowledges nothing, no more are written than the window's bytes
+/// allow (the one that crosses them last); the rest wait in the hop's queue, and go out as the
+/// hop hands the first on. None is lost on the way.
+#[test]
+fn large_messages_fill_the_window_by_bytes() {
+    const SIZE: usize = 60_000;
+    const N: u64 = 200;
+    let mut now = Instant::from_secs(1);
+    let Relay { mut node, mut a, conn_a, mut b, conn_b } = Relay::new(now);
+    let (aid, bid) = (a.info().id, b.info().id);
+    let window_bytes = node.config().route_window_bytes();
+    let payload = Bytes::from(vec![0xcd; SIZE]);
+    let mut written = Vec::new();
+    for seq in 0..N {
+        let m = Message::Route(Route { key: bid, purpose: 16, origin: aid, hops: 0, seq, payload: payload.clone() });
+        node.handle_bytes(now, conn_a, a.seal(&[m]).expect("seal"));
+        let outs = script::drain(&mut node);
+        for m in b.open_outputs(&outs, conn_b).expect("B opens") {
+            if let Message::Route(r) = m {
+                written.push(r.seq);
+            }
+        }
+    }
+    let fit = window_bytes.div_ceil(SIZE) as u64;
+    assert_eq!(written.len() as u64, fit, "as many as the window's {window_bytes} bytes hold, the last crossing them");
+    assert!(fit < node.config().route_window() as u64, "the count alone would have let more go");
+
+    // B hands on everything it received: as much again goes out, in order, until all are out.
+    let mut acked = 0u64;
+    while (written.len() as u64) < N {
+        now += Duration::from_millis(1);
+        let got = written.len() as u64;
+        assert!(got > acked, "the window reopened");
+        acked = got;
+        let ack = Message::Ack { count: acked, passed: acked };
+        node.handle_bytes(now, conn_b, b.seal(&[ack]).expect("seal"));
+        let outs = script::drain(&mut node);
+        for m in b.open_outputs(&outs, conn_b).expect("B opens") {
+            if let Message::Route(r) = m {
+                written.push(r.seq);
+            }
+        }
+        assert!(written.len() as u64 - acked <= fit, "never more than a window's bytes unacknowledged");
+    }
+    assert_eq!(written, (0..N).collect::<Vec<_>>(), "every message written once, in order");
+}

@@ -58,6 +58,8 @@ pub(super) struct Flight {
     /// Sent and not yet handed on by the peer, oldest first (those from `acked_out` on not yet
     /// received either); `None` once rerouted or given up.
     unacked: VecDeque<Option<InFlight>>,
+    /// Payload bytes of the messages in `unacked` (those not yet rerouted or given up).
+    bytes: u64,
     /// The retransmission check's entry in the timer table.
     pub(super) timer: Option<Instant>,
     /// When the peer last acknowledged receiving one more: while that is within the ack
@@ -161,8 +163,14 @@ impl Flight {
     }
 
     /// Routed messages sent and not yet handed on by the peer (the connection's window).
-    pub(super) fn in_flight(&self) -> usize {
-        self.unacked.len()
+    /// True if the window has no room: `window` messages, or `window_bytes` bytes of payload.
+    pub(super) fn is_full(&self, window: usize, window_bytes: usize) -> bool {
+        self.unacked.len() >= window || self.bytes >= window_bytes as u64
+    }
+
+    /// `e` leaves the queue (handed on, rerouted or given up): its bytes no longer count.
+    fn release(&mut self, e: &InFlight) {
+        self.bytes = self.bytes.saturating_sub(e.route.payload.len() as u64);
     }
 
     /// True if the peer has received messages on this connection and not handed them on: we
@@ -223,6 +231,7 @@ impl Node {
         // Bounded by the window: a routed message is written only while it has room
         // ([`Node::enqueue`], [`Node::flush_window`]), so every one is tracked.
         debug_assert!(f.unacked.len() < self.cfg.route_window());
+        f.bytes += route.payload.len() as u64;
         f.unacked.push_back(Some(InFlight { route, sent: now, reroutes, token, checked: false, rounds: 0 }));
         if f.timer.is_none() {
             let peer = c.peer();
@@ -305,10 +314,14 @@ impl Node {
         let passed = passed.min(f.acked_out);
         let opened = f.base < passed;
         while f.base < passed {
-            f.unacked.pop_front();
+            if let Some(Some(e)) = f.unacked.pop_front() {
+                f.release(&e);
+            }
             f.base += 1;
         }
         if f.unacked.is_empty() {
+            debug_assert_eq!(f.bytes, 0, "the window's bytes are those of the messages in it");
+            f.bytes = 0;
             let t = f.timer.take();
             self.timers.disarm(TimerKey::Ack(conn), t);
             f.drained();
@@ -351,6 +364,8 @@ impl Node {
         let Some(f) = self.conns.get_mut(&conn).and_then(|c| c.flight.as_mut()) else { return };
         f.timer = None;
         let mut late = Vec::new();
+        // Payload bytes of the messages taken out of the window below.
+        let mut freed = 0u64;
         let mut oldest = None;
         let (mut custody_due, mut custody_overdue): (Option<Instant>, Option<Instant>) = (None, None);
         let mut custody_probe = false;
@@ -371,6 +386,7 @@ impl Node {
                     // Our copy stays, and the peer is probed whatever we heard from it: if it
                     // is declared failed, the copy is routed again around it.
                     if e.rounds >= CUSTODY_ROUNDS {
+                        freed += e.route.payload.len() as u64;
                         *slot = None;
                         continue;
                     }
@@ -386,11 +402,13 @@ impl Node {
                 let due = e.sent + if e.checked { give_up } else { hold };
                 custody_due = Some(custody_due.map_or(due, |d| d.min(due)));
             } else if progress.is_none() && now - e.sent >= rto * 2 {
+                freed += e.route.payload.len() as u64;
                 late.extend(slot.take());
             } else if oldest.is_none() {
                 oldest = Some(e.sent);
             }
         }
+        f.bytes = f.bytes.saturating_sub(freed);
         while f.base < f.acked_out && matches!(f.unacked.front(), Some(None)) {
             f.unacked.pop_front();
             f.base += 1;

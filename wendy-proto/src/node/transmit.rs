@@ -70,8 +70,8 @@ impl Tx {
 
 impl super::connections::Conn {
     /// True if `window` routed messages are in flight on it (sent, not yet handed on).
-    fn window_full(&self, window: usize) -> bool {
-        self.flight.as_ref().is_some_and(|f| f.in_flight() >= window)
+    fn window_full(&self, window: usize, window_bytes: usize) -> bool {
+        self.flight.as_ref().is_some_and(|f| f.is_full(window, window_bytes))
     }
 }
 
@@ -118,7 +118,7 @@ impl Node {
 
     /// Transmits on an open connection, or queues until it opens. False if the queue is full.
     pub(super) fn enqueue(&mut self, conn: ConnId, msg: Message) -> bool {
-        let window = self.cfg.route_window();
+        let (window, window_bytes) = (self.cfg.route_window(), self.cfg.route_window_bytes());
         let Some(c) = self.conns.get_mut(&conn) else { return false };
         if c.closing.is_some() {
             return false;
@@ -128,7 +128,7 @@ impl Node {
             c.last_active = self.last_now;
             // A routed message waits behind the connection's window (and behind those already
             // waiting, to keep their order); anything else goes out at once.
-            if !matches!(msg, Message::Route(_)) || (c.pending_len() == 0 && !c.window_full(window)) {
+            if !matches!(msg, Message::Route(_)) || (c.pending_len() == 0 && !c.window_full(window, window_bytes)) {
                 self.transmit_owned(conn, msg);
                 return true;
             }
@@ -161,7 +161,8 @@ impl Node {
             return true;
         }
         let pending = c.pending_len();
-        if matches!(c.phase, Phase::Open) && pending == 0 && !c.window_full(self.cfg.route_window()) {
+        let (window, window_bytes) = (self.cfg.route_window(), self.cfg.route_window_bytes());
+        if matches!(c.phase, Phase::Open) && pending == 0 && !c.window_full(window, window_bytes) {
             return false;
         }
         full_queue(pending)
@@ -169,12 +170,12 @@ impl Node {
 
     /// Writes what waits in open `conn`'s queue, as far as its window allows.
     pub(super) fn flush_window(&mut self, conn: ConnId) {
-        let window = self.cfg.route_window();
+        let (window, window_bytes) = (self.cfg.route_window(), self.cfg.route_window_bytes());
         while let Some(c) = self.conns.get_mut(&conn) {
             if !matches!(c.phase, Phase::Open) || c.closing.is_some() {
                 return;
             }
-            let full = c.window_full(window);
+            let full = c.window_full(window, window_bytes);
             let Some(io) = c.io.as_mut() else { return };
             match io.pending.front() {
                 Some(Message::Route(_)) if full => return,
