@@ -125,6 +125,8 @@ impl Got {
 #[derive(Debug)]
 pub struct Tally {
     seen: HashMap<usize, u32>,
+    /// Messages reported undeliverable to their senders.
+    reported: std::collections::BTreeSet<usize>,
     delivered: usize,
     correct: usize,
     duplicates: usize,
@@ -140,6 +142,7 @@ impl Tally {
         let now = Instant::now();
         Tally {
             seen: HashMap::new(),
+            reported: std::collections::BTreeSet::new(),
             delivered: 0,
             correct: 0,
             duplicates: 0,
@@ -170,6 +173,22 @@ impl Tally {
         self.delivered
     }
 
+    /// Message `msg` was reported undeliverable to its sender (`NodeError::Undeliverable`:
+    /// the nodes gave up on it, and said so).
+    pub fn record_undeliverable(&mut self, msg: usize) {
+        self.reported.insert(msg);
+    }
+
+    /// Messages reported undeliverable and not delivered (so far).
+    pub fn undeliverable(&self) -> usize {
+        self.reported.iter().filter(|m| !self.seen.contains_key(m)).count()
+    }
+
+    /// Messages whose fate is known: delivered, or reported undeliverable to their sender.
+    pub fn accounted(&self) -> usize {
+        self.delivered + self.undeliverable()
+    }
+
     /// How long is left of `limit`, counted from the start of the sending.
     pub fn time_left(&self, limit: Duration) -> Duration {
         limit.saturating_sub(self.start.elapsed())
@@ -189,6 +208,7 @@ impl Tally {
             delivered,
             correct: self.correct,
             duplicates: self.duplicates,
+            undeliverable: self.undeliverable(),
             hops_mean: if delivered > 0 { self.hops_sum as f64 / delivered as f64 } else { 0.0 },
             msgs_per_s: delivered as f64 / secs,
             secs,
@@ -216,6 +236,9 @@ pub struct Report {
     pub correct: usize,
     /// Deliveries beyond the first of a message.
     pub duplicates: usize,
+    /// Messages not delivered that were reported undeliverable to their senders (the rest of
+    /// those not delivered vanished, or were still on their way when the run gave up).
+    pub undeliverable: usize,
     /// Mean hops per delivered message.
     pub hops_mean: f64,
     /// Deliveries per second.
@@ -247,9 +270,10 @@ impl Report {
             Ok(())
         } else {
             Err(format!(
-                "{} of {} messages not delivered at the right node",
+                "{} of {} messages not delivered at the right node ({} of them reported undeliverable to their senders)",
                 self.messages - self.correct,
-                self.messages
+                self.messages,
+                self.undeliverable
             )
             .into())
         }
@@ -257,9 +281,12 @@ impl Report {
 
     /// Prints the report as text.
     pub fn print(&self) {
-        let Report { driver, messages: m, delivered, correct, duplicates, .. } = self;
+        let Report { driver, messages: m, delivered, correct, duplicates, undeliverable, .. } = self;
         println!("driver:      {driver}");
         println!("messages:    {m} sent, {delivered} delivered, {correct} at the right node, {duplicates} duplicates");
+        if *undeliverable > 0 {
+            println!("reported:    {undeliverable} not delivered were reported undeliverable to their senders");
+        }
         println!("hops:        {:.2} mean", self.hops_mean);
         println!("throughput:  {:.0} msgs/s ({:.3} s)", self.msgs_per_s, self.secs);
         println!(
@@ -277,6 +304,7 @@ impl Report {
             "delivered": self.delivered,
             "correct": self.correct,
             "duplicates": self.duplicates,
+            "undeliverable": self.undeliverable,
             "hops_mean": self.hops_mean,
             "msgs_per_s": self.msgs_per_s,
             "join_s": self.join_s,
@@ -298,4 +326,34 @@ pub fn converged(ids: &[NodeId], node: &Node) -> bool {
     let pos = ids.binary_search(&node.id()).unwrap_or(0);
     let members = node.leaf_set().members();
     node.is_ready() && members.contains(&ids[(pos + 1) % n]) && members.contains(&ids[(pos + n - 1) % n])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(messages: usize) -> Args {
+        Args { nodes: 3, messages, payload: 32, seed: 1, json: None }
+    }
+
+    #[test]
+    fn messages_reported_undeliverable_are_accounted_for_and_counted_apart() {
+        let roots = [0, 1, 2, 0];
+        let mut t = Tally::new(4);
+        t.record(Got { node: 0, msg: 0, hops: 1, latency_us: 10 }, &roots);
+        t.record(Got { node: 2, msg: 2, hops: 1, latency_us: 10 }, &roots);
+        // Message 1 was given up on; message 2 was reported too but a copy arrived.
+        t.record_undeliverable(1);
+        t.record_undeliverable(2);
+        t.record_undeliverable(1);
+        assert_eq!((t.delivered(), t.undeliverable(), t.accounted()), (2, 1, 3));
+        let r = t.report("test", &args(4), 0.0);
+        assert_eq!((r.delivered, r.correct, r.undeliverable), (2, 2, 1));
+        assert_eq!(r.to_json()["undeliverable"], 1);
+        let e = r.finish(None).expect_err("two messages did not arrive");
+        assert_eq!(
+            e.to_string(),
+            "2 of 4 messages not delivered at the right node (1 of them reported undeliverable to their senders)"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! towards random keys from random nodes; each must arrive once, at the numerically closest
 //! node.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use wendy_driver::cluster::{self, Got, Plan, Tally, PURPOSE};
 use wendy_proto::rng::Rng;
+use wendy_proto::{Event, NodeError};
 use wendy_tokio::{Config, NodeEvent, NodeHandle, NodeId, Options};
 
 use crate::Error;
@@ -77,24 +79,33 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let join_s = t0.elapsed().as_secs_f64();
     println!("{n} nodes joined in {join_s:.2} s");
 
-    let (tx, mut rx) = mpsc::unbounded_channel::<Got>();
+    let ids: Vec<NodeId> = nodes.iter().map(NodeHandle::id).collect();
+    let Plan { keys, senders, roots } = Plan::new(&ids, m, &mut rng);
+    // A message the nodes gave up on is reported to its sender by its key.
+    let by_key: Arc<HashMap<NodeId, usize>> = Arc::new(keys.iter().enumerate().map(|(k, &key)| (key, k)).collect());
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Fate>();
     for (i, node) in nodes.iter_mut().enumerate() {
         let mut events = node.take_events().expect("events not taken");
         let tx = tx.clone();
+        let by_key = by_key.clone();
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
-                if let NodeEvent::Deliver(d) = ev {
-                    if let Some(g) = Got::parse(i, &d, origin) {
-                        let _ = tx.send(g);
+                let fate = match ev {
+                    NodeEvent::Deliver(d) => Got::parse(i, &d, origin).map(Fate::Delivered),
+                    NodeEvent::Event(Event::Error(NodeError::Undeliverable { key, purpose: PURPOSE })) => {
+                        by_key.get(&key).map(|&k| Fate::Undeliverable(k))
                     }
+                    _ => None,
+                };
+                if let Some(f) = fate {
+                    let _ = tx.send(f);
                 }
             }
         });
     }
     drop(tx);
 
-    let ids: Vec<NodeId> = nodes.iter().map(NodeHandle::id).collect();
-    let Plan { keys, senders, roots } = Plan::new(&ids, m, &mut rng);
     let mut per_node: Vec<Vec<(NodeId, u8, Bytes)>> = vec![Vec::new(); n];
     let size = args.payload_size();
     for (k, (&key, &from)) in keys.iter().zip(&senders).enumerate() {
@@ -116,15 +127,19 @@ pub async fn run(args: Args) -> Result<(), Error> {
 
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
     progress.tick().await;
-    while tally.delivered() < m {
+    // Until every message is delivered or reported undeliverable to its sender.
+    while tally.accounted() < m {
         let left = tally.time_left(timeout);
         if left.is_zero() {
             println!("gave up waiting after {} s (--timeout)", timeout.as_secs());
+            // A sender still waiting for room in its node is not waited for.
+            sending.abort_all();
             break;
         }
         tokio::select! {
             got = tokio::time::timeout(left, rx.recv()) => match got {
-                Ok(Some(g)) => tally.record(g, &roots),
+                Ok(Some(Fate::Delivered(g))) => tally.record(g, &roots),
+                Ok(Some(Fate::Undeliverable(k))) => tally.record_undeliverable(k),
                 _ => break,
             },
             Some(sent) = sending.join_next() => {
@@ -140,12 +155,25 @@ pub async fn run(args: Args) -> Result<(), Error> {
             return Err(format!("a send failed: {e}").into());
         }
     }
+    // Reports that came with the last deliveries.
+    while let Ok(f) = rx.try_recv() {
+        match f {
+            Fate::Delivered(g) => tally.record(g, &roots),
+            Fate::Undeliverable(k) => tally.record_undeliverable(k),
+        }
+    }
     let report = tally.report("tokio", &args, join_s);
     let outcome = report.finish(args.json.as_deref());
     for node in &nodes {
         node.stop().await;
     }
     outcome.map_err(|e| e.to_string().into())
+}
+
+/// What became of a message: delivered somewhere, or given up on and reported to its sender.
+enum Fate {
+    Delivered(Got),
+    Undeliverable(usize),
 }
 
 /// Waits until every node is ready and holds its ring neighbours in its leaf set.
