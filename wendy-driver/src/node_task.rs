@@ -26,7 +26,7 @@ use crate::{EventSender, Options};
 /// the writers.
 const BATCH: usize = 256;
 /// Rounds of reading (each up to `core::READS_PER_ROUND` reads) a due timer waits for
-/// while input is waiting: its deadlines are late by that much at most.
+/// while input is waiting ([`TimerGate`]).
 const MAX_TIMER_DEFERRALS: u32 = 8;
 /// How long a stopping node waits for its writers to finish what they have.
 const FLUSH_LIMIT: Duration = Duration::from_secs(1);
@@ -186,8 +186,7 @@ pub(crate) async fn run<R: Runtime>(
     io.tasks.push(accept);
     let mut timer: Option<R::Timer> = None;
     let mut armed = None;
-    // Rounds the due timer has waited for input to be read.
-    let mut timer_deferred = 0;
+    let mut timer_gate = TimerGate::default();
     // The receivers are polled as streams, which wants them pinned.
     let mut net_rx = std::pin::pin!(net_rx);
     let mut commands = std::pin::pin!(commands);
@@ -267,13 +266,8 @@ pub(crate) async fn run<R: Runtime>(
             // Set again (or dropped) at the top of the loop.
             armed = None;
             let input_waiting = !core.is_saturated() && (core.has_unread() || readable.is_reported());
-            if input_waiting && timer_deferred < MAX_TIMER_DEFERRALS {
-                // Input is waiting (a loaded machine did not run us for a while): read it
-                // first, so that the acknowledgements in it are seen before the node judges
-                // its peers late. The timer fires again at once.
-                timer_deferred += 1;
-            } else {
-                timer_deferred = 0;
+            // If it waits, it fires again at once: the next round reads first.
+            if timer_gate.fires(input_waiting) {
                 core.handle_timeout(&mut io);
             }
         }
@@ -304,6 +298,30 @@ pub(crate) async fn run<R: Runtime>(
     }
     core.flush(&mut io);
     io.shutdown(&mut core).await;
+}
+
+/// Whether a due timer fires in this round. While input is waiting (a loaded machine did not
+/// run the node task for a while), it waits for that input to be read first, so that the
+/// acknowledgements in it are seen before the node judges its peers late; but never more
+/// than [`MAX_TIMER_DEFERRALS`] rounds in a row, so that a node with input always waiting
+/// still keeps its deadlines.
+#[derive(Debug, Default)]
+struct TimerGate {
+    /// Rounds in a row the due timer has waited.
+    deferred: u32,
+}
+
+impl TimerGate {
+    /// True if the due timer fires now; `input_waiting`: some socket has input not yet read.
+    fn fires(&mut self, input_waiting: bool) -> bool {
+        if input_waiting && self.deferred < MAX_TIMER_DEFERRALS {
+            self.deferred += 1;
+            false
+        } else {
+            self.deferred = 0;
+            true
+        }
+    }
 }
 
 /// What woke the node task: everything that was ready.
@@ -566,5 +584,18 @@ mod tests {
         assert_eq!(node.0.load(Ordering::SeqCst), 2);
         readable.take(&mut got);
         assert_eq!(got, [ConnId(1), ConnId(2), ConnId(1)]);
+    }
+
+    #[test]
+    fn a_due_timer_waits_for_waiting_input_at_most_eight_rounds_in_a_row() {
+        let mut gate = TimerGate::default();
+        assert!(gate.fires(false), "nothing to read: it fires at once");
+        for round in 0..3 {
+            let waited = (0..).take_while(|_| !gate.fires(true)).count();
+            assert_eq!(waited, MAX_TIMER_DEFERRALS as usize, "round {round}: input always waiting");
+        }
+        assert!(!gate.fires(true));
+        assert!(gate.fires(false), "the input read, it fires");
+        assert!(!gate.fires(true), "and the count starts again");
     }
 }

@@ -47,7 +47,7 @@ use wendy_tokio::{CommandError, Config, Error, NodeEvent, NodeHandle, NodeId, Op
 const PAYLOAD: usize = 32;
 const PURPOSE: u8 = 16;
 const RELAY: u8 = 17;
-/// Messages per `send_batch`, unless `WENDY_BENCH_BATCH` says otherwise.
+/// Messages per `send_batch` by default ([`batch_len`]).
 const BATCH: usize = 256;
 
 /// Messages per `send_batch` in the chain and the cluster: `WENDY_BENCH_BATCH`, else [`BATCH`].
@@ -391,9 +391,9 @@ async fn chain3(n: u64, batched: bool) -> (f64, Option<f64>) {
     let cpu = cpu_time();
     let start = Instant::now();
     if batched {
-        let mut left = n as usize;
+        let (mut left, batch_len) = (n as usize, batch_len());
         while left > 0 {
-            let k = left.min(batch_len());
+            let k = left.min(batch_len);
             send_retrying(&a, vec![(bid, RELAY, payload.clone()); k]).await;
             left -= k;
         }

@@ -94,26 +94,32 @@ struct ParkedLists {
     suspects: Vec<NodeId>,
 }
 
+impl ParkedLists {
+    /// Lists `suspect` among those waited for, once.
+    fn note_suspect(&mut self, suspect: NodeId) {
+        if !self.suspects.contains(&suspect) {
+            self.suspects.push(suspect);
+        }
+    }
+}
+
 impl ParkedSet {
     /// The set of `msgs`, in their order (their vector kept).
     fn of(msgs: Vec<Parked>) -> Self {
         if msgs.is_empty() {
             return ParkedSet::default();
         }
-        let mut suspects = Vec::new();
+        let mut lists = ParkedLists { msgs: Vec::new(), suspects: Vec::new() };
         for p in &msgs {
-            if !suspects.contains(&p.suspect) {
-                suspects.push(p.suspect);
-            }
+            lists.note_suspect(p.suspect);
         }
-        ParkedSet(Some(Box::new(ParkedLists { msgs, suspects })))
+        lists.msgs = msgs;
+        ParkedSet(Some(Box::new(lists)))
     }
 
     pub(super) fn push(&mut self, p: Parked) {
         let lists = self.0.get_or_insert_with(|| Box::new(ParkedLists { msgs: Vec::new(), suspects: Vec::new() }));
-        if !lists.suspects.contains(&p.suspect) {
-            lists.suspects.push(p.suspect);
-        }
+        lists.note_suspect(p.suspect);
         lists.msgs.push(p);
     }
 
@@ -162,15 +168,11 @@ impl Flight {
             + self.held_in.capacity()
     }
 
-    /// Routed messages sent and not yet handed on by the peer (the connection's window).
-    /// True if the window has no room: `window` messages, or `window_bytes` bytes of payload.
-    pub(super) fn is_full(&self, window: usize, window_bytes: usize) -> bool {
-        self.unacked.len() >= window || self.bytes >= window_bytes as u64
-    }
-
-    /// `e` leaves the queue (handed on, rerouted or given up): its bytes no longer count.
-    fn release(&mut self, e: &InFlight) {
-        self.bytes = self.bytes.saturating_sub(e.route.payload.len() as u64);
+    /// True if the connection's window has no room: as many routed messages sent and not yet
+    /// handed on by the peer as [`Config::route_window`](crate::Config::route_window) allows,
+    /// or as many payload bytes as [`Config::route_window_bytes`](crate::Config::route_window_bytes).
+    pub(super) fn is_full(&self, cfg: &crate::Config) -> bool {
+        self.unacked.len() >= cfg.route_window() || self.bytes >= cfg.route_window_bytes() as u64
     }
 
     /// True if the peer has received messages on this connection and not handed them on: we
@@ -220,6 +222,13 @@ pub(super) struct InFlight {
     pub(super) rounds: u8,
 }
 
+impl InFlight {
+    /// Its payload's bytes, as the window counts them ([`Flight::is_full`]).
+    fn bytes(&self) -> u64 {
+        self.route.payload.len() as u64
+    }
+}
+
 impl Node {
     /// Records a routed message written on `conn`, to be acknowledged.
     pub(super) fn track_route(&mut self, conn: ConnId, route: Route) {
@@ -231,8 +240,9 @@ impl Node {
         // Bounded by the window: a routed message is written only while it has room
         // ([`Node::enqueue`], [`Node::flush_window`]), so every one is tracked.
         debug_assert!(f.unacked.len() < self.cfg.route_window());
-        f.bytes += route.payload.len() as u64;
-        f.unacked.push_back(Some(InFlight { route, sent: now, reroutes, token, checked: false, rounds: 0 }));
+        let e = InFlight { route, sent: now, reroutes, token, checked: false, rounds: 0 };
+        f.bytes += e.bytes();
+        f.unacked.push_back(Some(e));
         if f.timer.is_none() {
             let peer = c.peer();
             let at = now + self.ack_timeout(peer);
@@ -315,7 +325,7 @@ impl Node {
         let opened = f.base < passed;
         while f.base < passed {
             if let Some(Some(e)) = f.unacked.pop_front() {
-                f.release(&e);
+                f.bytes = f.bytes.saturating_sub(e.bytes());
             }
             f.base += 1;
         }
@@ -386,7 +396,7 @@ impl Node {
                     // Our copy stays, and the peer is probed whatever we heard from it: if it
                     // is declared failed, the copy is routed again around it.
                     if e.rounds >= CUSTODY_ROUNDS {
-                        freed += e.route.payload.len() as u64;
+                        freed += e.bytes();
                         *slot = None;
                         continue;
                     }
@@ -402,7 +412,7 @@ impl Node {
                 let due = e.sent + if e.checked { give_up } else { hold };
                 custody_due = Some(custody_due.map_or(due, |d| d.min(due)));
             } else if progress.is_none() && now - e.sent >= rto * 2 {
-                freed += e.route.payload.len() as u64;
+                freed += e.bytes();
                 late.extend(slot.take());
             } else if oldest.is_none() {
                 oldest = Some(e.sent);

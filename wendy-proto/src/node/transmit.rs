@@ -69,9 +69,9 @@ impl Tx {
 }
 
 impl super::connections::Conn {
-    /// True if `window` routed messages are in flight on it (sent, not yet handed on).
-    fn window_full(&self, window: usize, window_bytes: usize) -> bool {
-        self.flight.as_ref().is_some_and(|f| f.is_full(window, window_bytes))
+    /// True if its window has no room for another routed message ([`super::acks::Flight::is_full`]).
+    fn window_full(&self, cfg: &crate::Config) -> bool {
+        self.flight.as_ref().is_some_and(|f| f.is_full(cfg))
     }
 }
 
@@ -118,7 +118,6 @@ impl Node {
 
     /// Transmits on an open connection, or queues until it opens. False if the queue is full.
     pub(super) fn enqueue(&mut self, conn: ConnId, msg: Message) -> bool {
-        let (window, window_bytes) = (self.cfg.route_window(), self.cfg.route_window_bytes());
         let Some(c) = self.conns.get_mut(&conn) else { return false };
         if c.closing.is_some() {
             return false;
@@ -128,7 +127,7 @@ impl Node {
             c.last_active = self.last_now;
             // A routed message waits behind the connection's window (and behind those already
             // waiting, to keep their order); anything else goes out at once.
-            if !matches!(msg, Message::Route(_)) || (c.pending_len() == 0 && !c.window_full(window, window_bytes)) {
+            if !matches!(msg, Message::Route(_)) || (c.pending_len() == 0 && !c.window_full(&self.cfg)) {
                 self.transmit_owned(conn, msg);
                 return true;
             }
@@ -161,8 +160,7 @@ impl Node {
             return true;
         }
         let pending = c.pending_len();
-        let (window, window_bytes) = (self.cfg.route_window(), self.cfg.route_window_bytes());
-        if matches!(c.phase, Phase::Open) && pending == 0 && !c.window_full(window, window_bytes) {
+        if matches!(c.phase, Phase::Open) && pending == 0 && !c.window_full(&self.cfg) {
             return false;
         }
         full_queue(pending)
@@ -170,12 +168,11 @@ impl Node {
 
     /// Writes what waits in open `conn`'s queue, as far as its window allows.
     pub(super) fn flush_window(&mut self, conn: ConnId) {
-        let (window, window_bytes) = (self.cfg.route_window(), self.cfg.route_window_bytes());
         while let Some(c) = self.conns.get_mut(&conn) {
             if !matches!(c.phase, Phase::Open) || c.closing.is_some() {
                 return;
             }
-            let full = c.window_full(window, window_bytes);
+            let full = c.window_full(&self.cfg);
             let Some(io) = c.io.as_mut() else { return };
             match io.pending.front() {
                 Some(Message::Route(_)) if full => return,
