@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use wendy_proto::rng::Rng;
-use wendy_proto::{Delivery, Node, NodeId};
+use wendy_proto::{Delivery, Node, NodeId, Stats};
 
 /// The purpose of the example's messages.
 pub const PURPOSE: u8 = 16;
@@ -134,6 +134,34 @@ pub struct Tally {
     latencies: Vec<u64>,
     start: Instant,
     last: Instant,
+    nodes: NodeCounts,
+}
+
+/// What the nodes themselves counted of the run, summed over every node: how often a hop
+/// was taken for a failing one. In a cluster where no node fails each of these is a busy
+/// peer taken for a dead one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeCounts {
+    /// Routed messages sent again through another hop ([`Stats::reroutes`]).
+    pub reroutes: u64,
+    /// Of those, copies routed again because the hop holding them was declared failed
+    /// ([`Stats::custody_reroutes`]).
+    pub custody_reroutes: u64,
+    /// Messages the nodes took charge of and dropped ([`Stats::dropped`]: a full queue, the
+    /// hop limit, no route, or given up on).
+    pub dropped: u64,
+    /// Copies not delivered because one was delivered already ([`Stats::duplicates_dropped`]).
+    pub duplicates_dropped: u64,
+}
+
+impl NodeCounts {
+    /// Adds one node's counters.
+    pub fn add(&mut self, s: &Stats) {
+        self.reroutes += s.reroutes;
+        self.custody_reroutes += s.custody_reroutes;
+        self.dropped += s.dropped;
+        self.duplicates_dropped += s.duplicates_dropped;
+    }
 }
 
 impl Tally {
@@ -150,7 +178,14 @@ impl Tally {
             latencies: Vec::with_capacity(messages),
             start: now,
             last: now,
+            nodes: NodeCounts::default(),
         }
+    }
+
+    /// Adds a node's counters, read at the end of the run, to the report's
+    /// [`NodeCounts`].
+    pub fn add_node_stats(&mut self, s: &Stats) {
+        self.nodes.add(s);
     }
 
     /// Counts a delivery; `roots` is [`Plan::roots`].
@@ -217,6 +252,7 @@ impl Tally {
             p99_latency_us: pct(0.99),
             payload_bytes: args.payload_size(),
             seed: args.seed,
+            node_counts: self.nodes,
         }
     }
 }
@@ -255,6 +291,8 @@ pub struct Report {
     pub payload_bytes: usize,
     /// The seed.
     pub seed: u64,
+    /// What the nodes counted (summed over all of them).
+    pub node_counts: NodeCounts,
 }
 
 impl Report {
@@ -287,6 +325,11 @@ impl Report {
         if *undeliverable > 0 {
             println!("reported:    {undeliverable} not delivered were reported undeliverable to their senders");
         }
+        let NodeCounts { reroutes, custody_reroutes, dropped, duplicates_dropped } = self.node_counts;
+        println!(
+            "in the nodes: {reroutes} rerouted ({custody_reroutes} by custody), {dropped} dropped, \
+             {duplicates_dropped} duplicate copies dropped"
+        );
         println!("hops:        {:.2} mean", self.hops_mean);
         println!("throughput:  {:.0} msgs/s ({:.3} s)", self.msgs_per_s, self.secs);
         println!(
@@ -312,6 +355,10 @@ impl Report {
             "p99_latency_us": self.p99_latency_us,
             "payload_bytes": self.payload_bytes,
             "seed": self.seed,
+            "reroutes": self.node_counts.reroutes,
+            "custody_reroutes": self.node_counts.custody_reroutes,
+            "dropped": self.node_counts.dropped,
+            "duplicates_dropped": self.node_counts.duplicates_dropped,
         })
     }
 }
@@ -347,9 +394,18 @@ mod tests {
         t.record_undeliverable(2);
         t.record_undeliverable(1);
         assert_eq!((t.delivered(), t.undeliverable(), t.accounted()), (2, 1, 3));
+        let mut s = Stats::default();
+        (s.reroutes, s.custody_reroutes, s.dropped, s.duplicates_dropped) = (5, 2, 1, 3);
+        t.add_node_stats(&s);
+        t.add_node_stats(&s);
         let r = t.report("test", &args(4), 0.0);
         assert_eq!((r.delivered, r.correct, r.undeliverable), (2, 2, 1));
-        assert_eq!(r.to_json()["undeliverable"], 1);
+        let j = r.to_json();
+        assert_eq!(j["undeliverable"], 1);
+        assert_eq!(
+            (&j["reroutes"], &j["custody_reroutes"], &j["dropped"], &j["duplicates_dropped"]),
+            (&10.into(), &4.into(), &2.into(), &6.into())
+        );
         let e = r.finish(None).expect_err("two messages did not arrive");
         assert_eq!(
             e.to_string(),

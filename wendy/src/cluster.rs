@@ -162,6 +162,11 @@ pub async fn run(args: Args) -> Result<(), Error> {
             Fate::Undeliverable(k) => tally.record_undeliverable(k),
         }
     }
+    for node in &nodes {
+        if let Ok(s) = node.stats().await {
+            tally.add_node_stats(&s);
+        }
+    }
     let report = tally.report("tokio", &args, join_s);
     let outcome = report.finish(args.json.as_deref());
     for node in &nodes {
