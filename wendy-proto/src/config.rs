@@ -445,6 +445,12 @@ impl Config {
     /// hands some on. With small messages the count binds; with large ones this does: 4,096
     /// messages of 60 KB would be 245 MB held for one peer, and longer for it to work through
     /// than an ack timeout.
+    ///
+    /// This is the bound; a connection does not start there. A new connection may carry 256
+    /// KiB; prompt acknowledgements open it to this bound (doubling each round trip), and an
+    /// acknowledgement later than a quarter of [`ack_timeout_max`](Self::ack_timeout_max)
+    /// halves it (once per window's worth of messages, never below 64 KiB), so that a busy
+    /// peer's backlog stays shorter than the wait after which it would be taken for failing.
     pub fn route_window_bytes(&self) -> usize {
         ROUTE_WINDOW_BYTES
     }

@@ -57,7 +57,8 @@
 //!
 //! A routed message is written only while its connection's window has room (4 x
 //! [`Config::max_pending_per_peer`] messages, and [`Config::route_window_bytes`] of payload,
-//! sent and not yet handed on by the peer); past the queue
+//! sent and not yet handed on by the peer; the bytes start at 256 KiB a connection, grow as
+//! the peer acknowledges promptly and halve when it acknowledges late); past the queue
 //! behind it, [`Node::send`] refuses with [`CommandError::Backpressure`]. A driver whose
 //! application can fall behind its deliveries calls [`Node::set_application_lagging`] and
 //! keeps feeding network input: acknowledgements must be read for windows to reopen.

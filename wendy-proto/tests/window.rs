@@ -146,50 +146,79 @@ fn deliveries_are_handed_on_once_the_application_has_room() {
     assert_eq!(acks(&script::drain(&mut node), &mut a), vec![(4, 4)]);
 }
 
-/// Large messages fill the window by their bytes, not their count: of a burst of 60 KB
-/// messages for a hop that acknowledges nothing, no more are written than the window's bytes
-/// allow (the one that crosses them last); the rest wait in the hop's queue, and go out as the
-/// hop hands the first on. None is lost on the way.
+/// Large messages fill the window by their bytes, not their count. A connection starts with
+/// 256 KiB: of a burst of 60 KB messages for a hop that acknowledges nothing, no more are
+/// written than those bytes allow (the one that crosses them last); the rest wait in the hop's
+/// queue. Prompt acknowledgements open it up to `route_window_bytes` (4 MiB) and never past;
+/// acknowledgements later than a quarter of `ack_timeout_max` halve it. None is lost on the
+/// way, and each is written once, in order.
 #[test]
 fn large_messages_fill_the_window_by_bytes() {
     const SIZE: usize = 60_000;
-    const N: u64 = 200;
+    const N: u64 = 600;
+    const INITIAL: usize = 256 << 10;
     let mut now = Instant::from_secs(1);
     let Relay { mut node, mut a, conn_a, mut b, conn_b } = Relay::new(now);
     let (aid, bid) = (a.info().id, b.info().id);
-    let window_bytes = node.config().route_window_bytes();
+    let bound = node.config().route_window_bytes();
+    let late = node.config().ack_timeout_max / 4;
     let payload = Bytes::from(vec![0xcd; SIZE]);
     let mut written = Vec::new();
-    for seq in 0..N {
-        let m = Message::Route(Route { key: bid, purpose: 16, origin: aid, hops: 0, seq, payload: payload.clone() });
-        node.handle_bytes(now, conn_a, a.seal(&[m]).expect("seal"));
-        let outs = script::drain(&mut node);
+    let mut take = |node: &mut wendy_proto::Node, b: &mut wendy_proto::harness::secure_peer::SecurePeer| {
+        let outs = script::drain(node);
         for m in b.open_outputs(&outs, conn_b).expect("B opens") {
             if let Message::Route(r) = m {
                 written.push(r.seq);
             }
         }
+    };
+    for seq in 0..N {
+        let m = Message::Route(Route { key: bid, purpose: 16, origin: aid, hops: 0, seq, payload: payload.clone() });
+        node.handle_bytes(now, conn_a, a.seal(&[m]).expect("seal"));
+        take(&mut node, &mut b);
     }
-    let fit = window_bytes.div_ceil(SIZE) as u64;
-    assert_eq!(written.len() as u64, fit, "as many as the window's {window_bytes} bytes hold, the last crossing them");
-    assert!(fit < node.config().route_window() as u64, "the count alone would have let more go");
+    let fits = |bytes: usize| bytes.div_ceil(SIZE) as u64;
+    assert_eq!(
+        written.len() as u64,
+        fits(INITIAL),
+        "as many as a new connection's 256 KiB hold, the last crossing them"
+    );
+    assert!(fits(bound) < node.config().route_window() as u64, "the count alone would have let more go");
 
-    // B hands on everything it received: as much again goes out, in order, until all are out.
+    // B hands on everything it received, promptly: the window opens up to its bound, in a few
+    // round trips, and never past it.
     let mut acked = 0u64;
-    while (written.len() as u64) < N {
-        now += Duration::from_millis(1);
+    let mut most = 0;
+    let mut ack = |node: &mut wendy_proto::Node, now: Instant, written: &mut Vec<u64>| {
         let got = written.len() as u64;
         assert!(got > acked, "the window reopened");
         acked = got;
         let ack = Message::Ack { count: acked, passed: acked };
         node.handle_bytes(now, conn_b, b.seal(&[ack]).expect("seal"));
-        let outs = script::drain(&mut node);
+        let outs = script::drain(node);
         for m in b.open_outputs(&outs, conn_b).expect("B opens") {
             if let Message::Route(r) = m {
                 written.push(r.seq);
             }
         }
-        assert!(written.len() as u64 - acked <= fit, "never more than a window's bytes unacknowledged");
+        let in_flight = written.len() as u64 - acked;
+        assert!(in_flight <= fits(bound), "never more than the bound's bytes unacknowledged");
+        in_flight
+    };
+    for _ in 0..8 {
+        now += Duration::from_millis(1);
+        most = most.max(ack(&mut node, now, &mut written));
+    }
+    assert_eq!(most, fits(bound), "prompt acknowledgements open the window to its bound");
+
+    // Acknowledgements later than a quarter of ack_timeout_max: the window is halved.
+    now += late + Duration::from_millis(1);
+    let in_flight = ack(&mut node, now, &mut written);
+    assert_eq!(in_flight, fits(bound / 2), "a late acknowledgement halves the window");
+
+    while (written.len() as u64) < N {
+        now += Duration::from_millis(1);
+        ack(&mut node, now, &mut written);
     }
     assert_eq!(written, (0..N).collect::<Vec<_>>(), "every message written once, in order");
 }

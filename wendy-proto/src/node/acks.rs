@@ -35,6 +35,7 @@ use super::counters::Counter;
 use super::custody::Token;
 use super::liveness::MIN_STEP;
 use super::timers::TimerKey;
+use super::window::ByteWindow;
 use super::Node;
 
 /// A connection's acknowledgement state, allocated on its first routed message.
@@ -60,6 +61,8 @@ pub(super) struct Flight {
     unacked: VecDeque<Option<InFlight>>,
     /// Payload bytes of the messages in `unacked` (those not yet rerouted or given up).
     bytes: u64,
+    /// How many of those bytes may be in flight ([`super::window`]).
+    window: ByteWindow,
     /// The retransmission check's entry in the timer table.
     pub(super) timer: Option<Instant>,
     /// When the peer last acknowledged receiving one more: while that is within the ack
@@ -170,9 +173,10 @@ impl Flight {
 
     /// True if the connection's window has no room: as many routed messages sent and not yet
     /// handed on by the peer as [`Config::route_window`](crate::Config::route_window) allows,
-    /// or as many payload bytes as [`Config::route_window_bytes`](crate::Config::route_window_bytes).
+    /// or as many payload bytes as its byte window's limit, at most
+    /// [`Config::route_window_bytes`](crate::Config::route_window_bytes) ([`super::window`]).
     pub(super) fn is_full(&self, cfg: &crate::Config) -> bool {
-        self.unacked.len() >= cfg.route_window() || self.bytes >= cfg.route_window_bytes() as u64
+        self.unacked.len() >= cfg.route_window() || self.bytes >= self.window.limit(cfg.route_window_bytes())
     }
 
     /// True if the peer has received messages on this connection and not handed them on: we
@@ -305,6 +309,8 @@ impl Node {
         let peer = c.peer();
         let Some(f) = c.flight.as_mut() else { return };
         let mut sample = None;
+        // The newest message acknowledged, if sent once, and the payload bytes acknowledged.
+        let (mut newest, mut acked_bytes) = (None, 0);
         let mut passed_on = std::mem::take(&mut self.custody.buf);
         let count = count.min(f.base + f.unacked.len() as u64);
         if f.acked_out < count {
@@ -314,6 +320,8 @@ impl Node {
             let i = (f.acked_out - f.base) as usize;
             f.acked_out += 1;
             let Some(Some(e)) = f.unacked.get_mut(i) else { continue };
+            acked_bytes += e.bytes();
+            newest = (e.reroutes == 0).then_some(e.sent);
             if e.reroutes == 0 {
                 sample = Some(now - e.sent);
             }
@@ -321,8 +329,13 @@ impl Node {
             e.sent = now;
             passed_on.extend(e.token.take());
         }
+        let limit = f.window.limit(self.cfg.route_window_bytes());
+        if acked_bytes > 0 {
+            let late = self.cfg.ack_timeout_max / 4;
+            f.window.acknowledged(now, newest, acked_bytes, late, self.cfg.route_window_bytes());
+        }
         let passed = passed.min(f.acked_out);
-        let opened = f.base < passed;
+        let opened = f.base < passed || f.window.limit(self.cfg.route_window_bytes()) > limit;
         while f.base < passed {
             if let Some(Some(e)) = f.unacked.pop_front() {
                 f.bytes = f.bytes.saturating_sub(e.bytes());

@@ -27,6 +27,7 @@ mod timers;
 mod transmit;
 mod tuning;
 mod vec_map;
+mod window;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
