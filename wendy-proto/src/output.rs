@@ -212,19 +212,23 @@ pub enum NodeError {
         /// Attempts made.
         attempts: u32,
     },
-    /// A message was dropped because a queue was full.
+    /// A message this node was forwarding was dropped because a queue was full (or no
+    /// connection slot could be freed for its next hop). Reported here; its origin is sent
+    /// [`NodeError::Undeliverable`].
     QueueFull {
         /// The peer it was queued for, if any.
         peer: Option<NodeId>,
     },
-    /// A routed message exceeded the hop limit and was dropped.
+    /// A routed message exceeded the hop limit and was dropped. Reported here; its origin, if
+    /// another node, is sent [`NodeError::Undeliverable`].
     HopLimit {
         /// Its key.
         key: NodeId,
     },
     /// A routed message could not be delivered: its next hops failed (it was rerouted
-    /// `max_reroutes` times) or no route was left, or the node left while holding it.
-    /// Reported at the message's origin: the node that gives up routes the report back to it.
+    /// `max_reroutes` times) or no route was left, a node on its way had no room to queue it
+    /// or it exceeded the hop limit there, or the node left while holding it. Reported at the
+    /// message's origin: the node that gives up routes the report back to it.
     Undeliverable {
         /// Its key.
         key: NodeId,
@@ -244,7 +248,7 @@ impl fmt::Display for NodeError {
             NodeError::QueueFull { peer: None } => f.write_str("queue full: message dropped"),
             NodeError::HopLimit { key } => write!(f, "message towards {key} exceeded the hop limit"),
             NodeError::Undeliverable { key, purpose } => {
-                write!(f, "message (purpose {purpose}) towards {key} could not be delivered: its next hops failed")
+                write!(f, "message (purpose {purpose}) towards {key} could not be delivered: its next hops failed or had no room")
             }
         }
     }

@@ -553,14 +553,20 @@ impl Node {
     /// The report goes to the message's origin: here if it is ours (or we are leaving), else
     /// a [`Message::Bounce`] routed back towards the origin, which reports it there.
     pub(super) fn undeliverable(&mut self, route: Route) {
+        self.give_up(route.origin, route.key, route.purpose, route.seq);
+    }
+
+    /// [`Node::undeliverable`] of the message `seq` of `origin`, towards `key` for `purpose`
+    /// (its payload is not needed to report it).
+    pub(super) fn give_up(&mut self, origin: NodeId, key: NodeId, purpose: u8, seq: u64) {
         self.stats.add(Counter::Dropped, 1);
         self.stats.add(Counter::Undeliverable, 1);
-        if route.origin == self.id() || self.state == super::State::Left {
-            self.report(NodeError::Undeliverable { key: route.key, purpose: route.purpose });
+        if origin == self.id() || self.state == super::State::Left {
+            self.report(NodeError::Undeliverable { key, purpose });
             return;
         }
         let now = self.last_now;
-        self.on_bounce(now, route.origin, route.key, route.purpose, route.seq, 0);
+        self.on_bounce(now, origin, key, purpose, seq, 0);
     }
 
     /// A bounce (see [`Node::undeliverable`]): reported here if we are its origin, else passed

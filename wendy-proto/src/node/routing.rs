@@ -206,15 +206,26 @@ impl Node {
             }
             Hop::Hold => {
                 if self.pending_total >= self.cfg.max_pending_total {
-                    return self.drop_msg(None, local);
+                    if local {
+                        return Err(CommandError::Backpressure);
+                    }
+                    // Reported here and, through a bounce, at its origin.
+                    self.report(NodeError::QueueFull { peer: None });
+                    self.undeliverable(route);
+                    return Ok(());
                 }
                 self.hold_route(route);
                 Ok(())
             }
             Hop::Next(next) => {
                 if route.hops >= self.cfg.max_hops {
-                    self.stats.add(Counter::Dropped, 1);
                     self.report(NodeError::HopLimit { key: route.key });
+                    if route.origin == self.id() {
+                        self.stats.add(Counter::Dropped, 1);
+                    } else {
+                        // Its origin is told too (the bounce has a hop limit of its own).
+                        self.undeliverable(route);
+                    }
                     return Ok(());
                 }
                 // Layer messages (purposes below 16) are not the application's to judge.
@@ -250,14 +261,21 @@ impl Node {
                     self.undeliverable(route);
                     return Ok(());
                 }
-                let (key, purpose, origin, hops) = (route.key, route.purpose, route.origin, route.hops);
+                let (key, purpose, origin, hops, seq) = (route.key, route.purpose, route.origin, route.hops, route.seq);
                 match self.send_msg(now, next, Message::Route(route)) {
                     Ok(()) => {
                         self.stats.add(Counter::Forwarded, u64::from(!local));
                         self.out.push_back(Output::Forwarded { key, purpose, origin, next, hops });
                         Ok(())
                     }
-                    Err(_) => self.drop_msg(Some(next), local),
+                    Err(_) if local => Err(CommandError::Backpressure),
+                    Err(_) => {
+                        // No connection could take it (every slot held by one that may not be
+                        // closed): reported here and at its origin.
+                        self.report(NodeError::QueueFull { peer: Some(next) });
+                        self.give_up(origin, key, purpose, seq);
+                        Ok(())
+                    }
                 }
             }
         }
@@ -322,15 +340,6 @@ impl Node {
         }));
     }
 
-    pub(super) fn drop_msg(&mut self, peer: Option<NodeId>, local: bool) -> Result<(), CommandError> {
-        if local {
-            return Err(CommandError::Backpressure);
-        }
-        self.stats.add(Counter::Dropped, 1);
-        self.report(NodeError::QueueFull { peer });
-        Ok(())
-    }
-
     pub(super) fn check_app(&self, purpose: u8, len: usize) -> Result<(), CommandError> {
         if self.state == State::Left {
             return Err(CommandError::Left);
@@ -365,7 +374,7 @@ mod tests {
     use crate::info::NodeInfo;
     use crate::output::{CommandError, NodeError, Output};
     use crate::time::Instant;
-    use crate::wire::Route;
+    use crate::wire::{Message, Route};
 
     use super::super::Node;
     use super::{AppHop, Hop};
@@ -392,19 +401,43 @@ mod tests {
             (NodeInfo::new(NodeId::from_u128(2 << 124), addr(2)), NodeInfo::new(NodeId::from_u128(9 << 124), addr(3)));
         n.learn(now, p1.clone(), true);
         n.learn(now, p2.clone(), true);
-        // The only connection slot is taken by a dial still in progress.
-        n.dial(now, p1.global, Some(p1.id)).unwrap();
+        // The only connection slot is taken by a dial to p1 still in progress.
+        let to_origin = n.dial(now, p1.global, Some(p1.id)).unwrap();
+        n.peers.get_mut(&p1.id).unwrap().set_conn(Some(to_origin));
         while n.poll_output().is_some() {}
-        let route = Route { key: p2.id, purpose: 16, origin: p1.id, hops: 1, seq: 0, payload: Bytes::new() };
+        let route = Route { key: p2.id, purpose: 16, origin: p1.id, hops: 1, seq: 7, payload: Bytes::new() };
         assert_eq!(n.route_app(now, route, false), Ok(()));
         assert_eq!(n.stats().dropped, 1);
         let errors = std::iter::from_fn(|| n.poll_output())
             .filter(|o| matches!(o, Output::Event(crate::Event::Error(NodeError::QueueFull { .. }))))
             .count();
         assert_eq!(errors, 1);
+        // Its origin is told: a bounce waits for the connection to it being set up.
+        assert_eq!(n.stats().undeliverable, 1);
+        let bounce = Message::Bounce { origin: p1.id, key: p2.id, purpose: 16, seq: 7, hops: 1 };
+        assert_eq!(n.conns.get_mut(&to_origin).unwrap().io().pending.iter().collect::<Vec<_>>(), [&bounce]);
         // The application's own send is refused, not dropped: it is not counted.
         assert_eq!(n.send(now, p2.id, 16, Bytes::new()), Err(CommandError::Backpressure));
         assert_eq!(n.stats().dropped, 1);
+    }
+
+    #[test]
+    fn a_message_past_the_hop_limit_is_reported_here_and_at_its_origin() {
+        let now = Instant::from_secs(1);
+        let (mut n, ids) = node_knowing(0x10, &[0x20, 0x30]);
+        let (origin, root) = (ids[0], ids[1]);
+        let hops = n.cfg.max_hops;
+        let route = Route { key: root, purpose: 16, origin, hops, seq: 3, payload: Bytes::new() };
+        assert_eq!(n.route_app(now, route, false), Ok(()));
+        let s = n.stats();
+        assert_eq!((s.dropped, s.undeliverable, s.forwarded), (1, 1, 0));
+        let outs: Vec<Output> = std::iter::from_fn(|| n.poll_output()).collect();
+        assert!(outs
+            .iter()
+            .any(|o| matches!(o, Output::Event(crate::Event::Error(NodeError::HopLimit { key })) if *key == root)));
+        let to_origin = n.peers[&origin].conn().expect("a dial to the origin");
+        let bounce = Message::Bounce { origin, key: root, purpose: 16, seq: 3, hops: 1 };
+        assert_eq!(n.conns.get_mut(&to_origin).unwrap().io().pending.iter().collect::<Vec<_>>(), [&bounce]);
     }
 
     /// A node at `me` that knows `others` directly (all in its leaf set).

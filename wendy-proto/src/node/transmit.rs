@@ -154,7 +154,8 @@ impl Node {
             pending >= self.cfg.max_pending_per_peer || self.pending_total >= self.cfg.max_pending_total
         };
         let Some(c) = self.peers.get(&to).and_then(|p| p.conn()).and_then(|c| self.conns.get(&c)) else {
-            return false;
+            // A new connection would queue it while it is set up.
+            return self.pending_total >= self.cfg.max_pending_total;
         };
         if c.closing.is_some() {
             return true;
