@@ -17,7 +17,8 @@
 //! once. A message that has been
 //! rerouted `max_reroutes` times, or finds no route, is reported
 //! [`NodeError::Undeliverable`] with its key and purpose at its origin (a [`Message::Bounce`]
-//! carries the report back). A graceful close needs none of this:
+//! carries the report back; it is a control frame, not acknowledged hop by hop, so a
+//! connection that breaks while carrying it loses it). A graceful close needs none of this:
 //! the peer has read everything before it closes its end in answer to `Closing`.
 //!
 //! An acknowledgement also counts the messages the peer has handed on, and the queue keeps a
