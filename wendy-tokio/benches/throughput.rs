@@ -4,7 +4,11 @@
 //! cargo bench -p wendy-tokio --bench throughput
 //! WENDY_BENCH_JSON=bench.json cargo bench -p wendy-tokio --bench throughput   # also writes JSON
 //! WENDY_BENCH_BATCH=2048 cargo bench -p wendy-tokio --bench throughput   # batches of 2,048, not 256
+//! WENDY_BENCH_THREADS=2 cargo bench -p wendy-tokio --bench throughput   # 2 runtime threads
 //! ```
+//! The runtime has a worker thread per core (`std::thread::available_parallelism`, at least
+//! 2), or `WENDY_BENCH_THREADS`: the raw baseline is one connection, a writer and a reader,
+//! while the cluster's 20 nodes can use every core.
 //! In one run:
 //! 1. raw: frames/s of the size of a routed 32-byte message, written in batches by one task and
 //!    counted by another over one loopback connection; and the raw round trip of one frame;
@@ -55,8 +59,18 @@ fn batch_len() -> usize {
     std::env::var("WENDY_BENCH_BATCH").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(BATCH)
 }
 
+/// The runtime's worker threads: `WENDY_BENCH_THREADS`, else one per core (at least 2).
+fn threads() -> usize {
+    std::env::var("WENDY_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().max(2)))
+}
+
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads()).enable_all().build().expect("runtime");
     rt.block_on(run());
 }
 
@@ -122,9 +136,10 @@ async fn run() {
     }
     let frame = route_frame();
     println!(
-        "wendy-tokio throughput (payload {PAYLOAD} B, frame {} B on the wire, batches of {})",
+        "wendy-tokio throughput (payload {PAYLOAD} B, frame {} B on the wire, batches of {}, {} runtime threads)",
         frame.len(),
-        batch_len()
+        batch_len(),
+        threads()
     );
     let (raw, raw_cpu) = raw_frames(&frame, Duration::from_secs(2)).await;
     println!("raw batched TCP:        {:>12.0} frames/s", raw);
@@ -181,6 +196,7 @@ async fn run() {
         let v = serde_json::json!({
             "payload_bytes": PAYLOAD,
             "batch_msgs": batch_len(),
+            "runtime_threads": threads(),
             "frame_bytes": frame.len(),
             "raw_frames_per_s": raw,
             "raw_rtt_us_p50": raw_rtt,
