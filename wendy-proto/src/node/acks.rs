@@ -332,8 +332,7 @@ impl Node {
         }
         let limit = f.window.limit(self.cfg.route_window_bytes());
         if acked_bytes > 0 {
-            let late = self.cfg.ack_timeout_max / 4;
-            f.window.acknowledged(now, newest, acked_bytes, late, self.cfg.route_window_bytes());
+            f.window.acknowledged(now, newest, acked_bytes, self.cfg.ack_timeout_max, self.cfg.route_window_bytes());
         }
         let passed = passed.min(f.acked_out);
         let opened = f.base < passed || f.window.limit(self.cfg.route_window_bytes()) > limit;

@@ -37,6 +37,10 @@ pub(super) const INITIAL: u32 = 256 << 10;
 /// The limit is never cut below this: 64 KiB.
 pub(super) const FLOOR: u32 = 64 << 10;
 
+/// An acknowledgement is late once it comes `ack_timeout_max / LATE_FRACTION` after its
+/// message: a quarter of the wait after which the peer would be taken for failing.
+const LATE_FRACTION: u32 = 4;
+
 /// The limit of one connection's payload bytes in flight (see the module's docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ByteWindow {
@@ -63,18 +67,19 @@ impl ByteWindow {
 
     /// The peer acknowledged `bytes` at `now`; the newest of them was sent at `sent` (`None`
     /// if it was sent more than once, so its delay says nothing of the peer's backlog). An
-    /// acknowledgement later than `late` cuts the limit; one sooner opens it, up to `bound`.
+    /// acknowledgement later than a quarter of `ack_timeout_max` cuts the limit; one sooner
+    /// opens it, up to `bound`.
     pub(super) fn acknowledged(
         &mut self,
         now: Instant,
         sent: Option<Instant>,
         bytes: u64,
-        late: Duration,
+        ack_timeout_max: Duration,
         bound: usize,
     ) {
         let bound = u32::try_from(bound).unwrap_or(u32::MAX);
         if let Some(sent) = sent {
-            if now - sent > late {
+            if now - sent > ack_timeout_max / LATE_FRACTION {
                 if self.cut.is_none_or(|cut| sent >= cut) {
                     self.limit = (self.limit.min(bound) / 2).max(FLOOR);
                     self.threshold = self.limit;
@@ -101,7 +106,8 @@ mod tests {
     use super::*;
 
     const BOUND: usize = 4 << 20;
-    const LATE: Duration = Duration::from_millis(250);
+    /// `ack_timeout_max` at its default: acknowledgements past 250 ms are late.
+    const ACK_TIMEOUT_MAX: Duration = Duration::from_secs(1);
 
     fn at(ms: u64) -> Instant {
         Instant::from_micros(ms * 1000)
@@ -113,16 +119,16 @@ mod tests {
         assert_eq!(w.limit(BOUND), u64::from(INITIAL));
         assert_eq!(w.limit(1000), 1000, "never past the configured bound");
         // A window's worth acknowledged within a round trip doubles it.
-        w.acknowledged(at(10), Some(at(9)), u64::from(INITIAL), LATE, BOUND);
+        w.acknowledged(at(10), Some(at(9)), u64::from(INITIAL), ACK_TIMEOUT_MAX, BOUND);
         assert_eq!(w.limit(BOUND), 2 * u64::from(INITIAL));
         for i in 0..10 {
             let limit = w.limit(BOUND);
-            w.acknowledged(at(20 + i), Some(at(19 + i)), limit, LATE, BOUND);
+            w.acknowledged(at(20 + i), Some(at(19 + i)), limit, ACK_TIMEOUT_MAX, BOUND);
         }
         assert_eq!(w.limit(BOUND), BOUND as u64);
         // Messages sent more than once say nothing of delay; their bytes still open it.
         let mut w = ByteWindow::default();
-        w.acknowledged(at(5000), None, 1000, LATE, BOUND);
+        w.acknowledged(at(5000), None, 1000, ACK_TIMEOUT_MAX, BOUND);
         assert_eq!(w.limit(BOUND), u64::from(INITIAL) + 1000);
     }
 
@@ -131,26 +137,26 @@ mod tests {
         let mut w = ByteWindow::default();
         for i in 0..10 {
             let limit = w.limit(BOUND);
-            w.acknowledged(at(10 + i), Some(at(9 + i)), limit, LATE, BOUND);
+            w.acknowledged(at(10 + i), Some(at(9 + i)), limit, ACK_TIMEOUT_MAX, BOUND);
         }
         assert_eq!(w.limit(BOUND), BOUND as u64);
         // Late by more than a quarter of a second: halved.
-        w.acknowledged(at(1000), Some(at(600)), 60_000, LATE, BOUND);
+        w.acknowledged(at(1000), Some(at(600)), 60_000, ACK_TIMEOUT_MAX, BOUND);
         assert_eq!(w.limit(BOUND), BOUND as u64 / 2);
         // The rest of what was sent before the cut is as late: no further cut for it.
-        w.acknowledged(at(1100), Some(at(700)), 60_000, LATE, BOUND);
+        w.acknowledged(at(1100), Some(at(700)), 60_000, ACK_TIMEOUT_MAX, BOUND);
         assert_eq!(w.limit(BOUND), BOUND as u64 / 2);
         // A message sent after the cut and late too: halved again, never below the floor.
         for i in 0..10 {
-            w.acknowledged(at(2000 + 1000 * i), Some(at(1500 + 1000 * i)), 60_000, LATE, BOUND);
+            w.acknowledged(at(2000 + 1000 * i), Some(at(1500 + 1000 * i)), 60_000, ACK_TIMEOUT_MAX, BOUND);
         }
         assert_eq!(w.limit(BOUND), u64::from(FLOOR));
         // After a cut it grows by about the floor a window's worth, not by doubling.
         let before = w.limit(BOUND);
-        w.acknowledged(at(20_000), Some(at(19_999)), before, LATE, BOUND);
+        w.acknowledged(at(20_000), Some(at(19_999)), before, ACK_TIMEOUT_MAX, BOUND);
         assert_eq!(w.limit(BOUND), before + u64::from(FLOOR));
         let limit = w.limit(BOUND);
-        w.acknowledged(at(20_001), Some(at(20_000)), limit, LATE, BOUND);
+        w.acknowledged(at(20_001), Some(at(20_000)), limit, ACK_TIMEOUT_MAX, BOUND);
         assert_eq!(w.limit(BOUND), limit + u64::from(FLOOR));
     }
 
